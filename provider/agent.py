@@ -1,0 +1,358 @@
+#!/usr/bin/env python3
+"""Node agent: supervises one job (or one node setup) on one node. Standard library only.
+
+It is copied to the node and started detached, so the job outlives the Airflow worker and the
+SSH connection that started it. The truth about the job lives next to it, in ``status.json``
+in the run folder (written atomically; the control plane only reads it):
+
+    state      starting | preparing | running | succeeded | failed | terminated
+    pid        this agent's pid;  pgids: process groups of the job's processes
+    heartbeat  epoch seconds, refreshed every HEARTBEAT_INTERVAL_S while the agent lives
+    start_time, end_time, exit_code, error {code, message}
+
+Usage:
+    agent.py run RUN_DIR          run the plan in RUN_DIR/plan.json (secrets in RUN_DIR/secrets.json)
+    agent.py terminate RUN_DIR    stop it: SIGTERM to every process group, SIGKILL after the grace period
+
+Python >= 3.8 on the node; nothing to install there.
+"""
+
+from __future__ import print_function
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+HEARTBEAT_INTERVAL_S = 2.0
+POLL_INTERVAL_S = 0.1
+DEFAULT_GRACE_S = 10.0
+FINAL_STATES = ("succeeded", "failed", "terminated")
+_VARIABLE = re.compile(r"\$(\w+)|\$\{(\w+)\}")
+
+
+def now():
+    return time.time()
+
+
+def write_json_atomically(path, document, mode=0o644):
+    temporary = "%s.%d.tmp" % (path, os.getpid())
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(descriptor, "w") as handle:
+        json.dump(document, handle, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def read_json(path):
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (IOError, OSError, ValueError):
+        return None
+
+
+def expand(template, env):
+    """$VAR / ${VAR} expansion against the job's environment (unknown variables stay as written)."""
+
+    def replace(match):
+        name = match.group(1) or match.group(2)
+        return env.get(name, match.group(0))
+
+    return _VARIABLE.sub(replace, template)
+
+
+class JobError(Exception):
+    def __init__(self, code, message, exit_code=-1):
+        Exception.__init__(self, message)
+        self.code = code
+        self.message = message
+        self.exit_code = exit_code
+
+
+class Agent(object):
+    def __init__(self, run_dir):
+        self.run_dir = os.path.abspath(run_dir)
+        self.plan = read_json(os.path.join(self.run_dir, "plan.json"))
+        if self.plan is None:
+            raise SystemExit("agent: no readable plan.json in %s" % self.run_dir)
+        self.status_path = os.path.join(self.run_dir, "status.json")
+        self.lock = threading.Lock()
+        self.status = {"state": "starting", "pid": os.getpid(), "pgids": [], "heartbeat": now(), "start_time": now()}
+        self.children = []  # (name, Popen)
+        self.terminate_requested = threading.Event()
+        self.done = threading.Event()
+        self.env = {}
+        self.log_handle = None
+        self.deadline = now() + float(self.plan.get("max_wall_clock_s") or 7 * 86400)
+
+    # -- status -------------------------------------------------------------------
+    def set_status(self, **changes):
+        with self.lock:
+            self.status.update(changes)
+            self.status["heartbeat"] = now()
+            write_json_atomically(self.status_path, self.status)
+
+    def heartbeat_loop(self):
+        while not self.done.wait(HEARTBEAT_INTERVAL_S):
+            with self.lock:
+                if self.status["state"] in FINAL_STATES:
+                    return
+            self.set_status()
+
+    def log(self, message):
+        line = "%s %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), message)
+        if self.log_handle is not None:
+            self.log_handle.write(line)
+            self.log_handle.flush()
+
+    # -- signals ------------------------------------------------------------------
+    def on_terminate(self, signum, frame):
+        self.terminate_requested.set()
+
+    # -- preparing the node ---------------------------------------------------------
+    def build_environment(self):
+        env = dict(os.environ)
+        env.update(self.plan.get("env") or {})
+        secrets_path = os.path.join(self.run_dir, "secrets.json")
+        secrets = read_json(secrets_path)
+        if secrets:
+            env.update(secrets)
+        if os.path.exists(secrets_path):
+            os.unlink(secrets_path)  # held in memory only from here on
+        python_dir = os.path.dirname(sys.executable)
+        env["PATH"] = python_dir + os.pathsep + env.get("PATH", "/usr/bin:/bin")
+        env.setdefault("BATCHAI_PYTHON", sys.executable)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        for name, template in self.plan.get("expand_env") or []:
+            env[name] = os.path.normpath(expand(template, env))
+        self.env = env
+
+    def prepare_folders(self):
+        for path in self.plan.get("clean_dirs") or []:
+            shutil.rmtree(path, ignore_errors=True)
+            os.makedirs(path)
+        for link in self.plan.get("links") or []:
+            path, source = link["path"], link["source"]
+            if not os.path.isdir(source):
+                os.makedirs(source)
+            parent = os.path.dirname(path)
+            if not os.path.isdir(parent):
+                os.makedirs(parent)
+            if os.path.islink(path):
+                os.unlink(path)
+            if os.path.exists(path):
+                raise JobError("MountFailed", "mount point %s exists and is not ours" % path)
+            os.symlink(source, path)
+        for name in self.plan.get("make_dirs") or []:
+            folder = self.env[name]
+            if not os.path.isdir(folder):
+                os.makedirs(folder)
+        hostfile = self.plan.get("hostfile")
+        if hostfile:
+            with open(hostfile["path"], "w") as handle:
+                handle.write("".join(line + "\n" for line in hostfile["lines"]))
+
+    def open_execution_log(self):
+        folder = self.env.get(self.plan.get("log_dir_env") or "", "")
+        if folder and os.path.isdir(folder):
+            self.log_handle = open(os.path.join(folder, self.plan.get("execution_log", "execution.log")), "a")  # noqa: SIM115 - lives as long as the agent
+
+    def check_requirements(self):
+        for program in self.plan.get("requires") or []:
+            if shutil.which(program, path=self.env.get("PATH")) is None:
+                raise JobError(
+                    "JobPreparationFailed",
+                    "this job needs %s on node %s, which has none (install MPI there, e.g. in jobPreparation or node setup)"
+                    % (program, self.plan.get("node_id")),
+                )
+        if self.plan.get("container"):
+            raise JobError(
+                "FailedStartingContainer",
+                "containerSettings need a Docker engine on node %s; this agent runs jobs on the host only" % self.plan.get("node_id"),
+            )
+
+    # -- running processes -----------------------------------------------------------
+    def start(self, name, command, extra_env, stdout_name, stderr_name):
+        env = dict(self.env)
+        env.update(extra_env or {})
+        folder = self.env.get(self.plan.get("log_dir_env") or "", self.run_dir)
+        shell = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
+        with open(os.path.join(folder, stdout_name), "ab") as out, open(os.path.join(folder, stderr_name), "ab") as err:
+            process = subprocess.Popen(
+                [shell, "-c", command],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env=env,
+                cwd=self.plan.get("cwd") or folder,
+                start_new_session=True,
+                close_fds=True,
+            )
+        self.children.append((name, process))
+        with self.lock:
+            self.status["pgids"] = [p.pid for _, p in self.children]
+            self.status.setdefault("tasks", []).append({"name": name, "pid": process.pid})
+        self.set_status()
+        self.log("started %s as pid %d" % (name, process.pid))
+        return process
+
+    def kill_all(self, grace_s):
+        live = [p for _, p in self.children if p.poll() is None]
+        for process in live:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except OSError:
+                pass
+        deadline = now() + grace_s
+        while now() < deadline and any(p.poll() is None for p in live):
+            time.sleep(POLL_INTERVAL_S)
+        for process in live:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)  # the whole group: grandchildren too
+            except OSError:
+                pass
+            process.wait()
+
+    def wait_for(self, processes, stop_on_failure):
+        """Wait until all exit; returns the first non-zero exit code (0 if none)."""
+        grace = float(self.plan.get("grace_s", DEFAULT_GRACE_S))
+        first_failure = 0
+        while True:
+            if self.terminate_requested.is_set():
+                self.log("terminate requested: stopping all processes")
+                self.kill_all(grace)
+                raise JobError("JobTerminated", "the job was terminated", exit_code=-1)
+            if now() > self.deadline:
+                self.log("maxWallClockTime exceeded: stopping all processes")
+                self.kill_all(grace)
+                raise JobError("MaxWallClockTimeExceeded", "the job ran longer than its maxWallClockTime", exit_code=-1)
+            running = False
+            for process in processes:
+                code = process.poll()
+                if code is None:
+                    running = True
+                elif code != 0 and first_failure == 0:
+                    first_failure = code if code > 0 else 128 - code
+                    if stop_on_failure:
+                        self.log("a process exited with code %d: stopping the others" % code)
+                        self.kill_all(grace)
+                        return first_failure
+            if not running:
+                return first_failure
+            time.sleep(POLL_INTERVAL_S)
+
+    def run(self):
+        signal.signal(signal.SIGTERM, self.on_terminate)
+        signal.signal(signal.SIGINT, self.on_terminate)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        self.set_status()
+        threading.Thread(target=self.heartbeat_loop, daemon=True).start()
+        try:
+            self.build_environment()
+            self.prepare_folders()
+            self.open_execution_log()
+            self.log("agent %d on node %s: %s" % (os.getpid(), self.plan.get("node_id"), self.plan.get("kind", "job")))
+            self.check_requirements()
+            preparation = self.plan.get("preparation")
+            if preparation:
+                self.set_status(state="preparing")
+                process = self.start("preparation", preparation["command"], {}, preparation["stdout"], preparation["stderr"])
+                code = self.wait_for([process], stop_on_failure=True)
+                self.log("preparation exited with code %d" % code)
+                if code != 0:
+                    raise JobError(preparation.get("error_code", "JobPreparationFailed"), "preparation exited with code %d" % code, code)
+            self.set_status(state="running")
+            processes = [self.start(t["name"], t["command"], t.get("env"), t["stdout"], t["stderr"]) for t in self.plan.get("tasks") or []]
+            if self.plan.get("wait_for_release"):
+                while not self.terminate_requested.wait(POLL_INTERVAL_S):
+                    if now() > self.deadline:
+                        break
+                self.finish("succeeded", 0)
+                return 0
+            code = self.wait_for(processes, stop_on_failure=True)
+            self.log("processes ended, exit code %d" % code)
+            if code == 0:
+                self.finish("succeeded", 0)
+            else:
+                self.finish("failed", code, {"code": self.plan.get("failure_code", "JobFailed"), "message": "exit code %d" % code})
+            return code
+        except JobError as error:
+            self.log("%s: %s" % (error.code, error.message))
+            state = "terminated" if error.code == "JobTerminated" else "failed"
+            self.finish(state, error.exit_code, {"code": error.code, "message": error.message})
+            return 1
+        except Exception as error:  # anything unexpected still ends in a final status
+            self.log("agent error: %r" % (error,))
+            self.kill_all(float(self.plan.get("grace_s", DEFAULT_GRACE_S)))
+            self.finish("failed", -1, {"code": "AgentError", "message": "%s: %s" % (type(error).__name__, error)})
+            return 1
+
+    def finish(self, state, exit_code, error=None):
+        for link in self.plan.get("links") or []:
+            if link.get("unlink_at_end") and os.path.islink(link["path"]):
+                os.unlink(link["path"])
+        self.set_status(state=state, exit_code=exit_code, end_time=now(), error=error)
+        self.done.set()
+        if self.log_handle is not None:
+            self.log_handle.close()
+
+
+def process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:  # a zombie is not alive
+        with open("/proc/%d/stat" % pid) as handle:
+            return handle.read().split(") ", 1)[1][:1] != "Z"
+    except (IOError, OSError, IndexError):
+        return True
+
+
+def terminate(run_dir, grace_s):
+    """Ask the agent to stop; if it is gone, stop its process groups here and record the end."""
+    status_path = os.path.join(run_dir, "status.json")
+    status = read_json(status_path) or {}
+    if status.get("state") in FINAL_STATES:
+        return 0
+    pid = status.get("pid")
+    if pid and process_alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = now() + grace_s + 5
+        while now() < deadline:
+            status = read_json(status_path) or {}
+            if status.get("state") in FINAL_STATES:
+                return 0
+            time.sleep(POLL_INTERVAL_S)
+    for pgid in status.get("pgids") or []:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(pgid, sig)
+            except OSError:
+                pass
+    if pid and process_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    status.update(state="terminated", end_time=now(), exit_code=-1, error={"code": "JobTerminated", "message": "the job was terminated"})
+    write_json_atomically(status_path, status)
+    return 0
+
+
+def main(argv):
+    if len(argv) >= 2 and argv[0] == "run":
+        return Agent(argv[1]).run()
+    if len(argv) >= 2 and argv[0] == "terminate":
+        grace = float(argv[2]) if len(argv) > 2 else DEFAULT_GRACE_S
+        return terminate(os.path.abspath(argv[1]), grace)
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

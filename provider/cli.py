@@ -1,0 +1,247 @@
+"""``batchai``: the ``az batchai`` commands, on the embedded default (or, later, a connection).
+
+Output is Batch AI's JSON (camelCase read models) on stdout, so scripts written against the az
+CLI's ``-o json`` keep working. Bad input exits with status 2 and one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from airflow_batchai.errors import BatchAIError
+from airflow_batchai.service import DEFAULT_EXPERIMENT, DEFAULT_WORKSPACE, Service
+from airflow_batchai.spec import (
+    AutoScaleSettings,
+    ClusterSpec,
+    ManualScaleSettings,
+    ScaleSettings,
+    load_cluster_spec,
+    load_job_spec,
+)
+
+STREAM_POLL_S = 0.5
+EXIT_USAGE = 2
+
+
+def _print(document: Any) -> None:
+    print(json.dumps(document, indent=2, sort_keys=True))
+
+
+def _service(args: argparse.Namespace) -> Service:
+    return Service.embedded(args.home)
+
+
+def _scale_from_args(args: argparse.Namespace) -> ScaleSettings | None:
+    if args.min is None and args.max is None:
+        return None if args.target is None else ScaleSettings(manual=ManualScaleSettings(target_node_count=args.target))
+    if args.min is None or args.max is None:
+        raise BatchAIError("InvalidArguments", "--min and --max go together", "--min/--max")
+    if args.min == args.max:
+        return ScaleSettings(manual=ManualScaleSettings(target_node_count=args.min))
+    return ScaleSettings(
+        auto_scale=AutoScaleSettings(minimum_node_count=args.min, maximum_node_count=args.max, initial_node_count=args.target or 0)
+    )
+
+
+def cluster_create(args: argparse.Namespace) -> int:
+    if args.config_file:
+        spec = load_cluster_spec(
+            args.config_file, storage_account_name=args.storage_account_name, storage_account_key=args.storage_account_key
+        )
+    else:
+        spec = ClusterSpec()
+    scale = _scale_from_args(args)
+    if scale is not None:
+        spec = spec.model_copy(update={"scale_settings": scale})
+    _print(_service(args).create_cluster(args.name, spec, args.workspace))
+    return 0
+
+
+def cluster_show(args: argparse.Namespace) -> int:
+    _print(_service(args).show_cluster(args.name, args.workspace))
+    return 0
+
+
+def cluster_list(args: argparse.Namespace) -> int:
+    _print(_service(args).list_clusters(args.workspace))
+    return 0
+
+
+def cluster_resize(args: argparse.Namespace) -> int:
+    _print(_service(args).resize_cluster(args.name, args.target, args.workspace))
+    return 0
+
+
+def cluster_delete(args: argparse.Namespace) -> int:
+    _service(args).delete_cluster(args.name, args.workspace)
+    return 0
+
+
+def job_create(args: argparse.Namespace) -> int:
+    """Unfilled account placeholders fall back to the embedded default's local account."""
+    service = _service(args)
+    account = args.storage_account_name or os.environ.get("AZURE_BATCHAI_STORAGE_ACCOUNT") or service.settings.default_storage_account
+    spec = load_job_spec(args.config_file, cluster=args.cluster, storage_account_name=account, storage_account_key=args.storage_account_key)
+    _print(service.create_job(args.cluster, args.name, spec, args.experiment, args.workspace))
+    return 0
+
+
+def job_validate(args: argparse.Namespace) -> int:
+    spec = load_job_spec(args.config_file, storage_account_name=args.storage_account_name, storage_account_key=args.storage_account_key)
+    print(f"{args.config_file}: valid {spec.tool_type} job for {spec.node_count} node(s)")
+    return 0
+
+
+def job_show(args: argparse.Namespace) -> int:
+    _print(_service(args).show_job(args.name, args.experiment, args.workspace))
+    return 0
+
+
+def job_list(args: argparse.Namespace) -> int:
+    _print(_service(args).list_jobs(args.experiment, args.workspace))
+    return 0
+
+
+def job_terminate(args: argparse.Namespace) -> int:
+    _print(_service(args).terminate_job(args.name, args.experiment, args.workspace))
+    return 0
+
+
+def job_delete(args: argparse.Namespace) -> int:
+    _service(args).delete_job(args.name, args.experiment, args.workspace)
+    return 0
+
+
+def job_wait(args: argparse.Namespace) -> int:
+    """Exit with the job's exit code, as ``az batchai job wait`` did (1 for a failure without one)."""
+    view = _service(args).wait_job(args.name, args.experiment, args.workspace, timeout_s=args.timeout, poll_s=args.interval)
+    info = view["executionInfo"]
+    if view["executionState"] == "succeeded":
+        return 0
+    for error in info.get("errors") or []:
+        print(f"{error['code']}: {error['message']}", file=sys.stderr)
+    code = info.get("exitCode")
+    return code if isinstance(code, int) and 0 < code < 256 else 1
+
+
+def file_list(args: argparse.Namespace) -> int:
+    files = _service(args).list_output_files(args.job, args.experiment, args.workspace, args.output_directory_id, args.path, args.expiry)
+    _print(files)
+    return 0
+
+
+def file_stream(args: argparse.Namespace) -> int:
+    """``tail -f`` of a job's file: print what is new every poll; stop once the job has ended."""
+    service = _service(args)
+    offset = 0
+    out = sys.stdout.buffer
+    while True:
+        state = service.show_job(args.job, args.experiment, args.workspace)["executionState"]
+        chunk = service.read_output_file(args.job, args.file_name, args.experiment, args.workspace, args.output_directory_id, offset)
+        if chunk:
+            out.write(chunk)
+            out.flush()
+            offset += len(chunk)
+        if state in ("succeeded", "failed"):
+            tail = service.read_output_file(args.job, args.file_name, args.experiment, args.workspace, args.output_directory_id, offset)
+            if tail:
+                out.write(tail)
+                out.flush()
+            if chunk is None and offset == 0 and tail is None:
+                raise BatchAIError(
+                    "FileNotFound", f"the job ended and {args.file_name} was not found in {args.output_directory_id}", args.file_name
+                )
+            return 0
+        time.sleep(STREAM_POLL_S)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-w", "--workspace", default=DEFAULT_WORKSPACE, help="workspace (default: default)")
+    common.add_argument("--home", default=None, help="embedded default's folder (default: $BATCHAI_HOME or ~/.batchai)")
+    storage = argparse.ArgumentParser(add_help=False)
+    storage.add_argument("--storage-account-name", default=None, help="fills <AZURE_BATCHAI_STORAGE_ACCOUNT>")
+    storage.add_argument("--storage-account-key", default=None, help="fills <AZURE_BATCHAI_STORAGE_KEY>")
+    experiment = argparse.ArgumentParser(add_help=False)
+    experiment.add_argument("-e", "--experiment", default=DEFAULT_EXPERIMENT)
+
+    parser = argparse.ArgumentParser(prog="batchai", description="Azure Batch AI job specs on your own nodes")
+    groups = parser.add_subparsers(dest="group", required=True)
+
+    cluster = groups.add_parser("cluster", help="clusters of nodes").add_subparsers(dest="command", required=True)
+    create = cluster.add_parser("create", parents=[common, storage])
+    create.add_argument("-n", "--name", required=True)
+    create.add_argument("-f", "--config-file")
+    create.add_argument("-t", "--target", type=int)
+    create.add_argument("--min", type=int)
+    create.add_argument("--max", type=int)
+    create.set_defaults(handler=cluster_create)
+    for name, handler in (("show", cluster_show), ("delete", cluster_delete)):
+        sub = cluster.add_parser(name, parents=[common])
+        sub.add_argument("-n", "--name", required=True)
+        sub.set_defaults(handler=handler)
+    cluster.add_parser("list", parents=[common]).set_defaults(handler=cluster_list)
+    resize = cluster.add_parser("resize", parents=[common])
+    resize.add_argument("-n", "--name", required=True)
+    resize.add_argument("-t", "--target", type=int, required=True)
+    resize.set_defaults(handler=cluster_resize)
+
+    job = groups.add_parser("job", help="jobs").add_subparsers(dest="command", required=True)
+    submit = job.add_parser("create", parents=[common, storage, experiment])
+    submit.add_argument("-n", "--name", required=True)
+    submit.add_argument("-c", "--cluster", required=True)
+    submit.add_argument("-f", "--config-file", required=True)
+    submit.set_defaults(handler=job_create)
+    validate = job.add_parser("validate", parents=[storage])
+    validate.add_argument("-f", "--config-file", required=True)
+    validate.set_defaults(handler=job_validate)
+    for name, handler in (("show", job_show), ("terminate", job_terminate), ("delete", job_delete)):
+        sub = job.add_parser(name, parents=[common, experiment])
+        sub.add_argument("-n", "--name", required=True)
+        sub.set_defaults(handler=handler)
+    job.add_parser("list", parents=[common, experiment]).set_defaults(handler=job_list)
+    wait = job.add_parser("wait", parents=[common, experiment])
+    wait.add_argument("-n", "--name", required=True)
+    wait.add_argument("--timeout", type=float, default=None, help="seconds (default: no limit)")
+    wait.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
+    wait.set_defaults(handler=job_wait)
+
+    files = job.add_parser("file", help="job output files").add_subparsers(dest="file_command", required=True)
+    listing = files.add_parser("list", parents=[common, experiment])
+    listing.add_argument("-j", "--job", required=True)
+    listing.add_argument("-d", "--output-directory-id", default="stdouterr")
+    listing.add_argument("-p", "--path", default=".")
+    listing.add_argument("--expiry", type=int, default=60, help="download link lifetime, minutes (5-600)")
+    listing.set_defaults(handler=file_list)
+    stream = files.add_parser("stream", parents=[common, experiment])
+    stream.add_argument("-j", "--job", required=True)
+    stream.add_argument("-f", "--file-name", required=True)
+    stream.add_argument("-d", "--output-directory-id", default="stdouterr")
+    stream.set_defaults(handler=file_stream)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except BatchAIError as error:
+        print(f"error: {error.code}: {error.message}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except OSError as error:
+        print(f"error: {error.strerror or error}: {error.filename or ''}".rstrip(": "), file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

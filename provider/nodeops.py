@@ -1,0 +1,76 @@
+"""What the control plane does on a node: deploy the agent, start a run, read its status, stop it, clean up.
+
+Every call goes through the node's Transport, so this works the same for local nodes and (with
+issue 4's transport) SSH hosts. A plan file is written 0600 and secrets travel in a separate
+0600 file that the agent deletes as soon as it has read it; neither appears on a command line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from airflow_batchai import agent as agent_module
+from airflow_batchai.layout import NodeLayout
+from airflow_batchai.nodes import Transport
+
+log = logging.getLogger(__name__)
+
+AGENT_SOURCE = Path(agent_module.__file__).read_bytes()
+AGENT_HASH = hashlib.sha256(AGENT_SOURCE).hexdigest()
+TERMINATE_TIMEOUT_S = 60.0
+FINAL_STATES = agent_module.FINAL_STATES
+
+
+@dataclass
+class NodeHandle:
+    node_id: str
+    transport: Transport
+    layout: NodeLayout
+
+    @property
+    def agent_path(self) -> str:
+        return self.layout.agent_path(AGENT_HASH)
+
+    def deploy_agent(self) -> str:
+        """Copy the agent once per content hash; later calls find it there."""
+        if self.transport.read_file(self.agent_path, 0, 0) is None:
+            self.transport.write_file(self.agent_path, AGENT_SOURCE, 0o755)
+        return self.agent_path
+
+    def start_run(self, run_id: str, plan: dict[str, Any], secrets: dict[str, str]) -> None:
+        run_dir = self.layout.run_dir(run_id)
+        agent = self.deploy_agent()
+        self.transport.remove_tree(run_dir)
+        self.transport.write_file(posixpath.join(run_dir, "plan.json"), json.dumps(plan).encode(), 0o600)
+        if secrets:
+            self.transport.write_file(posixpath.join(run_dir, "secrets.json"), json.dumps(secrets).encode(), 0o600)
+        self.transport.start_detached([self.transport.python, agent, "run", run_dir], log_path=posixpath.join(run_dir, "agent.log"))
+        log.info("started run %s on node %s", run_id, self.node_id)
+
+    def status(self, run_id: str) -> dict[str, Any] | None:
+        raw = self.transport.read_file(posixpath.join(self.layout.run_dir(run_id), "status.json"))
+        if raw is None:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return None
+
+    def terminate(self, run_id: str, grace_s: float = agent_module.DEFAULT_GRACE_S) -> None:
+        """Stop the run's processes (the agent's SIGTERM → SIGKILL escalation); returns once it is final."""
+        agent = self.deploy_agent()
+        result = self.transport.run(
+            [self.transport.python, agent, "terminate", self.layout.run_dir(run_id), str(grace_s)], timeout_s=TERMINATE_TIMEOUT_S
+        )
+        if result.returncode != 0:
+            log.warning("terminate of run %s on node %s exited %d: %s", run_id, self.node_id, result.returncode, result.stderr[-500:])
+
+    def clean(self) -> None:
+        """Leave the host as we found it: everything of ours lives under the node root."""
+        self.transport.remove_tree(self.layout.root)

@@ -1,0 +1,47 @@
+"""The Transport contract (run and copy on one node) and the node pool that hands them out.
+
+A node is a machine (or, in the embedded default, a folder on this machine standing in for
+one). Everything of ours on a node lives under its ``root``; ``layout.NodeLayout`` names the
+folders. The SSH transport (issue 4) implements the same protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    name: str
+    is_dir: bool
+    size: int
+    mtime: float
+
+
+class Transport(Protocol):
+    address: str
+    python: str  # interpreter that runs the agent on the node
+
+    def run(self, argv: list[str], *, timeout_s: float = 60.0, stdin: bytes | None = None) -> CommandResult: ...
+
+    def start_detached(self, argv: list[str], *, log_path: str) -> None:
+        """Start ``argv`` so that it outlives us (own session, stdin from /dev/null); return at once."""
+
+    def read_file(self, path: str, offset: int = 0, length: int | None = None) -> bytes | None:
+        """Bytes of ``path`` from ``offset``; None if the file does not exist."""
+
+    def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        """Write atomically, creating parent folders."""
+
+    def list_dir(self, path: str) -> list[FileInfo] | None:
+        """Entries of a folder (not recursive); None if it does not exist."""
+
+    def remove_tree(self, path: str) -> None: ...

@@ -1,0 +1,99 @@
+"""Local nodes: processes on this machine, each node a folder standing in for a machine.
+
+The embedded default's pool is N of these (default 2), all at 127.0.0.1. They share this
+machine's file system, which is what lets local storage folders be "mounted" by symlink.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from airflow_batchai.nodes import CommandResult, FileInfo
+from airflow_batchai.store.local import write_atomically
+
+LOCAL_ADDRESS = "127.0.0.1"
+
+
+class LocalTransport:
+    """Runs commands with subprocess; files are plain files of this machine."""
+
+    def __init__(self, address: str = LOCAL_ADDRESS, python: str | None = None) -> None:
+        self.address = address
+        self.python = python or sys.executable
+
+    def run(self, argv: list[str], *, timeout_s: float = 60.0, stdin: bytes | None = None) -> CommandResult:
+        completed = subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout_s, check=False)
+        return CommandResult(completed.returncode, completed.stdout, completed.stderr)
+
+    def start_detached(self, argv: list[str], *, log_path: str) -> None:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True, cwd="/"
+            )
+        # Reap it when it ends so it never lingers as a zombie of a long-lived caller; the
+        # process keeps running whether or not we are still here (own session).
+        _reapers.append(process)
+        _reap_finished()
+
+    def read_file(self, path: str, offset: int = 0, length: int | None = None) -> bytes | None:
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(offset)
+                return handle.read() if length is None else handle.read(length)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+
+    def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        write_atomically(Path(path), data, mode)
+
+    def list_dir(self, path: str) -> list[FileInfo] | None:
+        try:
+            entries = list(os.scandir(path))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        infos = []
+        for entry in entries:
+            stat = entry.stat()
+            infos.append(FileInfo(entry.name, entry.is_dir(), 0 if entry.is_dir() else stat.st_size, stat.st_mtime))
+        return sorted(infos, key=lambda info: info.name)
+
+    def remove_tree(self, path: str) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+_reapers: list[subprocess.Popen[bytes]] = []
+
+
+def _reap_finished() -> None:
+    _reapers[:] = [process for process in _reapers if process.poll() is None]
+
+
+class LocalNodePool:
+    """N local nodes, ``local-0`` … ``local-{N-1}``, each rooted at ``$BATCHAI_HOME/nodes/<id>``.
+
+    They share this machine's file system, so a job's nodes can share a folder for
+    ``$AZ_BATCHAI_SHARED_JOB_TEMP`` (and file-based PyTorch rendezvous), as Batch AI's NFS did.
+    """
+
+    def __init__(self, home: str | os.PathLike[str], count: int = 2, python: str | None = None) -> None:
+        self.home = Path(home)
+        self.count = count
+        self._transport = LocalTransport(LOCAL_ADDRESS, python)
+
+    def inventory(self) -> list[tuple[str, str, str, int]]:
+        """(node_id, address, root, gpus) for each node of the pool."""
+        return [(f"local-{i}", LOCAL_ADDRESS, str(self.home / "nodes" / f"local-{i}"), 0) for i in range(self.count)]
+
+    def transport(self, node_id: str) -> LocalTransport:
+        return self._transport
+
+    def shared_folder(self, run_id: str) -> str | None:
+        return str(self.home / "shared" / run_id)
+
+    def release_shared(self, run_id: str) -> None:
+        shutil.rmtree(self.home / "shared" / run_id, ignore_errors=True)

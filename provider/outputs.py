@@ -1,0 +1,137 @@
+"""Finding a job's output and stdout/stderr files, as Batch AI's listOutputFiles did.
+
+A folder template such as ``$AZ_BATCHAI_JOB_MOUNT_ROOT/logs/<segment>/stdouterr`` is resolved
+to storage when it lies on one of the job's (or the cluster's) mounts, so files stay listable
+after the job and its nodes are gone. Otherwise it is read on the job's first node, where it
+was written (Batch AI refused that case; being able to read node-local logs is friendlier).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow_batchai.agent import expand
+from airflow_batchai.errors import BatchAIError
+from airflow_batchai.launch import JobContext, Link, NodeSlot, job_environment
+from airflow_batchai.layout import output_template, stdouterr_template
+from airflow_batchai.nodes import FileInfo
+from airflow_batchai.nodes.local import LocalTransport
+from airflow_batchai.records import JobRecord
+from airflow_batchai.spec import ClusterSpec, JobSpec
+
+if TYPE_CHECKING:
+    from airflow_batchai.service import Service
+
+ROOT_VARIABLES = {"job": "AZ_BATCHAI_JOB_MOUNT_ROOT", "cluster": "AZ_BATCHAI_MOUNT_ROOT"}
+
+
+def _safe_join(base: str, relative: str, what: str) -> str:
+    parts = [p for p in relative.replace("\\", "/").split("/") if p not in ("", ".")]
+    if relative.startswith("/") or ".." in parts:
+        raise BatchAIError("InvalidPath", f"{what} {relative!r} must stay inside the output directory", what)
+    return posixpath.join(base, *parts)
+
+
+def _strip_root(template: str, variable: str) -> str | None:
+    for spelled in (f"${variable}", f"${{{variable}}}"):
+        if template == spelled:
+            return ""
+        if template.startswith(spelled + "/"):
+            return template[len(spelled) + 1 :]
+    return None
+
+
+def file_object(info: FileInfo, url: str | None) -> dict[str, Any]:
+    """Batch AI's File: name, fileType, downloadUrl and properties (absent for directories)."""
+    if info.is_dir:
+        return {"name": info.name, "fileType": "directory"}
+    modified = datetime.fromtimestamp(info.mtime, timezone.utc).isoformat()
+    return {
+        "name": info.name,
+        "fileType": "file",
+        "downloadUrl": url,
+        "contentLength": info.size,
+        "lastModified": modified,
+    }
+
+
+class OutputFiles:
+    def __init__(self, service: Service, job: JobRecord) -> None:
+        self.service = service
+        self.job = job
+        self.spec = JobSpec.model_validate(job.spec)
+
+    def template(self, output_id: str) -> str:
+        if output_id.lower() == "stdouterr":
+            return stdouterr_template(self.spec.std_out_err_path_prefix, self.job.segment)
+        for directory in self.spec.output_directories or []:
+            if directory.id == output_id:
+                return output_template(directory.path_prefix, self.job.segment, directory.path_suffix, directory.create_new)
+        known = ", ".join(["stdouterr", *(d.id for d in self.spec.output_directories or [])])
+        raise BatchAIError(
+            "OutputDirectoryNotFound", f"job {self.job.name} has no output directory {output_id!r} (it has {known})", output_id
+        )
+
+    def _on_storage(self, template: str) -> Path | None:
+        mounts: dict[str, list[Link]] = {"job": self.service.data.links(self.spec.mount_volumes, "mountVolumes")}
+        try:
+            cluster = self.service._cluster(self.job.workspace, self.job.cluster)
+            setup = ClusterSpec.model_validate(cluster.spec).node_setup
+            mounts["cluster"] = self.service.data.links(setup.mount_volumes if setup else None, "nodeSetup.mountVolumes")
+        except BatchAIError:
+            mounts["cluster"] = []
+        for scope, links in mounts.items():
+            rest = _strip_root(template, ROOT_VARIABLES[scope])
+            if rest is None:
+                continue
+            for link in links:
+                if rest == link.relative_mount_path or rest.startswith(link.relative_mount_path + "/"):
+                    inside = rest[len(link.relative_mount_path) :].lstrip("/")
+                    return Path(link.source) / inside if inside else Path(link.source)
+        return None
+
+    def _on_node(self, template: str) -> tuple[LocalTransport, str] | None:
+        if not self.job.nodes:
+            return None
+        node = next((n for n in self.service.pool_nodes() if n.node_id == self.job.nodes[0]), None)
+        if node is None:
+            return None
+        slot = NodeSlot(node.node_id, node.address, node.root, node.gpus)
+        ctx = JobContext(self.job.workspace, self.job.experiment, self.job.name, self.job.uuid, self.job.segment, "")
+        env, _ = job_environment(self.spec, slot, [slot], ctx)
+        return self.service.pool.transport(node.node_id), posixpath.normpath(expand(template, env))
+
+    def list(self, output_id: str, directory: str = ".") -> list[dict[str, Any]]:
+        template = self.template(output_id)
+        folder = self._on_storage(template)
+        if folder is not None:
+            target = Path(_safe_join(str(folder), directory, "directory"))
+            if not target.is_dir():
+                return []
+            transport = LocalTransport()
+            infos = transport.list_dir(str(target)) or []
+            return [file_object(i, self.service.data.download_url(target / i.name)) for i in infos]
+        located = self._on_node(template)
+        if located is None:
+            raise BatchAIError(
+                "OutputDirectoryNotFound", f"The specified outputDirectoryId {output_id} is not present on a mount root", output_id
+            )
+        transport, path = located
+        target_path = _safe_join(path, directory, "directory")
+        infos = transport.list_dir(target_path) or []
+        local = isinstance(transport, LocalTransport)
+        return [file_object(i, Path(target_path, i.name).as_uri() if local else None) for i in infos]
+
+    def read(self, output_id: str, path: str, offset: int = 0, length: int | None = None) -> bytes | None:
+        template = self.template(output_id)
+        folder = self._on_storage(template)
+        if folder is not None:
+            return LocalTransport().read_file(_safe_join(str(folder), path, "path"), offset, length)
+        located = self._on_node(template)
+        if located is None:
+            return None
+        transport, base = located
+        return transport.read_file(_safe_join(base, path, "path"), offset, length)

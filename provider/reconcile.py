@@ -1,0 +1,374 @@
+"""One level-triggered pass over a cluster: observe nodes and jobs, take one step, write back.
+
+Runs under the cluster's lock and is safe to run twice. The steps, in order:
+  1. nodes being prepared → idle when setup succeeded, unusable when it failed;
+  2. running jobs: read every node's agent status; finished → exit code and errors, nodes freed;
+     a node whose agent stopped reporting → unusable, its job requeued or failed;
+  3. scale: manual target or autoScale by what queued + running jobs need; add pool nodes,
+     remove surplus per ``nodeDeallocationOption``;
+  4. queued jobs by priority, then age: start one when ``nodeCount`` nodes are idle (gang
+     scheduling, strictly in order so a big job is not starved by small ones);
+  5. the cluster's allocation state: steady when nothing is joining or leaving.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow_batchai.errors import BatchAIError
+from airflow_batchai.launch import JobContext, NodeSlot, job_plans, setup_plan
+from airflow_batchai.layout import cluster_setup_segment, stdouterr_template
+from airflow_batchai.nodeops import FINAL_STATES
+from airflow_batchai.records import (
+    AllocationState,
+    ClusterRecord,
+    ExecutionState,
+    JobRecord,
+    NodeRecord,
+    NodeState,
+    move_cluster,
+    move_job,
+    move_node,
+    utc_now,
+)
+from airflow_batchai.spec import ClusterSpec, DeallocationOption, JobSpec
+from airflow_batchai.store import update
+
+if TYPE_CHECKING:
+    from airflow_batchai.service import Service
+
+log = logging.getLogger(__name__)
+
+
+def run_id(job: JobRecord) -> str:
+    return f"{job.uuid}-{job.attempt}"
+
+
+def setup_run_id(cluster: ClusterRecord) -> str:
+    return f"setup-{cluster.uuid}"
+
+
+class Reconciler:
+    def __init__(self, service: Service, cluster: ClusterRecord) -> None:
+        self.service = service
+        self.cluster = cluster
+        self.spec = ClusterSpec.model_validate(cluster.spec)
+        self.member = f"{cluster.workspace}/{cluster.name}"
+
+    # -- helpers ------------------------------------------------------------------------
+    def nodes(self) -> list[NodeRecord]:
+        return self.service.cluster_nodes(self.cluster.workspace, self.cluster.name)
+
+    def jobs(self) -> list[JobRecord]:
+        return self.service.cluster_jobs(self.cluster.workspace, self.cluster.name)
+
+    def node(self, node_id: str) -> NodeRecord | None:
+        return next((n for n in self.service.pool_nodes() if n.node_id == node_id), None)
+
+    def set_node(self, node: NodeRecord, state: NodeState, **changes: Any) -> NodeRecord:
+        moved = move_node(node, state, **changes)
+        self.service.save_node(moved)
+        return moved
+
+    def set_job(self, job: JobRecord, state: ExecutionState, **changes: Any) -> JobRecord:
+        moved = move_job(job, state, **changes)
+        self.service.save_job(moved)
+        if moved.execution_state.finished:
+            self.service.vault.delete(f"job-{moved.uuid}")
+            log.info("job %s %s (exit code %s)", moved.key, moved.execution_state.value, moved.exit_code)
+        return moved
+
+    # -- the pass -----------------------------------------------------------------------
+    def run(self) -> None:
+        self.observe_preparing_nodes()
+        for job in self.jobs():
+            if job.execution_state in (ExecutionState.RUNNING, ExecutionState.TERMINATING):
+                self.observe_job(job)
+        self.scale()
+        self.schedule()
+        self.settle_allocation()
+
+    def observe_preparing_nodes(self) -> None:
+        for node in self.nodes():
+            if node.state != NodeState.PREPARING:
+                continue
+            status = self.service.node_handle(node).status(setup_run_id(self.cluster))
+            if status and status.get("state") == "succeeded":
+                self.set_node(node, NodeState.IDLE)
+            elif status and status.get("state") in FINAL_STATES:
+                error = status.get("error") or {}
+                message = f"node setup failed on {node.node_id} ({node.address}): {error.get('message', 'unknown error')}"
+                self.set_node(node, NodeState.UNUSABLE, errors=[{"code": error.get("code", "NodeSetupFailed"), "message": message}])
+            elif status is None and self._silent_since(node.state_transition_time):
+                self.mark_lost(node, "its setup agent never reported")
+
+    def _silent_since(self, since: Any) -> bool:
+        return (utc_now() - since).total_seconds() > self.service.settings.launch_timeout_s
+
+    def _stale(self, status: dict[str, Any]) -> bool:
+        return time.time() - float(status.get("heartbeat", 0)) > self.service.settings.heartbeat_timeout_s
+
+    def mark_lost(self, node: NodeRecord, why: str) -> None:
+        error = {"code": "NodeLost", "message": f"node {node.node_id} ({node.address}) is unusable: {why}"}
+        log.warning(error["message"])
+        self.set_node(node, NodeState.UNUSABLE, errors=[error], job=None)
+
+    def observe_job(self, job: JobRecord) -> None:
+        """Read each node's agent status and move the job on when it has an outcome."""
+        statuses: dict[str, dict[str, Any] | None] = {}
+        for node_id in job.nodes:
+            node = self.node(node_id)
+            statuses[node_id] = self.service.node_handle(node).status(run_id(job)) if node else None
+        lost = []
+        for node_id, status in statuses.items():
+            if status is None and self._silent_since(job.execution_state_transition_time):
+                lost.append((node_id, "its agent never started"))
+            elif status is not None and status.get("state") not in FINAL_STATES and self._stale(status):
+                lost.append((node_id, f"no heartbeat for {self.service.settings.heartbeat_timeout_s:.0f} s"))
+        if lost:
+            self.handle_lost_nodes(job, lost)
+            return
+        finals = {nid: s for nid, s in statuses.items() if s and s.get("state") in FINAL_STATES}
+        failed = [(nid, s) for nid, s in finals.items() if s["state"] != "succeeded"]
+        workers = [nid for nid in job.nodes if nid not in job_helpers(job)]
+        if job.execution_state == ExecutionState.TERMINATING:
+            if len(finals) == len(job.nodes):
+                self.finish(job, ExecutionState.FAILED, -1, job.errors)
+            return
+        if failed:
+            node_id, status = failed[0]
+            error = status.get("error") or {"code": "JobFailed", "message": "the job failed"}
+            if error.get("code") == "JobFailed":
+                error = {"code": "JobFailed", "message": f"Job failed with non-zero exit code on node {node_id}"}
+            self.stop_runs(job, [nid for nid in job.nodes if nid not in finals])
+            self.finish(job, ExecutionState.FAILED, int(status.get("exit_code", -1)), [error])
+        elif all(nid in finals for nid in workers):
+            self.stop_runs(job, [nid for nid in job.nodes if nid not in finals])  # release reserved nodes
+            self.finish(job, ExecutionState.SUCCEEDED, 0, [])
+
+    def handle_lost_nodes(self, job: JobRecord, lost: list[tuple[str, str]]) -> None:
+        for node_id, why in lost:
+            node = self.node(node_id)
+            if node and node.state != NodeState.UNUSABLE:
+                self.mark_lost(node, why)
+        alive = [nid for nid in job.nodes if nid not in {nid for nid, _ in lost}]
+        self.stop_runs(job, alive)
+        self.free_nodes(alive)
+        node_id, why = lost[0]
+        error = {"code": "NodeLost", "message": f"node {node_id} became unusable while running the job: {why}"}
+        if self.deallocation_option() == DeallocationOption.REQUEUE and job.execution_state == ExecutionState.RUNNING:
+            self.set_job(job, ExecutionState.QUEUED, nodes=[], errors=[error], attempt=job.attempt + 1, start_time=None)
+        else:
+            self.set_job(job, ExecutionState.FAILED, nodes=[], errors=[error], exit_code=-1)
+
+    def deallocation_option(self) -> DeallocationOption:
+        manual = self.spec.scale_settings.manual
+        return manual.node_deallocation_option if manual else DeallocationOption.REQUEUE
+
+    def stop_runs(self, job: JobRecord, node_ids: list[str]) -> None:
+        handles = [self.service.node_handle(n) for n in (self.node(nid) for nid in node_ids) if n]
+        if handles:
+            with ThreadPoolExecutor(max_workers=len(handles)) as executor:
+                list(executor.map(lambda handle: handle.terminate(run_id(job)), handles))
+
+    def free_nodes(self, node_ids: list[str]) -> None:
+        for node_id in node_ids:
+            node = self.node(node_id)
+            if node and node.state == NodeState.RUNNING:
+                self.set_node(node, NodeState.IDLE, job=None)
+            elif node and node.state == NodeState.LEAVING:
+                self.remove_node(node)
+
+    def finish(self, job: JobRecord, state: ExecutionState, exit_code: int, errors: list[dict[str, Any]]) -> None:
+        self.free_nodes(job.nodes)
+        self.service.pool.release_shared(run_id(job))
+        self.set_job(job, state, exit_code=exit_code, errors=errors)
+
+    def terminate(self, job: JobRecord, error: dict[str, Any]) -> None:
+        """User terminate: queued → failed at once; running → terminating, stop all runs, → failed."""
+        if job.execution_state == ExecutionState.QUEUED:
+            self.set_job(job, ExecutionState.FAILED, errors=[error], exit_code=None)
+            return
+        if job.execution_state == ExecutionState.RUNNING:
+            job = self.set_job(job, ExecutionState.TERMINATING, errors=[error])
+        self.stop_runs(job, job.nodes)
+        self.observe_job(job)
+
+    # -- scaling ------------------------------------------------------------------------
+    def target(self, nodes: list[NodeRecord]) -> int:
+        auto = self.spec.scale_settings.auto_scale
+        if auto is None:
+            return self.cluster.target_node_count
+        active = [
+            j for j in self.jobs() if j.execution_state in (ExecutionState.QUEUED, ExecutionState.RUNNING, ExecutionState.TERMINATING)
+        ]
+        needed = sum(JobSpec.model_validate(j.spec).node_count for j in active)
+        wanted = min(max(needed, auto.minimum_node_count), auto.maximum_node_count)
+        members = [n for n in nodes if n.state != NodeState.LEAVING]
+        if wanted < len(members):  # scale down only nodes idle long enough
+            idle_for = timedelta(seconds=auto.idle_seconds_before_scaledown)
+            lingering = [n for n in members if n.state == NodeState.IDLE and n.idle_since and utc_now() - n.idle_since >= idle_for]
+            removable = len(lingering) + sum(1 for n in members if n.state == NodeState.UNUSABLE)
+            wanted = max(wanted, len(members) - removable)
+        return wanted
+
+    def scale(self) -> None:
+        nodes = self.nodes()
+        members = [n for n in nodes if n.state != NodeState.LEAVING]
+        target = self.target(nodes)
+        if len(members) < target:
+            self.grow(target - len(members))
+        elif len(members) > target:
+            self.shrink(members, len(members) - target)
+
+    def grow(self, count: int) -> None:
+        for node in self.service.pool_nodes():
+            if count == 0:
+                return
+            if node.state != NodeState.FREE:
+                continue
+            claimed = move_node(node, NodeState.PREPARING, cluster=self.member, errors=[])
+
+            def claim(doc: dict[str, Any], claimed: NodeRecord = claimed) -> dict[str, Any]:
+                if doc["state"] != NodeState.FREE.value:
+                    raise BatchAIError("NodeTaken", "node claimed by another cluster", doc["node_id"])
+                return claimed.to_doc()
+
+            try:
+                update(self.service.store, node.key, claim)
+            except BatchAIError as error:
+                if error.code == "NodeTaken":
+                    continue
+                raise
+            count -= 1
+            self.start_setup(claimed)
+
+    def start_setup(self, node: NodeRecord) -> None:
+        setup = self.spec.node_setup
+        task = setup.setup_task if setup else None
+        links = self.service.data.links(setup.mount_volumes if setup else None, "nodeSetup.mountVolumes")
+        self.service.data.ensure(links)
+        segment = cluster_setup_segment(
+            self.service.settings.subscription,
+            self.service.settings.resource_group,
+            self.cluster.workspace,
+            self.cluster.name,
+            self.cluster.uuid,
+        )
+        env = {v.name: v.value for v in (task.environment_variables or [])} if task else {}
+        plan = setup_plan(
+            NodeSlot(node.node_id, node.address, node.root, node.gpus),
+            setup_command=task.command_line if task else None,
+            setup_env=env,
+            stdouterr_template_path=stdouterr_template(task.std_out_err_path_prefix, segment).rsplit("/", 1)[0] if task else None,
+            cluster_links=links,
+        )
+        secrets = self.service.vault.get(f"cluster-{self.cluster.uuid}").get("env", {})
+        try:
+            self.service.node_handle(node).start_run(setup_run_id(self.cluster), plan, secrets)
+        except OSError as error:
+            self.mark_lost(node, f"cannot start node setup: {error}")
+
+    def shrink(self, members: list[NodeRecord], count: int) -> None:
+        order = {NodeState.UNUSABLE: 0, NodeState.PREPARING: 1, NodeState.IDLE: 2, NodeState.RUNNING: 3}
+        for node in sorted(members, key=lambda n: (order.get(n.state, 9), n.node_id))[:count]:
+            if node.state != NodeState.RUNNING:
+                self.remove_node(node)
+                continue
+            job = next((j for j in self.jobs() if j.key == node.job), None)
+            option = self.deallocation_option()
+            if job is None:
+                self.remove_node(node)
+            elif option == DeallocationOption.WAIT_FOR_JOB_COMPLETION:
+                self.set_node(node, NodeState.LEAVING)
+            else:
+                self.evict(job, option)
+
+    def evict(self, job: JobRecord, option: DeallocationOption) -> None:
+        """A running job loses a node to scale-down: requeue it (run again from scratch) or fail it."""
+        self.stop_runs(job, job.nodes)
+        self.free_nodes(job.nodes)
+        if option == DeallocationOption.REQUEUE:
+            self.set_job(job, ExecutionState.QUEUED, nodes=[], attempt=job.attempt + 1, start_time=None)
+        else:
+            error = {"code": "JobTerminated", "message": "The job was terminated because its node left the cluster"}
+            self.set_job(job, ExecutionState.FAILED, nodes=[], errors=[error], exit_code=-1)
+
+    def remove_node(self, node: NodeRecord) -> None:
+        if node.state != NodeState.LEAVING:
+            node = self.set_node(node, NodeState.LEAVING)
+        handle = self.service.node_handle(node)
+        if node.state == NodeState.LEAVING:
+            status = handle.status(setup_run_id(self.cluster))
+            if status and status.get("state") not in FINAL_STATES:
+                handle.terminate(setup_run_id(self.cluster))
+        handle.clean()
+        self.set_node(node, NodeState.FREE, errors=[])
+
+    def delete_everything(self) -> None:
+        error = {"code": "ClusterDeleted", "message": f"cluster {self.cluster.name} was deleted"}
+        for job in self.jobs():
+            if job.execution_state == ExecutionState.QUEUED:
+                self.set_job(job, ExecutionState.FAILED, errors=[error])
+            elif job.execution_state in (ExecutionState.RUNNING, ExecutionState.TERMINATING):
+                self.stop_runs(job, job.nodes)
+                self.free_nodes(job.nodes)
+                if job.execution_state == ExecutionState.RUNNING:
+                    job = self.set_job(job, ExecutionState.TERMINATING)
+                self.set_job(job, ExecutionState.FAILED, errors=[error], exit_code=-1)
+        for node in self.nodes():
+            self.remove_node(node)
+
+    # -- scheduling ---------------------------------------------------------------------
+    def schedule(self) -> None:
+        queued = sorted(
+            (j for j in self.jobs() if j.execution_state == ExecutionState.QUEUED), key=lambda j: (-j.priority, j.creation_time)
+        )
+        for job in queued:
+            idle = sorted((n for n in self.nodes() if n.state == NodeState.IDLE), key=lambda n: n.node_id)
+            spec = JobSpec.model_validate(job.spec)
+            if len(idle) < spec.node_count:
+                return  # strict order: the head job waits for its gang, nothing jumps ahead
+            self.launch(job, spec, idle[: spec.node_count])
+
+    def launch(self, job: JobRecord, spec: JobSpec, nodes: list[NodeRecord]) -> None:
+        slots = [NodeSlot(n.node_id, n.address, n.root, n.gpus) for n in nodes]
+        secrets = self.service.vault.get(f"job-{job.uuid}")
+        links = self.service.data.links(spec.mount_volumes, "mountVolumes")
+        self.service.data.ensure(links)
+        the_run = run_id(job)
+        ctx = JobContext(
+            job.workspace, job.experiment, job.name, job.uuid, job.segment, the_run, links, self.service.pool.shared_folder(the_run)
+        )
+        plans = job_plans(spec, slots, ctx, list(secrets.get("env", {})))
+        for node in nodes:
+            self.set_node(node, NodeState.RUNNING, job=job.key)
+        job = self.set_job(job, ExecutionState.RUNNING, nodes=[n.node_id for n in nodes], errors=[], start_time=utc_now())
+        for node, plan in zip(nodes, plans, strict=True):
+            try:
+                self.service.node_handle(node).start_run(the_run, plan, secrets.get("env", {}))
+            except OSError as error:
+                self.mark_lost(node, f"cannot start the job's agent: {error}")
+        log.info("job %s running on %s", job.key, ", ".join(n.node_id for n in nodes))
+
+    def settle_allocation(self) -> None:
+        nodes = self.nodes()
+        members = [n for n in nodes if n.state != NodeState.LEAVING]
+        moving = any(n.state in (NodeState.PREPARING, NodeState.LEAVING) for n in nodes) or len(members) != self.target(nodes)
+        wanted = AllocationState.RESIZING if moving else AllocationState.STEADY
+        current = ClusterRecord.model_validate(self.service.store.read(self.cluster.key).data)  # type: ignore[union-attr]
+        if current.allocation_state != wanted:
+            moved = move_cluster(current, wanted)
+            update(self.service.store, self.cluster.key, lambda _: moved.to_doc())
+
+
+def job_helpers(job: JobRecord) -> list[str]:
+    """Nodes that only reserve capacity for the job (custom/MPI toolkits' non-first nodes)."""
+    spec = JobSpec.model_validate(job.spec)
+    if spec.tool_type in ("custom", "cntk", "chainer", "caffe", "horovod", "custommpi"):
+        return job.nodes[1:]
+    return []

@@ -1,0 +1,198 @@
+"""Cluster, node and job records as kept in the ControlStore, and their allowed transitions.
+
+Records never hold secrets: spec copies are stripped of storage keys, registry passwords and
+secret values before they are stored (see ``redact_job_spec``). Every state change goes
+through ``move_cluster``/``move_node``/``move_job`` so an illegal change raises instead of
+silently corrupting the schedule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+from airflow_batchai.errors import BatchAIError
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class ExecutionState(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    TERMINATING = "terminating"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (ExecutionState.SUCCEEDED, ExecutionState.FAILED)
+
+
+class NodeState(str, Enum):
+    FREE = "free"  # in the pool, in no cluster (not a Batch AI state: Batch AI had no pool)
+    PREPARING = "preparing"
+    IDLE = "idle"
+    RUNNING = "running"
+    LEAVING = "leaving"
+    UNUSABLE = "unusable"
+
+
+class AllocationState(str, Enum):
+    STEADY = "steady"
+    RESIZING = "resizing"
+
+
+JOB_TRANSITIONS: dict[ExecutionState, set[ExecutionState]] = {
+    ExecutionState.QUEUED: {ExecutionState.RUNNING, ExecutionState.FAILED},
+    ExecutionState.RUNNING: {ExecutionState.TERMINATING, ExecutionState.SUCCEEDED, ExecutionState.FAILED, ExecutionState.QUEUED},
+    ExecutionState.TERMINATING: {ExecutionState.FAILED},
+    ExecutionState.SUCCEEDED: set(),
+    ExecutionState.FAILED: set(),
+}
+
+NODE_TRANSITIONS: dict[NodeState, set[NodeState]] = {
+    NodeState.FREE: {NodeState.PREPARING},
+    NodeState.PREPARING: {NodeState.IDLE, NodeState.UNUSABLE, NodeState.LEAVING},
+    NodeState.IDLE: {NodeState.RUNNING, NodeState.LEAVING, NodeState.UNUSABLE},
+    NodeState.RUNNING: {NodeState.IDLE, NodeState.LEAVING, NodeState.UNUSABLE},
+    NodeState.LEAVING: {NodeState.FREE},
+    NodeState.UNUSABLE: {NodeState.LEAVING, NodeState.FREE},
+}
+
+ALLOCATION_TRANSITIONS: dict[AllocationState, set[AllocationState]] = {
+    AllocationState.STEADY: {AllocationState.RESIZING},
+    AllocationState.RESIZING: {AllocationState.STEADY},
+}
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    def to_doc(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class ClusterRecord(Record):
+    workspace: str
+    name: str
+    uuid: str
+    spec: dict[str, Any]  # ClusterSpec JSON, secrets removed
+    spec_hash: str
+    creation_time: datetime
+    provisioning_state: str = "succeeded"
+    provisioning_state_transition_time: datetime
+    allocation_state: AllocationState = AllocationState.STEADY
+    allocation_state_transition_time: datetime
+    target_node_count: int = 0
+    errors: list[dict[str, Any]] = Field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return cluster_key(self.workspace, self.name)
+
+
+class NodeRecord(Record):
+    """One machine of the pool. ``cluster`` is set while it belongs to a cluster."""
+
+    node_id: str
+    address: str
+    root: str  # folder on the node under which everything of ours lives
+    gpus: int = 0
+    state: NodeState = NodeState.FREE
+    state_transition_time: datetime
+    cluster: str | None = None  # "<workspace>/<cluster>"
+    job: str | None = None  # job key while running one
+    idle_since: datetime | None = None
+    errors: list[dict[str, Any]] = Field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return node_key(self.node_id)
+
+
+class JobRecord(Record):
+    workspace: str
+    experiment: str
+    name: str
+    uuid: str
+    cluster: str  # cluster name in the same workspace
+    spec: dict[str, Any]  # JobSpec JSON, secrets removed
+    spec_hash: str
+    priority: int = 0
+    creation_time: datetime
+    execution_state: ExecutionState = ExecutionState.QUEUED
+    execution_state_transition_time: datetime
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    exit_code: int | None = None
+    errors: list[dict[str, Any]] = Field(default_factory=list)
+    nodes: list[str] = Field(default_factory=list)  # node ids, node rank order
+    attempt: int = 0
+    segment: str  # jobOutputDirectoryPathSegment
+
+    @property
+    def key(self) -> str:
+        return job_key(self.workspace, self.experiment, self.name)
+
+
+def cluster_key(workspace: str, name: str) -> str:
+    return f"clusters/{workspace}/{name}"
+
+
+def job_key(workspace: str, experiment: str, name: str) -> str:
+    return f"jobs/{workspace}/{experiment}/{name}"
+
+
+def node_key(node_id: str) -> str:
+    return f"pool/{node_id}"
+
+
+def _check(kind: str, transitions: dict[Any, set[Any]], current: Any, target: Any, key: str) -> None:
+    if target != current and target not in transitions[current]:
+        raise BatchAIError("InvalidStateTransition", f"{kind} {key} cannot go from {current.value} to {target.value}", key)
+
+
+def move_job(job: JobRecord, state: ExecutionState, **changes: Any) -> JobRecord:
+    """Return a copy of ``job`` in ``state`` (with ``changes``); raise on an illegal transition."""
+    _check("job", JOB_TRANSITIONS, job.execution_state, state, job.key)
+    now = utc_now()
+    update: dict[str, Any] = {"execution_state": state, **changes}
+    if state != job.execution_state:
+        update["execution_state_transition_time"] = now
+    if state == ExecutionState.RUNNING and job.execution_state == ExecutionState.QUEUED:
+        update.setdefault("start_time", now)
+    if state.finished:
+        update.setdefault("end_time", now)
+    return job.model_copy(update=update)
+
+
+def move_node(node: NodeRecord, state: NodeState, **changes: Any) -> NodeRecord:
+    _check("node", NODE_TRANSITIONS, node.state, state, node.node_id)
+    now = utc_now()
+    update: dict[str, Any] = {"state": state, **changes}
+    if state != node.state:
+        update["state_transition_time"] = now
+    if state == NodeState.IDLE and node.state != NodeState.IDLE:
+        update["idle_since"] = now
+    if state == NodeState.FREE:
+        update.update(cluster=None, job=None, idle_since=None)
+    return node.model_copy(update=update)
+
+
+def move_cluster(cluster: ClusterRecord, allocation: AllocationState, **changes: Any) -> ClusterRecord:
+    _check("cluster", ALLOCATION_TRANSITIONS, cluster.allocation_state, allocation, cluster.key)
+    update: dict[str, Any] = {"allocation_state": allocation, **changes}
+    if allocation != cluster.allocation_state:
+        update["allocation_state_transition_time"] = utc_now()
+    return cluster.model_copy(update=update)
+
+
+def spec_hash(spec_json: dict[str, Any]) -> str:
+    """Stable hash of a redacted spec, for 'same spec?' checks on idempotent create."""
+    return hashlib.sha256(json.dumps(spec_json, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

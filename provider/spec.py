@@ -1,0 +1,684 @@
+"""Pydantic models of Batch AI job and cluster specs, and loading them the way the az CLI did.
+
+The models accept every field of the 2018-05-01 create parameters plus the 2018-03-01
+differences, with the camelCase spelling of Batch AI. Validation refuses what could never run
+(no toolkit, a mount path escaping its root, an output id that cannot be part of an env var
+name) so that nothing is created from a bad file; errors name the JSON path of the field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from datetime import timedelta
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from airflow_batchai.errors import InvalidSpec
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+STORAGE_ACCOUNT_PLACEHOLDER = "<AZURE_BATCHAI_STORAGE_ACCOUNT>"
+STORAGE_KEY_PLACEHOLDER = "<AZURE_BATCHAI_STORAGE_KEY>"
+DEFAULT_MAX_WALL_CLOCK = timedelta(days=7)
+ENV_ID_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
+NAME_PATTERN = re.compile(r"^[-\w]{1,64}$")
+_PLACEHOLDER = re.compile(r"<[^<>]+>")
+_URL_ACCOUNT_PLACEHOLDER = re.compile(r"^(\w+://)(<[^<>]+>)(\.file\.)")
+
+
+class BatchAIModel(BaseModel):
+    """camelCase aliases exactly as Batch AI spelled them; unknown fields are refused."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _check_relative_path(value: str | None, what: str) -> str | None:
+    if value is None:
+        return value
+    if not value.strip():
+        raise ValueError(f"{what} must not be empty")
+    if value.startswith("/") or value.startswith("\\"):
+        raise ValueError(f"{what} must be relative, got absolute path {value!r}")
+    if ".." in re.split(r"[/\\]", value):
+        raise ValueError(f"{what} must not contain '..', got {value!r}")
+    return value
+
+
+# --- shared small types ---------------------------------------------------------------
+
+
+class ResourceId(BatchAIModel):
+    id: str
+
+
+class KeyVaultSecretReference(BatchAIModel):
+    source_vault: ResourceId
+    secret_url: str
+
+
+class EnvironmentVariable(BatchAIModel):
+    name: str
+    value: str
+
+
+class EnvironmentVariableWithSecretValue(BatchAIModel):
+    name: str
+    value: str | None = None
+    value_secret_reference: KeyVaultSecretReference | None = None
+
+
+class AzureStorageCredentialsInfo(BatchAIModel):
+    account_key: str | None = None
+    account_key_secret_reference: KeyVaultSecretReference | None = None
+
+
+# --- mounts ---------------------------------------------------------------------------
+
+
+class _Mount(BatchAIModel):
+    relative_mount_path: str
+
+    @field_validator("relative_mount_path")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        return _check_relative_path(value, "relativeMountPath") or value
+
+
+class AzureFileShareReference(_Mount):
+    account_name: str
+    azure_file_url: str
+    credentials: AzureStorageCredentialsInfo | None = None
+    file_mode: str | None = "0777"
+    directory_mode: str | None = "0777"
+
+    @property
+    def share_name(self) -> str:
+        return self.azure_file_url.rstrip("/").rsplit("/", 1)[-1]
+
+
+class AzureBlobFileSystemReference(_Mount):
+    account_name: str
+    container_name: str
+    credentials: AzureStorageCredentialsInfo | None = None
+    mount_options: str | None = None
+
+
+class FileServerReference(_Mount):
+    file_server: ResourceId
+    source_directory: str | None = None
+    mount_options: str | None = None
+
+
+class UnmanagedFileSystemReference(_Mount):
+    mount_command: str
+
+
+class MountVolumes(BatchAIModel):
+    azure_file_shares: list[AzureFileShareReference] | None = None
+    azure_blob_file_systems: list[AzureBlobFileSystemReference] | None = None
+    file_servers: list[FileServerReference] | None = None
+    unmanaged_file_systems: list[UnmanagedFileSystemReference] | None = None
+
+    @model_validator(mode="after")
+    def _distinct_paths(self) -> MountVolumes:
+        seen: set[str] = set()
+        for mount in self.all_mounts():
+            path = mount.relative_mount_path.strip("/")
+            if path in seen:
+                raise ValueError(f"two mounts use relativeMountPath {path!r}")
+            seen.add(path)
+        return self
+
+    def all_mounts(self) -> list[_Mount]:
+        groups = (self.azure_file_shares, self.azure_blob_file_systems, self.file_servers, self.unmanaged_file_systems)
+        return [mount for group in groups for mount in (group or [])]
+
+
+# --- toolkits -------------------------------------------------------------------------
+
+
+class CommunicationBackend(str, Enum):
+    TCP = "TCP"
+    GLOO = "Gloo"
+    MPI = "MPI"
+    NCCL = "NCCL"
+
+
+class CNTKsettings(BatchAIModel):
+    language_type: str | None = None
+    config_file_path: str | None = None
+    python_script_file_path: str | None = None
+    python_interpreter_path: str | None = None
+    command_line_args: str | None = None
+    process_count: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_entry_point(self) -> CNTKsettings:
+        if self.config_file_path and self.python_script_file_path:
+            raise ValueError("set configFilePath (BrainScript) or pythonScriptFilePath (Python), not both")
+        if not (self.config_file_path or self.python_script_file_path):
+            raise ValueError("set configFilePath (BrainScript) or pythonScriptFilePath (Python)")
+        if self.language_type is None:
+            self.language_type = "BrainScript" if self.config_file_path else "Python"
+        return self
+
+
+class PyTorchSettings(BatchAIModel):
+    python_script_file_path: str
+    python_interpreter_path: str | None = None
+    command_line_args: str | None = None
+    process_count: int | None = Field(default=None, ge=1)
+    communication_backend: str | None = None
+
+    @field_validator("communication_backend")
+    @classmethod
+    def _known_backend(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        for backend in CommunicationBackend:
+            if backend.value.lower() == value.lower():
+                return value
+        raise ValueError(f"communicationBackend must be one of TCP, Gloo, MPI, NCCL, got {value!r}")
+
+
+class TensorFlowSettings(BatchAIModel):
+    python_script_file_path: str
+    python_interpreter_path: str | None = None
+    master_command_line_args: str | None = None
+    worker_command_line_args: str | None = None
+    parameter_server_command_line_args: str | None = None
+    worker_count: int | None = Field(default=None, ge=1)
+    parameter_server_count: int | None = Field(default=None, ge=0)
+
+
+class CaffeSettings(BatchAIModel):
+    config_file_path: str | None = None
+    python_script_file_path: str | None = None
+    python_interpreter_path: str | None = None
+    command_line_args: str | None = None
+    process_count: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_entry_point(self) -> CaffeSettings:
+        if bool(self.config_file_path) == bool(self.python_script_file_path):
+            raise ValueError("set exactly one of configFilePath and pythonScriptFilePath")
+        return self
+
+
+class Caffe2Settings(BatchAIModel):
+    python_script_file_path: str
+    python_interpreter_path: str | None = None
+    command_line_args: str | None = None
+
+
+class ChainerSettings(BatchAIModel):
+    python_script_file_path: str
+    python_interpreter_path: str | None = None
+    command_line_args: str | None = None
+    process_count: int | None = Field(default=None, ge=1)
+
+
+class HorovodSettings(BatchAIModel):
+    python_script_file_path: str
+    python_interpreter_path: str | None = None
+    command_line_args: str | None = None
+    process_count: int | None = Field(default=None, ge=1)
+
+
+class CustomMpiSettings(BatchAIModel):
+    command_line: str
+    process_count: int | None = Field(default=None, ge=1)
+
+
+class CustomToolkitSettings(BatchAIModel):
+    command_line: str | None = None
+
+
+TOOLKIT_FIELDS: dict[str, str] = {
+    "cntk_settings": "cntk",
+    "py_torch_settings": "pytorch",
+    "tensor_flow_settings": "tensorflow",
+    "caffe_settings": "caffe",
+    "caffe2_settings": "caffe2",
+    "chainer_settings": "chainer",
+    "custom_toolkit_settings": "custom",
+    "custom_mpi_settings": "custommpi",
+    "horovod_settings": "horovod",
+}
+
+
+# --- job ------------------------------------------------------------------------------
+
+
+class PrivateRegistryCredentials(BatchAIModel):
+    username: str
+    password: str | None = None
+    password_secret_reference: KeyVaultSecretReference | None = None
+
+
+class ImageSourceRegistry(BatchAIModel):
+    image: str
+    server_url: str | None = None
+    credentials: PrivateRegistryCredentials | None = None
+
+
+class ContainerSettings(BatchAIModel):
+    image_source_registry: ImageSourceRegistry
+    shm_size: str | None = None
+
+
+class JobPreparation(BatchAIModel):
+    command_line: str
+
+
+class InputDirectory(BatchAIModel):
+    id: str
+    path: str
+
+    @field_validator("id")
+    @classmethod
+    def _env_id(cls, value: str) -> str:
+        return _check_env_id(value)
+
+
+class OutputDirectory(BatchAIModel):
+    id: str
+    path_prefix: str
+    path_suffix: str | None = None
+    type: str | None = None  # 2018-03-01: model/logs/summary/custom, descriptive only
+    create_new: bool | None = None  # 2018-03-01: false = use pathPrefix as given
+
+    @field_validator("id")
+    @classmethod
+    def _env_id(cls, value: str) -> str:
+        if value.lower() == "stdouterr":
+            raise ValueError("output directory id 'stdouterr' is reserved for the job's standard output folder")
+        return _check_env_id(value)
+
+    @field_validator("path_suffix")
+    @classmethod
+    def _relative(cls, value: str | None) -> str | None:
+        return _check_relative_path(value, "pathSuffix")
+
+
+def _check_env_id(value: str) -> str:
+    if not ENV_ID_PATTERN.match(value):
+        raise ValueError(f"id {value!r} must be letters, digits and '_' only: it becomes part of an env var name")
+    return value
+
+
+def parse_duration(value: str | int | float | timedelta) -> timedelta:
+    """Accept ``7.00:00:00`` (.NET), ``P7DT1H`` (ISO 8601), ``7 days, 0:00:00`` (Python) or seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    text = str(value).strip()
+    iso = re.fullmatch(
+        r"P(?:(\d+(?:\.\d+)?)W)?(?:(\d+(?:\.\d+)?)D)?(?:T(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?", text
+    )
+    if iso and text not in ("P", "PT") and not text.endswith("T"):
+        weeks, days, hours, minutes, seconds = (float(g) if g else 0.0 for g in iso.groups())
+        return timedelta(weeks=weeks, days=days, hours=hours, minutes=minutes, seconds=seconds)
+    clock = re.fullmatch(r"(?:(\d+)(?:\.|\s+days?,\s*))?(\d+):(\d{1,2}):(\d{1,2}(?:\.\d+)?)", text)
+    if clock:
+        days, hours, minutes, seconds = clock.groups()
+        return timedelta(days=int(days or 0), hours=int(hours), minutes=int(minutes), seconds=float(seconds))
+    raise ValueError(f"not a duration: {text!r} (use 7.00:00:00, P7D or '7 days, 0:00:00')")
+
+
+def format_duration(value: timedelta) -> str:
+    """ISO 8601, the form the service returned on the wire (``P7D``, ``PT1H30M``)."""
+    total = int(value.total_seconds())
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    time_part = "".join(f"{n}{u}" for n, u in ((hours, "H"), (minutes, "M"), (seconds, "S")) if n)
+    return "P" + (f"{days}D" if days else "") + (f"T{time_part}" if time_part else "" if days else "T0S")
+
+
+class JobConstraints(BatchAIModel):
+    max_wall_clock_time: timedelta = DEFAULT_MAX_WALL_CLOCK
+
+    @field_validator("max_wall_clock_time", mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> timedelta:
+        duration = parse_duration(value)
+        if duration.total_seconds() <= 0:
+            raise ValueError("maxWallClockTime must be positive")
+        return duration
+
+    @field_serializer("max_wall_clock_time")
+    def _format(self, value: timedelta) -> str:
+        return format_duration(value)
+
+
+class SchedulingPriority(str, Enum):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+
+
+PRIORITY_VALUES = {SchedulingPriority.LOW: -500, SchedulingPriority.NORMAL: 0, SchedulingPriority.HIGH: 500}
+
+
+class JobSpec(BatchAIModel):
+    """JobBaseProperties (2018-05-01) plus 2018-03-01's ``priority`` and ``experimentName``."""
+
+    scheduling_priority: SchedulingPriority | None = None
+    priority: int | None = Field(default=None, ge=-1000, le=1000)
+    experiment_name: str | None = None
+    cluster: ResourceId | None = None
+    mount_volumes: MountVolumes | None = None
+    node_count: int = Field(ge=1)
+    container_settings: ContainerSettings | None = None
+    cntk_settings: CNTKsettings | None = None
+    py_torch_settings: PyTorchSettings | None = None
+    tensor_flow_settings: TensorFlowSettings | None = None
+    caffe_settings: CaffeSettings | None = None
+    caffe2_settings: Caffe2Settings | None = None
+    chainer_settings: ChainerSettings | None = None
+    custom_toolkit_settings: CustomToolkitSettings | None = None
+    custom_mpi_settings: CustomMpiSettings | None = None
+    horovod_settings: HorovodSettings | None = None
+    job_preparation: JobPreparation | None = None
+    std_out_err_path_prefix: str
+    input_directories: list[InputDirectory] | None = None
+    output_directories: list[OutputDirectory] | None = None
+    environment_variables: list[EnvironmentVariable] | None = None
+    secrets: list[EnvironmentVariableWithSecretValue] | None = None
+    constraints: JobConstraints | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_toolkit(self) -> JobSpec:
+        chosen = [name for name in TOOLKIT_FIELDS if getattr(self, name) is not None]
+        if len(chosen) != 1:
+            names = ", ".join(to_camel(n) for n in TOOLKIT_FIELDS)
+            found = ", ".join(to_camel(n) for n in chosen) or "none"
+            raise ValueError(f"exactly one toolkit setting is required ({names}); found {found}")
+        for group, what in ((self.input_directories, "input"), (self.output_directories, "output")):
+            ids = [d.id for d in group or []]
+            if len(ids) != len(set(ids)):
+                raise ValueError(f"{what} directory ids must be unique, got {ids}")
+        return self
+
+    @property
+    def tool_type(self) -> str:
+        return next(TOOLKIT_FIELDS[name] for name in TOOLKIT_FIELDS if getattr(self, name) is not None)
+
+    @property
+    def toolkit(self) -> BatchAIModel:
+        return next(getattr(self, name) for name in TOOLKIT_FIELDS if getattr(self, name) is not None)
+
+    @property
+    def effective_priority(self) -> int:
+        """2018-03-01's integer wins when given; else low/normal/high on the same scale."""
+        if self.priority is not None:
+            return self.priority
+        return PRIORITY_VALUES[self.scheduling_priority or SchedulingPriority.NORMAL]
+
+    @property
+    def max_wall_clock(self) -> timedelta:
+        return self.constraints.max_wall_clock_time if self.constraints else DEFAULT_MAX_WALL_CLOCK
+
+
+# --- cluster --------------------------------------------------------------------------
+
+
+class DeallocationOption(str, Enum):
+    REQUEUE = "requeue"
+    TERMINATE = "terminate"
+    WAIT_FOR_JOB_COMPLETION = "waitforjobcompletion"
+    UNKNOWN = "unknown"  # 2018-03-01 only
+
+
+class ManualScaleSettings(BatchAIModel):
+    target_node_count: int = Field(default=0, ge=0)
+    node_deallocation_option: DeallocationOption = DeallocationOption.REQUEUE
+
+
+class AutoScaleSettings(BatchAIModel):
+    minimum_node_count: int = Field(ge=0)
+    maximum_node_count: int = Field(ge=0)
+    initial_node_count: int | None = Field(default=0, ge=0)
+    idle_seconds_before_scaledown: int = Field(default=300, ge=0)  # our extension, see DESIGN.md
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AutoScaleSettings:
+        if self.minimum_node_count > self.maximum_node_count:
+            raise ValueError("minimumNodeCount must not exceed maximumNodeCount")
+        return self
+
+
+class ScaleSettings(BatchAIModel):
+    manual: ManualScaleSettings | None = None
+    auto_scale: AutoScaleSettings | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ScaleSettings:
+        if (self.manual is None) == (self.auto_scale is None):
+            raise ValueError("set exactly one of manual and autoScale")
+        return self
+
+
+class ImageReference(BatchAIModel):
+    publisher: str
+    offer: str
+    sku: str
+    version: str | None = None
+    virtual_machine_image_id: str | None = None
+
+
+class VirtualMachineConfiguration(BatchAIModel):
+    image_reference: ImageReference | None = None
+
+
+class SetupTask(BatchAIModel):
+    command_line: str
+    environment_variables: list[EnvironmentVariable] | None = None
+    secrets: list[EnvironmentVariableWithSecretValue] | None = None
+    std_out_err_path_prefix: str
+    std_out_err_path_suffix: str | None = None  # read-only in Batch AI; accepted and ignored
+    run_elevated: bool | None = None  # 2018-03-01
+
+
+class AppInsightsReference(BatchAIModel):
+    component: ResourceId
+    instrumentation_key: str | None = None
+    instrumentation_key_secret_reference: KeyVaultSecretReference | None = None
+
+
+class PerformanceCountersSettings(BatchAIModel):
+    app_insights_reference: AppInsightsReference
+
+
+class NodeSetup(BatchAIModel):
+    setup_task: SetupTask | None = None
+    mount_volumes: MountVolumes | None = None
+    performance_counters_settings: PerformanceCountersSettings | None = None
+
+
+class UserAccountSettings(BatchAIModel):
+    admin_user_name: str
+    admin_user_ssh_public_key: str | None = None
+    admin_user_password: str | None = None
+
+
+class ClusterSpec(BatchAIModel):
+    """ClusterBaseProperties. ``vmSize`` and ``userAccountSettings`` are optional here: our nodes
+    are the user's own machines, so there is no size to pick and no account to create."""
+
+    vm_size: str | None = None
+    vm_priority: str | None = None
+    scale_settings: ScaleSettings = Field(default_factory=lambda: ScaleSettings(manual=ManualScaleSettings()))
+    virtual_machine_configuration: VirtualMachineConfiguration | None = None
+    node_setup: NodeSetup | None = None
+    user_account_settings: UserAccountSettings | None = None
+    subnet: ResourceId | None = None
+
+    @field_validator("vm_priority")
+    @classmethod
+    def _priority(cls, value: str | None) -> str | None:
+        if value is not None and value.lower() not in ("dedicated", "lowpriority"):
+            raise ValueError(f"vmPriority must be dedicated or lowpriority, got {value!r}")
+        return value
+
+    @property
+    def max_node_count(self) -> int | None:
+        """The most nodes this cluster may ever hold under its settings; None = only the pool limits it."""
+        return self.scale_settings.auto_scale.maximum_node_count if self.scale_settings.auto_scale else None
+
+
+# --- loading ---------------------------------------------------------------------------
+
+
+def _parse_json(source: str | bytes | Path | Mapping[str, Any], what: str) -> tuple[dict[str, Any], str]:
+    """Return the document and the name to show in errors."""
+    if isinstance(source, Mapping):
+        return json.loads(json.dumps(source)), what
+    origin = what
+    if isinstance(source, Path) or (isinstance(source, str) and not source.lstrip().startswith("{") and len(source) < 4096):
+        path = Path(source)
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except OSError as exc:
+            raise InvalidSpec(f"cannot read {path}: {exc.strerror}", str(path)) from None
+        origin = str(path)
+    else:
+        text = source.decode("utf-8-sig") if isinstance(source, bytes) else source
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidSpec(f"{origin} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", origin) from None
+    if not isinstance(document, dict):
+        raise InvalidSpec(f"{origin} must hold a JSON object, not {type(document).__name__}", origin)
+    return document, origin
+
+
+def _unwrap(document: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """Drop ``$schema`` and the ``properties`` wrapper (top-level ``location``/``tags`` of 2018-03-01 files too)."""
+    document = {k: v for k, v in document.items() if k != "$schema"}
+    if "properties" in document:
+        extra = set(document) - {"properties", "location", "tags", "name", "type", "id"}
+        if extra:
+            raise InvalidSpec(f"unknown top-level field(s) {sorted(extra)} next to 'properties'", sorted(extra)[0])
+        if not isinstance(document["properties"], dict):
+            raise InvalidSpec("'properties' must be a JSON object", "properties")
+        return document["properties"], "properties."
+    return document, ""
+
+
+def _validation_error(exc: ValidationError, prefix: str, origin: str) -> InvalidSpec:
+    first = exc.errors()[0]
+    path = prefix + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]).lstrip(".")
+    path = path.rstrip(".") or prefix.rstrip(".") or "(root)"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown field"
+    elif first["type"] == "missing":
+        message = "required field is missing"
+    more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
+    return InvalidSpec(f"{origin}: {path}: {message}{more}", path)
+
+
+def _fill_storage_placeholders(mounts: Any, account: str | None, key: str | None, path: str) -> None:
+    """What the az CLI's ``_patch_mount_volumes`` did: fill account/key placeholders, derive accountName."""
+    if not isinstance(mounts, dict):
+        return
+    for kind in ("azureFileShares", "azureBlobFileSystems"):
+        for index, mount in enumerate(mounts.get(kind) or []):
+            if not isinstance(mount, dict):
+                continue
+            where = f"{path}.{kind}[{index}]"
+            url = mount.get("azureFileUrl")
+            if isinstance(url, str) and account:
+                mount["azureFileUrl"] = _URL_ACCOUNT_PLACEHOLDER.sub(lambda m: m.group(1) + account + m.group(3), url)
+            if kind == "azureFileShares" and not mount.get("accountName") and isinstance(mount.get("azureFileUrl"), str):
+                host = re.match(r"^\w+://([^./]+|<[^<>]+>)\.file\.", mount["azureFileUrl"])
+                if not host:
+                    raise InvalidSpec(
+                        f"{where}.azureFileUrl: cannot derive accountName from {mount['azureFileUrl']!r}", f"{where}.azureFileUrl"
+                    )
+                mount["accountName"] = host.group(1)
+            name = mount.get("accountName")
+            if isinstance(name, str) and account and _PLACEHOLDER.fullmatch(name):
+                mount["accountName"] = account
+            credentials = mount.get("credentials")
+            if isinstance(credentials, dict) and credentials.get("accountKey") == STORAGE_KEY_PLACEHOLDER:
+                if key:
+                    credentials["accountKey"] = key
+                else:
+                    credentials.pop("accountKey")
+
+
+def unfilled_placeholders(spec: JobSpec | ClusterSpec) -> list[str]:
+    """JSON paths of storage account names still holding a ``<...>`` placeholder."""
+    volumes = spec.mount_volumes if isinstance(spec, JobSpec) else (spec.node_setup.mount_volumes if spec.node_setup else None)
+    found = []
+    for kind in ("azure_file_shares", "azure_blob_file_systems"):
+        for index, mount in enumerate(getattr(volumes, kind, None) or []):
+            if _PLACEHOLDER.search(mount.account_name):
+                found.append(f"mountVolumes.{to_camel(kind)}[{index}].accountName")
+    return found
+
+
+def load_job_spec(
+    source: str | bytes | Path | Mapping[str, Any],
+    *,
+    cluster: str | None = None,
+    storage_account_name: str | None = None,
+    storage_account_key: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> JobSpec:
+    """Load a job.json (path, JSON text or dict) as ``az batchai job create -f`` did.
+
+    Raises InvalidSpec naming the JSON path of the first problem.
+    """
+    environ = os.environ if environ is None else environ
+    document, origin = _parse_json(source, "job spec")
+    properties, prefix = _unwrap(document)
+    account = storage_account_name or environ.get("AZURE_BATCHAI_STORAGE_ACCOUNT")
+    key = storage_account_key or environ.get("AZURE_BATCHAI_STORAGE_KEY")
+    _fill_storage_placeholders(properties.get("mountVolumes"), account, key, prefix + "mountVolumes")
+    if cluster and not properties.get("cluster"):
+        properties["cluster"] = {"id": cluster}
+    try:
+        return JobSpec.model_validate(properties)
+    except ValidationError as exc:
+        raise _validation_error(exc, prefix, origin) from None
+
+
+def load_cluster_spec(
+    source: str | bytes | Path | Mapping[str, Any],
+    *,
+    storage_account_name: str | None = None,
+    storage_account_key: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ClusterSpec:
+    """Load a cluster.json the same way (``$schema`` and ``properties`` wrapper accepted)."""
+    environ = os.environ if environ is None else environ
+    document, origin = _parse_json(source, "cluster spec")
+    properties, prefix = _unwrap(document)
+    node_setup = properties.get("nodeSetup")
+    if isinstance(node_setup, dict):
+        account = storage_account_name or environ.get("AZURE_BATCHAI_STORAGE_ACCOUNT")
+        key = storage_account_key or environ.get("AZURE_BATCHAI_STORAGE_KEY")
+        _fill_storage_placeholders(node_setup.get("mountVolumes"), account, key, prefix + "nodeSetup.mountVolumes")
+    try:
+        return ClusterSpec.model_validate(properties)
+    except ValidationError as exc:
+        raise _validation_error(exc, prefix, origin) from None
+
+
+def check_name(name: str, what: str) -> str:
+    """Batch AI names: 1-64 of letters, digits, '-' and '_'."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise InvalidSpec(f"{what} name {name!r} must be 1-64 characters of letters, digits, '-' and '_'", what)
+    return name

@@ -1,0 +1,62 @@
+"""Local DataStore: Azure storage accounts as folders, ``$BATCHAI_HOME/storage/<account>/<container or share>``.
+
+The embedded default has no Azure account; a blob container or file share named in a job is a
+folder here, linked under the job's (or the node's) mount root, so job.json files written for
+Batch AI run unchanged. NFS file servers and user mount commands have no local meaning and are
+refused with an error naming the mount.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from airflow_batchai.errors import BatchAIError
+from airflow_batchai.launch import Link
+from airflow_batchai.spec import MountVolumes
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9_.]{0,62}$")
+
+
+class LocalDataStore:
+    def __init__(self, root: str | os.PathLike[str], default_account: str = "local") -> None:
+        self.root = Path(root)
+        self.default_account = default_account
+
+    def folder(self, account: str, container: str, where: str) -> Path:
+        """The folder standing in for a container or share; names are checked so none escapes the root."""
+        for value, what in ((account, "accountName"), (container, "container or share name")):
+            if not _SEGMENT.match(value):
+                raise BatchAIError("InvalidStorageName", f"{where}: {what} {value!r} is not a valid storage name", where)
+        return self.root / account / container
+
+    def links(self, volumes: MountVolumes | None, where: str) -> list[Link]:
+        """Mount volumes as links to local folders; ``where`` is the JSON path for errors."""
+        if volumes is None:
+            return []
+        for kind, items in (("fileServers", volumes.file_servers), ("unmanagedFileSystems", volumes.unmanaged_file_systems)):
+            if items:
+                raise BatchAIError(
+                    "UnsupportedMount",
+                    f"{where}.{kind}[0]: {kind} are not supported on local nodes; use azureFileShares or azureBlobFileSystems",
+                    f"{where}.{kind}[0]",
+                )
+        links = []
+        for index, share in enumerate(volumes.azure_file_shares or []):
+            path = f"{where}.azureFileShares[{index}]"
+            folder = self.folder(share.account_name, share.share_name, path)
+            links.append(Link(share.relative_mount_path.strip("/"), str(folder)))
+        for index, blob in enumerate(volumes.azure_blob_file_systems or []):
+            path = f"{where}.azureBlobFileSystems[{index}]"
+            folder = self.folder(blob.account_name, blob.container_name, path)
+            links.append(Link(blob.relative_mount_path.strip("/"), str(folder)))
+        return links
+
+    def ensure(self, links: list[Link]) -> None:
+        for link in links:
+            Path(link.source).mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def download_url(path: Path) -> str:
+        return path.resolve().as_uri()

@@ -1,0 +1,153 @@
+"""Local ControlStore: one JSON file per record under a folder, CAS under an fcntl lock.
+
+Used by the embedded default and by tests. Writes go to a temporary file and are renamed into
+place, so a reader never sees half a record, even if the writer is killed mid-write.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from airflow_batchai.errors import BatchAIError, RecordExists, StaleRecord
+from airflow_batchai.store import Versioned
+
+LOCK_POLL_S = 0.01
+
+
+def write_atomically(path: Path, payload: bytes, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+class LocalControlStore:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        (self.root / "records").mkdir(parents=True, exist_ok=True)
+        (self.root / "locks").mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        parts = key.split("/")
+        if not key or any(part in ("", ".", "..") for part in parts):
+            raise BatchAIError("InvalidKey", f"bad record key {key!r}", key)
+        return self.root / "records" / (key + ".json")
+
+    @contextmanager
+    def _cas_lock(self) -> Iterator[None]:
+        with open(self.root / "locks" / ".cas", "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _read_file(self, path: Path) -> Versioned | None:
+        try:
+            document = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        return Versioned(data=document["data"], etag=document["etag"])
+
+    def _write_file(self, path: Path, data: dict[str, Any]) -> str:
+        etag = uuid.uuid4().hex
+        write_atomically(path, json.dumps({"etag": etag, "data": data}, sort_keys=True).encode())
+        return etag
+
+    def read(self, key: str) -> Versioned | None:
+        return self._read_file(self._path(key))
+
+    def create(self, key: str, data: dict[str, Any]) -> str:
+        path = self._path(key)
+        with self._cas_lock():
+            if path.exists():
+                raise RecordExists(key)
+            return self._write_file(path, data)
+
+    def replace(self, key: str, data: dict[str, Any], etag: str) -> str:
+        path = self._path(key)
+        with self._cas_lock():
+            current = self._read_file(path)
+            if current is None or current.etag != etag:
+                raise StaleRecord(key)
+            return self._write_file(path, data)
+
+    def delete(self, key: str, etag: str | None = None) -> bool:
+        path = self._path(key)
+        with self._cas_lock():
+            current = self._read_file(path)
+            if current is None:
+                return False
+            if etag is not None and current.etag != etag:
+                raise StaleRecord(key)
+            path.unlink()
+            return True
+
+    def list(self, prefix: str) -> list[str]:
+        base = self.root / "records"
+        keys = []
+        for path in base.rglob("*.json"):
+            key = path.relative_to(base).as_posix()[: -len(".json")]
+            if key.startswith(prefix) and not path.name.startswith("."):
+                keys.append(key)
+        return sorted(keys)
+
+    @contextmanager
+    def lock(self, name: str, timeout_s: float = 30.0) -> Iterator[None]:
+        path = self.root / "locks" / (name.replace("/", "__") + ".lock")
+        deadline = time.monotonic() + timeout_s
+        with open(path, "a+b") as handle:
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise BatchAIError("LockTimeout", f"lock {name} still held after {timeout_s:.0f} s", name) from None
+                    time.sleep(LOCK_POLL_S)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class LocalSecretVault:
+    """Secrets of queued jobs, one 0600 file each, removed once the job has been launched or ended."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.root, 0o700)
+
+    def _path(self, name: str) -> Path:
+        if "/" in name or name.startswith("."):
+            raise BatchAIError("InvalidKey", f"bad secret name {name!r}", name)
+        return self.root / f"{name}.json"
+
+    def put(self, name: str, values: dict[str, str]) -> None:
+        write_atomically(self._path(name), json.dumps(values).encode(), mode=0o600)
+
+    def get(self, name: str) -> dict[str, str]:
+        try:
+            return json.loads(self._path(name).read_bytes())
+        except FileNotFoundError:
+            return {}
+
+    def delete(self, name: str) -> None:
+        self._path(name).unlink(missing_ok=True)

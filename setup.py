@@ -1,0 +1,37 @@
+"""Packaging: the top-level folders map into one import package, ``airflow_batchai``.
+
+The tree reads as the design drew it (provider/, hooks/, operators/ ...) while imports stay
+namespaced: ``provider/spec.py`` is ``airflow_batchai.spec``.
+"""
+
+from pathlib import Path
+
+from setuptools import setup
+
+PACKAGE_DIRS = {
+    "airflow_batchai": "provider",
+    "airflow_batchai.store": "provider/store",
+    "airflow_batchai.nodes": "provider/nodes",
+    "airflow_batchai.storage": "provider/storage",
+    "airflow_batchai.hooks": "hooks",
+    "airflow_batchai.operators": "operators",
+    "airflow_batchai.sensors": "sensors",
+    "airflow_batchai.triggers": "triggers",
+}
+
+setup(
+    name="airflow-provider-batchai",
+    version="0.1.0",
+    description="Run Azure Batch AI job specs on your own GPU nodes, orchestrated by Apache Airflow",
+    long_description=Path("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=list(PACKAGE_DIRS),
+    package_dir=PACKAGE_DIRS,
+    install_requires=["pydantic>=2.6,<3"],
+    extras_require={
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6", "scikit-learn>=1.3", "numpy>=1.24"],
+    },
+    entry_points={"console_scripts": ["batchai = airflow_batchai.cli:main"]},
+)
