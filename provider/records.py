@@ -14,8 +14,9 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
-from airflow_batchai.errors import BatchAIError
 from pydantic import BaseModel, ConfigDict, Field
+
+from airflow_batchai.errors import BatchAIError
 
 
 def utc_now() -> datetime:

@@ -17,9 +17,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from airflow_batchai.errors import InvalidSpec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+
+from airflow_batchai.errors import InvalidSpec
 
 STORAGE_ACCOUNT_PLACEHOLDER = "<AZURE_BATCHAI_STORAGE_ACCOUNT>"
 STORAGE_KEY_PLACEHOLDER = "<AZURE_BATCHAI_STORAGE_KEY>"
@@ -544,7 +545,8 @@ def _parse_json(source: str | bytes | Path | Mapping[str, Any], what: str) -> tu
     if isinstance(source, Mapping):
         return json.loads(json.dumps(source)), what
     origin = what
-    if isinstance(source, Path) or (isinstance(source, str) and not source.lstrip().startswith("{") and len(source) < 4096):
+    looks_like_text = isinstance(source, str) and (source.lstrip()[:1] in ("{", "[") or "\n" in source)
+    if isinstance(source, Path) or (isinstance(source, str) and not looks_like_text):
         path = Path(source)
         try:
             text = path.read_text(encoding="utf-8-sig")

@@ -1,0 +1,142 @@
+"""The ControlStore contract, written once for every backend.
+
+A backend's test module subclasses ``ControlStoreContract`` and provides a ``store_factory``
+fixture: a picklable zero-argument callable returning a store on the same backing state
+(separate processes call it to race each other).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from airflow_batchai.errors import BatchAIError, RecordExists, StaleRecord
+from airflow_batchai.store import ControlStore, update
+
+RACERS = 6
+INCREMENTS = 25
+
+
+def _increment_many(factory: Callable[[], ControlStore], key: str, count: int) -> None:
+    store = factory()
+    for _ in range(count):
+        update(store, key, lambda doc: {**doc, "n": doc["n"] + 1})
+
+
+def _create_once(factory: Callable[[], ControlStore], key: str, who: int, results: multiprocessing.Queue) -> None:
+    try:
+        factory().create(key, {"owner": who})
+        results.put(who)
+    except RecordExists:
+        results.put(None)
+
+
+def _hold_lock(factory: Callable[[], ControlStore], trace: str, who: int) -> None:
+    store = factory()
+    for _ in range(5):
+        with store.lock("cluster/ws/c", timeout_s=30), open(trace, "a") as handle:
+            handle.write(f"in {who}\n")
+            handle.flush()
+            time.sleep(0.005)
+            handle.write(f"out {who}\n")
+
+
+def _run_all(targets: list[tuple[Callable[..., None], tuple]]) -> None:
+    context = multiprocessing.get_context("fork")
+    processes = [context.Process(target=target, args=args) for target, args in targets]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+        assert process.exitcode == 0
+
+
+class ControlStoreContract:
+    @pytest.fixture
+    def store(self, store_factory: Callable[[], ControlStore]) -> ControlStore:
+        return store_factory()
+
+    def test_create_then_read_returns_the_document_and_its_etag(self, store: ControlStore) -> None:
+        etag = store.create("jobs/ws/exp/a", {"x": 1})
+        found = store.read("jobs/ws/exp/a")
+        assert found is not None and found.data == {"x": 1} and found.etag == etag
+
+    def test_read_of_a_missing_key_is_none(self, store: ControlStore) -> None:
+        assert store.read("jobs/ws/exp/nothing") is None
+
+    def test_create_refuses_an_existing_key(self, store: ControlStore) -> None:
+        store.create("clusters/ws/c", {"v": 1})
+        with pytest.raises(RecordExists):
+            store.create("clusters/ws/c", {"v": 2})
+        assert store.read("clusters/ws/c").data == {"v": 1}
+
+    def test_replace_with_the_current_etag_succeeds_and_moves_the_etag(self, store: ControlStore) -> None:
+        first = store.create("pool/n1", {"state": "free"})
+        second = store.replace("pool/n1", {"state": "idle"}, first)
+        assert second != first
+        assert store.read("pool/n1").data == {"state": "idle"}
+
+    def test_replace_with_a_stale_etag_fails_and_keeps_the_newer_write(self, store: ControlStore) -> None:
+        first = store.create("pool/n1", {"state": "free"})
+        store.replace("pool/n1", {"state": "idle"}, first)
+        with pytest.raises(StaleRecord):
+            store.replace("pool/n1", {"state": "running"}, first)
+        assert store.read("pool/n1").data == {"state": "idle"}
+
+    def test_replace_of_a_deleted_record_fails(self, store: ControlStore) -> None:
+        etag = store.create("pool/n1", {})
+        assert store.delete("pool/n1") is True
+        with pytest.raises(StaleRecord):
+            store.replace("pool/n1", {}, etag)
+
+    def test_conditional_delete_respects_the_etag(self, store: ControlStore) -> None:
+        etag = store.create("pool/n1", {"a": 1})
+        store.replace("pool/n1", {"a": 2}, etag)
+        with pytest.raises(StaleRecord):
+            store.delete("pool/n1", etag)
+        assert store.delete("pool/n1") is True
+        assert store.delete("pool/n1") is False
+
+    def test_list_returns_sorted_keys_under_a_prefix(self, store: ControlStore) -> None:
+        for key in ("jobs/ws/b/j2", "jobs/ws/a/j1", "jobs/other/a/j3", "clusters/ws/c"):
+            store.create(key, {})
+        assert store.list("jobs/ws/") == ["jobs/ws/a/j1", "jobs/ws/b/j2"]
+        assert store.list("jobs/ws/a/") == ["jobs/ws/a/j1"]
+
+    def test_update_helper_retries_until_its_change_lands(self, store: ControlStore) -> None:
+        store.create("counter", {"n": 0})
+        assert update(store, "counter", lambda doc: {"n": doc["n"] + 1}) == {"n": 1}
+        assert update(store, "missing", lambda doc: doc) is None
+
+    def test_concurrent_increments_from_processes_lose_nothing(self, store_factory: Callable[[], ControlStore]) -> None:
+        store_factory().create("counter", {"n": 0})
+        _run_all([(_increment_many, (store_factory, "counter", INCREMENTS)) for _ in range(RACERS)])
+        assert store_factory().read("counter").data == {"n": RACERS * INCREMENTS}
+
+    def test_exactly_one_of_racing_creators_wins(self, store_factory: Callable[[], ControlStore]) -> None:
+        results: multiprocessing.Queue = multiprocessing.get_context("fork").Queue()
+        _run_all([(_create_once, (store_factory, "jobs/ws/e/same", who, results)) for who in range(RACERS)])
+        outcomes = [results.get(timeout=10) for _ in range(RACERS)]
+        winners = [who for who in outcomes if who is not None]
+        assert len(winners) == 1
+        assert store_factory().read("jobs/ws/e/same").data == {"owner": winners[0]}
+
+    def test_lock_excludes_other_processes(self, store_factory: Callable[[], ControlStore], tmp_path: Path) -> None:
+        trace = tmp_path / "trace"
+        _run_all([(_hold_lock, (store_factory, str(trace), who)) for who in range(4)])
+        lines = trace.read_text().splitlines()
+        assert len(lines) == 4 * 5 * 2
+        for enter, leave in zip(lines[::2], lines[1::2], strict=True):
+            assert enter.startswith("in ") and leave == "out " + enter[3:]
+
+    def test_lock_times_out_with_a_clear_error(self, store: ControlStore, store_factory: Callable[[], ControlStore]) -> None:
+        other = store_factory()
+        with store.lock("cluster/ws/busy"):
+            started = time.monotonic()
+            with pytest.raises(BatchAIError, match="LockTimeout"), other.lock("cluster/ws/busy", timeout_s=0.3):
+                pass
+            assert time.monotonic() - started < 5

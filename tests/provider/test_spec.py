@@ -1,0 +1,229 @@
+"""Loading job.json and cluster.json files as the az CLI did, and refusing bad ones by JSON path."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from airflow_batchai.errors import InvalidSpec
+from airflow_batchai.spec import (
+    format_duration,
+    load_cluster_spec,
+    load_job_spec,
+    parse_duration,
+    unfilled_placeholders,
+)
+from tests.conftest import DATA, SHARED_REFERENCE
+
+RECIPES = sorted((DATA / "recipes").glob("*.json"))
+SHARED_RECIPES = SHARED_REFERENCE / "batchai-recipes"
+
+
+def test_vendored_recipes_are_the_reference_ones() -> None:
+    if not SHARED_RECIPES.is_dir():
+        pytest.skip("../shared/reference is not beside this checkout")
+    shared = {p.name: p.read_bytes() for p in SHARED_RECIPES.glob("*.json")}
+    assert shared == {p.name: p.read_bytes() for p in RECIPES}
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
+def test_every_official_recipe_loads_unchanged(path: Path) -> None:
+    spec = load_job_spec(path, cluster="nc6", storage_account_name="mystorage", environ={})
+    raw = json.loads(path.read_text())["properties"]
+    assert spec.node_count == raw["nodeCount"]
+    assert spec.cluster is not None and spec.cluster.id == "nc6"
+    assert spec.to_json()["stdOutErrPathPrefix"] == raw["stdOutErrPathPrefix"]
+    assert not unfilled_placeholders(spec)
+    for share in (spec.mount_volumes.azure_file_shares if spec.mount_volumes else None) or []:
+        assert share.account_name == "mystorage"
+        assert share.azure_file_url.startswith("https://mystorage.file.core.windows.net/")
+
+
+def test_seed_quickstart_job_is_the_one_in_the_seed_document() -> None:
+    seed = SHARED_REFERENCE / "seeds" / "002_e3a63939d89ffc91.txt"
+    if not seed.exists():
+        pytest.skip("../shared/reference is not beside this checkout")
+    assert (DATA / "seed_002_quickstart_job.json").read_text() in seed.read_text()
+
+
+def test_seed_quickstart_job_loads_and_fills_its_own_placeholder() -> None:
+    path = DATA / "seed_002_quickstart_job.json"
+    unfilled = load_job_spec(path, environ={})
+    assert unfilled_placeholders(unfilled) == [
+        "mountVolumes.azureFileShares[0].accountName",
+        "mountVolumes.azureFileShares[1].accountName",
+        "mountVolumes.azureBlobFileSystems[0].accountName",
+    ]
+    spec = load_job_spec(path, cluster="nc6", storage_account_name="acct", environ={})
+    assert spec.tool_type == "cntk"
+    assert spec.cntk_settings.language_type == "Python"
+    assert [s.account_name for s in spec.mount_volumes.azure_file_shares] == ["acct", "acct"]
+    assert [s.share_name for s in spec.mount_volumes.azure_file_shares] == ["logs", "scripts"]
+    assert spec.mount_volumes.azure_blob_file_systems[0].account_name == "acct"
+
+
+def test_placeholders_come_from_environment_when_no_option_is_given() -> None:
+    body = {
+        "nodeCount": 1,
+        "customToolkitSettings": {"commandLine": "true"},
+        "stdOutErrPathPrefix": "/tmp",
+        "mountVolumes": {
+            "azureBlobFileSystems": [
+                {
+                    "accountName": "<AZURE_BATCHAI_STORAGE_ACCOUNT>",
+                    "containerName": "data",
+                    "relativeMountPath": "data",
+                    "credentials": {"accountKey": "<AZURE_BATCHAI_STORAGE_KEY>"},
+                }
+            ]
+        },
+    }
+    spec = load_job_spec(body, environ={"AZURE_BATCHAI_STORAGE_ACCOUNT": "envacct", "AZURE_BATCHAI_STORAGE_KEY": "k3y"})
+    blob = spec.mount_volumes.azure_blob_file_systems[0]
+    assert (blob.account_name, blob.credentials.account_key) == ("envacct", "k3y")
+    option = load_job_spec(body, storage_account_name="optacct", environ={"AZURE_BATCHAI_STORAGE_ACCOUNT": "envacct"})
+    assert option.mount_volumes.azure_blob_file_systems[0].account_name == "optacct"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("7.00:00:00", timedelta(days=7)),
+        ("P7D", timedelta(days=7)),
+        ("7 days, 0:00:00", timedelta(days=7)),
+        ("1 day, 2:03:04", timedelta(days=1, hours=2, minutes=3, seconds=4)),
+        ("PT1H30M", timedelta(hours=1, minutes=30)),
+        ("00:00:05", timedelta(seconds=5)),
+    ],
+)
+def test_max_wall_clock_time_accepts_every_form_batch_ai_used(text: str, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+    assert parse_duration(format_duration(expected)) == expected
+
+
+def test_max_wall_clock_time_is_echoed_in_iso_form() -> None:
+    body = {"nodeCount": 1, "customToolkitSettings": {"commandLine": "true"}, "stdOutErrPathPrefix": "/x"}
+    spec = load_job_spec({**body, "constraints": {"maxWallClockTime": "1.02:00:00"}}, environ={})
+    assert spec.to_json()["constraints"] == {"maxWallClockTime": "P1DT2H"}
+    assert spec.max_wall_clock == timedelta(days=1, hours=2)
+
+
+def test_2018_03_01_fields_are_accepted() -> None:
+    body = {
+        "location": "eastus",
+        "properties": {
+            "priority": 100,
+            "experimentName": "old",
+            "nodeCount": 1,
+            "customToolkitSettings": {"commandLine": "true"},
+            "stdOutErrPathPrefix": "/x",
+            "outputDirectories": [{"id": "MODEL", "pathPrefix": "/out", "type": "model", "createNew": False}],
+        },
+    }
+    spec = load_job_spec(body, environ={})
+    assert spec.effective_priority == 100
+    assert spec.output_directories[0].create_new is False
+
+
+BASE = {"nodeCount": 1, "customToolkitSettings": {"commandLine": "true"}, "stdOutErrPathPrefix": "/x"}
+
+
+@pytest.mark.parametrize(
+    ("body", "path", "words"),
+    [
+        ({k: v for k, v in BASE.items() if k != "customToolkitSettings"}, "properties", "exactly one toolkit"),
+        ({**BASE, "pyTorchSettings": {"pythonScriptFilePath": "a.py"}}, "properties", "found pyTorchSettings, customToolkitSettings"),
+        ({**BASE, "nodeCount": 0}, "properties.nodeCount", "greater than or equal to 1"),
+        ({**BASE, "nodeCount": "two"}, "properties.nodeCount", "valid integer"),
+        ({**BASE, "outputDirectories": [{"id": "MY-MODEL", "pathPrefix": "/o"}]}, "properties.outputDirectories[0].id", "env var"),
+        ({**BASE, "inputDirectories": [{"id": "A B", "path": "/i"}]}, "properties.inputDirectories[0].id", "env var"),
+        ({**BASE, "outputDirectories": [{"id": "stdouterr", "pathPrefix": "/o"}]}, "properties.outputDirectories[0].id", "reserved"),
+        (
+            {**BASE, "outputDirectories": [{"id": "M", "pathPrefix": "/o", "pathSuffix": "../up"}]},
+            "properties.outputDirectories[0].pathSuffix",
+            "..",
+        ),
+        (
+            {**BASE, "outputDirectories": [{"id": "M", "pathPrefix": "/o", "pathSuffix": "/abs"}]},
+            "properties.outputDirectories[0].pathSuffix",
+            "relative",
+        ),
+        (
+            {**BASE, "mountVolumes": {"azureBlobFileSystems": [{"accountName": "a", "containerName": "c", "relativeMountPath": "/etc"}]}},
+            "properties.mountVolumes.azureBlobFileSystems[0].relativeMountPath",
+            "relative",
+        ),
+        (
+            {
+                **BASE,
+                "mountVolumes": {"azureBlobFileSystems": [{"accountName": "a", "containerName": "c", "relativeMountPath": "x/../../etc"}]},
+            },
+            "properties.mountVolumes.azureBlobFileSystems[0].relativeMountPath",
+            "..",
+        ),
+        ({**BASE, "nodeCuont": 1}, "properties.nodeCuont", "unknown field"),
+        ({**BASE, "customToolkitSettings": {"commandLine": "x", "extra": 1}}, "properties.customToolkitSettings.extra", "unknown field"),
+        ({k: v for k, v in BASE.items() if k != "stdOutErrPathPrefix"}, "properties.stdOutErrPathPrefix", "required"),
+        ({**BASE, "constraints": {"maxWallClockTime": "soon"}}, "properties.constraints.maxWallClockTime", "not a duration"),
+        ({**BASE, "schedulingPriority": "urgent"}, "properties.schedulingPriority", "low"),
+        (
+            {**BASE, "pyTorchSettings": None, "customToolkitSettings": None, "cntkSettings": {"processCount": 2}},
+            "properties.cntkSettings",
+            "configFilePath",
+        ),
+    ],
+)
+def test_bad_job_spec_is_refused_naming_the_json_path(body: dict, path: str, words: str) -> None:
+    with pytest.raises(InvalidSpec) as caught:
+        load_job_spec({"properties": body}, environ={})
+    assert caught.value.target == path
+    assert path in str(caught.value) and words in str(caught.value)
+
+
+def test_text_that_is_not_json_is_refused_with_its_position(tmp_path: Path) -> None:
+    broken = tmp_path / "job.json"
+    broken.write_text('{"properties": {"nodeCount": 1,}}')
+    with pytest.raises(InvalidSpec, match=r"job.json is not valid JSON: .* line 1 column"):
+        load_job_spec(broken, environ={})
+    with pytest.raises(InvalidSpec, match="must hold a JSON object"):
+        load_job_spec("[1, 2]", environ={})
+    with pytest.raises(InvalidSpec, match="cannot read"):
+        load_job_spec(tmp_path / "missing.json", environ={})
+
+
+def test_cluster_spec_with_node_setup_and_autoscale_loads() -> None:
+    spec = load_cluster_spec(
+        {
+            "properties": {
+                "vmSize": "STANDARD_NC6",
+                "scaleSettings": {"autoScale": {"minimumNodeCount": 0, "maximumNodeCount": 2, "initialNodeCount": 1}},
+                "nodeSetup": {
+                    "setupTask": {
+                        "commandLine": "echo hi",
+                        "stdOutErrPathPrefix": "$AZ_BATCHAI_MOUNT_ROOT/logs",
+                        "secrets": [{"name": "S", "value": "v"}],
+                    },
+                    "mountVolumes": {
+                        "azureFileShares": [
+                            {
+                                "azureFileUrl": "https://<AZURE_BATCHAI_STORAGE_ACCOUNT>.file.core.windows.net/logs",
+                                "relativeMountPath": "logs",
+                            }
+                        ]
+                    },
+                },
+                "userAccountSettings": {"adminUserName": "me", "adminUserSshPublicKey": "ssh-rsa AAA"},
+            }
+        },
+        storage_account_name="acct",
+        environ={},
+    )
+    assert spec.max_node_count == 2
+    assert spec.node_setup.mount_volumes.azure_file_shares[0].account_name == "acct"
+    with pytest.raises(InvalidSpec, match="scaleSettings: set exactly one of manual and autoScale"):
+        load_cluster_spec(
+            {"scaleSettings": {"manual": {"targetNodeCount": 1}, "autoScale": {"minimumNodeCount": 0, "maximumNodeCount": 1}}}, environ={}
+        )
