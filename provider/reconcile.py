@@ -157,6 +157,11 @@ class Reconciler:
                 self.mark_lost(node, why)
         alive = [nid for nid in job.nodes if nid not in {nid for nid, _ in lost}]
         self.stop_runs(job, alive)
+        for node_id, _ in lost:  # best effort: a node that is only silent may still run the job
+            try:
+                self.stop_runs(job, [node_id])
+            except Exception as error:
+                log.warning("could not stop job %s on lost node %s: %s", job.key, node_id, error)
         self.free_nodes(alive)
         node_id, why = lost[0]
         error = {"code": "NodeLost", "message": f"node {node_id} became unusable while running the job: {why}"}
@@ -287,6 +292,9 @@ class Reconciler:
                 self.set_node(node, NodeState.LEAVING)
             else:
                 self.evict(job, option)
+                freed = self.node(node.node_id)
+                if freed and freed.cluster == self.member:
+                    self.remove_node(freed)
 
     def evict(self, job: JobRecord, option: DeallocationOption) -> None:
         """A running job loses a node to scale-down: requeue it (run again from scratch) or fail it."""

@@ -1,0 +1,173 @@
+"""The node agent as a real detached process: exit codes, detachment, terminate, wall clock, heartbeat."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_batchai import agent as agent_module
+from airflow_batchai.layout import NodeLayout
+from airflow_batchai.nodeops import AGENT_SOURCE, NodeHandle
+from airflow_batchai.nodes.local import LocalTransport
+from tests.conftest import pid_alive, wait_until
+
+
+@pytest.fixture
+def node(home: Path) -> NodeHandle:
+    return NodeHandle("local-0", LocalTransport(), NodeLayout(str(home / "nodes" / "local-0")))
+
+
+def plan(logs: Path, *tasks: tuple[str, str], **extra: Any) -> dict[str, Any]:
+    """A minimal plan: tasks as (name, command), logs to ``logs``."""
+    return {
+        "kind": "job",
+        "node_id": "local-0",
+        "env": {"LOGS": str(logs)},
+        "make_dirs": ["LOGS"],
+        "log_dir_env": "LOGS",
+        "tasks": [
+            {"name": name, "command": command, "stdout": f"stdout-{name}.txt", "stderr": f"stderr-{name}.txt"} for name, command in tasks
+        ],
+        "grace_s": 1.0,
+        **extra,
+    }
+
+
+def final_status(node: NodeHandle, run: str, timeout_s: float = 30) -> dict[str, Any]:
+    return wait_until(
+        lambda: (s := node.status(run)) and s["state"] in agent_module.FINAL_STATES and s, timeout_s, what=f"run {run} to end"
+    )
+
+
+def test_agent_source_runs_on_python_3_8() -> None:
+    ast.parse(AGENT_SOURCE, feature_version=(3, 8))
+    assert b"import airflow" not in AGENT_SOURCE and b"pydantic" not in AGENT_SOURCE
+
+
+def test_success_records_exit_code_zero_and_the_output(node: NodeHandle, tmp_path: Path) -> None:
+    node.start_run("ok", plan(tmp_path, ("main", "echo hello; echo oops >&2")), {})
+    status = final_status(node, "ok")
+    assert (status["state"], status["exit_code"], status["error"]) == ("succeeded", 0, None)
+    assert (tmp_path / "stdout-main.txt").read_text() == "hello\n"
+    assert (tmp_path / "stderr-main.txt").read_text() == "oops\n"
+    assert status["end_time"] >= status["start_time"]
+    assert "started main" in (tmp_path / "execution.log").read_text()
+
+
+def test_failure_records_the_process_exit_code(node: NodeHandle, tmp_path: Path) -> None:
+    node.start_run("bad", plan(tmp_path, ("main", "exit 3")), {})
+    status = final_status(node, "bad")
+    assert (status["state"], status["exit_code"], status["error"]["code"]) == ("failed", 3, "JobFailed")
+
+
+def test_one_failing_rank_stops_the_others(node: NodeHandle, tmp_path: Path) -> None:
+    node.start_run("ranks", plan(tmp_path, ("r0", "sleep 60"), ("r1", "sleep 0.2; exit 7")), {})
+    started = time.monotonic()
+    status = final_status(node, "ranks")
+    assert status["exit_code"] == 7 and time.monotonic() - started < 20
+
+
+def test_preparation_failure_is_job_preparation_failed(node: NodeHandle, tmp_path: Path) -> None:
+    prep = {"command": "echo preparing; exit 4", "stdout": "stdout-job_prep.txt", "stderr": "stderr-job_prep.txt"}
+    node.start_run("prep", plan(tmp_path, ("main", "echo never"), preparation=prep), {})
+    status = final_status(node, "prep")
+    assert (status["state"], status["exit_code"], status["error"]["code"]) == ("failed", 4, "JobPreparationFailed")
+    assert (tmp_path / "stdout-job_prep.txt").read_text() == "preparing\n"
+    assert not (tmp_path / "stdout-main.txt").exists()
+
+
+def test_a_missing_mpi_is_a_clear_preparation_error_naming_the_node(node: NodeHandle, tmp_path: Path) -> None:
+    node.start_run("mpi", plan(tmp_path, ("main", "true"), requires=["no-such-mpirun-here"]), {})
+    status = final_status(node, "mpi")
+    assert status["error"]["code"] == "JobPreparationFailed"
+    assert "no-such-mpirun-here" in status["error"]["message"] and "local-0" in status["error"]["message"]
+
+
+def test_the_job_outlives_the_process_that_started_it(home: Path, tmp_path: Path) -> None:
+    """A short-lived caller starts the agent and exits; the job runs on to completion."""
+    layout = NodeLayout(str(home / "nodes" / "local-0"))
+    run_dir = layout.run_dir("detached")
+    Path(run_dir).mkdir(parents=True)
+    Path(run_dir, "plan.json").write_text(json.dumps(plan(tmp_path, ("main", "sleep 1; echo finished"))))
+    agent_path = Path(layout.agent_dir) / "agent.py"
+    agent_path.write_bytes(AGENT_SOURCE)
+    caller = f"""
+import sys
+from airflow_batchai.nodes.local import LocalTransport
+LocalTransport().start_detached([sys.executable, {str(agent_path)!r}, "run", {run_dir!r}], log_path={run_dir + "/agent.log"!r})
+"""
+    subprocess.run([sys.executable, "-c", caller], check=True, timeout=30)
+    node = NodeHandle("local-0", LocalTransport(), layout)
+    running = wait_until(lambda: node.status("detached"), what="agent status")
+    assert os.getsid(running["pid"]) == running["pid"] != os.getsid(0)  # its own session
+    assert final_status(node, "detached")["state"] == "succeeded"
+    assert (tmp_path / "stdout-main.txt").read_text() == "finished\n"
+
+
+def test_terminate_kills_the_whole_process_group_grandchildren_included(node: NodeHandle, tmp_path: Path) -> None:
+    script = (
+        f"sleep 300 & echo $! > {tmp_path}/grandchild.pid; bash -c 'trap \"\" TERM; sleep 300' & echo $! > {tmp_path}/stubborn.pid; wait"
+    )
+    node.start_run("kill", plan(tmp_path, ("main", script)), {})
+    grandchild = int(
+        wait_until(lambda: (tmp_path / "grandchild.pid").exists() and (tmp_path / "grandchild.pid").read_text().strip(), what="pid")
+    )
+    stubborn = int(wait_until(lambda: (tmp_path / "stubborn.pid").exists() and (tmp_path / "stubborn.pid").read_text().strip(), what="pid"))
+    agent_pid = node.status("kill")["pid"]
+    assert pid_alive(grandchild) and pid_alive(stubborn)
+    node.terminate("kill", grace_s=1.0)
+    status = node.status("kill")
+    assert status["state"] == "terminated" and status["error"]["code"] == "JobTerminated"
+    wait_until(lambda: not pid_alive(grandchild) and not pid_alive(stubborn) and not pid_alive(agent_pid), 10, what="processes to die")
+
+
+def test_terminate_after_the_agent_died_still_kills_its_processes(node: NodeHandle, tmp_path: Path) -> None:
+    node.start_run("orphan", plan(tmp_path, ("main", f"sleep 300 & echo $! > {tmp_path}/child.pid; wait")), {})
+    child = int(wait_until(lambda: (tmp_path / "child.pid").exists() and (tmp_path / "child.pid").read_text().strip(), what="pid"))
+    os.kill(node.status("orphan")["pid"], 9)
+    node.terminate("orphan", grace_s=0.5)
+    assert node.status("orphan")["state"] == "terminated"
+    wait_until(lambda: not pid_alive(child), 10, what="child to die")
+
+
+def test_max_wall_clock_time_stops_the_job(node: NodeHandle, tmp_path: Path) -> None:
+    node.start_run("slow", plan(tmp_path, ("main", "sleep 60"), max_wall_clock_s=1), {})
+    started = time.monotonic()
+    status = final_status(node, "slow")
+    assert status["error"]["code"] == "MaxWallClockTimeExceeded" and status["state"] == "failed"
+    assert time.monotonic() - started < 15
+
+
+def test_heartbeat_advances_while_the_job_runs(node: NodeHandle, tmp_path: Path) -> None:
+    node.start_run("beat", plan(tmp_path, ("main", "sleep 6")), {})
+    first = wait_until(lambda: node.status("beat"), what="status")["heartbeat"]
+    later = wait_until(lambda: (s := node.status("beat")) and s["heartbeat"] > first + 1 and s, 10, what="a later heartbeat")
+    assert later["state"] == "running" and later["pgids"]
+
+
+def test_secrets_reach_the_job_environment_but_no_file_or_command_line(node: NodeHandle, tmp_path: Path) -> None:
+    secret = "pa55-w0rd-value-9f8e7d"
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    check = f'test "$(printf %s "$API_TOKEN" | sha256sum | cut -d" " -f1)" = {digest} && echo match; sleep 2'
+    node.start_run("secret", plan(tmp_path, ("main", check)), {"API_TOKEN": secret})
+    run_dir = Path(node.layout.run_dir("secret"))
+    wait_until(lambda: (tmp_path / "stdout-main.txt").exists() and "match" in (tmp_path / "stdout-main.txt").read_text(), what="job")
+    assert not (run_dir / "secrets.json").exists()
+    for path in run_dir.iterdir():
+        assert secret not in path.read_text(errors="replace"), path.name
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                assert secret.encode() not in (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+    assert final_status(node, "secret")["state"] == "succeeded"

@@ -1,0 +1,294 @@
+"""The service on the embedded default: clusters, jobs and files, with real agents on local nodes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_batchai.errors import BatchAIError, InvalidSpec
+from airflow_batchai.service import Service, Settings
+from airflow_batchai.spec import ClusterSpec, load_cluster_spec, load_job_spec
+from tests.conftest import custom_job, pid_alive, wait_until
+
+JOB_TIMEOUT_S = 60
+
+
+def job(body: dict[str, Any]) -> Any:
+    return load_job_spec({"properties": body}, environ={})
+
+
+def ready_cluster(service: Service, name: str = "c", nodes: int = 2, spec: ClusterSpec | None = None) -> dict[str, Any]:
+    spec = spec or load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": nodes}}}, environ={})
+    service.create_cluster(name, spec)
+    return wait_until(
+        lambda: (view := service.show_cluster(name))["allocationState"] == "steady" and view, 30, 0.1, what=f"cluster {name} steady"
+    )
+
+
+def gate(home: Path, name: str) -> str:
+    """A command that waits (bounded) until the test opens the gate file ``name``."""
+    path = home / "gates" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"for i in $(seq 600); do test -e {path} && break; sleep 0.1; done; echo ran {name}"
+
+
+def open_gate(home: Path, name: str) -> None:
+    (home / "gates" / name).touch()
+
+
+def test_cluster_allocates_and_prepares_nodes_then_is_steady(service: Service) -> None:
+    view = ready_cluster(service)
+    assert view["currentNodeCount"] == 2
+    assert view["nodeStateCounts"] == {
+        "idleNodeCount": 2,
+        "runningNodeCount": 0,
+        "preparingNodeCount": 0,
+        "unusableNodeCount": 0,
+        "leavingNodeCount": 0,
+    }
+    assert view["scaleSettings"] == {"manual": {"targetNodeCount": 2, "nodeDeallocationOption": "requeue"}}
+    assert [c["name"] for c in service.list_clusters()] == ["c"]
+
+
+def test_a_job_runs_to_success_with_its_outputs_listed(service: Service, home: Path) -> None:
+    ready_cluster(service, nodes=1)
+    body = custom_job(
+        "echo training; echo 'weights' > $AZ_BATCHAI_OUTPUT_MODEL/model.bin; mkdir $AZ_BATCHAI_OUTPUT_MODEL/sub",
+        outputDirectories=[{"id": "MODEL", "pathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs"}],
+    )
+    created = service.create_job("c", "train", job(body), "exp")
+    assert created["executionState"] in ("queued", "running") and created["toolType"] == "custom"
+    done = service.wait_job("train", "exp", timeout_s=JOB_TIMEOUT_S, poll_s=0.1)
+    assert done["executionState"] == "succeeded" and done["executionInfo"]["exitCode"] == 0
+    assert done["executionInfo"]["startTime"] <= done["executionInfo"]["endTime"]
+    files = {f["name"]: f for f in service.list_output_files("train", "exp", output_directory_id="MODEL")}
+    assert files["sub"] == {"name": "sub", "fileType": "directory"}
+    model = files["model.bin"]
+    assert model["fileType"] == "file" and model["contentLength"] == 8 and model["downloadUrl"].startswith("file://")
+    assert Path(model["downloadUrl"][len("file://") :]).read_text() == "weights\n"
+    segment = done["jobOutputDirectoryPathSegment"]
+    assert segment.endswith(f"/workspaces/default/experiments/exp/jobs/train/{segment.rsplit('/', 1)[1]}")
+    assert (home / "storage" / "local" / "logs" / segment / "outputs" / "model.bin").exists()
+    logs = sorted(f["name"] for f in service.list_output_files("train", "exp"))
+    assert logs == ["execution.log", "stderr.txt", "stdout.txt"]
+    assert service.read_output_file("train", "stdout.txt", "exp") == b"training\n"
+    assert service.read_output_file("train", "stdout.txt", "exp", offset=5) == b"ing\n"
+    with pytest.raises(BatchAIError, match="must stay inside"):
+        service.list_output_files("train", "exp", directory="../..")
+
+
+def test_a_failing_job_fails_with_its_exit_code_and_stderr_kept(service: Service) -> None:
+    ready_cluster(service, nodes=1)
+    service.create_job("c", "broken", job(custom_job("echo 'Traceback: boom' >&2; exit 3")))
+    done = service.wait_job("broken", timeout_s=JOB_TIMEOUT_S, poll_s=0.1)
+    assert done["executionState"] == "failed" and done["executionInfo"]["exitCode"] == 3
+    assert done["executionInfo"]["errors"][0]["code"] == "JobFailed"
+    assert service.read_output_file("broken", "stderr.txt") == b"Traceback: boom\n"
+    assert service.show_cluster("c")["nodeStateCounts"]["idleNodeCount"] == 1
+
+
+def test_gang_scheduling_by_priority_then_age_with_two_nodes_and_three_jobs(service: Service, home: Path) -> None:
+    ready_cluster(service)
+    service.create_job("c", "a", job(custom_job(gate(home, "a"))))
+    wait_until(lambda: service.show_job("a")["executionState"] == "running", what="a running")
+    service.create_job("c", "b", job(custom_job(gate(home, "b"), nodes=2)))
+    service.create_job("c", "urgent", job(custom_job(gate(home, "urgent"), schedulingPriority="high")))
+    # the younger high-priority job takes the free node; the 2-node job never starts on one node
+    wait_until(lambda: service.show_job("urgent")["executionState"] == "running", what="urgent running")
+    assert service.show_job("b")["executionState"] == "queued"
+    open_gate(home, "a")
+    wait_until(lambda: service.show_job("a")["executionState"] == "succeeded", what="a done")
+    assert service.show_job("b")["executionState"] == "queued"  # one node idle is not enough
+    open_gate(home, "urgent")
+    wait_until(lambda: service.show_job("b")["executionState"] == "running", what="b running")
+    open_gate(home, "b")
+    b = service.wait_job("b", timeout_s=JOB_TIMEOUT_S, poll_s=0.1)
+    a, urgent = service.show_job("a"), service.show_job("urgent")
+    assert b["executionState"] == "succeeded"
+    assert b["executionInfo"]["startTime"] >= max(a["executionInfo"]["endTime"], urgent["executionInfo"]["endTime"])
+    record = json.loads((home / "control" / "records" / "jobs" / "default" / "default" / "b.json").read_text())
+    assert sorted(record["data"]["nodes"]) == ["local-0", "local-1"]
+
+
+def test_resubmitting_the_same_job_returns_it_and_a_different_spec_is_refused(service: Service) -> None:
+    ready_cluster(service, nodes=1)
+    first = service.create_job("c", "same", job(custom_job("true")))
+    again = service.create_job("c", "same", job(custom_job("true")))
+    assert again["jobOutputDirectoryPathSegment"] == first["jobOutputDirectoryPathSegment"]
+    with pytest.raises(BatchAIError, match="JobAlreadyExists"):
+        service.create_job("c", "same", job(custom_job("false")))
+    assert len(service.list_jobs()) == 1
+
+
+def test_terminate_moves_running_and_queued_jobs_to_failed_and_leaves_finished_ones(service: Service, home: Path) -> None:
+    ready_cluster(service, nodes=1)
+    service.create_job("c", "long", job(custom_job(f"sleep 300 & echo $! > {home}/child.pid; wait")))
+    service.create_job("c", "waiting", job(custom_job("true")))
+    child = int(wait_until(lambda: (home / "child.pid").exists() and (home / "child.pid").read_text().strip(), what="child pid"))
+    assert service.show_job("waiting")["executionState"] == "queued"
+    queued = service.terminate_job("waiting")
+    assert queued["executionState"] == "failed" and queued["executionInfo"]["errors"][0]["code"] == "JobTerminated"
+    stopped = service.terminate_job("long")
+    assert stopped["executionState"] == "failed" and stopped["executionInfo"]["errors"][0]["code"] == "JobTerminated"
+    wait_until(lambda: not pid_alive(child), 10, what="job process gone")
+    assert service.terminate_job("long")["executionStateTransitionTime"] == stopped["executionStateTransitionTime"]
+    assert service.show_cluster("c")["nodeStateCounts"]["idleNodeCount"] == 1
+
+
+def test_a_job_needing_more_nodes_than_the_cluster_can_have_is_refused(service: Service) -> None:
+    ready_cluster(service, nodes=1)
+    with pytest.raises(BatchAIError, match="nodeCount 3 exceeds the 2 node"):
+        service.create_job("c", "huge", job(custom_job("true", nodes=3)))
+    auto = load_cluster_spec({"scaleSettings": {"autoScale": {"minimumNodeCount": 0, "maximumNodeCount": 1}}}, environ={})
+    service.create_cluster("small", auto)
+    with pytest.raises(BatchAIError, match="InsufficientNodes"):
+        service.create_job("small", "two", job(custom_job("true", nodes=2)))
+    assert service.list_jobs() == []
+
+
+def test_unsupported_mounts_and_unfilled_placeholders_create_nothing(service: Service) -> None:
+    ready_cluster(service, nodes=1)
+    nfs = custom_job("true")
+    nfs["mountVolumes"] = {"fileServers": [{"fileServer": {"id": "/x/fs"}, "relativeMountPath": "nfs"}]}
+    with pytest.raises(BatchAIError, match=r"mountVolumes.fileServers\[0\]: fileServers are not supported on local nodes"):
+        service.create_job("c", "nfs", job(nfs))
+    placeholder = custom_job("true")
+    placeholder["mountVolumes"] = {
+        "azureBlobFileSystems": [{"accountName": "<AZURE_BATCHAI_STORAGE_ACCOUNT>", "containerName": "d", "relativeMountPath": "d"}]
+    }
+    with pytest.raises(InvalidSpec, match="placeholder not filled"):
+        service.create_job("c", "ph", job(placeholder))
+    with pytest.raises(BatchAIError, match="ClusterNotFound"):
+        service.create_job("nope", "j", job(custom_job("true")))
+    assert service.list_jobs() == []
+
+
+def test_secrets_never_appear_in_views_records_logs_or_command_lines(service: Service, home: Path) -> None:
+    secret, key = "s3cret-Value-71d2", "c3RvcmFnZS1rZXktOTk5OQ=="
+    ready_cluster(service, nodes=1)
+    body = custom_job(f'test -n "$TOKEN" && echo has-token; sleep 1; ps -eo args > {home}/ps.txt')
+    body["secrets"] = [{"name": "TOKEN", "value": secret}]
+    body["mountVolumes"]["azureBlobFileSystems"] = [
+        {"accountName": "local", "containerName": "data", "relativeMountPath": "data", "credentials": {"accountKey": key}}
+    ]
+    view = service.create_job("c", "secretive", job(body))
+    done = service.wait_job("secretive", timeout_s=JOB_TIMEOUT_S, poll_s=0.1)
+    assert done["executionState"] == "succeeded", done
+    assert service.read_output_file("secretive", "stdout.txt") == b"has-token\n"
+    assert done["secrets"] == [{"name": "TOKEN"}] and done["mountVolumes"]["azureBlobFileSystems"][0]["credentials"] == {}
+    for text in (json.dumps(view), json.dumps(done), json.dumps(service.list_jobs()), (home / "ps.txt").read_text()):
+        assert secret not in text and key not in text
+    for path in home.rglob("*"):
+        if path.is_file():
+            content = path.read_bytes()
+            assert secret.encode() not in content and key.encode() not in content, path
+    assert not list((home / "secrets").glob("job-*")), "a finished job's secrets are deleted"
+
+
+def test_scale_to_zero_removes_nodes_and_cleans_their_folders(service: Service, home: Path) -> None:
+    ready_cluster(service)
+    service.create_job("c", "j", job(custom_job("true")))
+    service.wait_job("j", timeout_s=JOB_TIMEOUT_S, poll_s=0.1)
+    view = service.resize_cluster("c", 0)
+    assert view["currentNodeCount"] == 0 and view["allocationState"] == "steady"
+    assert not list((home / "nodes").glob("*/*"))
+    assert {n.state.value for n in service.pool_nodes()} == {"free"}
+
+
+def test_scale_down_requeues_a_running_job_which_runs_again_later(service: Service, home: Path) -> None:
+    ready_cluster(service, nodes=1)
+    service.create_job("c", "requeued", job(custom_job(f"echo attempt >> {home}/attempts; " + gate(home, "r"))))
+    wait_until(lambda: (home / "attempts").exists(), what="first attempt")
+    assert service.resize_cluster("c", 0)["currentNodeCount"] == 0
+    assert service.show_job("requeued")["executionState"] == "queued"
+    open_gate(home, "r")
+    service.resize_cluster("c", 1)
+    done = service.wait_job("requeued", timeout_s=JOB_TIMEOUT_S, poll_s=0.1)
+    assert done["executionState"] == "succeeded"
+    assert (home / "attempts").read_text() == "attempt\nattempt\n"
+
+
+def test_scale_down_with_terminate_option_fails_the_running_job(service: Service, home: Path) -> None:
+    spec = load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1, "nodeDeallocationOption": "terminate"}}}, environ={})
+    ready_cluster(service, spec=spec)
+    service.create_job("c", "victim", job(custom_job(gate(home, "never"))))
+    wait_until(lambda: service.show_job("victim")["executionState"] == "running", what="running")
+    service.resize_cluster("c", 0)
+    view = service.show_job("victim")
+    assert view["executionState"] == "failed" and view["executionInfo"]["errors"][0]["code"] == "JobTerminated"
+
+
+def test_deleting_a_cluster_fails_its_jobs_and_stops_their_processes(service: Service, home: Path) -> None:
+    ready_cluster(service, nodes=1)
+    service.create_job("c", "running", job(custom_job(f"sleep 300 & echo $! > {home}/pid; wait")))
+    service.create_job("c", "queued", job(custom_job("true")))
+    pid = int(wait_until(lambda: (home / "pid").exists() and (home / "pid").read_text().strip(), what="pid"))
+    service.delete_cluster("c")
+    for name in ("running", "queued"):
+        view = service.show_job(name)
+        assert view["executionState"] == "failed" and view["executionInfo"]["errors"][0]["code"] == "ClusterDeleted"
+    wait_until(lambda: not pid_alive(pid), 10, what="process gone")
+    with pytest.raises(BatchAIError, match="ClusterNotFound"):
+        service.show_cluster("c")
+
+
+def test_node_setup_mounts_cluster_volumes_and_logs_per_node(service: Service, home: Path) -> None:
+    spec = load_cluster_spec(
+        {
+            "scaleSettings": {"manual": {"targetNodeCount": 2}},
+            "nodeSetup": {
+                "setupTask": {
+                    "commandLine": "echo set up $GREETING on $AZ_BATCHAI_MOUNT_ROOT > /dev/null; echo ok; touch $AZ_BATCHAI_MOUNT_ROOT/shared/ready-$(hostname)",
+                    "environmentVariables": [{"name": "GREETING", "value": "hi"}],
+                    "stdOutErrPathPrefix": "$AZ_BATCHAI_MOUNT_ROOT/shared",
+                },
+                "mountVolumes": {
+                    "azureFileShares": [{"azureFileUrl": "https://local.file.core.windows.net/clustershare", "relativeMountPath": "shared"}]
+                },
+            },
+        },
+        environ={},
+    )
+    view = ready_cluster(service, spec=spec)
+    assert view["nodeStateCounts"]["idleNodeCount"] == 2
+    logs = list((home / "storage" / "local" / "clustershare").rglob("stdout-local-*.txt"))
+    assert sorted(p.name for p in logs) == ["stdout-local-0.txt", "stdout-local-1.txt"]
+    assert all(p.read_text() == "ok\n" for p in logs)
+    assert "/workspaces/default/clusters/c/" in logs[0].as_posix()
+    service.create_job(
+        "c",
+        "reads",
+        job({**custom_job("ls $AZ_BATCHAI_MOUNT_ROOT/shared | grep -c ready"), "stdOutErrPathPrefix": "$AZ_BATCHAI_MOUNT_ROOT/shared"}),
+    )
+    assert service.wait_job("reads", timeout_s=JOB_TIMEOUT_S, poll_s=0.1)["executionState"] == "succeeded"
+    assert service.read_output_file("reads", "stdout.txt") == b"1\n"
+
+
+def test_a_failing_setup_task_makes_the_node_unusable_with_the_error(service: Service) -> None:
+    spec = load_cluster_spec(
+        {
+            "scaleSettings": {"manual": {"targetNodeCount": 1}},
+            "nodeSetup": {"setupTask": {"commandLine": "exit 9", "stdOutErrPathPrefix": "/tmp"}},
+        },
+        environ={},
+    )
+    service.create_cluster("broken", spec)
+    view = wait_until(lambda: (v := service.show_cluster("broken"))["nodeStateCounts"]["unusableNodeCount"] == 1 and v, 30, what="unusable")
+    assert view["errors"][0]["code"] == "NodeSetupFailed" and "local-0" in view["errors"][0]["message"]
+
+
+def test_a_node_whose_agent_dies_is_unusable_and_its_job_requeued(home: Path) -> None:
+    service = Service.embedded(home, nodes=2, settings=Settings(heartbeat_timeout_s=3, launch_timeout_s=20))
+    ready_cluster(service, nodes=1)
+    service.create_job("c", "orphaned", job(custom_job(f"sleep 300 & echo $! > {home}/pid; wait")))
+    pid = int(wait_until(lambda: (home / "pid").exists() and (home / "pid").read_text().strip(), what="pid"))
+    statuses = [json.loads(p.read_text()) for p in home.glob("nodes/local-0/batchai/runs/*/status.json")]
+    os.kill(next(s["pid"] for s in statuses if s["state"] == "running"), 9)  # the node stops reporting
+    view = wait_until(lambda: (v := service.show_job("orphaned"))["executionState"] == "queued" and v, 20, 0.2, what="requeue")
+    assert view["executionInfo"]["errors"][0]["code"] == "NodeLost" and "local-0" in view["executionInfo"]["errors"][0]["message"]
+    assert service.show_cluster("c")["nodeStateCounts"]["unusableNodeCount"] == 1
+    wait_until(lambda: not pid_alive(pid), 15, what="orphaned process stopped")
