@@ -137,23 +137,18 @@ class Agent(object):
     def prepare_folders(self):
         for path in self.plan.get("clean_dirs") or []:
             shutil.rmtree(path, ignore_errors=True)
-            os.makedirs(path)
+            os.makedirs(path, exist_ok=True)
         for link in self.plan.get("links") or []:
             path, source = link["path"], link["source"]
-            if not os.path.isdir(source):
-                os.makedirs(source)
-            parent = os.path.dirname(path)
-            if not os.path.isdir(parent):
-                os.makedirs(parent)
+            os.makedirs(source, exist_ok=True)  # the nodes of one job may share it: they race here
+            os.makedirs(os.path.dirname(path), exist_ok=True)
             if os.path.islink(path):
                 os.unlink(path)
             if os.path.exists(path):
                 raise JobError("MountFailed", "mount point %s exists and is not ours" % path)
             os.symlink(source, path)
         for name in self.plan.get("make_dirs") or []:
-            folder = self.env[name]
-            if not os.path.isdir(folder):
-                os.makedirs(folder)
+            os.makedirs(self.env[name], exist_ok=True)
         hostfile = self.plan.get("hostfile")
         if hostfile:
             with open(hostfile["path"], "w") as handle:

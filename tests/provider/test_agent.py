@@ -171,3 +171,15 @@ def test_secrets_reach_the_job_environment_but_no_file_or_command_line(node: Nod
             except OSError:
                 continue
     assert final_status(node, "secret")["state"] == "succeeded"
+
+
+def test_agents_of_one_job_sharing_a_folder_do_not_trip_over_each_other(home: Path, tmp_path: Path) -> None:
+    """Every node of a job links the same shared folder and creates the same output folders."""
+    shared, logs = tmp_path / "shared-run", tmp_path / "logs"
+    nodes = [NodeHandle(f"local-{i}", LocalTransport(), NodeLayout(str(home / "nodes" / f"local-{i}"))) for i in range(6)]
+    for index, node in enumerate(nodes):
+        link = {"path": f"{node.layout.root}/jobs/shared", "source": str(shared), "unlink_at_end": True}
+        node.start_run("race", plan(logs / "a" / "b", (f"rank{index}", f"touch {node.layout.root}/jobs/shared/{index}"), links=[link]), {})
+    for node in nodes:
+        assert final_status(node, "race")["state"] == "succeeded"
+    assert sorted(p.name for p in shared.iterdir()) == [str(i) for i in range(6)]

@@ -45,7 +45,7 @@ def test_two_node_ddp_job_all_reduces_and_both_ranks_exit_zero(service: Service,
         name: (service.read_output_file("ddp", name, "distributed") or b"").decode()
         for name in ("stdout-0.txt", "stdout-1.txt", "stderr-0.txt", "stderr-1.txt")
     }
-    assert done["executionState"] == "succeeded", logs
+    assert done["executionState"] == "succeeded", (done["executionInfo"], logs)
     assert done["pyTorchSettings"]["processCount"] == 2
     for rank in (0, 1):
         out = logs[f"stdout-{rank}.txt"]

@@ -108,7 +108,7 @@ def test_gang_scheduling_by_priority_then_age_with_two_nodes_and_three_jobs(serv
     open_gate(home, "b")
     b = service.wait_job("b", timeout_s=JOB_TIMEOUT_S, poll_s=0.1)
     a, urgent = service.show_job("a"), service.show_job("urgent")
-    assert b["executionState"] == "succeeded"
+    assert b["executionState"] == "succeeded", b["executionInfo"]
     assert b["executionInfo"]["startTime"] >= max(a["executionInfo"]["endTime"], urgent["executionInfo"]["endTime"])
     record = json.loads((home / "control" / "records" / "jobs" / "default" / "default" / "b.json").read_text())
     assert sorted(record["data"]["nodes"]) == ["local-0", "local-1"]
