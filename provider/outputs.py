@@ -17,7 +17,7 @@ from airflow_batchai.agent import expand
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.launch import JobContext, Link, NodeSlot, job_environment
 from airflow_batchai.layout import output_template, stdouterr_template
-from airflow_batchai.nodes import FileInfo
+from airflow_batchai.nodes import FileInfo, Transport
 from airflow_batchai.nodes.local import LocalTransport
 from airflow_batchai.records import JobRecord
 from airflow_batchai.spec import ClusterSpec, JobSpec
@@ -93,10 +93,10 @@ class OutputFiles:
                     return Path(link.source) / inside if inside else Path(link.source)
         return None
 
-    def _on_node(self, template: str) -> tuple[LocalTransport, str] | None:
+    def _on_node(self, template: str) -> tuple[Transport, str] | None:
         if not self.job.nodes:
             return None
-        node = next((n for n in self.service.pool_nodes() if n.node_id == self.job.nodes[0]), None)
+        node = self.service.node_record(self.job.nodes[0])
         if node is None:
             return None
         slot = NodeSlot(node.node_id, node.address, node.root, node.gpus)

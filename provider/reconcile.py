@@ -20,7 +20,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow_batchai.errors import BatchAIError
-from airflow_batchai.launch import JobContext, NodeSlot, job_plans, setup_plan
+from airflow_batchai.launch import MPI_TOOLKITS, JobContext, NodeSlot, job_plans, setup_plan
 from airflow_batchai.layout import cluster_setup_segment, stdouterr_template
 from airflow_batchai.nodeops import FINAL_STATES
 from airflow_batchai.records import (
@@ -67,7 +67,7 @@ class Reconciler:
         return self.service.cluster_jobs(self.cluster.workspace, self.cluster.name)
 
     def node(self, node_id: str) -> NodeRecord | None:
-        return next((n for n in self.service.pool_nodes() if n.node_id == node_id), None)
+        return self.service.node_record(node_id)
 
     def set_node(self, node: NodeRecord, state: NodeState, **changes: Any) -> NodeRecord:
         moved = move_node(node, state, **changes)
@@ -376,7 +376,4 @@ class Reconciler:
 
 def job_helpers(job: JobRecord) -> list[str]:
     """Nodes that only reserve capacity for the job (custom/MPI toolkits' non-first nodes)."""
-    spec = JobSpec.model_validate(job.spec)
-    if spec.tool_type in ("custom", "cntk", "chainer", "caffe", "horovod", "custommpi"):
-        return job.nodes[1:]
-    return []
+    return job.nodes[1:] if JobSpec.model_validate(job.spec).tool_type in ("custom", *MPI_TOOLKITS) else []

@@ -12,7 +12,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,6 @@ class Settings:
     heartbeat_timeout_s: float = 30.0  # agents beat every 2 s; silence this long means the node is lost
     launch_timeout_s: float = 60.0  # a started agent must have written its status by then
     default_storage_account: str = "local"
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Service:
@@ -139,7 +138,12 @@ class Service:
         return jobs
 
     def save_job(self, job: JobRecord) -> None:
-        self.store.replace(job.key, job.to_doc(), self.store.read(job.key).etag)  # type: ignore[union-attr]
+        """Callers hold the cluster's lock, the only writer of a submitted job's state."""
+        update(self.store, job.key, lambda _: job.to_doc())
+
+    def node_record(self, node_id: str) -> NodeRecord | None:
+        found = self.store.read(node_key(node_id))
+        return NodeRecord.model_validate(found.data) if found else None
 
     def save_node(self, node: NodeRecord) -> None:
         update(self.store, node.key, lambda _: node.to_doc())
