@@ -31,7 +31,11 @@ setup(
     package_dir=PACKAGE_DIRS,
     install_requires=["pydantic>=2.6,<3"],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6", "scikit-learn>=1.3", "numpy>=1.24"],
+        "airflow": ["apache-airflow>=3.0"],
+        "test": ["apache-airflow==3.3.2", "pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6", "scikit-learn>=1.3", "numpy>=1.24"],
     },
-    entry_points={"console_scripts": ["batchai = airflow_batchai.cli:main"]},
+    entry_points={
+        "console_scripts": ["batchai = airflow_batchai.cli:main"],
+        "apache_airflow_provider": ["provider_info = airflow_batchai.provider_info:get_provider_info"],
+    },
 )

@@ -16,13 +16,13 @@ job="cntk_python_$(date +%s)"
 
 echo "== upload: training script to share 'scripts', digits data to container 'data'"
 mkdir -p "$storage/scripts/cntk" "$storage/logs"
-cp examples/quickstart/ConvNet_MNIST.py "$storage/scripts/cntk/"
-.venv/bin/python examples/quickstart/prepare_data.py "$storage/data/mnist_cntk"
+cp dags/assets/quickstart/ConvNet_MNIST.py "$storage/scripts/cntk/"
+.venv/bin/python dags/assets/quickstart/prepare_data.py "$storage/data/mnist_cntk"
 
 echo "== az batchai cluster create -n nc6 -t 1"
 batchai cluster create -n nc6 -t 1 -w quickstart >/dev/null
 echo "== az batchai job create -n $job -c nc6 -e quickstart -f job.json"
-batchai job create -n "$job" -c nc6 -w quickstart -e quickstart -f examples/quickstart/job.json >/dev/null
+batchai job create -n "$job" -c nc6 -w quickstart -e quickstart -f dags/assets/quickstart/job.json >/dev/null
 echo "== az batchai job file stream -f stderr.txt"
 batchai job file stream -j "$job" -w quickstart -e quickstart -f stderr.txt
 batchai job wait -n "$job" -w quickstart -e quickstart

@@ -37,9 +37,9 @@ def as_json(result: subprocess.CompletedProcess[str]) -> Any:
 def upload_quickstart(home: Path) -> None:
     storage = home / "storage" / "acct"
     (storage / "scripts" / "cntk").mkdir(parents=True)
-    shutil.copy(REPO / "examples" / "quickstart" / "ConvNet_MNIST.py", storage / "scripts" / "cntk")
+    shutil.copy(REPO / "dags" / "assets" / "quickstart" / "ConvNet_MNIST.py", storage / "scripts" / "cntk")
     subprocess.run(
-        [sys.executable, str(REPO / "examples" / "quickstart" / "prepare_data.py"), str(storage / "data" / "mnist_cntk")],
+        [sys.executable, str(REPO / "dags" / "assets" / "quickstart" / "prepare_data.py"), str(storage / "data" / "mnist_cntk")],
         check=True,
         capture_output=True,
     )

@@ -35,7 +35,7 @@ DDP_JOB = {
 def test_two_node_ddp_job_all_reduces_and_both_ranks_exit_zero(service: Service, home: Path) -> None:
     scripts = home / "storage" / "local" / "scripts" / "pytorch"
     scripts.mkdir(parents=True)
-    shutil.copy(REPO / "examples" / "pytorch" / "ddp_digits.py", scripts)
+    shutil.copy(REPO / "dags" / "assets" / "pytorch" / "ddp_digits.py", scripts)
     service.create_cluster("gpu", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 2}}}, environ={}))
     wait_until(lambda: service.show_cluster("gpu")["nodeStateCounts"]["idleNodeCount"] == 2, what="2 idle nodes")
     spec = load_job_spec({"properties": DDP_JOB}, storage_account_name="local", environ={})

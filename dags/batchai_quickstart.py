@@ -1,0 +1,71 @@
+"""The Batch AI CNTK quickstart (seed document 002) as a DAG, on the embedded default.
+
+upload the training script to the ``scripts`` share and the digits data set to the ``data``
+container → create a 1-node cluster → submit the quickstart's job.json unchanged → wait with
+the sensor → list the MODEL files → scale the cluster to zero (also when something failed).
+"""
+
+from __future__ import annotations
+
+import runpy
+import tempfile
+from pathlib import Path
+
+from airflow.sdk import dag, task
+
+from airflow_batchai.operators.batchai import (
+    BatchAICreateClusterOperator,
+    BatchAIListOutputFilesOperator,
+    BatchAIScaleClusterOperator,
+    BatchAISubmitJobOperator,
+    BatchAIUploadOperator,
+)
+from airflow_batchai.sensors.batchai import BatchAIJobSensor
+
+ASSETS = Path(__file__).parent / "assets" / "quickstart"
+WORKSPACE = "quickstart"
+JOB_NAME = "{{ ti.xcom_pull(task_ids='submit_job')['name'] }}"
+
+
+@dag(dag_id="batchai_quickstart", schedule=None, catchup=False, tags=["batchai", "example"], doc_md=__doc__)
+def batchai_quickstart() -> None:
+    @task
+    def prepare_data() -> str:
+        """Write scikit-learn's digits in CNTK text format (the quickstart's MNIST files, smaller)."""
+        folder = tempfile.mkdtemp(prefix="batchai-digits-")
+        runpy.run_path(str(ASSETS / "prepare_data.py"))["main"](folder)
+        return folder
+
+    upload_script = BatchAIUploadOperator(
+        task_id="upload_script", source=str(ASSETS), pattern="ConvNet_MNIST.py", destination="scripts", destination_path="cntk"
+    )
+    upload_data = BatchAIUploadOperator(
+        task_id="upload_data", source=prepare_data(), pattern="*8x8_cntk*", destination="data", destination_path="mnist_cntk"
+    )
+    cluster = BatchAICreateClusterOperator(
+        task_id="create_cluster",
+        workspace=WORKSPACE,
+        cluster_name="nc6",
+        spec={"properties": {"vmSize": "STANDARD_NC6", "scaleSettings": {"manual": {"targetNodeCount": 1}}}},
+    )
+    submit = BatchAISubmitJobOperator(
+        task_id="submit_job",
+        workspace=WORKSPACE,
+        cluster_name="nc6",
+        experiment="quickstart",
+        spec="assets/quickstart/job.json",
+        wait_for_completion=False,
+    )
+    wait = BatchAIJobSensor(
+        task_id="wait_for_job", workspace=WORKSPACE, job_name=JOB_NAME, experiment="quickstart", poke_interval=2, timeout=600
+    )
+    models = BatchAIListOutputFilesOperator(
+        task_id="list_model_files", workspace=WORKSPACE, job_name=JOB_NAME, experiment="quickstart", output_directory_id="MODEL"
+    )
+    scale_down = BatchAIScaleClusterOperator(
+        task_id="scale_to_zero", workspace=WORKSPACE, cluster_name="nc6", target_node_count=0, trigger_rule="all_done"
+    )
+    [upload_script, upload_data, cluster] >> submit >> wait >> models >> scale_down
+
+
+batchai_quickstart()

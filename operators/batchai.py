@@ -1,0 +1,397 @@
+"""Operators: thin shells over the provider's Service (clusters, jobs, output files, uploads).
+
+Results go to XCom as Batch AI's camelCase JSON with secrets already removed by the Service.
+A submitted job is named after the task (or ``job_name``), so an Airflow retry finds the job
+it submitted and waits for it again instead of starting a second one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseOperator, BaseOperatorLink, Context
+from airflow.sdk.exceptions import AirflowException
+
+from airflow_batchai.errors import BatchAIError
+from airflow_batchai.hooks.batchai import BatchAIHook
+from airflow_batchai.logtail import JobLogFollower, stderr_tail
+from airflow_batchai.service import DEFAULT_EXPERIMENT, DEFAULT_WORKSPACE, Service
+from airflow_batchai.spec import ClusterSpec, JobSpec, load_cluster_spec, load_job_spec
+from airflow_batchai.storage.upload import upload_batch
+
+MAX_NAME = 64
+POLL_INTERVAL_S = 5.0
+STDERR_TAIL_LINES = 20
+
+
+def job_name_for(dag_id: str, task_id: str, run_id: str) -> str:
+    """A Batch AI job name (``^[-\\w]{1,64}$``) that is the same for every try of one task run."""
+    name = re.sub(r"[^-\w]", "_", f"{dag_id}-{task_id}-{run_id}")
+    if len(name) <= MAX_NAME:
+        return name
+    return f"{name[: MAX_NAME - 17]}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+
+
+def _spec_source(spec: Any) -> Any:
+    """A str is a path when it names a file, else JSON text (a rendered ``.json`` template)."""
+    if isinstance(spec, str) and not spec.lstrip().startswith("{") and Path(spec).is_file():
+        return Path(spec)
+    return spec
+
+
+class BatchAIJobOutputLink(BaseOperatorLink):
+    """Where the job's stdout/stderr files are (a file:// folder on the embedded default)."""
+
+    name = "Batch AI job output"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: Any) -> str:
+        from airflow.sdk.execution_time.xcom import XCom
+
+        return XCom.get_value(key=self.xcom_key, ti_key=ti_key) or ""
+
+
+class BatchAIBaseOperator(BaseOperator):
+    def __init__(self, *, batchai_conn_id: str = BatchAIHook.default_conn_name, workspace: str = DEFAULT_WORKSPACE, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.batchai_conn_id = batchai_conn_id
+        self.workspace = workspace
+
+    @cached_property
+    def hook(self) -> BatchAIHook:
+        return BatchAIHook(self.batchai_conn_id)
+
+    @property
+    def service(self) -> Service:
+        return self.hook.service
+
+    def call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a Service call; a BatchAIError fails the task with its code and message, no traceback noise."""
+        try:
+            return function(*args, **kwargs)
+        except BatchAIError as error:
+            raise AirflowException(f"{error.code}: {error.message}") from error
+
+
+class BatchAICreateClusterOperator(BatchAIBaseOperator):
+    """Create a cluster; an existing one with the same spec is reused, a different spec fails unless ``update``."""
+
+    template_fields: Sequence[str] = ("cluster_name", "spec", "workspace")
+    template_ext: Sequence[str] = (".json",)
+
+    def __init__(
+        self, *, cluster_name: str, spec: dict[str, Any] | ClusterSpec | str | None = None, update: bool = False, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.cluster_name = cluster_name
+        self.spec = spec
+        self.update = update
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        spec = self.spec if isinstance(self.spec, ClusterSpec) else self.call(load_cluster_spec, _spec_source(self.spec or {}))
+        view = self.call(self.service.create_cluster, self.cluster_name, spec, self.workspace, update_existing=self.update)
+        self.log.info("cluster %s: %s, %d node(s)", self.cluster_name, view["allocationState"], view["currentNodeCount"])
+        return view
+
+
+class BatchAIScaleClusterOperator(BatchAIBaseOperator):
+    """Resize to ``target_node_count`` (0 = scale to zero) and wait until the cluster is steady."""
+
+    template_fields: Sequence[str] = ("cluster_name", "target_node_count", "workspace")
+
+    def __init__(
+        self,
+        *,
+        cluster_name: str,
+        target_node_count: int,
+        wait: bool = True,
+        poll_interval: float = 2.0,
+        timeout: float = 3600,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.cluster_name = cluster_name
+        self.target_node_count = target_node_count
+        self.wait = wait
+        self.poll_interval = poll_interval
+        self.timeout = timeout
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        view = self.call(self.service.resize_cluster, self.cluster_name, int(self.target_node_count), self.workspace)
+        deadline = time.monotonic() + self.timeout
+        while self.wait and view["allocationState"] != "steady":
+            if time.monotonic() > deadline:
+                raise AirflowException(f"cluster {self.cluster_name} still {view['allocationState']} after {self.timeout} s")
+            time.sleep(self.poll_interval)
+            view = self.call(self.service.show_cluster, self.cluster_name, self.workspace)
+        self.log.info(
+            "cluster %s: %s with %d node(s) %s",
+            self.cluster_name,
+            view["allocationState"],
+            view["currentNodeCount"],
+            view["nodeStateCounts"],
+        )
+        return view
+
+
+class BatchAIDeleteClusterOperator(BatchAIBaseOperator):
+    template_fields: Sequence[str] = ("cluster_name", "workspace")
+
+    def __init__(self, *, cluster_name: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cluster_name = cluster_name
+
+    def execute(self, context: Context) -> None:
+        self.call(self.service.delete_cluster, self.cluster_name, self.workspace)
+        self.log.info("cluster %s deleted", self.cluster_name)
+
+
+class BatchAISubmitJobOperator(BatchAIBaseOperator):
+    """Submit a Batch AI job spec and (by default) wait for it, copying its stdout/stderr into the task log.
+
+    ``spec`` is a dict (the job.json content, with or without the ``properties`` wrapper), a
+    JobSpec, or a path to a job.json (templated: paths ending in .json are read and rendered).
+    A failed job fails the task with the job's error code, exit code and the last stderr lines.
+    """
+
+    template_fields: Sequence[str] = ("cluster_name", "job_name", "experiment", "workspace", "spec", "storage_account_name")
+    template_ext: Sequence[str] = (".json",)
+    template_fields_renderers = {"spec": "json"}
+    operator_extra_links = (BatchAIJobOutputLink(),)
+
+    def __init__(
+        self,
+        *,
+        cluster_name: str,
+        spec: dict[str, Any] | JobSpec | str,
+        job_name: str | None = None,
+        experiment: str = DEFAULT_EXPERIMENT,
+        wait_for_completion: bool = True,
+        deferrable: bool = False,
+        poll_interval: float = POLL_INTERVAL_S,
+        timeout: float | None = None,
+        storage_account_name: str | None = None,
+        storage_account_key: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.cluster_name = cluster_name
+        self.spec = spec
+        self.job_name = job_name
+        self.experiment = experiment
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.timeout = timeout
+        self.storage_account_name = storage_account_name
+        self.storage_account_key = storage_account_key
+        self.submitted: str | None = None
+
+    def resolved_job_name(self, context: Context) -> str:
+        return self.job_name or job_name_for(context["dag"].dag_id, self.task_id, context["run_id"])
+
+    def load_spec(self) -> JobSpec:
+        if isinstance(self.spec, JobSpec):
+            return self.spec
+        account = self.storage_account_name or self.service.settings.default_storage_account
+        return self.call(
+            load_job_spec,
+            _spec_source(self.spec),
+            cluster=self.cluster_name,
+            storage_account_name=account,
+            storage_account_key=self.storage_account_key,
+        )
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        name = self.resolved_job_name(context)
+        spec = self.load_spec()
+        view = self.submit_or_attach(name, spec, context["ti"].try_number)
+        self.submitted = name
+        self.push_output_link(context, name)
+        if not self.wait_for_completion:
+            return view
+        if self.deferrable and view["executionState"] not in ("succeeded", "failed"):
+            from airflow_batchai.triggers.batchai import BatchAIJobTrigger
+
+            self.defer(
+                trigger=BatchAIJobTrigger(
+                    job_name=name,
+                    experiment=self.experiment,
+                    workspace=self.workspace,
+                    batchai_conn_id=self.batchai_conn_id,
+                    poll_interval=self.poll_interval,
+                    end_time=None if self.timeout is None else time.time() + self.timeout,
+                ),
+                method_name="execute_complete",
+            )
+        return self.follow(name)
+
+    def submit_or_attach(self, name: str, spec: JobSpec, try_number: int) -> dict[str, Any]:
+        try:
+            before = self.service.show_job(name, self.experiment, self.workspace)
+        except BatchAIError as error:
+            if error.code != "JobNotFound":
+                raise AirflowException(f"{error.code}: {error.message}") from error
+            before = None
+        if before is not None and before["executionState"] == "failed" and try_number > 1:
+            self.log.info("job %s failed in an earlier try: deleting it and submitting again", name)
+            self.call(self.service.delete_job, name, self.experiment, self.workspace)
+            before = None
+        view = self.call(self.service.create_job, self.cluster_name, name, spec, self.experiment, self.workspace)
+        if before is not None:
+            self.log.info("re-attached to job %s (%s), submitted by an earlier try", name, view["executionState"])
+        else:
+            self.log.info("submitted job %s to cluster %s: %s", name, self.cluster_name, view["executionState"])
+        return view
+
+    def push_output_link(self, context: Context, name: str) -> None:
+        files = self.service.list_output_files
+        try:
+            stdouterr = files(name, self.experiment, self.workspace)
+            url = stdouterr[0]["downloadUrl"].rsplit("/", 1)[0] if stdouterr else ""
+        except BatchAIError:
+            url = ""
+        context["ti"].xcom_push(key=BatchAIJobOutputLink().xcom_key, value=url)
+
+    def follow(self, name: str) -> dict[str, Any]:
+        """Poll until the job ends, copying new stdout/stderr lines into the task log."""
+        follower = JobLogFollower(self.service, name, self.experiment, self.workspace)
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        while True:
+            view = self.call(self.service.show_job, name, self.experiment, self.workspace)
+            finished = view["executionState"] in ("succeeded", "failed")
+            for file_name, line in follower.poll(final=finished):
+                self.log.info("[%s] %s", file_name, line)
+            if finished:
+                return self.result(view)
+            if deadline is not None and time.monotonic() > deadline:
+                raise AirflowException(f"job {name} still {view['executionState']} after {self.timeout} s")
+            time.sleep(self.poll_interval)
+
+    def result(self, view: dict[str, Any]) -> dict[str, Any]:
+        if view["executionState"] == "succeeded":
+            self.log.info("job %s succeeded", view["name"])
+            return view
+        raise AirflowException(failure_message(self.service, view, self.experiment, self.workspace))
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume after the trigger: everything is re-read from the Service, nothing taken from kwargs."""
+        name = self.resolved_job_name(context)
+        if event and event.get("status") == "timeout":
+            raise AirflowException(f"job {name} did not finish before its timeout")
+        self.submitted = name
+        return self.follow(name)
+
+    def on_kill(self) -> None:
+        if self.submitted:
+            self.log.info("task killed: terminating job %s", self.submitted)
+            self.service.terminate_job(self.submitted, self.experiment, self.workspace)
+
+
+def failure_message(service: Service, view: dict[str, Any], experiment: str, workspace: str) -> str:
+    info = view["executionInfo"]
+    errors = "; ".join(f"{e['code']}: {e['message']}" for e in info.get("errors") or []) or "no error reported"
+    tail = stderr_tail(service, view["name"], experiment, workspace, STDERR_TAIL_LINES)
+    lines = [f"Batch AI job {view['name']} failed: {errors} (exit code {info.get('exitCode')})"]
+    if tail:
+        lines += ["last lines of stderr:", *tail]
+    return "\n".join(lines)
+
+
+class BatchAITerminateJobOperator(BatchAIBaseOperator):
+    template_fields: Sequence[str] = ("job_name", "experiment", "workspace")
+
+    def __init__(self, *, job_name: str, experiment: str = DEFAULT_EXPERIMENT, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.job_name = job_name
+        self.experiment = experiment
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        view = self.call(self.service.terminate_job, self.job_name, self.experiment, self.workspace)
+        self.log.info("job %s is %s", self.job_name, view["executionState"])
+        return view
+
+
+class BatchAIListOutputFilesOperator(BatchAIBaseOperator):
+    """``az batchai job file list``: Batch AI File objects with download URLs."""
+
+    template_fields: Sequence[str] = ("job_name", "experiment", "workspace", "output_directory_id", "path")
+
+    def __init__(
+        self,
+        *,
+        job_name: str,
+        experiment: str = DEFAULT_EXPERIMENT,
+        output_directory_id: str = "stdouterr",
+        path: str = ".",
+        link_expiry_minutes: int = 60,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.job_name = job_name
+        self.experiment = experiment
+        self.output_directory_id = output_directory_id
+        self.path = path
+        self.link_expiry_minutes = link_expiry_minutes
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        files = self.call(
+            self.service.list_output_files,
+            self.job_name,
+            self.experiment,
+            self.workspace,
+            self.output_directory_id,
+            self.path,
+            self.link_expiry_minutes,
+        )
+        for info in files:
+            self.log.info("%-9s %12s  %s", info["fileType"], info.get("contentLength", ""), info["name"])
+        return files
+
+
+class BatchAIUploadOperator(BatchAIBaseOperator):
+    """``az storage blob upload-batch`` parity into a container or share of the connection's storage."""
+
+    template_fields: Sequence[str] = ("source", "destination", "destination_path", "pattern", "storage_account_name")
+
+    def __init__(
+        self,
+        *,
+        source: str,
+        destination: str,
+        destination_path: str = "",
+        pattern: str = "*",
+        storage_account_name: str | None = None,
+        overwrite: bool = False,
+        max_workers: int = 8,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.source = source
+        self.destination = destination
+        self.destination_path = destination_path
+        self.pattern = pattern
+        self.storage_account_name = storage_account_name
+        self.overwrite = overwrite
+        self.max_workers = max_workers
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        account = self.storage_account_name or self.service.settings.default_storage_account
+        report = self.call(
+            upload_batch,
+            self.service.data,
+            source=self.source,
+            account=account,
+            container=self.destination,
+            destination_path=self.destination_path,
+            pattern=self.pattern,
+            overwrite=self.overwrite,
+            max_workers=self.max_workers,
+            on_progress=lambda line: self.log.info("%s", line),
+        )
+        return report

@@ -1,0 +1,66 @@
+"""Following a job's stdout/stderr files as they grow, for task logs and error messages.
+
+Reads only the bytes not seen yet (by offset), and hands out complete lines only, so a line
+being written is never split across two log records.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from airflow_batchai.errors import BatchAIError
+
+if TYPE_CHECKING:
+    from airflow_batchai.service import Service
+
+STDERR_TAIL_BYTES = 64 * 1024
+
+
+def _is_stream(name: str) -> bool:
+    return name.endswith(".txt") and name.startswith(("stdout", "stderr"))
+
+
+class JobLogFollower:
+    def __init__(self, service: Service, job: str, experiment: str, workspace: str) -> None:
+        self.service, self.job, self.experiment, self.workspace = service, job, experiment, workspace
+        self.offsets: dict[str, int] = {}
+        self.partial: dict[str, bytes] = {}
+
+    def poll(self, final: bool = False) -> list[tuple[str, str]]:
+        """New complete lines as (file name, line); with ``final``, the unterminated rest too."""
+        try:
+            files = self.service.list_output_files(self.job, self.experiment, self.workspace)
+        except BatchAIError:
+            return []  # the folder does not exist yet
+        lines: list[tuple[str, str]] = []
+        for info in files:
+            name = info["name"]
+            if info["fileType"] != "file" or not _is_stream(name) or info["contentLength"] <= self.offsets.get(name, 0):
+                continue
+            chunk = self.service.read_output_file(self.job, name, self.experiment, self.workspace, offset=self.offsets.get(name, 0))
+            if not chunk:
+                continue
+            self.offsets[name] = self.offsets.get(name, 0) + len(chunk)
+            *complete, rest = (self.partial.pop(name, b"") + chunk).split(b"\n")
+            lines += [(name, line.decode(errors="replace")) for line in complete]
+            if rest:
+                self.partial[name] = rest
+        if final:
+            lines += [(name, rest.decode(errors="replace")) for name, rest in sorted(self.partial.items())]
+            self.partial.clear()
+        return lines
+
+
+def stderr_tail(service: Service, job: str, experiment: str, workspace: str, max_lines: int = 20) -> list[str]:
+    """The last lines of the job's stderr file(s), newest file content last; empty when none."""
+    try:
+        files = service.list_output_files(job, experiment, workspace)
+    except BatchAIError:
+        return []
+    tail: list[str] = []
+    for info in sorted(files, key=lambda f: f["name"]):
+        if info["fileType"] == "file" and info["name"].startswith("stderr") and info["contentLength"]:
+            offset = max(0, info["contentLength"] - STDERR_TAIL_BYTES)
+            data = service.read_output_file(job, info["name"], experiment, workspace, offset=offset) or b""
+            tail += [f"[{info['name']}] {line}" for line in data.decode(errors="replace").splitlines()[-max_lines:]]
+    return tail[-max_lines:]

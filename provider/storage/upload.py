@@ -1,0 +1,96 @@
+"""``az storage blob upload-batch`` parity: a folder (or a glob of it) into a container or share.
+
+Files whose size and MD5 match what is already there are skipped unless ``overwrite``; the
+copies run in parallel with bounded concurrency and report progress lines as they finish.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import posixpath
+import shutil
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+from airflow_batchai.errors import BatchAIError
+from airflow_batchai.storage.local import LocalDataStore
+
+CHUNK_BYTES = 1024 * 1024
+
+
+def md5_of(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _same(source: Path, target: Path) -> bool:
+    return target.is_file() and target.stat().st_size == source.stat().st_size and md5_of(target) == md5_of(source)
+
+
+def _copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(descriptor, "wb") as out, open(source, "rb") as src:
+            shutil.copyfileobj(src, out, CHUNK_BYTES)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def upload_batch(
+    data: LocalDataStore,
+    *,
+    source: str,
+    account: str,
+    container: str,
+    destination_path: str = "",
+    pattern: str = "*",
+    overwrite: bool = False,
+    max_workers: int = 8,
+    on_progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Upload every file under ``source`` whose path relative to it matches ``pattern``."""
+    root = Path(source)
+    if not root.is_dir():
+        raise BatchAIError("SourceNotFound", f"upload source {source} is not a folder", "source")
+    parts = [p for p in destination_path.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise BatchAIError("InvalidPath", f"destination path {destination_path!r} must not contain '..'", "destination_path")
+    target_root = (
+        data.folder(account, container, "destination") / posixpath.join(*parts) if parts else data.folder(account, container, "destination")
+    )
+    files = sorted(p for p in root.rglob("*") if p.is_file() and fnmatch.fnmatch(p.relative_to(root).as_posix(), pattern))
+    report: dict[str, Any] = {"uploaded": [], "skipped": [], "bytes": 0}
+    progress = on_progress or (lambda _: None)
+
+    def one(path: Path) -> tuple[str, int, bool]:
+        relative = path.relative_to(root).as_posix()
+        target = target_root / relative
+        if not overwrite and _same(path, target):
+            return relative, 0, False
+        _copy(path, target)
+        return relative, path.stat().st_size, True
+
+    with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
+        futures = [pool.submit(one, path) for path in files]
+        for done, future in enumerate(as_completed(futures), 1):
+            relative, size, copied = future.result()
+            report["uploaded" if copied else "skipped"].append(relative)
+            report["bytes"] += size
+            progress(f"[{done}/{len(files)}] {'uploaded' if copied else 'unchanged, skipped'} {relative} ({size} bytes)")
+    report["uploaded"].sort()
+    report["skipped"].sort()
+    progress(
+        f"uploaded {len(report['uploaded'])} file(s), {report['bytes']} bytes, skipped {len(report['skipped'])} to {account}/{container}/{'/'.join(parts)}"
+    )
+    return report
