@@ -8,6 +8,7 @@ it submitted and waits for it again instead of starting a second one.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, BaseOperatorLink, Context
 from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.log import mask_secret
 
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.hooks.batchai import BatchAIHook
@@ -192,6 +194,12 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
         self.storage_account_key = storage_account_key
         self.submitted: str | None = None
 
+    def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
+        """Mask secret values as soon as they are rendered, before Airflow stores the rendered fields."""
+        super().render_template_fields(context, jinja_env)
+        for value in secret_values(self.spec, self.storage_account_key):
+            mask_secret(value)
+
     def resolved_job_name(self, context: Context) -> str:
         return self.job_name or job_name_for(context["dag"].dag_id, self.task_id, context["run_id"])
 
@@ -291,6 +299,30 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
         if self.submitted:
             self.log.info("task killed: terminating job %s", self.submitted)
             self.service.terminate_job(self.submitted, self.experiment, self.workspace)
+
+
+def secret_values(spec: Any, *extra: str | None) -> list[str]:
+    """Secret values in a job spec (dict, JSON text or JobSpec): ``secrets``, storage keys, registry password."""
+    if isinstance(spec, str):
+        try:
+            spec = json.loads(spec)
+        except ValueError:
+            return [v for v in extra if v]
+    if isinstance(spec, JobSpec):
+        spec = spec.to_json()
+    found = [v for v in extra if v]
+    properties = spec.get("properties", spec) if isinstance(spec, dict) else {}
+    found += [s.get("value") for s in properties.get("secrets") or [] if isinstance(s, dict) and s.get("value")]
+    volumes = properties.get("mountVolumes") or {}
+    for kind in ("azureFileShares", "azureBlobFileSystems"):
+        for mount in volumes.get(kind) or []:
+            key = (mount.get("credentials") or {}).get("accountKey") if isinstance(mount, dict) else None
+            if key and not key.startswith("<"):
+                found.append(key)
+    registry = ((properties.get("containerSettings") or {}).get("imageSourceRegistry") or {}).get("credentials") or {}
+    if registry.get("password"):
+        found.append(registry["password"])
+    return [str(v) for v in found]
 
 
 def failure_message(service: Service, view: dict[str, Any], experiment: str, workspace: str) -> str:

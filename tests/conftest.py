@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +89,57 @@ def custom_job(command: str, *, nodes: int = 1, **extra: Any) -> dict[str, Any]:
         "mountVolumes": {"azureFileShares": [{"azureFileUrl": "https://local.file.core.windows.net/logs", "relativeMountPath": "logs"}]},
         **extra,
     }
+
+
+# --- Airflow: a real metadata DB on SQLite, DAG runs through `airflow dags test` -------------------------
+
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+DAG_RUN_FINISHED = re.compile(r"DagRun Finished: dag_id=(\S+?), .*? state=(\w+)")
+
+
+@dataclass
+class DagResult:
+    returncode: int
+    output: str
+
+    @property
+    def state(self) -> str | None:
+        found = DAG_RUN_FINISHED.findall(self.output)
+        return found[-1][1] if found else None
+
+
+@pytest.fixture(scope="session")
+def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """AIRFLOW_HOME with a migrated SQLite DB, shared by the session's DAG runs."""
+    pytest.importorskip("airflow")
+    airflow_home = tmp_path_factory.mktemp("airflow-home")
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+    }
+    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    return env
+
+
+def run_dag(
+    airflow_env: dict[str, str],
+    dags_folder: Path,
+    dag_id: str,
+    batchai_home: Path,
+    conf: dict[str, Any] | None = None,
+    timeout_s: float = 300,
+) -> DagResult:
+    env = {**airflow_env, "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder), "BATCHAI_HOME": str(batchai_home)}
+    command = [AIRFLOW, "dags", "test", dag_id, *(["-c", json.dumps(conf)] if conf else [])]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout_s)
+    return DagResult(result.returncode, result.stdout + result.stderr)
+
+
+def write_dag(folder: Path, name: str, source: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.py"
+    path.write_text(textwrap.dedent(source))
+    return folder

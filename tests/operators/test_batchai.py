@@ -1,0 +1,154 @@
+"""Operators through real `airflow dags test` runs on the embedded default: no mocked hooks.
+
+The job's secret comes from an Airflow Variable whose name Airflow does not treat as sensitive,
+so only our own masking keeps it out of rendered fields, task logs and XCom.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from airflow_batchai.service import Service
+from tests.conftest import AIRFLOW, pid_alive, run_dag, wait_until, write_dag
+
+SECRET = "Sup3r-s3cret-T0ken-4821"
+STORAGE_KEY = "c3RvcmFnZS1hY2NvdW50LWtleS0xMjM0NTY3OA=="
+VARIABLES = {"AIRFLOW_VAR_TRAINING_VALUE": SECRET, "AIRFLOW_VAR_STORAGE_VALUE": STORAGE_KEY}
+
+JOB_DAG = """
+from __future__ import annotations
+import json
+from datetime import timedelta
+from airflow.sdk import dag, task
+from airflow_batchai.operators.batchai import BatchAICreateClusterOperator, BatchAISubmitJobOperator
+
+COMMAND = {command!r}
+
+
+@dag(dag_id={dag_id!r}, schedule=None, catchup=False, default_args={{"retries": {retries}, "retry_delay": timedelta(seconds=0)}})
+def the_dag():
+    cluster = BatchAICreateClusterOperator(task_id="cluster", cluster_name="c", spec={{"scaleSettings": {{"manual": {{"targetNodeCount": 1}}}}}})
+    submit = BatchAISubmitJobOperator(
+        task_id="submit",
+        cluster_name="c",
+        experiment="e",
+        poll_interval=0.5,
+        timeout={timeout},
+        spec={{
+            "nodeCount": 1,
+            "customToolkitSettings": {{"commandLine": COMMAND}},
+            "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
+            "secrets": [{{"name": "API_TOKEN", "value": "{{{{ var.value.training_value }}}}"}}],
+            "mountVolumes": {{
+                "azureFileShares": [{{"azureFileUrl": "https://local.file.core.windows.net/logs", "relativeMountPath": "logs"}}],
+                "azureBlobFileSystems": [{{
+                    "accountName": "local", "containerName": "data", "relativeMountPath": "data",
+                    "credentials": {{"accountKey": "{{{{ var.value.storage_value }}}}"}},
+                }}],
+            }},
+        }},
+    )
+
+    @task
+    def record(view, path={record!r}):
+        with open(path, "w") as handle:
+            json.dump(view, handle)
+
+    cluster >> submit
+    record(submit.output)
+
+
+the_dag()
+"""
+
+
+def job_dag(tmp_path: Path, dag_id: str, command: str, retries: int = 0, timeout: float | None = None) -> tuple[Path, Path]:
+    record = tmp_path / "xcom.json"
+    source = JOB_DAG.format(dag_id=dag_id, command=command, retries=retries, timeout=timeout, record=str(record))
+    return write_dag(tmp_path / "dags", dag_id, source), record
+
+
+def test_submit_streams_job_output_into_the_task_log_and_returns_the_job(airflow_env: dict[str, str], tmp_path: Path, home: Path) -> None:
+    command = 'for i in 1 2 3; do echo "epoch $i done"; sleep 0.3; done; test -n "$API_TOKEN" && echo token-present'
+    dags, record = job_dag(tmp_path, "op_success", command)
+    result = run_dag({**airflow_env, **VARIABLES}, dags, "op_success", home)
+    assert result.state == "success", result.output[-3000:]
+    for line in ("[stdout.txt] epoch 1 done", "[stdout.txt] epoch 3 done", "[stdout.txt] token-present"):
+        assert line in result.output
+    view = json.loads(record.read_text())
+    assert view["executionState"] == "succeeded" and view["secrets"] == [{"name": "API_TOKEN"}]
+    for secret in (SECRET, STORAGE_KEY):
+        assert secret not in record.read_text() and secret not in result.output
+        for path in [*Path(airflow_env["AIRFLOW_HOME"]).rglob("*"), *home.rglob("*")]:
+            if path.is_file():
+                assert secret.encode() not in path.read_bytes(), path
+
+
+def test_a_failing_job_fails_the_task_with_its_error_code_exit_code_and_stderr(
+    airflow_env: dict[str, str], tmp_path: Path, home: Path
+) -> None:
+    dags, _ = job_dag(tmp_path, "op_failure", "echo 'loading data'; echo 'ValueError: bad shape (3, 4)' >&2; exit 3")
+    result = run_dag({**airflow_env, **VARIABLES}, dags, "op_failure", home)
+    assert result.state == "failed"
+    assert "JobFailed: Job failed with non-zero exit code on node local-0 (exit code 3)" in result.output
+    assert "last lines of stderr:" in result.output and "[stderr.txt] ValueError: bad shape (3, 4)" in result.output
+
+
+def test_a_retried_task_reattaches_to_its_job_instead_of_submitting_again(airflow_env: dict[str, str], tmp_path: Path, home: Path) -> None:
+    runs = tmp_path / "runs.txt"
+    dags, record = job_dag(tmp_path, "op_retry", f"echo started >> {runs}; sleep 5; echo finished", retries=3, timeout=2.5)
+    result = run_dag({**airflow_env, **VARIABLES}, dags, "op_retry", home)
+    assert result.state == "success", result.output[-3000:]
+    assert "still running after 2.5 s" in result.output
+    assert "re-attached to job" in result.output
+    assert runs.read_text() == "started\n", "the job ran once"
+    assert [j["name"] for j in Service.embedded(home).list_jobs("e")] == [json.loads(record.read_text())["name"]]
+
+
+def test_killing_the_task_terminates_the_job_and_its_processes(airflow_env: dict[str, str], tmp_path: Path, home: Path) -> None:
+    pid_file = tmp_path / "job.pid"
+    dags, _ = job_dag(tmp_path, "op_kill", f"sleep 300 & echo $! > {pid_file}; wait")
+    env = {**airflow_env, "AIRFLOW__CORE__DAGS_FOLDER": str(dags), "BATCHAI_HOME": str(home), **VARIABLES}
+    runner = subprocess.Popen([AIRFLOW, "dags", "test", "op_kill"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        job_pid = int(wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), 120, 0.2, what="job started"))
+        time.sleep(1)
+        os.kill(runner.pid, signal.SIGTERM)
+        output, _ = runner.communicate(timeout=120)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    assert "task killed: terminating job" in output
+    [job] = Service.embedded(home).list_jobs("e")
+    assert job["executionState"] == "failed" and job["executionInfo"]["errors"][0]["code"] == "JobTerminated"
+    wait_until(lambda: not pid_alive(job_pid), 15, what="job process gone")
+
+
+@pytest.mark.parametrize("deferrable", [True])
+def test_deferrable_submit_waits_through_the_trigger(airflow_env: dict[str, str], tmp_path: Path, home: Path, deferrable: bool) -> None:
+    source = (tmp_path / "unused").as_posix()
+    dag_source = f"""
+from __future__ import annotations
+from airflow.sdk import dag
+from airflow_batchai.operators.batchai import BatchAICreateClusterOperator, BatchAISubmitJobOperator
+
+@dag(dag_id="op_deferrable", schedule=None, catchup=False)
+def the_dag():
+    BatchAICreateClusterOperator(task_id="cluster", cluster_name="c", spec={{"scaleSettings": {{"manual": {{"targetNodeCount": 1}}}}}}) >> BatchAISubmitJobOperator(
+        task_id="submit", cluster_name="c", deferrable={deferrable}, poll_interval=0.5,
+        spec={{"nodeCount": 1, "customToolkitSettings": {{"commandLine": "sleep 2; echo deferred-done"}}, "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_TEMP_DIR"}},
+    )
+
+the_dag()
+"""
+    del source
+    result = run_dag(airflow_env, write_dag(tmp_path / "dags", "op_deferrable", dag_source), "op_deferrable", home)
+    assert result.state == "success", result.output[-3000:]
+    assert "[stdout.txt] deferred-done" in result.output
