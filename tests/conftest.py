@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +24,9 @@ from typing import Any
 import pytest
 
 from airflow_batchai.service import Service, Settings
+
+# In-process imports of airflow (triggers, hooks) must never create or read ~/airflow.
+os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="batchai-tests-airflow-"))
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "data"

@@ -1,0 +1,37 @@
+"""The example DAGs in dags/ succeed end to end on the embedded default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from airflow_batchai.service import Service
+from tests.conftest import REPO, run_dag
+
+DAGS = REPO / "dags"
+
+
+def test_quickstart_dag_trains_lists_models_and_scales_to_zero(airflow_env: dict[str, str], home: Path) -> None:
+    result = run_dag(airflow_env, DAGS, "batchai_quickstart", home)
+    assert result.state == "success", result.output[-4000:]
+    assert "uploaded ConvNet_MNIST.py" in result.output and "uploaded Train-8x8_cntk_text.txt" in result.output
+    assert "ConvNet_MNIST_19.dnn" in result.output
+    service = Service.embedded(home)
+    [job] = service.list_jobs("quickstart", "quickstart")
+    assert job["executionState"] == "succeeded" and job["toolType"] == "cntk"
+    stdout = service.read_output_file(job["name"], "stdout.txt", "quickstart", "quickstart") or b""
+    assert float(stdout.decode().split("test accuracy")[1]) > 0.85
+    assert service.show_cluster("nc6", "quickstart")["currentNodeCount"] == 0
+
+
+@pytest.mark.slow
+def test_distributed_pytorch_dag_runs_ddp_on_two_nodes_with_params(airflow_env: dict[str, str], home: Path) -> None:
+    pytest.importorskip("torch")
+    result = run_dag(airflow_env, DAGS, "batchai_distributed_pytorch", home, conf={"nodes": 2, "epochs": 2})
+    assert result.state == "success", result.output[-4000:]
+    for rank in (0, 1):
+        assert f"[stdout-{rank}.txt] rank {rank}: all_reduce sum = 3 (expected 3)" in result.output
+        assert f"[stdout-{rank}.txt] rank {rank} epoch 2/2" in result.output
+    assert "model_epoch2.pt" in result.output and "model_epoch3.pt" not in result.output
+    assert Service.embedded(home).show_cluster("ddp", "distributed")["currentNodeCount"] == 0

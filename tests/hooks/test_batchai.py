@@ -1,0 +1,73 @@
+"""The hook builds the Service from a `batchai` connection, or the embedded default without one."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import AIRFLOW
+
+pytest.importorskip("airflow")
+
+HOOK_PROBE = """
+import json
+from airflow_batchai.hooks.batchai import BatchAIHook
+hook = BatchAIHook()
+ok, message = hook.test_connection()
+try:
+    nodes = [n.node_id for n in hook.service.pool_nodes()]
+    home = str(hook.service.store.root)
+except Exception as error:
+    nodes, home = None, f"{type(error).__name__}: {error}"
+print(json.dumps({"ok": ok, "message": message, "nodes": nodes, "home": home}))
+"""
+
+
+def probe(env: dict[str, str]) -> dict:
+    result = subprocess.run(
+        [str(Path(AIRFLOW).with_name("python")), "-c", HOOK_PROBE], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_without_a_connection_the_hook_uses_the_embedded_default(airflow_env: dict[str, str], home: Path) -> None:
+    found = probe({**airflow_env, "BATCHAI_HOME": str(home)})
+    assert found["ok"] and "2 node(s) answer" in found["message"]
+    assert found["nodes"] == ["local-0", "local-1"] and found["home"] == str(home / "control")
+
+
+def test_connection_extras_choose_the_home_and_the_pool_size(airflow_env: dict[str, str], tmp_path: Path) -> None:
+    connection = json.dumps({"conn_type": "batchai", "extra": {"home": str(tmp_path / "elsewhere"), "local_nodes": 3}})
+    found = probe({**airflow_env, "AIRFLOW_CONN_BATCHAI_DEFAULT": connection})
+    assert found["ok"] and found["nodes"] == ["local-0", "local-1", "local-2"]
+    assert found["home"] == str(tmp_path / "elsewhere" / "control")
+
+
+def test_fields_of_backends_not_built_yet_give_a_clear_error(airflow_env: dict[str, str], tmp_path: Path) -> None:
+    key = "QWNjb3VudEtleU5vdFRvQmVTaG93bg=="
+    connection = json.dumps({"conn_type": "batchai", "extra": {"hosts": "gpu1:22, gpu2", "storage_account_key": key}})
+    found = probe({**airflow_env, "AIRFLOW_CONN_BATCHAI_DEFAULT": connection})
+    assert not found["ok"] and "NotSupported" in found["message"] and "hosts" in found["message"]
+    assert key not in json.dumps(found)
+
+
+def test_airflow_lists_the_provider_and_accepts_a_batchai_connection(airflow_env: dict[str, str], tmp_path: Path) -> None:
+    providers = subprocess.run([AIRFLOW, "providers", "list", "-o", "json"], env=airflow_env, capture_output=True, text=True, timeout=120)
+    assert any(p["package_name"] == "airflow-provider-batchai" for p in json.loads(providers.stdout))
+    extra = json.dumps({"home": str(tmp_path / "h"), "local_nodes": "2"})
+    added = subprocess.run(
+        [AIRFLOW, "connections", "add", "batchai_cli_test", "--conn-type", "batchai", "--conn-extra", extra],
+        env=airflow_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert added.returncode == 0, added.stderr
+    shown = subprocess.run(
+        [AIRFLOW, "connections", "get", "batchai_cli_test", "-o", "json"], env=airflow_env, capture_output=True, text=True, timeout=120
+    )
+    assert json.loads(shown.stdout)[0]["conn_type"] == "batchai"

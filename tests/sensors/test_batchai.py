@@ -1,0 +1,49 @@
+"""Sensors in real DAG runs: a job sensor that succeeds, one that fails with the job's stderr, a cluster sensor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_dag, write_dag
+
+SENSOR_DAG = """
+from __future__ import annotations
+from airflow.sdk import dag
+from airflow_batchai.operators.batchai import BatchAICreateClusterOperator, BatchAISubmitJobOperator
+from airflow_batchai.sensors.batchai import BatchAIClusterSensor, BatchAIJobSensor
+
+
+@dag(dag_id="{dag_id}", schedule=None, catchup=False)
+def the_dag():
+    cluster = BatchAICreateClusterOperator(task_id="cluster", cluster_name="c", spec={{"scaleSettings": {{"manual": {{"targetNodeCount": 2}}}}}})
+    ready = BatchAIClusterSensor(task_id="cluster_ready", cluster_name="c", min_idle_nodes=2, poke_interval=0.5, timeout=60, deferrable={deferrable})
+    submit = BatchAISubmitJobOperator(
+        task_id="submit", cluster_name="c", job_name="sensed", wait_for_completion=False,
+        spec={{"nodeCount": 1, "customToolkitSettings": {{"commandLine": {command!r}}}, "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_TEMP_DIR"}},
+    )
+    wait = BatchAIJobSensor(task_id="wait", job_name="sensed", poke_interval=0.5, timeout=120, deferrable={deferrable})
+    cluster >> ready >> submit >> wait
+
+
+the_dag()
+"""
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["poking", "deferrable"])
+def test_job_sensor_waits_for_success(airflow_env: dict[str, str], tmp_path: Path, home: Path, deferrable: bool) -> None:
+    dag_id = f"sensor_ok_{deferrable}".lower()
+    dags = write_dag(tmp_path / "dags", dag_id, SENSOR_DAG.format(dag_id=dag_id, command="sleep 1; echo done", deferrable=deferrable))
+    result = run_dag(airflow_env, dags, dag_id, home)
+    assert result.state == "success", result.output[-3000:]
+    assert "job sensed is running" in result.output or "job sensed is queued" in result.output or deferrable
+    assert "job sensed is succeeded" in result.output
+
+
+def test_job_sensor_fails_with_the_job_error_and_stderr_tail(airflow_env: dict[str, str], tmp_path: Path, home: Path) -> None:
+    source = SENSOR_DAG.format(dag_id="sensor_failed", command="echo 'CUDA error: out of memory' >&2; exit 2", deferrable=False)
+    result = run_dag(airflow_env, write_dag(tmp_path / "dags", "sensor_failed", source), "sensor_failed", home)
+    assert result.state == "failed"
+    assert "Batch AI job sensed failed: JobFailed" in result.output and "(exit code 2)" in result.output
+    assert "[stderr.txt] CUDA error: out of memory" in result.output
