@@ -152,3 +152,31 @@ the_dag()
     result = run_dag(airflow_env, write_dag(tmp_path / "dags", "op_deferrable", dag_source), "op_deferrable", home)
     assert result.state == "success", result.output[-3000:]
     assert "[stdout.txt] deferred-done" in result.output
+
+
+def test_terminate_and_delete_operators_end_the_job_and_the_cluster(airflow_env: dict[str, str], tmp_path: Path, home: Path) -> None:
+    dag_source = """
+from __future__ import annotations
+from airflow.sdk import dag
+from airflow_batchai.operators.batchai import (
+    BatchAICreateClusterOperator, BatchAIDeleteClusterOperator, BatchAISubmitJobOperator, BatchAITerminateJobOperator,
+)
+
+@dag(dag_id="op_terminate", schedule=None, catchup=False)
+def the_dag():
+    cluster = BatchAICreateClusterOperator(task_id="cluster", cluster_name="c", spec={"scaleSettings": {"manual": {"targetNodeCount": 1}}})
+    submit = BatchAISubmitJobOperator(
+        task_id="submit", cluster_name="c", job_name="endless", wait_for_completion=False,
+        spec={"nodeCount": 1, "customToolkitSettings": {"commandLine": "sleep 300"}, "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_TEMP_DIR"},
+    )
+    stop = BatchAITerminateJobOperator(task_id="terminate", job_name="endless")
+    cluster >> submit >> stop >> BatchAIDeleteClusterOperator(task_id="delete", cluster_name="c")
+
+the_dag()
+"""
+    result = run_dag(airflow_env, write_dag(tmp_path / "dags", "op_terminate", dag_source), "op_terminate", home)
+    assert result.state == "success", result.output[-3000:]
+    assert "job endless is failed" in result.output and "cluster c deleted" in result.output
+    service = Service.embedded(home)
+    assert service.show_job("endless")["executionInfo"]["errors"][0]["code"] == "JobTerminated"
+    assert service.list_clusters() == [] and not list((home / "nodes").glob("*/*"))

@@ -292,3 +292,15 @@ def test_a_node_whose_agent_dies_is_unusable_and_its_job_requeued(home: Path) ->
     assert view["executionInfo"]["errors"][0]["code"] == "NodeLost" and "local-0" in view["executionInfo"]["errors"][0]["message"]
     assert service.show_cluster("c")["nodeStateCounts"]["unusableNodeCount"] == 1
     wait_until(lambda: not pid_alive(pid), 15, what="orphaned process stopped")
+
+
+def test_creating_a_cluster_again_reuses_it_and_a_different_spec_needs_update(service: Service) -> None:
+    first = ready_cluster(service, nodes=1)
+    again = service.create_cluster("c", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1}}}, environ={}))
+    assert again["creationTime"] == first["creationTime"]
+    bigger = load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 2}}}, environ={})
+    with pytest.raises(BatchAIError, match="ClusterAlreadyExists"):
+        service.create_cluster("c", bigger)
+    updated = service.create_cluster("c", bigger, update_existing=True)
+    assert updated["creationTime"] == first["creationTime"] and updated["scaleSettings"]["manual"]["targetNodeCount"] == 2
+    assert wait_until(lambda: service.show_cluster("c")["nodeStateCounts"]["idleNodeCount"] == 2, what="second node")
