@@ -29,7 +29,7 @@ setup(
     python_requires=">=3.10",
     packages=list(PACKAGE_DIRS),
     package_dir=PACKAGE_DIRS,
-    install_requires=["pydantic>=2.6,<3"],
+    install_requires=["pydantic>=2.6,<3", "paramiko>=3.4"],
     extras_require={
         "airflow": ["apache-airflow>=3.0"],
         "test": ["apache-airflow==3.3.2", "pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6", "scikit-learn>=1.3", "numpy>=1.24"],

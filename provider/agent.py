@@ -13,6 +13,7 @@ in the run folder (written atomically; the control plane only reads it):
 Usage:
     agent.py run RUN_DIR          run the plan in RUN_DIR/plan.json (secrets in RUN_DIR/secrets.json)
     agent.py terminate RUN_DIR    stop it: SIGTERM to every process group, SIGKILL after the grace period
+    agent.py terminate-all RUNS   stop every run in the folder RUNS (a node leaving its cluster)
 
 Python >= 3.8 on the node; nothing to install there.
 """
@@ -132,6 +133,11 @@ class Agent(object):
         env.setdefault("PYTHONUNBUFFERED", "1")
         for name, template in self.plan.get("expand_env") or []:
             env[name] = os.path.normpath(expand(template, env))
+        address = self.plan.get("socket_address")
+        if address and not (env.get("GLOO_SOCKET_IFNAME") or env.get("NCCL_SOCKET_IFNAME")):
+            interface = interface_for(address)
+            if interface:  # without it torch may resolve the hostname to 127.0.0.1 and ranks never meet
+                env["GLOO_SOCKET_IFNAME"] = env["NCCL_SOCKET_IFNAME"] = interface
         self.env = env
 
     def prepare_folders(self):
@@ -299,6 +305,21 @@ class Agent(object):
             self.log_handle.close()
 
 
+def interface_for(address):
+    """The network interface this node reaches ``address`` through (its own address: the interface holding it)."""
+    try:
+        shown = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, timeout=10).stdout
+        for line in shown.splitlines():
+            parts = line.split()
+            if len(parts) > 3 and parts[3].split("/")[0] == address:
+                return parts[1].rstrip(":")
+        route = subprocess.run(["ip", "-o", "route", "get", address], capture_output=True, text=True, timeout=10).stdout
+        match = re.search(r"\bdev (\S+)", route)
+        return match.group(1) if match else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def process_alive(pid):
     try:
         os.kill(pid, 0)
@@ -339,9 +360,22 @@ def terminate(run_dir, grace_s):
     return 0
 
 
+def terminate_all(runs_dir, grace_s):
+    """Stop every run under ``runs_dir`` (a node leaving its cluster must leave no process behind)."""
+    try:
+        names = sorted(os.listdir(runs_dir))
+    except OSError:
+        return 0
+    for name in names:
+        terminate(os.path.join(runs_dir, name), grace_s)
+    return 0
+
+
 def main(argv):
     if len(argv) >= 2 and argv[0] == "run":
         return Agent(argv[1]).run()
+    if len(argv) >= 2 and argv[0] == "terminate-all":
+        return terminate_all(os.path.abspath(argv[1]), float(argv[2]) if len(argv) > 2 else DEFAULT_GRACE_S)
     if len(argv) >= 2 and argv[0] == "terminate":
         grace = float(argv[2]) if len(argv) > 2 else DEFAULT_GRACE_S
         return terminate(os.path.abspath(argv[1]), grace)

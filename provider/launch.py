@@ -339,6 +339,7 @@ def job_plans(spec: JobSpec, nodes: list[NodeSlot], ctx: JobContext, secret_name
                 "grace_s": GRACE_S,
                 "failure_code": "JobFailed",
                 "container": spec.container_settings.to_json() if spec.container_settings else None,
+                "socket_address": nodes[0].address if several else None,
             }
         )
     return plans

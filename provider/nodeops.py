@@ -71,6 +71,20 @@ class NodeHandle:
         if result.returncode != 0:
             log.warning("terminate of run %s on node %s exited %d: %s", run_id, self.node_id, result.returncode, result.stderr[-500:])
 
+    def discover_gpus(self) -> int:
+        """GPUs on the node by nvidia-smi; 0 where there is none (or it fails)."""
+        query = "nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader 2>/dev/null || true"
+        try:
+            result = self.transport.run(["sh", "-c", query], timeout_s=30)
+        except Exception as error:  # discovery must never make a node unusable by itself
+            log.warning("GPU discovery on %s failed: %s", self.node_id, error)
+            return 0
+        return sum(1 for line in result.stdout.decode(errors="replace").splitlines() if line.strip())
+
     def clean(self) -> None:
-        """Leave the host as we found it: everything of ours lives under the node root."""
+        """Leave the host as we found it: stop every run still there, then remove the node root."""
+        runs = posixpath.dirname(self.layout.run_dir("x"))
+        if self.transport.list_dir(runs):
+            agent = self.deploy_agent()
+            self.transport.run([self.transport.python, agent, "terminate-all", runs, "2"], timeout_s=TERMINATE_TIMEOUT_S)
         self.transport.remove_tree(self.layout.root)

@@ -112,19 +112,36 @@ class Reconciler:
     def _stale(self, status: dict[str, Any]) -> bool:
         return time.time() - float(status.get("heartbeat", 0)) > self.service.settings.heartbeat_timeout_s
 
+    def unreachable_too_long(self, node: NodeRecord, error: BatchAIError) -> bool:
+        if node.unreachable_since is None:
+            log.warning("node %s (%s) unreachable: %s", node.node_id, node.address, error.message)
+            self.service.save_node(node.model_copy(update={"unreachable_since": utc_now()}))
+            return False
+        return (utc_now() - node.unreachable_since).total_seconds() > self.service.settings.heartbeat_timeout_s
+
     def mark_lost(self, node: NodeRecord, why: str) -> None:
         error = {"code": "NodeLost", "message": f"node {node.node_id} ({node.address}) is unusable: {why}"}
         log.warning(error["message"])
-        self.set_node(node, NodeState.UNUSABLE, errors=[error], job=None)
+        self.set_node(node, NodeState.UNUSABLE, errors=[error], job=None, unreachable_since=None)
 
     def observe_job(self, job: JobRecord) -> None:
         """Read each node's agent status and move the job on when it has an outcome."""
         statuses: dict[str, dict[str, Any] | None] = {}
+        lost = []
         for node_id in job.nodes:
             node = self.node(node_id)
-            statuses[node_id] = self.service.node_handle(node).status(run_id(job)) if node else None
-        lost = []
+            try:
+                statuses[node_id] = self.service.node_handle(node).status(run_id(job)) if node else None
+            except BatchAIError as error:  # unreachable: lost only once it stays so
+                statuses[node_id] = {"state": "unknown", "heartbeat": time.time()}
+                if node and self.unreachable_too_long(node, error):
+                    lost.append((node_id, error.message))
+                continue
+            if node and node.unreachable_since:
+                self.service.save_node(node.model_copy(update={"unreachable_since": None}))
         for node_id, status in statuses.items():
+            if any(node_id == nid for nid, _ in lost):
+                continue
             if status is None and self._silent_since(job.execution_state_transition_time):
                 lost.append((node_id, "its agent never started"))
             elif status is not None and status.get("state") not in FINAL_STATES and self._stale(status):
@@ -157,11 +174,7 @@ class Reconciler:
                 self.mark_lost(node, why)
         alive = [nid for nid in job.nodes if nid not in {nid for nid, _ in lost}]
         self.stop_runs(job, alive)
-        for node_id, _ in lost:  # best effort: a node that is only silent may still run the job
-            try:
-                self.stop_runs(job, [node_id])
-            except Exception as error:
-                log.warning("could not stop job %s on lost node %s: %s", job.key, node_id, error)
+        self.stop_runs(job, [node_id for node_id, _ in lost])  # best effort: a silent node may still run it
         self.free_nodes(alive)
         node_id, why = lost[0]
         error = {"code": "NodeLost", "message": f"node {node_id} became unusable while running the job: {why}"}
@@ -176,9 +189,16 @@ class Reconciler:
 
     def stop_runs(self, job: JobRecord, node_ids: list[str]) -> None:
         handles = [self.service.node_handle(n) for n in (self.node(nid) for nid in node_ids) if n]
+
+        def stop(handle: Any) -> None:
+            try:
+                handle.terminate(run_id(job))
+            except BatchAIError as error:  # an unreachable node is reported by the status pass
+                log.warning("could not stop job %s on node %s: %s", job.key, handle.node_id, error.message)
+
         if handles:
             with ThreadPoolExecutor(max_workers=len(handles)) as executor:
-                list(executor.map(lambda handle: handle.terminate(run_id(job)), handles))
+                list(executor.map(stop, handles))
 
     def free_nodes(self, node_ids: list[str]) -> None:
         for node_id in node_ids:
@@ -250,6 +270,14 @@ class Reconciler:
                     continue
                 raise
             count -= 1
+            try:
+                gpus = self.service.node_handle(claimed).discover_gpus() if claimed.gpus == 0 else claimed.gpus
+            except BatchAIError as error:
+                self.mark_lost(claimed, error.message)
+                continue
+            if gpus != claimed.gpus:
+                claimed = claimed.model_copy(update={"gpus": gpus})
+                self.service.save_node(claimed)
             self.start_setup(claimed)
 
     def start_setup(self, node: NodeRecord) -> None:
@@ -275,7 +303,7 @@ class Reconciler:
         secrets = self.service.vault.get(f"cluster-{self.cluster.uuid}").get("env", {})
         try:
             self.service.node_handle(node).start_run(setup_run_id(self.cluster), plan, secrets)
-        except OSError as error:
+        except (OSError, BatchAIError) as error:
             self.mark_lost(node, f"cannot start node setup: {error}")
 
     def shrink(self, members: list[NodeRecord], count: int) -> None:
@@ -359,7 +387,7 @@ class Reconciler:
         for node, plan in zip(nodes, plans, strict=True):
             try:
                 self.service.node_handle(node).start_run(the_run, plan, secrets.get("env", {}))
-            except OSError as error:
+            except (OSError, BatchAIError) as error:
                 self.mark_lost(node, f"cannot start the job's agent: {error}")
         log.info("job %s running on %s", job.key, ", ".join(n.node_id for n in nodes))
 

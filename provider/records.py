@@ -110,6 +110,7 @@ class NodeRecord(Record):
     cluster: str | None = None  # "<workspace>/<cluster>"
     job: str | None = None  # job key while running one
     idle_since: datetime | None = None
+    unreachable_since: datetime | None = None  # first failed contact in a row; cleared on success
     errors: list[dict[str, Any]] = Field(default_factory=list)
 
     @property

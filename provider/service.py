@@ -20,6 +20,7 @@ from airflow_batchai.errors import BatchAIError, InvalidSpec, RecordExists
 from airflow_batchai.launch import JobContext, NodeSlot, job_plans
 from airflow_batchai.layout import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION, NodeLayout, job_output_segment
 from airflow_batchai.nodeops import NodeHandle
+from airflow_batchai.nodes import NodePool
 from airflow_batchai.nodes.local import LocalNodePool
 from airflow_batchai.outputs import OutputFiles
 from airflow_batchai.readmodels import cluster_view, job_view, split_cluster_secrets, split_job_secrets
@@ -68,9 +69,7 @@ class Settings:
 
 
 class Service:
-    def __init__(
-        self, store: ControlStore, vault: SecretVault, pool: LocalNodePool, data: LocalDataStore, settings: Settings | None = None
-    ):
+    def __init__(self, store: ControlStore, vault: SecretVault, pool: NodePool, data: LocalDataStore, settings: Settings | None = None):
         self.store = store
         self.vault = vault
         self.pool = pool
@@ -79,14 +78,24 @@ class Service:
         self._ensure_pool()
 
     @classmethod
-    def embedded(cls, home: str | os.PathLike[str] | None = None, nodes: int | None = None, settings: Settings | None = None) -> Service:
-        """The embedded default: local store, local storage folders and N local nodes under ``home``."""
+    def embedded(
+        cls,
+        home: str | os.PathLike[str] | None = None,
+        nodes: int | None = None,
+        settings: Settings | None = None,
+        pool: NodePool | None = None,
+    ) -> Service:
+        """The embedded default: local store, local storage folders and N local nodes under ``home``.
+
+        ``pool`` replaces the local nodes (an SSH pool whose hosts see ``home/storage`` at the
+        same path, e.g. over NFS, until Azure Storage arrives).
+        """
         root = Path(home) if home else default_home()
         count = nodes if nodes is not None else int(os.environ.get("BATCHAI_LOCAL_NODES", DEFAULT_LOCAL_NODES))
         return cls(
             LocalControlStore(root / "control"),
             LocalSecretVault(root / "secrets"),
-            LocalNodePool(root, count),
+            pool or LocalNodePool(root, count),
             LocalDataStore(root / "storage"),
             settings,
         )
@@ -102,8 +111,12 @@ class Service:
                     pass
 
     def pool_nodes(self) -> list[NodeRecord]:
+        """Records of the machines in the current pool (records of machines no longer configured are ignored)."""
+        current = {node_id for node_id, *_ in self.pool.inventory()}
         nodes = []
         for key in self.store.list("pool/"):
+            if key.removeprefix("pool/") not in current:
+                continue
             found = self.store.read(key)
             if found:
                 nodes.append(NodeRecord.model_validate(found.data))

@@ -45,3 +45,17 @@ class Transport(Protocol):
         """Entries of a folder (not recursive); None if it does not exist."""
 
     def remove_tree(self, path: str) -> None: ...
+
+
+class NodePool(Protocol):
+    """The machines the provider may put into clusters."""
+
+    def inventory(self) -> list[tuple[str, str, str, int]]:
+        """(node_id, address, root, gpus) per machine; gpus 0 = discover when the node joins."""
+
+    def transport(self, node_id: str) -> Transport: ...
+
+    def shared_folder(self, run_id: str) -> str | None:
+        """A folder all nodes of a job see at the same path, or None when they share none."""
+
+    def release_shared(self, run_id: str) -> None: ...
