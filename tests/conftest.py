@@ -147,3 +147,18 @@ def write_dag(folder: Path, name: str, source: str) -> Path:
     path = folder / f"{name}.py"
     path.write_text(textwrap.dedent(source))
     return folder
+
+
+@pytest.fixture(scope="session")
+def ssh_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Three sshd hosts in network namespaces (or on 127.0.0.1 ports where namespaces are unavailable)."""
+    from tests import sshhosts
+
+    if not Path(sshhosts.SSHD).exists():
+        pytest.skip("OpenSSH sshd is not installed (.ci/run installs openssh-server)")
+    setup = sshhosts.start(tmp_path_factory.mktemp("sshd"), 3, str(os.getpid() % 100000))
+    print(f"\nSSH test hosts: {setup.mode}: " + ", ".join(h.spec for h in setup.hosts))
+    try:
+        yield setup
+    finally:
+        sshhosts.teardown(setup)

@@ -1,0 +1,231 @@
+"""SSH transport and SSH node pools against real sshd hosts in network namespaces."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_batchai.errors import BatchAIError
+from airflow_batchai.nodes.ssh import HostSpec, SSHAuth, SSHNodePool, SSHTransport
+from airflow_batchai.service import Service, Settings
+from airflow_batchai.spec import load_cluster_spec, load_job_spec
+from tests.conftest import REPO, custom_job, pid_alive, wait_until
+
+
+def auth_for(ssh_hosts: Any, **changes: Any) -> SSHAuth:
+    settings = {"user": "root", "key_file": str(ssh_hosts.client_key), "known_hosts": str(ssh_hosts.known_hosts), "allow_agent": False}
+    return SSHAuth(**{**settings, **changes})
+
+
+def transport(ssh_hosts: Any, index: int = 0, **changes: Any) -> SSHTransport:
+    host = ssh_hosts.hosts[index]
+    return SSHTransport(HostSpec.parse(host.spec), auth_for(ssh_hosts, **changes), python=sys.executable, connect_timeout_s=3)
+
+
+def ssh_service(ssh_hosts: Any, home: Path, count: int = 2, heartbeat_timeout_s: float = 30) -> Service:
+    pool = SSHNodePool(
+        [HostSpec.parse(h.spec) for h in ssh_hosts.hosts[:count]],
+        auth_for(ssh_hosts),
+        root=str(home / "ssh-nodes"),
+        python=sys.executable,  # the nodes share this machine's disk in the tests: use the venv with torch
+        connect_timeout_s=2,
+        io_timeout_s=3,
+    )
+    return Service.embedded(home, settings=Settings(heartbeat_timeout_s=heartbeat_timeout_s, launch_timeout_s=30), pool=pool)
+
+
+def ready_cluster(service: Service, nodes: int, name: str = "c") -> None:
+    service.create_cluster(name, load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": nodes}}}, environ={}))
+    wait_until(lambda: service.show_cluster(name)["nodeStateCounts"]["idleNodeCount"] == nodes, 60, 0.2, what=f"{nodes} idle SSH node(s)")
+
+
+def test_unknown_host_key_is_refused_naming_the_host(ssh_hosts: Any, tmp_path: Path) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    host = ssh_hosts.hosts[0]
+    with pytest.raises(BatchAIError, match=rf"UnknownHostKey: host key SHA256:\S+ of {host.address}:{host.port} is not in known_hosts"):
+        transport(ssh_hosts, known_hosts=str(empty)).run(["true"])
+
+
+def test_changed_host_key_is_refused(ssh_hosts: Any, tmp_path: Path) -> None:
+    first, second = ssh_hosts.hosts[0], ssh_hosts.hosts[1]
+    wrong = tmp_path / "known_hosts"
+    name = first.address if first.port == 22 else f"[{first.address}]:{first.port}"
+    wrong.write_text(f"{name} ssh-ed25519 {second.host_key_pub}\n")  # another host's key
+    with pytest.raises(BatchAIError, match=f"HostKeyMismatch: host key of {first.address}:{first.port} changed"):
+        transport(ssh_hosts, known_hosts=str(wrong)).run(["true"])
+
+
+def test_pinned_fingerprints_are_checked(ssh_hosts: Any, tmp_path: Path) -> None:
+    host = ssh_hosts.hosts[0]
+    seen = subprocess.run(
+        ["ssh-keygen", "-lf", str(ssh_hosts.folder / host.name / "host_key.pub")], capture_output=True, text=True, check=True
+    ).stdout.split()[1]
+    (tmp_path / "empty").write_text("")
+    pinned = transport(ssh_hosts, known_hosts=str(tmp_path / "empty"), pinned_fingerprints={host.address: seen})
+    assert pinned.run(["echo", "pinned ok"]).stdout == b"pinned ok\n"
+    bad = transport(ssh_hosts, known_hosts=str(tmp_path / "empty"), pinned_fingerprints={host.address: "SHA256:" + "A" * 43})
+    with pytest.raises(BatchAIError, match="not the pinned"):
+        bad.run(["true"])
+
+
+def test_accepting_unknown_keys_needs_the_explicit_option_and_warns_each_time(
+    ssh_hosts: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "empty").write_text("")
+    caplog.set_level(logging.WARNING)
+    insecure = transport(ssh_hosts, known_hosts=str(tmp_path / "empty"), insecure_accept_unknown_host_keys=True)
+    assert insecure.run(["true"]).returncode == 0
+    assert "accepting unverified host key" in caplog.text
+
+
+def test_commands_share_one_connection_with_tcp_nodelay(ssh_hosts: Any) -> None:
+    ssh = transport(ssh_hosts)
+    results = [ssh.run(["sh", "-c", f"echo {i}; echo err{i} >&2; exit {i % 3}"]) for i in range(20)]
+    assert [(r.returncode, r.stdout, r.stderr) for r in results[:3]] == [
+        (0, b"0\n", b"err0\n"),
+        (1, b"1\n", b"err1\n"),
+        (2, b"2\n", b"err2\n"),
+    ]
+    assert ssh.connections_made == 1
+    sock = ssh.client().get_transport().sock  # type: ignore[union-attr]
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    assert ssh.run(["cat"], stdin=b"through stdin").stdout == b"through stdin"
+    with pytest.raises(BatchAIError, match="did not finish in 1 s"):
+        ssh.run(["sleep", "5"], timeout_s=1)
+    ssh.close()
+    assert ssh.run(["true"]).returncode == 0 and ssh.connections_made == 2
+
+
+def test_files_round_trip_over_sftp(ssh_hosts: Any, tmp_path: Path) -> None:
+    ssh = transport(ssh_hosts)
+    target = str(tmp_path / "remote" / "deep" / "plan.json")
+    ssh.write_file(target, b"0123456789", 0o600)
+    assert oct(os.stat(target).st_mode & 0o777) == "0o600"
+    assert ssh.read_file(target) == b"0123456789" and ssh.read_file(target, 4) == b"456789" and ssh.read_file(target, 2, 3) == b"234"
+    assert ssh.read_file(str(tmp_path / "missing")) is None
+    assert [(i.name, i.size) for i in ssh.list_dir(str(tmp_path / "remote" / "deep"))] == [("plan.json", 10)]
+    ssh.remove_tree(str(tmp_path / "remote"))
+    assert not (tmp_path / "remote").exists() and ssh.list_dir(str(tmp_path / "remote")) is None
+
+
+def test_a_job_keeps_running_after_the_submitting_process_exits(ssh_hosts: Any, home: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "finished"
+    submit = f"""
+import sys
+sys.path.insert(0, {str(REPO)!r})
+from tests.provider.nodes.test_ssh import ssh_service
+from tests.conftest import custom_job
+from airflow_batchai.spec import load_cluster_spec, load_job_spec
+import types, pathlib
+hosts = types.SimpleNamespace(**{{"hosts": [types.SimpleNamespace(spec=s) for s in {[h.spec for h in ssh_hosts.hosts]!r}],
+    "client_key": {str(ssh_hosts.client_key)!r}, "known_hosts": {str(ssh_hosts.known_hosts)!r}}})
+service = ssh_service(hosts, pathlib.Path({str(home)!r}), count=1)
+service.create_cluster("c", load_cluster_spec({{"scaleSettings": {{"manual": {{"targetNodeCount": 1}}}}}}, environ={{}}))
+import time
+while service.show_cluster("c")["nodeStateCounts"]["idleNodeCount"] < 1:
+    time.sleep(0.1)
+service.create_job("c", "outlives", load_job_spec({{"properties": custom_job("sleep 2; touch {marker}")}}, environ={{}}))
+"""
+    subprocess.run([sys.executable, "-c", submit], check=True, timeout=120)
+    wait_until(marker.exists, 30, 0.2, what="the job to finish after its submitter exited")
+    service = ssh_service(ssh_hosts, home, count=1)
+    assert service.wait_job("outlives", timeout_s=60, poll_s=0.2)["executionState"] == "succeeded"
+
+
+def test_terminate_over_ssh_kills_the_remote_process_group(ssh_hosts: Any, home: Path, tmp_path: Path) -> None:
+    service = ssh_service(ssh_hosts, home, count=1)
+    ready_cluster(service, 1)
+    pid_file = tmp_path / "pid"
+    service.create_job("c", "long", load_job_spec({"properties": custom_job(f"sleep 300 & echo $! > {pid_file}; wait")}, environ={}))
+    pid = int(wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), 60, 0.2, what="job started"))
+    view = service.terminate_job("long")
+    assert view["executionState"] == "failed" and view["executionInfo"]["errors"][0]["code"] == "JobTerminated"
+    wait_until(lambda: not pid_alive(pid), 15, what="remote process gone")
+
+
+@pytest.mark.slow
+def test_two_node_ddp_across_namespaces_with_gloo(ssh_hosts: Any, home: Path) -> None:
+    pytest.importorskip("torch")
+    service = ssh_service(ssh_hosts, home, count=2)
+    scripts = home / "storage" / "local" / "scripts" / "pytorch"
+    scripts.mkdir(parents=True)
+    shutil.copy(REPO / "dags" / "assets" / "pytorch" / "ddp_digits.py", scripts)
+    ready_cluster(service, 2, "gpu")
+    from tests.provider.test_distributed import DDP_JOB
+
+    body = {
+        **DDP_JOB,
+        "pyTorchSettings": {**DDP_JOB["pyTorchSettings"], "commandLineArgs": "--epochs 1 --output-dir $AZ_BATCHAI_OUTPUT_MODEL"},
+    }
+    service.create_job("gpu", "ddp", load_job_spec({"properties": body}, storage_account_name="local", environ={}))
+    done = service.wait_job("ddp", timeout_s=240, poll_s=0.5)
+    logs = {
+        n: (service.read_output_file("ddp", n) or b"").decode() for n in ("stdout-0.txt", "stdout-1.txt", "stderr-0.txt", "stderr-1.txt")
+    }
+    assert done["executionState"] == "succeeded", (done["executionInfo"], logs)
+    for rank in (0, 1):
+        assert f"rank {rank}/2 joined via tcp:// with gloo" in logs[f"stdout-{rank}.txt"]
+        assert f"rank {rank}: all_reduce sum = 3 (expected 3)" in logs[f"stdout-{rank}.txt"]
+    names = sorted(f["name"] for f in service.list_output_files("ddp"))
+    node_ids = sorted(HostSpec.parse(h.spec).node_id for h in ssh_hosts.hosts[:2])
+    assert names == sorted([*(f"execution-{n}.log" for n in node_ids), "stderr-0.txt", "stderr-1.txt", "stdout-0.txt", "stdout-1.txt"])
+
+
+def test_a_node_cut_off_mid_job_becomes_unusable_and_its_job_is_requeued(ssh_hosts: Any, home: Path, tmp_path: Path) -> None:
+    if ssh_hosts.mode != "netns":
+        pytest.skip(f"needs network namespaces ({ssh_hosts.mode})")
+    victim = ssh_hosts.hosts[2]
+    pool = SSHNodePool(
+        [HostSpec.parse(victim.spec)],
+        auth_for(ssh_hosts),
+        root=str(home / "ssh-nodes"),
+        python=sys.executable,
+        connect_timeout_s=2,
+        io_timeout_s=2,
+    )
+    service = Service.embedded(home, settings=Settings(heartbeat_timeout_s=4, launch_timeout_s=30), pool=pool)
+    ready_cluster(service, 1)
+    pid_file = tmp_path / "pid"
+    service.create_job("c", "cut", load_job_spec({"properties": custom_job(f"sleep 300 & echo $! > {pid_file}; wait")}, environ={}))
+    pid = int(wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), 60, 0.2, what="job started"))
+    ssh_hosts.cut(victim)
+    try:
+        started = time.monotonic()
+        view = wait_until(lambda: (v := service.show_job("cut"))["executionState"] == "queued" and v, 90, 0.5, what="requeue")
+        error = view["executionInfo"]["errors"][0]
+        assert error["code"] == "NodeLost" and HostSpec.parse(victim.spec).node_id in error["message"]
+        cluster = service.show_cluster("c")
+        assert cluster["nodeStateCounts"]["unusableNodeCount"] == 1
+        assert any(victim.address in e["message"] for e in cluster["errors"])
+        assert time.monotonic() - started < 60
+    finally:
+        ssh_hosts.reconnect(victim)
+    service.resize_cluster("c", 0)  # removal stops what still ran on the host once it is back
+    wait_until(lambda: not pid_alive(pid), 30, what="the cut-off job's process gone after removal")
+    assert not (home / "ssh-nodes" / HostSpec.parse(victim.spec).node_id).exists()
+
+
+def test_removing_nodes_leaves_no_process_or_folder_behind(ssh_hosts: Any, home: Path, tmp_path: Path) -> None:
+    service = ssh_service(ssh_hosts, home, count=2)
+    ready_cluster(service, 2)
+    pid_file = tmp_path / "pid"
+    service.create_job("c", "running", load_job_spec({"properties": custom_job(f"sleep 300 & echo $! > {pid_file}; wait")}, environ={}))
+    pid = int(wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), 60, 0.2, what="job started"))
+    view = service.resize_cluster("c", 0)
+    assert view["currentNodeCount"] == 0
+    assert service.show_job("running")["executionState"] == "queued"  # requeue is the default deallocation
+    wait_until(lambda: not pid_alive(pid), 15, what="job process gone")
+    assert not any((home / "ssh-nodes").iterdir())
+    statuses = json.dumps([n.model_dump(mode="json") for n in service.pool_nodes()])
+    assert '"state": "free"' in statuses and '"running"' not in statuses

@@ -1,0 +1,178 @@
+"""Real SSH hosts for tests: one sshd per network namespace, joined by a bridge.
+
+Addresses are in 10.213.7.0/24, which exists only on our bridge and in our namespaces; the
+root namespace gets an ``unreachable`` route for 10.213.0.0/16 so nothing in the range can
+leak past them. Where namespaces cannot be created, several sshd listen on 127.0.0.1 ports
+instead (said in the test output). Everything is stopped by PID and removed at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SUBNET = "10.213.7"
+GUARD_ROUTE = "10.213.0.0/16"
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+
+
+@dataclass
+class Host:
+    name: str
+    address: str
+    port: int
+    namespace: str | None
+    host_key_pub: str
+    veth: str | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def spec(self) -> str:
+        return f"root@{self.address}:{self.port}"
+
+
+@dataclass
+class SSHHosts:
+    folder: Path
+    client_key: Path
+    known_hosts: Path
+    hosts: list[Host] = field(default_factory=list)
+    bridge: str | None = None
+    mode: str = "netns"
+
+    def cut(self, host: Host) -> None:
+        """Take the host off the network, as a pulled cable would."""
+        run(["ip", "link", "set", host.veth or "lo", "down"])
+
+    def reconnect(self, host: Host) -> None:
+        run(["ip", "link", "set", host.veth or "lo", "up"])
+
+
+def run(argv: list[str], namespace: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    prefix = ["ip", "netns", "exec", namespace] if namespace else []
+    return subprocess.run(prefix + argv, capture_output=True, text=True, check=check, timeout=30)
+
+
+def _sshd_config(folder: Path, address: str, port: int) -> Path:
+    config = folder / "sshd_config"
+    config.write_text(
+        f"""Port {port}
+ListenAddress {address}
+HostKey {folder}/host_key
+PidFile {folder}/sshd.pid
+AuthorizedKeysFile {folder}/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+MaxStartups 100
+MaxSessions 100
+Subsystem sftp internal-sftp
+"""
+    )
+    return config
+
+
+def _wait_for_port(address: str, port: int, deadline_s: float = 15) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if _reachable(address, port):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"sshd on {address}:{port} did not start")
+
+
+def _reachable(address: str, port: int) -> bool:
+    try:
+        socket.create_connection((address, port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start(folder: Path, count: int, tag: str) -> SSHHosts:
+    folder.mkdir(parents=True, exist_ok=True)
+    Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # sshd's privilege separation directory
+    client_key = folder / "client_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(client_key)], check=True)
+    setup = SSHHosts(folder, client_key, folder / "known_hosts")
+    try:
+        _make_network(setup, count, tag)
+    except (subprocess.CalledProcessError, OSError) as error:
+        teardown(setup)
+        setup = SSHHosts(folder, client_key, folder / "known_hosts", mode=f"loopback (network namespaces unavailable: {error})")
+        for index in range(count):
+            setup.hosts.append(Host(f"node{index}", "127.0.0.1", _free_port(), None, ""))
+    for host in setup.hosts:
+        host_folder = folder / host.name
+        host_folder.mkdir(exist_ok=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_folder / "host_key")], check=True)
+        shutil.copy(f"{client_key}.pub", host_folder / "authorized_keys")
+        host.host_key_pub = (host_folder / "host_key.pub").read_text().split()[1]
+        config = _sshd_config(host_folder, host.address, host.port)
+        prefix = ["ip", "netns", "exec", host.namespace] if host.namespace else []
+        log = open(host_folder / "sshd.log", "wb")  # noqa: SIM115 - sshd writes there until teardown
+        host.process = subprocess.Popen([*prefix, SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=log, start_new_session=True)
+    for host in setup.hosts:
+        _wait_for_port(host.address, host.port)
+    lines = []
+    for host in setup.hosts:
+        name = host.address if host.port == 22 else f"[{host.address}]:{host.port}"
+        lines.append(f"{name} ssh-ed25519 {host.host_key_pub}\n")
+    setup.known_hosts.write_text("".join(lines))
+    return setup
+
+
+def _make_network(setup: SSHHosts, count: int, tag: str) -> None:
+    bridge = f"bbr{tag}"
+    run(["ip", "link", "add", bridge, "type", "bridge"])
+    setup.bridge = bridge
+    run(["ip", "addr", "add", f"{SUBNET}.1/24", "dev", bridge])
+    run(["ip", "link", "set", bridge, "up"])
+    run(["ip", "route", "replace", "unreachable", GUARD_ROUTE])
+    for index in range(count):
+        namespace, veth = f"bai{tag}n{index}", f"bv{tag}n{index}"
+        run(["ip", "netns", "add", namespace])
+        host = Host(f"node{index}", f"{SUBNET}.{11 + index}", 22, namespace, "", veth)
+        setup.hosts.append(host)
+        run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", namespace])
+        run(["ip", "link", "set", veth, "master", bridge, "up"])
+        run(["ip", "addr", "add", f"{host.address}/24", "dev", "eth0"], namespace)
+        run(["ip", "link", "set", "eth0", "up"], namespace)
+        run(["ip", "link", "set", "lo", "up"], namespace)
+
+
+def teardown(setup: SSHHosts) -> None:
+    for host in setup.hosts:
+        if host.process is not None and host.process.poll() is None:
+            os.killpg(host.process.pid, signal.SIGTERM)
+            try:
+                host.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(host.process.pid, signal.SIGKILL)
+        if host.namespace:
+            for pid in run(["ip", "netns", "pids", host.namespace], check=False).stdout.split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except OSError:
+                    pass
+            run(["ip", "netns", "del", host.namespace], check=False)
+        if host.veth:
+            run(["ip", "link", "del", host.veth], check=False)
+    if setup.bridge:
+        run(["ip", "link", "del", setup.bridge], check=False)
+        if "bbr" not in run(["ip", "link", "show", "type", "bridge"], check=False).stdout:  # no other run still uses it
+            run(["ip", "route", "del", "unreachable", GUARD_ROUTE], check=False)
