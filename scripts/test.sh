@@ -2,8 +2,14 @@
 # The whole test suite on a fresh Debian machine with Python 3.11: installs what it needs first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! python3 -c 'import ensurepip' 2>/dev/null; then  # Debian's python3 ships venv separately
-  apt-get update -qq && apt-get install -y -qq python3-venv
+# System parts: venv for Debian's python3, OpenSSH's sshd and iproute2 for the SSH node tests.
+missing=""
+python3 -c 'import ensurepip' 2>/dev/null || missing="$missing python3-venv"
+[ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
+command -v ip >/dev/null || missing="$missing iproute2"
+command -v ssh-keygen >/dev/null || missing="$missing openssh-client"
+if [ -n "$missing" ] && command -v apt-get >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
 python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 'torch==2.13.0' 2>&1 | grep -v '^WARNING: Location' || true
