@@ -32,6 +32,7 @@ setup(
     install_requires=["pydantic>=2.6,<3", "paramiko>=3.4"],
     extras_require={
         "airflow": ["apache-airflow>=3.0"],
+        "bench": ["apache-airflow-providers-ssh>=4.0"],
         "test": ["apache-airflow==3.3.2", "pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6", "scikit-learn>=1.3", "numpy>=1.24"],
     },
     entry_points={

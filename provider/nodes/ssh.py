@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
 import posixpath
 import re
@@ -33,6 +34,7 @@ from typing import Any
 import paramiko
 
 from airflow_batchai.errors import BatchAIError
+from airflow_batchai.layout import NodeLayout
 from airflow_batchai.nodes import CommandResult, FileInfo
 
 log = logging.getLogger(__name__)
@@ -147,7 +149,9 @@ class SSHTransport:
         python: str = "python3",
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
         io_timeout_s: float = SFTP_TIMEOUT_S,
+        command_server: tuple[bytes, str] | None = None,
     ) -> None:
+        """``command_server``: (agent source, its path on the node) to run commands through ``agent.py serve``."""
         self.spec = spec
         self.auth = auth
         self.address = spec.host
@@ -158,6 +162,9 @@ class SSHTransport:
         self._sftp: paramiko.SFTPClient | None = None
         self._lock = threading.RLock()
         self.connections_made = 0
+        self.command_server = command_server
+        self._server: paramiko.Channel | None = None
+        self._server_lock = threading.Lock()
 
     # -- connection ---------------------------------------------------------------------
     def _connect_once(self) -> paramiko.SSHClient:
@@ -235,6 +242,9 @@ class SSHTransport:
 
     def close(self) -> None:
         with self._lock:
+            if self._server is not None:
+                self._server.close()
+                self._server = None
             if self._sftp is not None:
                 self._sftp.close()
             if self._client is not None:
@@ -244,6 +254,46 @@ class SSHTransport:
 
     # -- Transport ----------------------------------------------------------------------
     def run(self, argv: list[str], *, timeout_s: float = 60.0, stdin: bytes | None = None) -> CommandResult:
+        """Through the kept-open command server when there is one (and it is free), else a fresh exec channel."""
+        if self.command_server is not None and self._server_lock.acquire(blocking=False):
+            try:
+                return self._serve(argv, timeout_s, stdin)
+            except BatchAIError:
+                raise
+            except (OSError, EOFError, ValueError, paramiko.SSHException) as error:
+                log.info("command server on %s unavailable (%s): using exec", self.spec.display, error)
+                self._drop_server()
+            finally:
+                self._server_lock.release()
+        return self._exec(argv, timeout_s, stdin)
+
+    def _drop_server(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        self._server = None
+
+    def _serve(self, argv: list[str], timeout_s: float, stdin: bytes | None) -> CommandResult:
+        if self._server is None or self._server.closed or self._server.exit_status_ready():
+            source, path = self.command_server  # type: ignore[misc]
+            if self.read_file(path, 0, 0) is None:
+                self.write_file(path, source, 0o755)
+            channel = self.client().get_transport().open_session(timeout=self.connect_timeout_s)  # type: ignore[union-attr]
+            channel.exec_command(f"exec {shlex.quote(self.python)} {shlex.quote(path)} serve")
+            self._server = channel
+        channel = self._server
+        request = json.dumps({"argv": argv, "stdin": base64.b64encode(stdin or b"").decode(), "timeout": timeout_s}).encode()
+        channel.settimeout(timeout_s + self.io_timeout_s)
+        channel.sendall(b"%d\n" % len(request) + request)
+        reader = channel.makefile("rb")
+        header = reader.readline()
+        if not header:
+            raise EOFError("command server closed")
+        response = json.loads(reader.read(int(header)))
+        if response.get("timeout"):
+            raise BatchAIError("CommandTimeout", f"{argv[0]} on {self.spec.display} did not finish in {timeout_s:.0f} s", self.spec.display)
+        return CommandResult(response["rc"], base64.b64decode(response["out"]), base64.b64decode(response["err"]))
+
+    def _exec(self, argv: list[str], timeout_s: float, stdin: bytes | None) -> CommandResult:
         command = shlex.join(argv)
         try:
             channel = self.client().get_transport().open_session(timeout=self.connect_timeout_s)  # type: ignore[union-attr]
@@ -386,8 +436,12 @@ class SSHNodePool:
             if node_id not in self._transports:
                 if node_id not in self.hosts:
                     raise BatchAIError("NodeNotFound", f"node {node_id} is not in the SSH pool", node_id)
+                from airflow_batchai.nodeops import AGENT_HASH, AGENT_SOURCE  # nodeops imports this package
+
+                root = next(r for nid, _, r, _ in self.inventory() if nid == node_id)
+                server = (AGENT_SOURCE, NodeLayout(root).agent_path(AGENT_HASH))
                 self._transports[node_id] = SSHTransport(
-                    self.hosts[node_id], self.auth, self.python, self.connect_timeout_s, self.io_timeout_s
+                    self.hosts[node_id], self.auth, self.python, self.connect_timeout_s, self.io_timeout_s, command_server=server
                 )
             return self._transports[node_id]
 

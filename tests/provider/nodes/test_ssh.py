@@ -229,3 +229,33 @@ def test_removing_nodes_leaves_no_process_or_folder_behind(ssh_hosts: Any, home:
     assert not any((home / "ssh-nodes").iterdir())
     statuses = json.dumps([n.model_dump(mode="json") for n in service.pool_nodes()])
     assert '"state": "free"' in statuses and '"running"' not in statuses
+
+
+def test_pool_commands_go_through_the_kept_open_agent_channel(ssh_hosts: Any, home: Path) -> None:
+    pool = SSHNodePool([HostSpec.parse(ssh_hosts.hosts[0].spec)], auth_for(ssh_hosts), root=str(home / "ssh-nodes"), python=sys.executable)
+    ssh = pool.transport(HostSpec.parse(ssh_hosts.hosts[0].spec).node_id)
+    assert ssh.run(["sh", "-c", "echo out; echo err >&2; exit 3"]) == ssh.run(["sh", "-c", "echo out; echo err >&2; exit 3"])
+    assert ssh._server is not None and not ssh._server.closed  # one channel serves every command
+    assert ssh.run(["cat"], stdin=b"\x00binary\xff").stdout == b"\x00binary\xff"
+    started = time.perf_counter()
+    for _ in range(20):
+        ssh.run(["true"])
+    assert (time.perf_counter() - started) / 20 < 0.05, "a command on the kept-open channel takes milliseconds, not a login"
+    with pytest.raises(BatchAIError, match="did not finish in 1 s"):
+        ssh.run(["sleep", "3"], timeout_s=1)
+    ssh._server.close()  # a dropped channel is replaced transparently
+    assert ssh.run(["echo", "again"]).stdout == b"again\n"
+    pool.close()
+
+
+def test_job_commands_do_not_see_the_ssh_session(ssh_hosts: Any, home: Path) -> None:
+    """bash would source ~/.bashrc for every task if it believed sshd started it."""
+    service = ssh_service(ssh_hosts, home, count=1)
+    ready_cluster(service, 1)
+    service.create_job(
+        "c",
+        "env",
+        load_job_spec({"properties": custom_job('echo "client=${SSH_CLIENT:-none} connection=${SSH_CONNECTION:-none}"')}, environ={}),
+    )
+    assert service.wait_job("env", timeout_s=60, poll_s=0.2)["executionState"] == "succeeded"
+    assert service.read_output_file("env", "stdout.txt") == b"client=none connection=none\n"
