@@ -33,7 +33,7 @@ setup(
     extras_require={
         "airflow": ["apache-airflow>=3.0"],
         "bench": ["apache-airflow-providers-ssh>=4.0"],
-        "test": ["apache-airflow==3.3.2", "pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6", "scikit-learn>=1.3", "numpy>=1.24"],
+        "test": ["apache-airflow==3.3.2", "pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6", "scikit-learn>=1.3", "numpy>=1.24", "pyyaml>=6"],
     },
     entry_points={
         "console_scripts": ["batchai = airflow_batchai.cli:main"],

@@ -8,6 +8,7 @@ python3 -c 'import ensurepip' 2>/dev/null || missing="$missing python3-venv"
 [ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
 command -v ip >/dev/null || missing="$missing iproute2"
 command -v ssh-keygen >/dev/null || missing="$missing openssh-client"
+command -v docker-compose >/dev/null || missing="$missing docker-compose"  # only to validate docker-compose.yaml
 if [ -n "$missing" ] && command -v apt-get >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
