@@ -98,14 +98,18 @@ class SSHAuth:
     def pkey(self) -> paramiko.PKey | None:
         if not self.private_key:
             return None
-        try:
-            return paramiko.PKey.from_private_key(StringIO(self.private_key), password=self.passphrase)
-        except paramiko.PasswordRequiredException:
-            raise BatchAIError(
-                "InvalidSSHKey", "the SSH private key is encrypted and no passphrase was given", "ssh_key_passphrase"
-            ) from None
-        except (paramiko.SSHException, ValueError) as error:
-            raise BatchAIError("InvalidSSHKey", f"the SSH private key cannot be read: {type(error).__name__}", "ssh_private_key") from None
+        for key_class in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+            try:
+                return key_class.from_private_key(StringIO(self.private_key), password=self.passphrase)
+            except paramiko.PasswordRequiredException:
+                raise BatchAIError(
+                    "InvalidSSHKey", "the SSH private key is encrypted and no passphrase was given", "ssh_key_passphrase"
+                ) from None
+            except (paramiko.SSHException, ValueError):
+                continue
+        raise BatchAIError(
+            "InvalidSSHKey", "the SSH private key cannot be read (wrong passphrase, or not an ed25519/ECDSA/RSA key)", "ssh_private_key"
+        )
 
 
 def fingerprint(key: paramiko.PKey) -> str:

@@ -259,3 +259,17 @@ def test_job_commands_do_not_see_the_ssh_session(ssh_hosts: Any, home: Path) -> 
     )
     assert service.wait_job("env", timeout_s=60, poll_s=0.2)["executionState"] == "succeeded"
     assert service.read_output_file("env", "stdout.txt") == b"client=none connection=none\n"
+
+
+def test_a_passphrase_protected_key_from_the_connection_logs_in(ssh_hosts: Any, tmp_path: Path) -> None:
+    """The key text comes from the connection (not a file); its passphrase unlocks it; neither is echoed."""
+    encrypted = tmp_path / "encrypted"
+    shutil.copy(ssh_hosts.client_key, encrypted)
+    os.chmod(encrypted, 0o600)
+    subprocess.run(["ssh-keygen", "-q", "-p", "-N", "open-sesame-42", "-f", str(encrypted)], check=True, capture_output=True)
+    key_text = encrypted.read_text()
+    ssh = transport(ssh_hosts, key_file=None, private_key=key_text, passphrase="open-sesame-42")
+    assert ssh.run(["echo", "in"]).stdout == b"in\n"
+    with pytest.raises(BatchAIError) as refused:
+        transport(ssh_hosts, key_file=None, private_key=key_text, passphrase=None).run(["true"])
+    assert refused.value.code == "InvalidSSHKey" and "open-sesame-42" not in str(refused.value) and "PRIVATE KEY" not in str(refused.value)
