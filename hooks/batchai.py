@@ -13,6 +13,7 @@ from typing import Any
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 from airflow.sdk.log import mask_secret
+from pydantic import ValidationError
 
 from airflow_batchai.config import ProviderConfig, parse_hosts, service_from_config
 from airflow_batchai.errors import BatchAIError
@@ -40,12 +41,14 @@ class BatchAIHook(BaseHook):
         except AirflowNotFoundException:
             self.log.info("no connection %r: using the embedded default", self.batchai_conn_id)
             return ProviderConfig()
-        extras = dict(connection.extra_dejson)
+        extras = {k: v for k, v in connection.extra_dejson.items() if v not in (None, "")}  # the UI sends empty fields
         extras["hosts"] = parse_hosts(extras.get("hosts"))
-        for key in ("local_nodes",):
-            if extras.get(key) in ("", None):
-                extras.pop(key, None)
-        config = ProviderConfig.model_validate({k: v for k, v in extras.items() if v not in (None, "")})
+        try:
+            config = ProviderConfig.model_validate(extras)
+        except ValidationError as error:
+            first = error.errors()[0]
+            field = ".".join(str(part) for part in first["loc"])
+            raise BatchAIError("InvalidConnection", f"connection {self.batchai_conn_id}: field {field}: {first['msg']}", field) from None
         for secret in config.secrets():
             mask_secret(secret)
         return config

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,12 +49,33 @@ def test_connection_extras_choose_the_home_and_the_pool_size(airflow_env: dict[s
     assert found["home"] == str(tmp_path / "elsewhere" / "control")
 
 
-def test_fields_of_backends_not_built_yet_give_a_clear_error(airflow_env: dict[str, str], tmp_path: Path) -> None:
+def test_azure_storage_fields_give_a_clear_error_until_that_backend_exists(airflow_env: dict[str, str], tmp_path: Path) -> None:
     key = "QWNjb3VudEtleU5vdFRvQmVTaG93bg=="
-    connection = json.dumps({"conn_type": "batchai", "extra": {"hosts": "gpu1:22, gpu2", "storage_account_key": key}})
+    connection = json.dumps(
+        {"conn_type": "batchai", "extra": {"storage_account": "acct", "storage_account_key": key, "home": str(tmp_path)}}
+    )
     found = probe({**airflow_env, "AIRFLOW_CONN_BATCHAI_DEFAULT": connection})
-    assert not found["ok"] and "NotSupported" in found["message"] and "hosts" in found["message"]
+    assert not found["ok"] and "NotSupported" in found["message"] and "Azure Storage" in found["message"]
     assert key not in json.dumps(found)
+
+
+def test_ssh_hosts_in_the_connection_are_checked_one_by_one(airflow_env: dict[str, str], tmp_path: Path, ssh_hosts: Any) -> None:
+    with socket.socket() as probe_socket:
+        probe_socket.bind(("127.0.0.1", 0))
+        closed_port = probe_socket.getsockname()[1]
+    extra = {
+        "hosts": [h.spec for h in ssh_hosts.hosts[:2]],
+        "ssh_key_file": str(ssh_hosts.client_key),
+        "known_hosts": str(ssh_hosts.known_hosts),
+        "node_root": str(tmp_path / "nodes"),
+        "home": str(tmp_path / "home"),
+    }
+    found = probe({**airflow_env, "AIRFLOW_CONN_BATCHAI_DEFAULT": json.dumps({"conn_type": "batchai", "extra": extra})})
+    assert found["ok"] and "2 node(s) answer" in found["message"], found
+    extra["hosts"] = [ssh_hosts.hosts[0].spec, f"root@127.0.0.1:{closed_port}"]
+    found = probe({**airflow_env, "AIRFLOW_CONN_BATCHAI_DEFAULT": json.dumps({"conn_type": "batchai", "extra": extra})})
+    assert not found["ok"] and f"unreachable nodes: 127.0.0.1-{closed_port} (127.0.0.1)" in found["message"]
+    assert ssh_hosts.hosts[0].address not in found["message"].split("unreachable nodes:")[1]
 
 
 def test_airflow_lists_the_provider_and_accepts_a_batchai_connection(airflow_env: dict[str, str], tmp_path: Path) -> None:
