@@ -155,6 +155,15 @@ def _make_network(setup: SSHHosts, count: int, tag: str) -> None:
         run(["ip", "addr", "add", f"{host.address}/24", "dev", "eth0"], namespace)
         run(["ip", "link", "set", "eth0", "up"], namespace)
         run(["ip", "link", "set", "lo", "up"], namespace)
+    # Names resolve inside the namespaces from files only (ip netns exec bind-mounts
+    # /etc/netns/<ns>/* over /etc): torch's c10d looks up its peers' names, and a DNS query
+    # would leave the machine (and fail with EAI_AGAIN without network).
+    hosts_file = "127.0.0.1 localhost\n" + "".join(f"{h.address} {h.name}\n" for h in setup.hosts)
+    for host in setup.hosts:
+        folder = Path("/etc/netns") / str(host.namespace)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "hosts").write_text(hosts_file)
+        (folder / "resolv.conf").write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
 
 
 def teardown(setup: SSHHosts) -> None:
@@ -172,6 +181,7 @@ def teardown(setup: SSHHosts) -> None:
                 except OSError:
                     pass
             run(["ip", "netns", "del", host.namespace], check=False)
+            shutil.rmtree(Path("/etc/netns") / host.namespace, ignore_errors=True)
         if host.veth:
             run(["ip", "link", "del", host.veth], check=False)
     if setup.bridge:
