@@ -36,6 +36,7 @@ HEARTBEAT_INTERVAL_S = 2.0
 POLL_INTERVAL_S = 0.1
 DEFAULT_GRACE_S = 10.0
 FINAL_STATES = ("succeeded", "failed", "terminated")
+REGISTRY_PASSWORD_KEY = "BATCHAI_REGISTRY_PASSWORD"  # travels with the secrets, never in a plan
 _VARIABLE = re.compile(r"\$(\w+)|\$\{(\w+)\}")
 
 
@@ -93,6 +94,9 @@ class Agent(object):
         self.terminate_requested = threading.Event()
         self.done = threading.Event()
         self.env = {}
+        self.job_variables = {}  # what a container gets: the job's variables only, not the host's
+        self.registry_password = None
+        self.container_started = False
         self.log_handle = None
         self.deadline = now() + float(self.plan.get("max_wall_clock_s") or 7 * 86400)
 
@@ -125,9 +129,9 @@ class Agent(object):
         env = session_free_environment()
         env.update(self.plan.get("env") or {})
         secrets_path = os.path.join(self.run_dir, "secrets.json")
-        secrets = read_json(secrets_path)
-        if secrets:
-            env.update(secrets)
+        secrets = read_json(secrets_path) or {}
+        self.registry_password = secrets.pop(REGISTRY_PASSWORD_KEY, None)
+        env.update(secrets)
         if os.path.exists(secrets_path):
             os.unlink(secrets_path)  # held in memory only from here on
         python_dir = os.path.dirname(sys.executable)
@@ -136,6 +140,9 @@ class Agent(object):
         env.setdefault("PYTHONUNBUFFERED", "1")
         for name, template in self.plan.get("expand_env") or []:
             env[name] = os.path.normpath(expand(template, env))
+        names = set(self.plan.get("env") or {}) | set(secrets) | set(name for name, _ in self.plan.get("expand_env") or [])
+        self.job_variables = dict((name, env[name]) for name in names)
+        self.job_variables.update(PYTHONUNBUFFERED="1", BATCHAI_PYTHON="python")
         address = self.plan.get("socket_address")
         if address and not (env.get("GLOO_SOCKET_IFNAME") or env.get("NCCL_SOCKET_IFNAME")):
             interface = interface_for(address)
@@ -169,6 +176,9 @@ class Agent(object):
             self.log_handle = open(os.path.join(folder, self.plan.get("execution_log", "execution.log")), "a")  # noqa: SIM115 - lives as long as the agent
 
     def check_requirements(self):
+        if self.plan.get("container"):
+            self.start_container()
+            return
         for program in self.plan.get("requires") or []:
             if shutil.which(program, path=self.env.get("PATH")) is None:
                 raise JobError(
@@ -176,21 +186,75 @@ class Agent(object):
                     "this job needs %s on node %s, which has none (install MPI there, e.g. in jobPreparation or node setup)"
                     % (program, self.plan.get("node_id")),
                 )
-        if self.plan.get("container"):
+
+    def start_container(self):
+        """One container per node for preparation and ranks; fails with FailedStartingContainer naming the node."""
+        container = self.plan["container"]
+        node = self.plan.get("node_id")
+
+        def docker(argv, stdin=None):
+            try:
+                return subprocess.run(argv, input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=1800, env=self.env)
+            except OSError as error:
+                raise JobError("FailedStartingContainer", "no docker command on node %s: %s" % (node, error)) from None
+
+        engine = docker(["docker", "info", "--format", "{{.ServerVersion}}"])
+        if engine.returncode != 0:
+            raise JobError(
+                "FailedStartingContainer", "no Docker engine on node %s: %s" % (node, engine.stderr.decode(errors="replace").strip()[-300:])
+            )
+        lines = []
+        for name, value in sorted(self.job_variables.items()):
+            if "\n" in value:
+                raise JobError("FailedStartingContainer", "variable %s holds a line break, which docker env files cannot carry" % name)
+            lines.append("%s=%s\n" % (name, value))
+        descriptor = os.open(container["env_file"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.writelines(lines)
+        if container.get("login"):
+            if not self.registry_password:
+                raise JobError("FailedStartingContainer", "registry credentials for %s have no password" % container["image"])
+            login = docker(container["login"], self.registry_password.encode())
+            if login.returncode != 0:
+                raise JobError("FailedStartingContainer", "docker login for %s failed on node %s" % (container["image"], node))
+        docker(container["remove"])  # a leftover of an earlier attempt of this run
+        started = docker(container["start"])
+        if started.returncode != 0:
             raise JobError(
                 "FailedStartingContainer",
-                "containerSettings need a Docker engine on node %s; this agent runs jobs on the host only" % self.plan.get("node_id"),
+                "unable to start docker container from %s on node %s: %s"
+                % (container["image"], node, started.stderr.decode(errors="replace").strip()[-300:]),
             )
+        self.container_started = True
+        self.log("started container %s from %s" % (container["name"], container["image"]))
+        for program in self.plan.get("requires") or []:
+            found = docker(container["exec"] + [container["name"], "sh", "-c", "command -v %s" % program])
+            if found.returncode != 0:
+                raise JobError("JobPreparationFailed", "this job needs %s in image %s, which has none" % (program, container["image"]))
+
+    def remove_container(self):
+        if self.container_started:
+            container = self.plan["container"]
+            subprocess.run(container["remove"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120, env=self.env)
+            self.container_started = False
+        env_file = (self.plan.get("container") or {}).get("env_file")
+        if env_file and os.path.exists(env_file):
+            os.unlink(env_file)
 
     # -- running processes -----------------------------------------------------------
     def start(self, name, command, extra_env, stdout_name, stderr_name):
         env = dict(self.env)
         env.update(extra_env or {})
         folder = self.env.get(self.plan.get("log_dir_env") or "", self.run_dir)
-        shell = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
+        container = self.plan.get("container")
+        if container:  # values reach the container from this docker client's environment, not its command line
+            passed = [flag for name in sorted(extra_env or {}) for flag in ("--env", name)]
+            argv = container["exec"] + passed + [container["name"]] + container["shell"] + [command]
+        else:
+            argv = ["/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh", "-c", command]
         with open(os.path.join(folder, stdout_name), "ab") as out, open(os.path.join(folder, stderr_name), "ab") as err:
             process = subprocess.Popen(
-                [shell, "-c", command],
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
@@ -208,6 +272,13 @@ class Agent(object):
         return process
 
     def kill_all(self, grace_s):
+        if self.container_started:  # docker exec clients do not forward signals: stop what runs inside
+            subprocess.run(
+                ["docker", "stop", "--time", str(int(grace_s)), self.plan["container"]["name"]],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=self.env,
+            )
         live = [p for _, p in self.children if p.poll() is None]
         for process in live:
             try:
@@ -299,6 +370,10 @@ class Agent(object):
             return 1
 
     def finish(self, state, exit_code, error=None):
+        try:
+            self.remove_container()
+        except (OSError, subprocess.SubprocessError) as failure:
+            self.log("could not remove the container: %r" % (failure,))
         for link in self.plan.get("links") or []:
             if link.get("unlink_at_end") and os.path.islink(link["path"]):
                 os.unlink(link["path"])

@@ -27,6 +27,7 @@ from airflow_batchai.layout import NodeLayout, output_template, stdouterr_templa
 from airflow_batchai.spec import (
     CaffeSettings,
     CNTKsettings,
+    ContainerSettings,
     CustomMpiSettings,
     JobSpec,
     TensorFlowSettings,
@@ -338,7 +339,22 @@ def job_plans(spec: JobSpec, nodes: list[NodeSlot], ctx: JobContext, secret_name
                 "max_wall_clock_s": spec.max_wall_clock.total_seconds(),
                 "grace_s": GRACE_S,
                 "failure_code": "JobFailed",
-                "container": spec.container_settings.to_json() if spec.container_settings else None,
+                "container": (
+                    container_plan(
+                        spec.container_settings,
+                        node,
+                        f"batchai-{ctx.run_id}-{index}",
+                        [
+                            node.root,
+                            *(link.source for link in ctx.job_links),
+                            *([ctx.shared_job_temp_source] if ctx.shared_job_temp_source else []),
+                        ],
+                        posixpath.join(node.layout.run_dir(ctx.run_id), "container.env"),
+                        job_temp,
+                    )
+                    if spec.container_settings
+                    else None
+                ),
                 "socket_address": nodes[0].address if several else None,
             }
         )
@@ -379,6 +395,42 @@ def setup_plan(
         "grace_s": GRACE_S,
         "failure_code": "NodeSetupFailed",
         "container": None,
+    }
+
+
+CONTAINER_SHELL = 'if command -v bash >/dev/null 2>&1; then exec bash -c "$0"; else exec sh -c "$0"; fi'
+
+
+def container_plan(settings: ContainerSettings, node: NodeSlot, name: str, binds: list[str], env_file: str, workdir: str) -> dict[str, Any]:
+    """Docker commands for running a job in one container per node (Batch AI ran prep and job in the same one).
+
+    The container sleeps; preparation and every rank are ``docker exec``-ed into it, so what
+    preparation changes (e.g. ~/.bashrc) the job sees. Host network (ranks reach each other
+    as on the host), the node's folders bind-mounted at the same paths, variables from a 0600
+    env file (secrets never on a command line), all GPUs when the node has any.
+    """
+    registry = settings.image_source_registry
+    start = ["docker", "run", "--detach", "--init", "--name", name, "--network", "host", "--env-file", env_file, "--workdir", workdir]
+    if settings.shm_size:
+        start += ["--shm-size", settings.shm_size]
+    if node.gpus > 0:
+        start += ["--gpus", "all"]
+    for folder in sorted(set(binds)):
+        start += ["--volume", f"{folder}:{folder}"]
+    start += ["--entrypoint", "sleep", registry.image, "infinity"]
+    login = None
+    if registry.credentials is not None:
+        server = registry.server_url or registry.image.split("/", 1)[0]
+        login = ["docker", "login", server, "--username", registry.credentials.username, "--password-stdin"]
+    return {
+        "name": name,
+        "image": registry.image,
+        "login": login,
+        "start": start,
+        "exec": ["docker", "exec", "--workdir", workdir],
+        "shell": ["sh", "-c", CONTAINER_SHELL],
+        "remove": ["docker", "rm", "--force", name],
+        "env_file": env_file,
     }
 
 

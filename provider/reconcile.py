@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from airflow_batchai.agent import REGISTRY_PASSWORD_KEY
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.launch import MPI_TOOLKITS, JobContext, NodeSlot, job_plans, setup_plan
 from airflow_batchai.layout import cluster_setup_segment, stdouterr_template
@@ -386,7 +387,7 @@ class Reconciler:
         job = self.set_job(job, ExecutionState.RUNNING, nodes=[n.node_id for n in nodes], errors=[], start_time=utc_now())
         for node, plan in zip(nodes, plans, strict=True):
             try:
-                self.service.node_handle(node).start_run(the_run, plan, secrets.get("env", {}))
+                self.service.node_handle(node).start_run(the_run, plan, run_secrets(secrets))
             except (OSError, BatchAIError) as error:
                 self.mark_lost(node, f"cannot start the job's agent: {error}")
         log.info("job %s running on %s", job.key, ", ".join(n.node_id for n in nodes))
@@ -400,6 +401,14 @@ class Reconciler:
         if current.allocation_state != wanted:
             moved = move_cluster(current, wanted)
             update(self.service.store, self.cluster.key, lambda _: moved.to_doc())
+
+
+def run_secrets(secrets: dict[str, Any]) -> dict[str, str]:
+    """What a node's agent gets: the job's secret variables, and the registry password for docker login."""
+    values = dict(secrets.get("env", {}))
+    if secrets.get("registry_password"):
+        values[REGISTRY_PASSWORD_KEY] = secrets["registry_password"]
+    return values
 
 
 def job_helpers(job: JobRecord) -> list[str]:

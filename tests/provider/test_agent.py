@@ -6,6 +6,7 @@ import ast
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -183,3 +184,26 @@ def test_agents_of_one_job_sharing_a_folder_do_not_trip_over_each_other(home: Pa
     for node in nodes:
         assert final_status(node, "race")["state"] == "succeeded"
     assert sorted(p.name for p in shared.iterdir()) == [str(i) for i in range(6)]
+
+
+def test_a_container_job_without_a_docker_engine_fails_clearly_naming_the_node(node: NodeHandle, tmp_path: Path) -> None:
+    """This machine has at most the Docker client: the job must fail as FailedStartingContainer, not hang."""
+    engine = subprocess.run(["docker", "info"], capture_output=True, timeout=30) if shutil.which("docker") else None
+    if engine is not None and engine.returncode == 0:
+        pytest.skip("a Docker engine runs here; tests/provider/test_service.py runs a real container job")
+    container = {
+        "name": "batchai-test",
+        "image": "python:3.11-slim",
+        "login": None,
+        "start": ["docker", "run", "--detach", "--name", "batchai-test", "python:3.11-slim", "sleep", "infinity"],
+        "exec": ["docker", "exec"],
+        "shell": ["sh", "-c"],
+        "remove": ["docker", "rm", "--force", "batchai-test"],
+        "env_file": str(tmp_path / "container.env"),
+    }
+    node.start_run("nodocker", plan(tmp_path, ("main", "echo never")), {})
+    node.start_run("docker", plan(tmp_path, ("main", "echo never"), container=container), {})
+    status = final_status(node, "docker")
+    assert status["state"] == "failed" and status["error"]["code"] == "FailedStartingContainer"
+    assert "local-0" in status["error"]["message"] and not (tmp_path / "container.env").exists()
+    assert final_status(node, "nodocker")["state"] == "succeeded"

@@ -217,3 +217,51 @@ def test_plans_hold_no_secret_values() -> None:
         {"nodeCount": 2, "horovodSettings": {"pythonScriptFilePath": "h.py"}, "secrets": [{"name": "MY_SECRET", "value": "hunter2-xyz"}]}
     )
     assert "hunter2-xyz" not in json.dumps(plans)
+
+
+CONTAINER = {
+    "imageSourceRegistry": {"image": "demo.azurecr.io/train:1", "credentials": {"username": "robot", "password": "registry-pass-77"}},
+    "shmSize": "16gb",
+}
+
+
+def test_container_plan_runs_prep_and_ranks_in_one_container_per_node() -> None:
+    gpu_node = NodeSlot("n0", "10.0.0.4", "/r0", gpus=4)
+    cpu_node = NodeSlot("n1", "10.0.0.5", "/r1", gpus=0)
+    first, second = plans_for(
+        {
+            "nodeCount": 2,
+            "pyTorchSettings": {"pythonScriptFilePath": "t.py"},
+            "containerSettings": CONTAINER,
+            "jobPreparation": {"commandLine": "pip install x"},
+        },
+        nodes=[gpu_node, cpu_node],
+        shared="/home/shared/run-0",
+    )
+    container = first["container"]
+    start = container["start"]
+    assert start[:4] == ["docker", "run", "--detach", "--init"] and start[-4:] == [
+        "--entrypoint",
+        "sleep",
+        "demo.azurecr.io/train:1",
+        "infinity",
+    ]
+    assert start[start.index("--network") + 1] == "host" and start[start.index("--shm-size") + 1] == "16gb"
+    assert "--gpus" in start and "--gpus" not in second["container"]["start"]
+    assert start[start.index("--env-file") + 1] == "/r0/batchai/runs/run-0/container.env"
+    volumes = [start[i + 1] for i, flag in enumerate(start) if flag == "--volume"]
+    assert volumes == ["/home/shared/run-0:/home/shared/run-0", "/r0:/r0"]
+    assert container["login"] == ["docker", "login", "demo.azurecr.io", "--username", "robot", "--password-stdin"]
+    assert container["remove"] == ["docker", "rm", "--force", container["name"]] and container["name"] == "batchai-run-0-0"
+    assert "registry-pass-77" not in json.dumps([first, second])
+
+
+def test_container_login_uses_the_server_url_when_given() -> None:
+    settings = {
+        "imageSourceRegistry": {"image": "team/img", "serverUrl": "registry.example.org", "credentials": {"username": "u", "password": "p"}}
+    }
+    [plan] = plans_for({"nodeCount": 1, "customToolkitSettings": {"commandLine": "x"}, "containerSettings": settings}, TWO_NODES[:1])
+    assert plan["container"]["login"][:3] == ["docker", "login", "registry.example.org"]
+    public = {"imageSourceRegistry": {"image": "tensorflow/tensorflow:1.8.0-gpu"}}
+    [plan] = plans_for({"nodeCount": 1, "customToolkitSettings": {"commandLine": "x"}, "containerSettings": public}, TWO_NODES[:1])
+    assert plan["container"]["login"] is None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -304,3 +306,39 @@ def test_creating_a_cluster_again_reuses_it_and_a_different_spec_needs_update(se
     updated = service.create_cluster("c", bigger, update_existing=True)
     assert updated["creationTime"] == first["creationTime"] and updated["scaleSettings"]["manual"]["targetNodeCount"] == 2
     assert wait_until(lambda: service.show_cluster("c")["nodeStateCounts"]["idleNodeCount"] == 2, what="second node")
+
+
+def _docker_engine() -> bool:
+    return bool(shutil.which("docker")) and subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
+
+
+@pytest.mark.skipif(
+    not _docker_engine(), reason="no Docker engine on this machine (only the client): container jobs are tested where one runs"
+)
+def test_a_container_job_runs_prep_and_command_in_the_same_container(service: Service) -> None:
+    ready_cluster(service, nodes=1)
+    body = custom_job("cat /tmp/prepared && python -c 'import sys; print(sys.version_info[0])'")
+    body["jobPreparation"] = {"commandLine": "echo prepared-inside > /tmp/prepared"}
+    body["containerSettings"] = {"imageSourceRegistry": {"image": "python:3.11-slim"}}
+    service.create_job("c", "in-docker", job(body))
+    done = service.wait_job("in-docker", timeout_s=600, poll_s=0.5)
+    assert done["executionState"] == "succeeded", done["executionInfo"]
+    assert service.read_output_file("in-docker", "stdout.txt") == b"prepared-inside\n3\n"
+
+
+def test_container_jobs_fail_clearly_without_an_engine_and_keep_the_registry_password_out(service: Service, home: Path) -> None:
+    if _docker_engine():
+        pytest.skip("a Docker engine runs here")
+    ready_cluster(service, nodes=1)
+    body = custom_job("echo never")
+    body["containerSettings"] = {
+        "imageSourceRegistry": {"image": "demo.azurecr.io/x:1", "credentials": {"username": "robot", "password": "reg-secret-3141"}}
+    }
+    view = service.create_job("c", "boxed", job(body))
+    assert "password" not in json.dumps(view["containerSettings"])
+    done = service.wait_job("boxed", timeout_s=60, poll_s=0.1)
+    assert done["executionState"] == "failed" and done["executionInfo"]["errors"][0]["code"] == "FailedStartingContainer"
+    assert "local-0" in done["executionInfo"]["errors"][0]["message"]
+    for path in home.rglob("*"):
+        if path.is_file():
+            assert b"reg-secret-3141" not in path.read_bytes(), path
