@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import posixpath
-import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -432,8 +431,3 @@ def container_plan(settings: ContainerSettings, node: NodeSlot, name: str, binds
         "remove": ["docker", "rm", "--force", name],
         "env_file": env_file,
     }
-
-
-def describe_command(plan: dict[str, Any]) -> str:
-    """Human one-liner of what a plan runs (for logs), quoting nothing secret: plans hold no secrets."""
-    return "; ".join(shlex.quote(task["command"]) for task in plan["tasks"]) or "(reserved for the job)"

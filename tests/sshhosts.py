@@ -47,11 +47,14 @@ class SSHHosts:
     mode: str = "netns"
 
     def cut(self, host: Host) -> None:
-        """Take the host off the network, as a pulled cable would."""
-        run(["ip", "link", "set", host.veth or "lo", "down"])
+        """Take the host off the network, as a pulled cable would (namespace hosts only: never touch lo)."""
+        if host.veth is None:
+            raise RuntimeError(f"{host.name} is not in a network namespace: cannot cut it off")
+        run(["ip", "link", "set", host.veth, "down"])
 
     def reconnect(self, host: Host) -> None:
-        run(["ip", "link", "set", host.veth or "lo", "up"])
+        if host.veth is not None:
+            run(["ip", "link", "set", host.veth, "up"])
 
 
 def run(argv: list[str], namespace: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,7 @@ processes. ``tests/provider/store/contract.py`` is the suite every backend passe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -73,10 +73,3 @@ def update(store: ControlStore, key: str, change: Callable[[dict[str, Any]], dic
         except StaleRecord:
             continue
     raise StaleRecord(key)
-
-
-def iter_documents(store: ControlStore, prefix: str) -> Iterator[tuple[str, Versioned]]:
-    for key in store.list(prefix):
-        found = store.read(key)
-        if found is not None:
-            yield key, found

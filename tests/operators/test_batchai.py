@@ -13,8 +13,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 from airflow_batchai.service import Service
 from tests.conftest import AIRFLOW, pid_alive, run_dag, wait_until, write_dag
 
@@ -131,24 +129,21 @@ def test_killing_the_task_terminates_the_job_and_its_processes(airflow_env: dict
     wait_until(lambda: not pid_alive(job_pid), 15, what="job process gone")
 
 
-@pytest.mark.parametrize("deferrable", [True])
-def test_deferrable_submit_waits_through_the_trigger(airflow_env: dict[str, str], tmp_path: Path, home: Path, deferrable: bool) -> None:
-    source = (tmp_path / "unused").as_posix()
-    dag_source = f"""
+def test_deferrable_submit_waits_through_the_trigger(airflow_env: dict[str, str], tmp_path: Path, home: Path) -> None:
+    dag_source = """
 from __future__ import annotations
 from airflow.sdk import dag
 from airflow_batchai.operators.batchai import BatchAICreateClusterOperator, BatchAISubmitJobOperator
 
 @dag(dag_id="op_deferrable", schedule=None, catchup=False)
 def the_dag():
-    BatchAICreateClusterOperator(task_id="cluster", cluster_name="c", spec={{"scaleSettings": {{"manual": {{"targetNodeCount": 1}}}}}}) >> BatchAISubmitJobOperator(
-        task_id="submit", cluster_name="c", deferrable={deferrable}, poll_interval=0.5,
-        spec={{"nodeCount": 1, "customToolkitSettings": {{"commandLine": "sleep 2; echo deferred-done"}}, "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_TEMP_DIR"}},
+    BatchAICreateClusterOperator(task_id="cluster", cluster_name="c", spec={"scaleSettings": {"manual": {"targetNodeCount": 1}}}) >> BatchAISubmitJobOperator(
+        task_id="submit", cluster_name="c", deferrable=True, poll_interval=0.5,
+        spec={"nodeCount": 1, "customToolkitSettings": {"commandLine": "sleep 2; echo deferred-done"}, "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_TEMP_DIR"},
     )
 
 the_dag()
 """
-    del source
     result = run_dag(airflow_env, write_dag(tmp_path / "dags", "op_deferrable", dag_source), "op_deferrable", home)
     assert result.state == "success", result.output[-3000:]
     assert "[stdout.txt] deferred-done" in result.output

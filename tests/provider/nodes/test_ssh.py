@@ -273,3 +273,15 @@ def test_a_passphrase_protected_key_from_the_connection_logs_in(ssh_hosts: Any, 
     with pytest.raises(BatchAIError) as refused:
         transport(ssh_hosts, key_file=None, private_key=key_text, passphrase=None).run(["true"])
     assert refused.value.code == "InvalidSSHKey" and "open-sesame-42" not in str(refused.value) and "PRIVATE KEY" not in str(refused.value)
+
+
+def test_multi_node_jobs_bind_gloo_and_nccl_to_the_interface_of_the_first_node(ssh_hosts: Any, home: Path) -> None:
+    """Without it torch resolves the hostname to 127.0.0.1 and ranks on other hosts never meet."""
+    service = ssh_service(ssh_hosts, home, count=2)
+    ready_cluster(service, 2)
+    command = 'echo "gloo=$GLOO_SOCKET_IFNAME nccl=$NCCL_SOCKET_IFNAME master=$AZ_BATCHAI_JOB_MASTER_NODE_IP"'
+    service.create_job("c", "ifname", load_job_spec({"properties": custom_job(command, nodes=2)}, environ={}))
+    assert service.wait_job("ifname", timeout_s=60, poll_s=0.2)["executionState"] == "succeeded"
+    interface = "eth0" if ssh_hosts.mode == "netns" else "lo"
+    expected = f"gloo={interface} nccl={interface} master={ssh_hosts.hosts[0].address}\n"
+    assert service.read_output_file("ifname", "stdout.txt") == expected.encode()
