@@ -29,7 +29,7 @@ setup(
     python_requires=">=3.10",
     packages=list(PACKAGE_DIRS),
     package_dir=PACKAGE_DIRS,
-    install_requires=["pydantic>=2.6,<3", "paramiko>=3.4"],
+    install_requires=["pydantic>=2.6,<3", "paramiko>=3.4", "cryptography>=42"],
     extras_require={
         "airflow": ["apache-airflow>=3.0"],
         "bench": ["apache-airflow-providers-ssh>=4.0"],

@@ -15,6 +15,8 @@ Usage:
     agent.py terminate RUN_DIR    stop it: SIGTERM to every process group, SIGKILL after the grace period
     agent.py terminate-all RUNS   stop every run in the folder RUNS (a node leaving its cluster)
     agent.py serve                run commands sent over stdin (the control plane's kept-open channel)
+    agent.py authorize FILE TAG KEY   add the public KEY to the authorized_keys FILE on a line tagged TAG
+    agent.py deauthorize FILE TAG     remove the lines tagged TAG from FILE (nothing else)
 
 Python >= 3.8 on the node; nothing to install there.
 """
@@ -22,6 +24,7 @@ Python >= 3.8 on the node; nothing to install there.
 from __future__ import print_function
 
 import base64
+import fcntl
 import json
 import os
 import re
@@ -169,6 +172,8 @@ class Agent(object):
         if hostfile:
             with open(hostfile["path"], "w") as handle:
                 handle.write("".join(line + "\n" for line in hostfile["lines"]))
+        for item in self.plan.get("files") or []:
+            write_private(item["path"], item["text"])
 
     def open_execution_log(self):
         folder = self.env.get(self.plan.get("log_dir_env") or "", "")
@@ -482,6 +487,54 @@ def serve():
         sink.flush()
 
 
+def write_private(path, text):
+    """A file only the node's user can read (ssh refuses a key or config others may write)."""
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        os.makedirs(folder, 0o700)
+    temporary = "%s.%d.tmp" % (path, os.getpid())
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)
+    os.replace(temporary, path)
+
+
+def edit_authorized_keys(path, tag, key=None):
+    """Drop our TAG's lines from an authorized_keys file and, given KEY, add one line "KEY TAG".
+
+    Nodes of one cluster may share a home (NFS), so edits are serialised by a lock and
+    the file is replaced whole; the user's own lines are kept byte for byte, in order.
+    """
+    path = os.path.realpath(os.path.expanduser(path))
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        os.makedirs(folder, 0o700)
+    lock = os.open(folder, os.O_RDONLY)  # a lock on the folder leaves no lock file behind
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with open(path) as handle:
+                lines = handle.read().splitlines(True)
+            mode = os.stat(path).st_mode & 0o777
+        except (IOError, OSError):
+            lines, mode = [], 0o600
+        kept = [line for line in lines if line.split()[-1:] != [tag]]
+        if kept and not kept[-1].endswith("\n"):
+            kept[-1] += "\n"
+        if key:
+            kept.append("%s %s\n" % (" ".join(key.split()[:2]), tag))
+        if kept == lines:
+            return 0
+        temporary = "%s.%d.tmp" % (path, os.getpid())
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write("".join(kept))
+        os.replace(temporary, path)
+    finally:
+        os.close(lock)
+    return 0
+
+
 def terminate_all(runs_dir, grace_s):
     """Stop every run under ``runs_dir`` (a node leaving its cluster must leave no process behind)."""
     try:
@@ -503,6 +556,10 @@ def main(argv):
     if len(argv) >= 2 and argv[0] == "terminate":
         grace = float(argv[2]) if len(argv) > 2 else DEFAULT_GRACE_S
         return terminate(os.path.abspath(argv[1]), grace)
+    if len(argv) == 4 and argv[0] == "authorize":
+        return edit_authorized_keys(argv[1], argv[2], argv[3])
+    if len(argv) == 3 and argv[0] == "deauthorize":
+        return edit_authorized_keys(argv[1], argv[2])
     print(__doc__, file=sys.stderr)
     return 2
 

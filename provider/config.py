@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from airflow_batchai.clusterkeys import DEFAULT_AUTHORIZED_KEYS
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.layout import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION
 from airflow_batchai.nodes.ssh import DEFAULT_ROOT, HostSpec, SSHAuth, SSHNodePool
@@ -41,6 +42,12 @@ class ProviderConfig(BaseModel):
     insecure_accept_unknown_host_keys: bool = False
     node_root: str = Field(default=DEFAULT_ROOT, description="folder on each SSH node under which everything of ours lives")
     node_python: str = Field(default="python3", description="python (>= 3.8) on the SSH nodes")
+    cluster_ssh_keys: bool = Field(
+        default=True, description="give each cluster a key pair so its SSH nodes log in to each other, as mpirun needs"
+    )
+    authorized_keys_file: str = Field(
+        default=DEFAULT_AUTHORIZED_KEYS, description="where on the nodes the cluster's public key is added (and removed again)"
+    )
     shared_folder_root: str | None = Field(
         default=None, description="a folder every SSH node sees at the same path (NFS), for file rendezvous"
     )
@@ -73,7 +80,15 @@ def ssh_pool(config: ProviderConfig) -> SSHNodePool:
         insecure_accept_unknown_host_keys=config.insecure_accept_unknown_host_keys,
     )
     hosts = [HostSpec.parse(h) for h in config.hosts]
-    return SSHNodePool(hosts, auth, root=config.node_root, python=config.node_python, shared_folder_root=config.shared_folder_root)
+    return SSHNodePool(
+        hosts,
+        auth,
+        root=config.node_root,
+        python=config.node_python,
+        shared_folder_root=config.shared_folder_root,
+        cluster_ssh=config.cluster_ssh_keys,
+        authorized_keys=config.authorized_keys_file,
+    )
 
 
 def service_from_config(config: ProviderConfig) -> Service:

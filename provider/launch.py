@@ -21,6 +21,7 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_batchai.clusterkeys import PeerSSH, mpi_launcher_env, ssh_client_files
 from airflow_batchai.errors import InvalidSpec
 from airflow_batchai.layout import NodeLayout, output_template, stdouterr_template
 from airflow_batchai.spec import (
@@ -72,6 +73,8 @@ class JobContext:
     run_id: str
     job_links: list[Link] = field(default_factory=list)
     shared_job_temp_source: str | None = None  # folder all nodes of the job see; None = no shared file system
+    ssh_peers: list[PeerSSH] = field(default_factory=list)  # the job's nodes, when they reach each other over ssh
+    cluster_key: str | None = None  # the cluster's private key on the first node
 
 
 @dataclass(frozen=True)
@@ -274,6 +277,18 @@ def init_method(nodes: list[NodeSlot], ctx: JobContext, node: NodeSlot) -> str:
     return f"tcp://{nodes[0].address}:{master_port(ctx.job_uuid)}"
 
 
+def peer_ssh(nodes: list[NodeSlot], ctx: JobContext, first_job_temp: str) -> tuple[list[dict[str, str]], dict[str, str]]:
+    """Files and variables that let mpirun on the first node reach the others (only when they are other hosts)."""
+    if ctx.cluster_key is None or len({node.address for node in nodes}) < 2:
+        return [], {}
+    by_id = {peer.node_id: peer for peer in ctx.ssh_peers}
+    missing = [node.node_id for node in nodes[1:] if node.node_id not in by_id]
+    if missing:
+        raise InvalidSpec(f"no SSH details for node(s) {', '.join(missing)}", "nodeCount")
+    config, files = ssh_client_files([by_id[node.node_id] for node in nodes[1:]], ctx.cluster_key, first_job_temp)
+    return files, mpi_launcher_env(config)
+
+
 def job_plans(spec: JobSpec, nodes: list[NodeSlot], ctx: JobContext, secret_names: list[str] | None = None) -> list[dict[str, Any]]:
     """One agent plan per node (node-rank order). Raises InvalidSpec when the job cannot run as given."""
     if len(nodes) != spec.node_count:
@@ -292,9 +307,12 @@ def job_plans(spec: JobSpec, nodes: list[NodeSlot], ctx: JobContext, secret_name
         exported = [*per_node_env[0][0], *(name for name, _ in per_node_env[0][1]), *(secret_names or [])]
         work = _mpi_work(spec, nodes, exported)
     several = len(nodes) > 1
+    ssh_files, ssh_env = peer_ssh(nodes, ctx, per_node_env[0][0]["AZ_BATCHAI_JOB_TEMP"])
     plans = []
     for index, node in enumerate(nodes):
         env, expand_env = per_node_env[index]
+        if index == 0:
+            env = {**ssh_env, **env}  # the user's own settings win
         job_temp = env["AZ_BATCHAI_JOB_TEMP"]
         links = [
             {
@@ -328,6 +346,7 @@ def job_plans(spec: JobSpec, nodes: list[NodeSlot], ctx: JobContext, secret_name
                 "clean_dirs": [job_temp],
                 "links": links,
                 "hostfile": {"path": env["AZ_BATCHAI_MPI_HOST_FILE"], "lines": hostfile_lines(nodes)},
+                "files": ssh_files if index == 0 else [],
                 "log_dir_env": "AZ_BATCHAI_STDOUTERR_DIR",
                 "execution_log": f"execution{suffix}.log",
                 "cwd": job_temp,

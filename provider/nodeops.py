@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from airflow_batchai import agent as agent_module
+from airflow_batchai.clusterkeys import ClusterKey, authorization_tag, key_path
+from airflow_batchai.errors import BatchAIError
 from airflow_batchai.layout import NodeLayout
 from airflow_batchai.nodes import Transport
 
@@ -70,6 +72,23 @@ class NodeHandle:
         )
         if result.returncode != 0:
             log.warning("terminate of run %s on node %s exited %d: %s", run_id, self.node_id, result.returncode, result.stderr[-500:])
+
+    def install_cluster_key(self, cluster_uuid: str, key: ClusterKey, authorized_keys: str) -> None:
+        """The cluster's private key 0600 under the node root, its public key in the user's authorized_keys."""
+        self.transport.write_file(key_path(self.layout.root, cluster_uuid), key.private.encode(), 0o600)
+        tag = authorization_tag(cluster_uuid, self.node_id)
+        self._agent_command(["authorize", authorized_keys, tag, key.public], f"adding the cluster's key to {authorized_keys}")
+
+    def remove_cluster_key(self, cluster_uuid: str, authorized_keys: str) -> None:
+        """Take our line out of authorized_keys again (the key file goes with the node root)."""
+        tag = authorization_tag(cluster_uuid, self.node_id)
+        self._agent_command(["deauthorize", authorized_keys, tag], f"removing the cluster's key from {authorized_keys}")
+
+    def _agent_command(self, args: list[str], what: str) -> None:
+        result = self.transport.run([self.transport.python, self.deploy_agent(), *args], timeout_s=30)
+        if result.returncode != 0:
+            detail = result.stderr.decode(errors="replace").strip().splitlines()[-1:] or [f"exit code {result.returncode}"]
+            raise BatchAIError("NodeSetupFailed", f"{what} on node {self.node_id} failed: {detail[0]}", self.node_id)
 
     def discover_gpus(self) -> int:
         """GPUs on the node by nvidia-smi; 0 where there is none (or it fails)."""

@@ -20,10 +20,12 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow_batchai.agent import REGISTRY_PASSWORD_KEY
+from airflow_batchai.clusterkeys import ClusterKey, key_path
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.launch import MPI_TOOLKITS, JobContext, NodeSlot, job_plans, setup_plan
 from airflow_batchai.layout import cluster_setup_segment, stdouterr_template
 from airflow_batchai.nodeops import FINAL_STATES
+from airflow_batchai.nodes import eligible
 from airflow_batchai.records import (
     AllocationState,
     ClusterRecord,
@@ -255,7 +257,7 @@ class Reconciler:
         for node in self.service.pool_nodes():
             if count == 0:
                 return
-            if node.state != NodeState.FREE:
+            if node.state != NodeState.FREE or not eligible(self.service.pool.labels(node.node_id), self.spec.vm_size):
                 continue
             claimed = move_node(node, NodeState.PREPARING, cluster=self.member, errors=[])
 
@@ -279,7 +281,30 @@ class Reconciler:
             if gpus != claimed.gpus:
                 claimed = claimed.model_copy(update={"gpus": gpus})
                 self.service.save_node(claimed)
+            try:
+                self.install_cluster_key(claimed)
+            except (OSError, BatchAIError) as error:
+                self.mark_lost(claimed, str(getattr(error, "message", error)))
+                continue
             self.start_setup(claimed)
+
+    def cluster_key(self) -> ClusterKey | None:
+        stored = self.service.vault.get(f"cluster-{self.cluster.uuid}").get("ssh_key")
+        return ClusterKey(stored["private"], stored["public"]) if stored and self.service.pool.cluster_ssh else None
+
+    def install_cluster_key(self, node: NodeRecord) -> None:
+        key = self.cluster_key()
+        if key is not None:
+            authorized_keys = self.service.pool.authorized_keys_file(node.node_id)
+            self.service.node_handle(node).install_cluster_key(self.cluster.uuid, key, authorized_keys)
+
+    def remove_cluster_key(self, node: NodeRecord) -> None:
+        if self.cluster_key() is None:
+            return
+        try:
+            self.service.node_handle(node).remove_cluster_key(self.cluster.uuid, self.service.pool.authorized_keys_file(node.node_id))
+        except (OSError, BatchAIError) as error:  # the host may be gone for good; it must still leave the cluster
+            log.warning("could not remove cluster %s's key from node %s: %s", self.member, node.node_id, error)
 
     def start_setup(self, node: NodeRecord) -> None:
         setup = self.spec.node_setup
@@ -343,6 +368,7 @@ class Reconciler:
             status = handle.status(setup_run_id(self.cluster))
             if status and status.get("state") not in FINAL_STATES:
                 handle.terminate(setup_run_id(self.cluster))
+        self.remove_cluster_key(node)
         handle.clean()
         self.set_node(node, NodeState.FREE, errors=[])
 
@@ -378,8 +404,25 @@ class Reconciler:
         links = self.service.data.links(spec.mount_volumes, "mountVolumes")
         self.service.data.ensure(links)
         the_run = run_id(job)
+        key = self.cluster_key() if len({n.address for n in nodes}) > 1 else None
+        peers = []
+        for node in nodes[1:] if key else []:
+            try:
+                peers.append(self.service.pool.peer_ssh(node.node_id))
+            except BatchAIError as error:  # the job stays queued for the next pass
+                self.mark_lost(node, error.message)
+                return
         ctx = JobContext(
-            job.workspace, job.experiment, job.name, job.uuid, job.segment, the_run, links, self.service.pool.shared_folder(the_run)
+            job.workspace,
+            job.experiment,
+            job.name,
+            job.uuid,
+            job.segment,
+            the_run,
+            links,
+            self.service.pool.shared_folder(the_run),
+            ssh_peers=peers,
+            cluster_key=key_path(nodes[0].root, self.cluster.uuid) if key else None,
         )
         plans = job_plans(spec, slots, ctx, list(secrets.get("env", {})))
         for node in nodes:

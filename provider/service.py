@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from airflow_batchai.clusterkeys import ClusterKey
 from airflow_batchai.errors import BatchAIError, InvalidSpec, RecordExists
 from airflow_batchai.launch import JobContext, NodeSlot, job_plans
 from airflow_batchai.layout import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION, NodeLayout, job_output_segment
 from airflow_batchai.nodeops import NodeHandle
-from airflow_batchai.nodes import NodePool
+from airflow_batchai.nodes import NodePool, eligible
 from airflow_batchai.nodes.local import LocalNodePool
 from airflow_batchai.outputs import OutputFiles
 from airflow_batchai.readmodels import cluster_view, job_view, split_cluster_secrets, split_job_secrets
@@ -170,6 +171,10 @@ class Service:
         check_name(workspace, "workspace")
         stored, secrets = split_cluster_secrets(spec)
         self._check_storage(spec)
+        self._check_vm_size(spec)
+        if self.pool.cluster_ssh:
+            key = ClusterKey.generate()
+            secrets["ssh_key"] = {"private": key.private, "public": key.public}
         self.data.links(spec.node_setup.mount_volumes if spec.node_setup else None, "nodeSetup.mountVolumes")
         digest = spec_hash(stored)
         now = utc_now()
@@ -199,6 +204,14 @@ class Service:
                     raise BatchAIError("ClusterAlreadyExists", f"cluster {name} exists with a different spec", name) from None
                 return self.update_cluster_scale(name, spec.scale_settings, workspace)
         return self.reconcile_cluster(workspace, name)
+
+    def _check_vm_size(self, spec: ClusterSpec) -> None:
+        if not any(eligible(self.pool.labels(node_id), spec.vm_size) for node_id, *_ in self.pool.inventory()):
+            raise BatchAIError(
+                "InvalidVmSize",
+                f"no host of the pool serves vmSize {spec.vm_size!r}: label a host with it, or leave a host without labels",
+                "vmSize",
+            )
 
     def _check_storage(self, spec: JobSpec | ClusterSpec) -> None:
         missing = unfilled_placeholders(spec)

@@ -2,12 +2,14 @@
 # The whole test suite on a fresh Debian machine with Python 3.11: installs what it needs first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# System parts: venv for Debian's python3, OpenSSH's sshd and iproute2 for the SSH node tests.
+# System parts: venv for Debian's python3, OpenSSH's sshd and iproute2 for the SSH node tests,
+# OpenMPI for mpirun across those nodes.
 missing=""
 python3 -c 'import ensurepip' 2>/dev/null || missing="$missing python3-venv"
 [ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
 command -v ip >/dev/null || missing="$missing iproute2"
 command -v ssh-keygen >/dev/null || missing="$missing openssh-client"
+command -v mpirun >/dev/null || missing="$missing openmpi-bin"
 command -v docker-compose >/dev/null || missing="$missing docker-compose"  # only to validate docker-compose.yaml
 if [ -n "$missing" ] && command -v apt-get >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null

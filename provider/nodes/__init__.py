@@ -8,7 +8,10 @@ folders. The SSH transport (issue 4) implements the same protocol.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from airflow_batchai.clusterkeys import PeerSSH
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,16 @@ class Transport(Protocol):
 class NodePool(Protocol):
     """The machines the provider may put into clusters."""
 
+    cluster_ssh: bool  # nodes are separate hosts that must log in to each other for MPI
+
+    def labels(self, node_id: str) -> tuple[str, ...]:
+        """The machine's labels; a cluster whose vmSize is one of them may use it (none: any cluster)."""
+
+    def peer_ssh(self, node_id: str) -> PeerSSH:
+        """How the other nodes reach this one over ssh (only asked when ``cluster_ssh``)."""
+
+    def authorized_keys_file(self, node_id: str) -> str: ...
+
     def inventory(self) -> list[tuple[str, str, str, int]]:
         """(node_id, address, root, gpus) per machine; gpus 0 = discover when the node joins."""
 
@@ -59,3 +72,13 @@ class NodePool(Protocol):
         """A folder all nodes of a job see at the same path, or None when they share none."""
 
     def release_shared(self, run_id: str) -> None: ...
+
+
+def eligible(labels: tuple[str, ...], vm_size: str | None) -> bool:
+    """Whether a host with these labels may join a cluster of this ``vmSize``.
+
+    Labels are how a pool of mixed machines stands in for Azure's VM sizes: a labelled host
+    serves only clusters whose vmSize is one of its labels (case does not matter, as in
+    Azure); a host without labels, or a cluster without a vmSize, matches anything.
+    """
+    return not labels or vm_size is None or vm_size.lower() in {label.lower() for label in labels}

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from airflow_batchai.clusterkeys import PeerSSH
+from airflow_batchai.errors import BatchAIError
 from airflow_batchai.nodes import CommandResult, FileInfo
 from airflow_batchai.store.local import write_atomically
 
@@ -89,8 +91,19 @@ class LocalNodePool:
         """(node_id, address, root, gpus) for each node of the pool."""
         return [(f"local-{i}", LOCAL_ADDRESS, str(self.home / "nodes" / f"local-{i}"), 0) for i in range(self.count)]
 
+    cluster_ssh = False  # every node is this machine: mpirun needs no ssh
+
     def transport(self, node_id: str) -> LocalTransport:
         return self._transport
+
+    def labels(self, node_id: str) -> tuple[str, ...]:
+        return ()
+
+    def peer_ssh(self, node_id: str) -> PeerSSH:
+        raise BatchAIError("NotSupported", "local nodes are not reached over ssh", node_id)
+
+    def authorized_keys_file(self, node_id: str) -> str:
+        raise BatchAIError("NotSupported", "local nodes are not reached over ssh", node_id)
 
     def shared_folder(self, run_id: str) -> str | None:
         return str(self.home / "shared" / run_id)

@@ -33,6 +33,7 @@ from typing import Any
 
 import paramiko
 
+from airflow_batchai.clusterkeys import DEFAULT_AUTHORIZED_KEYS, PeerSSH
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.layout import NodeLayout
 from airflow_batchai.nodes import CommandResult, FileInfo
@@ -59,12 +60,13 @@ class HostSpec:
     gpus: int | None = None  # None = discover with nvidia-smi
     labels: tuple[str, ...] = ()
     root: str | None = None
+    authorized_keys: str | None = None  # where the cluster's key goes for MPI; default the pool's
 
     @classmethod
     def parse(cls, value: str | dict[str, Any]) -> HostSpec:
         if isinstance(value, dict):
             base = cls.parse(value["host"])
-            extra = {k: v for k, v in value.items() if k in ("user", "key_file", "gpus", "root") and v is not None}
+            extra = {k: v for k, v in value.items() if k in ("user", "key_file", "gpus", "root", "authorized_keys") and v is not None}
             labels = tuple(value.get("labels") or ())
             return HostSpec(base.host, int(value.get("port", base.port)), **{"user": base.user, **extra}, labels=labels)
         match = _HOST.match(value.strip())
@@ -235,6 +237,11 @@ class SSHTransport:
                     time.sleep(delay)
                     delay *= 2
             raise AssertionError("unreachable")
+
+    def host_key(self) -> str:
+        """The host key this connection verified, as "<type> <base64>" (pinned for the nodes' own ssh)."""
+        key = self.client().get_transport().get_remote_server_key()  # type: ignore[union-attr]
+        return f"{key.get_name()} {key.get_base64()}"
 
     def sftp(self) -> paramiko.SFTPClient:
         with self._lock:
@@ -416,7 +423,10 @@ class SSHNodePool:
         shared_folder_root: str | None = None,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
         io_timeout_s: float = SFTP_TIMEOUT_S,
+        cluster_ssh: bool = True,
+        authorized_keys: str = DEFAULT_AUTHORIZED_KEYS,
     ) -> None:
+        """``cluster_ssh``: give each cluster a key pair so its nodes log in to each other (mpirun needs it)."""
         if not hosts:
             raise BatchAIError("InvalidPool", "an SSH node pool needs at least one host", "hosts")
         ids = [h.node_id for h in hosts]
@@ -429,6 +439,8 @@ class SSHNodePool:
         self.shared_folder_root = shared_folder_root
         self.connect_timeout_s = connect_timeout_s
         self.io_timeout_s = io_timeout_s
+        self.cluster_ssh = cluster_ssh
+        self.authorized_keys = authorized_keys
         self._transports: dict[str, SSHTransport] = {}
         self._lock = threading.Lock()
 
@@ -448,6 +460,16 @@ class SSHNodePool:
                     self.hosts[node_id], self.auth, self.python, self.connect_timeout_s, self.io_timeout_s, command_server=server
                 )
             return self._transports[node_id]
+
+    def labels(self, node_id: str) -> tuple[str, ...]:
+        return self.hosts[node_id].labels
+
+    def peer_ssh(self, node_id: str) -> PeerSSH:
+        spec = self.hosts[node_id]
+        return PeerSSH(node_id, spec.host, spec.port, spec.user or self.auth.user, self.transport(node_id).host_key())
+
+    def authorized_keys_file(self, node_id: str) -> str:
+        return self.hosts[node_id].authorized_keys or self.authorized_keys
 
     def shared_folder(self, run_id: str) -> str | None:
         """A folder every node sees (an NFS mount at the same path) when configured; else none."""

@@ -207,3 +207,24 @@ def test_a_container_job_without_a_docker_engine_fails_clearly_naming_the_node(n
     assert status["state"] == "failed" and status["error"]["code"] == "FailedStartingContainer"
     assert "local-0" in status["error"]["message"] and not (tmp_path / "container.env").exists()
     assert final_status(node, "nodocker")["state"] == "succeeded"
+
+
+def test_authorized_keys_edits_touch_only_our_tagged_line(tmp_path: Path) -> None:
+    keys = tmp_path / "home" / ".ssh" / "authorized_keys"
+    keys.parent.mkdir(parents=True)
+    users_own = "ssh-rsa AAAAUSER me@laptop\n# a comment\nssh-ed25519 AAAALAST no-newline"
+    keys.write_text(users_own)
+    keys.chmod(0o600)
+    agent_module.edit_authorized_keys(str(keys), "batchai-cluster-c-node-n0", "ssh-ed25519 AAAACLUSTER")
+    agent_module.edit_authorized_keys(str(keys), "batchai-cluster-c-node-n0", "ssh-ed25519 AAAACLUSTER")  # idempotent
+    agent_module.edit_authorized_keys(str(keys), "batchai-cluster-c-node-n1", "ssh-ed25519 AAAACLUSTER")
+    assert (
+        keys.read_text()
+        == users_own + "\nssh-ed25519 AAAACLUSTER batchai-cluster-c-node-n0\nssh-ed25519 AAAACLUSTER batchai-cluster-c-node-n1\n"
+    )
+    assert keys.stat().st_mode & 0o777 == 0o600
+    agent_module.edit_authorized_keys(str(keys), "batchai-cluster-c-node-n0")
+    assert keys.read_text().endswith("no-newline\nssh-ed25519 AAAACLUSTER batchai-cluster-c-node-n1\n")
+    agent_module.edit_authorized_keys(str(keys), "batchai-cluster-c-node-n1")
+    assert keys.read_text() == users_own + "\n"
+    assert sorted(p.name for p in keys.parent.iterdir()) == ["authorized_keys"]  # no lock or temporary file left

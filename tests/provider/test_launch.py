@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from airflow_batchai.clusterkeys import PeerSSH
 from airflow_batchai.errors import InvalidSpec
 from airflow_batchai.launch import JobContext, Link, NodeSlot, hostfile_lines, job_plans, ranks_per_node
 from airflow_batchai.spec import load_job_spec
@@ -265,3 +267,21 @@ def test_container_login_uses_the_server_url_when_given() -> None:
     public = {"imageSourceRegistry": {"image": "tensorflow/tensorflow:1.8.0-gpu"}}
     [plan] = plans_for({"nodeCount": 1, "customToolkitSettings": {"commandLine": "x"}, "containerSettings": public}, TWO_NODES[:1])
     assert plan["container"]["login"] is None
+
+
+def test_mpi_across_hosts_gets_an_ssh_config_pinning_each_peers_host_key() -> None:
+    body = {"nodeCount": 2, "customMpiSettings": {"commandLine": "hello", "processCount": 2}, "stdOutErrPathPrefix": "/logs"}
+    peer = PeerSSH(TWO_NODES[1].node_id, TWO_NODES[1].address, 2222, "ml", "ssh-ed25519 AAAAPEER")
+    ctx = replace(context(), ssh_peers=[peer], cluster_key="/n0/batchai/cluster-keys/c/id_ed25519")
+    first, second = job_plans(load_job_spec({"properties": body}, environ={}), TWO_NODES, ctx)
+    config, known_hosts = first["files"]
+    assert f"Host {peer.address}\n" in config["text"] and "  Port 2222\n  User ml\n" in config["text"]
+    assert "IdentityFile /n0/batchai/cluster-keys/c/id_ed25519" in config["text"] and "StrictHostKeyChecking yes" in config["text"]
+    assert known_hosts["text"] == f"batchai-{peer.node_id} ssh-ed25519 AAAAPEER\n"
+    assert first["env"]["OMPI_MCA_plm_rsh_args"] == f"-F {config['path']}"
+    assert second["files"] == [] and "OMPI_MCA_plm_rsh_args" not in second["env"]
+
+
+def test_nodes_without_a_cluster_key_get_no_ssh_files() -> None:
+    body = {"nodeCount": 2, "customMpiSettings": {"commandLine": "hello", "processCount": 2}, "stdOutErrPathPrefix": "/logs"}
+    assert all(plan["files"] == [] for plan in job_plans(load_job_spec({"properties": body}, environ={}), TWO_NODES, context()))

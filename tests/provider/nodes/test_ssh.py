@@ -285,3 +285,64 @@ def test_multi_node_jobs_bind_gloo_and_nccl_to_the_interface_of_the_first_node(s
     interface = "eth0" if ssh_hosts.mode == "netns" else "lo"
     expected = f"gloo={interface} nccl={interface} master={ssh_hosts.hosts[0].address}\n"
     assert service.read_output_file("ifname", "stdout.txt") == expected.encode()
+
+
+def keyed_service(ssh_hosts: Any, home: Path, count: int = 2) -> Service:
+    """An SSH pool whose hosts keep authorized_keys where the test sshd reads it."""
+    hosts = [
+        HostSpec.parse({"host": h.spec, "authorized_keys": str(ssh_hosts.folder / h.name / "authorized_keys")}) for h in ssh_hosts.hosts
+    ]
+    pool = SSHNodePool(hosts[:count], auth_for(ssh_hosts), root=str(home / "ssh-nodes"), python=sys.executable, connect_timeout_s=2)
+    return Service.embedded(home, settings=Settings(launch_timeout_s=30), pool=pool)
+
+
+def test_mpirun_reaches_the_other_node_with_the_clusters_key_and_removal_takes_it_back(ssh_hosts: Any, home: Path) -> None:
+    if shutil.which("mpirun") is None:
+        pytest.fail("OpenMPI's mpirun is missing: scripts/test.sh installs openmpi-bin")
+    if ssh_hosts.mode != "netns":
+        pytest.skip(f"needs two hosts with their own addresses ({ssh_hosts.mode})")
+    authorized = [ssh_hosts.folder / h.name / "authorized_keys" for h in ssh_hosts.hosts[:2]]
+    before = [path.read_text() for path in authorized]
+    service = keyed_service(ssh_hosts, home)
+    ready_cluster(service, 2, "mpi")
+    cluster_uuid = service._cluster("default", "mpi").uuid
+    for path, original in zip(authorized, before, strict=True):
+        text = path.read_text()
+        assert text.startswith(original) and text.count(f"batchai-cluster-{cluster_uuid}-node-") == 1
+    body = {
+        "nodeCount": 2,
+        "customMpiSettings": {"commandLine": "sh -c 'echo rank=$OMPI_COMM_WORLD_RANK netns=$(ip netns identify $$)'", "processCount": 2},
+        "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
+        "mountVolumes": {"azureFileShares": [{"azureFileUrl": "https://local.file.core.windows.net/logs", "relativeMountPath": "logs"}]},
+    }
+    service.create_job("mpi", "hello", load_job_spec({"properties": body}, environ={}))
+    done = service.wait_job("hello", timeout_s=90, poll_s=0.3)
+    stdout = (service.read_output_file("hello", "stdout.txt") or b"").decode()
+    assert done["executionState"] == "succeeded", (done["executionInfo"], stdout, service.read_output_file("hello", "stderr.txt"))
+    assert sorted(stdout.splitlines()) == sorted(f"rank={r} netns={h.namespace}" for r, h in enumerate(ssh_hosts.hosts[:2]))
+    secrets_on_disk = "".join(p.read_text(errors="replace") for p in (home / "control").rglob("*") if p.is_file())
+    assert "PRIVATE KEY" not in secrets_on_disk  # the private half lives in the vault and on the nodes only
+    service.resize_cluster("mpi", 0)
+    assert [path.read_text() for path in authorized] == before
+    assert not any((home / "ssh-nodes").iterdir())
+
+
+def test_a_labelled_host_serves_only_clusters_of_its_vm_size(ssh_hosts: Any, home: Path) -> None:
+    labelled = HostSpec.parse({"host": ssh_hosts.hosts[0].spec, "labels": ["STANDARD_NC24"]})
+    plain = HostSpec.parse(ssh_hosts.hosts[1].spec)
+    pool = SSHNodePool([labelled, plain], auth_for(ssh_hosts), root=str(home / "ssh-nodes"), python=sys.executable, cluster_ssh=False)
+    service = Service.embedded(home, settings=Settings(launch_timeout_s=30), pool=pool)
+    big = {"vmSize": "standard_nc24", "scaleSettings": {"manual": {"targetNodeCount": 1}}}
+    small = {"vmSize": "STANDARD_NC6", "scaleSettings": {"manual": {"targetNodeCount": 1}}}
+    service.create_cluster("small", load_cluster_spec(small, environ={}))
+    service.create_cluster("big", load_cluster_spec(big, environ={}))
+    members = {n.node_id: n.cluster for n in service.pool_nodes()}
+    assert members == {labelled.node_id: "default/big", plain.node_id: "default/small"}
+    with pytest.raises(BatchAIError, match="vmSize 'STANDARD_ND40'") as raised:
+        only_labelled = SSHNodePool([labelled], auth_for(ssh_hosts), root=str(home / "other"), python=sys.executable)
+        Service.embedded(home / "other", pool=only_labelled).create_cluster(
+            "nd", load_cluster_spec({"vmSize": "STANDARD_ND40", "scaleSettings": {"manual": {"targetNodeCount": 1}}}, environ={})
+        )
+    assert raised.value.target == "vmSize"
+    for name in ("small", "big"):
+        service.delete_cluster(name)
