@@ -29,7 +29,14 @@ setup(
     python_requires=">=3.10",
     packages=list(PACKAGE_DIRS),
     package_dir=PACKAGE_DIRS,
-    install_requires=["pydantic>=2.6,<3", "paramiko>=3.4", "cryptography>=42"],
+    install_requires=[
+        "pydantic>=2.6,<3",
+        "paramiko>=3.4",
+        "cryptography>=42",
+        "azure-storage-blob>=12.19",
+        "azure-storage-file-share>=12.15",
+        "azure-identity>=1.15",
+    ],
     extras_require={
         "airflow": ["apache-airflow>=3.0"],
         "bench": ["apache-airflow-providers-ssh>=4.0"],

@@ -114,14 +114,7 @@ class Service:
     def pool_nodes(self) -> list[NodeRecord]:
         """Records of the machines in the current pool (records of machines no longer configured are ignored)."""
         current = {node_id for node_id, *_ in self.pool.inventory()}
-        nodes = []
-        for key in self.store.list("pool/"):
-            if key.removeprefix("pool/") not in current:
-                continue
-            found = self.store.read(key)
-            if found:
-                nodes.append(NodeRecord.model_validate(found.data))
-        return nodes
+        return [NodeRecord.model_validate(found.data) for key, found in self.store.read_many("pool/") if key[len("pool/") :] in current]
 
     def node_handle(self, node: NodeRecord) -> NodeHandle:
         return NodeHandle(node.node_id, self.pool.transport(node.node_id), NodeLayout(node.root))
@@ -144,12 +137,8 @@ class Service:
         return [node for node in self.pool_nodes() if node.cluster == member]
 
     def cluster_jobs(self, workspace: str, name: str) -> list[JobRecord]:
-        jobs = []
-        for key in self.store.list(f"jobs/{workspace}/"):
-            found = self.store.read(key)
-            if found and found.data["cluster"] == name:
-                jobs.append(JobRecord.model_validate(found.data))
-        return jobs
+        found = self.store.read_many(f"jobs/{workspace}/")
+        return [JobRecord.model_validate(record.data) for _, record in found if record.data["cluster"] == name]
 
     def save_job(self, job: JobRecord) -> None:
         """Callers hold the cluster's lock, the only writer of a submitted job's state."""

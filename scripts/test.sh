@@ -3,17 +3,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # System parts: venv for Debian's python3, OpenSSH's sshd and iproute2 for the SSH node tests,
-# OpenMPI for mpirun across those nodes.
+# OpenMPI for mpirun across those nodes, Node.js for Azurite (the Azure Blob emulator).
 missing=""
 python3 -c 'import ensurepip' 2>/dev/null || missing="$missing python3-venv"
 [ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
 command -v ip >/dev/null || missing="$missing iproute2"
 command -v ssh-keygen >/dev/null || missing="$missing openssh-client"
 command -v mpirun >/dev/null || missing="$missing openmpi-bin"
+command -v npm >/dev/null || missing="$missing nodejs npm"
 command -v docker-compose >/dev/null || missing="$missing docker-compose"  # only to validate docker-compose.yaml
 if [ -n "$missing" ] && command -v apt-get >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
+[ -x node_modules/.bin/azurite-blob ] || npm install --no-audit --no-fund --silent
 python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 'torch==2.13.0' 2>&1 | grep -v '^WARNING: Location' || true
 .venv/bin/python -c 'import airflow_batchai, torch, sklearn' # fail here, not in the middle of the suite

@@ -162,3 +162,15 @@ def ssh_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield setup
     finally:
         sshhosts.teardown(setup)
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Azurite's Blob service on a free loopback port for the whole session."""
+    from tests import azurite as emulator
+
+    server = emulator.start()
+    try:
+        yield server
+    finally:
+        emulator.stop(server)

@@ -40,6 +40,9 @@ class ControlStore(Protocol):
     def list(self, prefix: str) -> list[str]:
         """Keys starting with ``prefix``, sorted."""
 
+    def read_many(self, prefix: str) -> list[tuple[str, Versioned]]:
+        """Every record under ``prefix``, sorted by key (one listing on blob, not one request per key)."""
+
     def lock(self, name: str, timeout_s: float = 30.0) -> AbstractContextManager[None]:
         """Exclusive across processes while held; BatchAIError('LockTimeout') after ``timeout_s``."""
 

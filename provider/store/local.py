@@ -108,6 +108,10 @@ class LocalControlStore:
                 keys.append(key)
         return sorted(keys)
 
+    def read_many(self, prefix: str) -> list[tuple[str, Versioned]]:
+        found = ((key, self.read(key)) for key in self.list(prefix))
+        return [(key, record) for key, record in found if record is not None]
+
     @contextmanager
     def lock(self, name: str, timeout_s: float = 30.0) -> Iterator[None]:
         path = self.root / "locks" / (name.replace("/", "__") + ".lock")

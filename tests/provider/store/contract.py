@@ -15,10 +15,32 @@ from pathlib import Path
 import pytest
 
 from airflow_batchai.errors import BatchAIError, RecordExists, StaleRecord
+from airflow_batchai.nodes.local import LocalNodePool
+from airflow_batchai.service import Service
+from airflow_batchai.spec import load_cluster_spec, load_job_spec
+from airflow_batchai.storage.local import LocalDataStore
 from airflow_batchai.store import ControlStore, update
+from airflow_batchai.store.local import LocalSecretVault
+from tests.conftest import custom_job, kill_agents_under, wait_until
 
 RACERS = 6
 INCREMENTS = 25
+SUBMITTERS = 8
+JOBS = 100
+NODES = 4
+# Fails (exit 3) if another job holds the node: two jobs on one node at once would both need the folder.
+EXCLUSIVE = 'mkdir "$AZ_BATCHAI_JOB_TEMP_DIR/busy" || exit 3; sleep 0.02; rmdir "$AZ_BATCHAI_JOB_TEMP_DIR/busy"'
+
+
+def _race_service(factory: Callable[[], ControlStore], home: Path) -> Service:
+    return Service(factory(), LocalSecretVault(home / "secrets"), LocalNodePool(home, NODES), LocalDataStore(home / "storage"))
+
+
+def _submit_jobs(factory: Callable[[], ControlStore], home: Path, who: int) -> None:
+    service = _race_service(factory, home)
+    spec = load_job_spec({"properties": custom_job(EXCLUSIVE)}, environ={})
+    for index in range(who, JOBS, SUBMITTERS):
+        service.create_job("race", f"job-{index:03d}", spec)
 
 
 def _increment_many(factory: Callable[[], ControlStore], key: str, count: int) -> None:
@@ -140,3 +162,38 @@ class ControlStoreContract:
             with pytest.raises(BatchAIError, match="LockTimeout"), other.lock("cluster/ws/busy", timeout_s=0.3):
                 pass
             assert time.monotonic() - started < 5
+
+    def test_read_many_returns_every_record_under_a_prefix_with_its_etag(self, store: ControlStore) -> None:
+        first = store.create("jobs/ws/a/j1", {"n": 1})
+        store.create("jobs/ws/b/j2", {"n": 2})
+        store.create("clusters/ws/c", {})
+        store.replace("jobs/ws/a/j1", {"n": 10}, first)
+        again = store.read_many("jobs/ws/")  # a second read must see the same (cached or not)
+        assert [(k, v.data) for k, v in store.read_many("jobs/ws/")] == [("jobs/ws/a/j1", {"n": 10}), ("jobs/ws/b/j2", {"n": 2})]
+        assert [v.etag for _, v in again] == [store.read("jobs/ws/a/j1").etag, store.read("jobs/ws/b/j2").etag]
+        store.delete("jobs/ws/b/j2")
+        assert [k for k, _ in store.read_many("jobs/ws/")] == ["jobs/ws/a/j1"]
+
+    def test_racing_submitters_lose_no_job_and_never_double_book_a_node(
+        self, store_factory: Callable[[], ControlStore], tmp_path: Path
+    ) -> None:
+        """8 processes submit 100 jobs onto 4 nodes; every job must run, alone on its node, and succeed."""
+        home = tmp_path / "race"
+        service = _race_service(store_factory, home)
+        service.create_cluster("race", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": NODES}}}, environ={}))
+        try:
+            _run_all([(_submit_jobs, (store_factory, home, who)) for who in range(SUBMITTERS)])
+
+            def finished() -> bool:
+                service.reconcile_cluster("default", "race")
+                return all(j["executionState"] in ("succeeded", "failed") for j in service.list_jobs())
+
+            wait_until(finished, 300, 0.2, what=f"{JOBS} racing jobs to finish")
+            jobs = service.list_jobs()
+            assert len(jobs) == JOBS
+            failed = [(j["name"], j["executionInfo"]) for j in jobs if j["executionState"] != "succeeded"]
+            assert failed == []
+            nodes = service.pool_nodes()
+            assert len(nodes) == NODES and all(n.state.value == "idle" and n.job is None for n in nodes)
+        finally:
+            kill_agents_under(home)

@@ -1,0 +1,125 @@
+"""How we reach an Azure Storage account, and the short-lived SAS we hand to nodes.
+
+Four ways in, as the az CLI and Airflow's wasb hook accept them: a connection string, an
+account name plus key, an account SAS, or Entra ID through ``DefaultAzureCredential``. The
+control plane may hold a key; nodes never get one (seed 003's advice): they get SAS tokens
+minted per job, scoped to one container, with only the permissions the volume needs and an
+expiry of the job's wall-clock limit plus a margin. With Entra ID those are user-delegation
+SAS. With only an account SAS there is nothing to mint from, so that SAS is passed on as it is
+(a warning says so once per process).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import quote
+
+from azure.core.exceptions import AzureError
+from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
+
+from airflow_batchai.errors import BatchAIError
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 10
+READ_TIMEOUT_S = 30
+RETRIES = 4  # azure-core retries 5xx and timeouts with exponential backoff, this many times
+SAS_MARGIN = timedelta(minutes=30)
+_warned_account_sas: set[str] = set()
+
+
+@dataclass(frozen=True)
+class StorageCredential:
+    """One account and how to authenticate to it. ``repr`` never shows the secret parts."""
+
+    account: str
+    blob_endpoint: str  # https://<account>.blob.core.windows.net, or Azurite's http://127.0.0.1:<port>/<account>
+    account_key: str | None = field(default=None, repr=False)
+    sas_token: str | None = field(default=None, repr=False)
+    entra: bool = False  # DefaultAzureCredential
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        account: str | None = None,
+        account_key: str | None = None,
+        sas_token: str | None = None,
+        connection_string: str | None = None,
+        blob_endpoint: str | None = None,
+    ) -> StorageCredential:
+        """From the connection's fields; errors name the field and never echo a value."""
+        if connection_string:
+            parts = dict(p.split("=", 1) for p in connection_string.split(";") if "=" in p)
+            name = parts.get("AccountName") or account
+            if not name:
+                raise BatchAIError("InvalidStorageCredential", "storage_connection_string has no AccountName", "storage_connection_string")
+            endpoint = parts.get("BlobEndpoint") or _default_endpoint(name, parts.get("DefaultEndpointsProtocol", "https"), parts)
+            sas = parts.get("SharedAccessSignature")
+            return cls(name, endpoint.rstrip("/"), parts.get("AccountKey"), sas.lstrip("?") if sas else None)
+        if not account:
+            raise BatchAIError("InvalidStorageCredential", "storage_account is required with a key, a SAS or Entra ID", "storage_account")
+        endpoint = (blob_endpoint or f"https://{account}.blob.core.windows.net").rstrip("/")
+        if account_key:
+            return cls(account, endpoint, account_key=account_key)
+        if sas_token:
+            return cls(account, endpoint, sas_token=sas_token.lstrip("?"))
+        return cls(account, endpoint, entra=True)
+
+    @property
+    def secrets(self) -> list[str]:
+        return [value for value in (self.account_key, self.sas_token) if value]
+
+    def service(self) -> BlobServiceClient:
+        if self.account_key:
+            credential: Any = {"account_name": self.account, "account_key": self.account_key}
+        elif self.sas_token:
+            credential = self.sas_token
+        else:
+            from azure.identity import DefaultAzureCredential
+
+            credential = DefaultAzureCredential()
+        return BlobServiceClient(
+            self.blob_endpoint,
+            credential=credential,
+            retry_total=RETRIES,
+            connection_timeout=CONNECT_TIMEOUT_S,
+            read_timeout=READ_TIMEOUT_S,
+        )
+
+    def container_url(self, container: str) -> str:
+        return f"{self.blob_endpoint}/{quote(container)}"
+
+    def container_sas(self, container: str, permission: str, lifetime: timedelta, service: BlobServiceClient | None = None) -> str:
+        """A SAS for one container: ``permission`` in Azure's letters (r, a, c, w, d, l), valid for ``lifetime`` + margin."""
+        start = datetime.now(timezone.utc) - timedelta(minutes=5)  # clock skew between us and the nodes
+        expiry = datetime.now(timezone.utc) + lifetime + SAS_MARGIN
+        permissions = ContainerSasPermissions.from_string(permission)
+        if self.account_key:
+            return generate_container_sas(
+                self.account, container, account_key=self.account_key, permission=permissions, expiry=expiry, start=start
+            )
+        if self.sas_token:
+            if self.account not in _warned_account_sas:
+                _warned_account_sas.add(self.account)
+                log.warning("only an account SAS is configured for %s: nodes get that SAS, not one scoped to their job", self.account)
+            return self.sas_token
+        try:
+            delegation = (service or self.service()).get_user_delegation_key(start, expiry)
+        except AzureError as error:
+            raise BatchAIError(
+                "StorageAuthorizationFailed",
+                f"cannot get a user delegation key for {self.account}: {type(error).__name__}",
+                "storage_account",
+            ) from None
+        return generate_container_sas(
+            self.account, container, user_delegation_key=delegation, permission=permissions, expiry=expiry, start=start
+        )
+
+
+def _default_endpoint(account: str, protocol: str, parts: dict[str, str]) -> str:
+    suffix = parts.get("EndpointSuffix", "core.windows.net")
+    return f"{protocol}://{account}.blob.{suffix}"

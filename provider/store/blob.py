@@ -1,0 +1,229 @@
+"""Blob ControlStore: one JSON blob per record in a control container, ETags for compare-and-swap.
+
+Workers of Celery or Kubernetes executors share nothing but the storage account, so this is
+the production backend. ``replace`` is a conditional write (``If-Match``): a 412 means another
+writer moved first and surfaces as StaleRecord, which ``store.update`` answers by re-reading.
+``create`` is ``If-None-Match: *``. Locks are blob leases, renewed while held, so a holder that
+dies frees the lock within one lease period. azure-core retries 5xx answers and timeouts with
+exponential backoff (bounded, see credentials.RETRIES).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.storage.blob import BlobServiceClient, ContainerClient
+from cryptography.fernet import Fernet, InvalidToken
+
+from airflow_batchai.errors import BatchAIError, RecordExists, StaleRecord
+from airflow_batchai.storage.credentials import StorageCredential
+from airflow_batchai.store import Versioned
+
+LEASE_S = 15  # the shortest lease Azure grants: a dead holder blocks others at most this long
+LOCK_POLL_S = 0.05
+RECORDS = "records/"
+LOCKS = "locks/"
+SECRETS = "secrets/"
+
+
+def _check_key(key: str) -> str:
+    parts = key.split("/")
+    if not key or any(part in ("", ".", "..") for part in parts):
+        raise BatchAIError("InvalidKey", f"bad record key {key!r}", key)
+    return key
+
+
+def _etag(value: str) -> str:
+    """Listings give ETags bare, downloads and uploads quoted: keep them quoted, as HTTP sends them."""
+    return '"' + value.strip('"') + '"'
+
+
+def _conflict(error: HttpResponseError) -> bool:
+    return error.status_code in (409, 412)
+
+
+class BlobControlStore:
+    def __init__(self, credential: StorageCredential, container: str, service: BlobServiceClient | None = None) -> None:
+        self.credential = credential
+        self.container_name = container
+        self.service = service or credential.service()
+        self.container: ContainerClient = self.service.get_container_client(container)
+        self._ensure_container()
+        self._cache: dict[str, tuple[str, dict[str, Any]]] = {}  # key -> (etag, data), for read_many
+
+    def _ensure_container(self) -> None:
+        try:
+            self.container.create_container()
+        except ResourceExistsError:
+            pass
+        except HttpResponseError as error:
+            raise BatchAIError(
+                "ControlStoreUnavailable",
+                f"cannot open control container {self.container_name!r} on {self.credential.account}: {error.status_code} {error.reason}",
+                "control_container",
+            ) from None
+
+    def __reduce__(self) -> tuple[Any, ...]:  # processes racing in tests (and executors) rebuild their own client
+        return (BlobControlStore, (self.credential, self.container_name))
+
+    def _blob(self, key: str) -> Any:
+        return self.container.get_blob_client(RECORDS + _check_key(key) + ".json")
+
+    def read(self, key: str) -> Versioned | None:
+        try:
+            downloader = self._blob(key).download_blob()
+            payload = downloader.readall()
+        except ResourceNotFoundError:
+            return None
+        data = json.loads(payload)
+        etag = _etag(downloader.properties.etag)
+        self._cache[key] = (etag, data)
+        return Versioned(data=data, etag=etag)
+
+    def read_many(self, prefix: str) -> list[tuple[str, Versioned]]:
+        """Every record under ``prefix`` in one listing; only blobs whose ETag moved are downloaded."""
+        found = []
+        for item in self.container.list_blobs(name_starts_with=RECORDS + prefix):
+            key = item.name[len(RECORDS) : -len(".json")]
+            cached = self._cache.get(key)
+            if cached and cached[0] == _etag(item.etag):
+                found.append((key, Versioned(data=copy.deepcopy(cached[1]), etag=cached[0])))
+                continue
+            current = self.read(key)
+            if current is not None:
+                found.append((key, current))
+        return sorted(found, key=lambda pair: pair[0])
+
+    def _upload(self, key: str, data: dict[str, Any], **conditions: Any) -> str:
+        payload = json.dumps(data, sort_keys=True).encode()
+        result = self._blob(key).upload_blob(payload, **{"overwrite": True, **conditions})
+        etag = _etag(result["etag"])
+        self._cache[key] = (etag, json.loads(payload))
+        return etag
+
+    def create(self, key: str, data: dict[str, Any]) -> str:
+        try:
+            return self._upload(key, data, overwrite=False)  # If-None-Match: *
+        except (ResourceExistsError, ResourceModifiedError):
+            raise RecordExists(key) from None
+        except HttpResponseError as error:
+            if _conflict(error):
+                raise RecordExists(key) from None
+            raise
+
+    def replace(self, key: str, data: dict[str, Any], etag: str) -> str:
+        try:
+            return self._upload(key, data, etag=etag, match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError):
+            raise StaleRecord(key) from None
+        except HttpResponseError as error:
+            if _conflict(error):
+                raise StaleRecord(key) from None
+            raise
+
+    def delete(self, key: str, etag: str | None = None) -> bool:
+        conditions: dict[str, Any] = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
+        try:
+            self._blob(key).delete_blob(**conditions)
+        except ResourceNotFoundError:
+            if etag is not None:
+                raise StaleRecord(key) from None
+            return False
+        except ResourceModifiedError:
+            raise StaleRecord(key) from None
+        self._cache.pop(key, None)
+        return True
+
+    def list(self, prefix: str) -> list[str]:
+        names = self.container.list_blob_names(name_starts_with=RECORDS + prefix)
+        return sorted(name[len(RECORDS) : -len(".json")] for name in names if name.endswith(".json"))
+
+    @contextmanager
+    def lock(self, name: str, timeout_s: float = 30.0) -> Iterator[None]:
+        blob = self.container.get_blob_client(LOCKS + name.replace("/", "__"))
+        try:
+            blob.upload_blob(b"", overwrite=False)
+        except (ResourceExistsError, HttpResponseError):
+            pass  # exists already (or leased: same thing for us)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                lease = blob.acquire_lease(lease_duration=LEASE_S)
+                break
+            except HttpResponseError as error:
+                if error.status_code != 409:
+                    raise
+                if time.monotonic() > deadline:
+                    raise BatchAIError("LockTimeout", f"lock {name} still held after {timeout_s:.0f} s", name) from None
+                time.sleep(LOCK_POLL_S)
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(LEASE_S / 3):
+                try:
+                    lease.renew()
+                except HttpResponseError:
+                    return  # lost it; the holder's writes are still guarded by ETags
+
+        renewer = threading.Thread(target=renew, name=f"lease-{name}", daemon=True)
+        renewer.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            renewer.join(timeout=5)
+            try:
+                lease.release()
+            except HttpResponseError:
+                pass  # expired meanwhile: nothing to release
+
+
+class BlobSecretVault:
+    """Secrets of queued jobs and clusters as encrypted blobs next to the records.
+
+    Any worker may launch a queued job, so its secrets must be where all workers can read them,
+    but a reader of the control container must not learn them: each blob is Fernet-encrypted
+    with a key only the connection holds (``vault_key``, or one derived from the storage
+    credential). Rotating that credential makes waiting secrets unreadable, which fails those
+    jobs with a clear error rather than exposing anything.
+    """
+
+    def __init__(self, store: BlobControlStore, key_material: str) -> None:
+        self.container = store.container
+        self.fernet = Fernet(base64.urlsafe_b64encode(hashlib.sha256(b"batchai-vault\0" + key_material.encode()).digest()))
+
+    def _blob(self, name: str) -> Any:
+        if "/" in name or name.startswith("."):
+            raise BatchAIError("InvalidKey", f"bad secret name {name!r}", name)
+        return self.container.get_blob_client(SECRETS + name)
+
+    def put(self, name: str, values: dict[str, Any]) -> None:
+        self._blob(name).upload_blob(self.fernet.encrypt(json.dumps(values).encode()), overwrite=True)
+
+    def get(self, name: str) -> dict[str, Any]:
+        try:
+            token = self._blob(name).download_blob().readall()
+        except ResourceNotFoundError:
+            return {}
+        try:
+            return json.loads(self.fernet.decrypt(token))
+        except InvalidToken:
+            raise BatchAIError(
+                "SecretsUnreadable", f"secrets {name} were sealed with another vault key (was the storage credential rotated?)", name
+            ) from None
+
+    def delete(self, name: str) -> None:
+        try:
+            self._blob(name).delete_blob()
+        except ResourceNotFoundError:
+            pass

@@ -1,0 +1,45 @@
+"""The blob backend passes the same ControlStore contract on Azurite; plus its leases and vault."""
+
+from __future__ import annotations
+
+import functools
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from airflow_batchai.errors import BatchAIError
+from airflow_batchai.store.blob import LEASE_S, BlobControlStore, BlobSecretVault
+from tests.provider.store.contract import ControlStoreContract
+
+
+class TestBlobControlStore(ControlStoreContract):
+    @pytest.fixture
+    def store_factory(self, azurite: Any) -> functools.partial[BlobControlStore]:
+        return functools.partial(BlobControlStore, azurite.credential(), f"control-{uuid.uuid4().hex[:12]}")
+
+
+def test_a_dead_lock_holder_frees_the_lock_within_one_lease(azurite: Any) -> None:
+    container = f"control-{uuid.uuid4().hex[:12]}"
+    holder, other = BlobControlStore(azurite.credential(), container), BlobControlStore(azurite.credential(), container)
+    blob = holder.container.get_blob_client("locks/cluster__ws__c")
+    blob.upload_blob(b"")
+    blob.acquire_lease(lease_duration=LEASE_S)  # taken and never released, as by a killed worker
+    started = time.monotonic()
+    with other.lock("cluster/ws/c", timeout_s=LEASE_S + 10):
+        waited = time.monotonic() - started
+    assert LEASE_S - 2 <= waited <= LEASE_S + 5
+
+
+def test_vault_blobs_are_encrypted_and_need_the_same_key(azurite: Any) -> None:
+    store = BlobControlStore(azurite.credential(), f"control-{uuid.uuid4().hex[:12]}")
+    vault = BlobSecretVault(store, "key material from the connection")
+    vault.put("job-1", {"env": {"TOKEN": "s3cr3t-value"}})
+    raw = store.container.get_blob_client("secrets/job-1").download_blob().readall()
+    assert b"s3cr3t-value" not in raw
+    assert vault.get("job-1") == {"env": {"TOKEN": "s3cr3t-value"}}
+    with pytest.raises(BatchAIError, match="another vault key"):
+        BlobSecretVault(store, "a rotated credential").get("job-1")
+    vault.delete("job-1")
+    assert vault.get("job-1") == {}
