@@ -101,6 +101,8 @@ class Agent(object):
         self.registry_password = None
         self.container_started = False
         self.log_handle = None
+        self.syncer = None
+        self.sas = {}
         self.deadline = now() + float(self.plan.get("max_wall_clock_s") or 7 * 86400)
 
     # -- status -------------------------------------------------------------------
@@ -134,6 +136,7 @@ class Agent(object):
         secrets_path = os.path.join(self.run_dir, "secrets.json")
         secrets = read_json(secrets_path) or {}
         self.registry_password = secrets.pop(REGISTRY_PASSWORD_KEY, None)
+        self.sas = dict((name, secrets.pop(name)) for name in list(secrets) if name.startswith(SAS_KEY_PREFIX))
         env.update(secrets)
         if os.path.exists(secrets_path):
             os.unlink(secrets_path)  # held in memory only from here on
@@ -158,6 +161,11 @@ class Agent(object):
             shutil.rmtree(path, ignore_errors=True)
             os.makedirs(path, exist_ok=True)
         for link in self.plan.get("links") or []:
+            if link.get("stage"):  # a remote volume staged in a real folder (see ``stage_volumes``)
+                if os.path.islink(link["path"]):
+                    os.unlink(link["path"])
+                os.makedirs(link["path"], exist_ok=True)
+                continue
             path, source = link["path"], link["source"]
             os.makedirs(source, exist_ok=True)  # the nodes of one job may share it: they race here
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -174,6 +182,38 @@ class Agent(object):
                 handle.write("".join(line + "\n" for line in hostfile["lines"]))
         for item in self.plan.get("files") or []:
             write_private(item["path"], item["text"])
+        self.stage_volumes()
+
+    def container(self, item):
+        return Container(item["url"], self.sas.get(item["sas"], ""))
+
+    def stage_volumes(self):
+        """Download what the job reads from remote volumes, then start uploading what it writes."""
+        for item in self.plan.get("downloads") or []:
+            local = os.path.normpath(expand(item["local"], self.env))
+            try:
+                count = download_prefixes(self.container(item), item["prefix"], local, item.get("skip") or [])
+            except BlobError as error:
+                raise JobError("MountFailed", "staging %s/%s failed: %s" % (item["label"], item["prefix"], error)) from None
+            self.log("staged %d file(s) of %s/%s" % (count, item["label"], item["prefix"]))
+        uploads = [
+            (os.path.normpath(expand(item["local"], self.env)), self.container(item), item["prefix"], bool(item.get("log")))
+            for item in self.plan.get("uploads") or []
+        ]
+        if uploads:
+            self.syncer = Syncer(uploads, self.log)
+            threading.Thread(target=self.syncer.loop, daemon=True).start()
+
+    def flush_uploads(self):
+        """The last upload after the processes ended; a failure here loses outputs, so it fails the job."""
+        if self.syncer is None:
+            return None
+        self.syncer.stop.set()
+        try:
+            self.syncer.tick(final=True)
+        except BlobError as error:
+            return {"code": "OutputUploadFailed", "message": "uploading outputs to storage failed: %s" % error}
+        return None
 
     def open_execution_log(self):
         folder = self.env.get(self.plan.get("log_dir_env") or "", "")
@@ -379,13 +419,225 @@ class Agent(object):
             self.remove_container()
         except (OSError, subprocess.SubprocessError) as failure:
             self.log("could not remove the container: %r" % (failure,))
+        failed_upload = self.flush_uploads()
+        if failed_upload:
+            self.log("%s: %s" % (failed_upload["code"], failed_upload["message"]))
+            if state == "succeeded":
+                state, exit_code, error = "failed", -1, failed_upload
         for link in self.plan.get("links") or []:
             if link.get("unlink_at_end") and os.path.islink(link["path"]):
                 os.unlink(link["path"])
+            elif link.get("unlink_at_end") and link.get("stage"):
+                shutil.rmtree(link["path"], ignore_errors=True)
         self.set_status(state=state, exit_code=exit_code, end_time=now(), error=error)
         self.done.set()
         if self.log_handle is not None:
             self.log_handle.close()
+
+
+# -- Azure Blob over SAS URLs (stage mode: the node has neither blobfuse2 nor rclone) ---------------
+BLOB_API_VERSION = "2021-08-06"
+BLOB_RETRIES = 4
+SINGLE_PUT_LIMIT = 32 * 1024 * 1024
+BLOCK_SIZE = 8 * 1024 * 1024
+APPEND_LIMIT = 4 * 1024 * 1024  # the most one Append Block takes
+SYNC_INTERVAL_S = 0.5
+SAS_KEY_PREFIX = "BATCHAI_SAS_"  # secrets under these names are SAS tokens for the agent, never job variables
+_BATCHAI_LAYOUT = re.compile(r"(^|/)[^/]+/[^/]+/workspaces/[^/]+/(experiments/[^/]+/jobs|clusters)/")
+
+
+class BlobError(Exception):
+    """A failed storage call. The message names the blob, never the SAS."""
+
+
+class Container(object):
+    """One blob container through a SAS URL, with the standard library only."""
+
+    def __init__(self, url, sas):
+        self.url = url.rstrip("/")
+        self.sas = (sas or "").lstrip("?")
+
+    def _url(self, blob=None, query=""):
+        from urllib.parse import quote
+
+        base = self.url + ("/" + quote(blob, safe="/~") if blob else "")
+        return base + "?" + "&".join(part for part in (query, self.sas) if part)
+
+    def request(self, method, blob=None, query="", body=None, headers=None, timeout=120):
+        import urllib.error
+        import urllib.request
+
+        headers = dict(headers or {})
+        headers["x-ms-version"] = BLOB_API_VERSION
+        if body is not None:
+            headers["Content-Length"] = str(len(body))
+        delay = 0.5
+        for attempt in range(BLOB_RETRIES + 1):
+            request = urllib.request.Request(self._url(blob, query), data=body, method=method, headers=headers)
+            try:
+                with urllib.request.urlopen(request, timeout=timeout) as response:
+                    return response.status, response.read()
+            except urllib.error.HTTPError as error:
+                status = error.code
+                error.close()
+                if status < 500 or attempt == BLOB_RETRIES:
+                    return status, b""
+            except (urllib.error.URLError, OSError) as error:
+                if attempt == BLOB_RETRIES:
+                    raise BlobError("%s %s: %s" % (method, blob or "container", getattr(error, "reason", error))) from None
+            time.sleep(delay)
+            delay *= 2
+        return 599, b""
+
+    def _check(self, status, what, allowed=(200, 201)):
+        if status not in allowed:
+            raise BlobError("%s failed with HTTP %d" % (what, status))
+
+    def list(self, prefix):
+        """(name, size) of every blob under ``prefix``, following continuation markers."""
+        import xml.etree.ElementTree as ElementTree
+        from urllib.parse import quote
+
+        found, marker = [], ""
+        while True:
+            query = "restype=container&comp=list&prefix=%s" % quote(prefix, safe="")
+            if marker:
+                query += "&marker=%s" % quote(marker, safe="")
+            status, payload = self.request("GET", query=query)
+            self._check(status, "listing %s" % (prefix or "/"))
+            root = ElementTree.fromstring(payload)
+            for blob in root.iter("Blob"):
+                size = blob.findtext("Properties/Content-Length") or "0"
+                found.append((blob.findtext("Name"), int(size)))
+            marker = root.findtext("NextMarker") or ""
+            if not marker:
+                return found
+
+    def download(self, name, path):
+        status, payload = self.request("GET", name)
+        self._check(status, "downloading %s" % name)
+        folder = os.path.dirname(path)
+        if folder and not os.path.isdir(folder):
+            os.makedirs(folder)
+        with open(path, "wb") as handle:
+            handle.write(payload)
+
+    def upload(self, name, path):
+        """A block blob: one Put Blob when small, else blocks and a block list (files of any size)."""
+        size = os.path.getsize(path)
+        with open(path, "rb") as handle:
+            if size <= SINGLE_PUT_LIMIT:
+                status, _ = self.request("PUT", name, body=handle.read(), headers={"x-ms-blob-type": "BlockBlob"})
+                return self._check(status, "uploading %s" % name)
+            ids, index = [], 0
+            while True:
+                chunk = handle.read(BLOCK_SIZE)
+                if not chunk:
+                    break
+                block = base64.b64encode(("%08d" % index).encode()).decode()
+                status, _ = self.request("PUT", name, "comp=block&blockid=%s" % block.replace("=", "%3D"), body=chunk)
+                self._check(status, "uploading block %d of %s" % (index, name))
+                ids.append(block)
+                index += 1
+        listing = '<?xml version="1.0" encoding="utf-8"?><BlockList>%s</BlockList>' % "".join("<Latest>%s</Latest>" % b for b in ids)
+        status, _ = self.request("PUT", name, "comp=blocklist", body=listing.encode())
+        self._check(status, "committing %s" % name)
+
+    def create_append(self, name):
+        status, _ = self.request("PUT", name, body=b"", headers={"x-ms-blob-type": "AppendBlob"})
+        self._check(status, "creating %s" % name)
+
+    def append(self, name, data):
+        for start in range(0, len(data), APPEND_LIMIT):
+            status, _ = self.request("PUT", name, "comp=appendblock", body=data[start : start + APPEND_LIMIT])
+            self._check(status, "appending to %s" % name)
+
+
+def download_prefixes(container, prefix, local, skip_prefixes=()):
+    """Blobs named ``prefix`` or under ``prefix/`` into the volume folder ``local`` (same relative paths).
+
+    Other jobs' Batch AI output trees and this job's own output prefixes are skipped: a job
+    reads its inputs, not everything ever written next to them.
+    """
+    count = 0
+    root = os.path.normpath(local)
+    for name, _ in container.list(prefix):
+        inside = not prefix or name == prefix or name.startswith(prefix.rstrip("/") + "/")
+        if not inside or name.endswith("/") or any(name.startswith(p) for p in skip_prefixes) or _BATCHAI_LAYOUT.search(name):
+            continue
+        target = os.path.normpath(os.path.join(root, name))
+        if not target.startswith(root + os.sep):
+            raise BlobError("blob %s would land outside %s" % (name, local))
+        container.download(name, target)
+        count += 1
+    return count
+
+
+class Syncer(object):
+    """Uploads what the job writes under its output and log folders, while it runs and at the end.
+
+    Log files (stdouterr) become append blobs that grow by what was written since the last
+    tick, so a reader is at most SYNC_INTERVAL_S behind. Other files are uploaded whole once
+    their size and mtime held still for a tick (a checkpoint being written is not sent half
+    done), and at the end whatever changed.
+    """
+
+    def __init__(self, entries, log):
+        self.entries = entries  # [(local folder, Container, blob prefix, is_log)]
+        self.log = log
+        self.appended = {}  # blob name -> bytes sent
+        self.uploaded = {}  # blob name -> (size, mtime) sent
+        self.seen = {}  # blob name -> (size, mtime) at the last tick
+        self.stop = threading.Event()
+        self.failure = None
+
+    def loop(self):
+        while not self.stop.wait(SYNC_INTERVAL_S):
+            try:
+                self.tick(final=False)
+            except BlobError as error:
+                self.log("sync to storage failed, will retry: %s" % error)
+
+    def tick(self, final):
+        for local, container, prefix, is_log in self.entries:
+            if not os.path.isdir(local):
+                continue
+            for folder, _, names in os.walk(local):
+                for file_name in sorted(names):
+                    path = os.path.join(folder, file_name)
+                    name = "/".join(part for part in (prefix, os.path.relpath(path, local).replace(os.sep, "/")) if part)
+                    if is_log:
+                        self.send_log(container, name, path)
+                    else:
+                        self.send_file(container, name, path, final)
+
+    def send_log(self, container, name, path):
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            return
+        sent = self.appended.get(name)
+        if sent is None or size < sent:
+            container.create_append(name)
+            sent = self.appended[name] = 0
+        if size > sent:
+            with open(path, "rb") as handle:
+                handle.seek(sent)
+                data = handle.read(size - sent)
+            container.append(name, data)
+            self.appended[name] = sent + len(data)
+
+    def send_file(self, container, name, path, final):
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return
+        state = (stat.st_size, stat.st_mtime)
+        steady = self.seen.get(name) == state
+        self.seen[name] = state
+        if self.uploaded.get(name) != state and (final or steady):
+            container.upload(name, path)
+            self.uploaded[name] = state
 
 
 def interface_for(address):

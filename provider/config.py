@@ -1,10 +1,11 @@
 """What a ``batchai`` connection (or the CLI's options) says, and the Service it describes.
 
-The Airflow hook turns a Connection into this model; the core never sees Airflow. Fields for
-Azure Storage are accepted now so connections can be written once, and give a clear error
-until that backend exists (issue 5), rather than being silently ignored. With ``hosts``, the
-nodes are SSH machines; the local storage folders must then be visible on every node at the
-same path (an NFS mount, or the network-namespace hosts of the tests).
+The Airflow hook turns a Connection into this model; the core never sees Airflow. Without
+storage fields everything lives under ``home`` (the embedded default). With them, records,
+leases and sealed secrets live in a control container of that account, and job volumes are
+its containers, staged on the nodes through per-job SAS (storage/azure.py). With ``hosts``,
+the nodes are SSH machines; with local storage folders, those must then be visible on every
+node at the same path (an NFS mount, or the network-namespace hosts of the tests).
 """
 
 from __future__ import annotations
@@ -19,10 +20,21 @@ from pydantic import BaseModel, ConfigDict, Field
 from airflow_batchai.clusterkeys import DEFAULT_AUTHORIZED_KEYS
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.layout import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION
+from airflow_batchai.nodes.local import LocalNodePool
 from airflow_batchai.nodes.ssh import DEFAULT_ROOT, HostSpec, SSHAuth, SSHNodePool
-from airflow_batchai.service import Service, Settings
+from airflow_batchai.service import DEFAULT_LOCAL_NODES, Service, Settings, default_home
+from airflow_batchai.storage.azure import AzureDataStore
+from airflow_batchai.storage.credentials import StorageCredential
+from airflow_batchai.store.blob import BlobControlStore, BlobSecretVault
 
-SECRET_FIELDS = ("ssh_private_key", "ssh_key_passphrase", "storage_account_key", "storage_sas_token", "storage_connection_string")
+SECRET_FIELDS = (
+    "ssh_private_key",
+    "ssh_key_passphrase",
+    "storage_account_key",
+    "storage_sas_token",
+    "storage_connection_string",
+    "vault_key",
+)
 
 
 class ProviderConfig(BaseModel):
@@ -55,7 +67,10 @@ class ProviderConfig(BaseModel):
     storage_account_key: str | None = None
     storage_sas_token: str | None = None
     storage_connection_string: str | None = None
-    control_container: str | None = None
+    storage_blob_endpoint: str | None = Field(default=None, description="blob endpoint when not <account>.blob.core.windows.net")
+    control_container: str = Field(default="batchai-control", description="container holding records, leases and sealed secrets")
+    vault_key: str | None = Field(default=None, description="seals queued jobs' secrets; default derived from the storage credential")
+    files_on_blob: bool = Field(default=False, description="serve azureFileShares from blob containers of the same name (Azurite)")
     subscription_id: str = DEFAULT_SUBSCRIPTION
     resource_group: str = DEFAULT_RESOURCE_GROUP
 
@@ -64,6 +79,9 @@ class ProviderConfig(BaseModel):
 
     def describe(self) -> str:
         nodes = f"{len(self.hosts)} SSH host(s)" if self.hosts else f"{self.local_nodes or 'default number of'} local node(s)"
+        credential = storage_credential(self)
+        if credential is not None:
+            return f"{nodes}, Azure Storage account {credential.account}, control container {self.control_container}"
         return f"{nodes}, home {self.home or os.environ.get('BATCHAI_HOME') or '~/.batchai'}"
 
 
@@ -91,15 +109,38 @@ def ssh_pool(config: ProviderConfig) -> SSHNodePool:
     )
 
 
+def storage_credential(config: ProviderConfig) -> StorageCredential | None:
+    if not (config.storage_account or config.storage_connection_string):
+        if config.control_container or config.storage_account_key or config.storage_sas_token:
+            raise BatchAIError(
+                "InvalidStorageCredential", "storage fields need storage_account or storage_connection_string", "storage_account"
+            )
+        return None
+    return StorageCredential.parse(
+        account=config.storage_account,
+        account_key=config.storage_account_key,
+        sas_token=config.storage_sas_token,
+        connection_string=config.storage_connection_string,
+        blob_endpoint=config.storage_blob_endpoint,
+    )
+
+
 def service_from_config(config: ProviderConfig) -> Service:
-    if config.storage_account or config.storage_connection_string or config.control_container:
-        raise BatchAIError(
-            "NotSupported",
-            "Azure Storage is not available in this version; remove the storage fields to use the local storage folders",
-            "storage_account",
-        )
+    """Embedded default without storage fields; with them, records, secrets and volumes live in Azure Storage."""
     settings = Settings(subscription=config.subscription_id, resource_group=config.resource_group)
-    return Service.embedded(config.home, config.local_nodes, settings, pool=ssh_pool(config) if config.hosts else None)
+    credential = storage_credential(config)
+    if credential is None:
+        return Service.embedded(config.home, config.local_nodes, settings, pool=ssh_pool(config) if config.hosts else None)
+    settings.default_storage_account = credential.account
+    if not (config.vault_key or credential.secrets):
+        raise BatchAIError(
+            "InvalidStorageCredential", "with Entra ID sign-in, set vault_key: it seals the secrets of queued jobs", "vault_key"
+        )
+    store = BlobControlStore(credential, config.control_container)
+    vault = BlobSecretVault(store, config.vault_key or "|".join([credential.account, *credential.secrets]))
+    home = Path(config.home) if config.home else default_home()
+    pool = ssh_pool(config) if config.hosts else LocalNodePool(home, config.local_nodes or DEFAULT_LOCAL_NODES)
+    return Service(store, vault, pool, AzureDataStore(credential, files_on_blob=config.files_on_blob), settings)
 
 
 def parse_hosts(value: Any) -> list[str | dict[str, Any]]:

@@ -56,11 +56,35 @@ class NodeSlot:
 
 
 @dataclass(frozen=True)
+class RemoteVolume:
+    """A blob container (or file share) the node reaches over the network, not through a local folder."""
+
+    account: str
+    container: str
+    url: str  # without any SAS
+    kind: str = "blob"
+
+    @property
+    def label(self) -> str:
+        return f"{self.account}/{self.container}"
+
+
+@dataclass(frozen=True)
 class Link:
-    """A volume made visible at ``relative_mount_path`` under a mount root (local mode: a symlink)."""
+    """A volume made visible at ``relative_mount_path`` under a mount root.
+
+    Local folders become symlinks to ``source``; a ``remote`` volume is a real folder the agent
+    stages (see staging.py).
+    """
 
     relative_mount_path: str
     source: str
+    remote: RemoteVolume | None = None
+
+    def plan_entry(self, path: str, unlink_at_end: bool) -> dict[str, Any]:
+        if self.remote is not None:
+            return {"path": path, "stage": True, "unlink_at_end": unlink_at_end}
+        return {"path": path, "source": self.source, "unlink_at_end": unlink_at_end}
 
 
 @dataclass(frozen=True)
@@ -315,12 +339,7 @@ def job_plans(spec: JobSpec, nodes: list[NodeSlot], ctx: JobContext, secret_name
             env = {**ssh_env, **env}  # the user's own settings win
         job_temp = env["AZ_BATCHAI_JOB_TEMP"]
         links = [
-            {
-                "path": posixpath.join(env["AZ_BATCHAI_JOB_MOUNT_ROOT"], link.relative_mount_path),
-                "source": link.source,
-                "unlink_at_end": True,
-            }
-            for link in ctx.job_links
+            link.plan_entry(posixpath.join(env["AZ_BATCHAI_JOB_MOUNT_ROOT"], link.relative_mount_path), True) for link in ctx.job_links
         ]
         if ctx.shared_job_temp_source is not None:
             links.append({"path": env["AZ_BATCHAI_SHARED_JOB_TEMP"], "source": ctx.shared_job_temp_source, "unlink_at_end": True})
@@ -364,7 +383,7 @@ def job_plans(spec: JobSpec, nodes: list[NodeSlot], ctx: JobContext, secret_name
                         f"batchai-{ctx.run_id}-{index}",
                         [
                             node.root,
-                            *(link.source for link in ctx.job_links),
+                            *(link.source for link in ctx.job_links if link.remote is None),
                             *([ctx.shared_job_temp_source] if ctx.shared_job_temp_source else []),
                         ],
                         posixpath.join(node.layout.run_dir(ctx.run_id), "container.env"),
@@ -401,7 +420,7 @@ def setup_plan(
         "expand_env": [["AZ_BATCHAI_SETUP_STDOUTERR_DIR", setup_dir]],
         "make_dirs": ["AZ_BATCHAI_SETUP_STDOUTERR_DIR"],
         "clean_dirs": [],
-        "links": [{"path": posixpath.join(layout.mount_root, link.relative_mount_path), "source": link.source} for link in cluster_links],
+        "links": [link.plan_entry(posixpath.join(layout.mount_root, link.relative_mount_path), False) for link in cluster_links],
         "log_dir_env": "AZ_BATCHAI_SETUP_STDOUTERR_DIR",
         "execution_log": f"execution-{node.node_id}.log",
         "cwd": layout.root,

@@ -21,11 +21,10 @@ from airflow_batchai.nodes import FileInfo, Transport
 from airflow_batchai.nodes.local import LocalTransport
 from airflow_batchai.records import JobRecord
 from airflow_batchai.spec import ClusterSpec, JobSpec
+from airflow_batchai.staging import Located, locate
 
 if TYPE_CHECKING:
     from airflow_batchai.service import Service
-
-ROOT_VARIABLES = {"job": "AZ_BATCHAI_JOB_MOUNT_ROOT", "cluster": "AZ_BATCHAI_MOUNT_ROOT"}
 
 
 def _safe_join(base: str, relative: str, what: str) -> str:
@@ -33,15 +32,6 @@ def _safe_join(base: str, relative: str, what: str) -> str:
     if relative.startswith("/") or ".." in parts:
         raise BatchAIError("InvalidPath", f"{what} {relative!r} must stay inside the output directory", what)
     return posixpath.join(base, *parts)
-
-
-def _strip_root(template: str, variable: str) -> str | None:
-    for spelled in (f"${variable}", f"${{{variable}}}"):
-        if template == spelled:
-            return ""
-        if template.startswith(spelled + "/"):
-            return template[len(spelled) + 1 :]
-    return None
 
 
 def file_object(info: FileInfo, url: str | None) -> dict[str, Any]:
@@ -75,7 +65,7 @@ class OutputFiles:
             "OutputDirectoryNotFound", f"job {self.job.name} has no output directory {output_id!r} (it has {known})", output_id
         )
 
-    def _on_storage(self, template: str) -> Path | None:
+    def _on_storage(self, template: str) -> Located | None:
         mounts: dict[str, list[Link]] = {"job": self.service.data.links(self.spec.mount_volumes, "mountVolumes")}
         try:
             cluster = self.service._cluster(self.job.workspace, self.job.cluster)
@@ -83,15 +73,7 @@ class OutputFiles:
             mounts["cluster"] = self.service.data.links(setup.mount_volumes if setup else None, "nodeSetup.mountVolumes")
         except BatchAIError:
             mounts["cluster"] = []
-        for scope, links in mounts.items():
-            rest = _strip_root(template, ROOT_VARIABLES[scope])
-            if rest is None:
-                continue
-            for link in links:
-                if rest == link.relative_mount_path or rest.startswith(link.relative_mount_path + "/"):
-                    inside = rest[len(link.relative_mount_path) :].lstrip("/")
-                    return Path(link.source) / inside if inside else Path(link.source)
-        return None
+        return locate(template, mounts)
 
     def _on_node(self, template: str) -> tuple[Transport, str] | None:
         if not self.job.nodes:
@@ -104,10 +86,13 @@ class OutputFiles:
         env, _ = job_environment(self.spec, slot, [slot], ctx)
         return self.service.pool.transport(node.node_id), posixpath.normpath(expand(template, env))
 
-    def list(self, output_id: str, directory: str = ".") -> list[dict[str, Any]]:
+    def list(self, output_id: str, directory: str = ".", expiry_minutes: int = 60) -> list[dict[str, Any]]:
         template = self.template(output_id)
-        folder = self._on_storage(template)
-        if folder is not None:
+        located = self._on_storage(template)
+        if located is not None and located.link.remote is not None:
+            return self.service.data.list_files(located.link.remote, _safe_join(located.inside, directory, "directory"), expiry_minutes)
+        if located is not None:
+            folder = Path(located.link.source, located.inside)
             target = Path(_safe_join(str(folder), directory, "directory"))
             if not target.is_dir():
                 return []
@@ -127,9 +112,11 @@ class OutputFiles:
 
     def read(self, output_id: str, path: str, offset: int = 0, length: int | None = None) -> bytes | None:
         template = self.template(output_id)
-        folder = self._on_storage(template)
-        if folder is not None:
-            return LocalTransport().read_file(_safe_join(str(folder), path, "path"), offset, length)
+        located = self._on_storage(template)
+        if located is not None and located.link.remote is not None:
+            return self.service.data.read(located.link.remote, _safe_join(located.inside, path, "path").lstrip("/"), offset, length)
+        if located is not None:
+            return LocalTransport().read_file(_safe_join(str(Path(located.link.source, located.inside)), path, "path"), offset, length)
         located = self._on_node(template)
         if located is None:
             return None

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_batchai.agent import REGISTRY_PASSWORD_KEY
 from airflow_batchai.clusterkeys import ClusterKey, key_path
 from airflow_batchai.errors import BatchAIError
-from airflow_batchai.launch import MPI_TOOLKITS, JobContext, NodeSlot, job_plans, setup_plan
+from airflow_batchai.launch import MPI_TOOLKITS, JobContext, Link, NodeSlot, job_plans, setup_plan
 from airflow_batchai.layout import cluster_setup_segment, stdouterr_template
 from airflow_batchai.nodeops import FINAL_STATES
 from airflow_batchai.nodes import eligible
@@ -425,15 +425,22 @@ class Reconciler:
             cluster_key=key_path(nodes[0].root, self.cluster.uuid) if key else None,
         )
         plans = job_plans(spec, slots, ctx, list(secrets.get("env", {})))
+        staging, sas = self.service.data.stage_plan(spec, job.segment, {"job": links, "cluster": self.cluster_links()}, spec.max_wall_clock)
+        for plan in plans:
+            plan.update(staging)
         for node in nodes:
             self.set_node(node, NodeState.RUNNING, job=job.key)
         job = self.set_job(job, ExecutionState.RUNNING, nodes=[n.node_id for n in nodes], errors=[], start_time=utc_now())
         for node, plan in zip(nodes, plans, strict=True):
             try:
-                self.service.node_handle(node).start_run(the_run, plan, run_secrets(secrets))
+                self.service.node_handle(node).start_run(the_run, plan, {**run_secrets(secrets), **sas})
             except (OSError, BatchAIError) as error:
                 self.mark_lost(node, f"cannot start the job's agent: {error}")
         log.info("job %s running on %s", job.key, ", ".join(n.node_id for n in nodes))
+
+    def cluster_links(self) -> list[Link]:
+        setup = self.spec.node_setup
+        return self.service.data.links(setup.mount_volumes if setup else None, "nodeSetup.mountVolumes")
 
     def settle_allocation(self) -> None:
         nodes = self.nodes()

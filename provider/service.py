@@ -385,7 +385,8 @@ class Service:
             raise InvalidSpec(f"linkexpiryinminutes must be 5..600, got {link_expiry_minutes}", "linkexpiryinminutes")
         if not 1 <= max_results <= 1000:
             raise InvalidSpec(f"maxresults must be 1..1000, got {max_results}", "maxresults")
-        return OutputFiles(self, self._job(workspace, experiment, job)).list(output_directory_id, directory)[:max_results]
+        files = OutputFiles(self, self._job(workspace, experiment, job)).list(output_directory_id, directory, link_expiry_minutes)
+        return files[:max_results]
 
     def read_output_file(
         self,

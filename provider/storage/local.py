@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.launch import Link
@@ -56,6 +57,16 @@ class LocalDataStore:
     def ensure(self, links: list[Link]) -> None:
         for link in links:
             Path(link.source).mkdir(parents=True, exist_ok=True)
+
+    def stage_plan(self, spec: Any, segment: str, mounts: Any, lifetime: Any) -> tuple[dict[str, Any], dict[str, str]]:
+        """Local folders are linked, never staged."""
+        return {}, {}
+
+    def upload_target(self, account: str, container: str, destination_path: str) -> Any:
+        from airflow_batchai.storage.upload import FolderTarget
+
+        folder = self.folder(account, container, "destination")
+        return FolderTarget(folder / destination_path if destination_path else folder)
 
     @staticmethod
     def download_url(path: Path) -> str:

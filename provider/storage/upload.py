@@ -1,5 +1,8 @@
 """``az storage blob upload-batch`` parity: a folder (or a glob of it) into a container or share.
 
+The data store names the target (a local folder, or a blob container and prefix); this module
+only decides what to send and reports.
+
 Files whose size and MD5 match what is already there are skipped unless ``overwrite``; the
 copies run in parallel with bounded concurrency and report progress lines as they finish.
 """
@@ -9,16 +12,14 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
-import posixpath
 import shutil
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from airflow_batchai.errors import BatchAIError
-from airflow_batchai.storage.local import LocalDataStore
 
 CHUNK_BYTES = 1024 * 1024
 
@@ -31,24 +32,37 @@ def md5_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _same(source: Path, target: Path) -> bool:
-    return target.is_file() and target.stat().st_size == source.stat().st_size and md5_of(target) == md5_of(source)
+class FolderTarget:
+    """A local storage folder (embedded default)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def unchanged(self, relative: str, path: Path) -> bool:
+        target = self.folder / relative
+        return target.is_file() and target.stat().st_size == path.stat().st_size and md5_of(target) == md5_of(path)
+
+    def put(self, relative: str, path: Path) -> None:
+        target = self.folder / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        try:
+            with os.fdopen(descriptor, "wb") as out, open(path, "rb") as src:
+                shutil.copyfileobj(src, out, CHUNK_BYTES)
+            os.replace(temporary, target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
 
 
-def _copy(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(descriptor, "wb") as out, open(source, "rb") as src:
-            shutil.copyfileobj(src, out, CHUNK_BYTES)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+class UploadTarget(Protocol):
+    def unchanged(self, relative: str, path: Path) -> bool: ...
+
+    def put(self, relative: str, path: Path) -> None: ...
 
 
 def upload_batch(
-    data: LocalDataStore,
+    data: Any,
     *,
     source: str,
     account: str,
@@ -66,19 +80,16 @@ def upload_batch(
     parts = [p for p in destination_path.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise BatchAIError("InvalidPath", f"destination path {destination_path!r} must not contain '..'", "destination_path")
-    target_root = (
-        data.folder(account, container, "destination") / posixpath.join(*parts) if parts else data.folder(account, container, "destination")
-    )
+    target = data.upload_target(account, container, "/".join(parts))
     files = sorted(p for p in root.rglob("*") if p.is_file() and fnmatch.fnmatch(p.relative_to(root).as_posix(), pattern))
     report: dict[str, Any] = {"uploaded": [], "skipped": [], "bytes": 0}
     progress = on_progress or (lambda _: None)
 
     def one(path: Path) -> tuple[str, int, bool]:
         relative = path.relative_to(root).as_posix()
-        target = target_root / relative
-        if not overwrite and _same(path, target):
+        if not overwrite and target.unchanged(relative, path):
             return relative, 0, False
-        _copy(path, target)
+        target.put(relative, path)
         return relative, path.stat().st_size, True
 
     with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:

@@ -49,14 +49,17 @@ def test_connection_extras_choose_the_home_and_the_pool_size(airflow_env: dict[s
     assert found["home"] == str(tmp_path / "elsewhere" / "control")
 
 
-def test_azure_storage_fields_give_a_clear_error_until_that_backend_exists(airflow_env: dict[str, str], tmp_path: Path) -> None:
-    key = "QWNjb3VudEtleU5vdFRvQmVTaG93bg=="
-    connection = json.dumps(
-        {"conn_type": "batchai", "extra": {"storage_account": "acct", "storage_account_key": key, "home": str(tmp_path)}}
+def test_an_azure_storage_connection_is_checked_and_its_key_never_shown(airflow_env: dict[str, str], tmp_path: Path, azurite: Any) -> None:
+    good = {"storage_connection_string": azurite.connection_string, "control_container": "hook-check", "home": str(tmp_path)}
+    found = probe({**airflow_env, "AIRFLOW_CONN_BATCHAI_DEFAULT": json.dumps({"conn_type": "batchai", "extra": good})})
+    assert found["ok"] and "2 node(s) answer" in found["message"] and "devstoreaccount1" in found["message"], found
+    wrong_key = "QWNjb3VudEtleU5vdFRvQmVTaG93bg=="
+    bad = {"storage_account": "devstoreaccount1", "storage_account_key": wrong_key, "storage_blob_endpoint": azurite.endpoint}
+    found = probe(
+        {**airflow_env, "AIRFLOW_CONN_BATCHAI_DEFAULT": json.dumps({"conn_type": "batchai", "extra": {**bad, "home": str(tmp_path)}})}
     )
-    found = probe({**airflow_env, "AIRFLOW_CONN_BATCHAI_DEFAULT": connection})
-    assert not found["ok"] and "NotSupported" in found["message"] and "Azure Storage" in found["message"]
-    assert key not in json.dumps(found)
+    assert not found["ok"] and "ControlStoreUnavailable" in found["message"] and "devstoreaccount1" in found["message"], found
+    assert wrong_key not in json.dumps(found)
 
 
 def test_ssh_hosts_in_the_connection_are_checked_one_by_one(airflow_env: dict[str, str], tmp_path: Path, ssh_hosts: Any) -> None:

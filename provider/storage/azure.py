@@ -1,0 +1,221 @@
+"""Azure DataStore: job volumes in Blob containers, staged on nodes through per-job SAS tokens.
+
+The control plane uses the connection's credential; a node gets, per job and container, a SAS
+that can only read (containers the job only reads) or also add, create and write (containers
+it writes logs or outputs to), never delete, valid for the job's wall-clock limit plus a
+margin. Blob SAS cannot be narrowed to a folder without hierarchical namespace, so "its own
+prefixes" is enforced by what the agent writes, not by the token; the token never outlives
+the job by more than the margin.
+
+Azure Files shares (``azureFileShares``) need the File service, which Azurite lacks. With
+``files_on_blob`` a share is served by the blob container of the same name, which is how the
+quickstart runs on Azurite; without it, shares are refused with an error naming the field.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import posixpath
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.storage.blob import BlobSasPermissions, ContainerClient, ContentSettings, generate_blob_sas
+
+from airflow_batchai.agent import SAS_KEY_PREFIX
+from airflow_batchai.errors import BatchAIError
+from airflow_batchai.launch import Link, RemoteVolume
+from airflow_batchai.spec import JobSpec, MountVolumes
+from airflow_batchai.staging import Located, transfers
+from airflow_batchai.storage.credentials import StorageCredential
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LINK_EXPIRY_MINUTES = 60
+
+
+def _bad_field(path: str, message: str) -> BatchAIError:
+    return BatchAIError("InvalidMount", f"{path}: {message}", path)
+
+
+class AzureDataStore:
+    def __init__(self, credential: StorageCredential, files_on_blob: bool = False) -> None:
+        self.credential = credential
+        self.files_on_blob = files_on_blob
+        self.default_account = credential.account
+        self._service = credential.service()
+
+    # -- volumes ------------------------------------------------------------------------
+    def volume(self, account: str, container: str, where: str) -> RemoteVolume:
+        if account != self.credential.account:
+            raise _bad_field(where, f"account {account!r} is not the connection's storage account {self.credential.account!r}")
+        return RemoteVolume(account, container, self.credential.container_url(container))
+
+    def links(self, volumes: MountVolumes | None, where: str) -> list[Link]:
+        if volumes is None:
+            return []
+        for kind, items in (("fileServers", volumes.file_servers), ("unmanagedFileSystems", volumes.unmanaged_file_systems)):
+            if items:
+                raise _bad_field(f"{where}.{kind}[0]", f"{kind} are not supported on this storage; use azureBlobFileSystems")
+        links = []
+        for index, share in enumerate(volumes.azure_file_shares or []):
+            path = f"{where}.azureFileShares[{index}]"
+            if not self.files_on_blob:
+                raise BatchAIError(
+                    "UnsupportedMount",
+                    f"{path}: Azure Files shares are not available with this connection; set files_on_blob to serve shares "
+                    "from blob containers of the same name, or use azureBlobFileSystems",
+                    path,
+                )
+            links.append(Link(share.relative_mount_path.strip("/"), "", self.volume(share.account_name, share.share_name, path)))
+        for index, blob in enumerate(volumes.azure_blob_file_systems or []):
+            path = f"{where}.azureBlobFileSystems[{index}]"
+            links.append(Link(blob.relative_mount_path.strip("/"), "", self.volume(blob.account_name, blob.container_name, path)))
+        return links
+
+    def container(self, volume: RemoteVolume | str) -> ContainerClient:
+        return self._service.get_container_client(volume if isinstance(volume, str) else volume.container)
+
+    def ensure(self, links: list[Link]) -> None:
+        """Create missing containers, as Batch AI's mount of an empty share would have shown an empty folder."""
+        for link in links:
+            if link.remote is None:
+                continue
+            try:
+                self.container(link.remote).create_container()
+            except ResourceExistsError:
+                pass
+            except HttpResponseError as error:
+                raise BatchAIError(
+                    "StorageUnavailable",
+                    f"cannot open container {link.remote.label}: {error.status_code} {error.reason}",
+                    link.remote.label,
+                ) from None
+
+    # -- staging ------------------------------------------------------------------------
+    def stage_plan(
+        self, spec: JobSpec, segment: str, mounts: dict[str, list[Link]], lifetime: timedelta
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """Plan entries (downloads, uploads) for the agent and the SAS secrets they name."""
+        downloads, uploads = transfers(spec, segment, mounts)
+        writes = {t.located.link.remote.container for t in uploads if t.located.link.remote}
+        sas_names: dict[str, str] = {}
+        secrets: dict[str, str] = {}
+
+        def entry(located: Located) -> dict[str, Any]:
+            volume = located.link.remote
+            assert volume is not None
+            if volume.container not in sas_names:
+                name = f"{SAS_KEY_PREFIX}{len(sas_names)}"
+                sas_names[volume.container] = name
+                permission = "racwl" if volume.container in writes else "rl"
+                secrets[name] = self.credential.container_sas(volume.container, permission, lifetime, self._service)
+            return {"url": volume.url, "sas": sas_names[volume.container], "label": volume.label}
+
+        plan: dict[str, Any] = {"downloads": [], "uploads": []}
+        output_prefixes = {t.located.link.remote.container: [] for t in uploads if t.located.link.remote}  # type: ignore[union-attr]
+        for transfer in uploads:
+            output_prefixes[transfer.located.link.remote.container].append(transfer.located.inside)  # type: ignore[union-attr]
+        for transfer in downloads:
+            located = transfer.located
+            skip = [p + "/" for p in output_prefixes.get(located.link.remote.container, []) if p]  # type: ignore[union-attr]
+            plan["downloads"].append({**entry(located), "local": located.mount, "prefix": located.inside, "skip": skip})
+        for transfer in uploads:
+            located = transfer.located
+            local = posixpath.join(located.mount, located.inside) if located.inside else located.mount
+            plan["uploads"].append({**entry(located), "local": local, "prefix": located.inside, "log": transfer.log})
+        return plan, secrets
+
+    # -- reading what jobs wrote ----------------------------------------------------------
+    def list_files(self, volume: RemoteVolume, folder: str, expiry_minutes: int = DEFAULT_LINK_EXPIRY_MINUTES) -> list[dict[str, Any]]:
+        """Batch AI File objects one level below ``folder``, files with read-only SAS download URLs."""
+        prefix = folder.strip("/") + "/" if folder.strip("/") else ""
+        expiry = datetime.now(timezone.utc) + timedelta(minutes=expiry_minutes)
+        sign = self._signer(volume.container, expiry)
+        entries = []
+        try:
+            for item in self.container(volume).walk_blobs(name_starts_with=prefix, delimiter="/"):
+                name = item.name[len(prefix) :]
+                if name.endswith("/"):
+                    entries.append({"name": name.rstrip("/"), "fileType": "directory"})
+                    continue
+                entries.append(
+                    {
+                        "name": name,
+                        "fileType": "file",
+                        "downloadUrl": f"{volume.url}/{quote(item.name, safe='/~')}?{sign(item.name)}",
+                        "contentLength": item.size,
+                        "lastModified": item.last_modified.isoformat(),
+                    }
+                )
+        except ResourceNotFoundError:
+            return []
+        return entries
+
+    def _signer(self, container: str, expiry: datetime) -> Callable[[str], str]:
+        """Per-blob read-only SAS; one user delegation key serves a whole listing."""
+        permission = BlobSasPermissions(read=True)
+        account = self.credential.account
+        if self.credential.account_key:
+            key = self.credential.account_key
+            return lambda blob: generate_blob_sas(account, container, blob, account_key=key, permission=permission, expiry=expiry)
+        if self.credential.sas_token:
+            token = self.credential.sas_token
+            return lambda blob: token
+        delegation = self._service.get_user_delegation_key(datetime.now(timezone.utc) - timedelta(minutes=5), expiry)
+        return lambda blob: generate_blob_sas(
+            account, container, blob, user_delegation_key=delegation, permission=permission, expiry=expiry
+        )
+
+    def read(self, volume: RemoteVolume, blob: str, offset: int = 0, length: int | None = None) -> bytes | None:
+        """Bytes of a blob from ``offset`` (a range request: streaming logs re-reads only what is new)."""
+        client = self.container(volume).get_blob_client(blob)
+        try:
+            size = client.get_blob_properties().size
+            if offset >= size:
+                return b""
+            return client.download_blob(offset=offset, length=length).readall()
+        except ResourceNotFoundError:
+            return None
+
+    # -- uploads ------------------------------------------------------------------------
+    def upload_target(self, account: str, container: str, destination_path: str) -> BlobTarget:
+        volume = self.volume(account, container, "destination")
+        self.ensure([Link("upload", "", volume)])
+        return BlobTarget(self.container(volume), destination_path)
+
+
+class BlobTarget:
+    """A container and prefix; what is there is listed once, with sizes and MD5s, to skip unchanged files."""
+
+    def __init__(self, container: ContainerClient, prefix: str) -> None:
+        self.client = container
+        self.prefix = prefix.strip("/")
+        listing = container.list_blobs(name_starts_with=self.prefix + "/" if self.prefix else None)
+        self.present = {b.name: (b.size, bytes(b.content_settings.content_md5 or b"")) for b in listing}
+
+    def name(self, relative: str) -> str:
+        return f"{self.prefix}/{relative}" if self.prefix else relative
+
+    def unchanged(self, relative: str, path: Path) -> bool:
+        present = self.present.get(self.name(relative))
+        return present is not None and present[0] == path.stat().st_size and present[1] == md5_bytes(path)
+
+    def put(self, relative: str, path: Path) -> None:
+        settings = ContentSettings(content_md5=bytearray(md5_bytes(path)))
+        with open(path, "rb") as handle:
+            self.client.upload_blob(self.name(relative), handle, overwrite=True, content_settings=settings, max_concurrency=4)
+
+
+def md5_bytes(path: Path) -> bytes:
+    from airflow_batchai.storage.upload import md5_of
+
+    return bytes.fromhex(md5_of(path))
+
+
+def matches(relative: str, pattern: str) -> bool:
+    return fnmatch.fnmatch(relative, pattern) or fnmatch.fnmatch(posixpath.basename(relative), pattern)

@@ -1,0 +1,143 @@
+"""Jobs whose volumes are Blob containers, on Azurite: staged in, logs streamed out, outputs listed with SAS.
+
+The nodes are local processes with no blobfuse2: the agent stages over per-job SAS URLs with
+the standard library, exactly as on an SSH node without FUSE.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_batchai.config import ProviderConfig, service_from_config
+from airflow_batchai.service import Service
+from airflow_batchai.spec import load_cluster_spec, load_job_spec
+from airflow_batchai.storage.upload import upload_batch
+from tests.azurite import KEY
+from tests.conftest import kill_agents_under, wait_until
+
+TRAIN = """
+import os, sys, time
+inputs, model = sys.argv[1], sys.argv[2]
+for name in sorted(os.listdir(inputs)):
+    print("read", name, open(os.path.join(inputs, name)).read().strip(), flush=True)
+print("sibling module:", __import__("helper").VALUE, flush=True)
+print("mount files:", sorted(os.path.relpath(os.path.join(d, f), os.environ["AZ_BATCHAI_JOB_MOUNT_ROOT"])
+      for d, _, fs in os.walk(os.environ["AZ_BATCHAI_JOB_MOUNT_ROOT"]) for f in fs if "stdouterr" not in d and "outputs" not in d), flush=True)
+print("sas in my environment:", any("sig=" in v for v in os.environ.values()), flush=True)
+os.makedirs(model, exist_ok=True)
+open(os.path.join(model, "model.txt"), "w").write("weights")
+for step in range(int(os.environ.get("STEPS", "0"))):
+    print("step", step, flush=True)
+    time.sleep(0.5)
+"""
+
+
+def azure_service(azurite: Any, home: Path) -> Service:
+    config = ProviderConfig(
+        storage_connection_string=azurite.connection_string,
+        control_container=f"control-{uuid.uuid4().hex[:10]}",
+        home=str(home),
+        files_on_blob=True,
+    )
+    return service_from_config(config)
+
+
+def job_body(steps: int = 0) -> dict[str, Any]:
+    return {
+        "nodeCount": 1,
+        "customToolkitSettings": {
+            "commandLine": 'cd $AZ_BATCHAI_JOB_MOUNT_ROOT/scripts/code && "$BATCHAI_PYTHON" train.py $AZ_BATCHAI_INPUT_DATA $AZ_BATCHAI_OUTPUT_MODEL'
+        },
+        "inputDirectories": [{"id": "DATA", "path": "$AZ_BATCHAI_JOB_MOUNT_ROOT/data/digits"}],
+        "outputDirectories": [{"id": "MODEL", "pathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs"}],
+        "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
+        "environmentVariables": [{"name": "STEPS", "value": str(steps)}],
+        "mountVolumes": {
+            "azureBlobFileSystems": [
+                {"accountName": "devstoreaccount1", "containerName": name, "relativeMountPath": name}
+                for name in ("scripts", "data", "logs")
+            ]
+        },
+    }
+
+
+@pytest.fixture
+def uploaded(azurite: Any, home: Path, tmp_path: Path) -> Service:
+    service = azure_service(azurite, home)
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "train.py").write_text(TRAIN)
+    (code / "helper.py").write_text("VALUE = 42\n")
+    data = tmp_path / "data"
+    (data / "digits").mkdir(parents=True)
+    (data / "unrelated").mkdir()
+    for index in range(3):
+        (data / "digits" / f"part-{index}.txt").write_text(f"digits {index}\n")
+    (data / "unrelated" / "huge.bin").write_bytes(b"x" * 1000)
+    upload_batch(service.data, source=str(code), account="devstoreaccount1", container="scripts", destination_path="code")
+    upload_batch(service.data, source=str(data), account="devstoreaccount1", container="data")
+    service.create_cluster("c", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1}}}, environ={}))
+    yield service
+    kill_agents_under(home)
+
+
+def test_a_job_reads_its_inputs_and_writes_logs_and_outputs_to_blob(uploaded: Service, home: Path) -> None:
+    service = uploaded
+    service.create_job("c", "train", load_job_spec({"properties": job_body()}, environ={}))
+    done = service.wait_job("train", timeout_s=60, poll_s=0.2)
+    stdout = (service.read_output_file("train", "stdout.txt") or b"").decode()
+    assert done["executionState"] == "succeeded", (done["executionInfo"], stdout, service.read_output_file("train", "stderr.txt"))
+    assert "read part-0.txt digits 0" in stdout and "read part-2.txt digits 2" in stdout
+    assert "sibling module: 42" in stdout  # the script's folder came along
+    assert "'data/unrelated/huge.bin'" not in stdout and "'scripts/code/helper.py'" in stdout  # only what the job reads
+    assert "sas in my environment: False" in stdout
+    models = service.list_output_files("train", output_directory_id="MODEL")
+    assert [m["name"] for m in models] == ["model.txt"]
+    with urllib.request.urlopen(models[0]["downloadUrl"], timeout=10) as response:
+        assert response.read() == b"weights"
+    logs = {f["name"]: f for f in service.list_output_files("train")}
+    assert {"stdout.txt", "stderr.txt", "execution.log"} <= set(logs)
+    with urllib.request.urlopen(logs["stdout.txt"]["downloadUrl"], timeout=10) as response:
+        assert response.read().decode() == stdout
+    assert "sp=r" in logs["stdout.txt"]["downloadUrl"] and KEY not in json.dumps(logs)
+    assert not list(home.glob("nodes/*/jobs/default/default/train/mounts/*"))  # staged folders removed at the end
+
+
+def test_log_lines_reach_storage_within_a_second_while_the_job_runs(uploaded: Service) -> None:
+    service = uploaded
+    service.create_job("c", "stream", load_job_spec({"properties": job_body(steps=8)}, environ={}))
+    seen: dict[int, float] = {}
+    started = time.monotonic()
+    while len(seen) < 8 and time.monotonic() - started < 60:
+        text = (service.read_output_file("stream", "stdout.txt") or b"").decode()
+        for step in range(8):
+            if f"step {step}\n" in text and step not in seen:
+                seen[step] = time.monotonic()
+        time.sleep(0.05)
+    assert len(seen) == 8
+    assert service.show_job("stream")["executionState"] == "running" or seen[0] < seen[7] - 3  # seen while running
+    gaps = [seen[s + 1] - seen[s] for s in range(7)]
+    assert max(gaps) < 1.6, gaps  # printed every 0.5 s; each is in storage at most ~1 s later
+    assert service.wait_job("stream", timeout_s=30, poll_s=0.2)["executionState"] == "succeeded"
+
+
+def test_no_key_or_sas_lands_in_records_plans_or_command_lines(uploaded: Service, home: Path, azurite: Any) -> None:
+    service = uploaded
+    service.create_job("c", "quiet", load_job_spec({"properties": job_body(steps=4)}, environ={}))
+    plan = wait_until(lambda: next(iter(home.glob("nodes/*/batchai/runs/*/plan.json")), None), 30, what="a job plan on the node")
+    wait_until(lambda: service.show_job("quiet")["executionState"] == "running", 30, what="running")
+    command_lines = [p.read_bytes() for p in Path("/proc").glob("[0-9]*/cmdline") if p.exists()]
+    assert not any(b"sig=" in line or KEY.encode() in line for line in command_lines)
+    assert "sig=" not in plan.read_text() and KEY not in plan.read_text()
+    service.wait_job("quiet", timeout_s=60, poll_s=0.2)
+    control = service.store.container  # type: ignore[attr-defined]
+    for blob in control.list_blobs():
+        payload = control.download_blob(blob.name).readall()
+        assert b"sig=" not in payload and KEY.encode() not in payload, blob.name
