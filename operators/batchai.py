@@ -350,7 +350,13 @@ class BatchAITerminateJobOperator(BatchAIBaseOperator):
 
 
 class BatchAIListOutputFilesOperator(BatchAIBaseOperator):
-    """``az batchai job file list``: Batch AI File objects with download URLs."""
+    """``az batchai job file list``: Batch AI File objects, for XCom without their SAS.
+
+    A SAS in XCom would sit in the metadata DB long after it should be secret; the returned
+    ``downloadUrl`` is therefore the blob's address without its token. A task that downloads
+    asks the hook (``BatchAIHook().service.list_output_files``) for signed URLs when it needs
+    them.
+    """
 
     template_fields: Sequence[str] = ("job_name", "experiment", "workspace", "output_directory_id", "path")
 
@@ -383,7 +389,16 @@ class BatchAIListOutputFilesOperator(BatchAIBaseOperator):
         )
         for info in files:
             self.log.info("%-9s %12s  %s", info["fileType"], info.get("contentLength", ""), info["name"])
-        return files
+        return [unsigned(info) for info in files]
+
+
+def unsigned(info: dict[str, Any]) -> dict[str, Any]:
+    url = info.get("downloadUrl")
+    if not url or "?" not in url:
+        return info
+    address, token = url.split("?", 1)
+    mask_secret(token)
+    return {**info, "downloadUrl": address}
 
 
 class BatchAIUploadOperator(BatchAIBaseOperator):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from airflow_batchai.config import ProviderConfig, service_from_config
 from airflow_batchai.service import Service
 from tests.conftest import REPO, run_dag
 
@@ -35,3 +39,33 @@ def test_distributed_pytorch_dag_runs_ddp_on_two_nodes_with_params(airflow_env: 
         assert f"[stdout-{rank}.txt] rank {rank} epoch 2/2" in result.output
     assert "model_epoch2.pt" in result.output and "model_epoch3.pt" not in result.output
     assert Service.embedded(home).show_cluster("ddp", "distributed")["currentNodeCount"] == 0
+
+
+def test_quickstart_dag_runs_on_azure_storage_by_changing_only_the_connection(
+    airflow_env: dict[str, str], home: Path, azurite: Any
+) -> None:
+    """The same DAG file, with a connection to Azurite: data, scripts, logs and models all in Blob."""
+    extra = {
+        "storage_connection_string": azurite.connection_string,
+        "control_container": f"quickstart-{uuid.uuid4().hex[:8]}",
+        "files_on_blob": True,
+        "home": str(home),
+    }
+    connection = json.dumps({"conn_type": "batchai", "extra": extra})
+    result = run_dag({**airflow_env, "AIRFLOW_CONN_BATCHAI_DEFAULT": connection}, DAGS, "batchai_quickstart", home)
+    assert result.state == "success", result.output[-4000:]
+    assert "ConvNet_MNIST_19.dnn" in result.output
+    assert azurite.connection_string.split("AccountKey=")[1].split(";")[0] not in result.output
+    service = service_from_config(ProviderConfig(**extra))
+    [job] = service.list_jobs("quickstart", "quickstart")
+    assert job["executionState"] == "succeeded"
+    stdout = service.read_output_file(job["name"], "stdout.txt", "quickstart", "quickstart") or b""
+    assert float(stdout.decode().split("test accuracy")[1]) > 0.85
+    models = service.list_output_files(job["name"], "quickstart", "quickstart", output_directory_id="MODEL")
+    assert "ConvNet_MNIST_19.dnn" in {m["name"] for m in models} and all("sig=" in m["downloadUrl"] for m in models)
+    assert not (home / "storage").exists()  # nothing went to the local storage folders
+    key = azurite.connection_string.split("AccountKey=")[1].split(";")[0].encode()
+    for path in Path(airflow_env["AIRFLOW_HOME"]).rglob("*"):  # metadata DB (XCom included) and task logs
+        if path.is_file():
+            content = path.read_bytes()
+            assert key not in content and b"sig=" not in content, path
