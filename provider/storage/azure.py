@@ -15,18 +15,22 @@ quickstart runs on Azurite; without it, shares are refused with an error naming 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import logging
 import posixpath
+import re
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobSasPermissions, ContainerClient, ContentSettings, generate_blob_sas
 
-from airflow_batchai.agent import SAS_KEY_PREFIX
+from airflow_batchai.agent import SAS_KEY_PREFIX, BlobError, Container
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.launch import Link, RemoteVolume
 from airflow_batchai.spec import JobSpec, MountVolumes
@@ -36,6 +40,7 @@ from airflow_batchai.storage.credentials import StorageCredential
 log = logging.getLogger(__name__)
 
 DEFAULT_LINK_EXPIRY_MINUTES = 60
+CONTAINER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 
 
 def _bad_field(path: str, message: str) -> BatchAIError:
@@ -51,6 +56,12 @@ class AzureDataStore:
 
     # -- volumes ------------------------------------------------------------------------
     def volume(self, account: str, container: str, where: str) -> RemoteVolume:
+        if not CONTAINER_NAME.match(container) or "--" in container:
+            raise BatchAIError(
+                "InvalidStorageName",
+                f"{where}: {container!r} is not a valid container or share name (3-63 lowercase letters, digits and single hyphens)",
+                where,
+            )
         if account != self.credential.account:
             raise _bad_field(where, f"account {account!r} is not the connection's storage account {self.credential.account!r}")
         return RemoteVolume(account, container, self.credential.container_url(container))
@@ -132,29 +143,33 @@ class AzureDataStore:
 
     # -- reading what jobs wrote ----------------------------------------------------------
     def list_files(self, volume: RemoteVolume, folder: str, expiry_minutes: int = DEFAULT_LINK_EXPIRY_MINUTES) -> list[dict[str, Any]]:
-        """Batch AI File objects one level below ``folder``, files with read-only SAS download URLs."""
+        """Batch AI File objects one level below ``folder``, files with read-only per-blob SAS download URLs."""
         prefix = folder.strip("/") + "/" if folder.strip("/") else ""
         expiry = datetime.now(timezone.utc) + timedelta(minutes=expiry_minutes)
         sign = self._signer(volume.container, expiry)
-        entries = []
+        lister = Container(volume.url, self.credential.container_sas(volume.container, "rl", timedelta(minutes=5), self._service))
         try:
-            for item in self.container(volume).walk_blobs(name_starts_with=prefix, delimiter="/"):
-                name = item.name[len(prefix) :]
-                if name.endswith("/"):
-                    entries.append({"name": name.rstrip("/"), "fileType": "directory"})
-                    continue
-                entries.append(
-                    {
-                        "name": name,
-                        "fileType": "file",
-                        "downloadUrl": f"{volume.url}/{quote(item.name, safe='/~')}?{sign(item.name)}",
-                        "contentLength": item.size,
-                        "lastModified": item.last_modified.isoformat(),
-                    }
-                )
-        except ResourceNotFoundError:
-            return []
-        return entries
+            items = lister.entries(prefix, "/")
+        except BlobError as error:
+            if error.status == 404:
+                return []
+            raise BatchAIError("StorageUnavailable", f"listing {volume.label}/{prefix}: {error}", volume.label) from None
+        entries = []
+        for item in items:
+            name = item["name"][len(prefix) :]
+            if item["is_prefix"]:
+                entries.append({"name": name.rstrip("/"), "fileType": "directory"})
+                continue
+            entries.append(
+                {
+                    "name": name,
+                    "fileType": "file",
+                    "downloadUrl": f"{volume.url}/{quote(item['name'], safe='/~')}?{sign(item['name'])}",
+                    "contentLength": item["size"],
+                    "lastModified": parsedate_to_datetime(item["last_modified"]).isoformat(),
+                }
+            )
+        return sorted(entries, key=lambda e: e["name"])
 
     def _signer(self, container: str, expiry: datetime) -> Callable[[str], str]:
         """Per-blob read-only SAS; one user delegation key serves a whole listing."""
@@ -206,9 +221,49 @@ class BlobTarget:
         return present is not None and present[0] == path.stat().st_size and present[1] == md5_bytes(path)
 
     def put(self, relative: str, path: Path) -> None:
-        settings = ContentSettings(content_md5=bytearray(md5_bytes(path)))
+        """Each file is read from disk once: small ones into memory, big ones hashed as the SDK streams them."""
+        size = path.stat().st_size
+        if size <= IN_MEMORY_LIMIT:
+            data = path.read_bytes()
+            settings = ContentSettings(content_md5=bytearray(hashlib.md5(data, usedforsecurity=False).digest()))
+            self.client.upload_blob(self.name(relative), data, overwrite=True, content_settings=settings)
+            return
+        blob = self.client.get_blob_client(self.name(relative))
         with open(path, "rb") as handle:
-            self.client.upload_blob(self.name(relative), handle, overwrite=True, content_settings=settings, max_concurrency=4)
+            reader = HashingReader(handle)
+            written = blob.upload_blob(reader, length=size, overwrite=True, max_concurrency=4)
+        digest = reader.digest() if reader.position == size else md5_bytes(path)  # the SDK read out of order: hash again
+        blob.set_http_headers(
+            ContentSettings(content_md5=bytearray(digest)), etag=written["etag"], match_condition=MatchConditions.IfNotModified
+        )
+
+
+IN_MEMORY_LIMIT = 32 * 1024 * 1024
+
+
+class HashingReader:
+    """A file object that hashes what is read from it, as long as reads run front to back."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.hash = hashlib.md5(usedforsecurity=False)
+        self.position = 0
+        self.in_order = True
+
+    def read(self, size: int = -1) -> bytes:
+        if self.handle.tell() != self.position:
+            self.in_order = False
+        data = self.handle.read(size)
+        if self.in_order:
+            self.hash.update(data)
+            self.position += len(data)
+        return data
+
+    def digest(self) -> bytes:
+        return self.hash.digest() if self.in_order else b""
+
+    def __getattr__(self, name: str) -> Any:  # seekable(), tell(), fileno() ... of the file
+        return getattr(self.handle, name)
 
 
 def md5_bytes(path: Path) -> bytes:

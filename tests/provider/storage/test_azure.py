@@ -6,7 +6,9 @@ the standard library, exactly as on an SSH node without FUSE.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import time
 import urllib.request
 import uuid
@@ -16,6 +18,7 @@ from typing import Any
 import pytest
 
 from airflow_batchai.config import ProviderConfig, service_from_config
+from airflow_batchai.errors import BatchAIError
 from airflow_batchai.service import Service
 from airflow_batchai.spec import load_cluster_spec, load_job_spec
 from airflow_batchai.storage.upload import upload_batch
@@ -141,3 +144,38 @@ def test_no_key_or_sas_lands_in_records_plans_or_command_lines(uploaded: Service
     for blob in control.list_blobs():
         payload = control.download_blob(blob.name).readall()
         assert b"sig=" not in payload and KEY.encode() not in payload, blob.name
+
+
+def test_upload_batch_to_blob_skips_unchanged_files_by_size_and_md5(azurite: Any, home: Path, tmp_path: Path) -> None:
+    service = azure_service(azurite, home)
+    source = tmp_path / "src"
+    (source / "nested").mkdir(parents=True)
+    (source / "small.txt").write_text("small")
+    (source / "nested" / "big.bin").write_bytes(os.urandom(40 * 1024 * 1024))  # above the in-memory limit: streamed in blocks
+    lines: list[str] = []
+    first = upload_batch(
+        service.data, source=str(source), account="devstoreaccount1", container="uploads", destination_path="run1", on_progress=lines.append
+    )
+    assert first["uploaded"] == ["nested/big.bin", "small.txt"] and any(line.startswith("[2/2]") for line in lines)
+    blob = service.data.container("uploads").get_blob_client("run1/nested/big.bin").get_blob_properties()
+    assert bytes(blob.content_settings.content_md5) == hashlib.md5((source / "nested" / "big.bin").read_bytes()).digest()
+    (source / "small.txt").write_text("SMALL")  # same size, other content
+    again = upload_batch(service.data, source=str(source), account="devstoreaccount1", container="uploads", destination_path="run1")
+    assert again["uploaded"] == ["small.txt"] and again["skipped"] == ["nested/big.bin"]
+    forced = upload_batch(
+        service.data, source=str(source), account="devstoreaccount1", container="uploads", destination_path="run1", overwrite=True
+    )
+    assert len(forced["uploaded"]) == 2
+    with pytest.raises(BatchAIError) as raised:
+        upload_batch(service.data, source=str(source), account="otheraccount", container="uploads")
+    assert "otheraccount" in str(raised.value)
+
+
+def test_a_bad_container_name_is_refused_naming_the_field(azurite: Any, home: Path) -> None:
+    service = azure_service(azurite, home)
+    body = job_body()
+    body["mountVolumes"]["azureBlobFileSystems"][0]["containerName"] = "Bad_Name"
+    with pytest.raises(BatchAIError) as raised:
+        service.create_cluster("c", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 0}}}, environ={}))
+        service.create_job("c", "bad", load_job_spec({"properties": body}, environ={}))
+    assert raised.value.target == "mountVolumes.azureBlobFileSystems[0]" and "'Bad_Name'" in raised.value.message
