@@ -39,6 +39,7 @@ from airflow_batchai.records import (
     utc_now,
 )
 from airflow_batchai.spec import ClusterSpec, DeallocationOption, JobSpec
+from airflow_batchai.staging import read_texts, written
 from airflow_batchai.store import update
 
 if TYPE_CHECKING:
@@ -327,6 +328,11 @@ class Reconciler:
             cluster_links=links,
         )
         secrets = self.service.vault.get(f"cluster-{self.cluster.uuid}").get("env", {})
+        if task:  # a setup task on staged volumes: fetch what its command names, upload its logs
+            reads = [task.command_line, *env.values()]
+            staging, sas = self.service.data.stage_plan(reads, [(plan["expand_env"][0][1], True)], {"cluster": links}, timedelta(days=1))
+            plan.update(staging)
+            secrets = {**secrets, **sas}
         try:
             self.service.node_handle(node).start_run(setup_run_id(self.cluster), plan, secrets)
         except (OSError, BatchAIError) as error:
@@ -425,7 +431,8 @@ class Reconciler:
             cluster_key=key_path(nodes[0].root, self.cluster.uuid) if key else None,
         )
         plans = job_plans(spec, slots, ctx, list(secrets.get("env", {})))
-        staging, sas = self.service.data.stage_plan(spec, job.segment, {"job": links, "cluster": self.cluster_links()}, spec.max_wall_clock)
+        mounts = {"job": links, "cluster": self.cluster_links()}
+        staging, sas = self.service.data.stage_plan(read_texts(spec), written(spec, job.segment), mounts, spec.max_wall_clock)
         for plan in plans:
             plan.update(staging)
         for node in nodes:

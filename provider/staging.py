@@ -74,15 +74,20 @@ def _strings(value: Any, skip: tuple[str, ...]) -> list[str]:
     return []
 
 
-def references(spec: JobSpec) -> list[str]:
-    """Mount-root path templates the spec reads from, in order of first mention."""
+def references(texts: list[str]) -> list[str]:
+    """Mount-root path templates mentioned in ``texts``, in order of first mention."""
     found: list[str] = []
-    for text in _strings(spec.to_json(), _WRITTEN_FIELDS):
+    for text in texts:
         for match in _REFERENCE.finditer(text):
             reference = f"${match.group(1)}{match.group(2)}".rstrip("/")
             if reference not in found:
                 found.append(reference)
     return found
+
+
+def read_texts(spec: JobSpec) -> list[str]:
+    """Every string of the spec that may name something the job reads."""
+    return _strings(spec.to_json(), _WRITTEN_FIELDS)
 
 
 def written(spec: JobSpec, segment: str) -> list[tuple[str, bool]]:
@@ -92,15 +97,15 @@ def written(spec: JobSpec, segment: str) -> list[tuple[str, bool]]:
     return templates
 
 
-def transfers(spec: JobSpec, segment: str, mounts: dict[str, list[Link]]) -> tuple[list[Transfer], list[Transfer]]:
-    """(downloads, uploads) on remote volumes; local folders need neither."""
+def transfers(reads: list[str], writes: list[tuple[str, bool]], mounts: dict[str, list[Link]]) -> tuple[list[Transfer], list[Transfer]]:
+    """(downloads, uploads) on remote volumes for what ``reads`` mention and ``writes`` lists; local folders need neither."""
     uploads = []
-    for template, is_log in written(spec, segment):
+    for template, is_log in writes:
         located = locate(template, mounts)
         if located is not None and located.link.remote is not None:
             uploads.append(Transfer(located, is_log))
     downloads: list[Transfer] = []
-    for reference in references(spec):
+    for reference in references(reads):
         located = locate(reference, mounts)
         if located is None or located.link.remote is None:
             continue

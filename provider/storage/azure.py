@@ -33,7 +33,7 @@ from azure.storage.blob import BlobSasPermissions, ContainerClient, ContentSetti
 from airflow_batchai.agent import SAS_KEY_PREFIX, BlobError, Container
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.launch import Link, RemoteVolume
-from airflow_batchai.spec import JobSpec, MountVolumes
+from airflow_batchai.spec import MountVolumes
 from airflow_batchai.staging import Located, transfers
 from airflow_batchai.storage.credentials import StorageCredential
 
@@ -109,11 +109,11 @@ class AzureDataStore:
 
     # -- staging ------------------------------------------------------------------------
     def stage_plan(
-        self, spec: JobSpec, segment: str, mounts: dict[str, list[Link]], lifetime: timedelta
+        self, reads: list[str], writes: list[tuple[str, bool]], mounts: dict[str, list[Link]], lifetime: timedelta
     ) -> tuple[dict[str, Any], dict[str, str]]:
-        """Plan entries (downloads, uploads) for the agent and the SAS secrets they name."""
-        downloads, uploads = transfers(spec, segment, mounts)
-        writes = {t.located.link.remote.container for t in uploads if t.located.link.remote}
+        """Plan entries (downloads, uploads) for the agent and the SAS secrets they name (see staging.transfers)."""
+        downloads, uploads = transfers(reads, writes, mounts)
+        written_to = {t.located.link.remote.container for t in uploads if t.located.link.remote}
         sas_names: dict[str, str] = {}
         secrets: dict[str, str] = {}
 
@@ -123,7 +123,7 @@ class AzureDataStore:
             if volume.container not in sas_names:
                 name = f"{SAS_KEY_PREFIX}{len(sas_names)}"
                 sas_names[volume.container] = name
-                permission = "racwl" if volume.container in writes else "rl"
+                permission = "racwl" if volume.container in written_to else "rl"
                 secrets[name] = self.credential.container_sas(volume.container, permission, lifetime, self._service)
             return {"url": volume.url, "sas": sas_names[volume.container], "label": volume.label}
 

@@ -58,7 +58,7 @@ class LocalDataStore:
         for link in links:
             Path(link.source).mkdir(parents=True, exist_ok=True)
 
-    def stage_plan(self, spec: Any, segment: str, mounts: Any, lifetime: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    def stage_plan(self, reads: Any, writes: Any, mounts: Any, lifetime: Any) -> tuple[dict[str, Any], dict[str, str]]:
         """Local folders are linked, never staged."""
         return {}, {}
 

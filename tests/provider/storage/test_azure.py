@@ -179,3 +179,39 @@ def test_a_bad_container_name_is_refused_naming_the_field(azurite: Any, home: Pa
         service.create_cluster("c", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 0}}}, environ={}))
         service.create_job("c", "bad", load_job_spec({"properties": body}, environ={}))
     assert raised.value.target == "mountVolumes.azureBlobFileSystems[0]" and "'Bad_Name'" in raised.value.message
+
+
+def test_cluster_mounts_on_blob_serve_node_setup_and_jobs_like_the_recipes(azurite: Any, home: Path, tmp_path: Path) -> None:
+    """Recipes keep scripts and logs on a cluster-level share: $AZ_BATCHAI_MOUNT_ROOT/afs."""
+    service = azure_service(azurite, home)
+    setup = tmp_path / "setup"
+    setup.mkdir()
+    (setup / "install.sh").write_text("echo installing from $(basename $(dirname $0))\n")
+    upload_batch(service.data, source=str(setup), account="devstoreaccount1", container="afs", destination_path="setup")
+    afs = {"azureBlobFileSystems": [{"accountName": "devstoreaccount1", "containerName": "afs", "relativeMountPath": "afs"}]}
+    cluster = {
+        "scaleSettings": {"manual": {"targetNodeCount": 1}},
+        "nodeSetup": {
+            "mountVolumes": afs,
+            "setupTask": {
+                "commandLine": "sh $AZ_BATCHAI_MOUNT_ROOT/afs/setup/install.sh",
+                "stdOutErrPathPrefix": "$AZ_BATCHAI_MOUNT_ROOT/afs",
+            },
+        },
+    }
+    service.create_cluster("recipes", load_cluster_spec(cluster, environ={}))
+    try:
+        wait_until(lambda: service.show_cluster("recipes")["nodeStateCounts"]["idleNodeCount"] == 1, 30, 0.2, what="setup done")
+        logs = [b.name for b in service.data.container("afs").list_blobs() if "stdout-" in b.name]
+        assert len(logs) == 1 and "/clusters/recipes/" in logs[0]
+        assert service.data.container("afs").download_blob(logs[0]).readall() == b"installing from setup\n"
+        body = {
+            "nodeCount": 1,
+            "customToolkitSettings": {"commandLine": "ls $AZ_BATCHAI_MOUNT_ROOT/afs/setup"},
+            "stdOutErrPathPrefix": "$AZ_BATCHAI_MOUNT_ROOT/afs",
+        }
+        service.create_job("recipes", "ls", load_job_spec({"properties": body}, environ={}))
+        assert service.wait_job("ls", timeout_s=60, poll_s=0.2)["executionState"] == "succeeded"
+        assert service.read_output_file("ls", "stdout.txt") == b"install.sh\n"
+    finally:
+        kill_agents_under(home)
