@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from airflow_batchai.config import ProviderConfig
+from airflow_batchai.config import ProviderConfig, storage_credential
 from airflow_batchai.nodes.ssh import HostSpec, SSHAuth, SSHTransport
 from tests.conftest import REPO
 
@@ -61,8 +61,9 @@ def test_the_batchai_connection_points_at_both_nodes_with_verified_host_keys(com
     config = ProviderConfig.model_validate(connection["extra"])
     assert [HostSpec.parse(h).host for h in config.hosts] == ["node1", "node2"]
     assert config.known_hosts == "/ssh-keys/known_hosts" and not config.insecure_accept_unknown_host_keys
-    volumes = compose["services"]["node1"]["volumes"]
-    assert any(v.split(":")[1] == config.home for v in volumes), "nodes see the storage folders at the same path"
+    credential = storage_credential(config)
+    assert credential is not None and credential.blob_endpoint == "http://azurite:10000/devstoreaccount1" and config.files_on_blob
+    assert "azurite" in compose["services"]["airflow-scheduler"]["depends_on"]
 
 
 def _free_port() -> int:
