@@ -37,7 +37,12 @@ def batchai_quickstart() -> None:
         return folder
 
     upload_script = BatchAIUploadOperator(
-        task_id="upload_script", source=str(ASSETS), pattern="ConvNet_MNIST.py", destination="scripts", destination_path="cntk"
+        task_id="upload_script",
+        source=str(ASSETS),
+        pattern="ConvNet_MNIST.py",
+        destination="scripts",
+        destination_path="cntk",
+        destination_type="file",  # the job mounts scripts as an Azure Files share
     )
     upload_data = BatchAIUploadOperator(
         task_id="upload_data", source=prepare_data(), pattern="*8x8_cntk*", destination="data", destination_path="mnist_cntk"

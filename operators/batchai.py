@@ -402,7 +402,11 @@ def unsigned(info: dict[str, Any]) -> dict[str, Any]:
 
 
 class BatchAIUploadOperator(BatchAIBaseOperator):
-    """``az storage blob upload-batch`` parity into a container or share of the connection's storage."""
+    """``az storage blob upload-batch`` (or ``file upload-batch``) parity into the connection's storage.
+
+    ``destination_type`` says whether ``destination`` names a blob container or a file share,
+    as the job's ``azureBlobFileSystems`` or ``azureFileShares`` will mount it.
+    """
 
     template_fields: Sequence[str] = ("source", "destination", "destination_path", "pattern", "storage_account_name")
 
@@ -416,9 +420,13 @@ class BatchAIUploadOperator(BatchAIBaseOperator):
         storage_account_name: str | None = None,
         overwrite: bool = False,
         max_workers: int = 8,
+        destination_type: str = "blob",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if destination_type not in ("blob", "file"):
+            raise ValueError(f"destination_type must be 'blob' or 'file', got {destination_type!r}")
+        self.destination_type = destination_type
         self.source = source
         self.destination = destination
         self.destination_path = destination_path
@@ -439,6 +447,7 @@ class BatchAIUploadOperator(BatchAIBaseOperator):
             pattern=self.pattern,
             overwrite=self.overwrite,
             max_workers=self.max_workers,
+            kind=self.destination_type,
             on_progress=lambda line: self.log.info("%s", line),
         )
         return report

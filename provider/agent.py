@@ -185,7 +185,7 @@ class Agent(object):
         self.stage_volumes()
 
     def container(self, item):
-        return Container(item["url"], self.sas.get(item["sas"], ""))
+        return volume_client(item.get("kind", "blob"), item["url"], self.sas.get(item["sas"], ""))
 
     def stage_volumes(self):
         """Download what the job reads from remote volumes, then start uploading what it writes."""
@@ -573,6 +573,143 @@ class Container(object):
         for start in range(0, len(data), APPEND_LIMIT):
             status, _ = self.request("PUT", name, "comp=appendblock", body=data[start : start + APPEND_LIMIT])
             self._check(status, "appending to %s" % name)
+
+
+class FileShare(Container):
+    """One Azure Files share through a SAS URL: the same calls as a blob container, over the File REST API.
+
+    Folders are real here: they are created before a file and walked when listing. A log grows
+    by resizing the file and writing the new range, the Files counterpart of an append blob.
+    """
+
+    RANGE_LIMIT = 4 * 1024 * 1024  # the most one Put Range takes
+
+    def entries(self, prefix, delimiter=""):
+        folder = prefix.rstrip("/")
+        found = []
+        pending = [folder]
+        while pending:
+            current = pending.pop(0)
+            listed = self._list_directory(current)
+            if listed is None:
+                if current == folder and folder:  # the prefix may name one file
+                    status, headers = self._head(folder)
+                    if status == 200:
+                        found.append(
+                            {
+                                "name": folder,
+                                "size": int(headers.get("Content-Length", "0")),
+                                "last_modified": headers.get("Last-Modified"),
+                                "is_prefix": False,
+                            }
+                        )
+                continue
+            for entry in listed:
+                name = "/".join(part for part in (current, entry["name"]) if part)
+                if entry["is_prefix"]:
+                    if delimiter:
+                        found.append({"name": name + "/", "size": 0, "last_modified": None, "is_prefix": True})
+                    else:
+                        pending.append(name)
+                else:
+                    found.append(dict(entry, name=name))
+        return found
+
+    def _list_directory(self, folder):
+        import xml.etree.ElementTree as ElementTree
+        from urllib.parse import quote
+
+        entries, marker = [], ""
+        while True:
+            query = "restype=directory&comp=list&include=Timestamps" + ("&marker=%s" % quote(marker, safe="") if marker else "")
+            status, payload = self.request("GET", folder or None, query)
+            if status == 404:
+                return None
+            self._check(status, "listing %s" % (folder or "/"))
+            root = ElementTree.fromstring(payload)
+            for item in root.iter("File"):
+                modified = item.findtext("Properties/Last-Modified")
+                entries.append(
+                    {
+                        "name": item.findtext("Name"),
+                        "size": int(item.findtext("Properties/Content-Length") or "0"),
+                        "last_modified": modified,
+                        "is_prefix": False,
+                    }
+                )
+            for item in root.iter("Directory"):
+                entries.append({"name": item.findtext("Name"), "size": 0, "last_modified": None, "is_prefix": True})
+            marker = root.findtext("NextMarker") or ""
+            if not marker:
+                return entries
+
+    def _head(self, name):
+        import urllib.error
+        import urllib.request
+
+        request = urllib.request.Request(self._url(name), method="HEAD", headers={"x-ms-version": BLOB_API_VERSION})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, dict(response.headers)
+        except urllib.error.HTTPError as error:
+            error.close()
+            return error.code, {}
+        except (urllib.error.URLError, OSError) as error:
+            raise BlobError("reading %s: %s" % (name, getattr(error, "reason", error))) from None
+
+    def _make_parents(self, name):
+        parts = name.split("/")[:-1]
+        for depth in range(1, len(parts) + 1):
+            status, _ = self.request("PUT", "/".join(parts[:depth]), "restype=directory", body=b"")
+            if status not in (201, 409):
+                raise BlobError("creating folder %s failed with HTTP %d" % ("/".join(parts[:depth]), status), status)
+
+    def _create(self, name, size, md5=None):
+        headers = {"x-ms-type": "file", "x-ms-content-length": str(size)}
+        if md5:
+            headers["x-ms-content-md5"] = md5
+        status, _ = self.request("PUT", name, body=b"", headers=headers)
+        if status == 404:  # the folder is missing: make it, then once more
+            self._make_parents(name)
+            status, _ = self.request("PUT", name, body=b"", headers=headers)
+        self._check(status, "creating %s" % name)
+
+    def _write(self, name, offset, data):
+        for start in range(0, len(data), self.RANGE_LIMIT):
+            chunk = data[start : start + self.RANGE_LIMIT]
+            first = offset + start
+            headers = {"x-ms-range": "bytes=%d-%d" % (first, first + len(chunk) - 1), "x-ms-write": "update"}
+            status, _ = self.request("PUT", name, "comp=range", body=chunk, headers=headers)
+            self._check(status, "writing %s" % name)
+
+    def upload(self, name, path, md5=None):
+        size = os.path.getsize(path)
+        self._create(name, size, md5)
+        with open(path, "rb") as handle:
+            offset = 0
+            while True:
+                chunk = handle.read(self.RANGE_LIMIT)
+                if not chunk:
+                    return
+                self._write(name, offset, chunk)
+                offset += len(chunk)
+
+    def create_append(self, name):
+        self._create(name, 0)
+        self.sizes = getattr(self, "sizes", {})
+        self.sizes[name] = 0
+
+    def append(self, name, data):
+        sizes = getattr(self, "sizes", {})
+        old = sizes.get(name, 0)
+        status, _ = self.request("PUT", name, "comp=properties", body=b"", headers={"x-ms-content-length": str(old + len(data))})
+        self._check(status, "growing %s" % name)
+        self._write(name, old, data)
+        sizes[name] = old + len(data)
+
+
+def volume_client(kind, url, sas):
+    return FileShare(url, sas) if kind == "file" else Container(url, sas)
 
 
 def download_prefixes(container, prefix, local, skip_prefixes=()):

@@ -68,6 +68,7 @@ class ProviderConfig(BaseModel):
     storage_sas_token: str | None = None
     storage_connection_string: str | None = None
     storage_blob_endpoint: str | None = Field(default=None, description="blob endpoint when not <account>.blob.core.windows.net")
+    storage_file_endpoint: str | None = Field(default=None, description="Files endpoint when not <account>.file.core.windows.net")
     control_container: str = Field(default="batchai-control", description="container holding records, leases and sealed secrets")
     vault_key: str | None = Field(default=None, description="seals queued jobs' secrets; default derived from the storage credential")
     files_on_blob: bool = Field(default=False, description="serve azureFileShares from blob containers of the same name (Azurite)")
@@ -122,6 +123,7 @@ def storage_credential(config: ProviderConfig) -> StorageCredential | None:
         sas_token=config.storage_sas_token,
         connection_string=config.storage_connection_string,
         blob_endpoint=config.storage_blob_endpoint,
+        file_endpoint=config.storage_file_endpoint,
     )
 
 

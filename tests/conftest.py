@@ -174,3 +174,15 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield server
     finally:
         emulator.stop(server)
+
+
+@pytest.fixture
+def fake_files() -> Iterator[Any]:
+    """A fake Azure Files service (no emulator exists for Files; see tests/fakefiles.py)."""
+    from tests import fakefiles
+
+    server = fakefiles.start()
+    try:
+        yield server
+    finally:
+        fakefiles.stop(server)

@@ -7,9 +7,9 @@ margin. Blob SAS cannot be narrowed to a folder without hierarchical namespace, 
 prefixes" is enforced by what the agent writes, not by the token; the token never outlives
 the job by more than the margin.
 
-Azure Files shares (``azureFileShares``) need the File service, which Azurite lacks. With
-``files_on_blob`` a share is served by the blob container of the same name, which is how the
-quickstart runs on Azurite; without it, shares are refused with an error naming the field.
+Azure Files shares (``azureFileShares``) are staged the same way over the File REST API
+(storage/files.py). Azurite has no File service: with ``files_on_blob`` a share is served by
+the blob container of the same name, which is how the quickstart runs on Azurite.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from airflow_batchai.launch import Link, RemoteVolume
 from airflow_batchai.spec import MountVolumes
 from airflow_batchai.staging import Located, transfers
 from airflow_batchai.storage.credentials import StorageCredential
+from airflow_batchai.storage.files import FileTarget, ShareVolumes
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class AzureDataStore:
         self.files_on_blob = files_on_blob
         self.default_account = credential.account
         self._service = credential.service()
+        self.shares = ShareVolumes(credential)
 
     # -- volumes ------------------------------------------------------------------------
     def volume(self, account: str, container: str, where: str) -> RemoteVolume:
@@ -75,14 +77,10 @@ class AzureDataStore:
         links = []
         for index, share in enumerate(volumes.azure_file_shares or []):
             path = f"{where}.azureFileShares[{index}]"
+            volume = self.volume(share.account_name, share.share_name, path)
             if not self.files_on_blob:
-                raise BatchAIError(
-                    "UnsupportedMount",
-                    f"{path}: Azure Files shares are not available with this connection; set files_on_blob to serve shares "
-                    "from blob containers of the same name, or use azureBlobFileSystems",
-                    path,
-                )
-            links.append(Link(share.relative_mount_path.strip("/"), "", self.volume(share.account_name, share.share_name, path)))
+                volume = self.shares.volume(volume.account, volume.container)
+            links.append(Link(share.relative_mount_path.strip("/"), "", volume))
         for index, blob in enumerate(volumes.azure_blob_file_systems or []):
             path = f"{where}.azureBlobFileSystems[{index}]"
             links.append(Link(blob.relative_mount_path.strip("/"), "", self.volume(blob.account_name, blob.container_name, path)))
@@ -95,6 +93,9 @@ class AzureDataStore:
         """Create missing containers, as Batch AI's mount of an empty share would have shown an empty folder."""
         for link in links:
             if link.remote is None:
+                continue
+            if link.remote.kind == "file":
+                self.shares.ensure(link.remote)
                 continue
             try:
                 self.container(link.remote).create_container()
@@ -123,9 +124,12 @@ class AzureDataStore:
             if volume.container not in sas_names:
                 name = f"{SAS_KEY_PREFIX}{len(sas_names)}"
                 sas_names[volume.container] = name
-                permission = "racwl" if volume.container in written_to else "rl"
-                secrets[name] = self.credential.container_sas(volume.container, permission, lifetime, self._service)
-            return {"url": volume.url, "sas": sas_names[volume.container], "label": volume.label}
+                if volume.kind == "file":
+                    secrets[name] = self.shares.sas(volume, "rcwl" if volume.container in written_to else "rl", lifetime)
+                else:
+                    permission = "racwl" if volume.container in written_to else "rl"
+                    secrets[name] = self.credential.container_sas(volume.container, permission, lifetime, self._service)
+            return {"url": volume.url, "sas": sas_names[volume.container], "label": volume.label, "kind": volume.kind}
 
         plan: dict[str, Any] = {"downloads": [], "uploads": []}
         output_prefixes = {t.located.link.remote.container: [] for t in uploads if t.located.link.remote}  # type: ignore[union-attr]
@@ -144,6 +148,8 @@ class AzureDataStore:
     # -- reading what jobs wrote ----------------------------------------------------------
     def list_files(self, volume: RemoteVolume, folder: str, expiry_minutes: int = DEFAULT_LINK_EXPIRY_MINUTES) -> list[dict[str, Any]]:
         """Batch AI File objects one level below ``folder``, files with read-only per-blob SAS download URLs."""
+        if volume.kind == "file":
+            return self.shares.list_files(volume, folder, expiry_minutes)
         prefix = folder.strip("/") + "/" if folder.strip("/") else ""
         expiry = datetime.now(timezone.utc) + timedelta(minutes=expiry_minutes)
         sign = self._signer(volume.container, expiry)
@@ -188,6 +194,8 @@ class AzureDataStore:
 
     def read(self, volume: RemoteVolume, blob: str, offset: int = 0, length: int | None = None) -> bytes | None:
         """Bytes of a blob from ``offset`` (a range request: streaming logs re-reads only what is new)."""
+        if volume.kind == "file":
+            return self.shares.read(volume, blob, offset, length)
         client = self.container(volume).get_blob_client(blob)
         try:
             size = client.get_blob_properties().size
@@ -198,8 +206,11 @@ class AzureDataStore:
             return None
 
     # -- uploads ------------------------------------------------------------------------
-    def upload_target(self, account: str, container: str, destination_path: str) -> BlobTarget:
+    def upload_target(self, account: str, container: str, destination_path: str, kind: str = "blob") -> BlobTarget | FileTarget:
+        """``kind`` "file" uploads to the share of that name (``az storage file upload-batch``)."""
         volume = self.volume(account, container, "destination")
+        if kind == "file" and not self.files_on_blob:
+            return self.shares.upload_target(self.shares.volume(account, container), destination_path)
         self.ensure([Link("upload", "", volume)])
         return BlobTarget(self.container(volume), destination_path)
 

@@ -40,6 +40,7 @@ class StorageCredential:
     account_key: str | None = field(default=None, repr=False)
     sas_token: str | None = field(default=None, repr=False)
     entra: bool = False  # DefaultAzureCredential
+    file_endpoint: str = ""  # https://<account>.file.core.windows.net unless given
 
     @classmethod
     def parse(
@@ -50,6 +51,7 @@ class StorageCredential:
         sas_token: str | None = None,
         connection_string: str | None = None,
         blob_endpoint: str | None = None,
+        file_endpoint: str | None = None,
     ) -> StorageCredential:
         """From the connection's fields; errors name the field and never echo a value."""
         if connection_string:
@@ -57,17 +59,22 @@ class StorageCredential:
             name = parts.get("AccountName") or account
             if not name:
                 raise BatchAIError("InvalidStorageCredential", "storage_connection_string has no AccountName", "storage_connection_string")
-            endpoint = parts.get("BlobEndpoint") or _default_endpoint(name, parts.get("DefaultEndpointsProtocol", "https"), parts)
+            protocol = parts.get("DefaultEndpointsProtocol", "https")
+            endpoint = parts.get("BlobEndpoint") or _default_endpoint(name, protocol, parts)
+            files = parts.get("FileEndpoint") or _default_endpoint(name, protocol, parts, "file")
             sas = parts.get("SharedAccessSignature")
-            return cls(name, endpoint.rstrip("/"), parts.get("AccountKey"), sas.lstrip("?") if sas else None)
+            return cls(
+                name, endpoint.rstrip("/"), parts.get("AccountKey"), sas.lstrip("?") if sas else None, file_endpoint=files.rstrip("/")
+            )
         if not account:
             raise BatchAIError("InvalidStorageCredential", "storage_account is required with a key, a SAS or Entra ID", "storage_account")
         endpoint = (blob_endpoint or f"https://{account}.blob.core.windows.net").rstrip("/")
+        files = (file_endpoint or f"https://{account}.file.core.windows.net").rstrip("/")
         if account_key:
-            return cls(account, endpoint, account_key=account_key)
+            return cls(account, endpoint, account_key=account_key, file_endpoint=files)
         if sas_token:
-            return cls(account, endpoint, sas_token=sas_token.lstrip("?"))
-        return cls(account, endpoint, entra=True)
+            return cls(account, endpoint, sas_token=sas_token.lstrip("?"), file_endpoint=files)
+        return cls(account, endpoint, entra=True, file_endpoint=files)
 
     @property
     def secrets(self) -> list[str]:
@@ -120,6 +127,24 @@ class StorageCredential:
         )
 
 
-def _default_endpoint(account: str, protocol: str, parts: dict[str, str]) -> str:
+def share_sas(credential: StorageCredential, share: str, permission: str, lifetime: timedelta) -> str:
+    """A SAS for one Azure Files share. Files has no user-delegation SAS, so Entra ID alone cannot serve shares."""
+    from azure.storage.fileshare import ShareSasPermissions, generate_share_sas
+
+    if credential.account_key:
+        start = datetime.now(timezone.utc) - timedelta(minutes=5)
+        expiry = datetime.now(timezone.utc) + lifetime + SAS_MARGIN
+        permissions = ShareSasPermissions.from_string(permission)
+        return generate_share_sas(credential.account, share, credential.account_key, permission=permissions, expiry=expiry, start=start)
+    if credential.sas_token:
+        return credential.sas_token
+    raise BatchAIError(
+        "StorageAuthorizationFailed",
+        f"share {share}: Azure Files needs an account key or an account SAS (it has no user-delegation SAS for Entra ID)",
+        "storage_account_key",
+    )
+
+
+def _default_endpoint(account: str, protocol: str, parts: dict[str, str], service: str = "blob") -> str:
     suffix = parts.get("EndpointSuffix", "core.windows.net")
-    return f"{protocol}://{account}.blob.{suffix}"
+    return f"{protocol}://{account}.{service}.{suffix}"

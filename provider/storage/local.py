@@ -62,7 +62,7 @@ class LocalDataStore:
         """Local folders are linked, never staged."""
         return {}, {}
 
-    def upload_target(self, account: str, container: str, destination_path: str) -> Any:
+    def upload_target(self, account: str, container: str, destination_path: str, kind: str = "blob") -> Any:
         from airflow_batchai.storage.upload import FolderTarget
 
         folder = self.folder(account, container, "destination")

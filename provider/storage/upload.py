@@ -71,6 +71,7 @@ def upload_batch(
     pattern: str = "*",
     overwrite: bool = False,
     max_workers: int = 8,
+    kind: str = "blob",
     on_progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Upload every file under ``source`` whose path relative to it matches ``pattern``."""
@@ -80,7 +81,7 @@ def upload_batch(
     parts = [p for p in destination_path.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise BatchAIError("InvalidPath", f"destination path {destination_path!r} must not contain '..'", "destination_path")
-    target = data.upload_target(account, container, "/".join(parts))
+    target = data.upload_target(account, container, "/".join(parts), kind)
     files = sorted(p for p in root.rglob("*") if p.is_file() and fnmatch.fnmatch(p.relative_to(root).as_posix(), pattern))
     report: dict[str, Any] = {"uploaded": [], "skipped": [], "bytes": 0}
     progress = on_progress or (lambda _: None)
