@@ -55,7 +55,10 @@ class BatchAIHook(BaseHook):
 
     @cached_property
     def service(self) -> Service:
-        return service_from_config(self.config)
+        service = service_from_config(self.config)
+        if hasattr(service.data, "secret_sink"):
+            service.data.secret_sink = mask_secret  # SAS minted for nodes are masked too, should one ever be printed
+        return service
 
     def test_connection(self) -> tuple[bool, str]:
         """Check the store, then every node of the pool; the message names what failed."""

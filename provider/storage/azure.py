@@ -55,6 +55,7 @@ class AzureDataStore:
         self.default_account = credential.account
         self._service = credential.service()
         self.shares = ShareVolumes(credential)
+        self.secret_sink: Callable[[str], None] = lambda _: None  # Airflow's hook sets mask_secret here
 
     # -- volumes ------------------------------------------------------------------------
     def volume(self, account: str, container: str, where: str) -> RemoteVolume:
@@ -114,22 +115,22 @@ class AzureDataStore:
     ) -> tuple[dict[str, Any], dict[str, str]]:
         """Plan entries (downloads, uploads) for the agent and the SAS secrets they name (see staging.transfers)."""
         downloads, uploads = transfers(reads, writes, mounts)
-        written_to = {t.located.link.remote.container for t in uploads if t.located.link.remote}
-        sas_names: dict[str, str] = {}
+        written_to = {t.located.link.remote for t in uploads}
+        sas_names: dict[RemoteVolume, str] = {}
         secrets: dict[str, str] = {}
 
         def entry(located: Located) -> dict[str, Any]:
             volume = located.link.remote
             assert volume is not None
-            if volume.container not in sas_names:
-                name = f"{SAS_KEY_PREFIX}{len(sas_names)}"
-                sas_names[volume.container] = name
+            if volume not in sas_names:
+                name = sas_names[volume] = f"{SAS_KEY_PREFIX}{len(sas_names)}"
                 if volume.kind == "file":
-                    secrets[name] = self.shares.sas(volume, "rcwl" if volume.container in written_to else "rl", lifetime)
+                    secrets[name] = self.shares.sas(volume, "rcwl" if volume in written_to else "rl", lifetime)
                 else:
-                    permission = "racwl" if volume.container in written_to else "rl"
+                    permission = "racwl" if volume in written_to else "rl"
                     secrets[name] = self.credential.container_sas(volume.container, permission, lifetime, self._service)
-            return {"url": volume.url, "sas": sas_names[volume.container], "label": volume.label, "kind": volume.kind}
+                self.secret_sink(secrets[name])
+            return {"url": volume.url, "sas": sas_names[volume], "label": volume.label, "kind": volume.kind}
 
         plan: dict[str, Any] = {"downloads": [], "uploads": []}
         output_prefixes = {t.located.link.remote.container: [] for t in uploads if t.located.link.remote}  # type: ignore[union-attr]
