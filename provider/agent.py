@@ -454,6 +454,30 @@ class BlobError(Exception):
         self.status = status
 
 
+def parse_listing(payload, file_tag, folder_tag):
+    """Entries and the continuation marker of one List Blobs / List Directories and Files page.
+
+    Parsed with ElementTree directly: about ten times faster than the SDK's generic
+    deserializer, which is what makes listing 50,000 outputs with SAS URLs cheap.
+    """
+    import xml.etree.ElementTree as ElementTree
+
+    root = ElementTree.fromstring(payload)
+    found = []
+    for item in root.iter(file_tag):
+        found.append(
+            {
+                "name": item.findtext("Name"),
+                "size": int(item.findtext("Properties/Content-Length") or "0"),
+                "last_modified": item.findtext("Properties/Last-Modified"),
+                "is_prefix": False,
+            }
+        )
+    for item in root.iter(folder_tag):
+        found.append({"name": item.findtext("Name"), "size": 0, "last_modified": None, "is_prefix": True})
+    return found, root.findtext("NextMarker") or ""
+
+
 class Container(object):
     """One blob container through a SAS URL, with the standard library only."""
 
@@ -502,12 +526,7 @@ class Container(object):
         return [(e["name"], e["size"]) for e in self.entries(prefix) if not e["is_prefix"]]
 
     def entries(self, prefix, delimiter=""):
-        """Blobs (name, size, last_modified) and, with a delimiter, folder prefixes; all pages.
-
-        Parsed with ElementTree directly: about ten times faster than the SDK's generic
-        deserializer, which is what makes listing 50,000 outputs with SAS URLs cheap.
-        """
-        import xml.etree.ElementTree as ElementTree
+        """Blobs (name, size, last_modified) and, with a delimiter, folder prefixes; all pages."""
         from urllib.parse import quote
 
         found, marker = [], ""
@@ -519,19 +538,8 @@ class Container(object):
                 query += "&marker=%s" % quote(marker, safe="")
             status, payload = self.request("GET", query=query)
             self._check(status, "listing %s" % (prefix or "/"))
-            root = ElementTree.fromstring(payload)
-            for item in root.iter("Blob"):
-                found.append(
-                    {
-                        "name": item.findtext("Name"),
-                        "size": int(item.findtext("Properties/Content-Length") or "0"),
-                        "last_modified": item.findtext("Properties/Last-Modified"),
-                        "is_prefix": False,
-                    }
-                )
-            for item in root.iter("BlobPrefix"):
-                found.append({"name": item.findtext("Name"), "size": 0, "last_modified": None, "is_prefix": True})
-            marker = root.findtext("NextMarker") or ""
+            page, marker = parse_listing(payload, "Blob", "BlobPrefix")
+            found.extend(page)
             if not marker:
                 return found
 
@@ -616,7 +624,6 @@ class FileShare(Container):
         return found
 
     def _list_directory(self, folder):
-        import xml.etree.ElementTree as ElementTree
         from urllib.parse import quote
 
         entries, marker = [], ""
@@ -626,20 +633,8 @@ class FileShare(Container):
             if status == 404:
                 return None
             self._check(status, "listing %s" % (folder or "/"))
-            root = ElementTree.fromstring(payload)
-            for item in root.iter("File"):
-                modified = item.findtext("Properties/Last-Modified")
-                entries.append(
-                    {
-                        "name": item.findtext("Name"),
-                        "size": int(item.findtext("Properties/Content-Length") or "0"),
-                        "last_modified": modified,
-                        "is_prefix": False,
-                    }
-                )
-            for item in root.iter("Directory"):
-                entries.append({"name": item.findtext("Name"), "size": 0, "last_modified": None, "is_prefix": True})
-            marker = root.findtext("NextMarker") or ""
+            page, marker = parse_listing(payload, "File", "Directory")
+            entries.extend(page)
             if not marker:
                 return entries
 
