@@ -69,13 +69,20 @@ def make_sources(root: Path) -> tuple[Path, Path]:
     return small, big
 
 
+def report(rows: list[tuple[str, float, float, float]]) -> None:
+    print(f"\n{'measure':<62} {'ours':>10} {'peer':>10} {'ratio':>8}")
+    for label, mine, peer, ratio in rows:
+        print(f"{label:<62} {mine:>10.2f} {peer:>10.2f} {ratio:>8.2f}")
+    print("(upload rows: MB/s, ratio = how many times faster we are; listing: seconds, ratio = ours / raw)", flush=True)
+
+
 def main() -> None:
     if shutil.which("rclone") is None:
         raise SystemExit("rclone is needed for the comparison: apt-get install rclone")
     server = emulator.start()
     work = Path(tempfile.mkdtemp(prefix="batchai-bench-storage-"))
     try:
-        credential = server.credential()
+        credential = server.credential()  # each phase gets a fresh Azurite: an in-memory one slows down as it fills
         config = ProviderConfig(
             storage_connection_string=server.connection_string, control_container="bench-control", home=str(work / "home")
         )
@@ -132,11 +139,21 @@ def main() -> None:
             for name in [c.name for c in blob_service.list_containers() if c.name.startswith("scratch-")]:
                 blob_service.delete_container(name)  # keep Azurite's memory small
 
+        report(rows)
         # -- listing ------------------------------------------------------------------------
+        emulator.stop(server)
+        server = emulator.start()
+        credential = server.credential()
+        config = ProviderConfig(
+            storage_connection_string=server.connection_string, control_container="bench-control", home=str(work / "home2")
+        )
+        service = service_from_config(config)
+        data = service.data
+        blob_service = credential.service()
         container = fresh()
         client = blob_service.get_container_client(container)
         prefix = "sub/rg/workspaces/ws/experiments/e/jobs/j/uuid/outputs"
-        with ThreadPoolExecutor(32) as pool:
+        with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda i: client.upload_blob(f"{prefix}/part-{i:06d}.bin", b"x", overwrite=True), range(LISTED)))
         volume = RemoteVolume(credential.account, container, credential.container_url(container))
         listed: list[dict[str, object]] = []
@@ -186,10 +203,7 @@ def main() -> None:
         }
         rows.append(("log lag p50 / p95 (s), target p95 <= 1 s", statistics.median(values), percentile(values, 0.95), 0.0))
 
-        print(f"\n{'measure':<62} {'ours':>10} {'peer':>10} {'ratio':>8}")
-        for label, mine, peer, ratio in rows:
-            print(f"{label:<62} {mine:>10.2f} {peer:>10.2f} {ratio:>8.2f}")
-        print("(upload rows: MB/s, ratio = how many times faster we are; listing: seconds, ratio = ours / raw)")
+        report(rows)
         out = REPO / "bench" / "results"
         out.mkdir(exist_ok=True)
         (out / "azure_storage.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -1,4 +1,8 @@
-"""``batchai``: the ``az batchai`` commands, on the embedded default (or, later, a connection).
+"""``batchai``: the ``az batchai`` commands, on the embedded default or on a connection.
+
+``--connection`` (or ``$BATCHAI_CONNECTION``) takes the same extras as the Airflow connection,
+as JSON text or a file holding it, so a script switches to SSH nodes or Azure Storage (Azurite
+included) by changing only that.
 
 Output is Batch AI's JSON (camelCase read models) on stdout, so scripts written against the az
 CLI's ``-o json`` keep working. Bad input exits with status 2 and one line on stderr.
@@ -13,6 +17,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from airflow_batchai.errors import BatchAIError
@@ -35,7 +40,46 @@ def _print(document: Any) -> None:
 
 
 def _service(args: argparse.Namespace) -> Service:
-    return Service.embedded(args.home)
+    raw = args.connection or os.environ.get("BATCHAI_CONNECTION")
+    if not raw:
+        return Service.embedded(args.home)
+    from pydantic import ValidationError
+
+    from airflow_batchai.config import ProviderConfig, parse_hosts, service_from_config
+
+    try:
+        extras = json.loads(raw if raw.lstrip().startswith("{") else Path(raw).read_text())
+    except ValueError as error:
+        raise BatchAIError("InvalidConnection", f"--connection is not JSON: {error.msg} at line {error.lineno}", "--connection") from None
+    if args.home:
+        extras["home"] = args.home
+    extras["hosts"] = parse_hosts(extras.get("hosts"))
+    try:
+        return service_from_config(ProviderConfig.model_validate(extras))
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise BatchAIError("InvalidConnection", f"connection field {field}: {first['msg']}", field) from None
+
+
+def upload(args: argparse.Namespace) -> int:
+    """``az storage blob|file upload-batch``: progress on stderr, the report as JSON."""
+    from airflow_batchai.storage.upload import upload_batch
+
+    service = _service(args)
+    report = upload_batch(
+        service.data,
+        source=args.source,
+        account=args.account_name or service.settings.default_storage_account,
+        container=args.destination,
+        destination_path=args.destination_path,
+        pattern=args.pattern,
+        overwrite=args.overwrite,
+        kind=args.type,
+        on_progress=lambda line: print(line, file=sys.stderr),
+    )
+    _print(report)
+    return 0
 
 
 def _scale_from_args(args: argparse.Namespace) -> ScaleSettings | None:
@@ -166,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-w", "--workspace", default=DEFAULT_WORKSPACE, help="workspace (default: default)")
     common.add_argument("--home", default=None, help="embedded default's folder (default: $BATCHAI_HOME or ~/.batchai)")
+    common.add_argument("--connection", default=None, help="connection extras as JSON or a JSON file (default: $BATCHAI_CONNECTION)")
     storage = argparse.ArgumentParser(add_help=False)
     storage.add_argument("--storage-account-name", default=None, help="fills <AZURE_BATCHAI_STORAGE_ACCOUNT>")
     storage.add_argument("--storage-account-key", default=None, help="fills <AZURE_BATCHAI_STORAGE_KEY>")
@@ -225,6 +270,15 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("-f", "--file-name", required=True)
     stream.add_argument("-d", "--output-directory-id", default="stdouterr")
     stream.set_defaults(handler=file_stream)
+    uploading = groups.add_parser("upload", parents=[common], help="upload a folder into a container or share")
+    uploading.add_argument("-s", "--source", required=True)
+    uploading.add_argument("-d", "--destination", required=True, help="container or share name")
+    uploading.add_argument("--destination-path", default="")
+    uploading.add_argument("--pattern", default="*")
+    uploading.add_argument("--type", choices=("blob", "file"), default="blob")
+    uploading.add_argument("--account-name", default=None)
+    uploading.add_argument("--overwrite", action="store_true")
+    uploading.set_defaults(handler=upload)
     return parser
 
 

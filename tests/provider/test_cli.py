@@ -143,3 +143,35 @@ def test_errors_name_the_missing_thing(home: Path, tmp_path: Path) -> None:
 def test_validate_accepts_every_recipe(home: Path) -> None:
     for recipe in sorted((DATA / "recipes").glob("*.json")):
         assert "valid" in batchai(home, "job", "validate", "-f", str(recipe)).stdout
+
+
+def test_the_same_commands_run_on_azurite_by_changing_only_the_connection(home: Path, tmp_path: Path, azurite: Any) -> None:
+    connection = {"storage_connection_string": azurite.connection_string, "control_container": "cli-control", "files_on_blob": True}
+    env = {"BATCHAI_CONNECTION": json.dumps(connection)}
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "hello.py").write_text("print('hello from blob')\n")
+    report = as_json(batchai(home, "upload", "-s", str(scripts), "-d", "code", env=env))
+    assert report["uploaded"] == ["hello.py"]
+    batchai(home, "cluster", "create", "-n", "c", "-t", "1", env=env)
+    job = tmp_path / "job.json"
+    body = {
+        "nodeCount": 1,
+        "customToolkitSettings": {"commandLine": '"$BATCHAI_PYTHON" $AZ_BATCHAI_JOB_MOUNT_ROOT/code/hello.py'},
+        "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/code",
+        "mountVolumes": {
+            "azureBlobFileSystems": [
+                {"accountName": "<AZURE_BATCHAI_STORAGE_ACCOUNT>", "containerName": "code", "relativeMountPath": "code"}
+            ]
+        },
+    }
+    job.write_text(json.dumps({"properties": body}))
+    created = as_json(batchai(home, "job", "create", "-n", "hello", "-c", "c", "-f", str(job), env=env))
+    assert created["mountVolumes"]["azureBlobFileSystems"][0]["accountName"] == "devstoreaccount1"
+    batchai(home, "job", "wait", "-n", "hello", env=env)
+    [stdout] = [f for f in as_json(batchai(home, "job", "file", "list", "-j", "hello", env=env)) if f["name"] == "stdout.txt"]
+    assert stdout["downloadUrl"].startswith(azurite.endpoint + "/code/") and "sig=" in stdout["downloadUrl"]
+    assert batchai(home, "job", "file", "stream", "-j", "hello", "-f", "stdout.txt", env=env).stdout == "hello from blob\n"
+    assert not (home / "control").exists() and not (home / "storage").exists()
+    bad = batchai(home, "cluster", "list", env={"BATCHAI_CONNECTION": '{"storage_account": "a", "nodes": 3}'}, expect=2)
+    assert "InvalidConnection" in bad.stderr and "nodes" in bad.stderr
