@@ -379,14 +379,22 @@ class Service:
         output_directory_id: str = "stdouterr",
         directory: str = ".",
         link_expiry_minutes: int = 60,
-        max_results: int = 1000,
+        max_results: int | None = None,
+        marker: str | None = None,
     ) -> list[dict[str, Any]]:
+        """Batch AI File objects sorted by name: all of them, or a page of ``max_results`` (1-1000) after ``marker``.
+
+        A page's last name is the marker of the next one, as Batch AI's ``nextLink`` carried it.
+        """
         if not 5 <= link_expiry_minutes <= 600:
             raise InvalidSpec(f"linkexpiryinminutes must be 5..600, got {link_expiry_minutes}", "linkexpiryinminutes")
-        if not 1 <= max_results <= 1000:
+        if max_results is not None and not 1 <= max_results <= 1000:
             raise InvalidSpec(f"maxresults must be 1..1000, got {max_results}", "maxresults")
         files = OutputFiles(self, self._job(workspace, experiment, job)).list(output_directory_id, directory, link_expiry_minutes)
-        return files[:max_results]
+        files = sorted(files, key=lambda f: f["name"])
+        if marker is not None:
+            files = [f for f in files if f["name"] > marker]
+        return files if max_results is None else files[:max_results]
 
     def read_output_file(
         self,

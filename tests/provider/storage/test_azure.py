@@ -105,7 +105,14 @@ def test_a_job_reads_its_inputs_and_writes_logs_and_outputs_to_blob(uploaded: Se
     assert [m["name"] for m in models] == ["model.txt"]
     with urllib.request.urlopen(models[0]["downloadUrl"], timeout=10) as response:
         assert response.read() == b"weights"
+    first = service.list_output_files("train", max_results=2)
+    rest = service.list_output_files("train", max_results=1000, marker=first[-1]["name"])
     logs = {f["name"]: f for f in service.list_output_files("train")}
+    assert [f["name"] for f in first + rest] == sorted(logs) and len(first) == 2  # pages follow each other by name
+    with pytest.raises(BatchAIError, match="maxresults"):
+        service.list_output_files("train", max_results=1001)
+    with pytest.raises(BatchAIError, match="linkexpiryinminutes"):
+        service.list_output_files("train", link_expiry_minutes=4)
     assert {"stdout.txt", "stderr.txt", "execution.log"} <= set(logs)
     with urllib.request.urlopen(logs["stdout.txt"]["downloadUrl"], timeout=10) as response:
         assert response.read().decode() == stdout
