@@ -103,6 +103,7 @@ class Agent(object):
         self.log_handle = None
         self.syncer = None
         self.sas = {}
+        self.mounted = []  # FUSE mount points to unmount at the end
         self.deadline = now() + float(self.plan.get("max_wall_clock_s") or 7 * 86400)
 
     # -- status -------------------------------------------------------------------
@@ -182,15 +183,22 @@ class Agent(object):
                 handle.write("".join(line + "\n" for line in hostfile["lines"]))
         for item in self.plan.get("files") or []:
             write_private(item["path"], item["text"])
-        self.stage_volumes()
 
     def container(self, item):
         return volume_client(item.get("kind", "blob"), item["url"], self.sas.get(item["sas"], ""))
 
     def stage_volumes(self):
-        """Download what the job reads from remote volumes, then start uploading what it writes."""
+        """Mount read-only volumes where the node can, download what the job reads from the others,
+        then start uploading what it writes."""
+        mounted = set()
+        for item in self.plan.get("mounts") or []:
+            local = os.path.normpath(expand(item["local"], self.env))
+            if self.mount_read_only(item, local):
+                mounted.add(local)
         for item in self.plan.get("downloads") or []:
             local = os.path.normpath(expand(item["local"], self.env))
+            if local in mounted:
+                continue
             try:
                 count = download_prefixes(self.container(item), item["prefix"], local, item.get("skip") or [])
             except BlobError as error:
@@ -203,6 +211,57 @@ class Agent(object):
         if uploads:
             self.syncer = Syncer(uploads, self.log)
             threading.Thread(target=self.syncer.loop, daemon=True).start()
+
+    def mount_read_only(self, item, local):
+        """blobfuse2, else ``rclone mount`` (with FUSE); False when neither works, and the volume is staged instead.
+
+        The SAS reaches the mounter through a 0600 file (blobfuse2) or the environment (rclone),
+        never its command line.
+        """
+        url = "%s?%s" % (item["url"], self.sas.get(item["sas"], ""))
+        fuse = os.path.exists("/dev/fuse") and (shutil.which("fusermount3") or shutil.which("fusermount"))
+        if shutil.which("blobfuse2") and fuse:
+            config = os.path.join(self.run_dir, "blobfuse2-%d.yaml" % len(self.mounted))
+            write_private(
+                config,
+                "logging:\n  type: silent\ncomponents:\n  - libfuse\n  - block_cache\n  - attr_cache\n  - azstorage\n"
+                "azstorage:\n  type: block\n  mode: sas\n  account-name: %s\n  container: %s\n  endpoint: %s\n  sas: '?%s'\n"
+                % (item["account"], item["container"], item["endpoint"], self.sas.get(item["sas"], "")),
+            )
+            argv, env = ["blobfuse2", "mount", local, "--config-file=" + config, "--read-only"], self.env
+        elif shutil.which("rclone") and fuse:
+            env = dict(self.env, RCLONE_CONFIG_BATCHAI_TYPE="azureblob", RCLONE_CONFIG_BATCHAI_SAS_URL=url)
+            argv = ["rclone", "mount", "batchai:" + item["container"], local, "--daemon", "--read-only", "--daemon-wait", "15s"]
+            argv.append("--allow-non-empty")  # a cluster mount may hold files staged by an earlier job
+        else:
+            return False
+        os.makedirs(local, exist_ok=True)
+        try:
+            done = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        except (OSError, subprocess.SubprocessError) as error:
+            self.log("mounting %s with %s failed (%s): staging it instead" % (item["label"], argv[0], error))
+            return False
+        if done.returncode != 0 or not os.path.ismount(local):
+            self.log(
+                "mounting %s with %s failed (%s): staging it instead"
+                % (item["label"], argv[0], done.stderr.decode(errors="replace").strip()[-200:])
+            )
+            return False
+        self.mounted.append(local)
+        self.log("mounted %s read-only at %s with %s" % (item["label"], local, argv[0]))
+        return True
+
+    def unmount_all(self):
+        for path in reversed(self.mounted):
+            for argv in (["fusermount3", "-u", path], ["fusermount", "-u", path], ["umount", path]):
+                try:
+                    if subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60).returncode == 0:
+                        break
+                except (OSError, subprocess.SubprocessError):
+                    continue
+            else:
+                self.log("could not unmount %s" % path)
+        self.mounted = []
 
     def flush_uploads(self):
         """The last upload after the processes ended; a failure here loses outputs, so it fails the job."""
@@ -378,6 +437,7 @@ class Agent(object):
             self.build_environment()
             self.prepare_folders()
             self.open_execution_log()
+            self.stage_volumes()  # after the log opens, so what was mounted or staged shows in execution.log
             self.log("agent %d on node %s: %s" % (os.getpid(), self.plan.get("node_id"), self.plan.get("kind", "job")))
             self.check_requirements()
             preparation = self.plan.get("preparation")
@@ -419,6 +479,7 @@ class Agent(object):
             self.remove_container()
         except (OSError, subprocess.SubprocessError) as failure:
             self.log("could not remove the container: %r" % (failure,))
+        self.unmount_all()
         failed_upload = self.flush_uploads()
         if failed_upload:
             self.log("%s: %s" % (failed_upload["code"], failed_upload["message"]))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import getpass
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -71,6 +71,9 @@ class ProviderConfig(BaseModel):
     storage_file_endpoint: str | None = Field(default=None, description="Files endpoint when not <account>.file.core.windows.net")
     control_container: str = Field(default="batchai-control", description="container holding records, leases and sealed secrets")
     vault_key: str | None = Field(default=None, description="seals queued jobs' secrets; default derived from the storage credential")
+    volume_mode: Literal["auto", "stage"] = Field(
+        default="auto", description="auto: mount read-only blob volumes with blobfuse2/rclone where nodes have them; stage: always download"
+    )
     files_on_blob: bool = Field(default=False, description="serve azureFileShares from blob containers of the same name (Azurite)")
     subscription_id: str = DEFAULT_SUBSCRIPTION
     resource_group: str = DEFAULT_RESOURCE_GROUP
@@ -142,7 +145,9 @@ def service_from_config(config: ProviderConfig) -> Service:
     vault = BlobSecretVault(store, config.vault_key or "|".join([credential.account, *credential.secrets]))
     home = Path(config.home) if config.home else default_home()
     pool = ssh_pool(config) if config.hosts else LocalNodePool(home, config.local_nodes or DEFAULT_LOCAL_NODES)
-    return Service(store, vault, pool, AzureDataStore(credential, files_on_blob=config.files_on_blob), settings)
+    return Service(
+        store, vault, pool, AzureDataStore(credential, files_on_blob=config.files_on_blob, volume_mode=config.volume_mode), settings
+    )
 
 
 def parse_hosts(value: Any) -> list[str | dict[str, Any]]:

@@ -49,9 +49,12 @@ def _bad_field(path: str, message: str) -> BatchAIError:
 
 
 class AzureDataStore:
-    def __init__(self, credential: StorageCredential, files_on_blob: bool = False) -> None:
+    def __init__(self, credential: StorageCredential, files_on_blob: bool = False, volume_mode: str = "auto") -> None:
+        """``volume_mode`` "auto" mounts volumes a job only reads where the node has blobfuse2 or rclone
+        with FUSE; "stage" always stages. Volumes a job writes are always staged, so logs stream."""
         self.credential = credential
         self.files_on_blob = files_on_blob
+        self.volume_mode = volume_mode
         self.default_account = credential.account
         self._service = credential.service()
         self.shares = ShareVolumes(credential)
@@ -136,6 +139,18 @@ class AzureDataStore:
         output_prefixes = {t.located.link.remote.container: [] for t in uploads if t.located.link.remote}  # type: ignore[union-attr]
         for transfer in uploads:
             output_prefixes[transfer.located.link.remote.container].append(transfer.located.inside)  # type: ignore[union-attr]
+        for transfer in downloads:
+            volume = transfer.located.link.remote
+            if self.volume_mode == "auto" and volume is not None and volume.kind == "blob" and volume not in written_to:
+                plan.setdefault("mounts", []).append(
+                    {
+                        **entry(transfer.located),
+                        "local": transfer.located.mount,
+                        "account": volume.account,
+                        "container": volume.container,
+                        "endpoint": self.credential.blob_endpoint,
+                    }
+                )
         for transfer in downloads:
             located = transfer.located
             skip = [p + "/" for p in output_prefixes.get(located.link.remote.container, []) if p]  # type: ignore[union-attr]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 import urllib.request
 import uuid
@@ -42,12 +43,13 @@ for step in range(int(os.environ.get("STEPS", "0"))):
 """
 
 
-def azure_service(azurite: Any, home: Path) -> Service:
+def azure_service(azurite: Any, home: Path, volume_mode: str = "stage") -> Service:
     config = ProviderConfig(
         storage_connection_string=azurite.connection_string,
         control_container=f"control-{uuid.uuid4().hex[:10]}",
         home=str(home),
         files_on_blob=True,
+        volume_mode=volume_mode,
     )
     return service_from_config(config)
 
@@ -220,5 +222,45 @@ def test_cluster_mounts_on_blob_serve_node_setup_and_jobs_like_the_recipes(azuri
         service.create_job("recipes", "ls", load_job_spec({"properties": body}, environ={}))
         assert service.wait_job("ls", timeout_s=60, poll_s=0.2)["executionState"] == "succeeded"
         assert service.read_output_file("ls", "stdout.txt") == b"install.sh\n"
+    finally:
+        kill_agents_under(home)
+
+
+def test_volumes_a_job_only_reads_are_mounted_with_rclone_where_the_node_has_it(azurite: Any, home: Path, tmp_path: Path) -> None:
+    if shutil.which("rclone") is None or not Path("/dev/fuse").exists() or shutil.which("fusermount3") is None:
+        pytest.skip("needs rclone, fuse3 and /dev/fuse (scripts/test.sh installs rclone and fuse3; this machine has no /dev/fuse)")
+    service = azure_service(azurite, home, volume_mode="auto")
+    data = tmp_path / "data"
+    (data / "digits").mkdir(parents=True)
+    (data / "digits" / "part-0.txt").write_text("digits 0\n")
+    (data / "unrelated").mkdir()
+    (data / "unrelated" / "huge.bin").write_bytes(b"x")
+    upload_batch(service.data, source=str(data), account="devstoreaccount1", container="mounted", destination_path="")
+    service.create_cluster("c", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1}}}, environ={}))
+    command = 'grep -c " $AZ_BATCHAI_JOB_MOUNT_ROOT/data fuse" /proc/mounts; cat $AZ_BATCHAI_INPUT_DATA/part-0.txt; ls $AZ_BATCHAI_JOB_MOUNT_ROOT/data; sleep 2'
+    body = {
+        "nodeCount": 1,
+        "customToolkitSettings": {"commandLine": command},
+        "inputDirectories": [{"id": "DATA", "path": "$AZ_BATCHAI_JOB_MOUNT_ROOT/data/digits"}],
+        "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
+        "mountVolumes": {
+            "azureBlobFileSystems": [
+                {"accountName": "devstoreaccount1", "containerName": "mounted", "relativeMountPath": "data"},
+                {"accountName": "devstoreaccount1", "containerName": "logs", "relativeMountPath": "logs"},
+            ]
+        },
+    }
+    try:
+        service.create_job("c", "mounted", load_job_spec({"properties": body}, environ={}))
+        wait_until(lambda: service.show_job("mounted")["executionState"] == "running", 30, what="running")
+        command_lines = [p.read_bytes() for p in Path("/proc").glob("[0-9]*/cmdline") if p.exists()]
+        assert not any(b"sig=" in line for line in command_lines)  # rclone got its SAS URL from the environment
+        done = service.wait_job("mounted", timeout_s=60, poll_s=0.2)
+        stdout = (service.read_output_file("mounted", "stdout.txt") or b"").decode()
+        assert done["executionState"] == "succeeded", (done["executionInfo"], stdout, service.read_output_file("mounted", "stderr.txt"))
+        assert stdout.splitlines() == ["1", "digits 0", "digits", "unrelated"]  # a real mount: the whole container, read lazily
+        execution = (service.read_output_file("mounted", "execution.log") or b"").decode()
+        assert "mounted devstoreaccount1/mounted read-only" in execution and "staged" not in execution.split("mounted devstoreaccount1")[0]
+        assert str(home) not in Path("/proc/mounts").read_text()  # unmounted at the end
     finally:
         kill_agents_under(home)
