@@ -35,7 +35,8 @@ class NodeLayout:
         return posixpath.join(self.root, "batchai")
 
     def agent_path(self, content_hash: str) -> str:
-        return posixpath.join(self.agent_dir, f"agent-{content_hash[:16]}.py")
+        """One folder per agent version: agent.py and the agentstorage.py it imports."""
+        return posixpath.join(self.agent_dir, f"agent-{content_hash[:16]}", "agent.py")
 
     def run_dir(self, run_id: str) -> str:
         """Where the agent keeps plan.json, status.json and its own log for one run."""

@@ -24,9 +24,19 @@ from airflow_batchai.nodes import Transport
 log = logging.getLogger(__name__)
 
 AGENT_SOURCE = Path(agent_module.__file__).read_bytes()
-AGENT_HASH = hashlib.sha256(AGENT_SOURCE).hexdigest()
+AGENT_FILES = {  # copied side by side; agent.py last, so its presence means the set is complete
+    "agentstorage.py": Path(agent_module.__file__).with_name("agentstorage.py").read_bytes(),
+    "agent.py": AGENT_SOURCE,
+}
+AGENT_HASH = hashlib.sha256(b"".join(name.encode() + b"\0" + data for name, data in AGENT_FILES.items())).hexdigest()
 TERMINATE_TIMEOUT_S = 60.0
 FINAL_STATES = agent_module.FINAL_STATES
+
+
+def deploy_files(transport: Transport, agent_path: str) -> None:
+    folder = posixpath.dirname(agent_path)
+    for name, data in AGENT_FILES.items():
+        transport.write_file(posixpath.join(folder, name), data, 0o755)
 
 
 @dataclass
@@ -42,7 +52,7 @@ class NodeHandle:
     def deploy_agent(self) -> str:
         """Copy the agent once per content hash; later calls find it there."""
         if self.transport.read_file(self.agent_path, 0, 0) is None:
-            self.transport.write_file(self.agent_path, AGENT_SOURCE, 0o755)
+            deploy_files(self.transport, self.agent_path)
         return self.agent_path
 
     def start_run(self, run_id: str, plan: dict[str, Any], secrets: dict[str, str]) -> None:

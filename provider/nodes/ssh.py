@@ -155,9 +155,9 @@ class SSHTransport:
         python: str = "python3",
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
         io_timeout_s: float = SFTP_TIMEOUT_S,
-        command_server: tuple[bytes, str] | None = None,
+        command_server: tuple[dict[str, bytes], str] | None = None,
     ) -> None:
-        """``command_server``: (agent source, its path on the node) to run commands through ``agent.py serve``."""
+        """``command_server``: (agent files by name, agent.py's path on the node) to run commands through ``agent.py serve``."""
         self.spec = spec
         self.auth = auth
         self.address = spec.host
@@ -285,9 +285,10 @@ class SSHTransport:
 
     def _serve(self, argv: list[str], timeout_s: float, stdin: bytes | None) -> CommandResult:
         if self._server is None or self._server.closed or self._server.exit_status_ready():
-            source, path = self.command_server  # type: ignore[misc]
+            files, path = self.command_server  # type: ignore[misc]
             if self.read_file(path, 0, 0) is None:
-                self.write_file(path, source, 0o755)
+                for name, data in files.items():
+                    self.write_file(posixpath.join(posixpath.dirname(path), name), data, 0o755)
             channel = self.client().get_transport().open_session(timeout=self.connect_timeout_s)  # type: ignore[union-attr]
             channel.exec_command(f"exec {shlex.quote(self.python)} {shlex.quote(path)} serve")
             self._server = channel
@@ -452,10 +453,10 @@ class SSHNodePool:
             if node_id not in self._transports:
                 if node_id not in self.hosts:
                     raise BatchAIError("NodeNotFound", f"node {node_id} is not in the SSH pool", node_id)
-                from airflow_batchai.nodeops import AGENT_HASH, AGENT_SOURCE  # nodeops imports this package
+                from airflow_batchai.nodeops import AGENT_FILES, AGENT_HASH  # nodeops imports this package
 
                 root = next(r for nid, _, r, _ in self.inventory() if nid == node_id)
-                server = (AGENT_SOURCE, NodeLayout(root).agent_path(AGENT_HASH))
+                server = (AGENT_FILES, NodeLayout(root).agent_path(AGENT_HASH))
                 self._transports[node_id] = SSHTransport(
                     self.hosts[node_id], self.auth, self.python, self.connect_timeout_s, self.io_timeout_s, command_server=server
                 )

@@ -30,7 +30,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobSasPermissions, ContainerClient, ContentSettings, generate_blob_sas
 
-from airflow_batchai.agent import SAS_KEY_PREFIX, BlobError, Container
+from airflow_batchai.agentstorage import SAS_KEY_PREFIX, BlobError, Container
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.launch import Link, RemoteVolume
 from airflow_batchai.spec import MountVolumes

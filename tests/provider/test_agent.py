@@ -17,7 +17,7 @@ import pytest
 
 from airflow_batchai import agent as agent_module
 from airflow_batchai.layout import NodeLayout
-from airflow_batchai.nodeops import AGENT_SOURCE, NodeHandle
+from airflow_batchai.nodeops import AGENT_FILES, NodeHandle
 from airflow_batchai.nodes.local import LocalTransport
 from tests.conftest import pid_alive, wait_until
 
@@ -50,8 +50,9 @@ def final_status(node: NodeHandle, run: str, timeout_s: float = 30) -> dict[str,
 
 
 def test_agent_source_runs_on_python_3_8() -> None:
-    ast.parse(AGENT_SOURCE, feature_version=(3, 8))
-    assert b"import airflow" not in AGENT_SOURCE and b"pydantic" not in AGENT_SOURCE
+    for source in AGENT_FILES.values():
+        ast.parse(source, feature_version=(3, 8))
+        assert all(banned not in source for banned in (b"import airflow", b"pydantic", b"from azure", b"import azure"))
 
 
 def test_success_records_exit_code_zero_and_the_output(node: NodeHandle, tmp_path: Path) -> None:
@@ -100,7 +101,8 @@ def test_the_job_outlives_the_process_that_started_it(home: Path, tmp_path: Path
     Path(run_dir).mkdir(parents=True)
     Path(run_dir, "plan.json").write_text(json.dumps(plan(tmp_path, ("main", "sleep 1; echo finished"))))
     agent_path = Path(layout.agent_dir) / "agent.py"
-    agent_path.write_bytes(AGENT_SOURCE)
+    for name, source in AGENT_FILES.items():
+        Path(layout.agent_dir, name).write_bytes(source)
     caller = f"""
 import sys
 from airflow_batchai.nodes.local import LocalTransport
