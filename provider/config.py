@@ -115,7 +115,7 @@ def ssh_pool(config: ProviderConfig) -> SSHNodePool:
 
 def storage_credential(config: ProviderConfig) -> StorageCredential | None:
     if not (config.storage_account or config.storage_connection_string):
-        if config.control_container or config.storage_account_key or config.storage_sas_token:
+        if config.storage_account_key or config.storage_sas_token or config.storage_blob_endpoint:
             raise BatchAIError(
                 "InvalidStorageCredential", "storage fields need storage_account or storage_connection_string", "storage_account"
             )

@@ -10,16 +10,28 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from functools import cached_property
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_batchai.hooks.batchai import BatchAIHook
+from airflow_batchai.service import Service
 
 FINAL = ("succeeded", "failed")
 
 
-class BatchAIJobTrigger(BaseTrigger):
+class _ServiceOnce:
+    """One Service per trigger run: polls reuse its connections (and, on blob, its record cache)."""
+
+    batchai_conn_id: str
+
+    @cached_property
+    def service(self) -> Service:
+        return BatchAIHook(self.batchai_conn_id).service
+
+
+class BatchAIJobTrigger(_ServiceOnce, BaseTrigger):
     def __init__(
         self,
         job_name: str,
@@ -54,7 +66,7 @@ class BatchAIJobTrigger(BaseTrigger):
         )
 
     def _state(self) -> str:
-        view = BatchAIHook(self.batchai_conn_id).service.show_job(self.job_name, self.experiment, self.workspace)
+        view = self.service.show_job(self.job_name, self.experiment, self.workspace)
         return view["executionState"]
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -69,7 +81,7 @@ class BatchAIJobTrigger(BaseTrigger):
             await asyncio.sleep(self.poll_interval)
 
 
-class BatchAIClusterTrigger(BaseTrigger):
+class BatchAIClusterTrigger(_ServiceOnce, BaseTrigger):
     def __init__(
         self,
         cluster_name: str,
@@ -101,7 +113,7 @@ class BatchAIClusterTrigger(BaseTrigger):
         )
 
     def _ready(self) -> bool:
-        view = BatchAIHook(self.batchai_conn_id).service.show_cluster(self.cluster_name, self.workspace)
+        view = self.service.show_cluster(self.cluster_name, self.workspace)
         return cluster_ready(view, self.min_idle_nodes)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
