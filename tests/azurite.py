@@ -27,10 +27,11 @@ KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr
 class Azurite:
     port: int
     process: subprocess.Popen[bytes]
+    host: str = "127.0.0.1"
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}/{ACCOUNT}"
+        return f"http://{self.host}:{self.port}/{ACCOUNT}"
 
     @property
     def connection_string(self) -> str:
@@ -40,17 +41,18 @@ class Azurite:
         return StorageCredential.parse(connection_string=self.connection_string)
 
 
-def _free_port() -> int:
+def _free_port(host: str) -> int:
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((host, 0))
         return probe.getsockname()[1]
 
 
-def start() -> Azurite:
+def start(host: str = "127.0.0.1") -> Azurite:
+    """On loopback; or on the test bridge's address, where the SSH test hosts reach it too."""
     if not AZURITE_BLOB.exists():
         raise RuntimeError(f"{AZURITE_BLOB} is missing: scripts/test.sh runs `npm install` for it")
-    port = _free_port()
-    argv = [str(AZURITE_BLOB), "--blobHost", "127.0.0.1", "--blobPort", str(port)]
+    port = _free_port(host)
+    argv = [str(AZURITE_BLOB), "--blobHost", host, "--blobPort", str(port)]
     argv += ["--disableTelemetry", "--skipApiVersionCheck", "--silent", "--inMemoryPersistence", "--loose"]
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 30
@@ -58,11 +60,11 @@ def start() -> Azurite:
         if process.poll() is not None:
             raise RuntimeError(f"azurite-blob exited with {process.returncode}")
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return Azurite(port, process)
+            socket.create_connection((host, port), timeout=0.5).close()
+            return Azurite(port, process, host)
         except OSError:
             time.sleep(0.1)
-    stop(Azurite(port, process))
+    stop(Azurite(port, process, host))
     raise RuntimeError("azurite-blob did not open its port within 30 s")
 
 

@@ -15,10 +15,12 @@ from typing import Any
 
 import pytest
 
+from airflow_batchai.config import ProviderConfig, service_from_config
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.nodes.ssh import HostSpec, SSHAuth, SSHNodePool, SSHTransport
 from airflow_batchai.service import Service, Settings
 from airflow_batchai.spec import load_cluster_spec, load_job_spec
+from airflow_batchai.storage.upload import upload_batch
 from tests.conftest import REPO, custom_job, pid_alive, wait_until
 
 
@@ -346,3 +348,52 @@ def test_a_labelled_host_serves_only_clusters_of_its_vm_size(ssh_hosts: Any, hom
     assert raised.value.target == "vmSize"
     for name in ("small", "big"):
         service.delete_cluster(name)
+
+
+def test_ddp_across_namespaces_reads_its_script_from_blob_and_writes_logs_there(ssh_hosts: Any, home: Path) -> None:
+    """The production shape: SSH nodes that share no disk, Azure Storage (Azurite on our bridge) in between."""
+    pytest.importorskip("torch")
+    if ssh_hosts.mode != "netns":
+        pytest.skip(f"needs network namespaces ({ssh_hosts.mode})")
+    from tests import azurite as emulator
+    from tests.provider.test_distributed import DDP_JOB
+
+    server = emulator.start(host="10.213.7.1")  # the bridge: reachable from the namespaces, nowhere else
+    try:
+        config = ProviderConfig(
+            hosts=[h.spec for h in ssh_hosts.hosts[:2]],
+            ssh_key_file=str(ssh_hosts.client_key),
+            known_hosts=str(ssh_hosts.known_hosts),
+            node_root=str(home / "ssh-nodes"),
+            node_python=sys.executable,  # the namespaces share this disk: the venv has torch
+            storage_connection_string=server.connection_string,
+            control_container="ssh-control",
+            files_on_blob=True,
+        )
+        service = service_from_config(config)  # exactly what the Airflow connection builds
+        upload_batch(
+            service.data,
+            source=str(REPO / "dags" / "assets" / "pytorch"),
+            account="devstoreaccount1",
+            container="scripts",
+            destination_path="pytorch",
+        )
+        ready_cluster(service, 2, "gpu")
+        body = {
+            **DDP_JOB,
+            "pyTorchSettings": {**DDP_JOB["pyTorchSettings"], "commandLineArgs": "--epochs 1 --output-dir $AZ_BATCHAI_OUTPUT_MODEL"},
+        }
+        service.create_job("gpu", "ddp", load_job_spec({"properties": body}, storage_account_name="devstoreaccount1", environ={}))
+        done = service.wait_job("ddp", timeout_s=240, poll_s=0.5)
+        logs = {
+            n: (service.read_output_file("ddp", n) or b"").decode()
+            for n in ("stdout-0.txt", "stdout-1.txt", "stderr-0.txt", "stderr-1.txt")
+        }
+        assert done["executionState"] == "succeeded", (done["executionInfo"], logs)
+        for rank in (0, 1):
+            assert f"rank {rank}/2 joined via tcp:// with gloo" in logs[f"stdout-{rank}.txt"]
+        models = service.list_output_files("ddp", output_directory_id="MODEL")
+        assert models and all(m["downloadUrl"].startswith(server.endpoint) for m in models)
+        assert not (home / "storage").exists()
+    finally:
+        emulator.stop(server)

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import time
 import urllib.request
 import uuid
@@ -226,9 +227,28 @@ def test_cluster_mounts_on_blob_serve_node_setup_and_jobs_like_the_recipes(azuri
         kill_agents_under(home)
 
 
+def fuse_mounts_fail(tmp_path: Path) -> str | None:
+    """Why rclone cannot mount on this machine (no rclone, no FUSE, not permitted), or None when it can."""
+    if shutil.which("rclone") is None or shutil.which("fusermount3") is None:
+        return "rclone or fuse3 missing (scripts/test.sh installs both)"
+    if not Path("/dev/fuse").exists():
+        return "no /dev/fuse"
+    source, point = tmp_path / "probe-source", tmp_path / "probe-mount"
+    source.mkdir()
+    point.mkdir()
+    done = subprocess.run(
+        ["rclone", "mount", f":local:{source}", str(point), "--daemon", "--daemon-wait", "10s"], capture_output=True, text=True, timeout=60
+    )
+    mounted = os.path.ismount(point)
+    if mounted:
+        subprocess.run(["fusermount3", "-u", str(point)], capture_output=True, timeout=60)
+    return None if mounted else (done.stderr.strip().splitlines() or ["mount did not appear"])[-1]
+
+
 def test_volumes_a_job_only_reads_are_mounted_with_rclone_where_the_node_has_it(azurite: Any, home: Path, tmp_path: Path) -> None:
-    if shutil.which("rclone") is None or not Path("/dev/fuse").exists() or shutil.which("fusermount3") is None:
-        pytest.skip("needs rclone, fuse3 and /dev/fuse (scripts/test.sh installs rclone and fuse3; this machine has no /dev/fuse)")
+    reason = fuse_mounts_fail(tmp_path)
+    if reason:
+        pytest.skip(f"rclone cannot mount here, so the agent would stage instead: {reason}")
     service = azure_service(azurite, home, volume_mode="auto")
     data = tmp_path / "data"
     (data / "digits").mkdir(parents=True)
