@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 from azure.core.exceptions import AzureError
-from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
+from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, ExponentialRetry, generate_container_sas
 
 from airflow_batchai.errors import BatchAIError
 
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10
 READ_TIMEOUT_S = 30
-RETRIES = 4  # azure-core retries 5xx and timeouts with exponential backoff, this many times
+RETRIES = 4  # 5xx answers and timeouts are retried this many times, about 10 s in all (the SDK's default waits ~90 s)
 SAS_MARGIN = timedelta(minutes=30)
 _warned_account_sas: set[str] = set()
 
@@ -92,7 +92,7 @@ class StorageCredential:
         return BlobServiceClient(
             self.blob_endpoint,
             credential=credential,
-            retry_total=RETRIES,
+            retry_policy=ExponentialRetry(initial_backoff=0.5, increment_base=1.6, retry_total=RETRIES),
             connection_timeout=CONNECT_TIMEOUT_S,
             read_timeout=READ_TIMEOUT_S,
         )

@@ -12,23 +12,32 @@ from __future__ import annotations
 
 import base64
 import copy
+import functools
 import hashlib
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from cryptography.fernet import Fernet, InvalidToken
 
 from airflow_batchai.errors import BatchAIError, RecordExists, StaleRecord
-from airflow_batchai.storage.credentials import StorageCredential
+from airflow_batchai.storage.credentials import RETRIES, StorageCredential
 from airflow_batchai.store import Versioned
 
+T = TypeVar("T")
 LEASE_S = 15  # the shortest lease Azure grants: a dead holder blocks others at most this long
 LOCK_POLL_S = 0.05
 RECORDS = "records/"
@@ -52,6 +61,23 @@ def _conflict(error: HttpResponseError) -> bool:
     return error.status_code in (409, 412)
 
 
+def _answers(method: Callable[..., T]) -> Callable[..., T]:
+    """After azure-core's bounded retries, an unreachable or failing service is one clear error."""
+
+    @functools.wraps(method)
+    def call(self: BlobControlStore, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except (ServiceRequestError, ServiceResponseError) as error:
+            raise self.unavailable(type(error).__name__) from None
+        except HttpResponseError as error:
+            if error.status_code is not None and error.status_code >= 500:
+                raise self.unavailable(f"{error.status_code} {error.reason}") from None
+            raise
+
+    return call
+
+
 class BlobControlStore:
     def __init__(self, credential: StorageCredential, container: str, service: BlobServiceClient | None = None) -> None:
         self.credential = credential
@@ -61,6 +87,11 @@ class BlobControlStore:
         self._ensure_container()
         self._cache: dict[str, tuple[str, dict[str, Any]]] = {}  # key -> (etag, data), for read_many
 
+    def unavailable(self, why: str) -> BatchAIError:
+        where = f"control container {self.container_name!r} at {self.credential.blob_endpoint}"
+        return BatchAIError("ControlStoreUnavailable", f"{where} did not answer after {RETRIES} retries: {why}", "control_container")
+
+    @_answers
     def _ensure_container(self) -> None:
         try:
             self.container.create_container()
@@ -79,6 +110,7 @@ class BlobControlStore:
     def _blob(self, key: str) -> Any:
         return self.container.get_blob_client(RECORDS + _check_key(key) + ".json")
 
+    @_answers
     def read(self, key: str) -> Versioned | None:
         try:
             downloader = self._blob(key).download_blob()
@@ -90,6 +122,7 @@ class BlobControlStore:
         self._cache[key] = (etag, data)
         return Versioned(data=data, etag=etag)
 
+    @_answers
     def read_many(self, prefix: str) -> list[tuple[str, Versioned]]:
         """Every record under ``prefix`` in one listing; only blobs whose ETag moved are downloaded."""
         found = []
@@ -111,6 +144,7 @@ class BlobControlStore:
         self._cache[key] = (etag, json.loads(payload))
         return etag
 
+    @_answers
     def create(self, key: str, data: dict[str, Any]) -> str:
         try:
             return self._upload(key, data, overwrite=False)  # If-None-Match: *
@@ -121,6 +155,7 @@ class BlobControlStore:
                 raise RecordExists(key) from None
             raise
 
+    @_answers
     def replace(self, key: str, data: dict[str, Any], etag: str) -> str:
         try:
             return self._upload(key, data, etag=etag, match_condition=MatchConditions.IfNotModified)
@@ -131,6 +166,7 @@ class BlobControlStore:
                 raise StaleRecord(key) from None
             raise
 
+    @_answers
     def delete(self, key: str, etag: str | None = None) -> bool:
         conditions: dict[str, Any] = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
         try:
@@ -144,6 +180,7 @@ class BlobControlStore:
         self._cache.pop(key, None)
         return True
 
+    @_answers
     def list(self, prefix: str) -> list[str]:
         names = self.container.list_blob_names(name_starts_with=RECORDS + prefix)
         return sorted(name[len(RECORDS) : -len(".json")] for name in names if name.endswith(".json"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import socket
 import time
 import uuid
 from typing import Any
@@ -10,7 +11,9 @@ from typing import Any
 import pytest
 
 from airflow_batchai.errors import BatchAIError
+from airflow_batchai.storage.credentials import StorageCredential
 from airflow_batchai.store.blob import LEASE_S, BlobControlStore, BlobSecretVault
+from tests.azurite import KEY
 from tests.provider.store.contract import ControlStoreContract
 
 
@@ -43,3 +46,17 @@ def test_vault_blobs_are_encrypted_and_need_the_same_key(azurite: Any) -> None:
         BlobSecretVault(store, "a rotated credential").get("job-1")
     vault.delete("job-1")
     assert vault.get("job-1") == {}
+
+
+def test_an_unreachable_account_is_one_clear_error_after_bounded_retries() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    credential = StorageCredential.parse(
+        account="devstoreaccount1", account_key=KEY, blob_endpoint=f"http://127.0.0.1:{closed}/devstoreaccount1"
+    )
+    started = time.monotonic()
+    with pytest.raises(BatchAIError) as raised:
+        BlobControlStore(credential, "control")
+    assert raised.value.code == "ControlStoreUnavailable" and f"127.0.0.1:{closed}" in raised.value.message
+    assert KEY not in str(raised.value) and time.monotonic() - started < 30  # bounded: about 10 s of backoff
