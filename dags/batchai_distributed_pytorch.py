@@ -74,9 +74,11 @@ def batchai_distributed_pytorch() -> None:
         experiment="ddp",
         output_directory_id="MODEL",
     )
+    # A teardown: it runs when the cluster was created, whatever happened after, and, unlike an
+    # "all_done" leaf, it does not decide the run's state: a failed training fails the run.
     scale_down = BatchAIScaleClusterOperator(
-        task_id="scale_to_zero", workspace=WORKSPACE, cluster_name="ddp", target_node_count=0, trigger_rule="all_done"
-    )
+        task_id="scale_to_zero", workspace=WORKSPACE, cluster_name="ddp", target_node_count=0
+    ).as_teardown(setups=cluster)
     [upload, cluster] >> train >> models >> scale_down
 
 

@@ -2,7 +2,8 @@
 
 upload the training script to the ``scripts`` share and the digits data set to the ``data``
 container → create a 1-node cluster → submit the quickstart's job.json unchanged → wait with
-the sensor → list the MODEL files → scale the cluster to zero (also when something failed).
+the sensor → list the MODEL files → scale the cluster to zero (a teardown: also when something
+failed, without hiding the failure). Runs again and again: each run grows the cluster back.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def batchai_quickstart() -> None:
         workspace=WORKSPACE,
         cluster_name="nc6",
         spec={"properties": {"vmSize": "STANDARD_NC6", "scaleSettings": {"manual": {"targetNodeCount": 1}}}},
+        update=True,  # the last run scaled it to zero: grow it again
     )
     submit = BatchAISubmitJobOperator(
         task_id="submit_job",
@@ -67,9 +69,11 @@ def batchai_quickstart() -> None:
     models = BatchAIListOutputFilesOperator(
         task_id="list_model_files", workspace=WORKSPACE, job_name=JOB_NAME, experiment="quickstart", output_directory_id="MODEL"
     )
+    # A teardown: it runs when the cluster was created, whatever happened after, and, unlike an
+    # "all_done" leaf, it does not decide the run's state: a failed job fails the run.
     scale_down = BatchAIScaleClusterOperator(
-        task_id="scale_to_zero", workspace=WORKSPACE, cluster_name="nc6", target_node_count=0, trigger_rule="all_done"
-    )
+        task_id="scale_to_zero", workspace=WORKSPACE, cluster_name="nc6", target_node_count=0
+    ).as_teardown(setups=cluster)
     [upload_script, upload_data, cluster] >> submit >> wait >> models >> scale_down
 
 

@@ -104,6 +104,8 @@ def cluster_create(args: argparse.Namespace) -> int:
     scale = _scale_from_args(args)
     if scale is not None:
         spec = spec.model_copy(update={"scale_settings": scale})
+    if args.vm_size:
+        spec = spec.model_copy(update={"vm_size": args.vm_size})
     _print(_service(args).create_cluster(args.name, spec, args.workspace))
     return 0
 
@@ -227,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("-t", "--target", type=int)
     create.add_argument("--min", type=int)
     create.add_argument("--max", type=int)
+    create.add_argument("-s", "--vm-size", default=None, help="picks hosts labelled with it (SSH pools); any host when unlabelled")
     create.set_defaults(handler=cluster_create)
     for name, handler in (("show", cluster_show), ("delete", cluster_delete)):
         sub = cluster.add_parser(name, parents=[common])

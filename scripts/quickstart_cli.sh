@@ -19,8 +19,13 @@ mkdir -p "$storage/scripts/cntk" "$storage/logs"
 cp dags/assets/quickstart/ConvNet_MNIST.py "$storage/scripts/cntk/"
 .venv/bin/python dags/assets/quickstart/prepare_data.py "$storage/data/mnist_cntk"
 
-echo "== az batchai cluster create -n nc6 -t 1"
-batchai cluster create -n nc6 -t 1 -w quickstart >/dev/null
+if batchai cluster show -n nc6 -w quickstart >/dev/null 2>&1; then  # an earlier run (or the DAG) left it at zero nodes
+  echo "== az batchai cluster resize -n nc6 -t 1"
+  batchai cluster resize -n nc6 -t 1 -w quickstart >/dev/null
+else
+  echo "== az batchai cluster create -n nc6 -s STANDARD_NC6 -t 1"
+  batchai cluster create -n nc6 -s STANDARD_NC6 -t 1 -w quickstart >/dev/null
+fi
 echo "== az batchai job create -n $job -c nc6 -e quickstart -f job.json"
 batchai job create -n "$job" -c nc6 -w quickstart -e quickstart -f dags/assets/quickstart/job.json >/dev/null
 echo "== az batchai job file stream -f stderr.txt"

@@ -27,6 +27,9 @@ def test_quickstart_dag_trains_lists_models_and_scales_to_zero(airflow_env: dict
     stdout = service.read_output_file(job["name"], "stdout.txt", "quickstart", "quickstart") or b""
     assert float(stdout.decode().split("test accuracy")[1]) > 0.85
     assert service.show_cluster("nc6", "quickstart")["currentNodeCount"] == 0
+    again = run_dag(airflow_env, DAGS, "batchai_quickstart", home)  # a schedule runs it again on the scaled-down cluster
+    assert again.state == "success" and "ClusterAlreadyExists" not in again.output, again.output[-4000:]
+    assert [j["executionState"] for j in service.list_jobs("quickstart", "quickstart")] == ["succeeded", "succeeded"]
 
 
 @pytest.mark.slow
