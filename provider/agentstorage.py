@@ -170,6 +170,10 @@ class FileShare(Container):
 
     RANGE_LIMIT = 4 * 1024 * 1024  # the most one Put Range takes
 
+    def __init__(self, url, sas):
+        Container.__init__(self, url, sas)
+        self.sizes = {}  # log file -> bytes written, so an append knows where it starts
+
     def entries(self, prefix, delimiter=""):
         folder = prefix.rstrip("/")
         found = []
@@ -179,7 +183,7 @@ class FileShare(Container):
             listed = self._list_directory(current)
             if listed is None:
                 if current == folder and folder:  # the prefix may name one file
-                    status, headers = self._head(folder)
+                    status, headers = self.head(folder)
                     if status == 200:
                         found.append(
                             {
@@ -216,7 +220,7 @@ class FileShare(Container):
             if not marker:
                 return entries
 
-    def _head(self, name):
+    def head(self, name):
         import urllib.error
         import urllib.request
 
@@ -269,16 +273,14 @@ class FileShare(Container):
 
     def create_append(self, name):
         self._create(name, 0)
-        self.sizes = getattr(self, "sizes", {})
         self.sizes[name] = 0
 
     def append(self, name, data):
-        sizes = getattr(self, "sizes", {})
-        old = sizes.get(name, 0)
+        old = self.sizes.get(name, 0)
         status, _ = self.request("PUT", name, "comp=properties", body=b"", headers={"x-ms-content-length": str(old + len(data))})
         self._check(status, "growing %s" % name)
         self._write(name, old, data)
-        sizes[name] = old + len(data)
+        self.sizes[name] = old + len(data)
 
 
 def volume_client(kind, url, sas):

@@ -49,10 +49,6 @@ def authorization_tag(cluster_uuid: str, node_id: str) -> str:
     return f"batchai-cluster-{cluster_uuid}-node-{node_id}"
 
 
-def key_path(node_root: str, cluster_uuid: str) -> str:
-    return posixpath.join(node_root, "batchai", "cluster-keys", cluster_uuid, "id_ed25519")
-
-
 def host_alias(node_id: str) -> str:
     return f"batchai-{node_id}"
 

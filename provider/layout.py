@@ -38,6 +38,10 @@ class NodeLayout:
         """One folder per agent version: agent.py and the agentstorage.py it imports."""
         return posixpath.join(self.agent_dir, f"agent-{content_hash[:16]}", "agent.py")
 
+    def cluster_key_path(self, cluster_uuid: str) -> str:
+        """The cluster's private SSH key on this node (clusterkeys.py); removed with the node root."""
+        return posixpath.join(self.agent_dir, "cluster-keys", cluster_uuid, "id_ed25519")
+
     def run_dir(self, run_id: str) -> str:
         """Where the agent keeps plan.json, status.json and its own log for one run."""
         return posixpath.join(self.agent_dir, "runs", run_id)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_batchai import agent as agent_module
-from airflow_batchai.clusterkeys import ClusterKey, authorization_tag, key_path
+from airflow_batchai.clusterkeys import ClusterKey, authorization_tag
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.layout import NodeLayout
 from airflow_batchai.nodes import Transport
@@ -85,7 +85,7 @@ class NodeHandle:
 
     def install_cluster_key(self, cluster_uuid: str, key: ClusterKey, authorized_keys: str) -> None:
         """The cluster's private key 0600 under the node root, its public key in the user's authorized_keys."""
-        self.transport.write_file(key_path(self.layout.root, cluster_uuid), key.private.encode(), 0o600)
+        self.transport.write_file(self.layout.cluster_key_path(cluster_uuid), key.private.encode(), 0o600)
         tag = authorization_tag(cluster_uuid, self.node_id)
         self._agent_command(["authorize", authorized_keys, tag, key.public], f"adding the cluster's key to {authorized_keys}")
 

@@ -20,10 +20,10 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow_batchai.agent import REGISTRY_PASSWORD_KEY
-from airflow_batchai.clusterkeys import ClusterKey, key_path
+from airflow_batchai.clusterkeys import ClusterKey
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.launch import MPI_TOOLKITS, JobContext, Link, NodeSlot, job_plans, setup_plan
-from airflow_batchai.layout import cluster_setup_segment, stdouterr_template
+from airflow_batchai.layout import NodeLayout, cluster_setup_segment, stdouterr_template
 from airflow_batchai.nodeops import FINAL_STATES
 from airflow_batchai.nodes import eligible
 from airflow_batchai.records import (
@@ -428,7 +428,7 @@ class Reconciler:
             links,
             self.service.pool.shared_folder(the_run),
             ssh_peers=peers,
-            cluster_key=key_path(nodes[0].root, self.cluster.uuid) if key else None,
+            cluster_key=NodeLayout(nodes[0].root).cluster_key_path(self.cluster.uuid) if key else None,
         )
         plans = job_plans(spec, slots, ctx, list(secrets.get("env", {})))
         mounts = {"job": links, "cluster": self.cluster_links()}

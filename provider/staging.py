@@ -54,7 +54,7 @@ def strip_root(template: str, variable: str) -> str | None:
 def locate(template: str, mounts: dict[str, list[Link]]) -> Located | None:
     """The volume a path template lies on; ``mounts`` maps "job"/"cluster" to that scope's links."""
     for scope, links in mounts.items():
-        rest = strip_root(posixpath.normpath(template) if template.startswith("$") else template, ROOT_VARIABLES[scope])
+        rest = strip_root(posixpath.normpath(template), ROOT_VARIABLES[scope])
         if rest is None:
             continue
         for link in links:

@@ -58,6 +58,7 @@ class AzureDataStore:
         self.default_account = credential.account
         self._service = credential.service()
         self.shares = ShareVolumes(credential)
+        self._ensured: set[RemoteVolume] = set()
         self.secret_sink: Callable[[str], None] = lambda _: None  # Airflow's hook sets mask_secret here
 
     # -- volumes ------------------------------------------------------------------------
@@ -96,10 +97,11 @@ class AzureDataStore:
     def ensure(self, links: list[Link]) -> None:
         """Create missing containers, as Batch AI's mount of an empty share would have shown an empty folder."""
         for link in links:
-            if link.remote is None:
+            if link.remote is None or link.remote in self._ensured:  # each launch asks again: one request per process is enough
                 continue
             if link.remote.kind == "file":
                 self.shares.ensure(link.remote)
+                self._ensured.add(link.remote)
                 continue
             try:
                 self.container(link.remote).create_container()
@@ -111,6 +113,7 @@ class AzureDataStore:
                     f"cannot open container {link.remote.label}: {error.status_code} {error.reason}",
                     link.remote.label,
                 ) from None
+            self._ensured.add(link.remote)
 
     # -- staging ------------------------------------------------------------------------
     def stage_plan(
@@ -213,13 +216,14 @@ class AzureDataStore:
         if volume.kind == "file":
             return self.shares.read(volume, blob, offset, length)
         client = self.container(volume).get_blob_client(blob)
-        try:
-            size = client.get_blob_properties().size
-            if offset >= size:
-                return b""
+        try:  # one request per poll: a range past the end answers 416, which means "nothing new yet"
             return client.download_blob(offset=offset, length=length).readall()
         except ResourceNotFoundError:
             return None
+        except HttpResponseError as error:
+            if error.status_code == 416:
+                return b""
+            raise
 
     # -- uploads ------------------------------------------------------------------------
     def upload_target(self, account: str, container: str, destination_path: str, kind: str = "blob") -> BlobTarget | FileTarget:

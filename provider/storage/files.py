@@ -89,11 +89,11 @@ class ShareVolumes:
         )
 
     def read(self, volume: RemoteVolume, path: str, offset: int = 0, length: int | None = None) -> bytes | None:
-        share = self.client(volume, "rl")
-        found = share.entries(path)
-        if not found or found[0]["name"] != path:
+        share = self.client(volume, "r")
+        status, headers = share.head(path)
+        if status != 200:
             return None
-        size = found[0]["size"]
+        size = int(headers.get("Content-Length", "0"))
         if offset >= size:
             return b""
         end = size - 1 if length is None else min(size, offset + length) - 1
@@ -120,7 +120,7 @@ class FileTarget:
         return posixpath.join(self.prefix, relative) if self.prefix else relative
 
     def unchanged(self, relative: str, path: Path) -> bool:
-        status, headers = self.share._head(self.name(relative))
+        status, headers = self.share.head(self.name(relative))
         if status != 200:
             return False
         return int(headers.get("Content-Length", "-1")) == path.stat().st_size and headers.get("Content-MD5") == _md5_base64(path)

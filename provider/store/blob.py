@@ -188,15 +188,17 @@ class BlobControlStore:
     @contextmanager
     def lock(self, name: str, timeout_s: float = 30.0) -> Iterator[None]:
         blob = self.container.get_blob_client(LOCKS + name.replace("/", "__"))
-        try:
-            blob.upload_blob(b"", overwrite=False)
-        except (ResourceExistsError, HttpResponseError):
-            pass  # exists already (or leased: same thing for us)
         deadline = time.monotonic() + timeout_s
         while True:
             try:
                 lease = blob.acquire_lease(lease_duration=LEASE_S)
                 break
+            except ResourceNotFoundError:  # first use of this lock: one request more, once
+                try:
+                    blob.upload_blob(b"", overwrite=False)
+                except (ResourceExistsError, HttpResponseError):
+                    pass  # another process made it first
+                continue
             except HttpResponseError as error:
                 if error.status_code != 409:
                     raise
