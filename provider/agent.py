@@ -109,7 +109,8 @@ class Agent(object):
         self.log_handle = None
         self.syncer = None
         self.sas = {}
-        self.mounted = []  # FUSE mount points to unmount at the end
+        self.mounted = []  # FUSE and SMB mount points to unmount at the end
+        self.mount_files = []  # mounters' credential files, removed at the end
         self.deadline = now() + float(self.plan.get("max_wall_clock_s") or 7 * 86400)
 
     # -- status -------------------------------------------------------------------
@@ -219,12 +220,15 @@ class Agent(object):
             threading.Thread(target=self.syncer.loop, daemon=True).start()
 
     def mount_read_only(self, item, local):
-        """blobfuse2, else ``rclone mount`` (with FUSE); False when neither works, and the volume is staged instead.
+        """Mount a volume the job only reads; False when the node cannot, and the volume is staged instead.
 
-        The SAS reaches the mounter through a 0600 file (blobfuse2) or the environment (rclone),
-        never its command line.
+        Blob containers: blobfuse2, else ``rclone mount`` (both need FUSE). File shares:
+        ``mount.cifs``, only where the connection opted in (it puts the account key on the node).
+        Credentials reach the mounter through a 0600 file or the environment, never its command line.
         """
-        url = "%s?%s" % (item["url"], self.sas.get(item["sas"], ""))
+        if item.get("kind") == "file":
+            return self.mount_share(item, local)
+        sas = self.sas.get(item["sas"], "")
         fuse = os.path.exists("/dev/fuse") and (shutil.which("fusermount3") or shutil.which("fusermount"))
         if shutil.which("blobfuse2") and fuse:
             config = os.path.join(self.run_dir, "blobfuse2-%d.yaml" % len(self.mounted))
@@ -232,29 +236,48 @@ class Agent(object):
                 config,
                 "logging:\n  type: silent\ncomponents:\n  - libfuse\n  - block_cache\n  - attr_cache\n  - azstorage\n"
                 "azstorage:\n  type: block\n  mode: sas\n  account-name: %s\n  container: %s\n  endpoint: %s\n  sas: '?%s'\n"
-                % (item["account"], item["container"], item["endpoint"], self.sas.get(item["sas"], "")),
+                % (item["account"], item["container"], item["endpoint"], sas),
             )
-            argv, env = ["blobfuse2", "mount", local, "--config-file=" + config, "--read-only"], self.env
-        elif shutil.which("rclone") and fuse:
-            env = dict(self.env, RCLONE_CONFIG_BATCHAI_TYPE="azureblob", RCLONE_CONFIG_BATCHAI_SAS_URL=url)
+            self.mount_files.append(config)  # blobfuse2 may re-read it while mounted: removed at unmount
+            return self.run_mounter(["blobfuse2", "mount", local, "--config-file=" + config, "--read-only"], self.env, item, local)
+        if shutil.which("rclone") and fuse:
+            env = dict(self.env, RCLONE_CONFIG_BATCHAI_TYPE="azureblob", RCLONE_CONFIG_BATCHAI_SAS_URL="%s?%s" % (item["url"], sas))
             argv = ["rclone", "mount", "batchai:" + item["container"], local, "--daemon", "--read-only", "--daemon-wait", "15s"]
             argv.append("--allow-non-empty")  # a cluster mount may hold files staged by an earlier job
-        else:
+            return self.run_mounter(argv, env, item, local)
+        return False
+
+    def mount_share(self, item, local):
+        """SMB 3 with the account key in a 0600 credentials file that lives only for the mount call
+        (the kernel keeps what it needs to reconnect). Where the kernel has no cifs, mount.cifs fails
+        at once and the share is staged over its SAS instead."""
+        helper = shutil.which("mount.cifs")
+        key = self.sas.get(item.get("key") or "")
+        if not helper or not key:
             return False
+        credentials = os.path.join(self.run_dir, "cifs-%d.credentials" % len(self.mounted))
+        write_private(credentials, "username=%s\npassword=%s\n" % (item["account"], key))
+        options = ["vers=3.0", "ro", "credentials=" + credentials, "serverino", "nosharesock", "actimeo=30"]
+        options += ["dir_mode=" + item.get("dir_mode", "0777"), "file_mode=" + item.get("file_mode", "0777")]
+        try:
+            return self.run_mounter([helper, item["unc"], local, "-o", ",".join(options)], self.env, item, local)
+        finally:
+            os.unlink(credentials)
+
+    def run_mounter(self, argv, env, item, local):
+        name = os.path.basename(argv[0])
         os.makedirs(local, exist_ok=True)
         try:
             done = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
         except (OSError, subprocess.SubprocessError) as error:
-            self.log("mounting %s with %s failed (%s): staging it instead" % (item["label"], argv[0], error))
+            self.log("mounting %s with %s failed (%s): staging it instead" % (item["label"], name, error))
             return False
         if done.returncode != 0 or not os.path.ismount(local):
-            self.log(
-                "mounting %s with %s failed (%s): staging it instead"
-                % (item["label"], argv[0], done.stderr.decode(errors="replace").strip()[-200:])
-            )
+            why = (done.stderr + done.stdout).decode(errors="replace").strip()[-200:] or "no mount appeared"
+            self.log("mounting %s with %s failed (%s): staging it instead" % (item["label"], name, why))
             return False
         self.mounted.append(local)
-        self.log("mounted %s read-only at %s with %s" % (item["label"], local, argv[0]))
+        self.log("mounted %s read-only at %s with %s" % (item["label"], local, name))
         return True
 
     def unmount_all(self):
@@ -268,6 +291,10 @@ class Agent(object):
             else:
                 self.log("could not unmount %s" % path)
         self.mounted = []
+        for path in self.mount_files:
+            if os.path.exists(path):
+                os.unlink(path)
+        self.mount_files = []
 
     def flush_uploads(self):
         """The last upload after the processes ended; a failure here loses outputs, so it fails the job."""

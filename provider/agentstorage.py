@@ -21,6 +21,7 @@ BLOCK_SIZE = 8 * 1024 * 1024
 APPEND_LIMIT = 4 * 1024 * 1024  # the most one Append Block takes
 SYNC_INTERVAL_S = 0.5
 SAS_KEY_PREFIX = "BATCHAI_SAS_"  # secrets under these names are SAS tokens for the agent, never job variables
+ACCOUNT_KEY_SECRET = SAS_KEY_PREFIX + "ACCOUNT_KEY"  # only with SMB mounts (azure_files_mount "cifs"): the key mount.cifs needs
 _BATCHAI_LAYOUT = re.compile(r"(^|/)[^/]+/[^/]+/workspaces/[^/]+/(experiments/[^/]+/jobs|clusters)/")
 
 

@@ -75,6 +75,10 @@ class ProviderConfig(BaseModel):
         default="auto", description="auto: mount read-only blob volumes with blobfuse2/rclone where nodes have them; stage: always download"
     )
     files_on_blob: bool = Field(default=False, description="serve azureFileShares from blob containers of the same name (Azurite)")
+    azure_files_mount: Literal["stage", "cifs"] = Field(
+        default="stage",
+        description="cifs: mount shares a job only reads over SMB where nodes can (puts the account key on them); stage: SAS only",
+    )
     subscription_id: str = DEFAULT_SUBSCRIPTION
     resource_group: str = DEFAULT_RESOURCE_GROUP
 
@@ -141,13 +145,12 @@ def service_from_config(config: ProviderConfig) -> Service:
         raise BatchAIError(
             "InvalidStorageCredential", "with Entra ID sign-in, set vault_key: it seals the secrets of queued jobs", "vault_key"
         )
+    data = AzureDataStore(credential, config.files_on_blob, config.volume_mode, config.azure_files_mount)  # checks before any request
     store = BlobControlStore(credential, config.control_container)
     vault = BlobSecretVault(store, config.vault_key or "|".join([credential.account, *credential.secrets]))
     home = Path(config.home) if config.home else default_home()
     pool = ssh_pool(config) if config.hosts else LocalNodePool(home, config.local_nodes or DEFAULT_LOCAL_NODES)
-    return Service(
-        store, vault, pool, AzureDataStore(credential, files_on_blob=config.files_on_blob, volume_mode=config.volume_mode), settings
-    )
+    return Service(store, vault, pool, data, settings)
 
 
 def parse_hosts(value: Any) -> list[str | dict[str, Any]]:

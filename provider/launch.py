@@ -80,6 +80,7 @@ class Link:
     relative_mount_path: str
     source: str
     remote: RemoteVolume | None = None
+    modes: tuple[str, str] | None = None  # (fileMode, directoryMode) of a share mounted over SMB
 
     def plan_entry(self, path: str, unlink_at_end: bool) -> dict[str, Any]:
         if self.remote is not None:

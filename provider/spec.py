@@ -99,6 +99,13 @@ class AzureFileShareReference(_Mount):
     file_mode: str | None = "0777"
     directory_mode: str | None = "0777"
 
+    @field_validator("file_mode", "directory_mode")
+    @classmethod
+    def _octal(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"0?[0-7]{3}", value):  # these end up in mount options
+            raise ValueError(f"{value!r} is not permission bits like '0777'")
+        return value
+
     @property
     def share_name(self) -> str:
         return self.azure_file_url.rstrip("/").rsplit("/", 1)[-1]

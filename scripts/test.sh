@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # System parts: venv for Debian's python3, OpenSSH's sshd and iproute2 for the SSH node tests,
 # OpenMPI for mpirun across those nodes, Node.js for Azurite (the Azure Blob emulator), rclone
-# and fuse3 for mounting read-only blob volumes.
+# and fuse3 for mounting read-only blob volumes, cifs-utils for SMB mounts of Azure Files.
 missing=""
 python3 -c 'import ensurepip' 2>/dev/null || missing="$missing python3-venv"
 [ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
@@ -14,6 +14,7 @@ command -v mpirun >/dev/null || missing="$missing openmpi-bin"
 command -v npm >/dev/null || missing="$missing nodejs npm"
 command -v rclone >/dev/null || missing="$missing rclone"
 command -v fusermount3 >/dev/null || missing="$missing fuse3"
+[ -x /usr/sbin/mount.cifs ] || missing="$missing cifs-utils"
 command -v docker-compose >/dev/null || missing="$missing docker-compose"  # only to validate docker-compose.yaml
 if [ -n "$missing" ] && command -v apt-get >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null

@@ -24,13 +24,13 @@ from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobSasPermissions, ContainerClient, ContentSettings, generate_blob_sas
 
-from airflow_batchai.agentstorage import SAS_KEY_PREFIX, BlobError, Container
+from airflow_batchai.agentstorage import ACCOUNT_KEY_SECRET, SAS_KEY_PREFIX, BlobError, Container
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.launch import Link, RemoteVolume
 from airflow_batchai.spec import MountVolumes
@@ -49,12 +49,23 @@ def _bad_field(path: str, message: str) -> BatchAIError:
 
 
 class AzureDataStore:
-    def __init__(self, credential: StorageCredential, files_on_blob: bool = False, volume_mode: str = "auto") -> None:
-        """``volume_mode`` "auto" mounts volumes a job only reads where the node has blobfuse2 or rclone
-        with FUSE; "stage" always stages. Volumes a job writes are always staged, so logs stream."""
+    def __init__(
+        self, credential: StorageCredential, files_on_blob: bool = False, volume_mode: str = "auto", files_mount: str = "stage"
+    ) -> None:
+        """``volume_mode`` "auto" mounts containers a job only reads where the node has blobfuse2 or rclone
+        with FUSE; "stage" always stages. ``files_mount`` "cifs" mounts shares a job only reads over SMB
+        where the node can, which hands the node the account key (SMB has no SAS): opt-in only.
+        Volumes a job writes are always staged, so logs stream."""
+        if files_mount == "cifs" and not credential.account_key:
+            raise BatchAIError(
+                "InvalidStorageCredential",
+                "azure_files_mount 'cifs' needs the storage account key (SMB has no SAS); connect with a key or use 'stage'",
+                "azure_files_mount",
+            )
         self.credential = credential
         self.files_on_blob = files_on_blob
         self.volume_mode = volume_mode
+        self.files_mount = files_mount
         self.default_account = credential.account
         self._service = credential.service()
         self.shares = ShareVolumes(credential)
@@ -85,7 +96,8 @@ class AzureDataStore:
             volume = self.volume(share.account_name, share.share_name, path)
             if not self.files_on_blob:
                 volume = self.shares.volume(volume.account, volume.container)
-            links.append(Link(share.relative_mount_path.strip("/"), "", volume))
+            modes = (share.file_mode or "0777", share.directory_mode or "0777")
+            links.append(Link(share.relative_mount_path.strip("/"), "", volume, modes=modes))
         for index, blob in enumerate(volumes.azure_blob_file_systems or []):
             path = f"{where}.azureBlobFileSystems[{index}]"
             links.append(Link(blob.relative_mount_path.strip("/"), "", self.volume(blob.account_name, blob.container_name, path)))
@@ -144,16 +156,21 @@ class AzureDataStore:
             output_prefixes[transfer.located.link.remote.container].append(transfer.located.inside)  # type: ignore[union-attr]
         for transfer in downloads:
             volume = transfer.located.link.remote
-            if self.volume_mode == "auto" and volume is not None and volume.kind == "blob" and volume not in written_to:
-                plan.setdefault("mounts", []).append(
-                    {
-                        **entry(transfer.located),
-                        "local": transfer.located.mount,
-                        "account": volume.account,
-                        "container": volume.container,
-                        "endpoint": self.credential.blob_endpoint,
-                    }
-                )
+            if volume is not None and volume not in written_to and self._mountable(volume):
+                mount = {
+                    **entry(transfer.located),
+                    "local": transfer.located.mount,
+                    "account": volume.account,
+                    "container": volume.container,
+                }
+                if volume.kind == "file":
+                    file_mode, dir_mode = transfer.located.link.modes or ("0777", "0777")
+                    unc = f"//{urlsplit(self.credential.file_endpoint).hostname}/{volume.container}"
+                    mount.update(unc=unc, key=ACCOUNT_KEY_SECRET, file_mode=file_mode, dir_mode=dir_mode)
+                    secrets[ACCOUNT_KEY_SECRET] = self.credential.account_key or ""
+                else:
+                    mount["endpoint"] = self.credential.blob_endpoint
+                plan.setdefault("mounts", []).append(mount)
         for transfer in downloads:
             located = transfer.located
             skip = [p + "/" for p in output_prefixes.get(located.link.remote.container, []) if p]  # type: ignore[union-attr]
@@ -163,6 +180,9 @@ class AzureDataStore:
             local = posixpath.join(located.mount, located.inside) if located.inside else located.mount
             plan["uploads"].append({**entry(located), "local": local, "prefix": located.inside, "log": transfer.log})
         return plan, secrets
+
+    def _mountable(self, volume: RemoteVolume) -> bool:
+        return self.files_mount == "cifs" if volume.kind == "file" else self.volume_mode == "auto"
 
     # -- reading what jobs wrote ----------------------------------------------------------
     def list_files(self, volume: RemoteVolume, folder: str, expiry_minutes: int = DEFAULT_LINK_EXPIRY_MINUTES) -> list[dict[str, Any]]:

@@ -164,6 +164,18 @@ BASE = {"nodeCount": 1, "customToolkitSettings": {"commandLine": "true"}, "stdOu
             "properties.mountVolumes.azureBlobFileSystems[0].relativeMountPath",
             "..",
         ),
+        (
+            {
+                **BASE,
+                "mountVolumes": {
+                    "azureFileShares": [
+                        {"azureFileUrl": "https://a.file.core.windows.net/s", "relativeMountPath": "s", "fileMode": "0777,uid=0"}
+                    ]
+                },
+            },
+            "properties.mountVolumes.azureFileShares[0].fileMode",
+            "permission bits",
+        ),
         ({**BASE, "nodeCuont": 1}, "properties.nodeCuont", "unknown field"),
         ({**BASE, "customToolkitSettings": {"commandLine": "x", "extra": 1}}, "properties.customToolkitSettings.extra", "unknown field"),
         ({k: v for k, v in BASE.items() if k != "stdOutErrPathPrefix"}, "properties.stdOutErrPathPrefix", "required"),

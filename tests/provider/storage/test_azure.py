@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -282,5 +283,75 @@ def test_volumes_a_job_only_reads_are_mounted_with_rclone_where_the_node_has_it(
         execution = (service.read_output_file("mounted", "execution.log") or b"").decode()
         assert "mounted devstoreaccount1/mounted read-only" in execution and "staged" not in execution.split("mounted devstoreaccount1")[0]
         assert str(home) not in Path("/proc/mounts").read_text()  # unmounted at the end
+    finally:
+        kill_agents_under(home)
+
+
+BLOBFUSE2_STAND_IN = '''#!{python}
+"""Stand-in for blobfuse2 (Microsoft ships no Debian package, and its repository is out of reach
+here): records its call and config, then mounts a read-only tmpfs holding a copy of the container."""
+import json, os, shutil, stat, subprocess, sys
+point = sys.argv[2]
+config = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--config-file="))
+with open(config) as handle:
+    text = handle.read()
+with open({record!r}, "w") as handle:
+    json.dump({{"argv": sys.argv[1:], "mode": stat.S_IMODE(os.stat(config).st_mode), "config": config, "text": text}}, handle)
+subprocess.run(["mount", "-t", "tmpfs", "tmpfs", point], check=True)
+shutil.copytree({copy!r}, point, dirs_exist_ok=True)
+subprocess.run(["mount", "-o", "remount,ro", point], check=True)
+'''
+
+
+def test_blobfuse2_is_preferred_and_gets_its_sas_in_a_private_file_removed_at_the_end(
+    azurite: Any, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """blobfuse2 itself cannot run here: a stand-in checks what the agent hands it."""
+    if not Path("/dev/fuse").exists() or shutil.which("fusermount3") is None:
+        pytest.skip("the agent mounts only where the node has FUSE (/dev/fuse and fuse3)")
+    service = azure_service(azurite, home, volume_mode="auto")
+    data = tmp_path / "data" / "digits"
+    data.mkdir(parents=True)
+    (data / "part-0.txt").write_text("digits 0\n")
+    upload_batch(service.data, source=str(tmp_path / "data"), account="devstoreaccount1", container="fused", destination_path="")
+    copy = tmp_path / "copy"
+    shutil.copytree(tmp_path / "data", copy)
+    (copy / "digits" / "part-0.txt").write_text("digits 0 through blobfuse2\n")
+    record = tmp_path / "blobfuse2.json"
+    helper = tmp_path / "bin" / "blobfuse2"
+    helper.parent.mkdir()
+    helper.write_text(BLOBFUSE2_STAND_IN.format(python=sys.executable, record=str(record), copy=str(copy)))
+    helper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{helper.parent}{os.pathsep}{os.environ['PATH']}")  # the local agents inherit it
+    service.create_cluster("c", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1}}}, environ={}))
+    body = {
+        "nodeCount": 1,
+        "customToolkitSettings": {"commandLine": "cat $AZ_BATCHAI_INPUT_DATA/part-0.txt"},
+        "inputDirectories": [{"id": "DATA", "path": "$AZ_BATCHAI_JOB_MOUNT_ROOT/data/digits"}],
+        "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
+        "mountVolumes": {
+            "azureBlobFileSystems": [
+                {"accountName": "devstoreaccount1", "containerName": "fused", "relativeMountPath": "data"},
+                {"accountName": "devstoreaccount1", "containerName": "logs", "relativeMountPath": "logs"},
+            ]
+        },
+    }
+    try:
+        service.create_job("c", "fused", load_job_spec({"properties": body}, environ={}))
+        done = service.wait_job("fused", timeout_s=60, poll_s=0.2)
+        stdout = service.read_output_file("fused", "stdout.txt")
+        execution = service.read_output_file("fused", "execution.log") or b""
+        assert done["executionState"] == "succeeded", (done["executionInfo"], stdout, execution)
+        assert stdout == b"digits 0 through blobfuse2\n" and b"read-only" in execution and b"with blobfuse2" in execution
+
+        seen = json.loads(record.read_text())
+        assert seen["argv"][0] == "mount" and seen["argv"][1].endswith("/data") and "--read-only" in seen["argv"]
+        assert not any("sig=" in argument for argument in seen["argv"])
+        assert seen["mode"] == 0o600
+        settings = dict(line.strip().split(": ", 1) for line in seen["text"].splitlines() if ": " in line)
+        assert settings["mode"] == "sas" and settings["account-name"] == "devstoreaccount1" and settings["container"] == "fused"
+        assert settings["endpoint"] == azurite.endpoint and "sp=rl&" in settings["sas"]  # read-only, this job's SAS
+        assert not Path(seen["config"]).exists()  # the SAS left the node's disk with the mount
+        assert seen["argv"][1] not in Path("/proc/mounts").read_text()
     finally:
         kill_agents_under(home)
