@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from airflow_batchai.errors import BatchAIError
 
 if TYPE_CHECKING:
+    from airflow_batchai.outputs import OutputFiles
     from airflow_batchai.service import Service
 
 STDERR_TAIL_BYTES = 64 * 1024
@@ -21,15 +22,21 @@ def _is_stream(name: str) -> bool:
 
 
 class JobLogFollower:
+    """Locates the job's stdouterr folder once; each poll is then one listing plus one range read
+    per file that grew (on Azure Storage: no record reads, no URL signing)."""
+
     def __init__(self, service: Service, job: str, experiment: str, workspace: str) -> None:
         self.service, self.job, self.experiment, self.workspace = service, job, experiment, workspace
         self.offsets: dict[str, int] = {}
         self.partial: dict[str, bytes] = {}
+        self.files: OutputFiles | None = None
 
     def poll(self, final: bool = False) -> list[tuple[str, str]]:
         """New complete lines as (file name, line); with ``final``, the unterminated rest too."""
         try:
-            files = self.service.list_output_files(self.job, self.experiment, self.workspace)
+            if self.files is None:
+                self.files = self.service.output_files(self.job, self.experiment, self.workspace)
+            files = self.files.list("stdouterr", urls=False)
         except BatchAIError:
             return []  # the folder does not exist yet
         lines: list[tuple[str, str]] = []
@@ -37,7 +44,7 @@ class JobLogFollower:
             name = info["name"]
             if info["fileType"] != "file" or not _is_stream(name) or info["contentLength"] <= self.offsets.get(name, 0):
                 continue
-            chunk = self.service.read_output_file(self.job, name, self.experiment, self.workspace, offset=self.offsets.get(name, 0))
+            chunk = self.files.read("stdouterr", name, offset=self.offsets.get(name, 0))
             if not chunk:
                 continue
             self.offsets[name] = self.offsets.get(name, 0) + len(chunk)

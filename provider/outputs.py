@@ -49,10 +49,14 @@ def file_object(info: FileInfo, url: str | None) -> dict[str, Any]:
 
 
 class OutputFiles:
+    """One job's output folders. Keep one while following a job: where each folder lives is
+    worked out once (two record reads), so a poll costs only the listing or the byte range."""
+
     def __init__(self, service: Service, job: JobRecord) -> None:
         self.service = service
         self.job = job
         self.spec = JobSpec.model_validate(job.spec)
+        self._located: dict[str, Located | None] = {}
 
     def template(self, output_id: str) -> str:
         if output_id.lower() == "stdouterr":
@@ -66,6 +70,11 @@ class OutputFiles:
         )
 
     def _on_storage(self, template: str) -> Located | None:
+        if template not in self._located:
+            self._located[template] = self._locate(template)
+        return self._located[template]
+
+    def _locate(self, template: str) -> Located | None:
         mounts: dict[str, list[Link]] = {"job": self.service.data.links(self.spec.mount_volumes, "mountVolumes")}
         try:
             cluster = self.service._cluster(self.job.workspace, self.job.cluster)
@@ -76,6 +85,8 @@ class OutputFiles:
         return locate(template, mounts)
 
     def _on_node(self, template: str) -> tuple[Transport, str] | None:
+        if not self.job.nodes:  # not scheduled when we last looked: maybe it is now
+            self.job = self.service._job(self.job.workspace, self.job.experiment, self.job.name)
         if not self.job.nodes:
             return None
         node = self.service.node_record(self.job.nodes[0])
@@ -86,11 +97,13 @@ class OutputFiles:
         env, _ = job_environment(self.spec, slot, [slot], ctx)
         return self.service.pool.transport(node.node_id), posixpath.normpath(expand(template, env))
 
-    def list(self, output_id: str, directory: str = ".", expiry_minutes: int = 60) -> list[dict[str, Any]]:
+    def list(self, output_id: str, directory: str = ".", expiry_minutes: int = 60, urls: bool = True) -> list[dict[str, Any]]:
+        """``urls`` False leaves out download URLs (and the signing they cost) for callers that only read."""
         template = self.template(output_id)
         located = self._on_storage(template)
         if located is not None and located.link.remote is not None:
-            return self.service.data.list_files(located.link.remote, _safe_join(located.inside, directory, "directory"), expiry_minutes)
+            folder = _safe_join(located.inside, directory, "directory")
+            return self.service.data.list_files(located.link.remote, folder, expiry_minutes, urls=urls)
         if located is not None:
             folder = Path(located.link.source, located.inside)
             target = Path(_safe_join(str(folder), directory, "directory"))

@@ -396,6 +396,10 @@ class Service:
             files = [f for f in files if f["name"] > marker]
         return files if max_results is None else files[:max_results]
 
+    def output_files(self, job: str, experiment: str = DEFAULT_EXPERIMENT, workspace: str = DEFAULT_WORKSPACE) -> OutputFiles:
+        """A job's output folders, located once: hold on to it to poll a job's files cheaply."""
+        return OutputFiles(self, self._job(workspace, experiment, job))
+
     def read_output_file(
         self,
         job: str,

@@ -41,6 +41,7 @@ from airflow_batchai.storage.files import FileTarget, ShareVolumes
 log = logging.getLogger(__name__)
 
 DEFAULT_LINK_EXPIRY_MINUTES = 60
+LISTING_SAS_REUSE = timedelta(minutes=5)  # each is valid 30 min longer (credentials.SAS_MARGIN)
 CONTAINER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 
 
@@ -70,6 +71,7 @@ class AzureDataStore:
         self._service = credential.service()
         self.shares = ShareVolumes(credential)
         self._ensured: set[RemoteVolume] = set()
+        self._listing_tokens: dict[str, tuple[datetime, str]] = {}
         self.secret_sink: Callable[[str], None] = lambda _: None  # Airflow's hook sets mask_secret here
 
     # -- volumes ------------------------------------------------------------------------
@@ -185,14 +187,17 @@ class AzureDataStore:
         return self.files_mount == "cifs" if volume.kind == "file" else self.volume_mode == "auto"
 
     # -- reading what jobs wrote ----------------------------------------------------------
-    def list_files(self, volume: RemoteVolume, folder: str, expiry_minutes: int = DEFAULT_LINK_EXPIRY_MINUTES) -> list[dict[str, Any]]:
-        """Batch AI File objects one level below ``folder``, files with read-only per-blob SAS download URLs."""
+    def list_files(
+        self, volume: RemoteVolume, folder: str, expiry_minutes: int = DEFAULT_LINK_EXPIRY_MINUTES, urls: bool = True
+    ) -> list[dict[str, Any]]:
+        """Batch AI File objects one level below ``folder``, files with read-only per-blob SAS download URLs
+        (none with ``urls`` False: a log follower needs only names and sizes)."""
         if volume.kind == "file":
-            return self.shares.list_files(volume, folder, expiry_minutes)
+            return self.shares.list_files(volume, folder, expiry_minutes, urls)
         prefix = folder.strip("/") + "/" if folder.strip("/") else ""
         expiry = datetime.now(timezone.utc) + timedelta(minutes=expiry_minutes)
-        sign = self._signer(volume.container, expiry)
-        lister = Container(volume.url, self.credential.container_sas(volume.container, "rl", timedelta(minutes=5), self._service))
+        sign = self._signer(volume.container, expiry) if urls else None
+        lister = Container(volume.url, self._listing_sas(volume.container))
         try:
             items = lister.entries(prefix, "/")
         except BlobError as error:
@@ -209,12 +214,24 @@ class AzureDataStore:
                 {
                     "name": name,
                     "fileType": "file",
-                    "downloadUrl": f"{volume.url}/{quote(item['name'], safe='/~')}?{sign(item['name'])}",
+                    "downloadUrl": f"{volume.url}/{quote(item['name'], safe='/~')}?{sign(item['name'])}" if sign else None,
                     "contentLength": item["size"],
                     "lastModified": parsedate_to_datetime(item["last_modified"]).isoformat(),
                 }
             )
         return sorted(entries, key=lambda e: e["name"])
+
+    def _listing_sas(self, container: str) -> str:
+        """A read/list SAS for the control plane's own listings, reused for a few minutes: with Entra ID
+        each new one costs a user delegation key request, and a log follower lists every second."""
+        now = datetime.now(timezone.utc)
+        cached = self._listing_tokens.get(container)
+        if cached is None or cached[0] <= now:
+            cached = self._listing_tokens[container] = (
+                now + LISTING_SAS_REUSE,
+                self.credential.container_sas(container, "rl", LISTING_SAS_REUSE, self._service),
+            )
+        return cached[1]
 
     def _signer(self, container: str, expiry: datetime) -> Callable[[str], str]:
         """Per-blob read-only SAS; one user delegation key serves a whole listing."""

@@ -51,7 +51,7 @@ class ShareVolumes:
     def client(self, volume: RemoteVolume, permission: str = "rl") -> FileShare:
         return FileShare(volume.url, self.sas(volume, permission, timedelta(minutes=5)))
 
-    def list_files(self, volume: RemoteVolume, folder: str, expiry_minutes: int) -> list[dict[str, Any]]:
+    def list_files(self, volume: RemoteVolume, folder: str, expiry_minutes: int, urls: bool = True) -> list[dict[str, Any]]:
         prefix = folder.strip("/")
         expiry = datetime.now(timezone.utc) + timedelta(minutes=expiry_minutes)
         try:
@@ -68,7 +68,9 @@ class ShareVolumes:
                 {
                     "name": name,
                     "fileType": "file",
-                    "downloadUrl": f"{volume.url}/{quote(item['name'], safe='/~')}?{self._file_sas(volume, item['name'], expiry)}",
+                    "downloadUrl": f"{volume.url}/{quote(item['name'], safe='/~')}?{self._file_sas(volume, item['name'], expiry)}"
+                    if urls
+                    else None,
                     "contentLength": item["size"],
                     "lastModified": parsedate_to_datetime(item["last_modified"]).isoformat() if item["last_modified"] else None,
                 }

@@ -1,0 +1,72 @@
+"""Following a job's stdout and stderr while it runs, as the operator does for the task log."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from airflow_batchai.config import ProviderConfig, service_from_config
+from airflow_batchai.logtail import JobLogFollower
+from airflow_batchai.service import Service
+from airflow_batchai.spec import load_cluster_spec, load_job_spec
+from tests.conftest import custom_job, kill_agents_under
+
+# Lines trickle out; "tail" is printed without a newline at the very end.
+TRICKLE = (
+    "for i in 1 2 3 4 5 6; do echo out $i; echo err $i >&2; sleep 0.2; done; printf 'half a '; sleep 0.3; printf 'line\\n'; printf tail"
+)
+
+
+def follow(follower: JobLogFollower, service: Service, job: str, timeout_s: float = 60) -> list[tuple[str, str]]:
+    lines: list[tuple[str, str]] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        lines += follower.poll()
+        if service.show_job(job)["executionState"] in ("succeeded", "failed"):
+            return lines + follower.poll(final=True)
+        time.sleep(0.1)
+    raise AssertionError(f"{job} did not finish in {timeout_s} s; followed so far: {lines}")
+
+
+def test_following_hands_out_whole_lines_of_each_stream_in_order(service: Service) -> None:
+    service.create_cluster("c", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1}}}, environ={}))
+    follower = JobLogFollower(service, "trickle", "default", "default")
+    assert follower.poll() == []  # before the job exists: nothing, no error
+    service.create_job("c", "trickle", load_job_spec({"properties": custom_job(TRICKLE)}, environ={}))
+    lines = follow(follower, service, "trickle")
+    stdout = [line for name, line in lines if name == "stdout.txt"]
+    stderr = [line for name, line in lines if name == "stderr.txt"]
+    assert stdout == [f"out {i}" for i in range(1, 7)] + ["half a line", "tail"]  # never split, the unterminated rest last
+    assert stderr == [f"err {i}" for i in range(1, 7)]
+
+
+def test_following_on_azure_storage_reads_no_records_after_the_first_poll(azurite: Any, home: Path) -> None:
+    """Each poll is one listing plus one range read per grown file: the job's location is kept."""
+    config = ProviderConfig(
+        storage_connection_string=azurite.connection_string, control_container=f"tail-{uuid.uuid4().hex[:8]}", home=str(home)
+    )
+    service = service_from_config(config)
+    service.create_cluster("c", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1}}}, environ={}))
+    body = custom_job(TRICKLE)
+    body["mountVolumes"] = {
+        "azureBlobFileSystems": [{"accountName": "devstoreaccount1", "containerName": "logs", "relativeMountPath": "logs"}]
+    }
+    try:
+        service.create_job("c", "tail", load_job_spec({"properties": body}, environ={}))
+        follower = JobLogFollower(service, "tail", "default", "default")
+        follower.poll()
+        reads: list[str] = []
+        original = service.store.read
+        service.store.read = lambda key: reads.append(key) or original(key)  # type: ignore[method-assign]
+        lines: list[tuple[str, str]] = []
+        deadline = time.monotonic() + 60
+        while not any(line == "tail" for _, line in lines) and time.monotonic() < deadline:
+            lines += follower.poll(final=len([n for n, _ in lines if n == "stdout.txt"]) >= 7)
+            time.sleep(0.1)
+        service.store.read = original  # type: ignore[method-assign]
+        assert reads == []
+        assert [line for name, line in lines if name == "stdout.txt"][-2:] == ["half a line", "tail"]
+    finally:
+        kill_agents_under(home)
