@@ -56,12 +56,16 @@ def setup_run_id(cluster: ClusterRecord) -> str:
     return f"setup-{cluster.uuid}"
 
 
+_UNREAD = object()
+
+
 class Reconciler:
     def __init__(self, service: Service, cluster: ClusterRecord) -> None:
         self.service = service
         self.cluster = cluster
         self.spec = ClusterSpec.model_validate(cluster.spec)
         self.member = f"{cluster.workspace}/{cluster.name}"
+        self._cluster_key: ClusterKey | object | None = _UNREAD
 
     # -- helpers ------------------------------------------------------------------------
     def nodes(self) -> list[NodeRecord]:
@@ -290,8 +294,13 @@ class Reconciler:
             self.start_setup(claimed)
 
     def cluster_key(self) -> ClusterKey | None:
-        stored = self.service.vault.get(f"cluster-{self.cluster.uuid}").get("ssh_key")
-        return ClusterKey(stored["private"], stored["public"]) if stored and self.service.pool.cluster_ssh else None
+        """Read from the vault at most once per pass (a GET and a decrypt on blob), never without cluster SSH."""
+        if not self.service.pool.cluster_ssh:
+            return None
+        if self._cluster_key is _UNREAD:
+            stored = self.service.vault.get(f"cluster-{self.cluster.uuid}").get("ssh_key")
+            self._cluster_key = ClusterKey(stored["private"], stored["public"]) if stored else None
+        return self._cluster_key  # type: ignore[return-value]
 
     def install_cluster_key(self, node: NodeRecord) -> None:
         key = self.cluster_key()
