@@ -71,6 +71,17 @@ def kill_agents_under(home: Path) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def put_stand_in_on_path(monkeypatch: pytest.MonkeyPatch, folder: Path, name: str, script: str) -> Path:
+    """An executable ``name`` first on PATH, for a program that cannot run here (the test says why).
+    Local agents inherit PATH from the test process, so they find it before the real one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    program = folder / name
+    program.write_text(script)
+    program.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    return program
+
+
 @pytest.fixture
 def home(tmp_path: Path) -> Iterator[Path]:
     root = tmp_path / "batchai-home"

@@ -26,7 +26,7 @@ from airflow_batchai.service import Service
 from airflow_batchai.spec import load_cluster_spec, load_job_spec
 from airflow_batchai.storage.upload import upload_batch
 from tests.azurite import KEY
-from tests.conftest import kill_agents_under, wait_until
+from tests.conftest import kill_agents_under, put_stand_in_on_path, wait_until
 
 TRAIN = """
 import os, sys, time
@@ -318,11 +318,8 @@ def test_blobfuse2_is_preferred_and_gets_its_sas_in_a_private_file_removed_at_th
     shutil.copytree(tmp_path / "data", copy)
     (copy / "digits" / "part-0.txt").write_text("digits 0 through blobfuse2\n")
     record = tmp_path / "blobfuse2.json"
-    helper = tmp_path / "bin" / "blobfuse2"
-    helper.parent.mkdir()
-    helper.write_text(BLOBFUSE2_STAND_IN.format(python=sys.executable, record=str(record), copy=str(copy)))
-    helper.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{helper.parent}{os.pathsep}{os.environ['PATH']}")  # the local agents inherit it
+    script = BLOBFUSE2_STAND_IN.format(python=sys.executable, record=str(record), copy=str(copy))
+    put_stand_in_on_path(monkeypatch, tmp_path / "bin", "blobfuse2", script)
     service.create_cluster("c", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1}}}, environ={}))
     body = {
         "nodeCount": 1,

@@ -9,7 +9,6 @@ everything else still live in Azurite. The behaviour asserted is the blob path's
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import urllib.request
@@ -25,7 +24,7 @@ from airflow_batchai.errors import BatchAIError
 from airflow_batchai.service import Service
 from airflow_batchai.spec import load_cluster_spec, load_job_spec
 from airflow_batchai.storage.upload import upload_batch
-from tests.conftest import kill_agents_under
+from tests.conftest import kill_agents_under, put_stand_in_on_path
 
 SHARES = ("scripts", "logs")
 
@@ -141,11 +140,9 @@ def test_shares_a_job_only_reads_are_mounted_over_smb_when_the_connection_opts_i
     shutil.copytree(tmp_path / "code", copies / "scripts" / "cntk")
     (copies / "scripts" / "cntk" / "digits.txt").write_text("digits over smb")  # tells a mount from a download
     record = tmp_path / "mount.json"
-    helper = tmp_path / "bin" / "mount.cifs"
-    helper.parent.mkdir()
-    helper.write_text(STAND_IN.format(python=sys.executable, record=str(record), copies=str(copies)))
-    helper.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{helper.parent}{os.pathsep}{os.environ['PATH']}")  # the local agents inherit it
+    put_stand_in_on_path(
+        monkeypatch, tmp_path / "bin", "mount.cifs", STAND_IN.format(python=sys.executable, record=str(record), copies=str(copies))
+    )
     key = account_key(azurite)
     try:
         fake_files.permissions_seen.clear()
