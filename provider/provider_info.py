@@ -33,12 +33,49 @@ def get_provider_info() -> dict[str, Any]:
                     "home": _field("Home folder", "embedded default's folder (records, storage, nodes)"),
                     "ssh_user": _field("SSH user", "user on the nodes"),
                     "ssh_private_key": _field("SSH private key", "PEM text of the key", format="password"),
+                    "ssh_key_file": _field("SSH key file", "path of the key on the Airflow workers, instead of its text"),
                     "ssh_key_passphrase": _field("SSH key passphrase", "passphrase of the key", format="password"),
+                    "known_hosts": _field("known_hosts file", "host keys to verify nodes against (default ~/.ssh/known_hosts)"),
+                    "host_key_fingerprints": _field("Host key fingerprints", '{"host": "SHA256:..."} instead of known_hosts', "object"),
+                    "insecure_accept_unknown_host_keys": _field(
+                        "Accept unknown host keys", "insecure: trust any node's key (warns on every connection)", "boolean", default=False
+                    ),
+                    "node_root": _field("Node root", "where our files live on the nodes", default="/var/lib/batchai"),
+                    "node_python": _field("Node Python", "python3 (>= 3.8) on the nodes", default="python3"),
+                    "cluster_ssh_keys": _field(
+                        "Cluster SSH keys", "a key pair per cluster so mpirun reaches every node", "boolean", default=True
+                    ),
+                    "authorized_keys_file": _field(
+                        "authorized_keys file", "where nodes get the cluster's public key", default="~/.ssh/authorized_keys"
+                    ),
+                    "shared_folder_root": _field("Shared folder root", "a folder every node sees at the same path (NFS)"),
                     "storage_account": _field("Storage account", "Azure Storage account name"),
-                    "storage_account_key": _field("Storage account key", "account key (nodes get SAS, never this)", format="password"),
+                    "storage_account_key": _field(
+                        "Storage account key", "account key (nodes get SAS, never this, unless SMB mounts)", format="password"
+                    ),
                     "storage_sas_token": _field("Storage SAS token", "account SAS", format="password"),
                     "storage_connection_string": _field("Storage connection string", "full connection string", format="password"),
-                    "control_container": _field("Control container", "blob container holding cluster and job records"),
+                    "storage_blob_endpoint": _field("Blob endpoint", "when not https://<account>.blob.core.windows.net"),
+                    "storage_file_endpoint": _field("File endpoint", "when not https://<account>.file.core.windows.net"),
+                    "control_container": _field(
+                        "Control container", "blob container holding cluster and job records", default="batchai-control"
+                    ),
+                    "vault_key": _field("Vault key", "seals queued jobs' secrets; required with Entra ID", format="password"),
+                    "volume_mode": _field(
+                        "Blob volumes",
+                        "auto: mount what a job only reads where nodes can; stage: download",
+                        enum=["auto", "stage"],
+                        default="auto",
+                    ),
+                    "azure_files_mount": _field(
+                        "Azure Files",
+                        "stage: over SAS; cifs: SMB mounts where nodes can (puts the account key on them)",
+                        enum=["stage", "cifs"],
+                        default="stage",
+                    ),
+                    "files_on_blob": _field(
+                        "Shares on blob", "serve azureFileShares from blob containers (Azurite)", "boolean", default=False
+                    ),
                     "subscription_id": _field("Subscription id", "label used in resource ids and output paths"),
                     "resource_group": _field("Resource group", "label used in resource ids and output paths"),
                 },

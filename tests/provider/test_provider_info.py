@@ -1,0 +1,41 @@
+"""The connection form Airflow's UI draws for a ``batchai`` connection.
+
+Airflow 3's form keeps only the extras it declares, so a field missing here could not be set
+from the UI and could be dropped when a connection made elsewhere is edited there.
+"""
+
+from __future__ import annotations
+
+import typing
+
+from airflow_batchai.config import SECRET_FIELDS, ProviderConfig
+from airflow_batchai.provider_info import get_provider_info
+
+FIELDS = get_provider_info()["connection-types"][0]["conn-fields"]
+
+
+def test_every_connection_setting_has_a_form_field_of_its_type() -> None:
+    assert set(FIELDS) == set(ProviderConfig.model_fields)
+    for name, info in ProviderConfig.model_fields.items():
+        schema = FIELDS[name]["schema"]
+        literal = [a for a in typing.get_args(info.annotation) if isinstance(a, str)] if "Literal" in str(info.annotation) else []
+        if literal:
+            assert schema["enum"] == literal and schema["default"] == info.default, name
+        if info.annotation is bool:
+            assert schema["type"][0] == "boolean" and schema["default"] is info.default, name
+        if isinstance(info.default, str) and name not in ("subscription_id", "resource_group"):
+            assert schema.get("default") == info.default, name
+
+
+def test_secret_settings_are_password_fields_and_nothing_else_is() -> None:
+    sensitive = {name for name, field in FIELDS.items() if field["schema"].get("format") == "password"}
+    assert sensitive == set(SECRET_FIELDS)
+
+
+def test_airflow_registers_the_form_with_sensitive_fields_hidden() -> None:
+    from airflow.providers_manager import ProvidersManager
+
+    widgets = ProvidersManager().connection_form_widgets
+    assert widgets["extra__batchai__vault_key"].is_sensitive
+    assert not widgets["extra__batchai__azure_files_mount"].is_sensitive
+    assert widgets["extra__batchai__azure_files_mount"].field["schema"]["enum"] == ["stage", "cifs"]
