@@ -28,6 +28,7 @@ import fcntl
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -169,6 +170,9 @@ class Agent(object):
             shutil.rmtree(path, ignore_errors=True)
             os.makedirs(path, exist_ok=True)
         for link in self.plan.get("links") or []:
+            if link.get("mount_command"):
+                self.mount_unmanaged(link)
+                continue
             if link.get("stage"):  # a remote volume staged in a real folder (see ``stage_volumes``)
                 if os.path.islink(link["path"]):
                     os.unlink(link["path"])
@@ -190,6 +194,26 @@ class Agent(object):
                 handle.write("".join(line + "\n" for line in hostfile["lines"]))
         for item in self.plan.get("files") or []:
             write_private(item["path"], item["text"])
+
+    def mount_unmanaged(self, link):
+        """``mountCommand <path>`` in a shell, as Batch AI ran unmanagedFileSystems. A cluster mount
+        (node setup) stays for the node's time in the cluster; a job's is undone when the job ends."""
+        path = link["path"]
+        if os.path.islink(path):
+            os.unlink(path)
+        os.makedirs(path, exist_ok=True)
+        if path in mount_points():  # node setup mounted it already, or ran again
+            return
+        command = "%s %s" % (link["mount_command"], shlex.quote(path))
+        try:
+            done = subprocess.run(["/bin/sh", "-c", command], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
+        except subprocess.TimeoutExpired:
+            raise JobError("MountFailed", "mountCommand for %s did not finish within 300 s" % path) from None
+        if done.returncode != 0:
+            why = (done.stderr + done.stdout).decode(errors="replace").strip()[-300:]
+            raise JobError("MountFailed", "mountCommand for %s exited with code %d: %s" % (path, done.returncode, why))
+        if link.get("unlink_at_end"):
+            self.mounted.append(path)
 
     def container(self, item):
         return volume_client(item.get("kind", "blob"), item["url"], self.sas.get(item["sas"], ""))
@@ -523,6 +547,11 @@ class Agent(object):
                 os.unlink(link["path"])
             elif link.get("unlink_at_end") and link.get("stage"):
                 shutil.rmtree(link["path"], ignore_errors=True)
+            elif link.get("unlink_at_end") and link.get("mount_command") and link["path"] not in mount_points():
+                try:  # only the empty mount point: never a tree that may still be someone's file system
+                    os.rmdir(link["path"])
+                except OSError:
+                    pass
         self.set_status(state=state, exit_code=exit_code, end_time=now(), error=error)
         self.done.set()
         if self.log_handle is not None:
@@ -628,6 +657,39 @@ def serve():
         sink.flush()
 
 
+def mount_points():
+    """Every mount point of this mount namespace (bind mounts included, which os.path.ismount misses)."""
+    points = set()
+    try:
+        with open("/proc/self/mountinfo") as handle:
+            for line in handle:
+                fields = line.split(" ")
+                if len(fields) > 4:
+                    points.add(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4]))
+    except OSError:
+        pass
+    return points
+
+
+def unmount_under(root):
+    """Unmount everything below ``root``, deepest first, before the folder is removed: removing a tree
+    with an NFS mount inside would delete the user's data. Exit 1 while anything is still mounted."""
+    root = os.path.abspath(root)
+    below = sorted((p for p in mount_points() if p.startswith(root + os.sep)), key=len, reverse=True)
+    for path in below:
+        for argv in (["fusermount3", "-u", path], ["umount", path], ["umount", "-l", path]):
+            try:
+                if subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60).returncode == 0:
+                    break
+            except (OSError, subprocess.SubprocessError):
+                continue
+    left = sorted(p for p in mount_points() if p.startswith(root + os.sep))
+    if left:
+        sys.stderr.write("still mounted under %s: %s\n" % (root, ", ".join(left)))
+        return 1
+    return 0
+
+
 def write_private(path, text):
     """A file only the node's user can read (ssh refuses a key or config others may write)."""
     folder = os.path.dirname(path)
@@ -697,6 +759,8 @@ def main(argv):
     if len(argv) >= 2 and argv[0] == "terminate":
         grace = float(argv[2]) if len(argv) > 2 else DEFAULT_GRACE_S
         return terminate(os.path.abspath(argv[1]), grace)
+    if len(argv) == 2 and argv[0] == "unmount-under":
+        return unmount_under(argv[1])
     if len(argv) == 4 and argv[0] == "authorize":
         return edit_authorized_keys(argv[1], argv[2], argv[3])
     if len(argv) == 3 and argv[0] == "deauthorize":

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_batchai.clusterkeys import PeerSSH, mpi_launcher_env, ssh_client_files
-from airflow_batchai.errors import InvalidSpec
+from airflow_batchai.errors import BatchAIError, InvalidSpec
 from airflow_batchai.layout import NodeLayout, output_template, stdouterr_template
 from airflow_batchai.spec import (
     CaffeSettings,
@@ -74,18 +74,41 @@ class Link:
     """A volume made visible at ``relative_mount_path`` under a mount root.
 
     Local folders become symlinks to ``source``; a ``remote`` volume is a real folder the agent
-    stages (see staging.py).
+    stages or mounts (see staging.py); a ``mount_command`` is run by the agent on the node.
     """
 
     relative_mount_path: str
     source: str
     remote: RemoteVolume | None = None
     modes: tuple[str, str] | None = None  # (fileMode, directoryMode) of a share mounted over SMB
+    mount_command: str | None = None  # unmanagedFileSystems: the node mounts it with this command
+
+    @property
+    def local_folder(self) -> bool:
+        """A folder of this machine (the embedded default's storage), linked rather than mounted or staged."""
+        return self.remote is None and self.mount_command is None
 
     def plan_entry(self, path: str, unlink_at_end: bool) -> dict[str, Any]:
+        if self.mount_command is not None:
+            return {"path": path, "mount_command": self.mount_command, "unlink_at_end": unlink_at_end}
         if self.remote is not None:
             return {"path": path, "stage": True, "unlink_at_end": unlink_at_end}
         return {"path": path, "source": self.source, "unlink_at_end": unlink_at_end}
+
+
+def node_mounted_links(volumes: Any, where: str) -> list[Link]:
+    """``unmanagedFileSystems`` as links the node mounts itself; ``fileServers`` (Batch AI's managed NFS
+    VMs) have no counterpart and are refused, pointing at the way to mount one's own NFS server."""
+    if volumes is None:
+        return []
+    if volumes.file_servers:
+        raise BatchAIError(
+            "UnsupportedMount",
+            f"{where}.fileServers[0]: Batch AI file servers do not exist here; mount your NFS server with"
+            " unmanagedFileSystems, e.g. mountCommand 'mount -t nfs 10.0.0.4:/export'",
+            f"{where}.fileServers[0]",
+        )
+    return [Link(m.relative_mount_path.strip("/"), "", mount_command=m.mount_command) for m in volumes.unmanaged_file_systems or []]
 
 
 @dataclass(frozen=True)
@@ -384,7 +407,7 @@ def job_plans(spec: JobSpec, nodes: list[NodeSlot], ctx: JobContext, secret_name
                         f"batchai-{ctx.run_id}-{index}",
                         [
                             node.root,
-                            *(link.source for link in ctx.job_links if link.remote is None),
+                            *(link.source for link in ctx.job_links if link.local_folder),
                             *([ctx.shared_job_temp_source] if ctx.shared_job_temp_source else []),
                         ],
                         posixpath.join(node.layout.run_dir(ctx.run_id), "container.env"),

@@ -70,8 +70,10 @@ class OutputFiles:
         )
 
     def _on_storage(self, template: str) -> Located | None:
+        """Where the folder lies in storage; None for node-local folders and the node's own mounts."""
         if template not in self._located:
-            self._located[template] = self._locate(template)
+            located = self._locate(template)
+            self._located[template] = None if located is not None and located.link.mount_command is not None else located
         return self._located[template]
 
     def _locate(self, template: str) -> Located | None:

@@ -384,7 +384,12 @@ class Reconciler:
             if status and status.get("state") not in FINAL_STATES:
                 handle.terminate(setup_run_id(self.cluster))
         self.remove_cluster_key(node)
-        handle.clean()
+        try:
+            handle.clean()
+        except BatchAIError as error:  # something stayed mounted: its root stays too, and the record says why
+            log.warning("node %s left cluster %s uncleaned: %s", node.node_id, self.member, error.message)
+            self.set_node(node, NodeState.FREE, errors=[error.to_json()])
+            return
         self.set_node(node, NodeState.FREE, errors=[])
 
     def delete_everything(self) -> None:

@@ -125,7 +125,17 @@ class FileServerReference(_Mount):
 
 
 class UnmanagedFileSystemReference(_Mount):
+    """A file system the node mounts itself (NFS, GlusterFS, Lustre ...): the agent runs
+    ``mountCommand <mount path>`` in a shell, as Batch AI appended the target."""
+
     mount_command: str
+
+    @field_validator("mount_command")
+    @classmethod
+    def _command(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("mountCommand must not be empty")
+        return value
 
 
 class MountVolumes(BatchAIModel):

@@ -32,7 +32,7 @@ from azure.storage.blob import BlobSasPermissions, ContainerClient, ContentSetti
 
 from airflow_batchai.agentstorage import ACCOUNT_KEY_SECRET, SAS_KEY_PREFIX, BlobError, Container
 from airflow_batchai.errors import BatchAIError
-from airflow_batchai.launch import Link, RemoteVolume
+from airflow_batchai.launch import Link, RemoteVolume, node_mounted_links
 from airflow_batchai.spec import MountVolumes
 from airflow_batchai.staging import Located, transfers
 from airflow_batchai.storage.credentials import StorageCredential
@@ -89,10 +89,7 @@ class AzureDataStore:
     def links(self, volumes: MountVolumes | None, where: str) -> list[Link]:
         if volumes is None:
             return []
-        for kind, items in (("fileServers", volumes.file_servers), ("unmanagedFileSystems", volumes.unmanaged_file_systems)):
-            if items:
-                raise _bad_field(f"{where}.{kind}[0]", f"{kind} are not supported on this storage; use azureBlobFileSystems")
-        links = []
+        links = node_mounted_links(volumes, where)
         for index, share in enumerate(volumes.azure_file_shares or []):
             path = f"{where}.azureFileShares[{index}]"
             volume = self.volume(share.account_name, share.share_name, path)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_batchai.errors import BatchAIError
-from airflow_batchai.launch import Link
+from airflow_batchai.launch import Link, node_mounted_links
 from airflow_batchai.spec import MountVolumes
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9_.]{0,62}$")
@@ -36,14 +36,7 @@ class LocalDataStore:
         """Mount volumes as links to local folders; ``where`` is the JSON path for errors."""
         if volumes is None:
             return []
-        for kind, items in (("fileServers", volumes.file_servers), ("unmanagedFileSystems", volumes.unmanaged_file_systems)):
-            if items:
-                raise BatchAIError(
-                    "UnsupportedMount",
-                    f"{where}.{kind}[0]: {kind} are not supported on local nodes; use azureFileShares or azureBlobFileSystems",
-                    f"{where}.{kind}[0]",
-                )
-        links = []
+        links = node_mounted_links(volumes, where)
         for index, share in enumerate(volumes.azure_file_shares or []):
             path = f"{where}.azureFileShares[{index}]"
             folder = self.folder(share.account_name, share.share_name, path)
@@ -56,7 +49,8 @@ class LocalDataStore:
 
     def ensure(self, links: list[Link]) -> None:
         for link in links:
-            Path(link.source).mkdir(parents=True, exist_ok=True)
+            if link.local_folder:
+                Path(link.source).mkdir(parents=True, exist_ok=True)
 
     def stage_plan(self, reads: Any, writes: Any, mounts: Any, lifetime: Any) -> tuple[dict[str, Any], dict[str, str]]:
         """Local folders are linked, never staged."""

@@ -156,7 +156,9 @@ def test_unsupported_mounts_and_unfilled_placeholders_create_nothing(service: Se
     ready_cluster(service, nodes=1)
     nfs = custom_job("true")
     nfs["mountVolumes"] = {"fileServers": [{"fileServer": {"id": "/x/fs"}, "relativeMountPath": "nfs"}]}
-    with pytest.raises(BatchAIError, match=r"mountVolumes.fileServers\[0\]: fileServers are not supported on local nodes"):
+    with pytest.raises(
+        BatchAIError, match=r"mountVolumes.fileServers\[0\]: Batch AI file servers do not exist here; mount your NFS server with unmanaged"
+    ):
         service.create_job("c", "nfs", job(nfs))
     placeholder = custom_job("true")
     placeholder["mountVolumes"] = {
