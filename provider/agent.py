@@ -306,7 +306,7 @@ class Agent(object):
 
     def unmount_all(self):
         for path in reversed(self.mounted):
-            for argv in (["fusermount3", "-u", path], ["fusermount", "-u", path], ["umount", path]):
+            for argv in unmount_commands(path):
                 try:
                     if subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60).returncode == 0:
                         break
@@ -671,13 +671,19 @@ def mount_points():
     return points
 
 
+def unmount_commands(path):
+    """FUSE first, then umount; sudo without a prompt where the node user mounted with sudo
+    (a mountCommand such as 'sudo mount -t nfs ...')."""
+    return [["fusermount3", "-u", path], ["fusermount", "-u", path], ["umount", path], ["sudo", "-n", "umount", path]]
+
+
 def unmount_under(root):
     """Unmount everything below ``root``, deepest first, before the folder is removed: removing a tree
     with an NFS mount inside would delete the user's data. Exit 1 while anything is still mounted."""
     root = os.path.abspath(root)
     below = sorted((p for p in mount_points() if p.startswith(root + os.sep)), key=len, reverse=True)
     for path in below:
-        for argv in (["fusermount3", "-u", path], ["umount", path], ["umount", "-l", path]):
+        for argv in [*unmount_commands(path), ["umount", "-l", path], ["sudo", "-n", "umount", "-l", path]]:
             try:
                 if subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60).returncode == 0:
                     break
