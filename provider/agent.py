@@ -202,7 +202,7 @@ class Agent(object):
         if os.path.islink(path):
             os.unlink(path)
         os.makedirs(path, exist_ok=True)
-        if path in mount_points():  # node setup mounted it already, or ran again
+        if os.path.realpath(path) in mount_points():  # node setup mounted it already, or ran again
             return
         command = "%s %s" % (link["mount_command"], shlex.quote(path))
         try:
@@ -547,7 +547,7 @@ class Agent(object):
                 os.unlink(link["path"])
             elif link.get("unlink_at_end") and link.get("stage"):
                 shutil.rmtree(link["path"], ignore_errors=True)
-            elif link.get("unlink_at_end") and link.get("mount_command") and link["path"] not in mount_points():
+            elif link.get("unlink_at_end") and link.get("mount_command") and os.path.realpath(link["path"]) not in mount_points():
                 try:  # only the empty mount point: never a tree that may still be someone's file system
                     os.rmdir(link["path"])
                 except OSError:
@@ -680,7 +680,7 @@ def unmount_commands(path):
 def unmount_under(root):
     """Unmount everything below ``root``, deepest first, before the folder is removed: removing a tree
     with an NFS mount inside would delete the user's data. Exit 1 while anything is still mounted."""
-    root = os.path.abspath(root)
+    root = os.path.realpath(root)  # mountinfo names real paths
     below = sorted((p for p in mount_points() if p.startswith(root + os.sep)), key=len, reverse=True)
     for path in below:
         for argv in [*unmount_commands(path), ["umount", "-l", path], ["sudo", "-n", "umount", "-l", path]]:
