@@ -281,24 +281,30 @@ class Agent(object):
             return False
         credentials = os.path.join(self.run_dir, "cifs-%d.credentials" % len(self.mounted))
         write_private(credentials, "username=%s\npassword=%s\n" % (item["account"], key))
-        options = ["vers=3.0", "ro", "credentials=" + credentials, "serverino", "nosharesock", "actimeo=30"]
+        options = ["ro", "credentials=" + credentials, "serverino", "nosharesock", "actimeo=30"]
         options += ["dir_mode=" + item.get("dir_mode", "0777"), "file_mode=" + item.get("file_mode", "0777")]
-        try:
-            return self.run_mounter([helper, item["unc"], local, "-o", ",".join(options)], self.env, item, local)
+        try:  # SMB 3.1.1 as Microsoft's docs mount Azure Files; 3.0 for kernels before 4.17
+            for version in ("3.1.1", "3.0"):
+                argv = [helper, item["unc"], local, "-o", ",".join(["vers=" + version, *options])]
+                if self.run_mounter(argv, self.env, item, local, quiet=version != "3.0"):
+                    return True
+            return False
         finally:
             os.unlink(credentials)
 
-    def run_mounter(self, argv, env, item, local):
+    def run_mounter(self, argv, env, item, local, quiet=False):
         name = os.path.basename(argv[0])
         os.makedirs(local, exist_ok=True)
         try:
             done = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
         except (OSError, subprocess.SubprocessError) as error:
-            self.log("mounting %s with %s failed (%s): staging it instead" % (item["label"], name, error))
+            if not quiet:
+                self.log("mounting %s with %s failed (%s): staging it instead" % (item["label"], name, error))
             return False
         if done.returncode != 0 or not os.path.ismount(local):
             why = (done.stderr + done.stdout).decode(errors="replace").strip()[-200:] or "no mount appeared"
-            self.log("mounting %s with %s failed (%s): staging it instead" % (item["label"], name, why))
+            if not quiet:
+                self.log("mounting %s with %s failed (%s): staging it instead" % (item["label"], name, why))
             return False
         self.mounted.append(local)
         self.log("mounted %s read-only at %s with %s" % (item["label"], local, name))

@@ -159,7 +159,7 @@ def test_shares_a_job_only_reads_are_mounted_over_smb_when_the_connection_opts_i
         seen = json.loads(record.read_text())
         unc, point, flag, options = seen["argv"]
         assert unc == "//127.0.0.1/scripts" and point.endswith("/scripts") and flag == "-o"
-        assert {"vers=3.0", "ro", "file_mode=0640", "dir_mode=0777"} <= set(options.split(","))
+        assert {"vers=3.1.1", "ro", "file_mode=0640", "dir_mode=0777"} <= set(options.split(","))
         assert seen["credentials"] == f"username=devstoreaccount1\npassword={key}\n" and seen["mode"] == 0o600
         assert key not in " ".join(seen["argv"])
         credentials = next(o for o in options.split(",") if o.startswith("credentials=")).split("=", 1)[1]
