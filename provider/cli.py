@@ -186,17 +186,18 @@ def file_list(args: argparse.Namespace) -> int:
 def file_stream(args: argparse.Namespace) -> int:
     """``tail -f`` of a job's file: print what is new every poll; stop once the job has ended."""
     service = _service(args)
+    files = service.output_files(args.job, args.experiment, args.workspace)  # located once, then only byte ranges
     offset = 0
     out = sys.stdout.buffer
     while True:
         state = service.show_job(args.job, args.experiment, args.workspace)["executionState"]
-        chunk = service.read_output_file(args.job, args.file_name, args.experiment, args.workspace, args.output_directory_id, offset)
+        chunk = files.read(args.output_directory_id, args.file_name, offset)
         if chunk:
             out.write(chunk)
             out.flush()
             offset += len(chunk)
         if state in ("succeeded", "failed"):
-            tail = service.read_output_file(args.job, args.file_name, args.experiment, args.workspace, args.output_directory_id, offset)
+            tail = files.read(args.output_directory_id, args.file_name, offset)
             if tail:
                 out.write(tail)
                 out.flush()
