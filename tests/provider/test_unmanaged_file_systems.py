@@ -103,3 +103,19 @@ def test_an_empty_mount_command_is_refused_naming_the_field(service: Service) ->
     with pytest.raises(Exception, match=r"mountVolumes.unmanagedFileSystems\[0\].mountCommand"):
         service.create_job("c", "empty", job(body))
     assert service.list_jobs() == []
+
+
+def test_a_mount_command_takes_credentials_from_the_jobs_secrets_not_from_its_text(service: Service, home: Path, export: Path) -> None:
+    """mountCommand is stored and shown like any field; a credential belongs in ``secrets``, which the
+    command sees as variables (mount.cifs, for one, reads its password from $PASSWD)."""
+    ready_cluster(service, nodes=1)
+    body: dict[str, Any] = custom_job("cat $AZ_BATCHAI_JOB_MOUNT_ROOT/nfs/data/train.csv")
+    body["mountVolumes"]["unmanagedFileSystems"] = [{"mountCommand": 'mount --bind "$EXPORT_PATH"', "relativeMountPath": "nfs"}]
+    body["secrets"] = [{"name": "EXPORT_PATH", "value": str(export)}]
+    service.create_job("c", "secret-mount", job(body))
+    done = service.wait_job("secret-mount", timeout_s=60, poll_s=0.1)
+    assert done["executionState"] == "succeeded", (done["executionInfo"], service.read_output_file("secret-mount", "stderr.txt"))
+    assert service.read_output_file("secret-mount", "stdout.txt") == b"x,y\n1,2\n"
+    shown = service.show_job("secret-mount")
+    assert shown["mountVolumes"]["unmanagedFileSystems"][0]["mountCommand"] == 'mount --bind "$EXPORT_PATH"'
+    assert str(export) not in str(shown)
