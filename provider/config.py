@@ -117,11 +117,17 @@ def ssh_pool(config: ProviderConfig) -> SSHNodePool:
     )
 
 
+STORAGE_DETAIL_FIELDS = ("storage_account_key", "storage_sas_token", "storage_blob_endpoint", "storage_file_endpoint")
+
+
 def storage_credential(config: ProviderConfig) -> StorageCredential | None:
     if not (config.storage_account or config.storage_connection_string):
-        if config.storage_account_key or config.storage_sas_token or config.storage_blob_endpoint:
+        orphans = [name for name in STORAGE_DETAIL_FIELDS if getattr(config, name)]
+        if orphans or config.azure_files_mount != "stage":
             raise BatchAIError(
-                "InvalidStorageCredential", "storage fields need storage_account or storage_connection_string", "storage_account"
+                "InvalidStorageCredential",
+                f"{', '.join(orphans) or 'azure_files_mount'} need storage_account or storage_connection_string",
+                "storage_account",
             )
         return None
     return StorageCredential.parse(
