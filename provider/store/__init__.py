@@ -3,20 +3,27 @@
 Operators run in different processes (and, with Celery or Kubernetes executors, on different
 machines), so records live here and every update is read → modify → conditional write. A
 backend must make ``replace`` fail with StaleRecord when the ETag moved, ``create`` fail with
-RecordExists when the key exists, and ``lock`` exclude other holders of the same name across
+RecordExists when the key exists, and leases exclude other holders of the same name across
 processes. ``tests/provider/store/contract.py`` is the suite every backend passes.
+
+Leases are how one process at a time owns a cluster's reconcile pass. ``try_lease`` never
+waits (readers use it for opportunistic passes and must not be delayed); ``lock`` waits,
+bounded, for writers such as terminate. A holder leaves a small note on the lease (when its
+pass ended, when the next one is due) that anyone may read without taking the lease.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from airflow_batchai.errors import StaleRecord
+from airflow_batchai.errors import BatchAIError, StaleRecord
 
 CAS_RETRIES = 50
+LOCK_POLL_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -25,8 +32,19 @@ class Versioned:
     etag: str
 
 
+class Lease(Protocol):
+    name: str
+
+    def note(self, values: dict[str, str]) -> None:
+        """Replace the lease's note (what ``lease_note`` returns to everyone)."""
+
+    def check(self) -> None:
+        """BatchAIError('LeaseLost') when the lease is no longer ours (it expired unrenewed)."""
+
+
 class ControlStore(Protocol):
-    def read(self, key: str) -> Versioned | None: ...
+    def read(self, key: str) -> Versioned | None:
+        """The current document, or None. On blob a repeated read is a conditional GET (304 when unchanged)."""
 
     def create(self, key: str, data: dict[str, Any]) -> str:
         """Write a new document; returns its ETag. RecordExists if the key is taken."""
@@ -38,13 +56,16 @@ class ControlStore(Protocol):
         """Delete (conditionally when ``etag`` is given); False if there was nothing to delete."""
 
     def list(self, prefix: str) -> list[str]:
-        """Keys starting with ``prefix``, sorted."""
+        """Keys starting with ``prefix``, sorted; the cost grows with what lies under the prefix only."""
 
     def read_many(self, prefix: str) -> list[tuple[str, Versioned]]:
         """Every record under ``prefix``, sorted by key (one listing on blob, not one request per key)."""
 
-    def lock(self, name: str, timeout_s: float = 30.0) -> AbstractContextManager[None]:
-        """Exclusive across processes while held; BatchAIError('LockTimeout') after ``timeout_s``."""
+    def try_lease(self, name: str) -> AbstractContextManager[Lease | None]:
+        """The lease if nobody holds it now, else None at once. Renewed while held; a dead holder frees it."""
+
+    def lease_note(self, name: str) -> dict[str, str]:
+        """The note its last holder left ({} if none); read without taking the lease."""
 
 
 class SecretVault(Protocol):
@@ -55,6 +76,20 @@ class SecretVault(Protocol):
     def get(self, name: str) -> dict[str, str]: ...
 
     def delete(self, name: str) -> None: ...
+
+
+@contextmanager
+def lock(store: ControlStore, name: str, timeout_s: float = 30.0) -> Iterator[Lease]:
+    """The lease, waiting for it at most ``timeout_s``; BatchAIError('LockTimeout') after that."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with store.try_lease(name) as lease:
+            if lease is not None:
+                yield lease
+                return
+        if time.monotonic() > deadline:
+            raise BatchAIError("LockTimeout", f"lock {name} still held after {timeout_s:.0f} s", name)
+        time.sleep(LOCK_POLL_S)
 
 
 def update(store: ControlStore, key: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]) -> dict[str, Any] | None:

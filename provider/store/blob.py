@@ -3,8 +3,10 @@
 Workers of Celery or Kubernetes executors share nothing but the storage account, so this is
 the production backend. ``replace`` is a conditional write (``If-Match``): a 412 means another
 writer moved first and surfaces as StaleRecord, which ``store.update`` answers by re-reading.
-``create`` is ``If-None-Match: *``. Locks are blob leases, renewed while held, so a holder that
-dies frees the lock within one lease period. azure-core retries 5xx answers and timeouts with
+``create`` is ``If-None-Match: *``. A record read before is read again with ``If-None-Match``, so
+an unchanged record costs a 304 and no body. Leases are blob leases on one small blob per name,
+renewed while held, so a holder that dies frees the lease within one lease period; their notes
+are that blob's metadata (a HEAD reads them). azure-core retries 5xx answers and timeouts with
 exponential backoff (bounded, see credentials.RETRIES).
 """
 
@@ -16,7 +18,6 @@ import functools
 import hashlib
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -27,6 +28,7 @@ from azure.core.exceptions import (
     ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
+    ResourceNotModifiedError,
     ServiceRequestError,
     ServiceResponseError,
 )
@@ -39,7 +41,6 @@ from airflow_batchai.store import Versioned
 
 T = TypeVar("T")
 LEASE_S = 15  # the shortest lease Azure grants: a dead holder blocks others at most this long
-LOCK_POLL_S = 0.05
 RECORDS = "records/"
 LOCKS = "locks/"
 SECRETS = "secrets/"
@@ -112,11 +113,20 @@ class BlobControlStore:
 
     @_answers
     def read(self, key: str) -> Versioned | None:
+        cached = self._cache.get(key)
+        conditions: dict[str, Any] = {"etag": cached[0], "match_condition": MatchConditions.IfModified} if cached else {}
         try:
-            downloader = self._blob(key).download_blob()
+            downloader = self._blob(key).download_blob(**conditions)
             payload = downloader.readall()
+        except ResourceNotModifiedError:
+            return Versioned(data=copy.deepcopy(cached[1]), etag=cached[0])  # type: ignore[index]
         except ResourceNotFoundError:
+            self._cache.pop(key, None)
             return None
+        except HttpResponseError as error:
+            if error.status_code == 304 and cached:
+                return Versioned(data=copy.deepcopy(cached[1]), etag=cached[0])
+            raise
         data = json.loads(payload)
         etag = _etag(downloader.properties.etag)
         self._cache[key] = (etag, data)
@@ -185,46 +195,81 @@ class BlobControlStore:
         names = self.container.list_blob_names(name_starts_with=RECORDS + prefix)
         return sorted(name[len(RECORDS) : -len(".json")] for name in names if name.endswith(".json"))
 
+    def _lease_blob(self, name: str) -> Any:
+        return self.container.get_blob_client(LOCKS + name.replace("/", "__"))
+
     @contextmanager
-    def lock(self, name: str, timeout_s: float = 30.0) -> Iterator[None]:
-        blob = self.container.get_blob_client(LOCKS + name.replace("/", "__"))
-        deadline = time.monotonic() + timeout_s
-        while True:
+    def try_lease(self, name: str) -> Iterator[BlobLease | None]:
+        blob = self._lease_blob(name)
+        lease = self._acquire(blob)
+        if lease is None:
+            yield None
+            return
+        held = BlobLease(name, blob, lease)
+        try:
+            yield held
+        finally:
+            held.release()
+
+    @_answers
+    def _acquire(self, blob: Any) -> Any:
+        for _ in range(2):
             try:
-                lease = blob.acquire_lease(lease_duration=LEASE_S)
-                break
-            except ResourceNotFoundError:  # first use of this lock: one request more, once
+                return blob.acquire_lease(lease_duration=LEASE_S)
+            except ResourceNotFoundError:  # first use of this lease: one request more, once
                 try:
                     blob.upload_blob(b"", overwrite=False)
                 except (ResourceExistsError, HttpResponseError):
                     pass  # another process made it first
-                continue
             except HttpResponseError as error:
-                if error.status_code != 409:
-                    raise
-                if time.monotonic() > deadline:
-                    raise BatchAIError("LockTimeout", f"lock {name} still held after {timeout_s:.0f} s", name) from None
-                time.sleep(LOCK_POLL_S)
-        stop = threading.Event()
+                if error.status_code == 409:
+                    return None
+                raise
+        return None
 
-        def renew() -> None:
-            while not stop.wait(LEASE_S / 3):
-                try:
-                    lease.renew()
-                except HttpResponseError:
-                    return  # lost it; the holder's writes are still guarded by ETags
-
-        renewer = threading.Thread(target=renew, name=f"lease-{name}", daemon=True)
-        renewer.start()
+    @_answers
+    def lease_note(self, name: str) -> dict[str, str]:
         try:
-            yield
-        finally:
-            stop.set()
-            renewer.join(timeout=5)
+            return dict(self._lease_blob(name).get_blob_properties().metadata or {})
+        except ResourceNotFoundError:
+            return {}
+
+
+class BlobLease:
+    """A held blob lease, renewed every third of its period by a thread until released."""
+
+    def __init__(self, name: str, blob: Any, lease: Any) -> None:
+        self.name = name
+        self.blob = blob
+        self.lease = lease
+        self.lost_reason: str | None = None
+        self._stop = threading.Event()
+        self._renewer = threading.Thread(target=self._renew, name=f"lease-{name}", daemon=True)
+        self._renewer.start()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(LEASE_S / 3):
             try:
-                lease.release()
-            except HttpResponseError:
-                pass  # expired meanwhile: nothing to release
+                self.lease.renew()
+            except (HttpResponseError, ServiceRequestError, ServiceResponseError) as error:
+                self.lost_reason = f"renewing it failed: {type(error).__name__}"
+                return  # the holder's writes are still guarded by ETags; check() tells it to stop
+
+    def note(self, values: dict[str, str]) -> None:
+        self.check()
+        self.blob.set_blob_metadata(values, lease=self.lease)
+
+    def check(self) -> None:
+        if self.lost_reason:
+            raise BatchAIError("LeaseLost", f"lease {self.name} was lost: {self.lost_reason}", self.name)
+
+    def release(self) -> None:
+        self._stop.set()
+        self._renewer.join(timeout=5)
+        try:
+            self.lease.release()
+        except (HttpResponseError, ServiceRequestError, ServiceResponseError):
+            pass  # expired meanwhile, or unreachable: it frees itself within LEASE_S
 
 
 class BlobSecretVault:

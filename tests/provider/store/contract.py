@@ -8,6 +8,8 @@ fixture: a picklable zero-argument callable returning a store on the same backin
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,10 +21,11 @@ from airflow_batchai.nodes.local import LocalNodePool
 from airflow_batchai.service import Service
 from airflow_batchai.spec import load_cluster_spec, load_job_spec
 from airflow_batchai.storage.local import LocalDataStore
-from airflow_batchai.store import ControlStore, update
+from airflow_batchai.store import ControlStore, Versioned, lock, update
 from airflow_batchai.store.local import LocalSecretVault
 from tests.conftest import custom_job, kill_agents_under, wait_until
 
+LEASE_BOUND_S = 25  # blob leases last 15 s; file locks end with their holder
 RACERS = 6
 INCREMENTS = 25
 SUBMITTERS = 8
@@ -41,6 +44,7 @@ def _submit_jobs(factory: Callable[[], ControlStore], home: Path, who: int) -> N
     spec = load_job_spec({"properties": custom_job(EXCLUSIVE)}, environ={})
     for index in range(who, JOBS, SUBMITTERS):
         service.create_job("race", f"job-{index:03d}", spec)
+    service.passes.drain()  # a forked child ends with os._exit, which would cut a background pass short
 
 
 def _increment_many(factory: Callable[[], ControlStore], key: str, count: int) -> None:
@@ -60,11 +64,22 @@ def _create_once(factory: Callable[[], ControlStore], key: str, who: int, result
 def _hold_lock(factory: Callable[[], ControlStore], trace: str, who: int) -> None:
     store = factory()
     for _ in range(5):
-        with store.lock("cluster/ws/c", timeout_s=30), open(trace, "a") as handle:
+        with lock(store, "cluster/ws/c", timeout_s=30), open(trace, "a") as handle:
             handle.write(f"in {who}\n")
             handle.flush()
             time.sleep(0.005)
             handle.write(f"out {who}\n")
+
+
+def _hold_lease_forever(factory: Callable[[], ControlStore], ready: str) -> None:
+    with factory().try_lease("cluster/ws/killed") as lease:
+        assert lease is not None
+        Path(ready).touch()
+        time.sleep(300)
+
+
+def store_read_after_write(store: ControlStore, key: str) -> Versioned | None:
+    return store.read(key)
 
 
 def _run_all(targets: list[tuple[Callable[..., None], tuple]]) -> None:
@@ -157,11 +172,73 @@ class ControlStoreContract:
 
     def test_lock_times_out_with_a_clear_error(self, store: ControlStore, store_factory: Callable[[], ControlStore]) -> None:
         other = store_factory()
-        with store.lock("cluster/ws/busy"):
+        with lock(store, "cluster/ws/busy"):
             started = time.monotonic()
-            with pytest.raises(BatchAIError, match="LockTimeout"), other.lock("cluster/ws/busy", timeout_s=0.3):
+            with pytest.raises(BatchAIError, match="LockTimeout"), lock(other, "cluster/ws/busy", timeout_s=0.3):
                 pass
             assert time.monotonic() - started < 5
+
+    def test_try_lease_never_waits_and_one_holder_at_a_time(self, store: ControlStore, store_factory: Callable[[], ControlStore]) -> None:
+        other = store_factory()
+        with store.try_lease("cluster/ws/owned") as mine:
+            assert mine is not None
+            started = time.monotonic()
+            with other.try_lease("cluster/ws/owned") as theirs:
+                assert theirs is None
+            assert time.monotonic() - started < 2
+            mine.check()
+        with other.try_lease("cluster/ws/owned") as theirs:
+            assert theirs is not None  # released: the next one gets it at once
+
+    def test_a_lease_note_is_read_by_anyone_without_taking_the_lease(
+        self, store: ControlStore, store_factory: Callable[[], ControlStore]
+    ) -> None:
+        reader = store_factory()
+        assert reader.lease_note("cluster/ws/noted") == {}
+        with store.try_lease("cluster/ws/noted") as lease:
+            assert lease is not None
+            lease.note({"seq": "1", "holder": "me"})
+            assert reader.lease_note("cluster/ws/noted") == {"seq": "1", "holder": "me"}
+            lease.note({"seq": "2", "holder": "me"})
+        assert reader.lease_note("cluster/ws/noted") == {"seq": "2", "holder": "me"}
+
+    def test_a_lease_holder_killed_with_sigkill_frees_it(self, store_factory: Callable[[], ControlStore], tmp_path: Path) -> None:
+        ready = tmp_path / "held"
+        process = multiprocessing.get_context("fork").Process(target=_hold_lease_forever, args=(store_factory, str(ready)))
+        process.start()
+        try:
+            deadline = time.monotonic() + 30
+            while not ready.exists():
+                assert time.monotonic() < deadline, "the holder never took the lease"
+                time.sleep(0.01)
+            with store_factory().try_lease("cluster/ws/killed") as lease:
+                assert lease is None
+            os.kill(process.pid, signal.SIGKILL)
+            process.join(timeout=10)
+            started = time.monotonic()
+            with lock(store_factory(), "cluster/ws/killed", timeout_s=LEASE_BOUND_S) as lease:
+                assert lease is not None
+            assert time.monotonic() - started <= LEASE_BOUND_S
+        finally:
+            if process.is_alive():
+                process.kill()
+
+    def test_a_second_read_of_an_unchanged_record_returns_the_same_document(self, store: ControlStore) -> None:
+        store.create("clusters/ws/same", {"n": 1, "nested": {"a": [1, 2]}})
+        first = store.read("clusters/ws/same")
+        first.data["nested"]["a"].append(3)  # a caller changing its copy changes nothing stored
+        again = store.read("clusters/ws/same")
+        assert again == Versioned(data={"n": 1, "nested": {"a": [1, 2]}}, etag=first.etag)
+        etag = store.replace("clusters/ws/same", {"n": 2}, again.etag)
+        assert store_read_after_write(store, "clusters/ws/same") == Versioned(data={"n": 2}, etag=etag)
+
+    def test_list_of_a_prefix_sees_only_what_lies_under_it(self, store: ControlStore) -> None:
+        store.create("live/ws/a/e/j1", {})
+        store.create("live/ws/ab/e/j2", {})
+        store.create("jobs/ws/e/j1", {})
+        assert store.list("live/ws/a/") == ["live/ws/a/e/j1"]
+        assert store.list("live/ws/a") == ["live/ws/a/e/j1", "live/ws/ab/e/j2"]
+        assert store.list("live/ws/none/") == []
 
     def test_read_many_returns_every_record_under_a_prefix_with_its_etag(self, store: ControlStore) -> None:
         first = store.create("jobs/ws/a/j1", {"n": 1})

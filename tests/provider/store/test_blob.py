@@ -12,6 +12,7 @@ import pytest
 
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.storage.credentials import StorageCredential
+from airflow_batchai.store import lock
 from airflow_batchai.store.blob import LEASE_S, BlobControlStore, BlobSecretVault
 from tests.azurite import KEY
 from tests.provider.store.contract import ControlStoreContract
@@ -30,7 +31,7 @@ def test_a_dead_lock_holder_frees_the_lock_within_one_lease(azurite: Any) -> Non
     blob.upload_blob(b"")
     blob.acquire_lease(lease_duration=LEASE_S)  # taken and never released, as by a killed worker
     started = time.monotonic()
-    with other.lock("cluster/ws/c", timeout_s=LEASE_S + 10):
+    with lock(other, "cluster/ws/c", timeout_s=LEASE_S + 10):
         waited = time.monotonic() - started
     assert LEASE_S - 2 <= waited <= LEASE_S + 5
 
@@ -60,3 +61,16 @@ def test_an_unreachable_account_is_one_clear_error_after_bounded_retries() -> No
         BlobControlStore(credential, "control")
     assert raised.value.code == "ControlStoreUnavailable" and f"127.0.0.1:{closed}" in raised.value.message
     assert KEY not in str(raised.value) and time.monotonic() - started < 30  # bounded: about 10 s of backoff
+
+
+def test_an_unchanged_record_is_read_again_as_a_304_without_its_body(azurite: Any) -> None:
+    answers: list[int] = []
+    credential = azurite.credential()
+    counted = credential.service(raw_response_hook=lambda response: answers.append(response.http_response.status_code))
+    store = BlobControlStore(credential, f"control-{uuid.uuid4().hex[:12]}", service=counted)
+    store.create("clusters/ws/big", {"jobs": {f"j{i}": "x" * 50 for i in range(1000)}})
+    BlobControlStore(credential, store.container_name).read("clusters/ws/big")  # another reader: no cache here
+    answers.clear()
+    for _ in range(3):
+        assert len(store.read("clusters/ws/big").data["jobs"]) == 1000
+    assert answers == [304, 304, 304]
