@@ -3,10 +3,15 @@
 No connection named ``batchai_conn_id`` means the embedded default (local store, local
 storage folders and local nodes under ``$BATCHAI_HOME``), so example DAGs run with no setup.
 Secret fields are masked in task logs as soon as they are read.
+
+One process keeps one Service per connection (as long as the connection stays the same): a
+triggerer's 1,000 waits then share its store client, SSH connections, caches and job poller.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from functools import cached_property
 from typing import Any
 
@@ -18,6 +23,9 @@ from pydantic import ValidationError
 from airflow_batchai.config import ProviderConfig, parse_hosts, service_from_config
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.service import Service
+
+_SHARED: dict[tuple[str, str], Service] = {}
+_SHARED_LOCK = threading.Lock()
 
 
 class BatchAIHook(BaseHook):
@@ -55,10 +63,20 @@ class BatchAIHook(BaseHook):
 
     @cached_property
     def service(self) -> Service:
-        service = service_from_config(self.config)
-        if hasattr(service.data, "secret_sink"):
-            service.data.secret_sink = mask_secret  # SAS minted for nodes are masked too, should one ever be printed
+        """This process's Service for the connection, shared by every hook, operator and trigger of it."""
+        config = self.config
+        identity = (self.batchai_conn_id, config.model_dump_json() + "|" + os.environ.get("BATCHAI_HOME", ""))
+        with _SHARED_LOCK:
+            service = _SHARED.get(identity)
+            if service is None:
+                service = _SHARED[identity] = service_from_config(config)
+                if hasattr(service.data, "secret_sink"):
+                    service.data.secret_sink = mask_secret  # SAS minted for nodes are masked too, should one ever be printed
         return service
+
+    @classmethod
+    def shared_service(cls, batchai_conn_id: str = default_conn_name) -> Service:
+        return cls(batchai_conn_id).service
 
     def test_connection(self) -> tuple[bool, str]:
         """Check the store, then every node of the pool; the message names what failed."""

@@ -28,7 +28,7 @@ from airflow_batchai.spec import ClusterSpec, JobSpec, load_cluster_spec, load_j
 from airflow_batchai.storage.upload import upload_batch
 
 MAX_NAME = 64
-POLL_INTERVAL_S = 5.0
+POLL_INTERVAL_S = 0.5  # one record read each: a job's end is seen within a second
 STDERR_TAIL_LINES = 20
 
 
@@ -112,7 +112,7 @@ class BatchAIScaleClusterOperator(BatchAIBaseOperator):
         cluster_name: str,
         target_node_count: int,
         wait: bool = True,
-        poll_interval: float = 2.0,
+        poll_interval: float = POLL_INTERVAL_S,
         timeout: float = 3600,
         **kwargs: Any,
     ) -> None:
@@ -292,6 +292,8 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
         name = self.resolved_job_name(context)
         if event and event.get("status") == "timeout":
             raise AirflowException(f"job {name} did not finish before its timeout")
+        if event and event.get("status") == "error":
+            raise AirflowException(f"waiting for job {name} failed: {event.get('code')}: {event.get('message')}")
         self.submitted = name
         return self.follow(name)
 

@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -33,16 +34,23 @@ from airflow_batchai.spec import (
 
 STREAM_POLL_S = 0.5
 EXIT_USAGE = 2
+_opened: list[Service] = []  # background passes these started finish before the command exits
 
 
 def _print(document: Any) -> None:
     print(json.dumps(document, indent=2, sort_keys=True))
 
 
-def _service(args: argparse.Namespace) -> Service:
+def _service(args: argparse.Namespace, kind: str = "reader") -> Service:
+    service = _open_service(args, kind)
+    _opened.append(service)
+    return service
+
+
+def _open_service(args: argparse.Namespace, kind: str) -> Service:
     raw = args.connection or os.environ.get("BATCHAI_CONNECTION")
     if not raw:
-        return Service.embedded(args.home)
+        return Service.embedded(args.home, kind=kind)
     from pydantic import ValidationError
 
     from airflow_batchai.config import ProviderConfig, parse_hosts, service_from_config
@@ -55,7 +63,7 @@ def _service(args: argparse.Namespace) -> Service:
         extras["home"] = args.home
     extras["hosts"] = parse_hosts(extras.get("hosts"))
     try:
-        return service_from_config(ProviderConfig.model_validate(extras))
+        return service_from_config(ProviderConfig.model_validate(extras), kind=kind)
     except ValidationError as error:
         first = error.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
@@ -209,6 +217,20 @@ def file_stream(args: argparse.Namespace) -> int:
         time.sleep(STREAM_POLL_S)
 
 
+def controller(args: argparse.Namespace) -> int:
+    """Run passes for every cluster until SIGTERM or SIGINT; then finish the passes under way and exit 0."""
+    from airflow_batchai.controller import Controller
+
+    if args.interval is not None and not args.interval > 0:
+        raise BatchAIError("InvalidArguments", f"--interval must be more than 0 seconds, got {args.interval}", "--interval")
+    logging.getLogger("airflow_batchai").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    running = Controller(_service(args, kind="controller"), interval_s=args.interval)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: running.stop.set())
+    running.run()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-w", "--workspace", default=DEFAULT_WORKSPACE, help="workspace (default: default)")
@@ -259,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     wait = job.add_parser("wait", parents=[common, experiment])
     wait.add_argument("-n", "--name", required=True)
     wait.add_argument("--timeout", type=float, default=None, help="seconds (default: no limit)")
-    wait.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
+    wait.add_argument("--interval", type=float, default=0.5, help="seconds between polls")
     wait.set_defaults(handler=job_wait)
 
     files = job.add_parser("file", help="job output files").add_subparsers(dest="file_command", required=True)
@@ -283,6 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     uploading.add_argument("--account-name", default=None)
     uploading.add_argument("--overwrite", action="store_true")
     uploading.set_defaults(handler=upload)
+    owner = groups.add_parser("controller", parents=[common], help="run every cluster's reconcile passes (until SIGTERM)")
+    owner.add_argument("--interval", type=float, default=None, help="seconds between full passes per cluster (default 5)")
+    owner.add_argument("-v", "--verbose", action="store_true", help="log every pass (when it started and ended, and by whom)")
+    owner.set_defaults(handler=controller)
     return parser
 
 
@@ -299,6 +325,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:
         print(f"error: {error.strerror or error}: {error.filename or ''}".rstrip(": "), file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        for service in _opened:  # the answer is out; a pass it kicked may still be finishing
+            service.passes.drain()
+        _opened.clear()
 
 
 if __name__ == "__main__":

@@ -140,12 +140,12 @@ def storage_credential(config: ProviderConfig) -> StorageCredential | None:
     )
 
 
-def service_from_config(config: ProviderConfig) -> Service:
+def service_from_config(config: ProviderConfig, kind: str = "reader") -> Service:
     """Embedded default without storage fields; with them, records, secrets and volumes live in Azure Storage."""
     settings = Settings(subscription=config.subscription_id, resource_group=config.resource_group)
     credential = storage_credential(config)
     if credential is None:
-        return Service.embedded(config.home, config.local_nodes, settings, pool=ssh_pool(config) if config.hosts else None)
+        return Service.embedded(config.home, config.local_nodes, settings, pool=ssh_pool(config) if config.hosts else None, kind=kind)
     settings.default_storage_account = credential.account
     if not (config.vault_key or credential.secrets):
         raise BatchAIError(
@@ -156,7 +156,7 @@ def service_from_config(config: ProviderConfig) -> Service:
     vault = BlobSecretVault(store, config.vault_key or "|".join([credential.account, *credential.secrets]))
     home = Path(config.home) if config.home else default_home()
     pool = ssh_pool(config) if config.hosts else LocalNodePool(home, config.local_nodes or DEFAULT_LOCAL_NODES)
-    return Service(store, vault, pool, data, settings)
+    return Service(store, vault, pool, data, settings, kind)
 
 
 def parse_hosts(value: Any) -> list[str | dict[str, Any]]:

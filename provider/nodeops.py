@@ -74,6 +74,10 @@ class NodeHandle:
         except ValueError:
             return None
 
+    def planned(self, run_id: str) -> bool:
+        """Whether a run's plan reached the node (it is written just before its agent starts)."""
+        return self.transport.read_file(posixpath.join(self.layout.run_dir(run_id), "plan.json"), 0, 0) is not None
+
     def terminate(self, run_id: str, grace_s: float = agent_module.DEFAULT_GRACE_S) -> None:
         """Stop the run's processes (the agent's SIGTERM → SIGKILL escalation); returns once it is final."""
         agent = self.deploy_agent()

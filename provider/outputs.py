@@ -11,20 +11,17 @@ from __future__ import annotations
 import posixpath
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from airflow_batchai.agent import expand
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.launch import JobContext, Link, NodeSlot, job_environment
 from airflow_batchai.layout import output_template, stdouterr_template
-from airflow_batchai.nodes import FileInfo, Transport
+from airflow_batchai.nodes import FileInfo, NodePool, Transport
 from airflow_batchai.nodes.local import LocalTransport
-from airflow_batchai.records import JobRecord
-from airflow_batchai.spec import ClusterSpec, JobSpec
+from airflow_batchai.records import JobRecord, read_cluster, read_job, read_node
 from airflow_batchai.staging import Located, locate
-
-if TYPE_CHECKING:
-    from airflow_batchai.service import Service
+from airflow_batchai.store import ControlStore
 
 
 def _safe_join(base: str, relative: str, what: str) -> str:
@@ -52,10 +49,12 @@ class OutputFiles:
     """One job's output folders. Keep one while following a job: where each folder lives is
     worked out once (two record reads), so a poll costs only the listing or the byte range."""
 
-    def __init__(self, service: Service, job: JobRecord) -> None:
-        self.service = service
+    def __init__(self, store: ControlStore, pool: NodePool, data: Any, job: JobRecord) -> None:
+        self.store = store
+        self.pool = pool
+        self.data = data
         self.job = job
-        self.spec = JobSpec.model_validate(job.spec)
+        self.spec = job.parsed_spec()
         self._located: dict[str, Located | None] = {}
 
     def template(self, output_id: str) -> str:
@@ -77,27 +76,27 @@ class OutputFiles:
         return self._located[template]
 
     def _locate(self, template: str) -> Located | None:
-        mounts: dict[str, list[Link]] = {"job": self.service.data.links(self.spec.mount_volumes, "mountVolumes")}
+        mounts: dict[str, list[Link]] = {"job": self.data.links(self.spec.mount_volumes, "mountVolumes")}
         try:
-            cluster = self.service._cluster(self.job.workspace, self.job.cluster)
-            setup = ClusterSpec.model_validate(cluster.spec).node_setup
-            mounts["cluster"] = self.service.data.links(setup.mount_volumes if setup else None, "nodeSetup.mountVolumes")
+            cluster, _ = read_cluster(self.store, self.job.workspace, self.job.cluster)
+            setup = cluster.parsed_spec().node_setup
+            mounts["cluster"] = self.data.links(setup.mount_volumes if setup else None, "nodeSetup.mountVolumes")
         except BatchAIError:
             mounts["cluster"] = []
         return locate(template, mounts)
 
     def _on_node(self, template: str) -> tuple[Transport, str] | None:
         if not self.job.nodes:  # not scheduled when we last looked: maybe it is now
-            self.job = self.service._job(self.job.workspace, self.job.experiment, self.job.name)
+            self.job = read_job(self.store, self.job.workspace, self.job.experiment, self.job.name)[0]
         if not self.job.nodes:
             return None
-        node = self.service.node_record(self.job.nodes[0])
+        node = read_node(self.store, self.job.nodes[0])
         if node is None:
             return None
         slot = NodeSlot(node.node_id, node.address, node.root, node.gpus)
         ctx = JobContext(self.job.workspace, self.job.experiment, self.job.name, self.job.uuid, self.job.segment, "")
         env, _ = job_environment(self.spec, slot, [slot], ctx)
-        return self.service.pool.transport(node.node_id), posixpath.normpath(expand(template, env))
+        return self.pool.transport(node.node_id), posixpath.normpath(expand(template, env))
 
     def list(self, output_id: str, directory: str = ".", expiry_minutes: int = 60, urls: bool = True) -> list[dict[str, Any]]:
         """``urls`` False leaves out download URLs (and the signing they cost) for callers that only read."""
@@ -105,7 +104,7 @@ class OutputFiles:
         located = self._on_storage(template)
         if located is not None and located.link.remote is not None:
             folder = _safe_join(located.inside, directory, "directory")
-            return self.service.data.list_files(located.link.remote, folder, expiry_minutes, urls=urls)
+            return self.data.list_files(located.link.remote, folder, expiry_minutes, urls=urls)
         if located is not None:
             folder = Path(located.link.source, located.inside)
             target = Path(_safe_join(str(folder), directory, "directory"))
@@ -113,7 +112,7 @@ class OutputFiles:
                 return []
             transport = LocalTransport()
             infos = transport.list_dir(str(target)) or []
-            return [file_object(i, self.service.data.download_url(target / i.name)) for i in infos]
+            return [file_object(i, self.data.download_url(target / i.name)) for i in infos]
         located = self._on_node(template)
         if located is None:
             raise BatchAIError(
@@ -129,7 +128,7 @@ class OutputFiles:
         template = self.template(output_id)
         located = self._on_storage(template)
         if located is not None and located.link.remote is not None:
-            return self.service.data.read(located.link.remote, _safe_join(located.inside, path, "path").lstrip("/"), offset, length)
+            return self.data.read(located.link.remote, _safe_join(located.inside, path, "path").lstrip("/"), offset, length)
         if located is not None:
             return LocalTransport().read_file(_safe_join(str(Path(located.link.source, located.inside)), path, "path"), offset, length)
         located = self._on_node(template)

@@ -11,7 +11,7 @@ from typing import Any
 
 from airflow_batchai.errors import InvalidSpec
 from airflow_batchai.launch import process_count
-from airflow_batchai.records import ClusterRecord, JobRecord, NodeRecord, NodeState
+from airflow_batchai.records import ClusterRecord, JobRecord, NodeState, NodeSummary
 from airflow_batchai.spec import ClusterSpec, JobSpec
 
 ARM_PREFIX = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.BatchAI/workspaces/{ws}"
@@ -92,7 +92,7 @@ def job_id(sub: str, rg: str, workspace: str, experiment: str, name: str) -> str
     return ARM_PREFIX.format(sub=sub, rg=rg, ws=workspace) + f"/experiments/{experiment}/jobs/{name}"
 
 
-def node_state_counts(nodes: list[NodeRecord]) -> dict[str, int]:
+def node_state_counts(nodes: list[NodeSummary]) -> dict[str, int]:
     def count(state: NodeState) -> int:
         return sum(1 for node in nodes if node.state == state)
 
@@ -105,7 +105,9 @@ def node_state_counts(nodes: list[NodeRecord]) -> dict[str, int]:
     }
 
 
-def cluster_view(record: ClusterRecord, nodes: list[NodeRecord], sub: str, rg: str) -> dict[str, Any]:
+def cluster_view(record: ClusterRecord, sub: str, rg: str) -> dict[str, Any]:
+    """Nodes as the cluster's last pass published them: reading a cluster is one record read."""
+    nodes = record.nodes
     node_errors = [error for node in nodes for error in node.errors]
     return {
         "id": cluster_id(sub, rg, record.workspace, record.name),
@@ -128,7 +130,7 @@ def cluster_view(record: ClusterRecord, nodes: list[NodeRecord], sub: str, rg: s
 def job_view(record: JobRecord, sub: str, rg: str) -> dict[str, Any]:
     spec = {key: (dict(value) if isinstance(value, dict) else value) for key, value in record.spec.items()}
     spec.pop("cluster", None)
-    model = JobSpec.model_validate(record.spec)
+    model = record.parsed_spec()
     if "process_count" in type(model.toolkit).model_fields:  # echoed filled in, as the service did
         toolkit_key = next(key for key in spec if key.endswith("Settings") and key != "containerSettings")
         spec[toolkit_key]["processCount"] = process_count(model)

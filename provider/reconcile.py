@@ -1,477 +1,462 @@
-"""One level-triggered pass over a cluster: observe nodes and jobs, take one step, write back.
+"""One reconcile pass over a cluster: observe its agents, decide (decisions.py), act, publish.
 
-Runs under the cluster's lock and is safe to run twice. The steps, in order:
-  1. nodes being prepared → idle when setup succeeded, unusable when it failed;
-  2. running jobs: read every node's agent status; finished → exit code and errors, nodes freed;
-     a node whose agent stopped reporting → unusable, its job requeued or failed;
-  3. scale: manual target or autoScale by what queued + running jobs need; add pool nodes,
-     remove surplus per ``nodeDeallocationOption``;
-  4. queued jobs by priority, then age: start one when ``nodeCount`` nodes are idle (gang
-     scheduling, strictly in order so a big job is not starved by small ones);
-  5. the cluster's allocation state: steady when nothing is joining or leaving.
+Runs only under the cluster's lease, and is safe to run twice: every write is a
+compare-and-swap against the ETag the snapshot read (or this pass last wrote), so a record
+someone else moved is never overwritten blind; the pass then stops with StaleRecord and the
+caller runs it again on a fresh snapshot. It works on narrow interfaces (store, vault, node
+pool, data store) and knows nothing of the Service.
+
+At the end it publishes into the cluster record what readers need: the member nodes' states,
+the allocation state and a digest of the jobs on nodes or changed lately, so ``cluster show``
+and every waiter answer from that one record.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from airflow_batchai.agent import REGISTRY_PASSWORD_KEY
 from airflow_batchai.clusterkeys import ClusterKey
-from airflow_batchai.errors import BatchAIError
-from airflow_batchai.launch import MPI_TOOLKITS, JobContext, Link, NodeSlot, job_plans, setup_plan
+from airflow_batchai.decisions import (
+    Action,
+    ClaimNode,
+    DrainNode,
+    EndJob,
+    LaunchJob,
+    Limits,
+    NodeReachable,
+    NodeReady,
+    NodeUnreachable,
+    NodeUnusable,
+    Observed,
+    Plan,
+    ReleaseNode,
+    RemoveNode,
+    StopRuns,
+    node_lost_error,
+    plan_pass,
+)
+from airflow_batchai.errors import BatchAIError, StaleRecord
+from airflow_batchai.launch import JobContext, Link, NodeSlot, job_plans, setup_plan
 from airflow_batchai.layout import NodeLayout, cluster_setup_segment, stdouterr_template
-from airflow_batchai.nodeops import FINAL_STATES
-from airflow_batchai.nodes import eligible
+from airflow_batchai.nodeops import NodeHandle
+from airflow_batchai.nodes import NodePool
 from airflow_batchai.records import (
     AllocationState,
     ClusterRecord,
     ExecutionState,
+    JobDigest,
     JobRecord,
     NodeRecord,
     NodeState,
+    NodeSummary,
     move_cluster,
     move_job,
     move_node,
     utc_now,
 )
-from airflow_batchai.spec import ClusterSpec, DeallocationOption, JobSpec
+from airflow_batchai.settings import Settings
+from airflow_batchai.snapshot import Snapshot
 from airflow_batchai.staging import read_texts, written
-from airflow_batchai.store import update
-
-if TYPE_CHECKING:
-    from airflow_batchai.service import Service
+from airflow_batchai.store import ControlStore, Lease, SecretVault
 
 log = logging.getLogger(__name__)
 
-
-def run_id(job: JobRecord) -> str:
-    return f"{job.uuid}-{job.attempt}"
+RECENT = timedelta(minutes=5)  # a job that changed stays in the digest this long, so every waiter sees the change
+DIGEST_MAX_RECENT = 2000  # and at most this many of them (a waiter whose job fell out re-reads it)
+JOB_FAILING_CODES = ("InvalidSpec", "SecretsUnreadable", "InvalidPath")  # a job that can never launch fails, naming why
+PARALLEL_READS = 4  # more agent statuses than this are read in parallel
 
 
 def setup_run_id(cluster: ClusterRecord) -> str:
     return f"setup-{cluster.uuid}"
 
 
-_UNREAD = object()
+@dataclass
+class PassOutcome:
+    plan: Plan
+    stopped: bool  # runs were stopped: one more pass sees them end at once
 
 
 class Reconciler:
-    def __init__(self, service: Service, cluster: ClusterRecord) -> None:
-        self.service = service
-        self.cluster = cluster
-        self.spec = ClusterSpec.model_validate(cluster.spec)
-        self.member = f"{cluster.workspace}/{cluster.name}"
-        self._cluster_key: ClusterKey | object | None = _UNREAD
+    def __init__(
+        self,
+        store: ControlStore,
+        vault: SecretVault,
+        pool: NodePool,
+        data: Any,
+        settings: Settings,
+        snapshot: Snapshot,
+        lease: Lease | None = None,
+    ) -> None:
+        self.store = store
+        self.vault = vault
+        self.pool = pool
+        self.data = data
+        self.settings = settings
+        self.snapshot = snapshot
+        self.lease = lease
+        self.cluster = snapshot.cluster
+        self.spec = self.cluster.parsed_spec()
+        self.member = self.cluster.member
+        self.changed: dict[str, JobDigest] = {}
+        self._cluster_key: ClusterKey | bool | None = False  # False: not read yet
 
-    # -- helpers ------------------------------------------------------------------------
-    def nodes(self) -> list[NodeRecord]:
-        return self.service.cluster_nodes(self.cluster.workspace, self.cluster.name)
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.settings.heartbeat_timeout_s, self.settings.launch_timeout_s)
 
-    def jobs(self) -> list[JobRecord]:
-        return self.service.cluster_jobs(self.cluster.workspace, self.cluster.name)
+    def handle(self, node: NodeRecord) -> NodeHandle:
+        return NodeHandle(node.node_id, self.pool.transport(node.node_id), NodeLayout(node.root))
 
-    def node(self, node_id: str) -> NodeRecord | None:
-        return self.service.node_record(node_id)
+    # -- the pass -------------------------------------------------------------------------------
+    def run(self, terminations: dict[str, dict[str, Any]] | None = None) -> PassOutcome:
+        runs, setups = self.observe()
+        plan = plan_pass(self.snapshot, runs, setups, utc_now(), self.limits, terminations)
+        for action in plan.actions:
+            self.apply(action)
+        self.drop_stale_live_entries()
+        self.publish(plan.target)
+        stopped = any(isinstance(a, StopRuns) for a in plan.actions)
+        return PassOutcome(plan, stopped)
 
-    def set_node(self, node: NodeRecord, state: NodeState, **changes: Any) -> NodeRecord:
-        moved = move_node(node, state, **changes)
-        self.service.save_node(moved)
-        return moved
+    def observe(self) -> tuple[dict[tuple[str, str], Observed], dict[str, Observed]]:
+        """Every agent the plan depends on: the runs of jobs on nodes, the setup of nodes being prepared."""
+        wanted: list[tuple[str, str, bool]] = []  # (node id, run id, is setup)
+        for job in self.snapshot.jobs.values():
+            if job.execution_state.on_nodes:
+                wanted += [(node_id, job.run_id, False) for node_id in job.nodes if node_id in self.snapshot.nodes]
+        wanted += [(n.node_id, setup_run_id(self.cluster), True) for n in self.snapshot.members() if n.state == NodeState.PREPARING]
 
-    def set_job(self, job: JobRecord, state: ExecutionState, **changes: Any) -> JobRecord:
-        moved = move_job(job, state, **changes)
-        self.service.save_job(moved)
-        if moved.execution_state.finished:
-            self.service.vault.delete(f"job-{moved.uuid}")
-            log.info("job %s %s (exit code %s)", moved.key, moved.execution_state.value, moved.exit_code)
-        return moved
+        def read(item: tuple[str, str, bool]) -> Observed:
+            node_id, run, _ = item
+            handle = self.handle(self.snapshot.nodes[node_id])
+            try:
+                status = handle.status(run)
+                return Observed(status=status, planned=status is not None or handle.planned(run))
+            except BatchAIError as error:
+                return Observed(unreachable=error.message)
 
-    # -- the pass -----------------------------------------------------------------------
-    def run(self) -> None:
-        self.observe_preparing_nodes()
-        for job in self.jobs():
-            if job.execution_state in (ExecutionState.RUNNING, ExecutionState.TERMINATING):
-                self.observe_job(job)
-        self.scale()
-        self.schedule()
-        self.settle_allocation()
+        if len(wanted) > PARALLEL_READS:
+            with ThreadPoolExecutor(max_workers=min(16, len(wanted))) as executor:
+                seen = list(executor.map(read, wanted))
+        else:
+            seen = [read(item) for item in wanted]
+        runs = {(node_id, run): found for (node_id, run, setup), found in zip(wanted, seen, strict=True) if not setup}
+        setups = {node_id: found for (node_id, _, setup), found in zip(wanted, seen, strict=True) if setup}
+        return runs, setups
 
-    def observe_preparing_nodes(self) -> None:
-        for node in self.nodes():
-            if node.state != NodeState.PREPARING:
-                continue
-            status = self.service.node_handle(node).status(setup_run_id(self.cluster))
-            if status and status.get("state") == "succeeded":
-                self.set_node(node, NodeState.IDLE)
-            elif status and status.get("state") in FINAL_STATES:
-                error = status.get("error") or {}
-                message = f"node setup failed on {node.node_id} ({node.address}): {error.get('message', 'unknown error')}"
-                self.set_node(node, NodeState.UNUSABLE, errors=[{"code": error.get("code", "NodeSetupFailed"), "message": message}])
-            elif status is None and self._silent_since(node.state_transition_time):
-                self.mark_lost(node, "its setup agent never reported")
+    def apply(self, action: Action) -> None:
+        if self.lease is not None:
+            self.lease.check()
+        node = self.snapshot.nodes.get(getattr(action, "node_id", ""))
+        if isinstance(action, NodeReady) and node:
+            self.write_node(move_node(node, NodeState.IDLE))
+        elif isinstance(action, NodeUnusable) and node:
+            log.warning(action.error["message"])
+            self.write_node(move_node(node, NodeState.UNUSABLE, errors=[action.error], job=None, unreachable_since=None))
+        elif isinstance(action, NodeUnreachable) and node:
+            log.warning("node %s (%s) unreachable", node.node_id, node.address)
+            self.write_node(node.model_copy(update={"unreachable_since": utc_now()}))
+        elif isinstance(action, NodeReachable) and node:
+            self.write_node(node.model_copy(update={"unreachable_since": None}))
+        elif isinstance(action, ReleaseNode) and node and node.state == NodeState.RUNNING:
+            self.write_node(move_node(node, NodeState.IDLE, job=None))
+        elif isinstance(action, DrainNode) and node:
+            self.write_node(move_node(node, NodeState.LEAVING))
+        elif isinstance(action, RemoveNode) and node:
+            self.remove_node(node)
+        elif isinstance(action, ClaimNode) and node:
+            self.claim(node)
+        elif isinstance(action, StopRuns):
+            self.stop_runs(action)
+        elif isinstance(action, EndJob):
+            self.end_job(action)
+        elif isinstance(action, LaunchJob):
+            self.launch(action)
 
-    def _silent_since(self, since: Any) -> bool:
-        return (utc_now() - since).total_seconds() > self.service.settings.launch_timeout_s
+    # -- writes ---------------------------------------------------------------------------------
+    def write_node(self, node: NodeRecord) -> NodeRecord:
+        """Compare-and-swap against what this pass knows; StaleRecord when someone else moved first."""
+        self.snapshot.etags[node.key] = self.store.replace(node.key, node.to_doc(), self.snapshot.etags[node.key])
+        self.snapshot.nodes[node.node_id] = node
+        return node
 
-    def _stale(self, status: dict[str, Any]) -> bool:
-        return time.time() - float(status.get("heartbeat", 0)) > self.service.settings.heartbeat_timeout_s
+    def write_job(self, job: JobRecord) -> JobRecord:
+        etag = self.store.replace(job.key, job.to_doc(), self.snapshot.etags[job.key])
+        self.snapshot.etags[job.key] = etag
+        self.changed[job.key] = digest_of(job, etag)
+        if job.execution_state.finished:
+            self.snapshot.jobs.pop(job.key, None)
+            self.vault.delete(f"job-{job.uuid}")
+            self.store.delete(job.live_key)
+            log.info("job %s %s (exit code %s)", job.key, job.execution_state.value, job.exit_code)
+        else:
+            self.snapshot.jobs[job.key] = job
+        return job
 
-    def unreachable_too_long(self, node: NodeRecord, error: BatchAIError) -> bool:
-        if node.unreachable_since is None:
-            log.warning("node %s (%s) unreachable: %s", node.node_id, node.address, error.message)
-            self.service.save_node(node.model_copy(update={"unreachable_since": utc_now()}))
-            return False
-        return (utc_now() - node.unreachable_since).total_seconds() > self.service.settings.heartbeat_timeout_s
+    def end_job(self, action: EndJob) -> None:
+        job = self.snapshot.jobs.get(action.job)
+        if job is None:
+            return
+        moved = self.write_job(move_job(job, action.state, **action.changes))
+        if action.state != ExecutionState.TERMINATING and job.execution_state.on_nodes:
+            self.pool.release_shared(job.run_id)  # that run is over, whatever comes next
+        if action.state == ExecutionState.QUEUED:
+            log.info("job %s requeued (attempt %d)", moved.key, moved.attempt)
+
+    def drop_stale_live_entries(self) -> None:
+        for live in self.snapshot.stale_live:
+            self.store.delete(live)
+        self.snapshot.stale_live = []
 
     def mark_lost(self, node: NodeRecord, why: str) -> None:
-        error = {"code": "NodeLost", "message": f"node {node.node_id} ({node.address}) is unusable: {why}"}
+        error = node_lost_error(node, why)
         log.warning(error["message"])
-        self.set_node(node, NodeState.UNUSABLE, errors=[error], job=None, unreachable_since=None)
+        current = self.snapshot.nodes[node.node_id]
+        self.write_node(move_node(current, NodeState.UNUSABLE, errors=[error], job=None, unreachable_since=None))
 
-    def observe_job(self, job: JobRecord) -> None:
-        """Read each node's agent status and move the job on when it has an outcome."""
-        statuses: dict[str, dict[str, Any] | None] = {}
-        lost = []
-        for node_id in job.nodes:
-            node = self.node(node_id)
-            try:
-                statuses[node_id] = self.service.node_handle(node).status(run_id(job)) if node else None
-            except BatchAIError as error:  # unreachable: lost only once it stays so
-                statuses[node_id] = {"state": "unknown", "heartbeat": time.time()}
-                if node and self.unreachable_too_long(node, error):
-                    lost.append((node_id, error.message))
-                continue
-            if node and node.unreachable_since:
-                self.service.save_node(node.model_copy(update={"unreachable_since": None}))
-        for node_id, status in statuses.items():
-            if any(node_id == nid for nid, _ in lost):
-                continue
-            if status is None and self._silent_since(job.execution_state_transition_time):
-                lost.append((node_id, "its agent never started"))
-            elif status is not None and status.get("state") not in FINAL_STATES and self._stale(status):
-                lost.append((node_id, f"no heartbeat for {self.service.settings.heartbeat_timeout_s:.0f} s"))
-        if lost:
-            self.handle_lost_nodes(job, lost)
+    # -- nodes ----------------------------------------------------------------------------------
+    def claim(self, node: NodeRecord) -> None:
+        """free → preparing for this cluster, then find its GPUs, give it the cluster's key, start its setup."""
+        if node.state != NodeState.FREE:
             return
-        finals = {nid: s for nid, s in statuses.items() if s and s.get("state") in FINAL_STATES}
-        failed = [(nid, s) for nid, s in finals.items() if s["state"] != "succeeded"]
-        workers = [nid for nid in job.nodes if nid not in job_helpers(job)]
-        if job.execution_state == ExecutionState.TERMINATING:
-            if len(finals) == len(job.nodes):
-                self.finish(job, ExecutionState.FAILED, -1, job.errors)
+        try:
+            claimed = self.write_node(move_node(node, NodeState.PREPARING, cluster=self.member, errors=[]))
+        except StaleRecord:  # another cluster's pass claimed it first; the next pass grows again
             return
-        if failed:
-            node_id, status = failed[0]
-            error = status.get("error") or {"code": "JobFailed", "message": "the job failed"}
-            if error.get("code") == "JobFailed":
-                error = {"code": "JobFailed", "message": f"Job failed with non-zero exit code on node {node_id}"}
-            self.stop_runs(job, [nid for nid in job.nodes if nid not in finals])
-            self.finish(job, ExecutionState.FAILED, int(status.get("exit_code", -1)), [error])
-        elif all(nid in finals for nid in workers):
-            self.stop_runs(job, [nid for nid in job.nodes if nid not in finals])  # release reserved nodes
-            self.finish(job, ExecutionState.SUCCEEDED, 0, [])
-
-    def handle_lost_nodes(self, job: JobRecord, lost: list[tuple[str, str]]) -> None:
-        for node_id, why in lost:
-            node = self.node(node_id)
-            if node and node.state != NodeState.UNUSABLE:
-                self.mark_lost(node, why)
-        alive = [nid for nid in job.nodes if nid not in {nid for nid, _ in lost}]
-        self.stop_runs(job, alive)
-        self.stop_runs(job, [node_id for node_id, _ in lost])  # best effort: a silent node may still run it
-        self.free_nodes(alive)
-        node_id, why = lost[0]
-        error = {"code": "NodeLost", "message": f"node {node_id} became unusable while running the job: {why}"}
-        if self.deallocation_option() == DeallocationOption.REQUEUE and job.execution_state == ExecutionState.RUNNING:
-            self.set_job(job, ExecutionState.QUEUED, nodes=[], errors=[error], attempt=job.attempt + 1, start_time=None)
-        else:
-            self.set_job(job, ExecutionState.FAILED, nodes=[], errors=[error], exit_code=-1)
-
-    def deallocation_option(self) -> DeallocationOption:
-        manual = self.spec.scale_settings.manual
-        return manual.node_deallocation_option if manual else DeallocationOption.REQUEUE
-
-    def stop_runs(self, job: JobRecord, node_ids: list[str]) -> None:
-        handles = [self.service.node_handle(n) for n in (self.node(nid) for nid in node_ids) if n]
-
-        def stop(handle: Any) -> None:
-            try:
-                handle.terminate(run_id(job))
-            except BatchAIError as error:  # an unreachable node is reported by the status pass
-                log.warning("could not stop job %s on node %s: %s", job.key, handle.node_id, error.message)
-
-        if handles:
-            with ThreadPoolExecutor(max_workers=len(handles)) as executor:
-                list(executor.map(stop, handles))
-
-    def free_nodes(self, node_ids: list[str]) -> None:
-        for node_id in node_ids:
-            node = self.node(node_id)
-            if node and node.state == NodeState.RUNNING:
-                self.set_node(node, NodeState.IDLE, job=None)
-            elif node and node.state == NodeState.LEAVING:
-                self.remove_node(node)
-
-    def finish(self, job: JobRecord, state: ExecutionState, exit_code: int, errors: list[dict[str, Any]]) -> None:
-        self.free_nodes(job.nodes)
-        self.service.pool.release_shared(run_id(job))
-        self.set_job(job, state, exit_code=exit_code, errors=errors)
-
-    def terminate(self, job: JobRecord, error: dict[str, Any]) -> None:
-        """User terminate: queued → failed at once; running → terminating, stop all runs, → failed."""
-        if job.execution_state == ExecutionState.QUEUED:
-            self.set_job(job, ExecutionState.FAILED, errors=[error], exit_code=None)
-            return
-        if job.execution_state == ExecutionState.RUNNING:
-            job = self.set_job(job, ExecutionState.TERMINATING, errors=[error])
-        self.stop_runs(job, job.nodes)
-        self.observe_job(job)
-
-    # -- scaling ------------------------------------------------------------------------
-    def target(self, nodes: list[NodeRecord]) -> int:
-        auto = self.spec.scale_settings.auto_scale
-        if auto is None:
-            return self.cluster.target_node_count
-        active = [
-            j for j in self.jobs() if j.execution_state in (ExecutionState.QUEUED, ExecutionState.RUNNING, ExecutionState.TERMINATING)
-        ]
-        needed = sum(JobSpec.model_validate(j.spec).node_count for j in active)
-        wanted = min(max(needed, auto.minimum_node_count), auto.maximum_node_count)
-        members = [n for n in nodes if n.state != NodeState.LEAVING]
-        if wanted < len(members):  # scale down only nodes idle long enough
-            idle_for = timedelta(seconds=auto.idle_seconds_before_scaledown)
-            lingering = [n for n in members if n.state == NodeState.IDLE and n.idle_since and utc_now() - n.idle_since >= idle_for]
-            removable = len(lingering) + sum(1 for n in members if n.state == NodeState.UNUSABLE)
-            wanted = max(wanted, len(members) - removable)
-        return wanted
-
-    def scale(self) -> None:
-        nodes = self.nodes()
-        members = [n for n in nodes if n.state != NodeState.LEAVING]
-        target = self.target(nodes)
-        if len(members) < target:
-            self.grow(target - len(members))
-        elif len(members) > target:
-            self.shrink(members, len(members) - target)
-
-    def grow(self, count: int) -> None:
-        for node in self.service.pool_nodes():
-            if count == 0:
-                return
-            if node.state != NodeState.FREE or not eligible(self.service.pool.labels(node.node_id), self.spec.vm_size):
-                continue
-            claimed = move_node(node, NodeState.PREPARING, cluster=self.member, errors=[])
-
-            def claim(doc: dict[str, Any], claimed: NodeRecord = claimed) -> dict[str, Any]:
-                if doc["state"] != NodeState.FREE.value:
-                    raise BatchAIError("NodeTaken", "node claimed by another cluster", doc["node_id"])
-                return claimed.to_doc()
-
-            try:
-                update(self.service.store, node.key, claim)
-            except BatchAIError as error:
-                if error.code == "NodeTaken":
-                    continue
-                raise
-            count -= 1
-            try:
-                gpus = self.service.node_handle(claimed).discover_gpus() if claimed.gpus == 0 else claimed.gpus
-            except BatchAIError as error:
-                self.mark_lost(claimed, error.message)
-                continue
+        try:
+            gpus = self.handle(claimed).discover_gpus() if claimed.gpus == 0 else claimed.gpus
             if gpus != claimed.gpus:
-                claimed = claimed.model_copy(update={"gpus": gpus})
-                self.service.save_node(claimed)
-            try:
-                self.install_cluster_key(claimed)
-            except (OSError, BatchAIError) as error:
-                self.mark_lost(claimed, str(getattr(error, "message", error)))
-                continue
-            self.start_setup(claimed)
+                claimed = self.write_node(claimed.model_copy(update={"gpus": gpus}))
+            self.install_cluster_key(claimed)
+        except (OSError, BatchAIError) as error:
+            self.mark_lost(claimed, str(getattr(error, "message", error)))
+            return
+        self.start_setup(claimed)
 
     def cluster_key(self) -> ClusterKey | None:
         """Read from the vault at most once per pass (a GET and a decrypt on blob), never without cluster SSH."""
-        if not self.service.pool.cluster_ssh:
+        if not self.pool.cluster_ssh:
             return None
-        if self._cluster_key is _UNREAD:
-            stored = self.service.vault.get(f"cluster-{self.cluster.uuid}").get("ssh_key")
+        if self._cluster_key is False:
+            stored = self.vault.get(f"cluster-{self.cluster.uuid}").get("ssh_key")
             self._cluster_key = ClusterKey(stored["private"], stored["public"]) if stored else None
         return self._cluster_key  # type: ignore[return-value]
 
     def install_cluster_key(self, node: NodeRecord) -> None:
         key = self.cluster_key()
         if key is not None:
-            authorized_keys = self.service.pool.authorized_keys_file(node.node_id)
-            self.service.node_handle(node).install_cluster_key(self.cluster.uuid, key, authorized_keys)
+            self.handle(node).install_cluster_key(self.cluster.uuid, key, self.pool.authorized_keys_file(node.node_id))
 
     def remove_cluster_key(self, node: NodeRecord) -> None:
         if self.cluster_key() is None:
             return
         try:
-            self.service.node_handle(node).remove_cluster_key(self.cluster.uuid, self.service.pool.authorized_keys_file(node.node_id))
+            self.handle(node).remove_cluster_key(self.cluster.uuid, self.pool.authorized_keys_file(node.node_id))
         except (OSError, BatchAIError) as error:  # the host may be gone for good; it must still leave the cluster
             log.warning("could not remove cluster %s's key from node %s: %s", self.member, node.node_id, error)
 
     def start_setup(self, node: NodeRecord) -> None:
         setup = self.spec.node_setup
         task = setup.setup_task if setup else None
-        links = self.service.data.links(setup.mount_volumes if setup else None, "nodeSetup.mountVolumes")
-        self.service.data.ensure(links)
+        links = self.cluster_links()
         segment = cluster_setup_segment(
-            self.service.settings.subscription,
-            self.service.settings.resource_group,
-            self.cluster.workspace,
-            self.cluster.name,
-            self.cluster.uuid,
+            self.settings.subscription, self.settings.resource_group, self.cluster.workspace, self.cluster.name, self.cluster.uuid
         )
         env = {v.name: v.value for v in (task.environment_variables or [])} if task else {}
-        plan = setup_plan(
-            NodeSlot(node.node_id, node.address, node.root, node.gpus),
-            setup_command=task.command_line if task else None,
-            setup_env=env,
-            stdouterr_template_path=stdouterr_template(task.std_out_err_path_prefix, segment).rsplit("/", 1)[0] if task else None,
-            cluster_links=links,
-        )
-        secrets = self.service.vault.get(f"cluster-{self.cluster.uuid}").get("env", {})
-        if task:  # a setup task on staged volumes: fetch what its command names, upload its logs
-            reads = [task.command_line, *env.values()]
-            staging, sas = self.service.data.stage_plan(reads, [(plan["expand_env"][0][1], True)], {"cluster": links}, timedelta(days=1))
-            plan.update(staging)
-            secrets = {**secrets, **sas}
         try:
-            self.service.node_handle(node).start_run(setup_run_id(self.cluster), plan, secrets)
+            self.data.ensure(links)
+            plan = setup_plan(
+                NodeSlot(node.node_id, node.address, node.root, node.gpus),
+                setup_command=task.command_line if task else None,
+                setup_env=env,
+                stdouterr_template_path=stdouterr_template(task.std_out_err_path_prefix, segment).rsplit("/", 1)[0] if task else None,
+                cluster_links=links,
+            )
+            secrets = self.vault.get(f"cluster-{self.cluster.uuid}").get("env", {})
+            if task:  # a setup task on staged volumes: fetch what its command names, upload its logs
+                reads = [task.command_line, *env.values()]
+                staging, sas = self.data.stage_plan(reads, [(plan["expand_env"][0][1], True)], {"cluster": links}, timedelta(days=1))
+                plan.update(staging)
+                secrets = {**secrets, **sas}
+            self.handle(node).start_run(setup_run_id(self.cluster), plan, secrets)
         except (OSError, BatchAIError) as error:
-            self.mark_lost(node, f"cannot start node setup: {error}")
-
-    def shrink(self, members: list[NodeRecord], count: int) -> None:
-        order = {NodeState.UNUSABLE: 0, NodeState.PREPARING: 1, NodeState.IDLE: 2, NodeState.RUNNING: 3}
-        for node in sorted(members, key=lambda n: (order.get(n.state, 9), n.node_id))[:count]:
-            if node.state != NodeState.RUNNING:
-                self.remove_node(node)
-                continue
-            job = next((j for j in self.jobs() if j.key == node.job), None)
-            option = self.deallocation_option()
-            if job is None:
-                self.remove_node(node)
-            elif option == DeallocationOption.WAIT_FOR_JOB_COMPLETION:
-                self.set_node(node, NodeState.LEAVING)
-            else:
-                self.evict(job, option)
-                freed = self.node(node.node_id)
-                if freed and freed.cluster == self.member:
-                    self.remove_node(freed)
-
-    def evict(self, job: JobRecord, option: DeallocationOption) -> None:
-        """A running job loses a node to scale-down: requeue it (run again from scratch) or fail it."""
-        self.stop_runs(job, job.nodes)
-        self.free_nodes(job.nodes)
-        if option == DeallocationOption.REQUEUE:
-            self.set_job(job, ExecutionState.QUEUED, nodes=[], attempt=job.attempt + 1, start_time=None)
-        else:
-            error = {"code": "JobTerminated", "message": "The job was terminated because its node left the cluster"}
-            self.set_job(job, ExecutionState.FAILED, nodes=[], errors=[error], exit_code=-1)
+            self.mark_lost(node, f"cannot start node setup: {getattr(error, 'message', error)}")
 
     def remove_node(self, node: NodeRecord) -> None:
+        """Leave the cluster: stop its setup, take back the cluster's key, clean the node, free it."""
         if node.state != NodeState.LEAVING:
-            node = self.set_node(node, NodeState.LEAVING)
-        handle = self.service.node_handle(node)
-        if node.state == NodeState.LEAVING:
+            node = self.write_node(move_node(node, NodeState.LEAVING))
+        handle = self.handle(node)
+        try:
             status = handle.status(setup_run_id(self.cluster))
-            if status and status.get("state") not in FINAL_STATES:
+            if status and status.get("state") not in ("succeeded", "failed", "terminated"):
                 handle.terminate(setup_run_id(self.cluster))
+        except BatchAIError as error:
+            log.warning("could not stop node setup on %s: %s", node.node_id, error.message)
         self.remove_cluster_key(node)
         try:
             handle.clean()
-        except BatchAIError as error:  # something stayed mounted: its root stays too, and the record says why
+        except BatchAIError as error:  # something stayed mounted (or the node is gone): the record says why
             log.warning("node %s left cluster %s uncleaned: %s", node.node_id, self.member, error.message)
-            self.set_node(node, NodeState.FREE, errors=[error.to_json()])
+            self.write_node(move_node(node, NodeState.FREE, errors=[error.to_json()]))
             return
-        self.set_node(node, NodeState.FREE, errors=[])
+        self.write_node(move_node(node, NodeState.FREE, errors=[]))
 
-    def delete_everything(self) -> None:
-        error = {"code": "ClusterDeleted", "message": f"cluster {self.cluster.name} was deleted"}
-        for job in self.jobs():
-            if job.execution_state == ExecutionState.QUEUED:
-                self.set_job(job, ExecutionState.FAILED, errors=[error])
-            elif job.execution_state in (ExecutionState.RUNNING, ExecutionState.TERMINATING):
-                self.stop_runs(job, job.nodes)
-                self.free_nodes(job.nodes)
-                if job.execution_state == ExecutionState.RUNNING:
-                    job = self.set_job(job, ExecutionState.TERMINATING)
-                self.set_job(job, ExecutionState.FAILED, errors=[error], exit_code=-1)
-        for node in self.nodes():
-            self.remove_node(node)
+    # -- jobs -----------------------------------------------------------------------------------
+    def stop_runs(self, action: StopRuns) -> None:
+        handles = [self.handle(self.snapshot.nodes[nid]) for nid in action.node_ids if nid in self.snapshot.nodes]
 
-    # -- scheduling ---------------------------------------------------------------------
-    def schedule(self) -> None:
-        queued = sorted(
-            (j for j in self.jobs() if j.execution_state == ExecutionState.QUEUED), key=lambda j: (-j.priority, j.creation_time)
-        )
-        for job in queued:
-            idle = sorted((n for n in self.nodes() if n.state == NodeState.IDLE), key=lambda n: n.node_id)
-            spec = JobSpec.model_validate(job.spec)
-            if len(idle) < spec.node_count:
-                return  # strict order: the head job waits for its gang, nothing jumps ahead
-            self.launch(job, spec, idle[: spec.node_count])
+        def stop(handle: NodeHandle) -> None:
+            try:
+                handle.terminate(action.run)
+            except BatchAIError as error:  # an unreachable node is reported by the status pass
+                log.warning("could not stop job %s on node %s: %s", action.job, handle.node_id, error.message)
 
-    def launch(self, job: JobRecord, spec: JobSpec, nodes: list[NodeRecord]) -> None:
-        slots = [NodeSlot(n.node_id, n.address, n.root, n.gpus) for n in nodes]
-        secrets = self.service.vault.get(f"job-{job.uuid}")
-        links = self.service.data.links(spec.mount_volumes, "mountVolumes")
-        self.service.data.ensure(links)
-        the_run = run_id(job)
+        if handles:
+            with ThreadPoolExecutor(max_workers=len(handles)) as executor:
+                list(executor.map(stop, handles))
+
+    def launch(self, action: LaunchJob) -> None:
+        job = self.snapshot.jobs.get(action.job)
+        nodes = [self.snapshot.nodes[nid] for nid in action.node_ids]
+        if job is None or job.execution_state != ExecutionState.QUEUED or any(n.state != NodeState.IDLE for n in nodes):
+            return
+        try:
+            built = self.build_runs(job, nodes)
+        except BatchAIError as error:
+            if error.code not in JOB_FAILING_CODES:
+                raise
+            log.warning("job %s cannot start: %s", job.key, error.message)
+            self.write_job(move_job(job, ExecutionState.FAILED, errors=[error.to_json()], exit_code=None))
+            return
+        if built is None:
+            return  # a node was lost while preparing the launch; the job waits for the next pass
+        plans, secrets = built
+        taken: list[NodeRecord] = []
+        try:
+            for node in nodes:
+                taken.append(self.write_node(move_node(node, NodeState.RUNNING, job=job.key)))
+            job = self.write_job(move_job(job, ExecutionState.RUNNING, nodes=[n.node_id for n in nodes], errors=[], start_time=utc_now()))
+        except StaleRecord:
+            for node in taken:  # undo: the job (or a node) moved meanwhile; the next pass decides again
+                self.write_node(move_node(node, NodeState.IDLE, job=None))
+            raise
+        for node, plan in zip(nodes, plans, strict=True):
+            try:
+                self.handle(node).start_run(job.run_id, plan, secrets)
+            except (OSError, BatchAIError) as error:
+                self.mark_lost(node, f"cannot start the job's agent: {getattr(error, 'message', error)}")
+        log.info("job %s running on %s", job.key, ", ".join(action.node_ids))
+
+    def build_runs(self, job: JobRecord, nodes: list[NodeRecord]) -> tuple[list[dict[str, Any]], dict[str, str]] | None:
+        """Per-node plans and the secrets the agents get; None when a peer's SSH details cannot be had."""
+        spec = job.parsed_spec()
+        secrets = self.vault.get(f"job-{job.uuid}")
+        links = self.data.links(spec.mount_volumes, "mountVolumes")
+        self.data.ensure(links)
         key = self.cluster_key() if len({n.address for n in nodes}) > 1 else None
         peers = []
         for node in nodes[1:] if key else []:
             try:
-                peers.append(self.service.pool.peer_ssh(node.node_id))
-            except BatchAIError as error:  # the job stays queued for the next pass
+                peers.append(self.pool.peer_ssh(node.node_id))
+            except BatchAIError as error:
                 self.mark_lost(node, error.message)
-                return
+                return None
         ctx = JobContext(
             job.workspace,
             job.experiment,
             job.name,
             job.uuid,
             job.segment,
-            the_run,
+            job.run_id,
             links,
-            self.service.pool.shared_folder(the_run),
+            self.pool.shared_folder(job.run_id),
             ssh_peers=peers,
             cluster_key=NodeLayout(nodes[0].root).cluster_key_path(self.cluster.uuid) if key else None,
         )
+        slots = [NodeSlot(n.node_id, n.address, n.root, n.gpus) for n in nodes]
         plans = job_plans(spec, slots, ctx, list(secrets.get("env", {})))
         mounts = {"job": links, "cluster": self.cluster_links()}
-        staging, sas = self.service.data.stage_plan(read_texts(spec), written(spec, job.segment), mounts, spec.max_wall_clock)
+        staging, sas = self.data.stage_plan(read_texts(spec), written(spec, job.segment), mounts, spec.max_wall_clock)
         for plan in plans:
             plan.update(staging)
-        for node in nodes:
-            self.set_node(node, NodeState.RUNNING, job=job.key)
-        job = self.set_job(job, ExecutionState.RUNNING, nodes=[n.node_id for n in nodes], errors=[], start_time=utc_now())
-        for node, plan in zip(nodes, plans, strict=True):
-            try:
-                self.service.node_handle(node).start_run(the_run, plan, {**run_secrets(secrets), **sas})
-            except (OSError, BatchAIError) as error:
-                self.mark_lost(node, f"cannot start the job's agent: {error}")
-        log.info("job %s running on %s", job.key, ", ".join(n.node_id for n in nodes))
+        return plans, {**run_secrets(secrets), **sas}
 
     def cluster_links(self) -> list[Link]:
         setup = self.spec.node_setup
-        return self.service.data.links(setup.mount_volumes if setup else None, "nodeSetup.mountVolumes")
+        return self.data.links(setup.mount_volumes if setup else None, "nodeSetup.mountVolumes")
 
-    def settle_allocation(self) -> None:
-        nodes = self.nodes()
-        members = [n for n in nodes if n.state != NodeState.LEAVING]
-        moving = any(n.state in (NodeState.PREPARING, NodeState.LEAVING) for n in nodes) or len(members) != self.target(nodes)
-        wanted = AllocationState.RESIZING if moving else AllocationState.STEADY
-        current = ClusterRecord.model_validate(self.service.store.read(self.cluster.key).data)  # type: ignore[union-attr]
-        if current.allocation_state != wanted:
-            moved = move_cluster(current, wanted)
-            update(self.service.store, self.cluster.key, lambda _: moved.to_doc())
+    # -- publishing -----------------------------------------------------------------------------
+    def publish(self, target: int) -> None:
+        """Write what readers see into the cluster record, if it changed; a user's resize meanwhile is kept."""
+        members = self.snapshot.members()
+        summary = [NodeSummary(node_id=n.node_id, address=n.address, state=n.state, errors=n.errors) for n in members]
+        current = [n for n in members if n.state != NodeState.LEAVING]
+        moving = any(n.state in (NodeState.PREPARING, NodeState.LEAVING) for n in members) or len(current) != target
+        allocation = AllocationState.RESIZING if moving else AllocationState.STEADY
+        key = self.cluster.key
+        record, etag = self.cluster, self.snapshot.etags[key]
+        for _ in range(10):
+            jobs = self.digest(record.jobs)
+            new = move_cluster(record, allocation, nodes=summary, jobs=jobs)
+            if new == record:
+                return
+            try:
+                self.snapshot.etags[key] = self.store.replace(key, new.to_doc(), etag)
+                self.snapshot.cluster = self.cluster = new
+                return
+            except StaleRecord:
+                found = self.store.read(key)
+                if found is None:
+                    return  # deleted meanwhile
+                record, etag = ClusterRecord.model_validate(found.data), found.etag
+        raise StaleRecord(key)
+
+    def digest(self, previous: dict[str, JobDigest]) -> dict[str, JobDigest]:
+        now = utc_now()
+        on_nodes = {
+            key: digest_of(job, self.snapshot.etags[key]) for key, job in self.snapshot.jobs.items() if job.execution_state.on_nodes
+        }
+        recent = {key: d for key, d in previous.items() if key not in on_nodes and now - d.changed < RECENT and not d.state.on_nodes}
+        recent.update({key: d for key, d in self.changed.items() if key not in on_nodes})
+        if len(recent) > DIGEST_MAX_RECENT:
+            recent = dict(sorted(recent.items(), key=lambda item: item[1].changed)[-DIGEST_MAX_RECENT:])
+        return {**dict(sorted(recent.items())), **on_nodes}
+
+    # -- cluster deletion -----------------------------------------------------------------------
+    def delete_everything(self) -> None:
+        """Fail every live job (``ClusterDeleted``), stopping its runs, and release every node."""
+        error = {"code": "ClusterDeleted", "message": f"cluster {self.cluster.name} was deleted"}
+        for key, job in sorted(self.snapshot.jobs.items()):
+            if job.execution_state == ExecutionState.QUEUED:
+                self.apply(EndJob(key, ExecutionState.FAILED, {"errors": [error]}))
+                continue
+            self.apply(StopRuns(key, job.run_id, tuple(job.nodes)))
+            for node_id in job.nodes:
+                self.apply(ReleaseNode(node_id))
+            if job.execution_state == ExecutionState.RUNNING:
+                self.apply(EndJob(key, ExecutionState.TERMINATING))
+            self.apply(EndJob(key, ExecutionState.FAILED, {"errors": [error], "exit_code": -1}))
+        for node in self.snapshot.members():
+            self.apply(RemoveNode(node.node_id))
+        self.drop_stale_live_entries()
+
+
+def digest_of(job: JobRecord, etag: str) -> JobDigest:
+    on_nodes = job.execution_state.on_nodes
+    return JobDigest(
+        state=job.execution_state,
+        etag=etag,
+        changed=job.execution_state_transition_time,
+        nodes=job.nodes if on_nodes else [],
+        run=job.run_id if on_nodes else None,
+    )
 
 
 def run_secrets(secrets: dict[str, Any]) -> dict[str, str]:
@@ -480,8 +465,3 @@ def run_secrets(secrets: dict[str, Any]) -> dict[str, str]:
     if secrets.get("registry_password"):
         values[REGISTRY_PASSWORD_KEY] = secrets["registry_password"]
     return values
-
-
-def job_helpers(job: JobRecord) -> list[str]:
-    """Nodes that only reserve capacity for the job (custom/MPI toolkits' non-first nodes)."""
-    return job.nodes[1:] if JobSpec.model_validate(job.spec).tool_type in ("custom", *MPI_TOOLKITS) else []

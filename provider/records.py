@@ -1,9 +1,15 @@
 """Cluster, node and job records as kept in the ControlStore, and their allowed transitions.
 
 Records never hold secrets: spec copies are stripped of storage keys, registry passwords and
-secret values before they are stored (see ``redact_job_spec``). Every state change goes
-through ``move_cluster``/``move_node``/``move_job`` so an illegal change raises instead of
+secret values before they are stored (see ``readmodels.split_job_secrets``). Every state change
+goes through ``move_cluster``/``move_node``/``move_job`` so an illegal change raises instead of
 silently corrupting the schedule.
+
+Besides its spec, a cluster record carries what its owner's last pass published: the member
+nodes with their states, and a digest of the jobs that run or changed lately. Readers answer
+``cluster show`` from it and waiters learn from it which job records moved, so 1,000 waits on
+one cluster cost one read of this record per interval. Each live job also has an entry under
+``live/<ws>/<cluster>/`` so a pass finds the cluster's live jobs without reading its history.
 """
 
 from __future__ import annotations
@@ -12,11 +18,17 @@ import hashlib
 import json
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from airflow_batchai.errors import BatchAIError
+from airflow_batchai.spec import ClusterSpec, JobSpec
+
+if TYPE_CHECKING:
+    from airflow_batchai.store import ControlStore
+
+SPEC_CACHE_SIZE = 4096
 
 
 def utc_now() -> datetime:
@@ -33,6 +45,11 @@ class ExecutionState(str, Enum):
     @property
     def finished(self) -> bool:
         return self in (ExecutionState.SUCCEEDED, ExecutionState.FAILED)
+
+    @property
+    def on_nodes(self) -> bool:
+        """Holding nodes: its agents run (or are being stopped)."""
+        return self in (ExecutionState.RUNNING, ExecutionState.TERMINATING)
 
 
 class NodeState(str, Enum):
@@ -79,6 +96,26 @@ class Record(BaseModel):
         return self.model_dump(mode="json")
 
 
+class NodeSummary(Record):
+    """A member node as the cluster's last pass saw it."""
+
+    node_id: str
+    address: str
+    state: NodeState
+    errors: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class JobDigest(Record):
+    """A job as the cluster's last pass left it: enough for a waiter to know whether to re-read it,
+    and for a watcher to know which agent runs to look at."""
+
+    state: ExecutionState
+    etag: str
+    changed: datetime
+    nodes: list[str] = Field(default_factory=list)
+    run: str | None = None  # the agent run id while on nodes
+
+
 class ClusterRecord(Record):
     workspace: str
     name: str
@@ -92,10 +129,24 @@ class ClusterRecord(Record):
     allocation_state_transition_time: datetime
     target_node_count: int = 0
     errors: list[dict[str, Any]] = Field(default_factory=list)
+    nodes: list[NodeSummary] = Field(default_factory=list)  # published by the last pass
+    jobs: dict[str, JobDigest] = Field(default_factory=dict)  # job key -> digest, published by the last pass
 
     @property
     def key(self) -> str:
         return cluster_key(self.workspace, self.name)
+
+    @property
+    def member(self) -> str:
+        """How member nodes name their cluster."""
+        return f"{self.workspace}/{self.name}"
+
+    @property
+    def lease_name(self) -> str:
+        return f"cluster/{self.workspace}/{self.name}"
+
+    def parsed_spec(self) -> ClusterSpec:
+        return _parsed(ClusterSpec, self.spec_hash, self.spec)
 
 
 class NodeRecord(Record):
@@ -142,6 +193,31 @@ class JobRecord(Record):
     def key(self) -> str:
         return job_key(self.workspace, self.experiment, self.name)
 
+    @property
+    def live_key(self) -> str:
+        return live_key(self.workspace, self.cluster, self.experiment, self.name)
+
+    @property
+    def run_id(self) -> str:
+        """The agent run of this attempt (a requeued job runs again under a new one)."""
+        return f"{self.uuid}-{self.attempt}"
+
+    def parsed_spec(self) -> JobSpec:
+        """The stored spec as a model, parsed once per process (passes look at every queued job)."""
+        return _parsed(JobSpec, self.spec_hash, self.spec)
+
+
+_SPECS: dict[tuple[type, str], Any] = {}
+
+
+def _parsed(model: type[Any], digest: str, spec: dict[str, Any]) -> Any:
+    found = _SPECS.get((model, digest))
+    if found is None:
+        if len(_SPECS) >= SPEC_CACHE_SIZE:
+            _SPECS.clear()
+        found = _SPECS[(model, digest)] = model.model_validate(spec)
+    return found
+
 
 def cluster_key(workspace: str, name: str) -> str:
     return f"clusters/{workspace}/{name}"
@@ -153,6 +229,20 @@ def job_key(workspace: str, experiment: str, name: str) -> str:
 
 def node_key(node_id: str) -> str:
     return f"pool/{node_id}"
+
+
+def live_key(workspace: str, cluster: str, experiment: str, name: str) -> str:
+    return f"live/{workspace}/{cluster}/{experiment}/{name}"
+
+
+def live_prefix(workspace: str, cluster: str) -> str:
+    return f"live/{workspace}/{cluster}/"
+
+
+def job_key_of_live(key: str) -> str:
+    """``live/ws/cluster/exp/name`` → ``jobs/ws/exp/name``."""
+    _, workspace, _, experiment, name = key.split("/")
+    return job_key(workspace, experiment, name)
 
 
 def _check(kind: str, transitions: dict[Any, set[Any]], current: Any, target: Any, key: str) -> None:
@@ -198,3 +288,24 @@ def move_cluster(cluster: ClusterRecord, allocation: AllocationState, **changes:
 def spec_hash(spec_json: dict[str, Any]) -> str:
     """Stable hash of a redacted spec, for 'same spec?' checks on idempotent create."""
     return hashlib.sha256(json.dumps(spec_json, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def read_cluster(store: ControlStore, workspace: str, name: str) -> tuple[ClusterRecord, str]:
+    """The cluster record and its ETag; ClusterNotFound names the cluster."""
+    found = store.read(cluster_key(workspace, name))
+    if found is None:
+        raise BatchAIError("ClusterNotFound", f"The specified cluster {name} is not found", name)
+    return ClusterRecord.model_validate(found.data), found.etag
+
+
+def read_job(store: ControlStore, workspace: str, experiment: str, name: str) -> tuple[JobRecord, str]:
+    """The job record and its ETag; JobNotFound names the job and experiment."""
+    found = store.read(job_key(workspace, experiment, name))
+    if found is None:
+        raise BatchAIError("JobNotFound", f"The specified job {name} is not found in experiment {experiment}", name)
+    return JobRecord.model_validate(found.data), found.etag
+
+
+def read_node(store: ControlStore, node_id: str) -> NodeRecord | None:
+    found = store.read(node_key(node_id))
+    return NodeRecord.model_validate(found.data) if found else None

@@ -1,8 +1,12 @@
-"""The API of the provider: clusters, jobs, output files. What the CLI and the Airflow hooks call.
+"""The API of the provider: clusters, jobs, output files. What the CLI, the hooks and the controller call.
 
-Each call reads records from the ControlStore, acts, and runs ``reconcile`` for the cluster it
-touched, so state moves forward whenever anyone looks (there is no daemon to keep alive). All
-validation happens before the first record is written: a bad spec creates nothing.
+Reads (``show``, ``list``, ``wait``) answer from records: one record read, no lease, no write,
+no node touched. They may kick a background pass for the cluster (passes.py), which never
+delays their answer. Writes record the user's intent and, where the user expects to see it
+take effect (create or resize a cluster, terminate a job, delete a cluster), run one pass under
+the cluster's lease. Submitting a job writes its records and kicks a pass: its cost does not
+depend on how many jobs wait. All validation happens before the first record is written: a
+bad spec creates nothing.
 """
 
 from __future__ import annotations
@@ -12,30 +16,38 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from airflow_batchai.clusterkeys import ClusterKey
 from airflow_batchai.errors import BatchAIError, InvalidSpec, RecordExists
 from airflow_batchai.launch import JobContext, NodeSlot, job_plans
-from airflow_batchai.layout import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION, NodeLayout, job_output_segment
+from airflow_batchai.layout import NodeLayout, job_output_segment
 from airflow_batchai.nodeops import NodeHandle
 from airflow_batchai.nodes import NodePool, eligible
 from airflow_batchai.nodes.local import LocalNodePool
 from airflow_batchai.outputs import OutputFiles
+from airflow_batchai.passes import Passes
 from airflow_batchai.readmodels import cluster_view, job_view, split_cluster_secrets, split_job_secrets
 from airflow_batchai.reconcile import Reconciler
 from airflow_batchai.records import (
     ClusterRecord,
+    ExecutionState,
     JobRecord,
     NodeRecord,
     cluster_key,
     job_key,
+    live_key,
+    move_job,
     node_key,
+    read_cluster,
+    read_job,
+    read_node,
     spec_hash,
     utc_now,
 )
+from airflow_batchai.settings import WAIT_POLL_S, Settings
+from airflow_batchai.snapshot import read_snapshot
 from airflow_batchai.spec import (
     ClusterSpec,
     JobSpec,
@@ -47,35 +59,34 @@ from airflow_batchai.spec import (
 from airflow_batchai.storage.local import LocalDataStore
 from airflow_batchai.store import ControlStore, SecretVault, update
 from airflow_batchai.store.local import LocalControlStore, LocalSecretVault
+from airflow_batchai.waiting import JobWaiters
+
+__all__ = ["DEFAULT_EXPERIMENT", "DEFAULT_WORKSPACE", "Service", "Settings"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_WORKSPACE = "default"
 DEFAULT_EXPERIMENT = "default"
 DEFAULT_LOCAL_NODES = 2
-WAIT_POLL_S = 1.0
+TERMINATED = {"code": "JobTerminated", "message": "The job was terminated by the user"}
 
 
 def default_home() -> Path:
     return Path(os.environ.get("BATCHAI_HOME") or Path.home() / ".batchai")
 
 
-@dataclass
-class Settings:
-    subscription: str = DEFAULT_SUBSCRIPTION
-    resource_group: str = DEFAULT_RESOURCE_GROUP
-    heartbeat_timeout_s: float = 30.0  # agents beat every 2 s; silence this long means the node is lost
-    launch_timeout_s: float = 60.0  # a started agent must have written its status by then
-    default_storage_account: str = "local"
-
-
 class Service:
-    def __init__(self, store: ControlStore, vault: SecretVault, pool: NodePool, data: LocalDataStore, settings: Settings | None = None):
+    def __init__(
+        self, store: ControlStore, vault: SecretVault, pool: NodePool, data: Any, settings: Settings | None = None, kind: str = "reader"
+    ) -> None:
+        """``data`` is a LocalDataStore or an AzureDataStore; ``kind`` says who runs passes here (reader, controller)."""
         self.store = store
         self.vault = vault
         self.pool = pool
         self.data = data
         self.settings = settings or Settings()
+        self.passes = Passes(store, vault, pool, data, self.settings, kind)
+        self.waiters = JobWaiters(store, self.passes.kick)
         self._ensure_pool()
 
     @classmethod
@@ -85,11 +96,12 @@ class Service:
         nodes: int | None = None,
         settings: Settings | None = None,
         pool: NodePool | None = None,
+        kind: str = "reader",
     ) -> Service:
         """The embedded default: local store, local storage folders and N local nodes under ``home``.
 
         ``pool`` replaces the local nodes (an SSH pool whose hosts see ``home/storage`` at the
-        same path, e.g. over NFS, until Azure Storage arrives).
+        same path, e.g. over NFS).
         """
         root = Path(home) if home else default_home()
         count = nodes if nodes is not None else int(os.environ.get("BATCHAI_LOCAL_NODES", DEFAULT_LOCAL_NODES))
@@ -99,12 +111,14 @@ class Service:
             pool or LocalNodePool(root, count),
             LocalDataStore(root / "storage"),
             settings,
+            kind,
         )
 
     # -- pool ---------------------------------------------------------------------------
     def _ensure_pool(self) -> None:
+        known = set(self.store.list("pool/"))
         for node_id, address, root, gpus in self.pool.inventory():
-            if self.store.read(node_key(node_id)) is None:
+            if node_key(node_id) not in known:
                 record = NodeRecord(node_id=node_id, address=address, root=root, gpus=gpus, state_transition_time=utc_now())
                 try:
                     self.store.create(record.key, record.to_doc())
@@ -119,37 +133,14 @@ class Service:
     def node_handle(self, node: NodeRecord) -> NodeHandle:
         return NodeHandle(node.node_id, self.pool.transport(node.node_id), NodeLayout(node.root))
 
-    # -- records ------------------------------------------------------------------------
-    def _cluster(self, workspace: str, name: str) -> ClusterRecord:
-        found = self.store.read(cluster_key(workspace, name))
-        if found is None:
-            raise BatchAIError("ClusterNotFound", f"The specified cluster {name} is not found", name)
-        return ClusterRecord.model_validate(found.data)
-
-    def _job(self, workspace: str, experiment: str, name: str) -> JobRecord:
-        found = self.store.read(job_key(workspace, experiment, name))
-        if found is None:
-            raise BatchAIError("JobNotFound", f"The specified job {name} is not found in experiment {experiment}", name)
-        return JobRecord.model_validate(found.data)
-
-    def cluster_nodes(self, workspace: str, name: str) -> list[NodeRecord]:
-        member = f"{workspace}/{name}"
-        return [node for node in self.pool_nodes() if node.cluster == member]
-
-    def cluster_jobs(self, workspace: str, name: str) -> list[JobRecord]:
-        found = self.store.read_many(f"jobs/{workspace}/")
-        return [JobRecord.model_validate(record.data) for _, record in found if record.data["cluster"] == name]
-
-    def save_job(self, job: JobRecord) -> None:
-        """Callers hold the cluster's lock, the only writer of a submitted job's state."""
-        update(self.store, job.key, lambda _: job.to_doc())
-
     def node_record(self, node_id: str) -> NodeRecord | None:
-        found = self.store.read(node_key(node_id))
-        return NodeRecord.model_validate(found.data) if found else None
+        return read_node(self.store, node_id)
 
-    def save_node(self, node: NodeRecord) -> None:
-        update(self.store, node.key, lambda _: node.to_doc())
+    def _view(self, cluster: ClusterRecord) -> dict[str, Any]:
+        return cluster_view(cluster, self.settings.subscription, self.settings.resource_group)
+
+    def _job_view(self, job: JobRecord) -> dict[str, Any]:
+        return job_view(job, self.settings.subscription, self.settings.resource_group)
 
     # -- clusters -----------------------------------------------------------------------
     def create_cluster(
@@ -187,7 +178,7 @@ class Service:
             self.store.create(record.key, record.to_doc())
         except RecordExists:
             self.vault.delete(f"cluster-{record.uuid}")
-            existing = self._cluster(workspace, name)
+            existing, _ = read_cluster(self.store, workspace, name)
             if existing.spec_hash != digest:
                 if not update_existing:
                     raise BatchAIError("ClusterAlreadyExists", f"cluster {name} exists with a different spec", name) from None
@@ -211,24 +202,33 @@ class Service:
             )
 
     def show_cluster(self, name: str, workspace: str = DEFAULT_WORKSPACE) -> dict[str, Any]:
-        return self.reconcile_cluster(workspace, name)
+        """As the cluster's last pass published it (one record read); may kick a pass in the background."""
+        cluster, _ = read_cluster(self.store, workspace, name)
+        self.passes.kick(workspace, name)
+        return self._view(cluster)
 
     def list_clusters(self, workspace: str = DEFAULT_WORKSPACE) -> list[dict[str, Any]]:
-        return [self.show_cluster(key.rsplit("/", 1)[1], workspace) for key in self.store.list(f"clusters/{workspace}/")]
+        clusters = [ClusterRecord.model_validate(found.data) for _, found in self.store.read_many(f"clusters/{workspace}/")]
+        for cluster in clusters:
+            self.passes.kick(workspace, cluster.name)
+        return [self._view(cluster) for cluster in clusters]
+
+    def all_clusters(self) -> list[tuple[str, str]]:
+        """(workspace, name) of every cluster of the store (what a controller looks after)."""
+        return [tuple(key.split("/")[1:3]) for key in self.store.list("clusters/")]  # type: ignore[misc]
 
     def resize_cluster(self, name: str, target: int, workspace: str = DEFAULT_WORKSPACE) -> dict[str, Any]:
         """``az batchai cluster resize -t``: manual scale to ``target`` (keeps the deallocation option)."""
         if target < 0:
             raise InvalidSpec(f"target node count must be >= 0, got {target}", "targetNodeCount")
-        current = ClusterSpec.model_validate(self._cluster(workspace, name).spec)
+        current = read_cluster(self.store, workspace, name)[0].parsed_spec()
         option = current.scale_settings.manual.node_deallocation_option if current.scale_settings.manual else None
         manual = ManualScaleSettings(target_node_count=target, **({"node_deallocation_option": option} if option else {}))
         return self.update_cluster_scale(name, ScaleSettings(manual=manual), workspace)
 
     def update_cluster_scale(self, name: str, scale: ScaleSettings, workspace: str = DEFAULT_WORKSPACE) -> dict[str, Any]:
-        """Batch AI's cluster PATCH: replace ``scaleSettings`` only."""
-        key = cluster_key(workspace, name)
-        self._cluster(workspace, name)
+        """Batch AI's cluster PATCH: replace ``scaleSettings`` only, then one pass to act on it."""
+        read_cluster(self.store, workspace, name)
 
         def change(doc: dict[str, Any]) -> dict[str, Any]:
             record = ClusterRecord.model_validate(doc)
@@ -236,23 +236,22 @@ class Service:
             target = scale.manual.target_node_count if scale.manual else record.target_node_count
             return record.model_copy(update={"spec": spec, "spec_hash": spec_hash(spec), "target_node_count": target}).to_doc()
 
-        update(self.store, key, change)
+        update(self.store, cluster_key(workspace, name), change)
         return self.reconcile_cluster(workspace, name)
 
     def delete_cluster(self, name: str, workspace: str = DEFAULT_WORKSPACE) -> None:
         """Fail the cluster's queued and running jobs (``ClusterDeleted``), release every node, drop the record."""
-        cluster = self._cluster(workspace, name)
-        with self.store.lock(f"cluster/{workspace}/{name}"):
-            Reconciler(self, cluster).delete_everything()
+        cluster, _ = read_cluster(self.store, workspace, name)
+        with self.passes.holding(workspace, name) as lease:
+            snapshot = read_snapshot(self.store, self.pool, workspace, name)
+            Reconciler(self.store, self.vault, self.pool, self.data, self.settings, snapshot, lease).delete_everything()
             self.store.delete(cluster.key)
+            self.passes.forget(lease, workspace, name)
         self.vault.delete(f"cluster-{cluster.uuid}")
 
     def reconcile_cluster(self, workspace: str, name: str) -> dict[str, Any]:
-        """One idempotent step towards the desired state (see reconcile.py); returns the cluster view."""
-        with self.store.lock(f"cluster/{workspace}/{name}"):
-            Reconciler(self, self._cluster(workspace, name)).run()
-            cluster = self._cluster(workspace, name)
-        return cluster_view(cluster, self.cluster_nodes(workspace, name), self.settings.subscription, self.settings.resource_group)
+        """One pass now, under the cluster's lease (waiting for it, bounded); returns the cluster view."""
+        return self._view(self.passes.run_now(workspace, name))
 
     # -- jobs ---------------------------------------------------------------------------
     def create_job(
@@ -263,12 +262,17 @@ class Service:
         experiment: str = DEFAULT_EXPERIMENT,
         workspace: str = DEFAULT_WORKSPACE,
     ) -> dict[str, Any]:
-        """Submit a job. The same name with the same spec returns the existing job (safe to retry)."""
+        """Submit a job. The same name with the same spec returns the existing job (safe to retry).
+
+        Three writes (the live entry, the sealed secrets, the record) and a kick: nothing here
+        grows with the queue. The live entry comes first, so a job record never exists live
+        without one; an entry left by a submit that died before its record is removed later.
+        """
         for value, what in ((name, "job"), (experiment, "experiment"), (workspace, "workspace")):
             check_name(value, what)
         if spec.cluster and spec.cluster.id.rsplit("/", 1)[-1] != cluster:
             raise InvalidSpec(f"cluster.id names {spec.cluster.id!r} but the job is submitted to cluster {cluster!r}", "cluster.id")
-        cluster_record = self._cluster(workspace, cluster)
+        cluster_record, _ = read_cluster(self.store, workspace, cluster)
         self._check_feasible(cluster_record, spec)
         self._check_storage(spec)
         links = self.data.links(spec.mount_volumes, "mountVolumes")
@@ -292,23 +296,34 @@ class Service:
             execution_state_transition_time=now,
             segment=segment,
         )
+        entry = live_key(workspace, cluster, experiment, name)
+        try:
+            self.store.create(entry, {"created": now.isoformat()})
+            made_entry = True
+        except RecordExists:
+            made_entry = False
         self.vault.put(f"job-{job_uuid}", secrets)
         try:
             self.store.create(record.key, record.to_doc())
         except RecordExists:
             self.vault.delete(f"job-{job_uuid}")
-            existing = self._job(workspace, experiment, name)
+            existing, _ = read_job(self.store, workspace, experiment, name)
+            if made_entry and (existing.cluster != cluster or existing.execution_state.finished):
+                self.store.delete(entry)
             if existing.spec_hash != digest:
                 raise BatchAIError(
                     "JobAlreadyExists", f"job {name} exists in experiment {experiment} with a different spec", name
                 ) from None
-            return self.show_job(name, experiment, workspace)
+            if not existing.execution_state.finished:
+                self.passes.kick(workspace, cluster)
+            return self._job_view(existing)
         log.info("job %s queued on cluster %s", record.key, cluster)
-        return self.show_job(name, experiment, workspace)
+        self.passes.kick(workspace, cluster, urgent=True)
+        return self._job_view(record)
 
     def _check_feasible(self, cluster: ClusterRecord, spec: JobSpec) -> None:
         limit = len(self.pool.inventory())
-        cluster_max = ClusterSpec.model_validate(cluster.spec).max_node_count
+        cluster_max = cluster.parsed_spec().max_node_count
         if cluster_max is not None:
             limit = min(limit, cluster_max)
         if spec.node_count > limit:
@@ -319,18 +334,17 @@ class Service:
             )
 
     def show_job(self, name: str, experiment: str = DEFAULT_EXPERIMENT, workspace: str = DEFAULT_WORKSPACE) -> dict[str, Any]:
-        job = self._job(workspace, experiment, name)
+        """From the job's record (one read); an unfinished job's cluster may get a pass in the background."""
+        job, _ = read_job(self.store, workspace, experiment, name)
         if not job.execution_state.finished:
-            try:
-                self.reconcile_cluster(workspace, job.cluster)
-            except BatchAIError as error:
-                if error.code != "ClusterNotFound":
-                    raise
-            job = self._job(workspace, experiment, name)
-        return job_view(job, self.settings.subscription, self.settings.resource_group)
+            self.passes.kick(workspace, job.cluster)
+        return self._job_view(job)
 
     def list_jobs(self, experiment: str = DEFAULT_EXPERIMENT, workspace: str = DEFAULT_WORKSPACE) -> list[dict[str, Any]]:
-        return [self.show_job(key.rsplit("/", 1)[1], experiment, workspace) for key in self.store.list(f"jobs/{workspace}/{experiment}/")]
+        jobs = [JobRecord.model_validate(found.data) for _, found in self.store.read_many(f"jobs/{workspace}/{experiment}/")]
+        for cluster in sorted({job.cluster for job in jobs if not job.execution_state.finished}):
+            self.passes.kick(workspace, cluster)
+        return [self._job_view(job) for job in jobs]
 
     def wait_job(
         self,
@@ -354,20 +368,38 @@ class Service:
             time.sleep(poll_s)
 
     def terminate_job(self, name: str, experiment: str = DEFAULT_EXPERIMENT, workspace: str = DEFAULT_WORKSPACE) -> dict[str, Any]:
-        """running → terminating → failed; queued → failed; finished: unchanged."""
-        job = self._job(workspace, experiment, name)
+        """running → terminating → failed; queued → failed; finished: unchanged. Done in a pass under the lease."""
+        job, _ = read_job(self.store, workspace, experiment, name)
         if not job.execution_state.finished:
-            with self.store.lock(f"cluster/{workspace}/{job.cluster}"):
-                job = self._job(workspace, experiment, name)
-                cluster = self._cluster(workspace, job.cluster)
-                Reconciler(self, cluster).terminate(job, {"code": "JobTerminated", "message": "The job was terminated by the user"})
-        return self.show_job(name, experiment, workspace)
+            try:
+                self.passes.run_now(workspace, job.cluster, terminations={job.key: TERMINATED})
+            except BatchAIError as error:
+                if error.code != "ClusterNotFound":
+                    raise
+                self._fail_orphan(job)
+        return self._job_view(read_job(self.store, workspace, experiment, name)[0])
+
+    def _fail_orphan(self, job: JobRecord) -> None:
+        """A live job whose cluster record is gone: nothing runs it any more, so it fails here."""
+
+        def change(doc: dict[str, Any]) -> dict[str, Any] | None:
+            current = JobRecord.model_validate(doc)
+            if current.execution_state.finished:
+                return None
+            if current.execution_state == ExecutionState.RUNNING:
+                current = move_job(current, ExecutionState.TERMINATING)
+            return move_job(current, ExecutionState.FAILED, errors=[TERMINATED], exit_code=-1 if current.nodes else None).to_doc()
+
+        update(self.store, job.key, change)
+        self.store.delete(job.live_key)
+        self.vault.delete(f"job-{job.uuid}")
 
     def delete_job(self, name: str, experiment: str = DEFAULT_EXPERIMENT, workspace: str = DEFAULT_WORKSPACE) -> None:
-        job = self._job(workspace, experiment, name)
+        job, _ = read_job(self.store, workspace, experiment, name)
         if not job.execution_state.finished:
             self.terminate_job(name, experiment, workspace)
-        self.store.delete(job.key)
+        self.store.delete(job_key(workspace, experiment, name))
+        self.store.delete(job.live_key)
         self.vault.delete(f"job-{job.uuid}")
 
     # -- files --------------------------------------------------------------------------
@@ -390,7 +422,7 @@ class Service:
             raise InvalidSpec(f"linkexpiryinminutes must be 5..600, got {link_expiry_minutes}", "linkexpiryinminutes")
         if max_results is not None and not 1 <= max_results <= 1000:
             raise InvalidSpec(f"maxresults must be 1..1000, got {max_results}", "maxresults")
-        files = OutputFiles(self, self._job(workspace, experiment, job)).list(output_directory_id, directory, link_expiry_minutes)
+        files = self.output_files(job, experiment, workspace).list(output_directory_id, directory, link_expiry_minutes)
         files = sorted(files, key=lambda f: f["name"])
         if marker is not None:
             files = [f for f in files if f["name"] > marker]
@@ -398,7 +430,7 @@ class Service:
 
     def output_files(self, job: str, experiment: str = DEFAULT_EXPERIMENT, workspace: str = DEFAULT_WORKSPACE) -> OutputFiles:
         """A job's output folders, located once: hold on to it to poll a job's files cheaply."""
-        return OutputFiles(self, self._job(workspace, experiment, job))
+        return OutputFiles(self.store, self.pool, self.data, read_job(self.store, workspace, experiment, job)[0])
 
     def read_output_file(
         self,
@@ -411,4 +443,4 @@ class Service:
         length: int | None = None,
     ) -> bytes | None:
         """Bytes of an output file from ``offset`` (for streaming); None while the file does not exist."""
-        return OutputFiles(self, self._job(workspace, experiment, job)).read(output_directory_id, path, offset, length)
+        return self.output_files(job, experiment, workspace).read(output_directory_id, path, offset, length)

@@ -16,6 +16,8 @@ from airflow_batchai.operators.batchai import failure_message
 from airflow_batchai.service import DEFAULT_EXPERIMENT, DEFAULT_WORKSPACE
 from airflow_batchai.triggers.batchai import BatchAIClusterTrigger, BatchAIJobTrigger, cluster_ready
 
+POKE_INTERVAL_S = 1.0
+
 
 class _BatchAISensor(BaseSensorOperator):
     def __init__(
@@ -26,6 +28,8 @@ class _BatchAISensor(BaseSensorOperator):
         deferrable: bool = False,
         **kwargs: Any,
     ) -> None:
+        if kwargs.get("mode", "poke") == "poke":  # a poke is one record read: look every second unless told otherwise
+            kwargs.setdefault("poke_interval", POKE_INTERVAL_S)
         super().__init__(**kwargs)
         self.batchai_conn_id = batchai_conn_id
         self.workspace = workspace
@@ -48,6 +52,8 @@ class _BatchAISensor(BaseSensorOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Re-read the state (nothing is taken from the deferral's kwargs) and finish like a poke."""
+        if event and event.get("status") == "error":
+            raise AirflowException(f"{self.task_id}: waiting failed: {event.get('code')}: {event.get('message')}")
         done = self.poke(context)
         if isinstance(done, PokeReturnValue) and done.is_done:
             return done.xcom_value

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from airflow_batchai.errors import BatchAIError
 from airflow_batchai.service import Service
 from airflow_batchai.spec import load_cluster_spec, load_job_spec
 from tests.conftest import custom_job, wait_until
 
 pytest.importorskip("airflow")
 
+from airflow_batchai.hooks.batchai import BatchAIHook
 from airflow_batchai.triggers.batchai import BatchAIClusterTrigger, BatchAIJobTrigger
 
 
@@ -56,3 +58,75 @@ def test_cluster_trigger_fires_when_enough_nodes_are_idle(service: Service, home
     trigger = roundtrip(BatchAIClusterTrigger("c", "default", min_idle_nodes=2, poll_interval=0.2, end_time=time.time() + 60))
     assert asyncio.run(first_event(trigger)) == {"status": "ready", "cluster_name": "c"}
     wait_until(lambda: service.show_cluster("c")["nodeStateCounts"]["idleNodeCount"] == 2, what="idle nodes")
+
+
+def test_many_waits_on_one_cluster_share_one_service_and_one_read_per_interval(
+    service: Service, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """200 deferred waits in one event loop, as the triggerer runs them, on jobs queued behind a running one."""
+    monkeypatch.setenv("BATCHAI_HOME", str(home))
+    service.create_cluster("c", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1}}}, environ={}))
+    service.create_job("c", "first", load_job_spec({"properties": custom_job(gate_command(home))}, environ={}))
+    for index in range(200):
+        service.create_job("c", f"q{index:03d}", load_job_spec({"properties": custom_job("true")}, environ={}))
+    shared = BatchAIHook.shared_service()
+    triggers = [BatchAIJobTrigger(f"q{i:03d}", "default", "default", poll_interval=0.2, end_time=time.time() + 3) for i in range(200)]
+
+    async def all_of_them() -> list[dict]:
+        return await asyncio.gather(*(first_event(trigger) for trigger in triggers))
+
+    events = asyncio.run(all_of_them())
+    assert {e["status"] for e in events} == {"timeout"} and {e["state"] for e in events} == {"queued"}
+    stats = shared.waiters.stats
+    assert shared is BatchAIHook.shared_service()
+    assert stats.ticks >= 5 and stats.cluster_reads <= stats.ticks  # one read of the cluster record per round, not 200
+    assert stats.job_reads <= 200 + stats.ticks  # each job read once when its wait began, then only if it moved
+    (home / "gates" / "first").touch()
+
+
+def test_a_store_that_does_not_answer_ends_the_wait_with_an_error_event_at_the_deadline(
+    service: Service, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BATCHAI_HOME", str(home))
+    service.create_cluster("c", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1}}}, environ={}))
+    service.create_job("c", "j", load_job_spec({"properties": custom_job("sleep 30")}, environ={}))
+    shared = BatchAIHook.shared_service()
+
+    def unavailable(key: str) -> None:
+        raise BatchAIError("ControlStoreUnavailable", "control container did not answer after 4 retries", "control_container")
+
+    monkeypatch.setattr(shared.store, "read", unavailable)
+    event = asyncio.run(first_event(BatchAIJobTrigger("j", "default", "default", poll_interval=0.2, end_time=time.time() + 2)))
+    assert event == {
+        "status": "error",
+        "code": "ControlStoreUnavailable",
+        "message": "control container did not answer after 4 retries",
+        "job_name": "j",
+    }
+    monkeypatch.undo()
+    service.terminate_job("j")
+
+
+def test_a_wait_for_a_job_that_does_not_exist_ends_with_an_error_event(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BATCHAI_HOME", str(home))
+    event = asyncio.run(first_event(BatchAIJobTrigger("nope", "exp", "default", poll_interval=0.2, end_time=time.time() + 30)))
+    assert event["status"] == "error" and event["code"] == "JobNotFound" and "nope" in event["message"]
+
+
+def test_a_trigger_run_twice_reports_the_same_end_twice(service: Service, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BATCHAI_HOME", str(home))
+    service.create_cluster("c", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1}}}, environ={}))
+    service.create_job("c", "twice", load_job_spec({"properties": custom_job("sleep 1")}, environ={}))
+    trigger = BatchAIJobTrigger("twice", "default", "default", poll_interval=0.2, end_time=time.time() + 60)
+
+    async def both() -> list[dict]:
+        return await asyncio.gather(first_event(trigger), first_event(roundtrip(trigger)))
+
+    assert asyncio.run(both()) == [{"status": "succeeded", "job_name": "twice"}] * 2
+    assert len(service.list_jobs()) == 1 and service.show_job("twice")["executionInfo"]["exitCode"] == 0
+
+
+def gate_command(home: Path) -> str:
+    gate = home / "gates" / "first"
+    gate.parent.mkdir(parents=True, exist_ok=True)
+    return f"for i in $(seq 600); do test -e {gate} && break; sleep 0.1; done"

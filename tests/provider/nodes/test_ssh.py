@@ -18,6 +18,7 @@ import pytest
 from airflow_batchai.config import ProviderConfig, service_from_config
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.nodes.ssh import HostSpec, SSHAuth, SSHNodePool, SSHTransport
+from airflow_batchai.records import read_cluster
 from airflow_batchai.service import Service, Settings
 from airflow_batchai.spec import load_cluster_spec, load_job_spec
 from airflow_batchai.storage.upload import upload_batch
@@ -307,7 +308,7 @@ def test_mpirun_reaches_the_other_node_with_the_clusters_key_and_removal_takes_i
     before = [path.read_text() for path in authorized]
     service = keyed_service(ssh_hosts, home)
     ready_cluster(service, 2, "mpi")
-    cluster_uuid = service._cluster("default", "mpi").uuid
+    cluster_uuid = read_cluster(service.store, "default", "mpi")[0].uuid
     for path, original in zip(authorized, before, strict=True):
         text = path.read_text()
         assert text.startswith(original) and text.count(f"batchai-cluster-{cluster_uuid}-node-") == 1

@@ -1,0 +1,476 @@
+"""What one reconcile pass decides: a snapshot and what the agents report in, actions out.
+
+Pure: no store, no node, no clock of its own, so every scheduling rule is tested from a
+snapshot (tests/provider/test_decisions.py). The steps, in order, each seeing what the earlier
+ones decided:
+  0. user terminations: queued → failed at once; running → terminating, its runs stopped;
+  1. nodes being prepared → idle when setup succeeded, unusable when it failed or never reported;
+  2. running jobs: finished → exit code and errors, nodes released; a node whose agent stopped
+     reporting (or that stays unreachable) → unusable, its job requeued or failed;
+  3. scale: manual target, or autoScale by what queued + running jobs need; claim free pool
+     nodes, or remove surplus per ``nodeDeallocationOption`` (idle ones only after
+     ``idleSecondsBeforeScaledown``);
+  4. queued jobs by priority, then age: start one when ``nodeCount`` nodes are idle (gang
+     scheduling, strictly in order so a big job is not starved by small ones).
+The executor (reconcile.py) carries the actions out and publishes the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow_batchai.launch import MPI_TOOLKITS
+from airflow_batchai.records import ExecutionState, JobRecord, NodeRecord, NodeState, move_job, move_node
+from airflow_batchai.snapshot import Snapshot
+from airflow_batchai.spec import DeallocationOption
+
+FINAL_RUN_STATES = ("succeeded", "failed", "terminated")  # what an agent's status.json ends in
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One agent run as the pass saw it: its status document, None when it wrote none (yet), or why the node could not be read."""
+
+    status: dict[str, Any] | None = None
+    unreachable: str | None = None
+    planned: bool = True  # with no status: whether the run's plan reached the node (False: its launch died before)
+
+    @property
+    def final(self) -> bool:
+        return self.status is not None and self.status.get("state") in FINAL_RUN_STATES
+
+
+@dataclass(frozen=True)
+class Limits:
+    heartbeat_timeout_s: float
+    launch_timeout_s: float
+
+
+# -- actions ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NodeReady:
+    node_id: str
+
+
+@dataclass(frozen=True)
+class NodeUnusable:
+    node_id: str
+    error: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class NodeUnreachable:
+    """First failed contact in a row: remembered, so that only a lasting silence makes the node lost."""
+
+    node_id: str
+
+
+@dataclass(frozen=True)
+class NodeReachable:
+    node_id: str
+
+
+@dataclass(frozen=True)
+class StopRuns:
+    job: str
+    run: str
+    node_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ReleaseNode:
+    """running → idle: its job ended or left it."""
+
+    node_id: str
+
+
+@dataclass(frozen=True)
+class EndJob:
+    """Move the job to ``state`` with ``changes`` (finished, requeued or terminating)."""
+
+    job: str
+    state: ExecutionState
+    changes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClaimNode:
+    node_id: str
+
+
+@dataclass(frozen=True)
+class RemoveNode:
+    node_id: str
+
+
+@dataclass(frozen=True)
+class DrainNode:
+    """running → leaving: it leaves once its job is done (waitforjobcompletion)."""
+
+    node_id: str
+
+
+@dataclass(frozen=True)
+class LaunchJob:
+    job: str
+    node_ids: tuple[str, ...]
+
+
+Action = (
+    NodeReady
+    | NodeUnusable
+    | NodeUnreachable
+    | NodeReachable
+    | StopRuns
+    | ReleaseNode
+    | EndJob
+    | ClaimNode
+    | RemoveNode
+    | DrainNode
+    | LaunchJob
+)
+
+
+@dataclass
+class Plan:
+    actions: list[Action]
+    target: int  # the node count the cluster is heading for
+    next_due_s: float | None  # seconds until a timer of its own needs a pass (idle scale-down), if sooner than usual
+
+
+def node_lost_error(node: NodeRecord, why: str) -> dict[str, Any]:
+    return {"code": "NodeLost", "message": f"node {node.node_id} ({node.address}) is unusable: {why}"}
+
+
+def job_helpers(job: JobRecord) -> list[str]:
+    """Nodes that only reserve capacity for the job (custom/MPI toolkits' non-first nodes)."""
+    return job.nodes[1:] if job.parsed_spec().tool_type in ("custom", *MPI_TOOLKITS) else []
+
+
+class Planner:
+    """Decides one pass on working copies of the snapshot's records, so later steps see earlier decisions."""
+
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        runs: dict[tuple[str, str], Observed],
+        setups: dict[str, Observed],
+        now: datetime,
+        limits: Limits,
+        terminations: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
+        """``runs``: (node id, run id) → what its agent reports; ``setups``: node id → its setup agent."""
+        self.snapshot = snapshot
+        self.spec = snapshot.cluster.parsed_spec()
+        self.member = snapshot.member
+        self.runs = runs
+        self.setups = setups
+        self.now = now
+        self.epoch = now.timestamp()
+        self.limits = limits
+        self.terminations = terminations or {}
+        self.nodes = dict(snapshot.nodes)
+        self.jobs = dict(snapshot.jobs)
+        self.actions: list[Action] = []
+
+    def plan(self) -> Plan:
+        for key, error in sorted(self.terminations.items()):
+            if key in self.jobs:
+                self.terminate(self.jobs[key], error)
+        self.observe_preparing_nodes()
+        for key in sorted(self.jobs):
+            job = self.jobs[key]
+            if job.execution_state.on_nodes:
+                self.observe_job(job)
+        self.release_orphans()
+        target = self.scale()
+        self.schedule()
+        return Plan(self.actions, target, self.idle_timer())
+
+    # -- bookkeeping on the working copies -----------------------------------------------------
+    def members(self, *, leaving: bool = True) -> list[NodeRecord]:
+        found = (n for n in self.nodes.values() if n.cluster == self.member and (leaving or n.state != NodeState.LEAVING))
+        return sorted(found, key=lambda n: n.node_id)
+
+    def move_node(self, node: NodeRecord, state: NodeState, **changes: Any) -> NodeRecord:
+        moved = self.nodes[node.node_id] = move_node(node, state, **changes)
+        return moved
+
+    def end_job(self, job: JobRecord, state: ExecutionState, **changes: Any) -> JobRecord:
+        moved = move_job(job, state, **changes)  # checks the transition
+        self.actions.append(EndJob(job.key, state, changes))
+        if moved.execution_state.finished:
+            self.jobs.pop(job.key, None)
+        else:
+            self.jobs[job.key] = moved
+        return moved
+
+    def mark_lost(self, node: NodeRecord, why: str) -> None:
+        self.node_unusable(node, node_lost_error(node, why))
+
+    def node_unusable(self, node: NodeRecord, error: dict[str, Any]) -> None:
+        self.actions.append(NodeUnusable(node.node_id, error))
+        self.move_node(node, NodeState.UNUSABLE, errors=[error], job=None, unreachable_since=None)
+
+    def release(self, node_ids: list[str]) -> None:
+        """The job's nodes are free again: idle, or gone when they were only waiting to leave."""
+        for node_id in node_ids:
+            node = self.nodes.get(node_id)
+            if node and node.state == NodeState.RUNNING:
+                self.actions.append(ReleaseNode(node_id))
+                self.move_node(node, NodeState.IDLE, job=None)
+            elif node and node.state == NodeState.LEAVING:
+                self.remove(node)
+
+    def remove(self, node: NodeRecord) -> None:
+        self.actions.append(RemoveNode(node.node_id))
+        if node.state != NodeState.LEAVING:
+            node = self.move_node(node, NodeState.LEAVING)
+        self.move_node(node, NodeState.FREE, errors=[])
+
+    def stop(self, job: JobRecord, node_ids: list[str]) -> None:
+        if node_ids:
+            self.actions.append(StopRuns(job.key, job.run_id, tuple(node_ids)))
+
+    def deallocation_option(self) -> DeallocationOption:
+        manual = self.spec.scale_settings.manual
+        return manual.node_deallocation_option if manual else DeallocationOption.REQUEUE
+
+    # -- 0. user terminations -------------------------------------------------------------------
+    def terminate(self, job: JobRecord, error: dict[str, Any]) -> None:
+        if job.execution_state == ExecutionState.QUEUED:
+            self.end_job(job, ExecutionState.FAILED, errors=[error], exit_code=None)
+            return
+        if job.execution_state == ExecutionState.RUNNING:
+            job = self.end_job(job, ExecutionState.TERMINATING, errors=[error])
+        self.stop(job, job.nodes)
+
+    # -- 1. nodes being prepared ----------------------------------------------------------------
+    def observe_preparing_nodes(self) -> None:
+        for node in self.members():
+            if node.state != NodeState.PREPARING:
+                continue
+            seen = self.setups.get(node.node_id, Observed())
+            if seen.unreachable is not None:
+                self.unreachable(node, seen.unreachable)
+                continue
+            if node.unreachable_since is not None:
+                self.actions.append(NodeReachable(node.node_id))
+                node = self.nodes[node.node_id] = node.model_copy(update={"unreachable_since": None})
+            state = seen.status.get("state") if seen.status else None
+            if state == "succeeded":
+                self.actions.append(NodeReady(node.node_id))
+                self.move_node(node, NodeState.IDLE)
+            elif seen.final:
+                error = seen.status.get("error") or {}  # type: ignore[union-attr]
+                message = f"node setup failed on {node.node_id} ({node.address}): {error.get('message', 'unknown error')}"
+                self.node_unusable(node, {"code": error.get("code", "NodeSetupFailed"), "message": message})
+            elif seen.status is None and self.silent_since(node.state_transition_time):
+                self.mark_lost(node, "its setup agent never reported")
+
+    def silent_since(self, since: datetime) -> bool:
+        return (self.now - since).total_seconds() > self.limits.launch_timeout_s
+
+    def stale(self, status: dict[str, Any]) -> bool:
+        return self.epoch - float(status.get("heartbeat", 0)) > self.limits.heartbeat_timeout_s
+
+    def unreachable(self, node: NodeRecord, why: str) -> bool:
+        """Remember the first failed contact; True once the node has stayed unreachable too long (it is then lost)."""
+        if node.unreachable_since is None:
+            self.actions.append(NodeUnreachable(node.node_id))
+            self.nodes[node.node_id] = node.model_copy(update={"unreachable_since": self.now})
+            return False
+        if (self.now - node.unreachable_since).total_seconds() > self.limits.heartbeat_timeout_s:
+            if node.state == NodeState.PREPARING:
+                self.mark_lost(node, why)
+            return True
+        return False
+
+    # -- 2. running jobs ------------------------------------------------------------------------
+    def observe_job(self, job: JobRecord) -> None:
+        statuses: dict[str, dict[str, Any] | None] = {}
+        lost: list[tuple[str, str]] = []
+        unlaunched = False
+        for node_id in job.nodes:
+            node = self.nodes.get(node_id)
+            seen = self.runs.get((node_id, job.run_id), Observed())
+            if node is None:
+                statuses[node_id] = None
+                continue
+            if seen.unreachable is not None:
+                statuses[node_id] = {"state": "unknown", "heartbeat": self.epoch}
+                if self.unreachable(node, seen.unreachable):
+                    lost.append((node_id, seen.unreachable))
+                continue
+            if node.unreachable_since is not None:
+                self.actions.append(NodeReachable(node_id))
+                self.nodes[node_id] = node.model_copy(update={"unreachable_since": None})
+            statuses[node_id] = seen.status
+            unlaunched = unlaunched or (seen.status is None and not seen.planned)
+        for node_id, status in statuses.items():
+            if any(node_id == lost_id for lost_id, _ in lost):
+                continue
+            if status is None and self.silent_since(job.execution_state_transition_time) and not unlaunched:
+                lost.append((node_id, "its agent never started"))
+            elif status is not None and status.get("state") not in FINAL_RUN_STATES and self.stale(status):
+                lost.append((node_id, f"no heartbeat for {self.limits.heartbeat_timeout_s:.0f} s"))
+        if lost:
+            self.lose_nodes(job, lost)
+            return
+        if unlaunched and self.silent_since(job.execution_state_transition_time):  # the launch died before its plan got there
+            self.stop(job, job.nodes)
+            self.release(job.nodes)
+            self.end_job(job, ExecutionState.QUEUED, nodes=[], attempt=job.attempt + 1, start_time=None)
+            return
+        finals = {nid: s for nid, s in statuses.items() if s and s.get("state") in FINAL_RUN_STATES}
+        failed = [(nid, s) for nid, s in finals.items() if s["state"] != "succeeded"]
+        workers = [nid for nid in job.nodes if nid not in job_helpers(job)]
+        if job.execution_state == ExecutionState.TERMINATING:
+            if len(finals) == len(job.nodes):
+                self.finish(job, ExecutionState.FAILED, -1, job.errors)
+            return
+        if failed:
+            node_id, status = failed[0]
+            error = status.get("error") or {"code": "JobFailed", "message": "the job failed"}
+            if error.get("code") == "JobFailed":
+                error = {"code": "JobFailed", "message": f"Job failed with non-zero exit code on node {node_id}"}
+            self.stop(job, [nid for nid in job.nodes if nid not in finals])
+            self.finish(job, ExecutionState.FAILED, int(status.get("exit_code", -1)), [error])
+        elif all(nid in finals for nid in workers):
+            self.stop(job, [nid for nid in job.nodes if nid not in finals])  # release reserved nodes
+            self.finish(job, ExecutionState.SUCCEEDED, 0, [])
+
+    def release_orphans(self) -> None:
+        """Nodes booked for a job that does not run on them: a pass died between booking and launching."""
+        for node in self.members():
+            if node.state not in (NodeState.RUNNING, NodeState.LEAVING):
+                continue
+            job = self.jobs.get(node.job or "")
+            if job is None or not job.execution_state.on_nodes or node.node_id not in job.nodes:
+                if node.state == NodeState.RUNNING:
+                    self.actions.append(ReleaseNode(node.node_id))
+                    self.move_node(node, NodeState.IDLE, job=None)
+                else:
+                    self.remove(node)
+
+    def finish(self, job: JobRecord, state: ExecutionState, exit_code: int, errors: list[dict[str, Any]]) -> None:
+        self.release(job.nodes)
+        self.end_job(job, state, exit_code=exit_code, errors=errors)
+
+    def lose_nodes(self, job: JobRecord, lost: list[tuple[str, str]]) -> None:
+        lost_ids = [node_id for node_id, _ in lost]
+        for node_id, why in lost:
+            node = self.nodes.get(node_id)
+            if node and node.state != NodeState.UNUSABLE:
+                self.mark_lost(node, why)
+        alive = [nid for nid in job.nodes if nid not in lost_ids]
+        self.stop(job, alive + lost_ids)  # best effort on the lost ones: a silent node may still run it
+        self.release(alive)
+        node_id, why = lost[0]
+        error = {"code": "NodeLost", "message": f"node {node_id} became unusable while running the job: {why}"}
+        if self.deallocation_option() == DeallocationOption.REQUEUE and job.execution_state == ExecutionState.RUNNING:
+            self.end_job(job, ExecutionState.QUEUED, nodes=[], errors=[error], attempt=job.attempt + 1, start_time=None)
+        else:
+            self.end_job(job, ExecutionState.FAILED, nodes=[], errors=[error], exit_code=-1)
+
+    # -- 3. scale -------------------------------------------------------------------------------
+    def target(self) -> int:
+        auto = self.spec.scale_settings.auto_scale
+        if auto is None:
+            return self.snapshot.cluster.target_node_count
+        active = (j for j in self.jobs.values() if not j.execution_state.finished)
+        needed = sum(job.parsed_spec().node_count for job in active)
+        wanted = min(max(needed, auto.minimum_node_count), auto.maximum_node_count)
+        members = self.members(leaving=False)
+        if wanted < len(members):  # scale down only nodes idle long enough
+            idle_for = timedelta(seconds=auto.idle_seconds_before_scaledown)
+            lingering = [n for n in members if n.state == NodeState.IDLE and n.idle_since and self.now - n.idle_since >= idle_for]
+            removable = len(lingering) + sum(1 for n in members if n.state == NodeState.UNUSABLE)
+            wanted = max(wanted, len(members) - removable)
+        return wanted
+
+    def scale(self) -> int:
+        target = self.target()
+        members = self.members(leaving=False)
+        if len(members) < target:
+            self.grow(target - len(members))
+        elif len(members) > target:
+            self.shrink(members, len(members) - target)
+        return target
+
+    def grow(self, count: int) -> None:
+        free = sorted(
+            (n for n in self.nodes.values() if n.state == NodeState.FREE and n.node_id in self.snapshot.eligible), key=lambda n: n.node_id
+        )
+        for node in free[:count]:
+            self.actions.append(ClaimNode(node.node_id))
+            self.move_node(node, NodeState.PREPARING, cluster=self.member, errors=[])
+
+    def shrink(self, members: list[NodeRecord], count: int) -> None:
+        order = {NodeState.UNUSABLE: 0, NodeState.PREPARING: 1, NodeState.IDLE: 2, NodeState.RUNNING: 3}
+        longest_idle_first = sorted(members, key=lambda n: (order.get(n.state, 9), n.idle_since or self.now, n.node_id))
+        for node in longest_idle_first[:count]:
+            node = self.nodes[node.node_id]
+            if node.state != NodeState.RUNNING:
+                self.remove(node)
+                continue
+            job = self.jobs.get(node.job or "")
+            option = self.deallocation_option()
+            if job is None:
+                self.remove(node)
+            elif option == DeallocationOption.WAIT_FOR_JOB_COMPLETION:
+                self.actions.append(DrainNode(node.node_id))
+                self.move_node(node, NodeState.LEAVING)
+            else:
+                self.evict(job, option)
+                freed = self.nodes[node.node_id]
+                if freed.cluster == self.member:
+                    self.remove(freed)
+
+    def evict(self, job: JobRecord, option: DeallocationOption) -> None:
+        """A running job loses a node to scale-down: requeue it (run again from scratch) or fail it."""
+        self.stop(job, job.nodes)
+        self.release(job.nodes)
+        if option == DeallocationOption.REQUEUE:
+            self.end_job(job, ExecutionState.QUEUED, nodes=[], attempt=job.attempt + 1, start_time=None)
+        else:
+            error = {"code": "JobTerminated", "message": "The job was terminated because its node left the cluster"}
+            self.end_job(job, ExecutionState.FAILED, nodes=[], errors=[error], exit_code=-1)
+
+    def idle_timer(self) -> float | None:
+        """Seconds until an idle node's scale-down delay runs out (a pass is due then even with nothing else to do)."""
+        auto = self.spec.scale_settings.auto_scale
+        if auto is None:
+            return None
+        idle_for = timedelta(seconds=auto.idle_seconds_before_scaledown)
+        waits = [(n.idle_since + idle_for - self.now).total_seconds() for n in self.members() if n.state == NodeState.IDLE and n.idle_since]
+        return max(0.0, min(waits)) if waits else None
+
+    # -- 4. schedule ----------------------------------------------------------------------------
+    def schedule(self) -> None:
+        queued = sorted(
+            (j for j in self.jobs.values() if j.execution_state == ExecutionState.QUEUED), key=lambda j: (-j.priority, j.creation_time)
+        )
+        idle = [n for n in self.members() if n.state == NodeState.IDLE]
+        for job in queued:
+            count = job.parsed_spec().node_count
+            if len(idle) < count:
+                return  # strict order: the head job waits for its gang, nothing jumps ahead
+            chosen, idle = idle[:count], idle[count:]
+            self.actions.append(LaunchJob(job.key, tuple(n.node_id for n in chosen)))
+            for node in chosen:
+                self.move_node(node, NodeState.RUNNING, job=job.key)
+            self.jobs[job.key] = move_job(job, ExecutionState.RUNNING, nodes=[n.node_id for n in chosen], errors=[], start_time=self.now)
+
+
+def plan_pass(
+    snapshot: Snapshot,
+    runs: dict[tuple[str, str], Observed],
+    setups: dict[str, Observed],
+    now: datetime,
+    limits: Limits,
+    terminations: dict[str, dict[str, Any]] | None = None,
+) -> Plan:
+    return Planner(snapshot, runs, setups, now, limits, terminations).plan()

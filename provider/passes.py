@@ -1,0 +1,275 @@
+"""Who runs a cluster's reconcile pass, and when: the lease, its note, and opportunistic passes.
+
+A pass runs only under the cluster's lease. The ``batchai controller`` runs them for every
+cluster; so that the embedded default and a plain Airflow install need no extra process, any
+reader may start one too (``kick``): in a background thread, never delaying its own answer,
+never raising into it, and only when the lease's note says one is due or the watch below saw
+a job end. Whatever the number of readers, that is about one pass per cluster per interval.
+
+Between passes, running jobs are *watched*: their agents' status files are read (no lease, no
+record writes) every ``watch_interval_s``; an ended run, a silent agent or a finished node
+setup starts a pass at once, which is how a job's end reaches its record within about half a
+second. With a controller running, readers leave the watching to it.
+
+The note a holder leaves on the lease: ``seq`` (bumped when a pass starts, so a process that
+sees its own last ``seq`` knows no one else changed the cluster's jobs since), ``holder``,
+``kind`` (controller, reader or writer), ``ended`` and ``next_due`` (epoch seconds).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_batchai.errors import BatchAIError, StaleRecord
+from airflow_batchai.layout import NodeLayout
+from airflow_batchai.nodeops import NodeHandle
+from airflow_batchai.nodes import NodePool
+from airflow_batchai.reconcile import PassOutcome, Reconciler, setup_run_id
+from airflow_batchai.records import ClusterRecord, JobRecord, NodeState, read_cluster
+from airflow_batchai.settings import Settings
+from airflow_batchai.snapshot import read_snapshot
+from airflow_batchai.store import ControlStore, Lease, SecretVault, lock
+
+log = logging.getLogger(__name__)
+
+CHECK_GAP_S = 0.2  # a reader looks at a cluster's note at most this often
+FOLLOW_UPS = 2  # passes run again at once while runs were just stopped (terminate sees the end)
+CONFLICT_RETRIES = 3  # a pass that met a record moved by someone else runs again on a fresh snapshot
+URGENT_WAIT_S = 2.0  # an urgent kick (a new job) waits this long for a busy lease before leaving it to its holder
+FINAL_RUN_STATES = ("succeeded", "failed", "terminated")
+
+ClusterRef = tuple[str, str]  # (workspace, cluster name)
+
+
+def next_seq(note: dict[str, str]) -> str:
+    try:
+        return str(int(note.get("seq") or 0) + 1)
+    except ValueError:
+        return "1"
+
+
+def identity(kind: str) -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{kind}"
+
+
+@dataclass
+class _Owner:
+    """What this process knows of a cluster it ran passes for."""
+
+    seq: str | None = None
+    jobs: dict[str, tuple[JobRecord, str]] = field(default_factory=dict)
+    last_check: float = 0.0  # monotonic
+    last_watch: float = 0.0
+
+
+class Passes:
+    """This process's passes: run now under the lease (writers), or kick one in the background (readers)."""
+
+    def __init__(
+        self, store: ControlStore, vault: SecretVault, pool: NodePool, data: Any, settings: Settings, kind: str = "reader"
+    ) -> None:
+        self.store = store
+        self.vault = vault
+        self.pool = pool
+        self.data = data
+        self.settings = settings
+        self.kind = kind
+        self.holder = identity(kind)
+        self._owners: dict[ClusterRef, _Owner] = {}
+        self._lock = threading.Lock()
+        self._inflight: dict[ClusterRef, threading.Thread] = {}
+        self._again: set[ClusterRef] = set()
+        self.passes_run = 0
+
+    def owner(self, ref: ClusterRef) -> _Owner:
+        with self._lock:
+            return self._owners.setdefault(ref, _Owner())
+
+    # -- writers: a pass now, waiting for the lease ------------------------------------------------
+    def run_now(
+        self, workspace: str, name: str, terminations: dict[str, dict[str, Any]] | None = None, timeout_s: float = 30.0
+    ) -> ClusterRecord:
+        """One pass (with the user's terminations) under the lease, waiting for it; returns the published record."""
+        with lock(self.store, f"cluster/{workspace}/{name}", timeout_s) as lease:
+            return self.run_pass(lease, workspace, name, terminations)
+
+    @contextmanager
+    def holding(self, workspace: str, name: str, timeout_s: float = 30.0) -> Iterator[Lease]:
+        with lock(self.store, f"cluster/{workspace}/{name}", timeout_s) as lease:
+            yield lease
+
+    def run_pass(self, lease: Lease, workspace: str, name: str, terminations: dict[str, dict[str, Any]] | None = None) -> ClusterRecord:
+        """Passes under a held lease: the first with ``terminations``, follow-ups while runs were just stopped."""
+        ref = (workspace, name)
+        owner = self.owner(ref)
+        note = self.store.lease_note(lease.name)
+        trusted = owner.seq is not None and note.get("seq") == owner.seq
+        seq = next_seq(note)
+        started = time.time()
+        lease.note({"seq": seq, "holder": self.holder, "kind": self.kind, "started": f"{started:.3f}"})
+        log.debug("pass %s/%s seq %s by %s started at %.6f", workspace, name, seq, self.holder, started)
+        owner.seq = seq
+        if not trusted:
+            owner.jobs = {}
+        outcome: PassOutcome | None = None
+        reconciler: Reconciler | None = None
+        for attempt in range(CONFLICT_RETRIES + 1):
+            try:
+                reconciler = Reconciler(
+                    self.store,
+                    self.vault,
+                    self.pool,
+                    self.data,
+                    self.settings,
+                    read_snapshot(self.store, self.pool, workspace, name, owner.jobs),
+                    lease,
+                )
+                outcome = reconciler.run(terminations)
+                for _ in range(FOLLOW_UPS):
+                    if not outcome.stopped:
+                        break
+                    outcome = reconciler.run()
+                break
+            except StaleRecord as error:  # someone moved a record this pass read: decide again on fresh records
+                owner.jobs = {}
+                if attempt == CONFLICT_RETRIES:
+                    raise
+                log.info("pass over cluster %s/%s met a moved record (%s): running it again", workspace, name, error.target)
+            except BaseException:
+                owner.jobs = {}
+                raise
+        assert reconciler is not None and outcome is not None
+        owner.jobs = reconciler.snapshot.known_jobs()
+        self.passes_run += 1
+        wait = self.settings.pass_interval_s
+        if outcome.plan.next_due_s is not None:
+            wait = max(self.settings.watch_interval_s, min(wait, outcome.plan.next_due_s + 0.05))
+        now = time.time()
+        lease.note({"seq": seq, "holder": self.holder, "kind": self.kind, "ended": f"{now:.3f}", "next_due": f"{now + wait:.3f}"})
+        log.debug("pass %s/%s seq %s by %s ended at %.6f", workspace, name, seq, self.holder, now)
+        return reconciler.cluster
+
+    def forget(self, lease: Lease, workspace: str, name: str) -> None:
+        """After the cluster was deleted under ``lease``: nobody's kept records of it are any good."""
+        lease.note({"seq": next_seq(self.store.lease_note(lease.name)), "holder": self.holder, "kind": "writer"})
+        with self._lock:
+            self._owners.pop((workspace, name), None)
+
+    # -- readers: maybe a pass, in the background --------------------------------------------------
+    def kick(self, workspace: str, name: str, urgent: bool = False) -> None:
+        """Start a background look at the cluster: a pass if one is due (``urgent``: at once). Never raises, never waits."""
+        ref = (workspace, name)
+        now = time.monotonic()
+        with self._lock:
+            owner = self._owners.setdefault(ref, _Owner())
+            if ref in self._inflight:
+                if urgent:
+                    self._again.add(ref)
+                return
+            if not urgent and now - owner.last_check < CHECK_GAP_S:
+                return
+            owner.last_check = now
+            thread = threading.Thread(target=self._background, args=(ref, urgent), name=f"batchai-pass-{workspace}-{name}")
+            self._inflight[ref] = thread
+        thread.start()
+
+    def _background(self, ref: ClusterRef, urgent: bool) -> None:
+        try:
+            while True:
+                try:
+                    self.maybe_pass(ref, urgent)
+                except BatchAIError as error:
+                    if error.code != "ClusterNotFound":
+                        log.warning("background pass over cluster %s/%s: %s", *ref, error)
+                except Exception:
+                    log.exception("background pass over cluster %s/%s failed", *ref)
+                with self._lock:
+                    if ref not in self._again:
+                        del self._inflight[ref]
+                        return
+                    self._again.discard(ref)
+                urgent = True
+        finally:
+            with self._lock:
+                if self._inflight.get(ref) is threading.current_thread():
+                    del self._inflight[ref]
+
+    def maybe_pass(self, ref: ClusterRef, urgent: bool = False) -> bool:
+        """A pass if the note says one is due, the watch saw a change, or ``urgent``; True if one ran."""
+        workspace, name = ref
+        lease_name = f"cluster/{workspace}/{name}"
+        if not urgent and not self.due(ref, self.store.lease_note(lease_name)):
+            return False
+        deadline = time.monotonic() + (URGENT_WAIT_S if urgent else 0)
+        while True:
+            with self.store.try_lease(lease_name) as lease:
+                if lease is not None:
+                    self.run_pass(lease, workspace, name)
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+    def due(self, ref: ClusterRef, note: dict[str, str]) -> bool:
+        now = time.time()
+        if float(note.get("next_due", 0) or 0) <= now:
+            return True
+        other_controller = note.get("kind") == "controller" and note.get("holder") != self.holder
+        if other_controller:
+            return False  # it watches; we would only read the same agents again
+        owner = self.owner(ref)
+        if time.monotonic() - owner.last_watch < self.settings.watch_interval_s:
+            return False
+        owner.last_watch = time.monotonic()
+        cluster, _ = read_cluster(self.store, *ref)
+        return self.watch(cluster)
+
+    def watch(self, cluster: ClusterRecord) -> bool:
+        """Read-only look at the agents the last pass left running: True when a pass should see them now."""
+        roots = {node_id: root for node_id, _, root, _ in self.pool.inventory()}
+        now = time.time()
+        checks: list[tuple[str, str, float]] = []  # (node id, run id, seconds since it should have reported)
+        for digest in cluster.jobs.values():
+            if digest.state.on_nodes and digest.run:
+                age = now - digest.changed.timestamp()
+                checks += [(node_id, digest.run, age) for node_id in digest.nodes]
+        for node in cluster.nodes:
+            if node.state == NodeState.PREPARING:  # a setup that never reports is the full pass's to judge
+                checks.append((node.node_id, setup_run_id(cluster), 0.0))
+        for node_id, run, age in checks:
+            if node_id not in roots:
+                return True
+            try:
+                status = NodeHandle(node_id, self.pool.transport(node_id), NodeLayout(roots[node_id])).status(run)
+            except BatchAIError:
+                return True  # unreachable: the pass keeps count
+            if status is None:
+                if age > self.settings.launch_timeout_s:
+                    return True
+                continue
+            if status.get("state") in FINAL_RUN_STATES:
+                return True
+            if now - float(status.get("heartbeat", 0)) > self.settings.heartbeat_timeout_s:
+                return True
+        return False
+
+    def drain(self, timeout_s: float | None = 60.0) -> None:
+        """Wait for background passes this process started (a CLI does before it exits)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                threads = list(self._inflight.values())
+            if not threads:
+                return
+            for thread in threads:
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if deadline is not None and time.monotonic() >= deadline:
+                return

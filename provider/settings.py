@@ -1,0 +1,22 @@
+"""The control plane's tunables: labels for resource ids, and how fast it looks and gives up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from airflow_batchai.layout import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION
+
+PASS_INTERVAL_S = 5.0  # a full pass per cluster at least this often while anyone looks (or the controller runs)
+WATCH_INTERVAL_S = 0.5  # running jobs' agents are looked at this often, so a job's end reaches its record fast
+WAIT_POLL_S = 0.5  # waiters read the cluster's published digest this often
+
+
+@dataclass
+class Settings:
+    subscription: str = DEFAULT_SUBSCRIPTION
+    resource_group: str = DEFAULT_RESOURCE_GROUP
+    heartbeat_timeout_s: float = 30.0  # agents beat every 2 s; silence this long means the node is lost
+    launch_timeout_s: float = 60.0  # a started agent must have written its status by then
+    default_storage_account: str = "local"
+    pass_interval_s: float = PASS_INTERVAL_S
+    watch_interval_s: float = WATCH_INTERVAL_S
