@@ -24,11 +24,12 @@ from airflow_batchai.errors import BatchAIError
 from airflow_batchai.hooks.batchai import BatchAIHook
 from airflow_batchai.logtail import JobLogFollower, stderr_tail
 from airflow_batchai.service import DEFAULT_EXPERIMENT, DEFAULT_WORKSPACE, Service
+from airflow_batchai.settings import WAIT_POLL_S
 from airflow_batchai.spec import ClusterSpec, JobSpec, load_cluster_spec, load_job_spec
 from airflow_batchai.storage.upload import upload_batch
 
 MAX_NAME = 64
-POLL_INTERVAL_S = 0.5  # one record read each: a job's end is seen within a second
+POLL_INTERVAL_S = WAIT_POLL_S  # one record read each: a job's end is seen within a second
 STDERR_TAIL_LINES = 20
 
 
@@ -271,7 +272,7 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
         follower = JobLogFollower(self.service, name, self.experiment, self.workspace)
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         while True:
-            view = self.call(self.service.show_job, name, self.experiment, self.workspace)
+            view = self.call(self.service.refresh_job, name, self.experiment, self.workspace)
             finished = view["executionState"] in ("succeeded", "failed")
             for file_name, line in follower.poll(final=finished):
                 self.log.info("[%s] %s", file_name, line)

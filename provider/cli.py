@@ -1,7 +1,8 @@
 """``batchai``: the ``az batchai`` commands, on the embedded default or on a connection.
 
 ``--connection`` (or ``$BATCHAI_CONNECTION``) takes the same extras as the Airflow connection,
-as JSON text or a file holding it, so a script switches to SSH nodes or Azure Storage (Azurite
+as JSON text or a file holding it (or the whole Airflow connection as JSON, as in
+``AIRFLOW_CONN_BATCHAI_DEFAULT``), so a script switches to SSH nodes or Azure Storage (Azurite
 included) by changing only that.
 
 Output is Batch AI's JSON (camelCase read models) on stdout, so scripts written against the az
@@ -56,9 +57,14 @@ def _open_service(args: argparse.Namespace, kind: str) -> Service:
     from airflow_batchai.config import ProviderConfig, parse_hosts, service_from_config
 
     try:
-        extras = json.loads(raw if raw.lstrip().startswith("{") else Path(raw).read_text())
+        extras = json.loads(raw if raw.lstrip().startswith(("{", "[")) else Path(raw).read_text())
+        if isinstance(extras, dict) and "conn_type" in extras:  # an Airflow connection as JSON (AIRFLOW_CONN_…): its extras
+            extras = extras.get("extra") or {}
+            extras = json.loads(extras) if isinstance(extras, str) else extras
     except ValueError as error:
         raise BatchAIError("InvalidConnection", f"--connection is not JSON: {error.msg} at line {error.lineno}", "--connection") from None
+    if not isinstance(extras, dict):
+        raise BatchAIError("InvalidConnection", "--connection must be a JSON object of the connection's extras", "--connection")
     if args.home:
         extras["home"] = args.home
     extras["hosts"] = parse_hosts(extras.get("hosts"))
@@ -198,7 +204,7 @@ def file_stream(args: argparse.Namespace) -> int:
     offset = 0
     out = sys.stdout.buffer
     while True:
-        state = service.show_job(args.job, args.experiment, args.workspace)["executionState"]
+        state = service.refresh_job(args.job, args.experiment, args.workspace)["executionState"]
         chunk = files.read(args.output_directory_id, args.file_name, offset)
         if chunk:
             out.write(chunk)

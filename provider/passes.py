@@ -23,7 +23,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,7 +44,10 @@ CHECK_GAP_S = 0.2  # a reader looks at a cluster's note at most this often
 FOLLOW_UPS = 2  # passes run again at once while runs were just stopped (terminate sees the end)
 CONFLICT_RETRIES = 3  # a pass that met a record moved by someone else runs again on a fresh snapshot
 URGENT_WAIT_S = 2.0  # an urgent kick (a new job) waits this long for a busy lease before leaving it to its holder
+BURST_GAP_S = 0.02  # back-to-back urgent passes (a burst of submits) start at least this far apart,
+BURST_SHARE = 0.2  # and take at most this share of the time, whatever the queue's length
 FINAL_RUN_STATES = ("succeeded", "failed", "terminated")
+FAILED_PASS_BACKOFF_MAX_S = 30.0
 
 ClusterRef = tuple[str, str]  # (workspace, cluster name)
 
@@ -68,6 +71,10 @@ class _Owner:
     jobs: dict[str, tuple[JobRecord, str]] = field(default_factory=dict)
     last_check: float = 0.0  # monotonic
     last_watch: float = 0.0
+    pass_started: float = float("-inf")  # monotonic, of the last pass this process ran
+    pass_took: float = 0.0
+    failures: int = 0  # passes in a row that raised: readers back off instead of retrying every watch
+    retry_after: float = float("-inf")
 
 
 class Passes:
@@ -88,6 +95,7 @@ class Passes:
         self._inflight: dict[ClusterRef, threading.Thread] = {}
         self._again: set[ClusterRef] = set()
         self.passes_run = 0
+        self.listeners: list[Callable[[ClusterRef], None]] = []  # told after every pass this process ran (e.g. to wake waiters)
 
     def owner(self, ref: ClusterRef) -> _Owner:
         with self._lock:
@@ -113,7 +121,7 @@ class Passes:
         note = self.store.lease_note(lease.name)
         trusted = owner.seq is not None and note.get("seq") == owner.seq
         seq = next_seq(note)
-        started = time.time()
+        started, owner.pass_started = time.time(), time.monotonic()
         lease.note({"seq": seq, "holder": self.holder, "kind": self.kind, "started": f"{started:.3f}"})
         log.debug("pass %s/%s seq %s by %s started at %.6f", workspace, name, seq, self.holder, started)
         owner.seq = seq
@@ -148,6 +156,7 @@ class Passes:
                 raise
         assert reconciler is not None and outcome is not None
         owner.jobs = reconciler.snapshot.known_jobs()
+        owner.pass_took = time.monotonic() - owner.pass_started
         self.passes_run += 1
         wait = self.settings.pass_interval_s
         if outcome.plan.next_due_s is not None:
@@ -155,6 +164,8 @@ class Passes:
         now = time.time()
         lease.note({"seq": seq, "holder": self.holder, "kind": self.kind, "ended": f"{now:.3f}", "next_due": f"{now + wait:.3f}"})
         log.debug("pass %s/%s seq %s by %s ended at %.6f", workspace, name, seq, self.holder, now)
+        for listener in self.listeners:
+            listener(ref)
         return reconciler.cluster
 
     def forget(self, lease: Lease, workspace: str, name: str) -> None:
@@ -196,6 +207,9 @@ class Passes:
                         del self._inflight[ref]
                         return
                     self._again.discard(ref)
+                owner = self.owner(ref)  # more work arrived meanwhile: one more pass, spaced so a burst is not starved
+                spacing = max(BURST_GAP_S, owner.pass_took * (1 - BURST_SHARE) / BURST_SHARE)
+                time.sleep(max(0.0, owner.pass_started + spacing - time.monotonic()))
                 urgent = True
         finally:
             with self._lock:
@@ -206,13 +220,20 @@ class Passes:
         """A pass if the note says one is due, the watch saw a change, or ``urgent``; True if one ran."""
         workspace, name = ref
         lease_name = f"cluster/{workspace}/{name}"
-        if not urgent and not self.due(ref, self.store.lease_note(lease_name)):
+        owner = self.owner(ref)
+        if not urgent and (time.monotonic() < owner.retry_after or not self.due(ref, self.store.lease_note(lease_name))):
             return False
         deadline = time.monotonic() + (URGENT_WAIT_S if urgent else 0)
         while True:
             with self.store.try_lease(lease_name) as lease:
                 if lease is not None:
-                    self.run_pass(lease, workspace, name)
+                    try:
+                        self.run_pass(lease, workspace, name)
+                    except Exception:
+                        owner.failures += 1
+                        owner.retry_after = time.monotonic() + min(FAILED_PASS_BACKOFF_MAX_S, 0.5 * 2**owner.failures)
+                        raise
+                    owner.failures, owner.retry_after = 0, float("-inf")
                     return True
             if time.monotonic() >= deadline:
                 return False

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from airflow_batchai.layout import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION
 
 PASS_INTERVAL_S = 5.0  # a full pass per cluster at least this often while anyone looks (or the controller runs)
-WATCH_INTERVAL_S = 0.5  # running jobs' agents are looked at this often, so a job's end reaches its record fast
-WAIT_POLL_S = 0.5  # waiters read the cluster's published digest this often
+WATCH_INTERVAL_S = 0.25  # running jobs' agents are looked at this often, so a job's end reaches its record fast
+WAIT_POLL_S = 0.25  # waiters read the cluster's published digest this often
 
 
 @dataclass

@@ -91,6 +91,10 @@ class JobWaiters:
         self._wake.set()
         return subscription
 
+    def wake(self, *_: object) -> None:
+        """Look again now (a pass just ran: what it wrote should reach the waiters without waiting out the interval)."""
+        self._wake.set()
+
     def unsubscribe(self, subscription: Subscription) -> None:
         with self._lock:
             self._subscriptions.discard(subscription)

@@ -101,13 +101,22 @@ class LocalControlStore:
 
     def list(self, prefix: str) -> list[str]:
         """Walks only the folder the prefix names, so 5,000 finished jobs elsewhere cost nothing here."""
-        base = self.root / "records"
-        folder = base / prefix.rsplit("/", 1)[0] if "/" in prefix else base
-        keys = []
-        for path in folder.rglob("*.json"):
-            key = path.relative_to(base).as_posix()[: -len(".json")]
-            if key.startswith(prefix) and not path.name.startswith("."):
-                keys.append(key)
+        folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        keys: list[str] = []
+        pending = [folder]
+        while pending:
+            relative = pending.pop()
+            try:
+                entries = os.scandir(os.path.join(self.root, "records", relative))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            with entries:
+                for entry in entries:
+                    key = f"{relative}/{entry.name}" if relative else entry.name
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(key)
+                    elif entry.name.endswith(".json") and not entry.name.startswith(".") and key.startswith(prefix):
+                        keys.append(key[: -len(".json")])
         return sorted(keys)
 
     def read_many(self, prefix: str) -> list[tuple[str, Versioned]]:

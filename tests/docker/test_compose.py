@@ -66,6 +66,15 @@ def test_the_batchai_connection_points_at_both_nodes_with_verified_host_keys(com
     assert "azurite" in compose["services"]["airflow-scheduler"]["depends_on"]
 
 
+def test_the_controller_runs_as_its_own_service_on_the_same_connection(compose: dict) -> None:
+    controller = compose["services"]["batchai-controller"]
+    assert controller["command"][:2] == ["batchai", "controller"]
+    assert controller["image"] == compose["services"]["airflow-scheduler"]["image"]
+    connection = json.loads(controller["environment"]["BATCHAI_CONNECTION"])
+    assert connection == json.loads(compose["services"]["airflow-scheduler"]["environment"]["AIRFLOW_CONN_BATCHAI_DEFAULT"])
+    assert {"azurite", "node1", "node2"} <= set(controller["depends_on"]) and controller["restart"] == "unless-stopped"
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -13,6 +13,10 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+from airflow.sdk.exceptions import AirflowException
+
+from airflow_batchai.operators.batchai import BatchAISubmitJobOperator
 from airflow_batchai.service import Service
 from tests.conftest import AIRFLOW, pid_alive, run_dag, wait_until, write_dag
 
@@ -175,3 +179,11 @@ the_dag()
     service = Service.embedded(home)
     assert service.show_job("endless")["executionInfo"]["errors"][0]["code"] == "JobTerminated"
     assert service.list_clusters() == [] and not list((home / "nodes").glob("*/*"))
+
+
+def test_a_wait_that_ended_in_an_error_event_fails_the_task_naming_the_error() -> None:
+    """What the trigger yields when the store stayed unreachable until its deadline (tests/triggers)."""
+    operator = BatchAISubmitJobOperator(task_id="submit", cluster_name="c", job_name="j", spec={})
+    event = {"status": "error", "code": "ControlStoreUnavailable", "message": "control container did not answer", "job_name": "j"}
+    with pytest.raises(AirflowException, match="waiting for job j failed: ControlStoreUnavailable: control container did not answer"):
+        operator.execute_complete({}, event)

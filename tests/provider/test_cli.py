@@ -173,5 +173,10 @@ def test_the_same_commands_run_on_azurite_by_changing_only_the_connection(home: 
     assert stdout["downloadUrl"].startswith(azurite.endpoint + "/code/") and "sig=" in stdout["downloadUrl"]
     assert batchai(home, "job", "file", "stream", "-j", "hello", "-f", "stdout.txt", env=env).stdout == "hello from blob\n"
     assert not (home / "control").exists() and not (home / "storage").exists()
+    airflow_form = {"conn_type": "batchai", "extra": connection}  # what AIRFLOW_CONN_BATCHAI_DEFAULT holds
+    shown = as_json(batchai(home, "job", "show", "-n", "hello", env={"BATCHAI_CONNECTION": json.dumps(airflow_form)}))
+    assert shown["executionState"] == "succeeded"
     bad = batchai(home, "cluster", "list", env={"BATCHAI_CONNECTION": '{"storage_account": "a", "nodes": 3}'}, expect=2)
     assert "InvalidConnection" in bad.stderr and "nodes" in bad.stderr
+    not_an_object = batchai(home, "cluster", "list", env={"BATCHAI_CONNECTION": "[1, 2]"}, expect=2)
+    assert "InvalidConnection" in not_an_object.stderr
