@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from airflow_batchai.errors import BatchAIError
 from airflow_batchai.launch import MPI_TOOLKITS
 from airflow_batchai.records import ExecutionState, JobRecord, NodeRecord, NodeState, move_job, move_node
 from airflow_batchai.snapshot import Snapshot
@@ -138,6 +139,7 @@ class Plan:
     actions: list[Action]
     target: int  # the node count the cluster is heading for
     next_due_s: float | None  # seconds until a timer of its own needs a pass (idle scale-down), if sooner than usual
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (job key, why): jobs this pass could not decide on
 
 
 def node_lost_error(node: NodeRecord, why: str) -> dict[str, Any]:
@@ -174,20 +176,32 @@ class Planner:
         self.nodes = dict(snapshot.nodes)
         self.jobs = dict(snapshot.jobs)
         self.actions: list[Action] = []
+        self.skipped: list[tuple[str, str]] = []
 
     def plan(self) -> Plan:
         for key, error in sorted(self.terminations.items()):
             if key in self.jobs:
-                self.terminate(self.jobs[key], error)
+                self.guarded(key, self.terminate, self.jobs[key], error)
         self.observe_preparing_nodes()
         for key in sorted(self.jobs):
             job = self.jobs[key]
             if job.execution_state.on_nodes:
-                self.observe_job(job)
+                self.guarded(key, self.observe_job, job)
         self.release_orphans()
         target = self.scale()
         self.schedule()
-        return Plan(self.actions, target, self.idle_timer())
+        return Plan(self.actions, target, self.idle_timer(), self.skipped)
+
+    def guarded(self, key: str, step: Any, *args: Any) -> bool:
+        """One job's decisions, all or nothing: a job in a state no rule expects is left for a person, never the cluster's stop."""
+        actions, nodes, jobs = list(self.actions), dict(self.nodes), dict(self.jobs)
+        try:
+            step(*args)
+            return True
+        except BatchAIError as error:
+            self.actions, self.nodes, self.jobs = actions, nodes, jobs
+            self.skipped.append((key, error.message))
+            return False
 
     # -- bookkeeping on the working copies -----------------------------------------------------
     def members(self, *, leaving: bool = True) -> list[NodeRecord]:
@@ -322,7 +336,10 @@ class Planner:
         if unlaunched and self.silent_since(job.execution_state_transition_time):  # the launch died before its plan got there
             self.stop(job, job.nodes)
             self.release(job.nodes)
-            self.end_job(job, ExecutionState.QUEUED, nodes=[], attempt=job.attempt + 1, start_time=None)
+            if job.execution_state == ExecutionState.RUNNING:
+                self.end_job(job, ExecutionState.QUEUED, nodes=[], attempt=job.attempt + 1, start_time=None)
+            else:  # terminated meanwhile: nothing runs it, so it has ended
+                self.end_job(job, ExecutionState.FAILED, exit_code=-1, errors=job.errors)
             return
         finals = {nid: s for nid, s in statuses.items() if s and s.get("state") in FINAL_RUN_STATES}
         failed = [(nid, s) for nid, s in finals.items() if s["state"] != "succeeded"]
@@ -423,8 +440,7 @@ class Planner:
             elif option == DeallocationOption.WAIT_FOR_JOB_COMPLETION:
                 self.actions.append(DrainNode(node.node_id))
                 self.move_node(node, NodeState.LEAVING)
-            else:
-                self.evict(job, option)
+            elif self.guarded(job.key, self.evict, job, option):
                 freed = self.nodes[node.node_id]
                 if freed.cluster == self.member:
                     self.remove(freed)
@@ -433,7 +449,7 @@ class Planner:
         """A running job loses a node to scale-down: requeue it (run again from scratch) or fail it."""
         self.stop(job, job.nodes)
         self.release(job.nodes)
-        if option == DeallocationOption.REQUEUE:
+        if option == DeallocationOption.REQUEUE and job.execution_state == ExecutionState.RUNNING:
             self.end_job(job, ExecutionState.QUEUED, nodes=[], attempt=job.attempt + 1, start_time=None)
         else:
             error = {"code": "JobTerminated", "message": "The job was terminated because its node left the cluster"}

@@ -11,9 +11,9 @@ record writes) every ``watch_interval_s``; an ended run, a silent agent or a fin
 setup starts a pass at once, which is how a job's end reaches its record within about half a
 second. With a controller running, readers leave the watching to it.
 
-The note a holder leaves on the lease: ``seq`` (bumped when a pass starts, so a process that
-sees its own last ``seq`` knows no one else changed the cluster's jobs since), ``holder``,
-``kind`` (controller, reader or writer), ``ended`` and ``next_due`` (epoch seconds).
+The note a holder leaves on the lease: ``seq`` (a new random token when a pass starts, so a
+process that finds its own last token knows no one else changed the cluster's jobs since),
+``holder``, ``kind`` (controller, reader or writer), ``ended`` and ``next_due`` (epoch seconds).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from airflow_batchai.store import ControlStore, Lease, SecretVault, lock
 log = logging.getLogger(__name__)
 
 CHECK_GAP_S = 0.2  # a reader looks at a cluster's note at most this often
+WATCH_SLACK = 0.8
 FOLLOW_UPS = 2  # passes run again at once while runs were just stopped (terminate sees the end)
 CONFLICT_RETRIES = 3  # a pass that met a record moved by someone else runs again on a fresh snapshot
 URGENT_WAIT_S = 2.0  # an urgent kick (a new job) waits this long for a busy lease before leaving it to its holder
@@ -52,11 +54,9 @@ FAILED_PASS_BACKOFF_MAX_S = 30.0
 ClusterRef = tuple[str, str]  # (workspace, cluster name)
 
 
-def next_seq(note: dict[str, str]) -> str:
-    try:
-        return str(int(note.get("seq") or 0) + 1)
-    except ValueError:
-        return "1"
+def next_seq() -> str:
+    """A token no earlier pass had (a counter could start again from a lost note and match by chance)."""
+    return uuid.uuid4().hex
 
 
 def identity(kind: str) -> str:
@@ -120,7 +120,7 @@ class Passes:
         owner = self.owner(ref)
         note = self.store.lease_note(lease.name)
         trusted = owner.seq is not None and note.get("seq") == owner.seq
-        seq = next_seq(note)
+        seq = next_seq()
         started, owner.pass_started = time.time(), time.monotonic()
         lease.note({"seq": seq, "holder": self.holder, "kind": self.kind, "started": f"{started:.3f}"})
         log.debug("pass %s/%s seq %s by %s started at %.6f", workspace, name, seq, self.holder, started)
@@ -169,8 +169,8 @@ class Passes:
         return reconciler.cluster
 
     def forget(self, lease: Lease, workspace: str, name: str) -> None:
-        """After the cluster was deleted under ``lease``: nobody's kept records of it are any good."""
-        lease.note({"seq": next_seq(self.store.lease_note(lease.name)), "holder": self.holder, "kind": "writer"})
+        """Before and after the cluster is deleted under ``lease``: nobody's kept records of it are any good."""
+        lease.note({"seq": next_seq(), "holder": self.holder, "kind": "writer"})
         with self._lock:
             self._owners.pop((workspace, name), None)
 
@@ -247,8 +247,8 @@ class Passes:
         if other_controller:
             return False  # it watches; we would only read the same agents again
         owner = self.owner(ref)
-        if time.monotonic() - owner.last_watch < self.settings.watch_interval_s:
-            return False
+        if time.monotonic() - owner.last_watch < self.settings.watch_interval_s * WATCH_SLACK:
+            return False  # (readers polling at the watch interval would otherwise miss every other turn by a hair)
         owner.last_watch = time.monotonic()
         cluster, _ = read_cluster(self.store, *ref)
         return self.watch(cluster)
@@ -258,10 +258,12 @@ class Passes:
         roots = {node_id: root for node_id, _, root, _ in self.pool.inventory()}
         now = time.time()
         checks: list[tuple[str, str, float]] = []  # (node id, run id, seconds since it should have reported)
+        cut_off = {node.node_id for node in cluster.nodes if node.unreachable}
         for digest in cluster.jobs.values():
             if digest.state.on_nodes and digest.run:
                 age = now - digest.changed.timestamp()
-                checks += [(node_id, digest.run, age) for node_id in digest.nodes]
+                done = set(digest.done_nodes)
+                checks += [(node_id, digest.run, age) for node_id in digest.nodes if node_id not in done]
         for node in cluster.nodes:
             if node.state == NodeState.PREPARING:  # a setup that never reports is the full pass's to judge
                 checks.append((node.node_id, setup_run_id(cluster), 0.0))
@@ -271,7 +273,11 @@ class Passes:
             try:
                 status = NodeHandle(node_id, self.pool.transport(node_id), NodeLayout(roots[node_id])).status(run)
             except BatchAIError:
-                return True  # unreachable: the pass keeps count
+                if node_id in cut_off:
+                    continue  # the pass already counts its silence; the next full pass judges it
+                return True
+            if node_id in cut_off:
+                return True  # back: the pass clears its count
             if status is None:
                 if age > self.settings.launch_timeout_s:
                     return True

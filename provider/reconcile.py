@@ -116,11 +116,22 @@ class Reconciler:
     # -- the pass -------------------------------------------------------------------------------
     def run(self, terminations: dict[str, dict[str, Any]] | None = None) -> PassOutcome:
         runs, setups = self.observe()
+        self.seen_done = {}
+        for (node_id, run), seen in runs.items():
+            if seen.final:
+                self.seen_done.setdefault(run, set()).add(node_id)
         plan = plan_pass(self.snapshot, runs, setups, utc_now(), self.limits, terminations)
-        for action in plan.actions:
-            self.apply(action)
-        self.drop_stale_live_entries()
-        self.publish(plan.target)
+        for key, why in plan.skipped:
+            log.error("pass over cluster %s left job %s alone: %s", self.member, key, why)
+        try:
+            for action in plan.actions:
+                self.apply(action)
+            self.drop_stale_live_entries()
+        finally:  # what was done is published even when the pass stopped halfway (readers must not see it undone)
+            try:
+                self.publish(plan.target)
+            except Exception as error:
+                log.warning("could not publish cluster %s: %s", self.member, error)
         stopped = any(isinstance(a, StopRuns) for a in plan.actions)
         return PassOutcome(plan, stopped)
 
@@ -210,9 +221,11 @@ class Reconciler:
             log.info("job %s requeued (attempt %d)", moved.key, moved.attempt)
 
     def drop_stale_live_entries(self) -> None:
+        for name in self.snapshot.ended_secrets:  # normally gone already; not if a pass died between the two deletes
+            self.vault.delete(name)
         for live in self.snapshot.stale_live:
             self.store.delete(live)
-        self.snapshot.stale_live = []
+        self.snapshot.stale_live, self.snapshot.ended_secrets = [], []
 
     def mark_lost(self, node: NodeRecord, why: str) -> None:
         error = node_lost_error(node, why)
@@ -396,7 +409,10 @@ class Reconciler:
     def publish(self, target: int) -> None:
         """Write what readers see into the cluster record, if it changed; a user's resize meanwhile is kept."""
         members = self.snapshot.members()
-        summary = [NodeSummary(node_id=n.node_id, address=n.address, state=n.state, errors=n.errors) for n in members]
+        summary = [
+            NodeSummary(node_id=n.node_id, address=n.address, state=n.state, errors=n.errors, unreachable=n.unreachable_since is not None)
+            for n in members
+        ]
         current = [n for n in members if n.state != NodeState.LEAVING]
         moving = any(n.state in (NodeState.PREPARING, NodeState.LEAVING) for n in members) or len(current) != target
         allocation = AllocationState.RESIZING if moving else AllocationState.STEADY
@@ -404,7 +420,7 @@ class Reconciler:
         record, etag = self.cluster, self.snapshot.etags[key]
         for _ in range(10):
             jobs = self.digest(record.jobs)
-            new = move_cluster(record, allocation, nodes=summary, jobs=jobs)
+            new = move_cluster(record, allocation, nodes=summary, jobs=jobs, live_index=record.live_index or self.snapshot.backfilled)
             if new == record:
                 return
             try:
@@ -421,7 +437,9 @@ class Reconciler:
     def digest(self, previous: dict[str, JobDigest]) -> dict[str, JobDigest]:
         now = utc_now()
         on_nodes = {
-            key: digest_of(job, self.snapshot.etags[key]) for key, job in self.snapshot.jobs.items() if job.execution_state.on_nodes
+            key: digest_of(job, self.snapshot.etags[key], self.seen_done.get(job.run_id))
+            for key, job in self.snapshot.jobs.items()
+            if job.execution_state.on_nodes
         }
         recent = {key: d for key, d in previous.items() if key not in on_nodes and now - d.changed < RECENT and not d.state.on_nodes}
         recent.update({key: d for key, d in self.changed.items() if key not in on_nodes})
@@ -448,7 +466,7 @@ class Reconciler:
         self.drop_stale_live_entries()
 
 
-def digest_of(job: JobRecord, etag: str) -> JobDigest:
+def digest_of(job: JobRecord, etag: str, done_nodes: set[str] | None = None) -> JobDigest:
     on_nodes = job.execution_state.on_nodes
     return JobDigest(
         state=job.execution_state,
@@ -456,6 +474,7 @@ def digest_of(job: JobRecord, etag: str) -> JobDigest:
         changed=job.execution_state_transition_time,
         nodes=job.nodes if on_nodes else [],
         run=job.run_id if on_nodes else None,
+        done_nodes=sorted(done_nodes or ()) if on_nodes else [],
     )
 
 

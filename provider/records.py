@@ -79,7 +79,7 @@ NODE_TRANSITIONS: dict[NodeState, set[NodeState]] = {
     NodeState.PREPARING: {NodeState.IDLE, NodeState.UNUSABLE, NodeState.LEAVING},
     NodeState.IDLE: {NodeState.RUNNING, NodeState.LEAVING, NodeState.UNUSABLE},
     NodeState.RUNNING: {NodeState.IDLE, NodeState.LEAVING, NodeState.UNUSABLE},
-    NodeState.LEAVING: {NodeState.FREE},
+    NodeState.LEAVING: {NodeState.FREE, NodeState.UNUSABLE},  # a draining node can be lost too
     NodeState.UNUSABLE: {NodeState.LEAVING, NodeState.FREE},
 }
 
@@ -90,7 +90,7 @@ ALLOCATION_TRANSITIONS: dict[AllocationState, set[AllocationState]] = {
 
 
 class Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="ignore", validate_assignment=True)  # a newer version's fields do not break an older reader
 
     def to_doc(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -103,6 +103,7 @@ class NodeSummary(Record):
     address: str
     state: NodeState
     errors: list[dict[str, Any]] = Field(default_factory=list)
+    unreachable: bool = False  # the last pass could not reach it (a watcher need not report that again)
 
 
 class JobDigest(Record):
@@ -114,6 +115,7 @@ class JobDigest(Record):
     changed: datetime
     nodes: list[str] = Field(default_factory=list)
     run: str | None = None  # the agent run id while on nodes
+    done_nodes: list[str] = Field(default_factory=list)  # nodes whose run the last pass already saw end
 
 
 class ClusterRecord(Record):
@@ -131,6 +133,7 @@ class ClusterRecord(Record):
     errors: list[dict[str, Any]] = Field(default_factory=list)
     nodes: list[NodeSummary] = Field(default_factory=list)  # published by the last pass
     jobs: dict[str, JobDigest] = Field(default_factory=dict)  # job key -> digest, published by the last pass
+    live_index: bool = False  # every live job has its live/ entry (clusters from before the entries get them once)
 
     @property
     def key(self) -> str:

@@ -37,7 +37,6 @@ from airflow_batchai.records import (
     NodeRecord,
     cluster_key,
     job_key,
-    live_key,
     move_job,
     node_key,
     read_cluster,
@@ -173,6 +172,7 @@ class Service:
             provisioning_state_transition_time=now,
             allocation_state_transition_time=now,
             target_node_count=target,
+            live_index=True,
         )
         try:
             self.vault.put(f"cluster-{record.uuid}", secrets)
@@ -244,6 +244,7 @@ class Service:
         """Fail the cluster's queued and running jobs (``ClusterDeleted``), release every node, drop the record."""
         cluster, _ = read_cluster(self.store, workspace, name)
         with self.passes.holding(workspace, name) as lease:
+            self.passes.forget(lease, workspace, name)
             snapshot = read_snapshot(self.store, self.pool, workspace, name)
             Reconciler(self.store, self.vault, self.pool, self.data, self.settings, snapshot, lease).delete_everything()
             self.store.delete(cluster.key)
@@ -265,9 +266,10 @@ class Service:
     ) -> dict[str, Any]:
         """Submit a job. The same name with the same spec returns the existing job (safe to retry).
 
-        Three writes (the live entry, the sealed secrets, the record) and a kick: nothing here
-        grows with the queue. The live entry comes first, so a job record never exists live
-        without one; an entry left by a submit that died before its record is removed later.
+        Three writes (the sealed secrets, the record, its live entry) and a kick: nothing here
+        grows with the queue. The record comes before its live entry, so an entry always names a
+        record; a submit that dies in between leaves a job that its retry, or the next pass that
+        meets it, gives its entry.
         """
         for value, what in ((name, "job"), (experiment, "experiment"), (workspace, "workspace")):
             check_name(value, what)
@@ -297,30 +299,30 @@ class Service:
             execution_state_transition_time=now,
             segment=segment,
         )
-        entry = live_key(workspace, cluster, experiment, name)
-        try:
-            self.store.create(entry, {"created": now.isoformat()})
-            made_entry = True
-        except RecordExists:
-            made_entry = False
         self.vault.put(f"job-{job_uuid}", secrets)
         try:
             self.store.create(record.key, record.to_doc())
         except RecordExists:
             self.vault.delete(f"job-{job_uuid}")
             existing, _ = read_job(self.store, workspace, experiment, name)
-            if made_entry and (existing.cluster != cluster or existing.execution_state.finished):
-                self.store.delete(entry)
             if existing.spec_hash != digest:
                 raise BatchAIError(
                     "JobAlreadyExists", f"job {name} exists in experiment {experiment} with a different spec", name
                 ) from None
             if not existing.execution_state.finished:
+                self._ensure_live_entry(existing)
                 self.passes.kick(workspace, cluster)
             return self._job_view(existing)
+        self._ensure_live_entry(record)
         log.info("job %s queued on cluster %s", record.key, cluster)
         self.passes.kick(workspace, cluster, urgent=True)
         return self._job_view(record)
+
+    def _ensure_live_entry(self, job: JobRecord) -> None:
+        try:
+            self.store.create(job.live_key, {"created": utc_now().isoformat()})
+        except RecordExists:
+            pass
 
     def _check_feasible(self, cluster: ClusterRecord, spec: JobSpec) -> None:
         limit = len(self.pool.inventory())
@@ -393,9 +395,12 @@ class Service:
             try:
                 self.passes.run_now(workspace, job.cluster, terminations={job.key: TERMINATED})
             except BatchAIError as error:
-                if error.code != "ClusterNotFound":
-                    raise
-                self._fail_orphan(job)
+                if error.code == "ClusterNotFound":
+                    self._fail_orphan(job)
+                elif read_job(self.store, workspace, experiment, name)[0].execution_state == ExecutionState.QUEUED:
+                    raise  # nothing was done: say why
+                else:  # the termination is written; what else the pass met is not this call's failure
+                    log.warning("terminating job %s: the rest of the pass over cluster %s failed: %s", name, job.cluster, error)
         return self._job_view(read_job(self.store, workspace, experiment, name)[0])
 
     def _fail_orphan(self, job: JobRecord) -> None:
@@ -415,8 +420,12 @@ class Service:
 
     def delete_job(self, name: str, experiment: str = DEFAULT_EXPERIMENT, workspace: str = DEFAULT_WORKSPACE) -> None:
         job, _ = read_job(self.store, workspace, experiment, name)
-        if not job.execution_state.finished:
-            self.terminate_job(name, experiment, workspace)
+        if not job.execution_state.finished and self.terminate_job(name, experiment, workspace)["executionState"] != "failed":
+            raise BatchAIError(
+                "JobNotTerminated",
+                f"job {name} is still terminating (a node has not confirmed the stop): delete it once it has failed",
+                name,
+            )
         self.store.delete(job_key(workspace, experiment, name))
         self.store.delete(job.live_key)
         self.vault.delete(f"job-{job.uuid}")

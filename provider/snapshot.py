@@ -7,26 +7,31 @@ jobs are found through their ``live/`` entries, not by listing the workspace's h
 process that ran the cluster's previous pass too may hand in the job records it kept
 (``known_jobs``): between passes of one owner nothing else changes a live job's record, so
 only entries new since then are read.
+
+A submit writes the job's record first and its live entry second, so an entry without a
+record belongs to a deleted job. A live job without an entry (its submitter died in between,
+or the cluster predates the entries) is adopted: once per cluster by one scan of the
+workspace's jobs, and whenever a node or a termination names it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 
+from airflow_batchai.errors import RecordExists
 from airflow_batchai.nodes import NodePool, eligible
 from airflow_batchai.records import (
     ClusterRecord,
     JobRecord,
     NodeRecord,
+    NodeState,
     job_key_of_live,
     live_prefix,
     read_cluster,
     utc_now,
 )
 from airflow_batchai.store import ControlStore
-
-ORPHAN_GRACE = timedelta(seconds=60)  # a live entry without its job record: a submit between its two writes, or one that died there
 
 
 @dataclass
@@ -37,6 +42,8 @@ class Snapshot:
     eligible: frozenset[str] = frozenset()  # pool nodes this cluster may claim (labels match its vmSize)
     etags: dict[str, str] = field(default_factory=dict)  # record key -> ETag as read (or as last written)
     stale_live: list[str] = field(default_factory=list)  # live entries to remove: their job ended or is gone
+    ended_secrets: list[str] = field(default_factory=list)  # vault names of ended jobs whose secrets may have stayed
+    backfilled: bool = False  # this read gave every live job of an older cluster its entry
 
     @property
     def member(self) -> str:
@@ -56,10 +63,9 @@ def read_snapshot(
     workspace: str,
     name: str,
     known_jobs: dict[str, tuple[JobRecord, str]] | None = None,
-    now: datetime | None = None,
+    also: Iterable[str] = (),
 ) -> Snapshot:
-    """One read of everything a pass needs; ClusterNotFound when the cluster is gone."""
-    now = now or utc_now()
+    """One read of everything a pass needs; ClusterNotFound when the cluster is gone. ``also``: job keys to adopt if live."""
     cluster, cluster_etag = read_cluster(store, workspace, name)
     etags = {cluster.key: cluster_etag}
     inventory = {node_id for node_id, *_ in pool.inventory()}
@@ -69,8 +75,7 @@ def read_snapshot(
         if node.node_id in inventory:
             nodes[node.node_id] = node
             etags[key] = found.etag
-    jobs: dict[str, JobRecord] = {}
-    stale: list[str] = []
+    snapshot = Snapshot(cluster, nodes, {}, frozenset(), etags)
     known = known_jobs or {}
     for live in store.list(live_prefix(workspace, name)):
         key = job_key_of_live(live)
@@ -78,27 +83,40 @@ def read_snapshot(
             job, etag = known[key]
         else:
             found = store.read(key)
-            if found is None:
-                if _older_than(store, live, now, ORPHAN_GRACE):
-                    stale.append(live)
+            if found is None:  # deleted: its submit wrote the record before this entry
+                snapshot.stale_live.append(live)
                 continue
             job, etag = JobRecord.model_validate(found.data), found.etag
         if job.cluster != name or job.execution_state.finished:
-            stale.append(live)
+            snapshot.stale_live.append(live)
+            if job.execution_state.finished:
+                snapshot.ended_secrets.append(f"job-{job.uuid}")
             continue
-        jobs[key] = job
+        snapshot.jobs[key] = job
         etags[key] = etag
+    wanted = set(also)
+    wanted |= {n.job for n in nodes.values() if n.cluster == cluster.member and n.state in (NodeState.RUNNING, NodeState.LEAVING) and n.job}
+    if not cluster.live_index:
+        wanted |= {key for key, found in store.read_many(f"jobs/{workspace}/") if found.data.get("cluster") == name}
+        snapshot.backfilled = True
+    for key in sorted(wanted - set(snapshot.jobs)):
+        adopt(store, snapshot, key)
     vm_size = cluster.parsed_spec().vm_size
-    claimable = frozenset(node_id for node_id in nodes if eligible(pool.labels(node_id), vm_size))
-    return Snapshot(cluster, nodes, jobs, claimable, etags, stale)
+    snapshot.eligible = frozenset(node_id for node_id in nodes if eligible(pool.labels(node_id), vm_size))
+    return snapshot
 
 
-def _older_than(store: ControlStore, live: str, now: datetime, age: timedelta) -> bool:
-    found = store.read(live)
+def adopt(store: ControlStore, snapshot: Snapshot, key: str) -> None:
+    """A live job of this cluster that has no live entry gets one, and joins the snapshot."""
+    found = store.read(key)
     if found is None:
-        return False
+        return
+    job = JobRecord.model_validate(found.data)
+    if job.cluster != snapshot.cluster.name or job.execution_state.finished:
+        return
     try:
-        created = datetime.fromisoformat(found.data["created"])
-    except (KeyError, TypeError, ValueError):
-        return True
-    return now - created > age
+        store.create(job.live_key, {"created": utc_now().isoformat()})
+    except RecordExists:
+        pass
+    snapshot.jobs[key] = job
+    snapshot.etags[key] = found.etag

@@ -13,7 +13,6 @@ exponential backoff (bounded, see credentials.RETRIES).
 from __future__ import annotations
 
 import base64
-import copy
 import functools
 import hashlib
 import json
@@ -41,6 +40,7 @@ from airflow_batchai.store import Versioned
 
 T = TypeVar("T")
 LEASE_S = 15  # the shortest lease Azure grants: a dead holder blocks others at most this long
+CACHE_ENTRIES = 20_000
 RECORDS = "records/"
 LOCKS = "locks/"
 SECRETS = "secrets/"
@@ -86,7 +86,7 @@ class BlobControlStore:
         self.service = service or credential.service()
         self.container: ContainerClient = self.service.get_container_client(container)
         self._ensure_container()
-        self._cache: dict[str, tuple[str, dict[str, Any]]] = {}  # key -> (etag, data), for read_many
+        self._cache: dict[str, tuple[str, bytes]] = {}  # key -> (etag, payload): each read parses its own copy
 
     def unavailable(self, why: str) -> BatchAIError:
         where = f"control container {self.container_name!r} at {self.credential.blob_endpoint}"
@@ -119,18 +119,22 @@ class BlobControlStore:
             downloader = self._blob(key).download_blob(**conditions)
             payload = downloader.readall()
         except ResourceNotModifiedError:
-            return Versioned(data=copy.deepcopy(cached[1]), etag=cached[0])  # type: ignore[index]
+            return Versioned(data=json.loads(cached[1]), etag=cached[0])  # type: ignore[index]
         except ResourceNotFoundError:
             self._cache.pop(key, None)
             return None
         except HttpResponseError as error:
             if error.status_code == 304 and cached:
-                return Versioned(data=copy.deepcopy(cached[1]), etag=cached[0])
+                return Versioned(data=json.loads(cached[1]), etag=cached[0])
             raise
-        data = json.loads(payload)
         etag = _etag(downloader.properties.etag)
-        self._cache[key] = (etag, data)
-        return Versioned(data=data, etag=etag)
+        self._remember(key, etag, payload)
+        return Versioned(data=json.loads(payload), etag=etag)
+
+    def _remember(self, key: str, etag: str, payload: bytes) -> None:
+        if len(self._cache) >= CACHE_ENTRIES and key not in self._cache:
+            self._cache.clear()  # a long-lived reader (triggerer, controller) keeps what it reads again, not all it ever read
+        self._cache[key] = (etag, payload)
 
     @_answers
     def read_many(self, prefix: str) -> list[tuple[str, Versioned]]:
@@ -140,7 +144,7 @@ class BlobControlStore:
             key = item.name[len(RECORDS) : -len(".json")]
             cached = self._cache.get(key)
             if cached and cached[0] == _etag(item.etag):
-                found.append((key, Versioned(data=copy.deepcopy(cached[1]), etag=cached[0])))
+                found.append((key, Versioned(data=json.loads(cached[1]), etag=cached[0])))
                 continue
             current = self.read(key)
             if current is not None:
@@ -151,7 +155,7 @@ class BlobControlStore:
         payload = json.dumps(data, sort_keys=True).encode()
         result = self._blob(key).upload_blob(payload, **{"overwrite": True, **conditions})
         etag = _etag(result["etag"])
-        self._cache[key] = (etag, json.loads(payload))
+        self._remember(key, etag, payload)
         return etag
 
     @_answers
@@ -219,8 +223,11 @@ class BlobControlStore:
             except ResourceNotFoundError:  # first use of this lease: one request more, once
                 try:
                     blob.upload_blob(b"", overwrite=False)
-                except (ResourceExistsError, HttpResponseError):
+                except ResourceExistsError:
                     pass  # another process made it first
+                except HttpResponseError as error:
+                    if not _conflict(error):
+                        raise  # e.g. 403: a clear error, not a lease that looks forever held
             except HttpResponseError as error:
                 if error.status_code == 409:
                     return None
@@ -257,7 +264,15 @@ class BlobLease:
 
     def note(self, values: dict[str, str]) -> None:
         self.check()
-        self.blob.set_blob_metadata(values, lease=self.lease)
+        try:
+            self.blob.set_blob_metadata(values, lease=self.lease)
+        except (ServiceRequestError, ServiceResponseError, HttpResponseError) as error:
+            status = getattr(error, "status_code", None)
+            if status in (409, 412):
+                raise BatchAIError("LeaseLost", f"lease {self.name} is no longer ours ({status})", self.name) from None
+            raise BatchAIError(
+                "ControlStoreUnavailable", f"cannot note on lease {self.name}: {status or type(error).__name__}", self.name
+            ) from None
 
     def check(self) -> None:
         if self.lost_reason:

@@ -25,7 +25,7 @@ from airflow_batchai.spec import load_cluster_spec, load_job_spec
 from tests.conftest import custom_job, kill_agents_under, wait_until
 
 BATCHAI = str(Path(sys.executable).with_name("batchai"))
-PASS_LINE = re.compile(r"pass (\S+) seq (\d+) by (\S+) (started|ended) at ([\d.]+)")
+PASS_LINE = re.compile(r"pass (\S+) seq (\w+) by (\S+) (started|ended) at ([\d.]+)")
 EXCLUSIVE = 'mkdir "$AZ_BATCHAI_JOB_TEMP_DIR/busy" || exit 3; sleep 0.05; rmdir "$AZ_BATCHAI_JOB_TEMP_DIR/busy"'
 
 

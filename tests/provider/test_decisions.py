@@ -258,3 +258,46 @@ def test_a_job_whose_launch_died_before_its_plan_reached_the_node_runs_again_and
     requeue = next(a for a in actions if isinstance(a, EndJob))
     assert requeue.state == ExecutionState.QUEUED and requeue.changes["attempt"] == 1
     assert actions[-1] == LaunchJob(launched.key, ("n0",))
+
+
+def test_a_job_no_rule_expects_is_skipped_and_the_rest_of_the_cluster_moves_on() -> None:
+    """A terminating job whose launch never reached its node, a node lost while draining: each once raised mid-plan."""
+    error = {"code": "JobTerminated", "message": "by the user"}
+    stuck = job("stuck", ExecutionState.TERMINATING, ["n0"]).model_copy(
+        update={"execution_state_transition_time": NOW - timedelta(seconds=61), "errors": [error]}
+    )
+    draining = job("draining", ExecutionState.RUNNING, ["n1"])
+    waiting = job("waiting")
+    patient = cluster({"manual": {"targetNodeCount": 3, "nodeDeallocationOption": "waitforjobcompletion"}}, target=3)
+    nodes = [node("n0", NodeState.RUNNING, stuck.key), node("n1", NodeState.LEAVING, draining.key), node("n2")]
+    silent = Observed(status={"state": "running", "heartbeat": NOW.timestamp() - 31})
+    runs = {("n0", stuck.run_id): Observed(status=None, planned=False), ("n1", draining.run_id): silent}
+    result = plan(snapshot(patient, nodes, [stuck, draining, waiting]), runs)
+    ended = {a.job: a for a in result.actions if isinstance(a, EndJob)}
+    assert ended[stuck.key].state == ExecutionState.FAILED  # terminated, and nothing runs it: it has ended
+    assert ended[draining.key].state == ExecutionState.FAILED  # its draining node was lost (terminate is what a drain means)
+    assert any(isinstance(a, NodeUnusable) and a.node_id == "n1" for a in result.actions)
+    assert any(isinstance(a, LaunchJob) and a.job == waiting.key for a in result.actions) and result.skipped == []
+
+
+def test_a_planning_error_in_one_job_leaves_that_job_alone_and_plans_the_others(monkeypatch: Any) -> None:
+    from airflow_batchai.decisions import Planner
+    from airflow_batchai.errors import BatchAIError
+
+    broken, fine = job("broken", ExecutionState.RUNNING, ["n0"]), job("fine", ExecutionState.RUNNING, ["n1"])
+    original = Planner.observe_job
+
+    def observe(self: Planner, current: JobRecord) -> None:
+        if current.name == "broken":
+            self.end_job(current, ExecutionState.TERMINATING)
+            raise BatchAIError("InvalidStateTransition", "job broken cannot go from running to nowhere", current.key)
+        original(self, current)
+
+    monkeypatch.setattr(Planner, "observe_job", observe)
+    nodes = [node("n0", NodeState.RUNNING, broken.key), node("n1", NodeState.RUNNING, fine.key)]
+    runs = {("n0", broken.run_id): alive(), ("n1", fine.run_id): alive("succeeded", exit_code=0)}
+    result = plan(snapshot(cluster(), nodes, [broken, fine]), runs)
+    assert result.skipped == [(broken.key, "job broken cannot go from running to nowhere")]
+    assert [a for a in result.actions if isinstance(a, EndJob)] == [
+        EndJob(fine.key, ExecutionState.SUCCEEDED, {"exit_code": 0, "errors": []})
+    ]

@@ -80,6 +80,7 @@ def world(tmp_path: Path) -> dict[str, Any]:
         provisioning_state_transition_time=now,
         allocation_state_transition_time=now,
         target_node_count=2,
+        live_index=True,
     )
     store.create(cluster.key, cluster.to_doc())
     return {"store": store, "pool": pool, "vault": LocalSecretVault(tmp_path / "secrets"), "data": LocalDataStore(tmp_path / "storage")}
@@ -101,14 +102,14 @@ def submit(world: dict[str, Any], name: str, count: int = 1, secret: str | None 
         execution_state_transition_time=now,
         segment=f"seg/{name}",
     )
-    world["store"].create(live_key("default", "c", "e", name), {"created": now.isoformat()})
     world["vault"].put(f"job-{job.uuid}", {"env": {"TOKEN": secret} if secret else {}})
-    world["store"].create(job.key, job.to_doc())
+    world["store"].create(job.key, job.to_doc())  # as Service.create_job: the record, then its live entry
+    world["store"].create(live_key("default", "c", "e", name), {"created": now.isoformat()})
     return job
 
 
-def reconciler(world: dict[str, Any], known: dict | None = None) -> Reconciler:
-    snapshot = read_snapshot(world["store"], world["pool"], "default", "c", known)
+def reconciler(world: dict[str, Any], known: dict | None = None, also: list[str] | None = None) -> Reconciler:
+    snapshot = read_snapshot(world["store"], world["pool"], "default", "c", known, also or ())
     return Reconciler(world["store"], world["vault"], world["pool"], world["data"], Settings(), snapshot)
 
 
@@ -188,12 +189,33 @@ def test_a_pass_of_the_same_owner_reads_only_job_records_it_has_not_seen(world: 
     assert stored(world, jobs[0].key)["execution_state"] == "running"
 
 
-def test_a_live_entry_without_its_job_is_removed_only_after_a_grace_period(world: dict[str, Any]) -> None:
+def test_a_live_entry_without_its_job_is_removed_and_a_live_job_without_one_is_adopted(world: dict[str, Any]) -> None:
     store = world["store"]
-    store.create(live_key("default", "c", "e", "young"), {"created": utc_now().isoformat()})
-    store.create(live_key("default", "c", "e", "old"), {"created": "2020-01-01T00:00:00+00:00"})
+    store.create(live_key("default", "c", "e", "deleted"), {"created": utc_now().isoformat()})  # its job was deleted
+    lost = submit(world, "lost-entry")
+    store.delete(lost.live_key)  # its submitter died between the record and the entry
+    first = reconciler(world)
+    first.run()
+    assert store.list("live/default/c/") == []  # the deleted job's entry went; the lost one is not adopted yet: nothing named it
+    assert stored(world, "pool/local-0")["job"] is None
+    reconciler(world, also=[lost.key]).run()  # a terminate names it (a retried submit writes the entry itself)
+    assert stored(world, lost.key)["execution_state"] == "running" and store.list("live/default/c/") == [lost.live_key]
+
+
+def test_a_cluster_from_before_live_entries_gets_them_once(world: dict[str, Any]) -> None:
+    store = world["store"]
+    old = [submit(world, f"old{i}") for i in range(2)]
+    for job in old:
+        store.delete(job.live_key)
+    current = store.read("clusters/default/c")
+    store.replace("clusters/default/c", {key: value for key, value in current.data.items() if key != "live_index"}, current.etag)
     reconciler(world).run()
-    assert store.list("live/default/c/") == ["live/default/c/e/young"]  # its submit may still write the record
+    assert sorted(store.list("live/default/c/")) == sorted(job.live_key for job in old)
+    assert [stored(world, job.key)["execution_state"] for job in old] == ["running", "running"]
+    assert stored(world, "clusters/default/c")["live_index"] is True
+    store.reads.clear()
+    reconciler(world).run()
+    assert not [key for key in store.reads if key.startswith("jobs/") and key not in (old[0].key, old[1].key)]
 
 
 class RotatedVault(LocalSecretVault):

@@ -344,3 +344,16 @@ def test_container_jobs_fail_clearly_without_an_engine_and_keep_the_registry_pas
     for path in home.rglob("*"):
         if path.is_file():
             assert b"reg-secret-3141" not in path.read_bytes(), path
+
+
+def test_a_submit_that_died_before_its_live_entry_is_healed_by_its_retry(service: Service, home: Path) -> None:
+    ready_cluster(service, nodes=1)
+    spec = job(custom_job("true"))
+    service.passes.kick = lambda *args, **kwargs: None  # type: ignore[method-assign]  # nothing runs before the retry
+    service.create_job("c", "half", spec)
+    (home / "control" / "records" / "live" / "default" / "c" / "default" / "half.json").unlink()  # as if it died there
+    service.reconcile_cluster("default", "c")
+    assert service.show_job("half")["executionState"] == "queued"  # no entry, so no pass sees it
+    service.create_job("c", "half", spec)  # Airflow's retry of the submit
+    del service.passes.kick
+    assert service.wait_job("half", timeout_s=JOB_TIMEOUT_S, poll_s=0.1)["executionState"] == "succeeded"
