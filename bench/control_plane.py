@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import logging
 import os
 import resource
 import sqlite3
@@ -256,6 +257,8 @@ def overhead() -> None:
 # -- 4. pass cost on blob ------------------------------------------------------------------------
 def blob_pass() -> None:
     from tests import azurite as emulator
+
+    logging.getLogger("azure").setLevel(logging.WARNING)  # Airflow's logging config, imported by the waits, logs every request
 
     server = emulator.start()
     requests = [0]
