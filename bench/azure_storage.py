@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 
 from airflow_batchai.config import ProviderConfig, service_from_config  # noqa: E402
-from airflow_batchai.launch import RemoteVolume  # noqa: E402
+from airflow_batchai.launch import Link, RemoteVolume  # noqa: E402
 from airflow_batchai.spec import load_cluster_spec, load_job_spec  # noqa: E402
 from airflow_batchai.storage.upload import upload_batch  # noqa: E402
 from tests import azurite as emulator  # noqa: E402
@@ -157,7 +157,7 @@ def main() -> None:
             list(pool.map(lambda i: client.upload_blob(f"{prefix}/part-{i:06d}.bin", b"x", overwrite=True), range(LISTED)))
         volume = RemoteVolume(credential.account, container, credential.container_url(container))
         listed: list[dict[str, object]] = []
-        ours_s = min(timed(lambda: listed.extend(data.list_files(volume, prefix))) for _ in range(3))
+        ours_s = min(timed(lambda: listed.extend(data.list_files(Link("bench", "", volume), prefix))) for _ in range(3))
         raw_s = min(timed(lambda: list(client.list_blobs(name_starts_with=prefix + "/"))) for _ in range(3))
         assert len(listed) >= LISTED and all("sig=" in str(f["downloadUrl"]) for f in listed[:LISTED])
         results["listing"] = {

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import itertools
 import json
 import logging
 import os
 import resource
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -42,6 +44,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 WORK = Path(tempfile.mkdtemp(prefix="batchai-bench-cp-"))
+atexit.register(shutil.rmtree, WORK, ignore_errors=True)
 os.environ.setdefault("AIRFLOW_HOME", str(WORK / "airflow-inproc"))
 
 from airflow_batchai.nodes.local import LocalNodePool  # noqa: E402

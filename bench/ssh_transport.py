@@ -62,7 +62,7 @@ def main() -> None:
     host = hosts.hosts[0]
     try:
         auth = SSHAuth(user="root", key_file=str(hosts.client_key), known_hosts=str(hosts.known_hosts), allow_agent=False)
-        pool = SSHNodePool([HostSpec.parse(host.spec)], auth, root=str(work / "nodes"), python=sys.executable)
+        pool = SSHNodePool([HostSpec.parse(host.entry)], auth, root=str(work / "nodes"), python=sys.executable)
         ours = pool.transport(HostSpec.parse(host.spec).node_id)
         ours.run(["true"])
         our_rtt = timed(lambda: ours.run(["true"]), ROUND_TRIPS)

@@ -9,6 +9,7 @@ failed, without hiding the failure). Runs again and again: each run grows the cl
 from __future__ import annotations
 
 import runpy
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -45,9 +46,17 @@ def batchai_quickstart() -> None:
         destination_path="cntk",
         destination_type="file",  # the job mounts scripts as an Azure Files share
     )
+    local_copy = prepare_data()
     upload_data = BatchAIUploadOperator(
-        task_id="upload_data", source=prepare_data(), pattern="*8x8_cntk*", destination="data", destination_path="mnist_cntk"
+        task_id="upload_data", source=local_copy, pattern="*8x8_cntk*", destination="data", destination_path="mnist_cntk"
     )
+
+    @task
+    def remove_local_copy(folder: str) -> None:
+        """The data is in storage now; each run would otherwise leave a folder in the worker's temporary space."""
+        shutil.rmtree(folder, ignore_errors=True)
+
+    upload_data >> remove_local_copy.override(trigger_rule="all_done")(local_copy)
     cluster = BatchAICreateClusterOperator(
         task_id="create_cluster",
         workspace=WORKSPACE,

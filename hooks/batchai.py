@@ -18,9 +18,8 @@ from typing import Any
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 from airflow.sdk.log import mask_secret
-from pydantic import ValidationError
 
-from airflow_batchai.config import ProviderConfig, parse_hosts, service_from_config
+from airflow_batchai.config import ProviderConfig, connection_config, service_from_config
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.service import Service
 
@@ -49,14 +48,7 @@ class BatchAIHook(BaseHook):
         except AirflowNotFoundException:
             self.log.info("no connection %r: using the embedded default", self.batchai_conn_id)
             return ProviderConfig()
-        extras = {k: v for k, v in connection.extra_dejson.items() if v not in (None, "")}  # the UI sends empty fields
-        extras["hosts"] = parse_hosts(extras.get("hosts"))
-        try:
-            config = ProviderConfig.model_validate(extras)
-        except ValidationError as error:
-            first = error.errors()[0]
-            field = ".".join(str(part) for part in first["loc"])
-            raise BatchAIError("InvalidConnection", f"connection {self.batchai_conn_id}: field {field}: {first['msg']}", field) from None
+        config = connection_config(connection.extra_dejson, f"connection {self.batchai_conn_id}")
         for secret in config.secrets():
             mask_secret(secret)
         return config
@@ -70,8 +62,7 @@ class BatchAIHook(BaseHook):
             service = _SHARED.get(identity)
             if service is None:
                 service = _SHARED[identity] = service_from_config(config)
-                if hasattr(service.data, "secret_sink"):
-                    service.data.secret_sink = mask_secret  # SAS minted for nodes are masked too, should one ever be printed
+                service.data.secret_sink = mask_secret  # SAS minted for nodes are masked too, should one ever be printed
         return service
 
     @classmethod

@@ -8,7 +8,6 @@ it submitted and waits for it again instead of starting a second one.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import time
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from airflow.sdk.log import mask_secret
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.hooks.batchai import BatchAIHook
 from airflow_batchai.logtail import JobLogFollower, stderr_tail
+from airflow_batchai.secretfields import CLUSTER_SECRET_FIELDS, JOB_SECRET_FIELDS, secret_values
 from airflow_batchai.service import DEFAULT_EXPERIMENT, DEFAULT_WORKSPACE, Service
 from airflow_batchai.settings import WAIT_POLL_S
 from airflow_batchai.spec import ClusterSpec, JobSpec, load_cluster_spec, load_job_spec
@@ -94,6 +94,12 @@ class BatchAICreateClusterOperator(BatchAIBaseOperator):
         self.cluster_name = cluster_name
         self.spec = spec
         self.update = update
+
+    def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
+        """A cluster's secrets (setup task secrets, mount keys, the admin password) are masked as soon as they are rendered."""
+        super().render_template_fields(context, jinja_env)
+        for value in secret_values(self.spec, CLUSTER_SECRET_FIELDS):
+            mask_secret(value)
 
     def execute(self, context: Context) -> dict[str, Any]:
         spec = self.spec if isinstance(self.spec, ClusterSpec) else self.call(load_cluster_spec, _spec_source(self.spec or {}))
@@ -198,7 +204,7 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
     def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
         """Mask secret values as soon as they are rendered, before Airflow stores the rendered fields."""
         super().render_template_fields(context, jinja_env)
-        for value in secret_values(self.spec, self.storage_account_key):
+        for value in [*secret_values(self.spec, JOB_SECRET_FIELDS), *filter(None, [self.storage_account_key])]:
             mask_secret(value)
 
     def resolved_job_name(self, context: Context) -> str:
@@ -302,30 +308,6 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
         if self.submitted:
             self.log.info("task killed: terminating job %s", self.submitted)
             self.service.terminate_job(self.submitted, self.experiment, self.workspace)
-
-
-def secret_values(spec: Any, *extra: str | None) -> list[str]:
-    """Secret values in a job spec (dict, JSON text or JobSpec): ``secrets``, storage keys, registry password."""
-    if isinstance(spec, str):
-        try:
-            spec = json.loads(spec)
-        except ValueError:
-            return [v for v in extra if v]
-    if isinstance(spec, JobSpec):
-        spec = spec.to_json()
-    found = [v for v in extra if v]
-    properties = spec.get("properties", spec) if isinstance(spec, dict) else {}
-    found += [s.get("value") for s in properties.get("secrets") or [] if isinstance(s, dict) and s.get("value")]
-    volumes = properties.get("mountVolumes") or {}
-    for kind in ("azureFileShares", "azureBlobFileSystems"):
-        for mount in volumes.get(kind) or []:
-            key = (mount.get("credentials") or {}).get("accountKey") if isinstance(mount, dict) else None
-            if key and not key.startswith("<"):
-                found.append(key)
-    registry = ((properties.get("containerSettings") or {}).get("imageSourceRegistry") or {}).get("credentials") or {}
-    if registry.get("password"):
-        found.append(registry["password"])
-    return [str(v) for v in found]
 
 
 def failure_message(service: Service, view: dict[str, Any], experiment: str, workspace: str) -> str:

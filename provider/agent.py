@@ -714,9 +714,21 @@ def write_private(path, text):
     os.replace(temporary, path)
 
 
-def edit_authorized_keys(path, tag, key=None):
+CLUSTER_TAG_PREFIX = "batchai-cluster-"
+UUID_LENGTH = 36
+
+
+def stale_cluster_line(line, keep):
+    """A line of ours for a cluster whose uuid is not in KEEP (a cluster deleted while this host was unreachable)."""
+    tag = (line.split() or [""])[-1]
+    return keep is not None and tag.startswith(CLUSTER_TAG_PREFIX) and tag[len(CLUSTER_TAG_PREFIX) :][:UUID_LENGTH] not in keep
+
+
+def edit_authorized_keys(path, tag, key=None, keep=None):
     """Drop our TAG's lines from an authorized_keys file and, given KEY, add one line "KEY TAG".
 
+    Given KEEP (the uuids of the clusters that exist), lines of other clusters are dropped too,
+    so a host that was unreachable when its cluster went away loses that login at its next setup.
     Nodes of one cluster may share a home (NFS), so edits are serialised by a lock and
     the file is replaced whole; the user's own lines are kept byte for byte, in order.
     """
@@ -733,7 +745,7 @@ def edit_authorized_keys(path, tag, key=None):
             mode = os.stat(path).st_mode & 0o777
         except (IOError, OSError):
             lines, mode = [], 0o600
-        kept = [line for line in lines if line.split()[-1:] != [tag]]
+        kept = [line for line in lines if line.split()[-1:] != [tag] and not stale_cluster_line(line, keep)]
         if kept and not kept[-1].endswith("\n"):
             kept[-1] += "\n"
         if key:
@@ -773,10 +785,13 @@ def main(argv):
         return terminate(os.path.abspath(argv[1]), grace)
     if len(argv) == 2 and argv[0] == "unmount-under":
         return unmount_under(argv[1])
+    keep = None
+    if len(argv) >= 2 and argv[-2] == "--keep":  # the uuids of the clusters that exist (not secret)
+        keep, argv = set(filter(None, argv[-1].split(","))), argv[:-2]
     if len(argv) == 4 and argv[0] == "authorize":
-        return edit_authorized_keys(argv[1], argv[2], argv[3])
+        return edit_authorized_keys(argv[1], argv[2], argv[3], keep)
     if len(argv) == 3 and argv[0] == "deauthorize":
-        return edit_authorized_keys(argv[1], argv[2])
+        return edit_authorized_keys(argv[1], argv[2], keep=keep)
     print(__doc__, file=sys.stderr)
     return 2
 

@@ -52,28 +52,16 @@ def _open_service(args: argparse.Namespace, kind: str) -> Service:
     raw = args.connection or os.environ.get("BATCHAI_CONNECTION")
     if not raw:
         return Service.embedded(args.home, kind=kind)
-    from pydantic import ValidationError
-
-    from airflow_batchai.config import ProviderConfig, parse_hosts, service_from_config
+    from airflow_batchai.config import connection_config, service_from_config
 
     try:
         extras = json.loads(raw if raw.lstrip().startswith(("{", "[")) else Path(raw).read_text())
-        if isinstance(extras, dict) and "conn_type" in extras:  # an Airflow connection as JSON (AIRFLOW_CONN_…): its extras
-            extras = extras.get("extra") or {}
-            extras = json.loads(extras) if isinstance(extras, str) else extras
     except ValueError as error:
         raise BatchAIError("InvalidConnection", f"--connection is not JSON: {error.msg} at line {error.lineno}", "--connection") from None
-    if not isinstance(extras, dict):
-        raise BatchAIError("InvalidConnection", "--connection must be a JSON object of the connection's extras", "--connection")
+    config = connection_config(extras, "--connection")
     if args.home:
-        extras["home"] = args.home
-    extras["hosts"] = parse_hosts(extras.get("hosts"))
-    try:
-        return service_from_config(ProviderConfig.model_validate(extras), kind=kind)
-    except ValidationError as error:
-        first = error.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise BatchAIError("InvalidConnection", f"connection field {field}: {first['msg']}", field) from None
+        config = config.model_copy(update={"home": args.home})
+    return service_from_config(config, kind=kind)
 
 
 def upload(args: argparse.Namespace) -> int:

@@ -11,11 +11,12 @@ node at the same path (an NFS mount, or the network-namespace hosts of the tests
 from __future__ import annotations
 
 import getpass
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from airflow_batchai.clusterkeys import DEFAULT_AUTHORIZED_KEYS
 from airflow_batchai.errors import BatchAIError
@@ -157,6 +158,31 @@ def service_from_config(config: ProviderConfig, kind: str = "reader") -> Service
     home = Path(config.home) if config.home else default_home()
     pool = ssh_pool(config) if config.hosts else LocalNodePool(home, config.local_nodes or DEFAULT_LOCAL_NODES)
     return Service(store, vault, pool, data, settings, kind)
+
+
+def connection_config(extras: Any, source: str) -> ProviderConfig:
+    """A connection's extras (or Airflow's whole connection JSON) as the model; errors name ``source`` and the field.
+
+    The one parser of connections: the Airflow hook, the CLI's ``--connection`` and the
+    controller all come through here.
+    """
+    if isinstance(extras, dict) and "conn_type" in extras:  # an Airflow connection as JSON (AIRFLOW_CONN_…): its extras
+        extras = extras.get("extra") or {}
+        if isinstance(extras, str):
+            try:
+                extras = json.loads(extras)
+            except ValueError as error:
+                raise BatchAIError("InvalidConnection", f"{source}: its extra is not JSON: {error}", source) from None
+    if not isinstance(extras, dict):
+        raise BatchAIError("InvalidConnection", f"{source} must be a JSON object of the connection's extras", source)
+    fields = {key: value for key, value in extras.items() if value not in (None, "")}  # the UI sends empty fields
+    fields["hosts"] = parse_hosts(fields.get("hosts"))
+    try:
+        return ProviderConfig.model_validate(fields)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise BatchAIError("InvalidConnection", f"{source}: field {field}: {first['msg']}", field) from None
 
 
 def parse_hosts(value: Any) -> list[str | dict[str, Any]]:

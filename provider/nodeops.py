@@ -1,7 +1,6 @@
 """What the control plane does on a node: deploy the agent, start a run, read its status, stop it, clean up.
 
-Every call goes through the node's Transport, so this works the same for local nodes and (with
-issue 4's transport) SSH hosts. A plan file is written 0600 and secrets travel in a separate
+Every call goes through the node's Transport, so this works the same for local nodes and SSH hosts. A plan file is written 0600 and secrets travel in a separate
 0600 file that the agent deletes as soon as it has read it; neither appears on a command line.
 """
 
@@ -87,16 +86,21 @@ class NodeHandle:
         if result.returncode != 0:
             log.warning("terminate of run %s on node %s exited %d: %s", run_id, self.node_id, result.returncode, result.stderr[-500:])
 
-    def install_cluster_key(self, cluster_uuid: str, key: ClusterKey, authorized_keys: str) -> None:
-        """The cluster's private key 0600 under the node root, its public key in the user's authorized_keys."""
+    def install_cluster_key(self, cluster_uuid: str, key: ClusterKey, authorized_keys: str, existing: list[str] | None = None) -> None:
+        """The cluster's private key 0600 under the node root, its public key in the user's authorized_keys.
+
+        ``existing``: the uuids of every cluster there is; lines of any other cluster are removed.
+        """
         self.transport.write_file(self.layout.cluster_key_path(cluster_uuid), key.private.encode(), 0o600)
         tag = authorization_tag(cluster_uuid, self.node_id)
-        self._agent_command(["authorize", authorized_keys, tag, key.public], f"adding the cluster's key to {authorized_keys}")
+        keep = ["--keep", ",".join(sorted({cluster_uuid, *existing}))] if existing is not None else []
+        self._agent_command(["authorize", authorized_keys, tag, key.public, *keep], f"adding the cluster's key to {authorized_keys}")
 
-    def remove_cluster_key(self, cluster_uuid: str, authorized_keys: str) -> None:
-        """Take our line out of authorized_keys again (the key file goes with the node root)."""
+    def remove_cluster_key(self, cluster_uuid: str, authorized_keys: str, existing: list[str] | None = None) -> None:
+        """Take our line out of authorized_keys again (the key file goes with the node root), and stale ones with it."""
         tag = authorization_tag(cluster_uuid, self.node_id)
-        self._agent_command(["deauthorize", authorized_keys, tag], f"removing the cluster's key from {authorized_keys}")
+        keep = ["--keep", ",".join(sorted(set(existing) - {cluster_uuid}))] if existing is not None else []
+        self._agent_command(["deauthorize", authorized_keys, tag, *keep], f"removing the cluster's key from {authorized_keys}")
 
     def _agent_command(self, args: list[str], what: str) -> None:
         result = self.transport.run([self.transport.python, self.deploy_agent(), *args], timeout_s=30)

@@ -9,7 +9,6 @@ was written (Batch AI refused that case; being able to read node-local logs is f
 from __future__ import annotations
 
 import posixpath
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +16,11 @@ from airflow_batchai.agent import expand
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.launch import JobContext, Link, NodeSlot, job_environment
 from airflow_batchai.layout import output_template, stdouterr_template
-from airflow_batchai.nodes import FileInfo, NodePool, Transport
+from airflow_batchai.nodes import NodePool, Transport
 from airflow_batchai.nodes.local import LocalTransport
 from airflow_batchai.records import JobRecord, read_cluster, read_job, read_node
 from airflow_batchai.staging import Located, locate
+from airflow_batchai.storage import DataStore, file_object
 from airflow_batchai.store import ControlStore
 
 
@@ -31,25 +31,11 @@ def _safe_join(base: str, relative: str, what: str) -> str:
     return posixpath.join(base, *parts)
 
 
-def file_object(info: FileInfo, url: str | None) -> dict[str, Any]:
-    """Batch AI's File: name, fileType, downloadUrl and properties (absent for directories)."""
-    if info.is_dir:
-        return {"name": info.name, "fileType": "directory"}
-    modified = datetime.fromtimestamp(info.mtime, timezone.utc).isoformat()
-    return {
-        "name": info.name,
-        "fileType": "file",
-        "downloadUrl": url,
-        "contentLength": info.size,
-        "lastModified": modified,
-    }
-
-
 class OutputFiles:
     """One job's output folders. Keep one while following a job: where each folder lives is
     worked out once (two record reads), so a poll costs only the listing or the byte range."""
 
-    def __init__(self, store: ControlStore, pool: NodePool, data: Any, job: JobRecord) -> None:
+    def __init__(self, store: ControlStore, pool: NodePool, data: DataStore, job: JobRecord) -> None:
         self.store = store
         self.pool = pool
         self.data = data
@@ -102,17 +88,8 @@ class OutputFiles:
         """``urls`` False leaves out download URLs (and the signing they cost) for callers that only read."""
         template = self.template(output_id)
         located = self._on_storage(template)
-        if located is not None and located.link.remote is not None:
-            folder = _safe_join(located.inside, directory, "directory")
-            return self.data.list_files(located.link.remote, folder, expiry_minutes, urls=urls)
         if located is not None:
-            folder = Path(located.link.source, located.inside)
-            target = Path(_safe_join(str(folder), directory, "directory"))
-            if not target.is_dir():
-                return []
-            transport = LocalTransport()
-            infos = transport.list_dir(str(target)) or []
-            return [file_object(i, self.data.download_url(target / i.name)) for i in infos]
+            return self.data.list_files(located.link, _safe_join(located.inside, directory, "directory"), expiry_minutes, urls=urls)
         located = self._on_node(template)
         if located is None:
             raise BatchAIError(
@@ -127,10 +104,8 @@ class OutputFiles:
     def read(self, output_id: str, path: str, offset: int = 0, length: int | None = None) -> bytes | None:
         template = self.template(output_id)
         located = self._on_storage(template)
-        if located is not None and located.link.remote is not None:
-            return self.data.read(located.link.remote, _safe_join(located.inside, path, "path").lstrip("/"), offset, length)
         if located is not None:
-            return LocalTransport().read_file(_safe_join(str(Path(located.link.source, located.inside)), path, "path"), offset, length)
+            return self.data.read(located.link, _safe_join(located.inside, path, "path"), offset, length)
         located = self._on_node(template)
         if located is None:
             return None

@@ -37,6 +37,7 @@ from airflow_batchai.reconcile import PassOutcome, Reconciler, setup_run_id
 from airflow_batchai.records import ClusterRecord, JobRecord, NodeState, read_cluster
 from airflow_batchai.settings import Settings
 from airflow_batchai.snapshot import read_snapshot
+from airflow_batchai.storage import DataStore
 from airflow_batchai.store import ControlStore, Lease, SecretVault, lock
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ class Passes:
     """This process's passes: run now under the lease (writers), or kick one in the background (readers)."""
 
     def __init__(
-        self, store: ControlStore, vault: SecretVault, pool: NodePool, data: Any, settings: Settings, kind: str = "reader"
+        self, store: ControlStore, vault: SecretVault, pool: NodePool, data: DataStore, settings: Settings, kind: str = "reader"
     ) -> None:
         self.store = store
         self.vault = vault

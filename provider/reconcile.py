@@ -62,6 +62,7 @@ from airflow_batchai.records import (
 from airflow_batchai.settings import Settings
 from airflow_batchai.snapshot import Snapshot
 from airflow_batchai.staging import read_texts, written
+from airflow_batchai.storage import DataStore
 from airflow_batchai.store import ControlStore, Lease, SecretVault
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class Reconciler:
         store: ControlStore,
         vault: SecretVault,
         pool: NodePool,
-        data: Any,
+        data: DataStore,
         settings: Settings,
         snapshot: Snapshot,
         lease: Lease | None = None,
@@ -261,16 +262,22 @@ class Reconciler:
             self._cluster_key = ClusterKey(stored["private"], stored["public"]) if stored else None
         return self._cluster_key  # type: ignore[return-value]
 
+    def existing_clusters(self) -> list[str]:
+        """The uuids of every cluster now (read just before a host's keys are edited, so a new cluster is not missed)."""
+        return [found.data["uuid"] for _, found in self.store.read_many("clusters/")]
+
     def install_cluster_key(self, node: NodeRecord) -> None:
         key = self.cluster_key()
         if key is not None:
-            self.handle(node).install_cluster_key(self.cluster.uuid, key, self.pool.authorized_keys_file(node.node_id))
+            where = self.pool.authorized_keys_file(node.node_id)
+            self.handle(node).install_cluster_key(self.cluster.uuid, key, where, self.existing_clusters())
 
     def remove_cluster_key(self, node: NodeRecord) -> None:
         if self.cluster_key() is None:
             return
         try:
-            self.handle(node).remove_cluster_key(self.cluster.uuid, self.pool.authorized_keys_file(node.node_id))
+            where = self.pool.authorized_keys_file(node.node_id)
+            self.handle(node).remove_cluster_key(self.cluster.uuid, where, self.existing_clusters())
         except (OSError, BatchAIError) as error:  # the host may be gone for good; it must still leave the cluster
             log.warning("could not remove cluster %s's key from node %s: %s", self.member, node.node_id, error)
 

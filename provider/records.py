@@ -1,7 +1,7 @@
 """Cluster, node and job records as kept in the ControlStore, and their allowed transitions.
 
 Records never hold secrets: spec copies are stripped of storage keys, registry passwords and
-secret values before they are stored (see ``readmodels.split_job_secrets``). Every state change
+secret values before they are stored (see ``secretfields``). Every state change
 goes through ``move_cluster``/``move_node``/``move_job`` so an illegal change raises instead of
 silently corrupting the schedule.
 

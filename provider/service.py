@@ -28,7 +28,7 @@ from airflow_batchai.nodes import NodePool, eligible
 from airflow_batchai.nodes.local import LocalNodePool
 from airflow_batchai.outputs import OutputFiles
 from airflow_batchai.passes import Passes
-from airflow_batchai.readmodels import cluster_view, job_view, split_cluster_secrets, split_job_secrets
+from airflow_batchai.readmodels import cluster_view, job_view
 from airflow_batchai.reconcile import Reconciler
 from airflow_batchai.records import (
     ClusterRecord,
@@ -45,6 +45,7 @@ from airflow_batchai.records import (
     spec_hash,
     utc_now,
 )
+from airflow_batchai.secretfields import split_cluster_secrets, split_job_secrets
 from airflow_batchai.settings import WAIT_POLL_S, Settings
 from airflow_batchai.snapshot import read_snapshot
 from airflow_batchai.spec import (
@@ -55,6 +56,7 @@ from airflow_batchai.spec import (
     check_name,
     unfilled_placeholders,
 )
+from airflow_batchai.storage import DataStore
 from airflow_batchai.storage.local import LocalDataStore
 from airflow_batchai.store import ControlStore, SecretVault, update
 from airflow_batchai.store.local import LocalControlStore, LocalSecretVault
@@ -76,9 +78,15 @@ def default_home() -> Path:
 
 class Service:
     def __init__(
-        self, store: ControlStore, vault: SecretVault, pool: NodePool, data: Any, settings: Settings | None = None, kind: str = "reader"
+        self,
+        store: ControlStore,
+        vault: SecretVault,
+        pool: NodePool,
+        data: DataStore,
+        settings: Settings | None = None,
+        kind: str = "reader",
     ) -> None:
-        """``data`` is a LocalDataStore or an AzureDataStore; ``kind`` says who runs passes here (reader, controller)."""
+        """``kind`` says who runs passes here (reader, controller)."""
         self.store = store
         self.vault = vault
         self.pool = pool

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,8 +26,25 @@ import pytest
 
 from airflow_batchai.service import Service, Settings
 
-# In-process imports of airflow (triggers, hooks) must never create or read ~/airflow.
-os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="batchai-tests-airflow-"))
+REAL_AUTHORIZED_KEYS = Path.home() / ".ssh" / "authorized_keys"
+_OWN_AIRFLOW_HOME: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In-process imports of airflow (triggers, hooks) must never create or read ~/airflow.
+
+    Set here, before any test module imports airflow, and not at import of this file: scripts
+    that import helpers from it in a subprocess must not leave a folder behind.
+    """
+    if "AIRFLOW_HOME" not in os.environ:
+        _OWN_AIRFLOW_HOME.append(tempfile.mkdtemp(prefix="batchai-tests-airflow-"))
+        os.environ["AIRFLOW_HOME"] = _OWN_AIRFLOW_HOME[0]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for folder in _OWN_AIRFLOW_HOME:
+        shutil.rmtree(folder, ignore_errors=True)
+
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "data"
@@ -69,6 +87,33 @@ def kill_agents_under(home: Path) -> None:
         pid = status.get("pid")
         if pid and pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def _contents(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def the_machine_is_left_as_it_was_found() -> Iterator[None]:
+    """The suite fails if it changed the real ~/.ssh/authorized_keys or left anything in the system temporary folder."""
+    keys = _contents(REAL_AUTHORIZED_KEYS)
+    temporary = Path(tempfile.gettempdir())
+    before = set(os.listdir(temporary))
+    yield
+    problems = []
+    if _contents(REAL_AUTHORIZED_KEYS) != keys:
+        problems.append(f"{REAL_AUTHORIZED_KEYS} was changed")
+    left = sorted(
+        name
+        for name in set(os.listdir(temporary)) - before - {Path(f).name for f in _OWN_AIRFLOW_HOME}
+        if not name.startswith("pytest-of-")
+    )
+    if left:
+        problems.append(f"left in {temporary}: {', '.join(left[:20])}")
+    assert not problems, "the tests changed this machine: " + "; ".join(problems)
 
 
 def put_stand_in_on_path(monkeypatch: pytest.MonkeyPatch, folder: Path, name: str, script: str) -> Path:

@@ -31,10 +31,16 @@ class Host:
     host_key_pub: str
     veth: str | None = None
     process: subprocess.Popen[bytes] | None = None
+    authorized_keys: str = ""  # the file this host's sshd reads, in the test's folder
 
     @property
     def spec(self) -> str:
         return f"root@{self.address}:{self.port}"
+
+    @property
+    def entry(self) -> dict[str, str]:
+        """The host as a pool entry: cluster keys go where its sshd reads them, never into the real ~/.ssh."""
+        return {"host": self.spec, "authorized_keys": self.authorized_keys}
 
 
 @dataclass
@@ -126,6 +132,7 @@ def start(folder: Path, count: int, tag: str, use_namespaces: bool = True) -> SS
         host_folder.mkdir(exist_ok=True)
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_folder / "host_key")], check=True)
         shutil.copy(f"{client_key}.pub", host_folder / "authorized_keys")
+        host.authorized_keys = str(host_folder / "authorized_keys")
         host.host_key_pub = (host_folder / "host_key.pub").read_text().split()[1]
         config = _sshd_config(host_folder, host.address, host.port)
         prefix = ["ip", "netns", "exec", host.namespace] if host.namespace else []

@@ -2,7 +2,7 @@
 
 A node is a machine (or, in the embedded default, a folder on this machine standing in for
 one). Everything of ours on a node lives under its ``root``; ``layout.NodeLayout`` names the
-folders. The SSH transport (issue 4) implements the same protocol.
+folders. The local transport (subprocess) and the SSH transport (paramiko) implement it.
 """
 
 from __future__ import annotations

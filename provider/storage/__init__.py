@@ -1,0 +1,70 @@
+"""The DataStore contract: job volumes, what jobs wrote to them, and uploads.
+
+A job's ``mountVolumes`` become links (``links``), the containers behind them exist before a
+launch (``ensure``), the agent learns what to download and upload (``stage_plan``), and the
+control plane lists and reads what a job wrote (``list_files``, ``read``) and uploads folders
+(``upload_target``). The embedded default keeps volumes as local folders (local.py); with a
+storage account they are blob containers and file shares (azure.py). Both pass
+``tests/provider/storage/contract.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from airflow_batchai.launch import Link
+    from airflow_batchai.nodes import FileInfo
+    from airflow_batchai.spec import MountVolumes
+
+DEFAULT_LINK_EXPIRY_MINUTES = 60
+
+
+class UploadTarget(Protocol):
+    def unchanged(self, relative: str, path: Path) -> bool:
+        """Whether the file is there already with the same size and MD5 (upload-batch skips it)."""
+
+    def put(self, relative: str, path: Path) -> None: ...
+
+
+class DataStore(Protocol):
+    default_account: str
+    secret_sink: Callable[[str], None]  # told every secret the store mints for nodes (Airflow masks them)
+
+    def links(self, volumes: MountVolumes | None, where: str) -> list[Link]:
+        """The volumes as links under a mount root; errors name the field (``where`` is its JSON path)."""
+
+    def ensure(self, links: list[Link]) -> None:
+        """Create the containers or folders behind ``links`` that do not exist yet."""
+
+    def stage_plan(
+        self, reads: list[str], writes: list[tuple[str, bool]], mounts: dict[str, list[Link]], lifetime: timedelta
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """Plan entries telling the agent what to download and upload, and the secrets (SAS) they name."""
+
+    def list_files(
+        self, link: Link, folder: str, expiry_minutes: int = DEFAULT_LINK_EXPIRY_MINUTES, urls: bool = True
+    ) -> list[dict[str, Any]]:
+        """Batch AI File objects one level below ``folder`` (relative to the volume), sorted by name."""
+
+    def read(self, link: Link, path: str, offset: int = 0, length: int | None = None) -> bytes | None:
+        """Bytes of a file from ``offset``: b"" past its end, None when it does not exist."""
+
+    def upload_target(self, account: str, container: str, destination_path: str, kind: str = "blob") -> UploadTarget: ...
+
+
+def file_object(info: FileInfo, url: str | None) -> dict[str, Any]:
+    """Batch AI's File: name, fileType, downloadUrl and properties (absent for directories)."""
+    if info.is_dir:
+        return {"name": info.name, "fileType": "directory"}
+    modified = datetime.fromtimestamp(info.mtime, timezone.utc).isoformat()
+    return {
+        "name": info.name,
+        "fileType": "file",
+        "downloadUrl": url,
+        "contentLength": info.size,
+        "lastModified": modified,
+    }

@@ -14,7 +14,6 @@ the blob container of the same name, which is how the quickstart runs on Azurite
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import logging
 import posixpath
@@ -35,14 +34,20 @@ from airflow_batchai.errors import BatchAIError
 from airflow_batchai.launch import Link, RemoteVolume, node_mounted_links
 from airflow_batchai.spec import MountVolumes
 from airflow_batchai.staging import Located, transfers
+from airflow_batchai.storage import DEFAULT_LINK_EXPIRY_MINUTES
 from airflow_batchai.storage.credentials import StorageCredential
 from airflow_batchai.storage.files import FileTarget, ShareVolumes
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LINK_EXPIRY_MINUTES = 60
 LISTING_SAS_REUSE = timedelta(minutes=5)  # each is valid 30 min longer (credentials.SAS_MARGIN)
 CONTAINER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+
+
+def _remote(link: Link) -> RemoteVolume:
+    if link.remote is None:
+        raise BatchAIError("InvalidMount", f"{link.path} is not a volume of the storage account", link.path)
+    return link.remote
 
 
 def _bad_field(path: str, message: str) -> BatchAIError:
@@ -185,10 +190,11 @@ class AzureDataStore:
 
     # -- reading what jobs wrote ----------------------------------------------------------
     def list_files(
-        self, volume: RemoteVolume, folder: str, expiry_minutes: int = DEFAULT_LINK_EXPIRY_MINUTES, urls: bool = True
+        self, link: Link, folder: str, expiry_minutes: int = DEFAULT_LINK_EXPIRY_MINUTES, urls: bool = True
     ) -> list[dict[str, Any]]:
         """Batch AI File objects one level below ``folder``, files with read-only per-blob SAS download URLs
         (none with ``urls`` False: a log follower needs only names and sizes)."""
+        volume = _remote(link)
         if volume.kind == "file":
             return self.shares.list_files(volume, folder, expiry_minutes, urls)
         prefix = folder.strip("/") + "/" if folder.strip("/") else ""
@@ -245,8 +251,10 @@ class AzureDataStore:
             account, container, blob, user_delegation_key=delegation, permission=permission, expiry=expiry
         )
 
-    def read(self, volume: RemoteVolume, blob: str, offset: int = 0, length: int | None = None) -> bytes | None:
+    def read(self, link: Link, blob: str, offset: int = 0, length: int | None = None) -> bytes | None:
         """Bytes of a blob from ``offset`` (a range request: streaming logs re-reads only what is new)."""
+        volume = _remote(link)
+        blob = blob.lstrip("/")
         if volume.kind == "file":
             return self.shares.read(volume, blob, offset, length)
         client = self.container(volume).get_blob_client(blob)
@@ -335,7 +343,3 @@ def md5_bytes(path: Path) -> bytes:
     from airflow_batchai.storage.upload import md5_of
 
     return bytes.fromhex(md5_of(path))
-
-
-def matches(relative: str, pattern: str) -> bool:
-    return fnmatch.fnmatch(relative, pattern) or fnmatch.fnmatch(posixpath.basename(relative), pattern)

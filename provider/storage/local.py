@@ -9,13 +9,17 @@ refused with an error naming the mount.
 from __future__ import annotations
 
 import os
+import posixpath
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.launch import Link, node_mounted_links
+from airflow_batchai.nodes.local import LocalTransport
 from airflow_batchai.spec import MountVolumes
+from airflow_batchai.storage import DEFAULT_LINK_EXPIRY_MINUTES, file_object
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9_.]{0,62}$")
 
@@ -24,6 +28,8 @@ class LocalDataStore:
     def __init__(self, root: str | os.PathLike[str], default_account: str = "local") -> None:
         self.root = Path(root)
         self.default_account = default_account
+        self.secret_sink: Callable[[str], None] = lambda _: None  # local folders need no SAS: nothing is minted
+        self._files = LocalTransport()
 
     def folder(self, account: str, container: str, where: str) -> Path:
         """The folder standing in for a container or share; names are checked so none escapes the root."""
@@ -55,6 +61,24 @@ class LocalDataStore:
     def stage_plan(self, reads: Any, writes: Any, mounts: Any, lifetime: Any) -> tuple[dict[str, Any], dict[str, str]]:
         """Local folders are linked, never staged."""
         return {}, {}
+
+    def list_files(
+        self, link: Link, folder: str, expiry_minutes: int = DEFAULT_LINK_EXPIRY_MINUTES, urls: bool = True
+    ) -> list[dict[str, Any]]:
+        """File objects with ``file://`` download URLs (no expiry: nothing to sign)."""
+        target = Path(self._inside(link, folder))
+        infos = self._files.list_dir(str(target)) or []
+        return [file_object(info, self.download_url(target / info.name) if urls else None) for info in infos]
+
+    def read(self, link: Link, path: str, offset: int = 0, length: int | None = None) -> bytes | None:
+        return self._files.read_file(self._inside(link, path), offset, length)
+
+    @staticmethod
+    def _inside(link: Link, relative: str) -> str:
+        parts = [part for part in relative.replace("\\", "/").split("/") if part not in ("", ".")]
+        if ".." in parts:
+            raise BatchAIError("InvalidPath", f"{relative!r} must stay inside the volume", relative)
+        return posixpath.join(link.source, *parts)
 
     def upload_target(self, account: str, container: str, destination_path: str, kind: str = "blob") -> Any:
         from airflow_batchai.storage.upload import FolderTarget

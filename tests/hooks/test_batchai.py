@@ -67,7 +67,7 @@ def test_ssh_hosts_in_the_connection_are_checked_one_by_one(airflow_env: dict[st
         probe_socket.bind(("127.0.0.1", 0))
         closed_port = probe_socket.getsockname()[1]
     extra = {
-        "hosts": [h.spec for h in ssh_hosts.hosts[:2]],
+        "hosts": [h.entry for h in ssh_hosts.hosts[:2]],
         "ssh_key_file": str(ssh_hosts.client_key),
         "known_hosts": str(ssh_hosts.known_hosts),
         "node_root": str(tmp_path / "nodes"),
@@ -75,7 +75,7 @@ def test_ssh_hosts_in_the_connection_are_checked_one_by_one(airflow_env: dict[st
     }
     found = probe({**airflow_env, "AIRFLOW_CONN_BATCHAI_DEFAULT": json.dumps({"conn_type": "batchai", "extra": extra})})
     assert found["ok"] and "2 node(s) answer" in found["message"], found
-    extra["hosts"] = [ssh_hosts.hosts[0].spec, f"root@127.0.0.1:{closed_port}"]
+    extra["hosts"] = [ssh_hosts.hosts[0].entry, f"root@127.0.0.1:{closed_port}"]
     found = probe({**airflow_env, "AIRFLOW_CONN_BATCHAI_DEFAULT": json.dumps({"conn_type": "batchai", "extra": extra})})
     assert not found["ok"] and f"unreachable nodes: 127.0.0.1-{closed_port} (127.0.0.1)" in found["message"]
     assert ssh_hosts.hosts[0].address not in found["message"].split("unreachable nodes:")[1]

@@ -230,3 +230,26 @@ def test_authorized_keys_edits_touch_only_our_tagged_line(tmp_path: Path) -> Non
     agent_module.edit_authorized_keys(str(keys), "batchai-cluster-c-node-n1")
     assert keys.read_text() == users_own + "\n"
     assert sorted(p.name for p in keys.parent.iterdir()) == ["authorized_keys"]  # no lock or temporary file left
+
+
+def test_setting_up_a_host_removes_the_logins_of_clusters_that_no_longer_exist(tmp_path: Path) -> None:
+    """A host unreachable when its cluster was deleted kept that cluster's line; its next setup takes it out."""
+    gone, live, new = "11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222", "33333333-3333-3333-3333-333333333333"
+    keys = tmp_path / "authorized_keys"
+    keys.write_text(
+        "ssh-rsa AAAAUSER me@laptop\n"
+        f"ssh-ed25519 AAAAGONE batchai-cluster-{gone}-node-n0\n"
+        f"ssh-ed25519 AAAALIVE batchai-cluster-{live}-node-n0\n"
+        "ssh-ed25519 AAAAOTHER batchai-clusterish-comment\n"
+    )
+    script = Path(agent_module.__file__)
+    tag = f"batchai-cluster-{new}-node-n0"
+    subprocess.run([sys.executable, str(script), "authorize", str(keys), tag, "ssh-ed25519 AAAANEW", "--keep", f"{live},{new}"], check=True)
+    assert keys.read_text() == (
+        "ssh-rsa AAAAUSER me@laptop\n"
+        f"ssh-ed25519 AAAALIVE batchai-cluster-{live}-node-n0\n"
+        "ssh-ed25519 AAAAOTHER batchai-clusterish-comment\n"
+        f"ssh-ed25519 AAAANEW {tag}\n"
+    )
+    subprocess.run([sys.executable, str(script), "deauthorize", str(keys), tag, "--keep", ""], check=True)
+    assert keys.read_text() == "ssh-rsa AAAAUSER me@laptop\nssh-ed25519 AAAAOTHER batchai-clusterish-comment\n"

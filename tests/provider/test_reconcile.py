@@ -87,7 +87,11 @@ def world(tmp_path: Path) -> dict[str, Any]:
 
 
 def submit(world: dict[str, Any], name: str, count: int = 1, secret: str | None = None) -> JobRecord:
-    body: dict[str, Any] = {"nodeCount": count, "customToolkitSettings": {"commandLine": "true"}, "stdOutErrPathPrefix": "/tmp/x"}
+    body: dict[str, Any] = {
+        "nodeCount": count,
+        "customToolkitSettings": {"commandLine": "true"},
+        "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_TEMP_DIR",
+    }
     spec = load_job_spec({"properties": body}, environ={}).to_json()
     now = utc_now()
     job = JobRecord(

@@ -276,7 +276,7 @@ def test_a_failing_setup_task_makes_the_node_unusable_with_the_error(service: Se
     spec = load_cluster_spec(
         {
             "scaleSettings": {"manual": {"targetNodeCount": 1}},
-            "nodeSetup": {"setupTask": {"commandLine": "exit 9", "stdOutErrPathPrefix": "/tmp"}},
+            "nodeSetup": {"setupTask": {"commandLine": "exit 9", "stdOutErrPathPrefix": "$AZ_BATCHAI_MOUNT_ROOT/setup-logs"}},
         },
         environ={},
     )

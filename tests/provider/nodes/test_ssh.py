@@ -37,7 +37,7 @@ def transport(ssh_hosts: Any, index: int = 0, **changes: Any) -> SSHTransport:
 
 def ssh_service(ssh_hosts: Any, home: Path, count: int = 2, heartbeat_timeout_s: float = 30) -> Service:
     pool = SSHNodePool(
-        [HostSpec.parse(h.spec) for h in ssh_hosts.hosts[:count]],
+        [HostSpec.parse(h.entry) for h in ssh_hosts.hosts[:count]],
         auth_for(ssh_hosts),
         root=str(home / "ssh-nodes"),
         python=sys.executable,  # the nodes share this machine's disk in the tests: use the venv with torch
@@ -131,7 +131,7 @@ from tests.provider.nodes.test_ssh import ssh_service
 from tests.conftest import custom_job
 from airflow_batchai.spec import load_cluster_spec, load_job_spec
 import types, pathlib
-hosts = types.SimpleNamespace(**{{"hosts": [types.SimpleNamespace(spec=s) for s in {[h.spec for h in ssh_hosts.hosts]!r}],
+hosts = types.SimpleNamespace(**{{"hosts": [types.SimpleNamespace(entry=e) for e in {[h.entry for h in ssh_hosts.hosts]!r}],
     "client_key": {str(ssh_hosts.client_key)!r}, "known_hosts": {str(ssh_hosts.known_hosts)!r}}})
 service = ssh_service(hosts, pathlib.Path({str(home)!r}), count=1)
 service.create_cluster("c", load_cluster_spec({{"scaleSettings": {{"manual": {{"targetNodeCount": 1}}}}}}, environ={{}}))
@@ -190,7 +190,7 @@ def test_a_node_cut_off_mid_job_becomes_unusable_and_its_job_is_requeued(ssh_hos
         pytest.skip(f"needs network namespaces ({ssh_hosts.mode})")
     victim = ssh_hosts.hosts[2]
     pool = SSHNodePool(
-        [HostSpec.parse(victim.spec)],
+        [HostSpec.parse(victim.entry)],
         auth_for(ssh_hosts),
         root=str(home / "ssh-nodes"),
         python=sys.executable,
@@ -235,7 +235,7 @@ def test_removing_nodes_leaves_no_process_or_folder_behind(ssh_hosts: Any, home:
 
 
 def test_pool_commands_go_through_the_kept_open_agent_channel(ssh_hosts: Any, home: Path) -> None:
-    pool = SSHNodePool([HostSpec.parse(ssh_hosts.hosts[0].spec)], auth_for(ssh_hosts), root=str(home / "ssh-nodes"), python=sys.executable)
+    pool = SSHNodePool([HostSpec.parse(ssh_hosts.hosts[0].entry)], auth_for(ssh_hosts), root=str(home / "ssh-nodes"), python=sys.executable)
     ssh = pool.transport(HostSpec.parse(ssh_hosts.hosts[0].spec).node_id)
     assert ssh.run(["sh", "-c", "echo out; echo err >&2; exit 3"]) == ssh.run(["sh", "-c", "echo out; echo err >&2; exit 3"])
     assert ssh._server is not None and not ssh._server.closed  # one channel serves every command
@@ -292,9 +292,7 @@ def test_multi_node_jobs_bind_gloo_and_nccl_to_the_interface_of_the_first_node(s
 
 def keyed_service(ssh_hosts: Any, home: Path, count: int = 2) -> Service:
     """An SSH pool whose hosts keep authorized_keys where the test sshd reads it."""
-    hosts = [
-        HostSpec.parse({"host": h.spec, "authorized_keys": str(ssh_hosts.folder / h.name / "authorized_keys")}) for h in ssh_hosts.hosts
-    ]
+    hosts = [HostSpec.parse(h.entry) for h in ssh_hosts.hosts]
     pool = SSHNodePool(hosts[:count], auth_for(ssh_hosts), root=str(home / "ssh-nodes"), python=sys.executable, connect_timeout_s=2)
     return Service.embedded(home, settings=Settings(launch_timeout_s=30), pool=pool)
 
@@ -304,14 +302,19 @@ def test_mpirun_reaches_the_other_node_with_the_clusters_key_and_removal_takes_i
         pytest.fail("OpenMPI's mpirun is missing: scripts/test.sh installs openmpi-bin")
     if ssh_hosts.mode != "netns":
         pytest.skip(f"needs two hosts with their own addresses ({ssh_hosts.mode})")
-    authorized = [ssh_hosts.folder / h.name / "authorized_keys" for h in ssh_hosts.hosts[:2]]
-    before = [path.read_text() for path in authorized]
+    authorized = [Path(h.authorized_keys) for h in ssh_hosts.hosts[:2]]
+    stale = "ssh-ed25519 AAAASTALE batchai-cluster-00000000-dead-dead-dead-000000000000-node-gone\n"  # a cluster deleted long ago
+    for path in authorized:
+        path.write_text(path.read_text() + stale)
+    # the user's own lines stay; every cluster line this store does not know (ours, other tests') goes at setup
+    own = ["".join(line for line in path.read_text().splitlines(True) if "batchai-cluster-" not in line) for path in authorized]
     service = keyed_service(ssh_hosts, home)
     ready_cluster(service, 2, "mpi")
     cluster_uuid = read_cluster(service.store, "default", "mpi")[0].uuid
-    for path, original in zip(authorized, before, strict=True):
+    for path, original in zip(authorized, own, strict=True):
         text = path.read_text()
         assert text.startswith(original) and text.count(f"batchai-cluster-{cluster_uuid}-node-") == 1
+        assert "AAAASTALE" not in text  # the setup took the dead cluster's login out
     body = {
         "nodeCount": 2,
         "customMpiSettings": {"commandLine": "sh -c 'echo rank=$OMPI_COMM_WORLD_RANK netns=$(ip netns identify $$)'", "processCount": 2},
@@ -326,13 +329,13 @@ def test_mpirun_reaches_the_other_node_with_the_clusters_key_and_removal_takes_i
     secrets_on_disk = "".join(p.read_text(errors="replace") for p in (home / "control").rglob("*") if p.is_file())
     assert "PRIVATE KEY" not in secrets_on_disk  # the private half lives in the vault and on the nodes only
     service.resize_cluster("mpi", 0)
-    assert [path.read_text() for path in authorized] == before
+    assert [path.read_text() for path in authorized] == own
     assert not any((home / "ssh-nodes").iterdir())
 
 
 def test_a_labelled_host_serves_only_clusters_of_its_vm_size(ssh_hosts: Any, home: Path) -> None:
-    labelled = HostSpec.parse({"host": ssh_hosts.hosts[0].spec, "labels": ["STANDARD_NC24"]})
-    plain = HostSpec.parse(ssh_hosts.hosts[1].spec)
+    labelled = HostSpec.parse({**ssh_hosts.hosts[0].entry, "labels": ["STANDARD_NC24"]})
+    plain = HostSpec.parse(ssh_hosts.hosts[1].entry)
     pool = SSHNodePool([labelled, plain], auth_for(ssh_hosts), root=str(home / "ssh-nodes"), python=sys.executable, cluster_ssh=False)
     service = Service.embedded(home, settings=Settings(launch_timeout_s=30), pool=pool)
     big = {"vmSize": "standard_nc24", "scaleSettings": {"manual": {"targetNodeCount": 1}}}
@@ -362,7 +365,7 @@ def test_ddp_across_namespaces_reads_its_script_from_blob_and_writes_logs_there(
     server = emulator.start(host="10.213.7.1")  # the bridge: reachable from the namespaces, nowhere else
     try:
         config = ProviderConfig(
-            hosts=[h.spec for h in ssh_hosts.hosts[:2]],
+            hosts=[h.entry for h in ssh_hosts.hosts[:2]],
             ssh_key_file=str(ssh_hosts.client_key),
             known_hosts=str(ssh_hosts.known_hosts),
             node_root=str(home / "ssh-nodes"),

@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,11 @@ from airflow_batchai.config import ProviderConfig, service_from_config
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.service import Service
 from airflow_batchai.spec import load_cluster_spec, load_job_spec
+from airflow_batchai.storage.azure import AzureDataStore
 from airflow_batchai.storage.upload import upload_batch
 from tests.azurite import KEY
 from tests.conftest import kill_agents_under, put_stand_in_on_path, wait_until
+from tests.provider.storage.contract import DataStoreContract
 
 TRAIN = """
 import os, sys, time
@@ -352,3 +355,13 @@ def test_blobfuse2_is_preferred_and_gets_its_sas_in_a_private_file_removed_at_th
         assert seen["argv"][1] not in Path("/proc/mounts").read_text()
     finally:
         kill_agents_under(home)
+
+
+class TestAzureDataStore(DataStoreContract):
+    @pytest.fixture
+    def data_store(self, azurite: Any) -> AzureDataStore:
+        return AzureDataStore(azurite.credential())
+
+    @pytest.fixture
+    def fresh_name(self) -> Callable[[], str]:
+        return lambda: f"vol-{uuid.uuid4().hex[:12]}"
