@@ -12,6 +12,7 @@ PACKAGE_DIRS = {
     "airflow_batchai": "provider",
     "airflow_batchai.store": "provider/store",
     "airflow_batchai.nodes": "provider/nodes",
+    "airflow_batchai.node": "provider/node",
     "airflow_batchai.storage": "provider/storage",
     "airflow_batchai.hooks": "hooks",
     "airflow_batchai.operators": "operators",

@@ -23,11 +23,12 @@ from typing import Any
 
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.launch import MPI_TOOLKITS
+from airflow_batchai.node.protocol import FINAL_STATES
 from airflow_batchai.records import ExecutionState, JobRecord, NodeRecord, NodeState, move_job, move_node
 from airflow_batchai.snapshot import Snapshot
 from airflow_batchai.spec import DeallocationOption
 
-FINAL_RUN_STATES = ("succeeded", "failed", "terminated")  # what an agent's status.json ends in
+FINAL_RUN_STATES = FINAL_STATES  # what an agent's status.json ends in
 
 
 @dataclass(frozen=True)

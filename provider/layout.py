@@ -35,7 +35,7 @@ class NodeLayout:
         return posixpath.join(self.root, "batchai")
 
     def agent_path(self, content_hash: str) -> str:
-        """One folder per agent version: agent.py and the agentstorage.py it imports."""
+        """One folder per agent version: agent.py and the other modules of node/ it imports."""
         return posixpath.join(self.agent_dir, f"agent-{content_hash[:16]}", "agent.py")
 
     def cluster_key_path(self, cluster_uuid: str) -> str:

@@ -14,22 +14,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from airflow_batchai import agent as agent_module
 from airflow_batchai.clusterkeys import ClusterKey, authorization_tag
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.layout import NodeLayout
+from airflow_batchai.node import protocol
 from airflow_batchai.nodes import Transport
 
 log = logging.getLogger(__name__)
 
-AGENT_SOURCE = Path(agent_module.__file__).read_bytes()
-AGENT_FILES = {  # copied side by side; agent.py last, so its presence means the set is complete
-    "agentstorage.py": Path(agent_module.__file__).with_name("agentstorage.py").read_bytes(),
-    "agent.py": AGENT_SOURCE,
+NODE_FOLDER = Path(protocol.__file__).parent
+AGENT_FILES = {  # node/ copied flat, side by side; agent.py last, so its presence means the set is complete
+    **{path.name: path.read_bytes() for path in sorted(NODE_FOLDER.glob("*.py")) if path.name not in ("__init__.py", "agent.py")},
+    "agent.py": (NODE_FOLDER / "agent.py").read_bytes(),
 }
 AGENT_HASH = hashlib.sha256(b"".join(name.encode() + b"\0" + data for name, data in AGENT_FILES.items())).hexdigest()
 TERMINATE_TIMEOUT_S = 60.0
-FINAL_STATES = agent_module.FINAL_STATES
 
 
 def deploy_files(transport: Transport, agent_path: str) -> None:
@@ -58,14 +57,16 @@ class NodeHandle:
         run_dir = self.layout.run_dir(run_id)
         agent = self.deploy_agent()
         self.transport.remove_tree(run_dir)
-        self.transport.write_file(posixpath.join(run_dir, "plan.json"), json.dumps(plan).encode(), 0o600)
+        self.transport.write_file(posixpath.join(run_dir, protocol.PLAN_FILE), json.dumps(plan).encode(), 0o600)
         if secrets:
-            self.transport.write_file(posixpath.join(run_dir, "secrets.json"), json.dumps(secrets).encode(), 0o600)
-        self.transport.start_detached([self.transport.python, agent, "run", run_dir], log_path=posixpath.join(run_dir, "agent.log"))
+            self.transport.write_file(posixpath.join(run_dir, protocol.SECRETS_FILE), json.dumps(secrets).encode(), 0o600)
+        self.transport.start_detached(
+            [self.transport.python, agent, "run", run_dir], log_path=posixpath.join(run_dir, protocol.AGENT_LOG_FILE)
+        )
         log.info("started run %s on node %s", run_id, self.node_id)
 
     def status(self, run_id: str) -> dict[str, Any] | None:
-        raw = self.transport.read_file(posixpath.join(self.layout.run_dir(run_id), "status.json"))
+        raw = self.transport.read_file(posixpath.join(self.layout.run_dir(run_id), protocol.STATUS_FILE))
         if raw is None:
             return None
         try:
@@ -75,9 +76,9 @@ class NodeHandle:
 
     def planned(self, run_id: str) -> bool:
         """Whether a run's plan reached the node (it is written just before its agent starts)."""
-        return self.transport.read_file(posixpath.join(self.layout.run_dir(run_id), "plan.json"), 0, 0) is not None
+        return self.transport.read_file(posixpath.join(self.layout.run_dir(run_id), protocol.PLAN_FILE), 0, 0) is not None
 
-    def terminate(self, run_id: str, grace_s: float = agent_module.DEFAULT_GRACE_S) -> None:
+    def terminate(self, run_id: str, grace_s: float = protocol.DEFAULT_GRACE_S) -> None:
         """Stop the run's processes (the agent's SIGTERM → SIGKILL escalation); returns once it is final."""
         agent = self.deploy_agent()
         result = self.transport.run(

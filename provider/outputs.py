@@ -12,10 +12,10 @@ import posixpath
 from pathlib import Path
 from typing import Any
 
-from airflow_batchai.agent import expand
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.launch import JobContext, Link, NodeSlot, job_environment
 from airflow_batchai.layout import output_template, stdouterr_template
+from airflow_batchai.node.protocol import expand
 from airflow_batchai.nodes import NodePool, Transport
 from airflow_batchai.nodes.local import LocalTransport
 from airflow_batchai.records import JobRecord, read_cluster, read_job, read_node

@@ -31,6 +31,7 @@ from typing import Any
 
 from airflow_batchai.errors import BatchAIError, StaleRecord
 from airflow_batchai.layout import NodeLayout
+from airflow_batchai.node.protocol import FINAL_STATES
 from airflow_batchai.nodeops import NodeHandle
 from airflow_batchai.nodes import NodePool
 from airflow_batchai.reconcile import PassOutcome, Reconciler, setup_run_id
@@ -49,7 +50,6 @@ CONFLICT_RETRIES = 3  # a pass that met a record moved by someone else runs agai
 URGENT_WAIT_S = 2.0  # an urgent kick (a new job) waits this long for a busy lease before leaving it to its holder
 BURST_GAP_S = 0.02  # back-to-back urgent passes (a burst of submits) start at least this far apart,
 BURST_SHARE = 0.2  # and take at most this share of the time, whatever the queue's length
-FINAL_RUN_STATES = ("succeeded", "failed", "terminated")
 FAILED_PASS_BACKOFF_MAX_S = 30.0
 
 ClusterRef = tuple[str, str]  # (workspace, cluster name)
@@ -283,7 +283,7 @@ class Passes:
                 if age > self.settings.launch_timeout_s:
                     return True
                 continue
-            if status.get("state") in FINAL_RUN_STATES:
+            if status.get("state") in FINAL_STATES:
                 return True
             if now - float(status.get("heartbeat", 0)) > self.settings.heartbeat_timeout_s:
                 return True

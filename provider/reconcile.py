@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from airflow_batchai.agent import REGISTRY_PASSWORD_KEY
 from airflow_batchai.clusterkeys import ClusterKey
 from airflow_batchai.decisions import (
     Action,
@@ -43,6 +42,7 @@ from airflow_batchai.decisions import (
 from airflow_batchai.errors import BatchAIError, StaleRecord
 from airflow_batchai.launch import JobContext, Link, NodeSlot, job_plans, setup_plan
 from airflow_batchai.layout import NodeLayout, cluster_setup_segment, stdouterr_template
+from airflow_batchai.node.protocol import FINAL_STATES, REGISTRY_PASSWORD_KEY
 from airflow_batchai.nodeops import NodeHandle
 from airflow_batchai.nodes import NodePool
 from airflow_batchai.records import (
@@ -315,7 +315,7 @@ class Reconciler:
         handle = self.handle(node)
         try:
             status = handle.status(setup_run_id(self.cluster))
-            if status and status.get("state") not in ("succeeded", "failed", "terminated"):
+            if status and status.get("state") not in FINAL_STATES:
                 handle.terminate(setup_run_id(self.cluster))
         except BatchAIError as error:
             log.warning("could not stop node setup on %s: %s", node.node_id, error.message)

@@ -29,9 +29,10 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobSasPermissions, ContainerClient, ContentSettings, generate_blob_sas
 
-from airflow_batchai.agentstorage import ACCOUNT_KEY_SECRET, SAS_KEY_PREFIX, BlobError, Container
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.launch import Link, RemoteVolume, node_mounted_links
+from airflow_batchai.node.protocol import ACCOUNT_KEY_SECRET, SAS_KEY_PREFIX
+from airflow_batchai.node.storageclient import BlobError, Container
 from airflow_batchai.spec import MountVolumes
 from airflow_batchai.staging import Located, transfers
 from airflow_batchai.storage import DEFAULT_LINK_EXPIRY_MINUTES

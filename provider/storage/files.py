@@ -20,9 +20,9 @@ from urllib.parse import quote
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from azure.storage.fileshare import FileSasPermissions, ShareClient, generate_file_sas
 
-from airflow_batchai.agentstorage import BlobError, FileShare
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.launch import RemoteVolume
+from airflow_batchai.node.storageclient import BlobError, FileShare
 from airflow_batchai.storage.credentials import StorageCredential, share_sas
 
 

@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 
-from airflow_batchai import agent as agent_module
 from airflow_batchai.layout import NodeLayout
+from airflow_batchai.node import agent as agent_module
+from airflow_batchai.node import tools
+from airflow_batchai.node.protocol import FINAL_STATES
 from airflow_batchai.nodeops import AGENT_FILES, NodeHandle
 from airflow_batchai.nodes.local import LocalTransport
 from tests.conftest import pid_alive, wait_until
@@ -44,15 +46,23 @@ def plan(logs: Path, *tasks: tuple[str, str], **extra: Any) -> dict[str, Any]:
 
 
 def final_status(node: NodeHandle, run: str, timeout_s: float = 30) -> dict[str, Any]:
-    return wait_until(
-        lambda: (s := node.status(run)) and s["state"] in agent_module.FINAL_STATES and s, timeout_s, what=f"run {run} to end"
-    )
+    return wait_until(lambda: (s := node.status(run)) and s["state"] in FINAL_STATES and s, timeout_s, what=f"run {run} to end")
 
 
-def test_agent_source_runs_on_python_3_8() -> None:
-    for source in AGENT_FILES.values():
-        ast.parse(source, feature_version=(3, 8))
-        assert all(banned not in source for banned in (b"import airflow", b"pydantic", b"from azure", b"import azure"))
+def test_the_node_modules_run_on_python_3_8_and_import_only_the_standard_library_and_each_other() -> None:
+    siblings = {name[: -len(".py")] for name in AGENT_FILES}
+    assert {"agent", "protocol", "storageclient", "volumes", "container", "tools", "runtime"} <= siblings
+    for name, source in AGENT_FILES.items():
+        tree = ast.parse(source, feature_version=(3, 8))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules = [alias.name.split(".")[0] for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                modules = [] if node.level else [(node.module or "").split(".")[0]]
+            else:
+                continue
+            for module in modules:
+                assert module in sys.stdlib_module_names or module in siblings, f"{name} imports {module}"
 
 
 def test_success_records_exit_code_zero_and_the_output(node: NodeHandle, tmp_path: Path) -> None:
@@ -217,17 +227,17 @@ def test_authorized_keys_edits_touch_only_our_tagged_line(tmp_path: Path) -> Non
     users_own = "ssh-rsa AAAAUSER me@laptop\n# a comment\nssh-ed25519 AAAALAST no-newline"
     keys.write_text(users_own)
     keys.chmod(0o600)
-    agent_module.edit_authorized_keys(str(keys), "batchai-cluster-c-node-n0", "ssh-ed25519 AAAACLUSTER")
-    agent_module.edit_authorized_keys(str(keys), "batchai-cluster-c-node-n0", "ssh-ed25519 AAAACLUSTER")  # idempotent
-    agent_module.edit_authorized_keys(str(keys), "batchai-cluster-c-node-n1", "ssh-ed25519 AAAACLUSTER")
+    tools.edit_authorized_keys(str(keys), "batchai-cluster-c-node-n0", "ssh-ed25519 AAAACLUSTER")
+    tools.edit_authorized_keys(str(keys), "batchai-cluster-c-node-n0", "ssh-ed25519 AAAACLUSTER")  # idempotent
+    tools.edit_authorized_keys(str(keys), "batchai-cluster-c-node-n1", "ssh-ed25519 AAAACLUSTER")
     assert (
         keys.read_text()
         == users_own + "\nssh-ed25519 AAAACLUSTER batchai-cluster-c-node-n0\nssh-ed25519 AAAACLUSTER batchai-cluster-c-node-n1\n"
     )
     assert keys.stat().st_mode & 0o777 == 0o600
-    agent_module.edit_authorized_keys(str(keys), "batchai-cluster-c-node-n0")
+    tools.edit_authorized_keys(str(keys), "batchai-cluster-c-node-n0")
     assert keys.read_text().endswith("no-newline\nssh-ed25519 AAAACLUSTER batchai-cluster-c-node-n1\n")
-    agent_module.edit_authorized_keys(str(keys), "batchai-cluster-c-node-n1")
+    tools.edit_authorized_keys(str(keys), "batchai-cluster-c-node-n1")
     assert keys.read_text() == users_own + "\n"
     assert sorted(p.name for p in keys.parent.iterdir()) == ["authorized_keys"]  # no lock or temporary file left
 

@@ -1,8 +1,8 @@
-#!/usr/bin/env python3
 """What the node agent needs of Azure Storage: blob containers and file shares over SAS URLs.
 
 Standard library only (python >= 3.8), like the agent, and copied next to it on each node. The
-control plane imports the same classes, so nodes and control plane make the same REST calls:
+control plane imports the same classes (the one module of ``node/`` besides protocol.py it
+uses), so nodes and control plane make the same REST calls:
 listing (parsed directly, far faster than the SDK's generic deserializer), downloads, block
 uploads, append blobs for logs, and the Files API counterparts. ``Syncer`` uploads what a job
 writes while it runs.
@@ -20,8 +20,6 @@ SINGLE_PUT_LIMIT = 32 * 1024 * 1024
 BLOCK_SIZE = 8 * 1024 * 1024
 APPEND_LIMIT = 4 * 1024 * 1024  # the most one Append Block takes
 SYNC_INTERVAL_S = 0.5
-SAS_KEY_PREFIX = "BATCHAI_SAS_"  # secrets under these names are SAS tokens for the agent, never job variables
-ACCOUNT_KEY_SECRET = SAS_KEY_PREFIX + "ACCOUNT_KEY"  # only with SMB mounts (azure_files_mount "cifs"): the key mount.cifs needs
 _BATCHAI_LAYOUT = re.compile(r"(^|/)[^/]+/[^/]+/workspaces/[^/]+/(experiments/[^/]+/jobs|clusters)/")
 
 

@@ -1,0 +1,347 @@
+#!/usr/bin/env python3
+"""Node agent: supervises one job (or one node setup) on one node. Standard library only.
+
+It is copied to the node with the other modules of this folder and started detached, so the
+job outlives the Airflow worker and the SSH connection that started it. The truth about the
+job lives next to it, in ``status.json`` in the run folder (written atomically; the control
+plane only reads it):
+
+    state      starting | preparing | running | succeeded | failed | terminated (protocol.RunState)
+    pid        this agent's pid;  pgids: process groups of the job's processes
+    heartbeat  epoch seconds, refreshed every HEARTBEAT_INTERVAL_S while the agent lives
+    start_time, end_time, exit_code, error {code, message}
+
+Usage:
+    agent.py run RUN_DIR          run the plan in RUN_DIR/plan.json (secrets in RUN_DIR/secrets.json)
+    agent.py terminate RUN_DIR    stop it: SIGTERM to every process group, SIGKILL after the grace period
+    agent.py terminate-all RUNS   stop every run in the folder RUNS (a node leaving its cluster)
+    agent.py unmount-under ROOT   unmount everything below ROOT (before it is removed)
+    agent.py serve                run commands sent over stdin (the control plane's kept-open channel)
+    agent.py authorize FILE TAG KEY [--keep UUIDS]   add the public KEY to FILE on a line tagged TAG
+    agent.py deauthorize FILE TAG [--keep UUIDS]     remove the lines tagged TAG from FILE
+                                  (--keep: lines of clusters not listed are removed too)
+
+Python >= 3.8 on the node; nothing to install there.
+"""
+
+from __future__ import print_function
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+try:  # in the control plane: the package airflow_batchai.node
+    from .container import Containers
+    from .protocol import (
+        DEFAULT_GRACE_S,
+        FINAL_STATES,
+        HEARTBEAT_INTERVAL_S,
+        PLAN_FILE,
+        POLL_INTERVAL_S,
+        REGISTRY_PASSWORD_KEY,
+        SAS_KEY_PREFIX,
+        SECRETS_FILE,
+        STATUS_FILE,
+        expand,
+    )
+    from .runtime import JobError, now, read_json, write_json_atomically
+    from .tools import edit_authorized_keys, serve, session_free_environment, terminate, terminate_all, unmount_under
+    from .volumes import Volumes
+except ImportError:  # on a node: these files lie flat in one folder, this script's own (first on sys.path)
+    from container import Containers  # type: ignore[no-redef]
+    from protocol import (  # type: ignore[no-redef]
+        DEFAULT_GRACE_S,
+        FINAL_STATES,
+        HEARTBEAT_INTERVAL_S,
+        PLAN_FILE,
+        POLL_INTERVAL_S,
+        REGISTRY_PASSWORD_KEY,
+        SAS_KEY_PREFIX,
+        SECRETS_FILE,
+        STATUS_FILE,
+        expand,
+    )
+    from runtime import JobError, now, read_json, write_json_atomically  # type: ignore[no-redef]
+    from tools import edit_authorized_keys, serve, session_free_environment, terminate, terminate_all, unmount_under  # type: ignore[no-redef]
+    from volumes import Volumes  # type: ignore[no-redef]
+
+
+class Agent(Volumes, Containers):
+    def __init__(self, run_dir):
+        self.run_dir = os.path.abspath(run_dir)
+        self.plan = read_json(os.path.join(self.run_dir, PLAN_FILE))
+        if self.plan is None:
+            raise SystemExit("agent: no readable %s in %s" % (PLAN_FILE, self.run_dir))
+        self.status_path = os.path.join(self.run_dir, STATUS_FILE)
+        self.lock = threading.Lock()
+        self.status = {"state": "starting", "pid": os.getpid(), "pgids": [], "heartbeat": now(), "start_time": now()}
+        self.children = []  # (name, Popen)
+        self.terminate_requested = threading.Event()
+        self.done = threading.Event()
+        self.env = {}
+        self.job_variables = {}  # what a container gets: the job's variables only, not the host's
+        self.registry_password = None
+        self.container_started = False
+        self.log_handle = None
+        self.syncer = None
+        self.sas = {}
+        self.mounted = []  # FUSE and SMB mount points to unmount at the end
+        self.mount_files = []  # mounters' credential files, removed at the end
+        self.deadline = now() + float(self.plan.get("max_wall_clock_s") or 7 * 86400)
+
+    def set_status(self, **changes):
+        with self.lock:
+            self.status.update(changes)
+            self.status["heartbeat"] = now()
+            write_json_atomically(self.status_path, self.status)
+
+    def heartbeat_loop(self):
+        while not self.done.wait(HEARTBEAT_INTERVAL_S):
+            with self.lock:
+                if self.status["state"] in FINAL_STATES:
+                    return
+            self.set_status()
+
+    def log(self, message):
+        line = "%s %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), message)
+        if self.log_handle is not None:
+            self.log_handle.write(line)
+            self.log_handle.flush()
+
+    def on_terminate(self, signum, frame):
+        self.terminate_requested.set()
+
+    def build_environment(self):
+        env = session_free_environment()
+        env.update(self.plan.get("env") or {})
+        secrets_path = os.path.join(self.run_dir, SECRETS_FILE)
+        secrets = read_json(secrets_path) or {}
+        self.registry_password = secrets.pop(REGISTRY_PASSWORD_KEY, None)
+        self.sas = dict((name, secrets.pop(name)) for name in list(secrets) if name.startswith(SAS_KEY_PREFIX))
+        env.update(secrets)
+        if os.path.exists(secrets_path):
+            os.unlink(secrets_path)  # held in memory only from here on
+        python_dir = os.path.dirname(sys.executable)
+        env["PATH"] = python_dir + os.pathsep + env.get("PATH", "/usr/bin:/bin")
+        env.setdefault("BATCHAI_PYTHON", sys.executable)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        for name, template in self.plan.get("expand_env") or []:
+            env[name] = os.path.normpath(expand(template, env))
+        names = set(self.plan.get("env") or {}) | set(secrets) | set(name for name, _ in self.plan.get("expand_env") or [])
+        self.job_variables = dict((name, env[name]) for name in names)
+        self.job_variables.update(PYTHONUNBUFFERED="1", BATCHAI_PYTHON="python")
+        address = self.plan.get("socket_address")
+        if address and not (env.get("GLOO_SOCKET_IFNAME") or env.get("NCCL_SOCKET_IFNAME")):
+            interface = interface_for(address)
+            if interface:  # without it torch may resolve the hostname to 127.0.0.1 and ranks never meet
+                env["GLOO_SOCKET_IFNAME"] = env["NCCL_SOCKET_IFNAME"] = interface
+        self.env = env
+
+    def open_execution_log(self):
+        folder = self.env.get(self.plan.get("log_dir_env") or "", "")
+        if folder and os.path.isdir(folder):
+            self.log_handle = open(os.path.join(folder, self.plan.get("execution_log", "execution.log")), "a")  # noqa: SIM115 - lives as long as the agent
+
+    def check_requirements(self):
+        if self.plan.get("container"):
+            self.start_container()
+            return
+        for program in self.plan.get("requires") or []:
+            if shutil.which(program, path=self.env.get("PATH")) is None:
+                raise JobError(
+                    "JobPreparationFailed",
+                    "this job needs %s on node %s, which has none (install MPI there, e.g. in jobPreparation or node setup)"
+                    % (program, self.plan.get("node_id")),
+                )
+
+    def start(self, name, command, extra_env, stdout_name, stderr_name):
+        env = dict(self.env)
+        env.update(extra_env or {})
+        folder = self.env.get(self.plan.get("log_dir_env") or "", self.run_dir)
+        container = self.plan.get("container")
+        if container:  # values reach the container from this docker client's environment, not its command line
+            passed = [flag for name in sorted(extra_env or {}) for flag in ("--env", name)]
+            argv = container["exec"] + passed + [container["name"]] + container["shell"] + [command]
+        else:
+            argv = ["/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh", "-c", command]
+        with open(os.path.join(folder, stdout_name), "ab") as out, open(os.path.join(folder, stderr_name), "ab") as err:
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env=env,
+                cwd=self.plan.get("cwd") or folder,
+                start_new_session=True,
+                close_fds=True,
+            )
+        self.children.append((name, process))
+        with self.lock:
+            self.status["pgids"] = [p.pid for _, p in self.children]
+            self.status.setdefault("tasks", []).append({"name": name, "pid": process.pid})
+        self.set_status()
+        self.log("started %s as pid %d" % (name, process.pid))
+        return process
+
+    def kill_all(self, grace_s):
+        if self.container_started:  # docker exec clients do not forward signals: stop what runs inside
+            subprocess.run(
+                ["docker", "stop", "--time", str(int(grace_s)), self.plan["container"]["name"]],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=self.env,
+            )
+        live = [p for _, p in self.children if p.poll() is None]
+        for process in live:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except OSError:
+                pass
+        deadline = now() + grace_s
+        while now() < deadline and any(p.poll() is None for p in live):
+            time.sleep(POLL_INTERVAL_S)
+        for process in live:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)  # the whole group: grandchildren too
+            except OSError:
+                pass
+            process.wait()
+
+    def wait_for(self, processes, stop_on_failure):
+        """Wait until all exit; returns the first non-zero exit code (0 if none)."""
+        grace = float(self.plan.get("grace_s", DEFAULT_GRACE_S))
+        first_failure = 0
+        while True:
+            if self.terminate_requested.is_set():
+                self.log("terminate requested: stopping all processes")
+                self.kill_all(grace)
+                raise JobError("JobTerminated", "the job was terminated", exit_code=-1)
+            if now() > self.deadline:
+                self.log("maxWallClockTime exceeded: stopping all processes")
+                self.kill_all(grace)
+                raise JobError("MaxWallClockTimeExceeded", "the job ran longer than its maxWallClockTime", exit_code=-1)
+            running = False
+            for process in processes:
+                code = process.poll()
+                if code is None:
+                    running = True
+                elif code != 0 and first_failure == 0:
+                    first_failure = code if code > 0 else 128 - code
+                    if stop_on_failure:
+                        self.log("a process exited with code %d: stopping the others" % code)
+                        self.kill_all(grace)
+                        return first_failure
+            if not running:
+                return first_failure
+            time.sleep(POLL_INTERVAL_S)
+
+    def run(self):
+        signal.signal(signal.SIGTERM, self.on_terminate)
+        signal.signal(signal.SIGINT, self.on_terminate)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        self.set_status()
+        threading.Thread(target=self.heartbeat_loop, daemon=True).start()
+        try:
+            self.build_environment()
+            self.prepare_folders()
+            self.open_execution_log()
+            self.stage_volumes()  # after the log opens, so what was mounted or staged shows in execution.log
+            self.log("agent %d on node %s: %s" % (os.getpid(), self.plan.get("node_id"), self.plan.get("kind", "job")))
+            self.check_requirements()
+            preparation = self.plan.get("preparation")
+            if preparation:
+                self.set_status(state="preparing")
+                process = self.start("preparation", preparation["command"], {}, preparation["stdout"], preparation["stderr"])
+                code = self.wait_for([process], stop_on_failure=True)
+                self.log("preparation exited with code %d" % code)
+                if code != 0:
+                    raise JobError(preparation.get("error_code", "JobPreparationFailed"), "preparation exited with code %d" % code, code)
+            self.set_status(state="running")
+            processes = [self.start(t["name"], t["command"], t.get("env"), t["stdout"], t["stderr"]) for t in self.plan.get("tasks") or []]
+            if self.plan.get("wait_for_release"):
+                while not self.terminate_requested.wait(POLL_INTERVAL_S):
+                    if now() > self.deadline:
+                        break
+                self.finish("succeeded", 0)
+                return 0
+            code = self.wait_for(processes, stop_on_failure=True)
+            self.log("processes ended, exit code %d" % code)
+            if code == 0:
+                self.finish("succeeded", 0)
+            else:
+                self.finish("failed", code, {"code": self.plan.get("failure_code", "JobFailed"), "message": "exit code %d" % code})
+            return code
+        except JobError as error:
+            self.log("%s: %s" % (error.code, error.message))
+            state = "terminated" if error.code == "JobTerminated" else "failed"
+            self.finish(state, error.exit_code, {"code": error.code, "message": error.message})
+            return 1
+        except Exception as error:  # anything unexpected still ends in a final status
+            self.log("agent error: %r" % (error,))
+            self.kill_all(float(self.plan.get("grace_s", DEFAULT_GRACE_S)))
+            self.finish("failed", -1, {"code": "AgentError", "message": "%s: %s" % (type(error).__name__, error)})
+            return 1
+
+    def finish(self, state, exit_code, error=None):
+        try:
+            self.remove_container()
+        except (OSError, subprocess.SubprocessError) as failure:
+            self.log("could not remove the container: %r" % (failure,))
+        self.unmount_all()
+        failed_upload = self.flush_uploads()
+        if failed_upload:
+            self.log("%s: %s" % (failed_upload["code"], failed_upload["message"]))
+            if state == "succeeded":
+                state, exit_code, error = "failed", -1, failed_upload
+        self.release_links()
+        self.set_status(state=state, exit_code=exit_code, end_time=now(), error=error)
+        self.done.set()
+        if self.log_handle is not None:
+            self.log_handle.close()
+
+
+def interface_for(address):
+    """The network interface this node reaches ``address`` through (its own address: the interface holding it)."""
+    try:
+        shown = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, timeout=10).stdout
+        for line in shown.splitlines():
+            parts = line.split()
+            if len(parts) > 3 and parts[3].split("/")[0] == address:
+                return parts[1].rstrip(":")
+        route = subprocess.run(["ip", "-o", "route", "get", address], capture_output=True, text=True, timeout=10).stdout
+        match = re.search(r"\bdev (\S+)", route)
+        return match.group(1) if match else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def main(argv):
+    if len(argv) >= 2 and argv[0] == "run":
+        return Agent(argv[1]).run()
+    if argv[:1] == ["serve"]:
+        return serve()
+    if len(argv) >= 2 and argv[0] == "terminate-all":
+        return terminate_all(os.path.abspath(argv[1]), float(argv[2]) if len(argv) > 2 else DEFAULT_GRACE_S)
+    if len(argv) >= 2 and argv[0] == "terminate":
+        grace = float(argv[2]) if len(argv) > 2 else DEFAULT_GRACE_S
+        return terminate(os.path.abspath(argv[1]), grace)
+    if len(argv) == 2 and argv[0] == "unmount-under":
+        return unmount_under(argv[1])
+    keep = None
+    if len(argv) >= 2 and argv[-2] == "--keep":  # the uuids of the clusters that exist (not secret)
+        keep, argv = set(filter(None, argv[-1].split(","))), argv[:-2]
+    if len(argv) == 4 and argv[0] == "authorize":
+        return edit_authorized_keys(argv[1], argv[2], argv[3], keep)
+    if len(argv) == 3 and argv[0] == "deauthorize":
+        return edit_authorized_keys(argv[1], argv[2], keep=keep)
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
