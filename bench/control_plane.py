@@ -197,7 +197,12 @@ def spec(task):
 with DAG("bench_overhead", schedule=None, catchup=False):
     blocking = BatchAISubmitJobOperator(task_id="blocking", cluster_name="bench", spec=spec("blocking"))
     deferrable = BatchAISubmitJobOperator(task_id="deferrable", cluster_name="bench", spec=spec("deferrable"), deferrable=True)
-    remote = SSHRemoteJobOperator(task_id="ssh_remote_job", ssh_conn_id="bench_ssh", command=f"sleep 2; (date +%s.%N >> {{MARKERS}}/ssh_remote_job)")
+    remote = SSHRemoteJobOperator(
+        task_id="ssh_remote_job",
+        ssh_conn_id="bench_ssh",
+        command=f"sleep 2; (date +%s.%N >> {{MARKERS}}/ssh_remote_job)",
+        remote_base_dir="{remote_jobs}",  # the peer's default is /tmp/airflow-ssh-jobs: keep it in this run's folder
+    )
     # the first task of a `dags test` run pays for starting Airflow's in-process API (about 2 s): not any operator's cost
     warmup = EmptyOperator(task_id="warmup")
     warmup >> blocking >> deferrable >> remote
@@ -211,7 +216,7 @@ def overhead() -> None:
     home, markers, dags = WORK / "overhead", WORK / "markers", WORK / "dags"
     for folder in (markers, dags):
         folder.mkdir(parents=True, exist_ok=True)
-    (dags / "bench_overhead.py").write_text(textwrap.dedent(DAG.format(markers=markers)))
+    (dags / "bench_overhead.py").write_text(textwrap.dedent(DAG.format(markers=markers, remote_jobs=WORK / "remote-jobs")))
     Service.embedded(home, nodes=1).create_cluster(
         "bench", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1}}}, environ={})
     )

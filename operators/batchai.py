@@ -22,6 +22,7 @@ from airflow.sdk.log import mask_secret
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.hooks.batchai import BatchAIHook
 from airflow_batchai.logtail import JobLogFollower, stderr_tail
+from airflow_batchai.records import ExecutionState
 from airflow_batchai.secretfields import CLUSTER_SECRET_FIELDS, JOB_SECRET_FIELDS, secret_values
 from airflow_batchai.service import DEFAULT_EXPERIMENT, DEFAULT_WORKSPACE, Service
 from airflow_batchai.settings import WAIT_POLL_S
@@ -230,7 +231,7 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
         self.push_output_link(context, name)
         if not self.wait_for_completion:
             return view
-        if self.deferrable and view["executionState"] not in ("succeeded", "failed"):
+        if self.deferrable and not ExecutionState(view["executionState"]).finished:
             from airflow_batchai.triggers.batchai import BatchAIJobTrigger
 
             self.defer(
@@ -253,7 +254,7 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
             if error.code != "JobNotFound":
                 raise AirflowException(f"{error.code}: {error.message}") from error
             before = None
-        if before is not None and before["executionState"] == "failed" and try_number > 1:
+        if before is not None and before["executionState"] == ExecutionState.FAILED and try_number > 1:
             self.log.info("job %s failed in an earlier try: deleting it and submitting again", name)
             self.call(self.service.delete_job, name, self.experiment, self.workspace)
             before = None
@@ -279,7 +280,7 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         while True:
             view = self.call(self.service.refresh_job, name, self.experiment, self.workspace)
-            finished = view["executionState"] in ("succeeded", "failed")
+            finished = ExecutionState(view["executionState"]).finished
             for file_name, line in follower.poll(final=finished):
                 self.log.info("[%s] %s", file_name, line)
             if finished:
@@ -289,7 +290,7 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
             time.sleep(self.poll_interval)
 
     def result(self, view: dict[str, Any]) -> dict[str, Any]:
-        if view["executionState"] == "succeeded":
+        if view["executionState"] == ExecutionState.SUCCEEDED:
             self.log.info("job %s succeeded", view["name"])
             return view
         raise AirflowException(failure_message(self.service, view, self.experiment, self.workspace))

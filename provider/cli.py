@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_batchai.errors import BatchAIError
+from airflow_batchai.records import ExecutionState
 from airflow_batchai.service import DEFAULT_EXPERIMENT, DEFAULT_WORKSPACE, Service
 from airflow_batchai.spec import (
     AutoScaleSettings,
@@ -171,7 +172,7 @@ def job_wait(args: argparse.Namespace) -> int:
     """Exit with the job's exit code, as ``az batchai job wait`` did (1 for a failure without one)."""
     view = _service(args).wait_job(args.name, args.experiment, args.workspace, timeout_s=args.timeout, poll_s=args.interval)
     info = view["executionInfo"]
-    if view["executionState"] == "succeeded":
+    if view["executionState"] == ExecutionState.SUCCEEDED:
         return 0
     for error in info.get("errors") or []:
         print(f"{error['code']}: {error['message']}", file=sys.stderr)
@@ -198,7 +199,7 @@ def file_stream(args: argparse.Namespace) -> int:
             out.write(chunk)
             out.flush()
             offset += len(chunk)
-        if state in ("succeeded", "failed"):
+        if ExecutionState(state).finished:
             tail = files.read(args.output_directory_id, args.file_name, offset)
             if tail:
                 out.write(tail)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from airflow_batchai.node.protocol import PrivateFile
+
 DEFAULT_AUTHORIZED_KEYS = "~/.ssh/authorized_keys"
 
 
@@ -53,7 +55,7 @@ def host_alias(node_id: str) -> str:
     return f"batchai-{node_id}"
 
 
-def ssh_client_files(peers: list[PeerSSH], identity: str, folder: str) -> tuple[str, list[dict[str, str]]]:
+def ssh_client_files(peers: list[PeerSSH], identity: str, folder: str) -> tuple[str, list[PrivateFile]]:
     """The job's ssh config and known_hosts (path, text) for the node that runs mpirun.
 
     Peers are matched by the address the hostfile names; HostKeyAlias ties each to its pinned
@@ -78,7 +80,7 @@ def ssh_client_files(peers: list[PeerSSH], identity: str, folder: str) -> tuple[
         "  LogLevel ERROR\n"
     )
     known_hosts = "".join(f"{host_alias(peer.node_id)} {peer.host_key}\n" for peer in peers)
-    files = [{"path": config_path, "text": "".join(blocks)}, {"path": known_hosts_path, "text": known_hosts}]
+    files = [PrivateFile(config_path, "".join(blocks)), PrivateFile(known_hosts_path, known_hosts)]
     return config_path, files
 
 

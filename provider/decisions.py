@@ -23,25 +23,23 @@ from typing import Any
 
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.launch import MPI_TOOLKITS
-from airflow_batchai.node.protocol import FINAL_STATES
+from airflow_batchai.node.protocol import AgentStatus, RunState
 from airflow_batchai.records import ExecutionState, JobRecord, NodeRecord, NodeState, move_job, move_node
 from airflow_batchai.snapshot import Snapshot
 from airflow_batchai.spec import DeallocationOption
-
-FINAL_RUN_STATES = FINAL_STATES  # what an agent's status.json ends in
 
 
 @dataclass(frozen=True)
 class Observed:
     """One agent run as the pass saw it: its status document, None when it wrote none (yet), or why the node could not be read."""
 
-    status: dict[str, Any] | None = None
+    status: AgentStatus | None = None
     unreachable: str | None = None
     planned: bool = True  # with no status: whether the run's plan reached the node (False: its launch died before)
 
     @property
     def final(self) -> bool:
-        return self.status is not None and self.status.get("state") in FINAL_RUN_STATES
+        return self.status is not None and self.status.final
 
 
 @dataclass(frozen=True)
@@ -274,12 +272,12 @@ class Planner:
             if node.unreachable_since is not None:
                 self.actions.append(NodeReachable(node.node_id))
                 node = self.nodes[node.node_id] = node.model_copy(update={"unreachable_since": None})
-            state = seen.status.get("state") if seen.status else None
-            if state == "succeeded":
+            state = seen.status.state if seen.status else None
+            if state == RunState.SUCCEEDED:
                 self.actions.append(NodeReady(node.node_id))
                 self.move_node(node, NodeState.IDLE)
             elif seen.final:
-                error = seen.status.get("error") or {}  # type: ignore[union-attr]
+                error = seen.status.error or {}  # type: ignore[union-attr]
                 message = f"node setup failed on {node.node_id} ({node.address}): {error.get('message', 'unknown error')}"
                 self.node_unusable(node, {"code": error.get("code", "NodeSetupFailed"), "message": message})
             elif seen.status is None and self.silent_since(node.state_transition_time):
@@ -288,8 +286,8 @@ class Planner:
     def silent_since(self, since: datetime) -> bool:
         return (self.now - since).total_seconds() > self.limits.launch_timeout_s
 
-    def stale(self, status: dict[str, Any]) -> bool:
-        return self.epoch - float(status.get("heartbeat", 0)) > self.limits.heartbeat_timeout_s
+    def stale(self, status: AgentStatus) -> bool:
+        return self.epoch - status.heartbeat > self.limits.heartbeat_timeout_s
 
     def unreachable(self, node: NodeRecord, why: str) -> bool:
         """Remember the first failed contact; True once the node has stayed unreachable too long (it is then lost)."""
@@ -305,7 +303,7 @@ class Planner:
 
     # -- 2. running jobs ------------------------------------------------------------------------
     def observe_job(self, job: JobRecord) -> None:
-        statuses: dict[str, dict[str, Any] | None] = {}
+        statuses: dict[str, AgentStatus | None] = {}
         lost: list[tuple[str, str]] = []
         unlaunched = False
         for node_id in job.nodes:
@@ -314,8 +312,7 @@ class Planner:
             if node is None:
                 statuses[node_id] = None
                 continue
-            if seen.unreachable is not None:
-                statuses[node_id] = {"state": "unknown", "heartbeat": self.epoch}
+            if seen.unreachable is not None:  # not heard from: neither ended nor silent yet
                 if self.unreachable(node, seen.unreachable):
                     lost.append((node_id, seen.unreachable))
                 continue
@@ -329,7 +326,7 @@ class Planner:
                 continue
             if status is None and self.silent_since(job.execution_state_transition_time) and not unlaunched:
                 lost.append((node_id, "its agent never started"))
-            elif status is not None and status.get("state") not in FINAL_RUN_STATES and self.stale(status):
+            elif status is not None and not status.final and self.stale(status):
                 lost.append((node_id, f"no heartbeat for {self.limits.heartbeat_timeout_s:.0f} s"))
         if lost:
             self.lose_nodes(job, lost)
@@ -342,8 +339,8 @@ class Planner:
             else:  # terminated meanwhile: nothing runs it, so it has ended
                 self.end_job(job, ExecutionState.FAILED, exit_code=-1, errors=job.errors)
             return
-        finals = {nid: s for nid, s in statuses.items() if s and s.get("state") in FINAL_RUN_STATES}
-        failed = [(nid, s) for nid, s in finals.items() if s["state"] != "succeeded"]
+        finals = {nid: s for nid, s in statuses.items() if s and s.final}
+        failed = [(nid, s) for nid, s in finals.items() if s.state != RunState.SUCCEEDED]
         workers = [nid for nid in job.nodes if nid not in job_helpers(job)]
         if job.execution_state == ExecutionState.TERMINATING:
             if len(finals) == len(job.nodes):
@@ -351,11 +348,11 @@ class Planner:
             return
         if failed:
             node_id, status = failed[0]
-            error = status.get("error") or {"code": "JobFailed", "message": "the job failed"}
+            error = status.error or {"code": "JobFailed", "message": "the job failed"}
             if error.get("code") == "JobFailed":
                 error = {"code": "JobFailed", "message": f"Job failed with non-zero exit code on node {node_id}"}
             self.stop(job, [nid for nid in job.nodes if nid not in finals])
-            self.finish(job, ExecutionState.FAILED, int(status.get("exit_code", -1)), [error])
+            self.finish(job, ExecutionState.FAILED, status.exit_code if status.exit_code is not None else -1, [error])
         elif all(nid in finals for nid in workers):
             self.stop(job, [nid for nid in job.nodes if nid not in finals])  # release reserved nodes
             self.finish(job, ExecutionState.SUCCEEDED, 0, [])

@@ -1,6 +1,6 @@
 """Toolkit settings → what each node of a job runs, with which environment. Pure: no I/O.
 
-The output is one agent plan per node (a JSON-able dict, read by ``agent.py``). Paths and
+The output is one agent plan per node (a ``node.protocol.AgentPlan``, read by the agent through the same class). Paths and
 arguments keep their ``$VARS``: the agent expands them on the node, as Batch AI did, because
 only the node knows its own roots. Secrets are not part of a plan; they travel separately.
 
@@ -24,6 +24,7 @@ from typing import Any
 from airflow_batchai.clusterkeys import PeerSSH, mpi_launcher_env, ssh_client_files
 from airflow_batchai.errors import BatchAIError, InvalidSpec
 from airflow_batchai.layout import NodeLayout, output_template, stdouterr_template
+from airflow_batchai.node.protocol import AgentPlan, ContainerPlan, HostFile, LinkPlan, PrivateFile, TaskPlan
 from airflow_batchai.spec import (
     CaffeSettings,
     CNTKsettings,
@@ -88,12 +89,12 @@ class Link:
         """A folder of this machine (the embedded default's storage), linked rather than mounted or staged."""
         return self.remote is None and self.mount_command is None
 
-    def plan_entry(self, path: str, unlink_at_end: bool) -> dict[str, Any]:
+    def plan_entry(self, path: str, unlink_at_end: bool) -> LinkPlan:
         if self.mount_command is not None:
-            return {"path": path, "mount_command": self.mount_command, "unlink_at_end": unlink_at_end}
+            return LinkPlan(path, mount_command=self.mount_command, unlink_at_end=unlink_at_end)
         if self.remote is not None:
-            return {"path": path, "stage": True, "unlink_at_end": unlink_at_end}
-        return {"path": path, "source": self.source, "unlink_at_end": unlink_at_end}
+            return LinkPlan(path, stage=True, unlink_at_end=unlink_at_end)
+        return LinkPlan(path, source=self.source, unlink_at_end=unlink_at_end)
 
 
 def node_mounted_links(volumes: Any, where: str) -> list[Link]:
@@ -125,21 +126,9 @@ class JobContext:
     cluster_key: str | None = None  # the cluster's private key on the first node
 
 
-@dataclass(frozen=True)
-class Task:
-    name: str
-    command: str
-    stdout: str
-    stderr: str
-    env: dict[str, str] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "command": self.command, "stdout": self.stdout, "stderr": self.stderr, "env": self.env}
-
-
 @dataclass
 class NodeWork:
-    tasks: list[Task] = field(default_factory=list)
+    tasks: list[TaskPlan] = field(default_factory=list)
     requires: list[str] = field(default_factory=list)
     wait_for_release: bool = False
 
@@ -198,7 +187,7 @@ def _pytorch_work(spec: JobSpec, nodes: list[NodeSlot], ctx: JobContext) -> list
                 env["AZ_BATCHAI_PYTORCH_INIT_METHOD"] = init_method(nodes, ctx, nodes[node_rank])
                 env["AZ_BATCHAI_PYTORCH_BACKEND"] = (settings.communication_backend or "gloo").lower()
             stdout, stderr = _single_or_ranked("", rank, world > 1)
-            work[node_rank].tasks.append(Task(f"rank {rank}", command, stdout, stderr, env))
+            work[node_rank].tasks.append(TaskPlan(f"rank {rank}", command, stdout, stderr, env))
     return work
 
 
@@ -210,7 +199,7 @@ def _tensorflow_work(spec: JobSpec, nodes: list[NodeSlot]) -> list[NodeWork]:
     if not distributed:
         env = {"AZ_BATCHAI_TASK_INDEX": "0", "AZ_BATCHAI_PS_HOSTS": "", "AZ_BATCHAI_WORKER_HOSTS": ""}
         command = python_command(script, settings.python_interpreter_path, settings.master_command_line_args)
-        work[0].tasks.append(Task("worker 0", command, "stdout-wk-0.txt", "stderr-wk-0.txt", env))
+        work[0].tasks.append(TaskPlan("worker 0", command, "stdout-wk-0.txt", "stderr-wk-0.txt", env))
         return work
     workers = settings.worker_count or spec.node_count
     servers = 1 if settings.parameter_server_count is None else settings.parameter_server_count
@@ -236,7 +225,7 @@ def _tensorflow_work(spec: JobSpec, nodes: list[NodeSlot]) -> list[NodeWork]:
             else:
                 args, short = (settings.master_command_line_args if index == 0 else settings.worker_command_line_args), "wk"
             command = python_command(script, settings.python_interpreter_path, args)
-            work[node].tasks.append(Task(f"{role} {index}", command, f"stdout-{short}-{index}.txt", f"stderr-{short}-{index}.txt", env))
+            work[node].tasks.append(TaskPlan(f"{role} {index}", command, f"stdout-{short}-{index}.txt", f"stderr-{short}-{index}.txt", env))
     return work
 
 
@@ -262,9 +251,9 @@ def _mpi_work(spec: JobSpec, nodes: list[NodeSlot], env_names: list[str]) -> lis
     program = _mpi_program(spec)
     work = [NodeWork(wait_for_release=i > 0) for i in range(len(nodes))]
     if processes == 1 and len(nodes) == 1:
-        work[0].tasks.append(Task("main", program, "stdout.txt", "stderr.txt"))
+        work[0].tasks.append(TaskPlan("main", program, "stdout.txt", "stderr.txt"))
     else:
-        work[0].tasks.append(Task("mpirun", mpirun_command(program, processes, env_names), "stdout.txt", "stderr.txt"))
+        work[0].tasks.append(TaskPlan("mpirun", mpirun_command(program, processes, env_names), "stdout.txt", "stderr.txt"))
         work[0].requires.append("mpirun")
     return work
 
@@ -274,7 +263,7 @@ def _custom_work(spec: JobSpec, nodes: list[NodeSlot]) -> list[NodeWork]:
     if settings is None or not settings.command_line:
         raise InvalidSpec("customToolkitSettings.commandLine is required to run a job", "customToolkitSettings.commandLine")
     work = [NodeWork(wait_for_release=i > 0) for i in range(len(nodes))]
-    work[0].tasks.append(Task("main", settings.command_line, "stdout.txt", "stderr.txt"))
+    work[0].tasks.append(TaskPlan("main", settings.command_line, "stdout.txt", "stderr.txt"))
     return work
 
 
@@ -285,7 +274,7 @@ def _caffe2_work(spec: JobSpec, nodes: list[NodeSlot]) -> list[NodeWork]:
     work = [NodeWork() for _ in nodes]
     for index in range(len(nodes)):
         stdout, stderr = _single_or_ranked("", index, len(nodes) > 1)
-        work[index].tasks.append(Task(f"shard {index}", command, stdout, stderr, {"AZ_BATCHAI_TASK_INDEX": str(index)}))
+        work[index].tasks.append(TaskPlan(f"shard {index}", command, stdout, stderr, {"AZ_BATCHAI_TASK_INDEX": str(index)}))
     return work
 
 
@@ -325,7 +314,7 @@ def init_method(nodes: list[NodeSlot], ctx: JobContext, node: NodeSlot) -> str:
     return f"tcp://{nodes[0].address}:{master_port(ctx.job_uuid)}"
 
 
-def peer_ssh(nodes: list[NodeSlot], ctx: JobContext, first_job_temp: str) -> tuple[list[dict[str, str]], dict[str, str]]:
+def peer_ssh(nodes: list[NodeSlot], ctx: JobContext, first_job_temp: str) -> tuple[list[PrivateFile], dict[str, str]]:
     """Files and variables that let mpirun on the first node reach the others (only when they are other hosts)."""
     if ctx.cluster_key is None or len({node.address for node in nodes}) < 2:
         return [], {}
@@ -337,7 +326,7 @@ def peer_ssh(nodes: list[NodeSlot], ctx: JobContext, first_job_temp: str) -> tup
     return files, mpi_launcher_env(config)
 
 
-def job_plans(spec: JobSpec, nodes: list[NodeSlot], ctx: JobContext, secret_names: list[str] | None = None) -> list[dict[str, Any]]:
+def job_plans(spec: JobSpec, nodes: list[NodeSlot], ctx: JobContext, secret_names: list[str] | None = None) -> list[AgentPlan]:
     """One agent plan per node (node-rank order). Raises InvalidSpec when the job cannot run as given."""
     if len(nodes) != spec.node_count:
         raise InvalidSpec(f"job needs {spec.node_count} nodes, {len(nodes)} given", "nodeCount")
@@ -366,41 +355,38 @@ def job_plans(spec: JobSpec, nodes: list[NodeSlot], ctx: JobContext, secret_name
             link.plan_entry(posixpath.join(env["AZ_BATCHAI_JOB_MOUNT_ROOT"], link.relative_mount_path), True) for link in ctx.job_links
         ]
         if ctx.shared_job_temp_source is not None:
-            links.append({"path": env["AZ_BATCHAI_SHARED_JOB_TEMP"], "source": ctx.shared_job_temp_source, "unlink_at_end": True})
+            links.append(LinkPlan(env["AZ_BATCHAI_SHARED_JOB_TEMP"], source=ctx.shared_job_temp_source, unlink_at_end=True))
         suffix = f"-{node.node_id}" if several else ""
         preparation = None
         if spec.job_preparation:
-            preparation = {
-                "command": spec.job_preparation.command_line,
-                "stdout": f"stdout-job_prep{suffix}.txt",
-                "stderr": f"stderr-job_prep{suffix}.txt",
-            }
+            preparation = TaskPlan(
+                "preparation", spec.job_preparation.command_line, f"stdout-job_prep{suffix}.txt", f"stderr-job_prep{suffix}.txt"
+            )
         make_dirs = ["AZ_BATCHAI_STDOUTERR_DIR"] + [f"AZ_BATCHAI_OUTPUT_{d.id}" for d in spec.output_directories or []]
         if ctx.shared_job_temp_source is None:
             make_dirs.append("AZ_BATCHAI_SHARED_JOB_TEMP")
         plans.append(
-            {
-                "kind": "job",
-                "job": f"{ctx.workspace}/{ctx.experiment}/{ctx.job}",
-                "node_id": node.node_id,
-                "env": env,
-                "expand_env": expand_env,
-                "make_dirs": make_dirs,
-                "clean_dirs": [job_temp],
-                "links": links,
-                "hostfile": {"path": env["AZ_BATCHAI_MPI_HOST_FILE"], "lines": hostfile_lines(nodes)},
-                "files": ssh_files if index == 0 else [],
-                "log_dir_env": "AZ_BATCHAI_STDOUTERR_DIR",
-                "execution_log": f"execution{suffix}.log",
-                "cwd": job_temp,
-                "preparation": preparation,
-                "tasks": [task.to_json() for task in work[index].tasks],
-                "requires": work[index].requires,
-                "wait_for_release": work[index].wait_for_release,
-                "max_wall_clock_s": spec.max_wall_clock.total_seconds(),
-                "grace_s": GRACE_S,
-                "failure_code": "JobFailed",
-                "container": (
+            AgentPlan(
+                kind="job",
+                node_id=node.node_id,
+                env=env,
+                expand_env=[list(pair) for pair in expand_env],
+                make_dirs=make_dirs,
+                clean_dirs=[job_temp],
+                links=links,
+                hostfile=HostFile(env["AZ_BATCHAI_MPI_HOST_FILE"], hostfile_lines(nodes)),
+                files=ssh_files if index == 0 else [],
+                log_dir_env="AZ_BATCHAI_STDOUTERR_DIR",
+                execution_log=f"execution{suffix}.log",
+                cwd=job_temp,
+                preparation=preparation,
+                tasks=work[index].tasks,
+                requires=work[index].requires,
+                wait_for_release=work[index].wait_for_release,
+                max_wall_clock_s=spec.max_wall_clock.total_seconds(),
+                grace_s=GRACE_S,
+                failure_code="JobFailed",
+                container=(
                     container_plan(
                         spec.container_settings,
                         node,
@@ -416,8 +402,8 @@ def job_plans(spec: JobSpec, nodes: list[NodeSlot], ctx: JobContext, secret_name
                     if spec.container_settings
                     else None
                 ),
-                "socket_address": nodes[0].address if several else None,
-            }
+                socket_address=nodes[0].address if several else None,
+            )
         )
     return plans
 
@@ -429,40 +415,33 @@ def setup_plan(
     setup_env: dict[str, str],
     stdouterr_template_path: str | None,
     cluster_links: list[Link],
-) -> dict[str, Any]:
+) -> AgentPlan:
     """Node setup: make the cluster's mounts visible, then run ``nodeSetup.setupTask`` once."""
     layout = node.layout
     env = {"AZ_BATCHAI_MOUNT_ROOT": layout.mount_root, "AZ_BATCHAI_NUM_GPUS": str(node.gpus), **setup_env}
     setup_dir = stdouterr_template_path or posixpath.join(layout.agent_dir, "setup")
-    tasks = []
-    if setup_command:
-        tasks.append(Task("setup task", setup_command, f"stdout-{node.node_id}.txt", f"stderr-{node.node_id}.txt").to_json())
-    return {
-        "kind": "setup",
-        "node_id": node.node_id,
-        "env": env,
-        "expand_env": [["AZ_BATCHAI_SETUP_STDOUTERR_DIR", setup_dir]],
-        "make_dirs": ["AZ_BATCHAI_SETUP_STDOUTERR_DIR"],
-        "clean_dirs": [],
-        "links": [link.plan_entry(posixpath.join(layout.mount_root, link.relative_mount_path), False) for link in cluster_links],
-        "log_dir_env": "AZ_BATCHAI_SETUP_STDOUTERR_DIR",
-        "execution_log": f"execution-{node.node_id}.log",
-        "cwd": layout.root,
-        "preparation": None,
-        "tasks": tasks,
-        "requires": [],
-        "wait_for_release": False,
-        "max_wall_clock_s": 86400,
-        "grace_s": GRACE_S,
-        "failure_code": "NodeSetupFailed",
-        "container": None,
-    }
+    tasks = [TaskPlan("setup task", setup_command, f"stdout-{node.node_id}.txt", f"stderr-{node.node_id}.txt")] if setup_command else []
+    return AgentPlan(
+        kind="setup",
+        node_id=node.node_id,
+        env=env,
+        expand_env=[["AZ_BATCHAI_SETUP_STDOUTERR_DIR", setup_dir]],
+        make_dirs=["AZ_BATCHAI_SETUP_STDOUTERR_DIR"],
+        links=[link.plan_entry(posixpath.join(layout.mount_root, link.relative_mount_path), False) for link in cluster_links],
+        log_dir_env="AZ_BATCHAI_SETUP_STDOUTERR_DIR",
+        execution_log=f"execution-{node.node_id}.log",
+        cwd=layout.root,
+        tasks=tasks,
+        max_wall_clock_s=86400,
+        grace_s=GRACE_S,
+        failure_code="NodeSetupFailed",
+    )
 
 
 CONTAINER_SHELL = 'if command -v bash >/dev/null 2>&1; then exec bash -c "$0"; else exec sh -c "$0"; fi'
 
 
-def container_plan(settings: ContainerSettings, node: NodeSlot, name: str, binds: list[str], env_file: str, workdir: str) -> dict[str, Any]:
+def container_plan(settings: ContainerSettings, node: NodeSlot, name: str, binds: list[str], env_file: str, workdir: str) -> ContainerPlan:
     """Docker commands for running a job in one container per node (Batch AI ran prep and job in the same one).
 
     The container sleeps; preparation and every rank are ``docker exec``-ed into it, so what
@@ -483,13 +462,13 @@ def container_plan(settings: ContainerSettings, node: NodeSlot, name: str, binds
     if registry.credentials is not None:
         server = registry.server_url or registry.image.split("/", 1)[0]
         login = ["docker", "login", server, "--username", registry.credentials.username, "--password-stdin"]
-    return {
-        "name": name,
-        "image": registry.image,
-        "login": login,
-        "start": start,
-        "exec": ["docker", "exec", "--workdir", workdir],
-        "shell": ["sh", "-c", CONTAINER_SHELL],
-        "remove": ["docker", "rm", "--force", name],
-        "env_file": env_file,
-    }
+    return ContainerPlan(
+        name=name,
+        image=registry.image,
+        login=login,
+        start=start,
+        exec=["docker", "exec", "--workdir", workdir],
+        shell=["sh", "-c", CONTAINER_SHELL],
+        remove=["docker", "rm", "--force", name],
+        env_file=env_file,
+    )

@@ -12,7 +12,6 @@ import logging
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from airflow_batchai.clusterkeys import ClusterKey, authorization_tag
 from airflow_batchai.errors import BatchAIError
@@ -53,11 +52,11 @@ class NodeHandle:
             deploy_files(self.transport, self.agent_path)
         return self.agent_path
 
-    def start_run(self, run_id: str, plan: dict[str, Any], secrets: dict[str, str]) -> None:
+    def start_run(self, run_id: str, plan: protocol.AgentPlan, secrets: dict[str, str]) -> None:
         run_dir = self.layout.run_dir(run_id)
         agent = self.deploy_agent()
         self.transport.remove_tree(run_dir)
-        self.transport.write_file(posixpath.join(run_dir, protocol.PLAN_FILE), json.dumps(plan).encode(), 0o600)
+        self.transport.write_file(posixpath.join(run_dir, protocol.PLAN_FILE), json.dumps(plan.to_json()).encode(), 0o600)
         if secrets:
             self.transport.write_file(posixpath.join(run_dir, protocol.SECRETS_FILE), json.dumps(secrets).encode(), 0o600)
         self.transport.start_detached(
@@ -65,13 +64,15 @@ class NodeHandle:
         )
         log.info("started run %s on node %s", run_id, self.node_id)
 
-    def status(self, run_id: str) -> dict[str, Any] | None:
+    def status(self, run_id: str) -> protocol.AgentStatus | None:
+        """The run's status.json as its agent last wrote it; None while there is none (or it is not one)."""
         raw = self.transport.read_file(posixpath.join(self.layout.run_dir(run_id), protocol.STATUS_FILE))
         if raw is None:
             return None
         try:
-            return json.loads(raw)
-        except ValueError:
+            return protocol.AgentStatus.from_json(json.loads(raw), f"{protocol.STATUS_FILE} of run {run_id} on {self.node_id}")
+        except (ValueError, protocol.ProtocolError) as error:  # written whole, so never torn: an agent of another version
+            log.warning("unreadable status: %s", error)
             return None
 
     def planned(self, run_id: str) -> bool:

@@ -31,7 +31,6 @@ from typing import Any
 
 from airflow_batchai.errors import BatchAIError, StaleRecord
 from airflow_batchai.layout import NodeLayout
-from airflow_batchai.node.protocol import FINAL_STATES
 from airflow_batchai.nodeops import NodeHandle
 from airflow_batchai.nodes import NodePool
 from airflow_batchai.reconcile import PassOutcome, Reconciler, setup_run_id
@@ -283,9 +282,9 @@ class Passes:
                 if age > self.settings.launch_timeout_s:
                     return True
                 continue
-            if status.get("state") in FINAL_STATES:
+            if status.final:
                 return True
-            if now - float(status.get("heartbeat", 0)) > self.settings.heartbeat_timeout_s:
+            if now - status.heartbeat > self.settings.heartbeat_timeout_s:
                 return True
         return False
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -42,7 +42,7 @@ from airflow_batchai.decisions import (
 from airflow_batchai.errors import BatchAIError, StaleRecord
 from airflow_batchai.launch import JobContext, Link, NodeSlot, job_plans, setup_plan
 from airflow_batchai.layout import NodeLayout, cluster_setup_segment, stdouterr_template
-from airflow_batchai.node.protocol import FINAL_STATES, REGISTRY_PASSWORD_KEY
+from airflow_batchai.node.protocol import REGISTRY_PASSWORD_KEY, AgentPlan
 from airflow_batchai.nodeops import NodeHandle
 from airflow_batchai.nodes import NodePool
 from airflow_batchai.records import (
@@ -301,8 +301,8 @@ class Reconciler:
             secrets = self.vault.get(f"cluster-{self.cluster.uuid}").get("env", {})
             if task:  # a setup task on staged volumes: fetch what its command names, upload its logs
                 reads = [task.command_line, *env.values()]
-                staging, sas = self.data.stage_plan(reads, [(plan["expand_env"][0][1], True)], {"cluster": links}, timedelta(days=1))
-                plan.update(staging)
+                staging, sas = self.data.stage_plan(reads, [(plan.expand_env[0][1], True)], {"cluster": links}, timedelta(days=1))
+                plan = replace(plan, **staging)
                 secrets = {**secrets, **sas}
             self.handle(node).start_run(setup_run_id(self.cluster), plan, secrets)
         except (OSError, BatchAIError) as error:
@@ -315,7 +315,7 @@ class Reconciler:
         handle = self.handle(node)
         try:
             status = handle.status(setup_run_id(self.cluster))
-            if status and status.get("state") not in FINAL_STATES:
+            if status and not status.final:
                 handle.terminate(setup_run_id(self.cluster))
         except BatchAIError as error:
             log.warning("could not stop node setup on %s: %s", node.node_id, error.message)
@@ -374,7 +374,7 @@ class Reconciler:
                 self.mark_lost(node, f"cannot start the job's agent: {getattr(error, 'message', error)}")
         log.info("job %s running on %s", job.key, ", ".join(action.node_ids))
 
-    def build_runs(self, job: JobRecord, nodes: list[NodeRecord]) -> tuple[list[dict[str, Any]], dict[str, str]] | None:
+    def build_runs(self, job: JobRecord, nodes: list[NodeRecord]) -> tuple[list[AgentPlan], dict[str, str]] | None:
         """Per-node plans and the secrets the agents get; None when a peer's SSH details cannot be had."""
         spec = job.parsed_spec()
         secrets = self.vault.get(f"job-{job.uuid}")
@@ -404,9 +404,7 @@ class Reconciler:
         plans = job_plans(spec, slots, ctx, list(secrets.get("env", {})))
         mounts = {"job": links, "cluster": self.cluster_links()}
         staging, sas = self.data.stage_plan(read_texts(spec), written(spec, job.segment), mounts, spec.max_wall_clock)
-        for plan in plans:
-            plan.update(staging)
-        return plans, {**run_secrets(secrets), **sas}
+        return [replace(plan, **staging) for plan in plans], {**run_secrets(secrets), **sas}
 
     def cluster_links(self) -> list[Link]:
         setup = self.spec.node_setup

@@ -390,7 +390,7 @@ class Service:
             view = self.refresh_job(name, experiment, workspace)
             if on_poll:
                 on_poll(view)
-            if view["executionState"] in ("succeeded", "failed"):
+            if ExecutionState(view["executionState"]).finished:
                 return view
             if deadline is not None and time.monotonic() > deadline:
                 raise BatchAIError("WaitTimeout", f"job {name} still {view['executionState']} after {timeout_s} s", name)

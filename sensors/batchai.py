@@ -13,6 +13,7 @@ from airflow.sdk.exceptions import AirflowException
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.hooks.batchai import BatchAIHook
 from airflow_batchai.operators.batchai import failure_message
+from airflow_batchai.records import ExecutionState
 from airflow_batchai.service import DEFAULT_EXPERIMENT, DEFAULT_WORKSPACE
 from airflow_batchai.triggers.batchai import BatchAIClusterTrigger, BatchAIJobTrigger, cluster_ready
 
@@ -85,9 +86,9 @@ class BatchAIJobSensor(_BatchAISensor):
         self.log.info("job %s is %s", self.job_name, state)
         if state in self.target_states:
             return PokeReturnValue(is_done=True, xcom_value=view)
-        if state == "failed":
+        if state == ExecutionState.FAILED:
             raise AirflowException(failure_message(self.hook.service, view, self.experiment, self.workspace))
-        if state == "succeeded":
+        if state == ExecutionState.SUCCEEDED:
             raise AirflowException(f"job {self.job_name} succeeded, which is not one of {self.target_states}")
         return PokeReturnValue(is_done=False)
 

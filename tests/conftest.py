@@ -27,22 +27,29 @@ import pytest
 from airflow_batchai.service import Service, Settings
 
 REAL_AUTHORIZED_KEYS = Path.home() / ".ssh" / "authorized_keys"
-_OWN_AIRFLOW_HOME: list[str] = []
+SYSTEM_TEMP = Path(tempfile.gettempdir())
+_SESSION_FOLDERS: list[str] = []
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """In-process imports of airflow (triggers, hooks) must never create or read ~/airflow.
+    """Everything the suite starts writes its temporary files into one folder of its own, removed at the end.
 
-    Set here, before any test module imports airflow, and not at import of this file: scripts
-    that import helpers from it in a subprocess must not leave a folder behind.
+    TMPDIR is set before any test runs, so agents, jobs (torch keeps a compile cache in the
+    temporary folder), Airflow and its subprocesses inherit it. In-process imports of airflow
+    must never create or read ~/airflow, so AIRFLOW_HOME is set here too, before any test module
+    imports airflow. Set here, not at import of this file: scripts that import helpers from it
+    in a subprocess must not make folders of their own.
     """
+    session = tempfile.mkdtemp(prefix="batchai-tests-", dir=SYSTEM_TEMP)
+    _SESSION_FOLDERS.append(session)
+    os.environ["TMPDIR"] = session
+    tempfile.tempdir = session
     if "AIRFLOW_HOME" not in os.environ:
-        _OWN_AIRFLOW_HOME.append(tempfile.mkdtemp(prefix="batchai-tests-airflow-"))
-        os.environ["AIRFLOW_HOME"] = _OWN_AIRFLOW_HOME[0]
+        os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="airflow-home-", dir=session)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    for folder in _OWN_AIRFLOW_HOME:
+    for folder in _SESSION_FOLDERS:
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -100,16 +107,14 @@ def _contents(path: Path) -> bytes | None:
 def the_machine_is_left_as_it_was_found() -> Iterator[None]:
     """The suite fails if it changed the real ~/.ssh/authorized_keys or left anything in the system temporary folder."""
     keys = _contents(REAL_AUTHORIZED_KEYS)
-    temporary = Path(tempfile.gettempdir())
+    temporary = SYSTEM_TEMP
     before = set(os.listdir(temporary))
     yield
     problems = []
     if _contents(REAL_AUTHORIZED_KEYS) != keys:
         problems.append(f"{REAL_AUTHORIZED_KEYS} was changed")
     left = sorted(
-        name
-        for name in set(os.listdir(temporary)) - before - {Path(f).name for f in _OWN_AIRFLOW_HOME}
-        if not name.startswith("pytest-of-")
+        name for name in set(os.listdir(temporary)) - before - {Path(f).name for f in _SESSION_FOLDERS} if not name.startswith("pytest-of-")
     )
     if left:
         problems.append(f"left in {temporary}: {', '.join(left[:20])}")

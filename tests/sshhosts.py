@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +85,7 @@ StrictModes no
 MaxStartups 100
 MaxSessions 100
 Subsystem sftp internal-sftp
+SetEnv TMPDIR={os.environ.get("TMPDIR") or tempfile.gettempdir()}
 """
     )
     return config

@@ -47,6 +47,8 @@ try:  # in the control plane: the package airflow_batchai.node
         SAS_KEY_PREFIX,
         SECRETS_FILE,
         STATUS_FILE,
+        AgentPlan,
+        ProtocolError,
         expand,
     )
     from .runtime import JobError, now, read_json, write_json_atomically
@@ -64,6 +66,8 @@ except ImportError:  # on a node: these files lie flat in one folder, this scrip
         SAS_KEY_PREFIX,
         SECRETS_FILE,
         STATUS_FILE,
+        AgentPlan,
+        ProtocolError,
         expand,
     )
     from runtime import JobError, now, read_json, write_json_atomically  # type: ignore[no-redef]
@@ -74,9 +78,13 @@ except ImportError:  # on a node: these files lie flat in one folder, this scrip
 class Agent(Volumes, Containers):
     def __init__(self, run_dir):
         self.run_dir = os.path.abspath(run_dir)
-        self.plan = read_json(os.path.join(self.run_dir, PLAN_FILE))
-        if self.plan is None:
+        document = read_json(os.path.join(self.run_dir, PLAN_FILE))
+        if document is None:
             raise SystemExit("agent: no readable %s in %s" % (PLAN_FILE, self.run_dir))
+        try:
+            self.plan = AgentPlan.from_json(document, PLAN_FILE)
+        except ProtocolError as error:  # a control plane of another version: refuse, say why
+            raise SystemExit("agent: %s" % error) from None
         self.status_path = os.path.join(self.run_dir, STATUS_FILE)
         self.lock = threading.Lock()
         self.status = {"state": "starting", "pid": os.getpid(), "pgids": [], "heartbeat": now(), "start_time": now()}
@@ -92,7 +100,7 @@ class Agent(Volumes, Containers):
         self.sas = {}
         self.mounted = []  # FUSE and SMB mount points to unmount at the end
         self.mount_files = []  # mounters' credential files, removed at the end
-        self.deadline = now() + float(self.plan.get("max_wall_clock_s") or 7 * 86400)
+        self.deadline = now() + float(self.plan.max_wall_clock_s or 7 * 86400)
 
     def set_status(self, **changes):
         with self.lock:
@@ -118,7 +126,7 @@ class Agent(Volumes, Containers):
 
     def build_environment(self):
         env = session_free_environment()
-        env.update(self.plan.get("env") or {})
+        env.update(self.plan.env)
         secrets_path = os.path.join(self.run_dir, SECRETS_FILE)
         secrets = read_json(secrets_path) or {}
         self.registry_password = secrets.pop(REGISTRY_PASSWORD_KEY, None)
@@ -130,12 +138,12 @@ class Agent(Volumes, Containers):
         env["PATH"] = python_dir + os.pathsep + env.get("PATH", "/usr/bin:/bin")
         env.setdefault("BATCHAI_PYTHON", sys.executable)
         env.setdefault("PYTHONUNBUFFERED", "1")
-        for name, template in self.plan.get("expand_env") or []:
+        for name, template in self.plan.expand_env:
             env[name] = os.path.normpath(expand(template, env))
-        names = set(self.plan.get("env") or {}) | set(secrets) | set(name for name, _ in self.plan.get("expand_env") or [])
+        names = set(self.plan.env) | set(secrets) | set(name for name, _ in self.plan.expand_env)
         self.job_variables = dict((name, env[name]) for name in names)
         self.job_variables.update(PYTHONUNBUFFERED="1", BATCHAI_PYTHON="python")
-        address = self.plan.get("socket_address")
+        address = self.plan.socket_address
         if address and not (env.get("GLOO_SOCKET_IFNAME") or env.get("NCCL_SOCKET_IFNAME")):
             interface = interface_for(address)
             if interface:  # without it torch may resolve the hostname to 127.0.0.1 and ranks never meet
@@ -143,30 +151,30 @@ class Agent(Volumes, Containers):
         self.env = env
 
     def open_execution_log(self):
-        folder = self.env.get(self.plan.get("log_dir_env") or "", "")
+        folder = self.env.get(self.plan.log_dir_env, "")
         if folder and os.path.isdir(folder):
-            self.log_handle = open(os.path.join(folder, self.plan.get("execution_log", "execution.log")), "a")  # noqa: SIM115 - lives as long as the agent
+            self.log_handle = open(os.path.join(folder, self.plan.execution_log), "a")  # noqa: SIM115 - lives as long as the agent
 
     def check_requirements(self):
-        if self.plan.get("container"):
+        if self.plan.container:
             self.start_container()
             return
-        for program in self.plan.get("requires") or []:
+        for program in self.plan.requires:
             if shutil.which(program, path=self.env.get("PATH")) is None:
                 raise JobError(
                     "JobPreparationFailed",
                     "this job needs %s on node %s, which has none (install MPI there, e.g. in jobPreparation or node setup)"
-                    % (program, self.plan.get("node_id")),
+                    % (program, self.plan.node_id),
                 )
 
     def start(self, name, command, extra_env, stdout_name, stderr_name):
         env = dict(self.env)
         env.update(extra_env or {})
-        folder = self.env.get(self.plan.get("log_dir_env") or "", self.run_dir)
-        container = self.plan.get("container")
+        folder = self.env.get(self.plan.log_dir_env, self.run_dir)
+        container = self.plan.container
         if container:  # values reach the container from this docker client's environment, not its command line
             passed = [flag for name in sorted(extra_env or {}) for flag in ("--env", name)]
-            argv = container["exec"] + passed + [container["name"]] + container["shell"] + [command]
+            argv = container.exec + passed + [container.name] + container.shell + [command]
         else:
             argv = ["/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh", "-c", command]
         with open(os.path.join(folder, stdout_name), "ab") as out, open(os.path.join(folder, stderr_name), "ab") as err:
@@ -176,7 +184,7 @@ class Agent(Volumes, Containers):
                 stdout=out,
                 stderr=err,
                 env=env,
-                cwd=self.plan.get("cwd") or folder,
+                cwd=self.plan.cwd or folder,
                 start_new_session=True,
                 close_fds=True,
             )
@@ -191,7 +199,7 @@ class Agent(Volumes, Containers):
     def kill_all(self, grace_s):
         if self.container_started:  # docker exec clients do not forward signals: stop what runs inside
             subprocess.run(
-                ["docker", "stop", "--time", str(int(grace_s)), self.plan["container"]["name"]],
+                ["docker", "stop", "--time", str(int(grace_s)), self.plan.container.name],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 env=self.env,
@@ -214,7 +222,7 @@ class Agent(Volumes, Containers):
 
     def wait_for(self, processes, stop_on_failure):
         """Wait until all exit; returns the first non-zero exit code (0 if none)."""
-        grace = float(self.plan.get("grace_s", DEFAULT_GRACE_S))
+        grace = float(self.plan.grace_s)
         first_failure = 0
         while True:
             if self.terminate_requested.is_set():
@@ -251,19 +259,19 @@ class Agent(Volumes, Containers):
             self.prepare_folders()
             self.open_execution_log()
             self.stage_volumes()  # after the log opens, so what was mounted or staged shows in execution.log
-            self.log("agent %d on node %s: %s" % (os.getpid(), self.plan.get("node_id"), self.plan.get("kind", "job")))
+            self.log("agent %d on node %s: %s" % (os.getpid(), self.plan.node_id, self.plan.kind))
             self.check_requirements()
-            preparation = self.plan.get("preparation")
+            preparation = self.plan.preparation
             if preparation:
                 self.set_status(state="preparing")
-                process = self.start("preparation", preparation["command"], {}, preparation["stdout"], preparation["stderr"])
+                process = self.start("preparation", preparation.command, {}, preparation.stdout, preparation.stderr)
                 code = self.wait_for([process], stop_on_failure=True)
                 self.log("preparation exited with code %d" % code)
                 if code != 0:
-                    raise JobError(preparation.get("error_code", "JobPreparationFailed"), "preparation exited with code %d" % code, code)
+                    raise JobError("JobPreparationFailed", "preparation exited with code %d" % code, code)
             self.set_status(state="running")
-            processes = [self.start(t["name"], t["command"], t.get("env"), t["stdout"], t["stderr"]) for t in self.plan.get("tasks") or []]
-            if self.plan.get("wait_for_release"):
+            processes = [self.start(t.name, t.command, t.env, t.stdout, t.stderr) for t in self.plan.tasks]
+            if self.plan.wait_for_release:
                 while not self.terminate_requested.wait(POLL_INTERVAL_S):
                     if now() > self.deadline:
                         break
@@ -274,7 +282,7 @@ class Agent(Volumes, Containers):
             if code == 0:
                 self.finish("succeeded", 0)
             else:
-                self.finish("failed", code, {"code": self.plan.get("failure_code", "JobFailed"), "message": "exit code %d" % code})
+                self.finish("failed", code, {"code": self.plan.failure_code, "message": "exit code %d" % code})
             return code
         except JobError as error:
             self.log("%s: %s" % (error.code, error.message))
@@ -283,7 +291,7 @@ class Agent(Volumes, Containers):
             return 1
         except Exception as error:  # anything unexpected still ends in a final status
             self.log("agent error: %r" % (error,))
-            self.kill_all(float(self.plan.get("grace_s", DEFAULT_GRACE_S)))
+            self.kill_all(float(self.plan.grace_s))
             self.finish("failed", -1, {"code": "AgentError", "message": "%s: %s" % (type(error).__name__, error)})
             return 1
 

@@ -10,7 +10,9 @@ Standard library only (python >= 3.8 on the node).
 from __future__ import print_function
 
 import re
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from enum import Enum
+from typing import Any, Dict, List, Optional
 
 PLAN_FILE = "plan.json"
 SECRETS_FILE = "secrets.json"
@@ -55,3 +57,184 @@ def expand(template, env):
         return env.get(name, match.group(0))
 
     return _VARIABLE.sub(replace, template)
+
+
+# -- the plan ------------------------------------------------------------------------------
+# Built by the control plane (launch.py, and the data store for transfers), written to
+# plan.json, read by the agent through the same classes. A document that does not match them
+# exactly (a missing field, one no class knows) is refused: a ProtocolError, not a default.
+
+
+class ProtocolError(ValueError):
+    """A plan or status document that does not match the protocol's classes."""
+
+
+def _load(cls, document, where):
+    if not isinstance(document, dict):
+        raise ProtocolError("%s: expected an object, got %s" % (where, type(document).__name__))
+    known = dict((f.name, f) for f in fields(cls))
+    unknown = sorted(set(document) - set(known))
+    if unknown:
+        raise ProtocolError("%s: unknown field(s) %s" % (where, ", ".join(unknown)))
+    values = {}
+    for name, spec in known.items():
+        if name not in document:
+            if spec.default is MISSING and spec.default_factory is MISSING:
+                raise ProtocolError("%s.%s: missing" % (where, name))
+            continue
+        value = document[name]
+        nested = getattr(cls, "NESTED", {}).get(name)
+        if nested is not None and value is not None:
+            if getattr(spec.type, "__origin__", None) is not list:
+                value = _load(nested, value, "%s.%s" % (where, name))
+            elif not isinstance(value, list):
+                raise ProtocolError("%s.%s: expected a list, got %s" % (where, name, type(value).__name__))
+            else:
+                value = [_load(nested, item, "%s.%s[%d]" % (where, name, index)) for index, item in enumerate(value)]
+        values[name] = value
+    return cls(**values)
+
+
+class _Document(object):
+    def to_json(self):
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, document, where=None):
+        return _load(cls, document, where or cls.__name__)
+
+
+@dataclass
+class TaskPlan(_Document):
+    """One process of a run (a rank, a shard, the setup task or the job's preparation)."""
+
+    name: str
+    command: str
+    stdout: str  # file names in the run's stdouterr folder
+    stderr: str
+    env: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class LinkPlan(_Document):
+    """A volume at ``path``: a symlink to ``source``, a staged folder (``stage``), or a ``mount_command`` run there."""
+
+    path: str
+    source: str = ""
+    stage: bool = False
+    mount_command: Optional[str] = None
+    unlink_at_end: bool = False
+
+
+@dataclass
+class Transfer(_Document):
+    """A volume the agent reaches over its SAS (the token itself travels in secrets.json under ``sas``)."""
+
+    url: str
+    sas: str
+    label: str
+    local: str
+    kind: str = "blob"  # or "file" (an Azure Files share)
+    prefix: str = ""  # where in the volume
+    skip: List[str] = field(default_factory=list)  # downloads: prefixes the job writes (never fetched)
+    log: bool = False  # uploads: a stdouterr folder (appended as it grows)
+    account: str = ""  # mounts: what the mounter needs
+    container: str = ""
+    endpoint: str = ""
+    unc: str = ""
+    key: str = ""  # name in secrets.json of the account key (SMB only)
+    file_mode: str = "0777"
+    dir_mode: str = "0777"
+
+
+@dataclass
+class HostFile(_Document):
+    path: str
+    lines: List[str]
+
+
+@dataclass
+class PrivateFile(_Document):
+    """Written 0600 before the job starts (the nodes' ssh config and keys for mpirun)."""
+
+    path: str
+    text: str
+
+
+@dataclass
+class ContainerPlan(_Document):
+    """Docker commands for one container per node; secrets reach it through ``env_file`` (0600) only."""
+
+    name: str
+    image: str
+    start: List[str]
+    exec: List[str]
+    shell: List[str]
+    remove: List[str]
+    env_file: str
+    login: Optional[List[str]] = None
+
+
+@dataclass
+class AgentPlan(_Document):
+    """Everything one agent does for one run on one node."""
+
+    NESTED = {}  # filled below, once every class exists
+
+    kind: str  # "job" or "setup"
+    node_id: str
+    env: Dict[str, str]
+    log_dir_env: str  # the variable naming the folder of stdout/stderr files and the execution log
+    execution_log: str
+    cwd: str
+    failure_code: str  # the error code of a non-zero exit
+    max_wall_clock_s: float
+    grace_s: float = DEFAULT_GRACE_S
+    expand_env: List[List[str]] = field(default_factory=list)  # [name, template]: expanded on the node, in order
+    make_dirs: List[str] = field(default_factory=list)  # variables naming folders to create
+    clean_dirs: List[str] = field(default_factory=list)
+    links: List[LinkPlan] = field(default_factory=list)
+    hostfile: Optional[HostFile] = None
+    files: List[PrivateFile] = field(default_factory=list)
+    preparation: Optional[TaskPlan] = None
+    tasks: List[TaskPlan] = field(default_factory=list)
+    requires: List[str] = field(default_factory=list)  # programs the node (or image) must have
+    wait_for_release: bool = False  # a node that only reserves capacity: runs nothing, waits to be stopped
+    container: Optional[ContainerPlan] = None
+    socket_address: Optional[str] = None  # the first node's address: its interface carries gloo/NCCL
+    mounts: List[Transfer] = field(default_factory=list)
+    downloads: List[Transfer] = field(default_factory=list)
+    uploads: List[Transfer] = field(default_factory=list)
+
+
+AgentPlan.NESTED = {
+    "links": LinkPlan,
+    "hostfile": HostFile,
+    "files": PrivateFile,
+    "preparation": TaskPlan,
+    "tasks": TaskPlan,
+    "container": ContainerPlan,
+    "mounts": Transfer,
+    "downloads": Transfer,
+    "uploads": Transfer,
+}
+
+
+# -- the status ----------------------------------------------------------------------------
+@dataclass
+class AgentStatus(_Document):
+    """status.json: the truth about a run, kept by its agent, only read by the control plane."""
+
+    state: str  # a RunState value
+    pid: int
+    heartbeat: float  # epoch seconds on the node
+    start_time: float
+    pgids: List[int] = field(default_factory=list)
+    tasks: List[Dict[str, Any]] = field(default_factory=list)
+    end_time: Optional[float] = None
+    exit_code: Optional[int] = None
+    error: Optional[Dict[str, str]] = None
+
+    @property
+    def final(self):
+        return self.state in FINAL_STATES

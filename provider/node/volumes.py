@@ -30,19 +30,19 @@ class Volumes(object):
     """The agent's volume steps (a mixin of Agent: it uses the plan, the environment, the SAS and the log)."""
 
     def prepare_folders(self):
-        for path in self.plan.get("clean_dirs") or []:
+        for path in self.plan.clean_dirs:
             shutil.rmtree(path, ignore_errors=True)
             os.makedirs(path, exist_ok=True)
-        for link in self.plan.get("links") or []:
-            if link.get("mount_command"):
+        for link in self.plan.links:
+            if link.mount_command:
                 self.mount_unmanaged(link)
                 continue
-            if link.get("stage"):  # a remote volume staged in a real folder (see ``stage_volumes``)
-                if os.path.islink(link["path"]):
-                    os.unlink(link["path"])
-                os.makedirs(link["path"], exist_ok=True)
+            if link.stage:  # a remote volume staged in a real folder (see ``stage_volumes``)
+                if os.path.islink(link.path):
+                    os.unlink(link.path)
+                os.makedirs(link.path, exist_ok=True)
                 continue
-            path, source = link["path"], link["source"]
+            path, source = link.path, link.source
             os.makedirs(source, exist_ok=True)  # the nodes of one job may share it: they race here
             os.makedirs(os.path.dirname(path), exist_ok=True)
             if os.path.islink(path):
@@ -50,25 +50,25 @@ class Volumes(object):
             if os.path.exists(path):
                 raise JobError("MountFailed", "mount point %s exists and is not ours" % path)
             os.symlink(source, path)
-        for name in self.plan.get("make_dirs") or []:
+        for name in self.plan.make_dirs:
             os.makedirs(self.env[name], exist_ok=True)
-        hostfile = self.plan.get("hostfile")
+        hostfile = self.plan.hostfile
         if hostfile:
-            with open(hostfile["path"], "w") as handle:
-                handle.write("".join(line + "\n" for line in hostfile["lines"]))
-        for item in self.plan.get("files") or []:
-            write_private(item["path"], item["text"])
+            with open(hostfile.path, "w") as handle:
+                handle.write("".join(line + "\n" for line in hostfile.lines))
+        for item in self.plan.files:
+            write_private(item.path, item.text)
 
     def mount_unmanaged(self, link):
         """``mountCommand <path>`` in a shell, as Batch AI ran unmanagedFileSystems. A cluster mount
         (node setup) stays for the node's time in the cluster; a job's is undone when the job ends."""
-        path = link["path"]
+        path = link.path
         if os.path.islink(path):
             os.unlink(path)
         os.makedirs(path, exist_ok=True)
         if os.path.realpath(path) in mount_points():  # node setup mounted it already, or ran again
             return
-        command = "%s %s" % (link["mount_command"], shlex.quote(path))
+        command = "%s %s" % (link.mount_command, shlex.quote(path))
         try:
             done = subprocess.run(["/bin/sh", "-c", command], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
         except subprocess.TimeoutExpired:
@@ -76,32 +76,31 @@ class Volumes(object):
         if done.returncode != 0:
             why = (done.stderr + done.stdout).decode(errors="replace").strip()[-300:]
             raise JobError("MountFailed", "mountCommand for %s exited with code %d: %s" % (path, done.returncode, why))
-        if link.get("unlink_at_end"):
+        if link.unlink_at_end:
             self.mounted.append(path)
 
     def container(self, item):
-        return volume_client(item.get("kind", "blob"), item["url"], self.sas.get(item["sas"], ""))
+        return volume_client(item.kind, item.url, self.sas.get(item.sas, ""))
 
     def stage_volumes(self):
         """Mount read-only volumes where the node can, download what the job reads from the others,
         then start uploading what it writes."""
         mounted = set()
-        for item in self.plan.get("mounts") or []:
-            local = os.path.normpath(expand(item["local"], self.env))
+        for item in self.plan.mounts:
+            local = os.path.normpath(expand(item.local, self.env))
             if self.mount_read_only(item, local):
                 mounted.add(local)
-        for item in self.plan.get("downloads") or []:
-            local = os.path.normpath(expand(item["local"], self.env))
+        for item in self.plan.downloads:
+            local = os.path.normpath(expand(item.local, self.env))
             if local in mounted:
                 continue
             try:
-                count = download_prefixes(self.container(item), item["prefix"], local, item.get("skip") or [])
+                count = download_prefixes(self.container(item), item.prefix, local, item.skip)
             except BlobError as error:
-                raise JobError("MountFailed", "staging %s/%s failed: %s" % (item["label"], item["prefix"], error)) from None
-            self.log("staged %d file(s) of %s/%s" % (count, item["label"], item["prefix"]))
+                raise JobError("MountFailed", "staging %s/%s failed: %s" % (item.label, item.prefix, error)) from None
+            self.log("staged %d file(s) of %s/%s" % (count, item.label, item.prefix))
         uploads = [
-            (os.path.normpath(expand(item["local"], self.env)), self.container(item), item["prefix"], bool(item.get("log")))
-            for item in self.plan.get("uploads") or []
+            (os.path.normpath(expand(item.local, self.env)), self.container(item), item.prefix, item.log) for item in self.plan.uploads
         ]
         if uploads:
             self.syncer = Syncer(uploads, self.log)
@@ -114,9 +113,9 @@ class Volumes(object):
         ``mount.cifs``, only where the connection opted in (it puts the account key on the node).
         Credentials reach the mounter through a 0600 file or the environment, never its command line.
         """
-        if item.get("kind") == "file":
+        if item.kind == "file":
             return self.mount_share(item, local)
-        sas = self.sas.get(item["sas"], "")
+        sas = self.sas.get(item.sas, "")
         fuse = os.path.exists("/dev/fuse") and (shutil.which("fusermount3") or shutil.which("fusermount"))
         if shutil.which("blobfuse2") and fuse:
             config = os.path.join(self.run_dir, "blobfuse2-%d.yaml" % len(self.mounted))
@@ -124,13 +123,13 @@ class Volumes(object):
                 config,
                 "logging:\n  type: silent\ncomponents:\n  - libfuse\n  - block_cache\n  - attr_cache\n  - azstorage\n"
                 "azstorage:\n  type: block\n  mode: sas\n  account-name: %s\n  container: %s\n  endpoint: %s\n  sas: '?%s'\n"
-                % (item["account"], item["container"], item["endpoint"], sas),
+                % (item.account, item.container, item.endpoint, sas),
             )
             self.mount_files.append(config)  # blobfuse2 may re-read it while mounted: removed at unmount
             return self.run_mounter(["blobfuse2", "mount", local, "--config-file=" + config, "--read-only"], self.env, item, local)
         if shutil.which("rclone") and fuse:
-            env = dict(self.env, RCLONE_CONFIG_BATCHAI_TYPE="azureblob", RCLONE_CONFIG_BATCHAI_SAS_URL="%s?%s" % (item["url"], sas))
-            argv = ["rclone", "mount", "batchai:" + item["container"], local, "--daemon", "--read-only", "--daemon-wait", "15s"]
+            env = dict(self.env, RCLONE_CONFIG_BATCHAI_TYPE="azureblob", RCLONE_CONFIG_BATCHAI_SAS_URL="%s?%s" % (item.url, sas))
+            argv = ["rclone", "mount", "batchai:" + item.container, local, "--daemon", "--read-only", "--daemon-wait", "15s"]
             argv.append("--allow-non-empty")  # a cluster mount may hold files staged by an earlier job
             return self.run_mounter(argv, env, item, local)
         return False
@@ -140,16 +139,16 @@ class Volumes(object):
         (the kernel keeps what it needs to reconnect). Where the kernel has no cifs, mount.cifs fails
         at once and the share is staged over its SAS instead."""
         helper = shutil.which("mount.cifs")
-        key = self.sas.get(item.get("key") or "")
+        key = self.sas.get(item.key)
         if not helper or not key:
             return False
         credentials = os.path.join(self.run_dir, "cifs-%d.credentials" % len(self.mounted))
-        write_private(credentials, "username=%s\npassword=%s\n" % (item["account"], key))
+        write_private(credentials, "username=%s\npassword=%s\n" % (item.account, key))
         options = ["ro", "credentials=" + credentials, "serverino", "nosharesock", "actimeo=30"]
-        options += ["dir_mode=" + item.get("dir_mode", "0777"), "file_mode=" + item.get("file_mode", "0777")]
+        options += ["dir_mode=" + item.dir_mode, "file_mode=" + item.file_mode]
         try:  # SMB 3.1.1 as Microsoft's docs mount Azure Files; 3.0 for kernels before 4.17
             for version in ("3.1.1", "3.0"):
-                argv = [helper, item["unc"], local, "-o", ",".join(["vers=" + version, *options])]
+                argv = [helper, item.unc, local, "-o", ",".join(["vers=" + version, *options])]
                 if self.run_mounter(argv, self.env, item, local, quiet=version != "3.0"):
                     return True
             return False
@@ -163,15 +162,15 @@ class Volumes(object):
             done = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
         except (OSError, subprocess.SubprocessError) as error:
             if not quiet:
-                self.log("mounting %s with %s failed (%s): staging it instead" % (item["label"], name, error))
+                self.log("mounting %s with %s failed (%s): staging it instead" % (item.label, name, error))
             return False
         if done.returncode != 0 or not os.path.ismount(local):
             why = (done.stderr + done.stdout).decode(errors="replace").strip()[-200:] or "no mount appeared"
             if not quiet:
-                self.log("mounting %s with %s failed (%s): staging it instead" % (item["label"], name, why))
+                self.log("mounting %s with %s failed (%s): staging it instead" % (item.label, name, why))
             return False
         self.mounted.append(local)
-        self.log("mounted %s read-only at %s with %s" % (item["label"], local, name))
+        self.log("mounted %s read-only at %s with %s" % (item.label, local, name))
         return True
 
     def unmount_all(self):
@@ -203,14 +202,14 @@ class Volumes(object):
 
     def release_links(self):
         """At the end: unlink the job's links, remove its staged copies, and the empty mount points of its own mounts."""
-        for link in self.plan.get("links") or []:
-            if link.get("unlink_at_end") and os.path.islink(link["path"]):
-                os.unlink(link["path"])
-            elif link.get("unlink_at_end") and link.get("stage"):
-                shutil.rmtree(link["path"], ignore_errors=True)
-            elif link.get("unlink_at_end") and link.get("mount_command") and os.path.realpath(link["path"]) not in mount_points():
+        for link in self.plan.links:
+            if link.unlink_at_end and os.path.islink(link.path):
+                os.unlink(link.path)
+            elif link.unlink_at_end and link.stage:
+                shutil.rmtree(link.path, ignore_errors=True)
+            elif link.unlink_at_end and link.mount_command and os.path.realpath(link.path) not in mount_points():
                 try:  # only the empty mount point: never a tree that may still be someone's file system
-                    os.rmdir(link["path"])
+                    os.rmdir(link.path)
                 except OSError:
                     pass
 

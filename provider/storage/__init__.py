@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from airflow_batchai.launch import Link
+    from airflow_batchai.node.protocol import Transfer
     from airflow_batchai.nodes import FileInfo
     from airflow_batchai.spec import MountVolumes
 
@@ -42,8 +43,8 @@ class DataStore(Protocol):
 
     def stage_plan(
         self, reads: list[str], writes: list[tuple[str, bool]], mounts: dict[str, list[Link]], lifetime: timedelta
-    ) -> tuple[dict[str, Any], dict[str, str]]:
-        """Plan entries telling the agent what to download and upload, and the secrets (SAS) they name."""
+    ) -> tuple[dict[str, list[Transfer]], dict[str, str]]:
+        """Plan entries (``mounts``, ``downloads``, ``uploads``) telling the agent what to fetch and send, and the SAS they name."""
 
     def list_files(
         self, link: Link, folder: str, expiry_minutes: int = DEFAULT_LINK_EXPIRY_MINUTES, urls: bool = True

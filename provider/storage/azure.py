@@ -31,7 +31,7 @@ from azure.storage.blob import BlobSasPermissions, ContainerClient, ContentSetti
 
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.launch import Link, RemoteVolume, node_mounted_links
-from airflow_batchai.node.protocol import ACCOUNT_KEY_SECRET, SAS_KEY_PREFIX
+from airflow_batchai.node.protocol import ACCOUNT_KEY_SECRET, SAS_KEY_PREFIX, Transfer
 from airflow_batchai.node.storageclient import BlobError, Container
 from airflow_batchai.spec import MountVolumes
 from airflow_batchai.staging import Located, transfers
@@ -135,8 +135,8 @@ class AzureDataStore:
     # -- staging ------------------------------------------------------------------------
     def stage_plan(
         self, reads: list[str], writes: list[tuple[str, bool]], mounts: dict[str, list[Link]], lifetime: timedelta
-    ) -> tuple[dict[str, Any], dict[str, str]]:
-        """Plan entries (downloads, uploads) for the agent and the SAS secrets they name (see staging.transfers)."""
+    ) -> tuple[dict[str, list[Transfer]], dict[str, str]]:
+        """Plan entries (mounts, downloads, uploads) for the agent and the SAS secrets they name (see staging.transfers)."""
         downloads, uploads = transfers(reads, writes, mounts)
         written_to = {t.located.link.remote for t in uploads}
         sas_names: dict[RemoteVolume, str] = {}
@@ -155,7 +155,7 @@ class AzureDataStore:
                 self.secret_sink(secrets[name])
             return {"url": volume.url, "sas": sas_names[volume], "label": volume.label, "kind": volume.kind}
 
-        plan: dict[str, Any] = {"downloads": [], "uploads": []}
+        plan: dict[str, list[Transfer]] = {"mounts": [], "downloads": [], "uploads": []}
         output_prefixes = {t.located.link.remote.container: [] for t in uploads if t.located.link.remote}  # type: ignore[union-attr]
         for transfer in uploads:
             output_prefixes[transfer.located.link.remote.container].append(transfer.located.inside)  # type: ignore[union-attr]
@@ -175,15 +175,15 @@ class AzureDataStore:
                     secrets[ACCOUNT_KEY_SECRET] = self.credential.account_key or ""
                 else:
                     mount["endpoint"] = self.credential.blob_endpoint
-                plan.setdefault("mounts", []).append(mount)
+                plan["mounts"].append(Transfer(**mount))
         for transfer in downloads:
             located = transfer.located
             skip = [p + "/" for p in output_prefixes.get(located.link.remote.container, []) if p]  # type: ignore[union-attr]
-            plan["downloads"].append({**entry(located), "local": located.mount, "prefix": located.inside, "skip": skip})
+            plan["downloads"].append(Transfer(**entry(located), local=located.mount, prefix=located.inside, skip=skip))
         for transfer in uploads:
             located = transfer.located
             local = posixpath.join(located.mount, located.inside) if located.inside else located.mount
-            plan["uploads"].append({**entry(located), "local": local, "prefix": located.inside, "log": transfer.log})
+            plan["uploads"].append(Transfer(**entry(located), local=local, prefix=located.inside, log=transfer.log))
         return plan, secrets
 
     def _mountable(self, volume: RemoteVolume) -> bool:

@@ -17,6 +17,7 @@ from typing import Any
 
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.launch import Link, node_mounted_links
+from airflow_batchai.node.protocol import Transfer
 from airflow_batchai.nodes.local import LocalTransport
 from airflow_batchai.spec import MountVolumes
 from airflow_batchai.storage import DEFAULT_LINK_EXPIRY_MINUTES, file_object
@@ -58,7 +59,7 @@ class LocalDataStore:
             if link.local_folder:
                 Path(link.source).mkdir(parents=True, exist_ok=True)
 
-    def stage_plan(self, reads: Any, writes: Any, mounts: Any, lifetime: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    def stage_plan(self, reads: Any, writes: Any, mounts: Any, lifetime: Any) -> tuple[dict[str, list[Transfer]], dict[str, str]]:
         """Local folders are linked, never staged."""
         return {}, {}
 

@@ -24,6 +24,7 @@ from airflow_batchai.decisions import (
     StopRuns,
     plan_pass,
 )
+from airflow_batchai.node.protocol import AgentStatus
 from airflow_batchai.records import ClusterRecord, ExecutionState, JobRecord, NodeRecord, NodeState, spec_hash
 from airflow_batchai.snapshot import Snapshot
 from airflow_batchai.spec import load_cluster_spec, load_job_spec
@@ -94,8 +95,10 @@ def snapshot(record: ClusterRecord, nodes: list[NodeRecord], jobs: list[JobRecor
     )
 
 
-def alive(state: str = "running", **extra: Any) -> Observed:
-    return Observed(status={"state": state, "heartbeat": NOW.timestamp() - 1, **extra})
+def alive(state: str = "running", heartbeat_age_s: float = 1, **extra: Any) -> Observed:
+    """What an agent reports: its status.json, last beaten ``heartbeat_age_s`` ago."""
+    beat = NOW.timestamp() - heartbeat_age_s
+    return Observed(status=AgentStatus(state=state, pid=100, heartbeat=beat, start_time=beat - 60, **extra))
 
 
 def plan(snap: Snapshot, runs: dict | None = None, setups: dict | None = None, **kwargs: Any) -> Any:
@@ -143,7 +146,7 @@ def test_a_failed_rank_fails_the_job_with_its_exit_code_and_stops_the_other_rank
 def test_a_silent_agent_makes_its_node_unusable_and_the_job_is_requeued() -> None:
     running = job("running", ExecutionState.RUNNING, ["n0"])
     snap = snapshot(cluster(), [node("n0", NodeState.RUNNING, running.key), node("n1")], [running])
-    silent = Observed(status={"state": "running", "heartbeat": NOW.timestamp() - 31})
+    silent = alive(heartbeat_age_s=31)
     actions = plan(snap, {("n0", running.run_id): silent}).actions
     lost = actions[0]
     assert isinstance(lost, NodeUnusable) and lost.error["code"] == "NodeLost" and "no heartbeat for 30 s" in lost.error["message"]
@@ -270,7 +273,7 @@ def test_a_job_no_rule_expects_is_skipped_and_the_rest_of_the_cluster_moves_on()
     waiting = job("waiting")
     patient = cluster({"manual": {"targetNodeCount": 3, "nodeDeallocationOption": "waitforjobcompletion"}}, target=3)
     nodes = [node("n0", NodeState.RUNNING, stuck.key), node("n1", NodeState.LEAVING, draining.key), node("n2")]
-    silent = Observed(status={"state": "running", "heartbeat": NOW.timestamp() - 31})
+    silent = alive(heartbeat_age_s=31)
     runs = {("n0", stuck.run_id): Observed(status=None, planned=False), ("n1", draining.run_id): silent}
     result = plan(snapshot(patient, nodes, [stuck, draining, waiting]), runs)
     ended = {a.job: a for a in result.actions if isinstance(a, EndJob)}

@@ -11,6 +11,7 @@ import pytest
 from airflow_batchai.clusterkeys import PeerSSH
 from airflow_batchai.errors import InvalidSpec
 from airflow_batchai.launch import JobContext, Link, NodeSlot, hostfile_lines, job_plans, ranks_per_node
+from airflow_batchai.node.protocol import AgentPlan
 from airflow_batchai.spec import load_job_spec
 from tests.conftest import DATA
 
@@ -23,9 +24,14 @@ def context(shared: str | None = None, links: list[Link] | None = None) -> JobCo
     return JobContext("ws", "exp", "job", UUID, SEGMENT, "run-0", links or [], shared)
 
 
+def documents(plans: list[AgentPlan]) -> list[dict[str, Any]]:
+    """The plans as the agent reads them (plan.json)."""
+    return [plan.to_json() for plan in plans]
+
+
 def plans_for(body: dict[str, Any], nodes: list[NodeSlot] = TWO_NODES, shared: str | None = None) -> list[dict[str, Any]]:
     spec = load_job_spec({"properties": {"stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs", **body}}, environ={})
-    return job_plans(spec, nodes, context(shared), ["MY_SECRET"])
+    return documents(job_plans(spec, nodes, context(shared), ["MY_SECRET"]))
 
 
 def tasks(plan: dict[str, Any]) -> list[dict[str, Any]]:
@@ -99,7 +105,14 @@ def test_pytorch_distributed_sets_torch_and_batch_ai_variables_per_rank() -> Non
 def test_pytorch_uses_batch_ai_file_rendezvous_when_nodes_share_a_folder() -> None:
     first, second = plans_for({"nodeCount": 2, "pyTorchSettings": {"pythonScriptFilePath": "t.py"}}, shared="/home/shared/run-0")
     assert tasks(first)[0]["env"]["AZ_BATCHAI_PYTORCH_INIT_METHOD"] == "file:///r0/jobs/ws/exp/job/shared/pytorch_rendezvous"
-    assert {"path": "/r1/jobs/ws/exp/job/shared", "source": "/home/shared/run-0", "unlink_at_end": True} in second["links"]
+    shared = {
+        "path": "/r1/jobs/ws/exp/job/shared",
+        "source": "/home/shared/run-0",
+        "stage": False,
+        "mount_command": None,
+        "unlink_at_end": True,
+    }
+    assert shared in second["links"]
 
 
 def test_pytorch_process_count_spreads_ranks_in_blocks() -> None:
@@ -120,7 +133,7 @@ def test_single_process_pytorch_writes_plain_stdout() -> None:
 
 def test_tensorflow_recipe_places_ps_and_workers_like_batch_ai() -> None:
     spec = load_job_spec(DATA / "recipes" / "TensorFlow__TensorFlow-GPU-Distributed__job.json", storage_account_name="a", environ={})
-    first, second = job_plans(spec, TWO_NODES, context())
+    first, second = documents(job_plans(spec, TWO_NODES, context()))
     ps, worker0 = tasks(first)
     [worker1] = tasks(second)
     assert ps["env"]["AZ_BATCHAI_PS_HOSTS"] == "10.0.0.4:2222"
@@ -163,7 +176,7 @@ def test_mpi_toolkits_launch_mpirun_over_the_hostfile_from_the_first_node(settin
 
 def test_single_process_mpi_toolkit_runs_directly_without_mpi() -> None:
     spec = load_job_spec(DATA / "seed_002_quickstart_job.json", storage_account_name="a", environ={})
-    [plan] = job_plans(spec, TWO_NODES[:1], context())
+    [plan] = documents(job_plans(spec, TWO_NODES[:1], context()))
     [task] = tasks(plan)
     assert (
         task["command"]
@@ -273,7 +286,7 @@ def test_mpi_across_hosts_gets_an_ssh_config_pinning_each_peers_host_key() -> No
     body = {"nodeCount": 2, "customMpiSettings": {"commandLine": "hello", "processCount": 2}, "stdOutErrPathPrefix": "/logs"}
     peer = PeerSSH(TWO_NODES[1].node_id, TWO_NODES[1].address, 2222, "ml", "ssh-ed25519 AAAAPEER")
     ctx = replace(context(), ssh_peers=[peer], cluster_key="/n0/batchai/cluster-keys/c/id_ed25519")
-    first, second = job_plans(load_job_spec({"properties": body}, environ={}), TWO_NODES, ctx)
+    first, second = documents(job_plans(load_job_spec({"properties": body}, environ={}), TWO_NODES, ctx))
     config, known_hosts = first["files"]
     assert f"Host {peer.address}\n" in config["text"] and "  Port 2222\n  User ml\n" in config["text"]
     assert "IdentityFile /n0/batchai/cluster-keys/c/id_ed25519" in config["text"] and "StrictHostKeyChecking yes" in config["text"]
@@ -284,4 +297,4 @@ def test_mpi_across_hosts_gets_an_ssh_config_pinning_each_peers_host_key() -> No
 
 def test_nodes_without_a_cluster_key_get_no_ssh_files() -> None:
     body = {"nodeCount": 2, "customMpiSettings": {"commandLine": "hello", "processCount": 2}, "stdOutErrPathPrefix": "/logs"}
-    assert all(plan["files"] == [] for plan in job_plans(load_job_spec({"properties": body}, environ={}), TWO_NODES, context()))
+    assert all(plan.files == [] for plan in job_plans(load_job_spec({"properties": body}, environ={}), TWO_NODES, context()))

@@ -15,6 +15,7 @@ import pytest
 
 from airflow_batchai.errors import BatchAIError, StaleRecord
 from airflow_batchai.layout import NodeLayout
+from airflow_batchai.node.protocol import AgentStatus
 from airflow_batchai.nodes import CommandResult
 from airflow_batchai.nodes.local import LocalNodePool, LocalTransport
 from airflow_batchai.reconcile import Reconciler
@@ -125,7 +126,8 @@ def report(world: dict[str, Any], node_id: str, run: str, state: str, exit_code:
     root = dict((n, r) for n, _, r, _ in world["pool"].inventory())[node_id]
     path = Path(NodeLayout(root).run_dir(run)) / "status.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"state": state, "heartbeat": utc_now().timestamp(), "exit_code": exit_code}))
+    now = utc_now().timestamp()
+    path.write_text(json.dumps(AgentStatus(state=state, pid=100, heartbeat=now, start_time=now, exit_code=exit_code).to_json()))
 
 
 def test_a_launch_books_the_nodes_then_the_job_then_starts_one_agent_per_node_and_publishes(world: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ import pytest
 from airflow_batchai.layout import NodeLayout
 from airflow_batchai.node import agent as agent_module
 from airflow_batchai.node import tools
-from airflow_batchai.node.protocol import FINAL_STATES
+from airflow_batchai.node.protocol import AgentPlan, AgentStatus
 from airflow_batchai.nodeops import AGENT_FILES, NodeHandle
 from airflow_batchai.nodes.local import LocalTransport
 from tests.conftest import pid_alive, wait_until
@@ -29,24 +29,29 @@ def node(home: Path) -> NodeHandle:
     return NodeHandle("local-0", LocalTransport(), NodeLayout(str(home / "nodes" / "local-0")))
 
 
-def plan(logs: Path, *tasks: tuple[str, str], **extra: Any) -> dict[str, Any]:
-    """A minimal plan: tasks as (name, command), logs to ``logs``."""
-    return {
+def plan(logs: Path, *tasks: tuple[str, str], **extra: Any) -> AgentPlan:
+    """A minimal plan: tasks as (name, command), logs to ``logs``; ``extra`` fields as JSON, as plan.json holds them."""
+    document = {
         "kind": "job",
         "node_id": "local-0",
         "env": {"LOGS": str(logs)},
         "make_dirs": ["LOGS"],
         "log_dir_env": "LOGS",
+        "execution_log": "execution.log",
+        "cwd": "",
+        "failure_code": "JobFailed",
+        "max_wall_clock_s": 3600,
         "tasks": [
             {"name": name, "command": command, "stdout": f"stdout-{name}.txt", "stderr": f"stderr-{name}.txt"} for name, command in tasks
         ],
         "grace_s": 1.0,
         **extra,
     }
+    return AgentPlan.from_json(document)
 
 
-def final_status(node: NodeHandle, run: str, timeout_s: float = 30) -> dict[str, Any]:
-    return wait_until(lambda: (s := node.status(run)) and s["state"] in FINAL_STATES and s, timeout_s, what=f"run {run} to end")
+def final_status(node: NodeHandle, run: str, timeout_s: float = 30) -> AgentStatus:
+    return wait_until(lambda: (s := node.status(run)) and s.final and s, timeout_s, what=f"run {run} to end")
 
 
 def test_the_node_modules_run_on_python_3_8_and_import_only_the_standard_library_and_each_other() -> None:
@@ -68,31 +73,31 @@ def test_the_node_modules_run_on_python_3_8_and_import_only_the_standard_library
 def test_success_records_exit_code_zero_and_the_output(node: NodeHandle, tmp_path: Path) -> None:
     node.start_run("ok", plan(tmp_path, ("main", "echo hello; echo oops >&2")), {})
     status = final_status(node, "ok")
-    assert (status["state"], status["exit_code"], status["error"]) == ("succeeded", 0, None)
+    assert (status.state, status.exit_code, status.error) == ("succeeded", 0, None)
     assert (tmp_path / "stdout-main.txt").read_text() == "hello\n"
     assert (tmp_path / "stderr-main.txt").read_text() == "oops\n"
-    assert status["end_time"] >= status["start_time"]
+    assert status.end_time >= status.start_time
     assert "started main" in (tmp_path / "execution.log").read_text()
 
 
 def test_failure_records_the_process_exit_code(node: NodeHandle, tmp_path: Path) -> None:
     node.start_run("bad", plan(tmp_path, ("main", "exit 3")), {})
     status = final_status(node, "bad")
-    assert (status["state"], status["exit_code"], status["error"]["code"]) == ("failed", 3, "JobFailed")
+    assert (status.state, status.exit_code, status.error["code"]) == ("failed", 3, "JobFailed")
 
 
 def test_one_failing_rank_stops_the_others(node: NodeHandle, tmp_path: Path) -> None:
     node.start_run("ranks", plan(tmp_path, ("r0", "sleep 60"), ("r1", "sleep 0.2; exit 7")), {})
     started = time.monotonic()
     status = final_status(node, "ranks")
-    assert status["exit_code"] == 7 and time.monotonic() - started < 20
+    assert status.exit_code == 7 and time.monotonic() - started < 20
 
 
 def test_preparation_failure_is_job_preparation_failed(node: NodeHandle, tmp_path: Path) -> None:
-    prep = {"command": "echo preparing; exit 4", "stdout": "stdout-job_prep.txt", "stderr": "stderr-job_prep.txt"}
+    prep = {"name": "preparation", "command": "echo preparing; exit 4", "stdout": "stdout-job_prep.txt", "stderr": "stderr-job_prep.txt"}
     node.start_run("prep", plan(tmp_path, ("main", "echo never"), preparation=prep), {})
     status = final_status(node, "prep")
-    assert (status["state"], status["exit_code"], status["error"]["code"]) == ("failed", 4, "JobPreparationFailed")
+    assert (status.state, status.exit_code, status.error["code"]) == ("failed", 4, "JobPreparationFailed")
     assert (tmp_path / "stdout-job_prep.txt").read_text() == "preparing\n"
     assert not (tmp_path / "stdout-main.txt").exists()
 
@@ -100,8 +105,8 @@ def test_preparation_failure_is_job_preparation_failed(node: NodeHandle, tmp_pat
 def test_a_missing_mpi_is_a_clear_preparation_error_naming_the_node(node: NodeHandle, tmp_path: Path) -> None:
     node.start_run("mpi", plan(tmp_path, ("main", "true"), requires=["no-such-mpirun-here"]), {})
     status = final_status(node, "mpi")
-    assert status["error"]["code"] == "JobPreparationFailed"
-    assert "no-such-mpirun-here" in status["error"]["message"] and "local-0" in status["error"]["message"]
+    assert status.error["code"] == "JobPreparationFailed"
+    assert "no-such-mpirun-here" in status.error["message"] and "local-0" in status.error["message"]
 
 
 def test_the_job_outlives_the_process_that_started_it(home: Path, tmp_path: Path) -> None:
@@ -109,7 +114,7 @@ def test_the_job_outlives_the_process_that_started_it(home: Path, tmp_path: Path
     layout = NodeLayout(str(home / "nodes" / "local-0"))
     run_dir = layout.run_dir("detached")
     Path(run_dir).mkdir(parents=True)
-    Path(run_dir, "plan.json").write_text(json.dumps(plan(tmp_path, ("main", "sleep 1; echo finished"))))
+    Path(run_dir, "plan.json").write_text(json.dumps(plan(tmp_path, ("main", "sleep 1; echo finished")).to_json()))
     agent_path = Path(layout.agent_dir) / "agent.py"
     for name, source in AGENT_FILES.items():
         Path(layout.agent_dir, name).write_bytes(source)
@@ -121,8 +126,8 @@ LocalTransport().start_detached([sys.executable, {str(agent_path)!r}, "run", {ru
     subprocess.run([sys.executable, "-c", caller], check=True, timeout=30)
     node = NodeHandle("local-0", LocalTransport(), layout)
     running = wait_until(lambda: node.status("detached"), what="agent status")
-    assert os.getsid(running["pid"]) == running["pid"] != os.getsid(0)  # its own session
-    assert final_status(node, "detached")["state"] == "succeeded"
+    assert os.getsid(running.pid) == running.pid != os.getsid(0)  # its own session
+    assert final_status(node, "detached").state == "succeeded"
     assert (tmp_path / "stdout-main.txt").read_text() == "finished\n"
 
 
@@ -135,20 +140,20 @@ def test_terminate_kills_the_whole_process_group_grandchildren_included(node: No
         wait_until(lambda: (tmp_path / "grandchild.pid").exists() and (tmp_path / "grandchild.pid").read_text().strip(), what="pid")
     )
     stubborn = int(wait_until(lambda: (tmp_path / "stubborn.pid").exists() and (tmp_path / "stubborn.pid").read_text().strip(), what="pid"))
-    agent_pid = node.status("kill")["pid"]
+    agent_pid = node.status("kill").pid
     assert pid_alive(grandchild) and pid_alive(stubborn)
     node.terminate("kill", grace_s=1.0)
     status = node.status("kill")
-    assert status["state"] == "terminated" and status["error"]["code"] == "JobTerminated"
+    assert status.state == "terminated" and status.error["code"] == "JobTerminated"
     wait_until(lambda: not pid_alive(grandchild) and not pid_alive(stubborn) and not pid_alive(agent_pid), 10, what="processes to die")
 
 
 def test_terminate_after_the_agent_died_still_kills_its_processes(node: NodeHandle, tmp_path: Path) -> None:
     node.start_run("orphan", plan(tmp_path, ("main", f"sleep 300 & echo $! > {tmp_path}/child.pid; wait")), {})
     child = int(wait_until(lambda: (tmp_path / "child.pid").exists() and (tmp_path / "child.pid").read_text().strip(), what="pid"))
-    os.kill(node.status("orphan")["pid"], 9)
+    os.kill(node.status("orphan").pid, 9)
     node.terminate("orphan", grace_s=0.5)
-    assert node.status("orphan")["state"] == "terminated"
+    assert node.status("orphan").state == "terminated"
     wait_until(lambda: not pid_alive(child), 10, what="child to die")
 
 
@@ -156,15 +161,15 @@ def test_max_wall_clock_time_stops_the_job(node: NodeHandle, tmp_path: Path) -> 
     node.start_run("slow", plan(tmp_path, ("main", "sleep 60"), max_wall_clock_s=1), {})
     started = time.monotonic()
     status = final_status(node, "slow")
-    assert status["error"]["code"] == "MaxWallClockTimeExceeded" and status["state"] == "failed"
+    assert status.error["code"] == "MaxWallClockTimeExceeded" and status.state == "failed"
     assert time.monotonic() - started < 15
 
 
 def test_heartbeat_advances_while_the_job_runs(node: NodeHandle, tmp_path: Path) -> None:
     node.start_run("beat", plan(tmp_path, ("main", "sleep 6")), {})
-    first = wait_until(lambda: node.status("beat"), what="status")["heartbeat"]
-    later = wait_until(lambda: (s := node.status("beat")) and s["heartbeat"] > first + 1 and s, 10, what="a later heartbeat")
-    assert later["state"] == "running" and later["pgids"]
+    first = wait_until(lambda: node.status("beat"), what="status").heartbeat
+    later = wait_until(lambda: (s := node.status("beat")) and s.heartbeat > first + 1 and s, 10, what="a later heartbeat")
+    assert later.state == "running" and later.pgids
 
 
 def test_secrets_reach_the_job_environment_but_no_file_or_command_line(node: NodeHandle, tmp_path: Path) -> None:
@@ -183,7 +188,7 @@ def test_secrets_reach_the_job_environment_but_no_file_or_command_line(node: Nod
                 assert secret.encode() not in (proc / "cmdline").read_bytes()
             except OSError:
                 continue
-    assert final_status(node, "secret")["state"] == "succeeded"
+    assert final_status(node, "secret").state == "succeeded"
 
 
 def test_agents_of_one_job_sharing_a_folder_do_not_trip_over_each_other(home: Path, tmp_path: Path) -> None:
@@ -194,7 +199,7 @@ def test_agents_of_one_job_sharing_a_folder_do_not_trip_over_each_other(home: Pa
         link = {"path": f"{node.layout.root}/jobs/shared", "source": str(shared), "unlink_at_end": True}
         node.start_run("race", plan(logs / "a" / "b", (f"rank{index}", f"touch {node.layout.root}/jobs/shared/{index}"), links=[link]), {})
     for node in nodes:
-        assert final_status(node, "race")["state"] == "succeeded"
+        assert final_status(node, "race").state == "succeeded"
     assert sorted(p.name for p in shared.iterdir()) == [str(i) for i in range(6)]
 
 
@@ -216,9 +221,9 @@ def test_a_container_job_without_a_docker_engine_fails_clearly_naming_the_node(n
     node.start_run("nodocker", plan(tmp_path, ("main", "echo never")), {})
     node.start_run("docker", plan(tmp_path, ("main", "echo never"), container=container), {})
     status = final_status(node, "docker")
-    assert status["state"] == "failed" and status["error"]["code"] == "FailedStartingContainer"
-    assert "local-0" in status["error"]["message"] and not (tmp_path / "container.env").exists()
-    assert final_status(node, "nodocker")["state"] == "succeeded"
+    assert status.state == "failed" and status.error["code"] == "FailedStartingContainer"
+    assert "local-0" in status.error["message"] and not (tmp_path / "container.env").exists()
+    assert final_status(node, "nodocker").state == "succeeded"
 
 
 def test_authorized_keys_edits_touch_only_our_tagged_line(tmp_path: Path) -> None:
@@ -263,3 +268,13 @@ def test_setting_up_a_host_removes_the_logins_of_clusters_that_no_longer_exist(t
     )
     subprocess.run([sys.executable, str(script), "deauthorize", str(keys), tag, "--keep", ""], check=True)
     assert keys.read_text() == "ssh-rsa AAAAUSER me@laptop\nssh-ed25519 AAAAOTHER batchai-clusterish-comment\n"
+
+
+def test_an_agent_refuses_a_plan_that_is_not_of_its_protocol_naming_the_field(node: NodeHandle, tmp_path: Path) -> None:
+    """A control plane of another version wrote it: the agent says so instead of running half of it."""
+    run_dir = Path(node.layout.run_dir("foreign"))
+    run_dir.mkdir(parents=True)
+    (run_dir / "plan.json").write_text(json.dumps({**plan(tmp_path, ("main", "true")).to_json(), "job": "written, never read"}))
+    done = subprocess.run([sys.executable, node.deploy_agent(), "run", str(run_dir)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "plan.json: unknown field(s) job" in done.stderr
+    assert not (tmp_path / "stdout-main.txt").exists()
