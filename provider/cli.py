@@ -22,10 +22,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from airflow_batchai.errors import BatchAIError
-from airflow_batchai.records import ExecutionState
-from airflow_batchai.service import DEFAULT_EXPERIMENT, DEFAULT_WORKSPACE, Service
-from airflow_batchai.spec import (
+from .errors import BatchAIError
+from .records import ExecutionState
+from .service import DEFAULT_EXPERIMENT, DEFAULT_WORKSPACE, Service
+from .spec import (
     AutoScaleSettings,
     ClusterSpec,
     ManualScaleSettings,
@@ -53,7 +53,7 @@ def _open_service(args: argparse.Namespace, kind: str) -> Service:
     raw = args.connection or os.environ.get("BATCHAI_CONNECTION")
     if not raw:
         return Service.embedded(args.home, kind=kind)
-    from airflow_batchai.config import connection_config, service_from_config
+    from .config import connection_config, service_from_config
 
     try:
         extras = json.loads(raw if raw.lstrip().startswith(("{", "[")) else Path(raw).read_text())
@@ -67,7 +67,7 @@ def _open_service(args: argparse.Namespace, kind: str) -> Service:
 
 def upload(args: argparse.Namespace) -> int:
     """``az storage blob|file upload-batch``: progress on stderr, the report as JSON."""
-    from airflow_batchai.storage.upload import upload_batch
+    from .storage.upload import upload_batch
 
     service = _service(args)
     report = upload_batch(
@@ -214,7 +214,7 @@ def file_stream(args: argparse.Namespace) -> int:
 
 def controller(args: argparse.Namespace) -> int:
     """Run passes for every cluster until SIGTERM or SIGINT; then finish the passes under way and exit 0."""
-    from airflow_batchai.controller import Controller
+    from .controller import Controller
 
     if args.interval is not None and not args.interval > 0:
         raise BatchAIError("InvalidArguments", f"--interval must be more than 0 seconds, got {args.interval}", "--interval")

@@ -18,15 +18,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from airflow_batchai.clusterkeys import DEFAULT_AUTHORIZED_KEYS
-from airflow_batchai.errors import BatchAIError
-from airflow_batchai.layout import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION
-from airflow_batchai.nodes.local import LocalNodePool
-from airflow_batchai.nodes.ssh import DEFAULT_ROOT, HostSpec, SSHAuth, SSHNodePool
-from airflow_batchai.service import DEFAULT_LOCAL_NODES, Service, Settings, default_home
-from airflow_batchai.storage.azure import AzureDataStore
-from airflow_batchai.storage.credentials import StorageCredential
-from airflow_batchai.store.blob import BlobControlStore, BlobSecretVault
+from .clusterkeys import DEFAULT_AUTHORIZED_KEYS
+from .errors import BatchAIError
+from .layout import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION
+from .nodes.local import LocalNodePool
+from .nodes.ssh import DEFAULT_ROOT, HostSpec, SSHAuth, SSHNodePool
+from .service import DEFAULT_LOCAL_NODES, Service, Settings, default_home
+from .storage.azure import AzureDataStore
+from .storage.credentials import StorageCredential
+from .store.blob import BlobControlStore, BlobSecretVault
 
 SECRET_FIELDS = (
     "ssh_private_key",

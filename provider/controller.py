@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 
-from airflow_batchai.service import Service
+from .service import Service
 
 log = logging.getLogger(__name__)
 

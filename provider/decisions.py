@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow_batchai.errors import BatchAIError
-from airflow_batchai.launch import MPI_TOOLKITS
-from airflow_batchai.node.protocol import AgentStatus, RunState
-from airflow_batchai.records import ExecutionState, JobRecord, NodeRecord, NodeState, move_job, move_node
-from airflow_batchai.snapshot import Snapshot
-from airflow_batchai.spec import DeallocationOption
+from .errors import BatchAIError
+from .launch import MPI_TOOLKITS
+from .node.protocol import AgentStatus, RunState
+from .records import ExecutionState, JobRecord, NodeRecord, NodeState, move_job, move_node
+from .snapshot import Snapshot
+from .spec import DeallocationOption
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,11 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_batchai.clusterkeys import PeerSSH, mpi_launcher_env, ssh_client_files
-from airflow_batchai.errors import BatchAIError, InvalidSpec
-from airflow_batchai.layout import NodeLayout, output_template, stdouterr_template
-from airflow_batchai.node.protocol import AgentPlan, ContainerPlan, HostFile, LinkPlan, PrivateFile, TaskPlan
-from airflow_batchai.spec import (
+from .clusterkeys import PeerSSH, mpi_launcher_env, ssh_client_files
+from .errors import BatchAIError, InvalidSpec
+from .layout import NodeLayout, output_template, stdouterr_template
+from .node.protocol import AgentPlan, ContainerPlan, HostFile, LinkPlan, PrivateFile, TaskPlan
+from .spec import (
     CaffeSettings,
     CNTKsettings,
     ContainerSettings,

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from airflow_batchai.errors import BatchAIError
+from .errors import BatchAIError
 
 if TYPE_CHECKING:
-    from airflow_batchai.outputs import OutputFiles
-    from airflow_batchai.service import Service
+    from .outputs import OutputFiles
+    from .service import Service
 
 STDERR_TAIL_BYTES = 64 * 1024
 

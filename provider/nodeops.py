@@ -13,11 +13,11 @@ import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
-from airflow_batchai.clusterkeys import ClusterKey, authorization_tag
-from airflow_batchai.errors import BatchAIError
-from airflow_batchai.layout import NodeLayout
-from airflow_batchai.node import protocol
-from airflow_batchai.nodes import Transport
+from .clusterkeys import ClusterKey, authorization_tag
+from .errors import BatchAIError
+from .layout import NodeLayout
+from .node import protocol
+from .nodes import Transport
 
 log = logging.getLogger(__name__)
 

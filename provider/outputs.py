@@ -12,16 +12,16 @@ import posixpath
 from pathlib import Path
 from typing import Any
 
-from airflow_batchai.errors import BatchAIError
-from airflow_batchai.launch import JobContext, Link, NodeSlot, job_environment
-from airflow_batchai.layout import output_template, stdouterr_template
-from airflow_batchai.node.protocol import expand
-from airflow_batchai.nodes import NodePool, Transport
-from airflow_batchai.nodes.local import LocalTransport
-from airflow_batchai.records import JobRecord, read_cluster, read_job, read_node
-from airflow_batchai.staging import Located, locate
-from airflow_batchai.storage import DataStore, file_object
-from airflow_batchai.store import ControlStore
+from .errors import BatchAIError
+from .launch import JobContext, Link, NodeSlot, job_environment
+from .layout import output_template, stdouterr_template
+from .node.protocol import expand
+from .nodes import NodePool, Transport
+from .nodes.local import LocalTransport
+from .records import JobRecord, read_cluster, read_job, read_node
+from .staging import Located, locate
+from .storage import DataStore, file_object
+from .store import ControlStore
 
 
 def _safe_join(base: str, relative: str, what: str) -> str:

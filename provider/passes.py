@@ -29,16 +29,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_batchai.errors import BatchAIError, StaleRecord
-from airflow_batchai.layout import NodeLayout
-from airflow_batchai.nodeops import NodeHandle
-from airflow_batchai.nodes import NodePool
-from airflow_batchai.reconcile import PassOutcome, Reconciler, setup_run_id
-from airflow_batchai.records import ClusterRecord, JobRecord, NodeState, read_cluster
-from airflow_batchai.settings import Settings
-from airflow_batchai.snapshot import read_snapshot
-from airflow_batchai.storage import DataStore
-from airflow_batchai.store import ControlStore, Lease, SecretVault, lock
+from .errors import BatchAIError, StaleRecord
+from .layout import NodeLayout
+from .nodeops import NodeHandle
+from .nodes import NodePool
+from .reconcile import PassOutcome, Reconciler, setup_run_id
+from .records import ClusterRecord, JobRecord, NodeState, read_cluster
+from .settings import Settings
+from .snapshot import read_snapshot
+from .storage import DataStore
+from .store import ControlStore, Lease, SecretVault, lock
 
 log = logging.getLogger(__name__)
 

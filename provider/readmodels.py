@@ -9,8 +9,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from airflow_batchai.launch import process_count
-from airflow_batchai.records import ClusterRecord, JobRecord, NodeState, NodeSummary
+from .launch import process_count
+from .records import ClusterRecord, JobRecord, NodeState, NodeSummary
 
 ARM_PREFIX = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.BatchAI/workspaces/{ws}"
 

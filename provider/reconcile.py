@@ -19,8 +19,8 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
-from airflow_batchai.clusterkeys import ClusterKey
-from airflow_batchai.decisions import (
+from .clusterkeys import ClusterKey
+from .decisions import (
     Action,
     ClaimNode,
     DrainNode,
@@ -39,13 +39,13 @@ from airflow_batchai.decisions import (
     node_lost_error,
     plan_pass,
 )
-from airflow_batchai.errors import BatchAIError, StaleRecord
-from airflow_batchai.launch import JobContext, Link, NodeSlot, job_plans, setup_plan
-from airflow_batchai.layout import NodeLayout, cluster_setup_segment, stdouterr_template
-from airflow_batchai.node.protocol import REGISTRY_PASSWORD_KEY, AgentPlan
-from airflow_batchai.nodeops import NodeHandle
-from airflow_batchai.nodes import NodePool
-from airflow_batchai.records import (
+from .errors import BatchAIError, StaleRecord
+from .launch import JobContext, Link, NodeSlot, job_plans, setup_plan
+from .layout import NodeLayout, cluster_setup_segment, stdouterr_template
+from .node.protocol import REGISTRY_PASSWORD_KEY, AgentPlan
+from .nodeops import NodeHandle
+from .nodes import NodePool
+from .records import (
     AllocationState,
     ClusterRecord,
     ExecutionState,
@@ -59,11 +59,11 @@ from airflow_batchai.records import (
     move_node,
     utc_now,
 )
-from airflow_batchai.settings import Settings
-from airflow_batchai.snapshot import Snapshot
-from airflow_batchai.staging import read_texts, written
-from airflow_batchai.storage import DataStore
-from airflow_batchai.store import ControlStore, Lease, SecretVault
+from .settings import Settings
+from .snapshot import Snapshot
+from .staging import read_texts, written
+from .storage import DataStore
+from .store import ControlStore, Lease, SecretVault
 
 log = logging.getLogger(__name__)
 

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from airflow_batchai.errors import BatchAIError
-from airflow_batchai.spec import ClusterSpec, JobSpec
+from .errors import BatchAIError
+from .spec import ClusterSpec, JobSpec
 
 if TYPE_CHECKING:
-    from airflow_batchai.store import ControlStore
+    from .store import ControlStore
 
 SPEC_CACHE_SIZE = 4096
 

@@ -12,8 +12,8 @@ import copy
 import json
 from typing import Any
 
-from airflow_batchai.errors import InvalidSpec
-from airflow_batchai.spec import ClusterSpec, JobSpec
+from .errors import InvalidSpec
+from .spec import ClusterSpec, JobSpec
 
 Path = tuple[str, ...]  # JSON keys from the spec's top; "*" stands for every item of a list
 

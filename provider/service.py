@@ -19,18 +19,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from airflow_batchai.clusterkeys import ClusterKey
-from airflow_batchai.errors import BatchAIError, InvalidSpec, RecordExists
-from airflow_batchai.launch import JobContext, NodeSlot, job_plans
-from airflow_batchai.layout import NodeLayout, job_output_segment
-from airflow_batchai.nodeops import NodeHandle
-from airflow_batchai.nodes import NodePool, eligible
-from airflow_batchai.nodes.local import LocalNodePool
-from airflow_batchai.outputs import OutputFiles
-from airflow_batchai.passes import Passes
-from airflow_batchai.readmodels import cluster_view, job_view
-from airflow_batchai.reconcile import Reconciler
-from airflow_batchai.records import (
+from .clusterkeys import ClusterKey
+from .errors import BatchAIError, InvalidSpec, RecordExists
+from .launch import JobContext, NodeSlot, job_plans
+from .layout import NodeLayout, job_output_segment
+from .nodeops import NodeHandle
+from .nodes import NodePool, eligible
+from .nodes.local import LocalNodePool
+from .outputs import OutputFiles
+from .passes import Passes
+from .readmodels import cluster_view, job_view
+from .reconcile import Reconciler
+from .records import (
     ClusterRecord,
     ExecutionState,
     JobRecord,
@@ -45,10 +45,10 @@ from airflow_batchai.records import (
     spec_hash,
     utc_now,
 )
-from airflow_batchai.secretfields import split_cluster_secrets, split_job_secrets
-from airflow_batchai.settings import WAIT_POLL_S, Settings
-from airflow_batchai.snapshot import read_snapshot
-from airflow_batchai.spec import (
+from .secretfields import split_cluster_secrets, split_job_secrets
+from .settings import WAIT_POLL_S, Settings
+from .snapshot import read_snapshot
+from .spec import (
     ClusterSpec,
     JobSpec,
     ManualScaleSettings,
@@ -56,11 +56,11 @@ from airflow_batchai.spec import (
     check_name,
     unfilled_placeholders,
 )
-from airflow_batchai.storage import DataStore
-from airflow_batchai.storage.local import LocalDataStore
-from airflow_batchai.store import ControlStore, SecretVault, update
-from airflow_batchai.store.local import LocalControlStore, LocalSecretVault
-from airflow_batchai.waiting import JobWaiters
+from .storage import DataStore
+from .storage.local import LocalDataStore
+from .store import ControlStore, SecretVault, update
+from .store.local import LocalControlStore, LocalSecretVault
+from .waiting import JobWaiters
 
 __all__ = ["DEFAULT_EXPERIMENT", "DEFAULT_WORKSPACE", "Service", "Settings"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from airflow_batchai.layout import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION
+from .layout import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION
 
 PASS_INTERVAL_S = 5.0  # a full pass per cluster at least this often while anyone looks (or the controller runs)
 WATCH_INTERVAL_S = 0.25  # running jobs' agents are looked at this often, so a job's end reaches its record fast

@@ -20,10 +20,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from airflow_batchai.errors import BatchAIError
-from airflow_batchai.records import JobRecord, cluster_key, job_key
-from airflow_batchai.settings import WAIT_POLL_S
-from airflow_batchai.store import ControlStore
+from .errors import BatchAIError
+from .records import JobRecord, cluster_key, job_key
+from .settings import WAIT_POLL_S
+from .store import ControlStore
 
 log = logging.getLogger(__name__)
 

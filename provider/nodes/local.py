@@ -12,10 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from airflow_batchai.clusterkeys import PeerSSH
-from airflow_batchai.errors import BatchAIError
-from airflow_batchai.nodes import CommandResult, FileInfo
-from airflow_batchai.store.local import write_atomically
+from ..clusterkeys import PeerSSH
+from ..errors import BatchAIError
+from ..store.local import write_atomically
+from . import CommandResult, FileInfo
 
 LOCAL_ADDRESS = "127.0.0.1"
 

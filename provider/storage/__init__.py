@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from airflow_batchai.launch import Link
-    from airflow_batchai.node.protocol import Transfer
-    from airflow_batchai.nodes import FileInfo
-    from airflow_batchai.spec import MountVolumes
+    from ..launch import Link
+    from ..node.protocol import Transfer
+    from ..nodes import FileInfo
+    from ..spec import MountVolumes
 
 DEFAULT_LINK_EXPIRY_MINUTES = 60
 

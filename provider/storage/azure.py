@@ -29,15 +29,15 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobSasPermissions, ContainerClient, ContentSettings, generate_blob_sas
 
-from airflow_batchai.errors import BatchAIError
-from airflow_batchai.launch import Link, RemoteVolume, node_mounted_links
-from airflow_batchai.node.protocol import ACCOUNT_KEY_SECRET, SAS_KEY_PREFIX, Transfer
-from airflow_batchai.node.storageclient import BlobError, Container
-from airflow_batchai.spec import MountVolumes
-from airflow_batchai.staging import Located, transfers
-from airflow_batchai.storage import DEFAULT_LINK_EXPIRY_MINUTES
-from airflow_batchai.storage.credentials import StorageCredential
-from airflow_batchai.storage.files import FileTarget, ShareVolumes
+from ..errors import BatchAIError
+from ..launch import Link, RemoteVolume, node_mounted_links
+from ..node.protocol import ACCOUNT_KEY_SECRET, SAS_KEY_PREFIX, Transfer
+from ..node.storageclient import BlobError, Container
+from ..spec import MountVolumes
+from ..staging import Located, transfers
+from . import DEFAULT_LINK_EXPIRY_MINUTES
+from .credentials import StorageCredential
+from .files import FileTarget, ShareVolumes
 
 log = logging.getLogger(__name__)
 
@@ -341,6 +341,6 @@ class HashingReader:
 
 
 def md5_bytes(path: Path) -> bytes:
-    from airflow_batchai.storage.upload import md5_of
+    from .upload import md5_of
 
     return bytes.fromhex(md5_of(path))

@@ -20,7 +20,7 @@ from urllib.parse import quote
 from azure.core.exceptions import AzureError
 from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, ExponentialRetry, generate_container_sas
 
-from airflow_batchai.errors import BatchAIError
+from ..errors import BatchAIError
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ from urllib.parse import quote
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from azure.storage.fileshare import FileSasPermissions, ShareClient, generate_file_sas
 
-from airflow_batchai.errors import BatchAIError
-from airflow_batchai.launch import RemoteVolume
-from airflow_batchai.node.storageclient import BlobError, FileShare
-from airflow_batchai.storage.credentials import StorageCredential, share_sas
+from ..errors import BatchAIError
+from ..launch import RemoteVolume
+from ..node.storageclient import BlobError, FileShare
+from .credentials import StorageCredential, share_sas
 
 
 class ShareVolumes:
@@ -135,6 +135,6 @@ class FileTarget:
 
 
 def _md5_base64(path: Path) -> str:
-    from airflow_batchai.storage.upload import md5_of
+    from .upload import md5_of
 
     return base64.b64encode(bytes.fromhex(md5_of(path))).decode()

@@ -15,12 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from airflow_batchai.errors import BatchAIError
-from airflow_batchai.launch import Link, node_mounted_links
-from airflow_batchai.node.protocol import Transfer
-from airflow_batchai.nodes.local import LocalTransport
-from airflow_batchai.spec import MountVolumes
-from airflow_batchai.storage import DEFAULT_LINK_EXPIRY_MINUTES, file_object
+from ..errors import BatchAIError
+from ..launch import Link, node_mounted_links
+from ..node.protocol import Transfer
+from ..nodes.local import LocalTransport
+from ..spec import MountVolumes
+from . import DEFAULT_LINK_EXPIRY_MINUTES, file_object
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9_.]{0,62}$")
 
@@ -82,7 +82,7 @@ class LocalDataStore:
         return posixpath.join(link.source, *parts)
 
     def upload_target(self, account: str, container: str, destination_path: str, kind: str = "blob") -> Any:
-        from airflow_batchai.storage.upload import FolderTarget
+        from .upload import FolderTarget
 
         folder = self.folder(account, container, "destination")
         return FolderTarget(folder / destination_path if destination_path else folder)

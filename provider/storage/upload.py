@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Protocol
 
-from airflow_batchai.errors import BatchAIError
+from ..errors import BatchAIError
 
 CHUNK_BYTES = 1024 * 1024
 

@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from airflow_batchai.errors import BatchAIError, StaleRecord
+from ..errors import BatchAIError, StaleRecord
 
 CAS_RETRIES = 50
 LOCK_POLL_S = 0.02

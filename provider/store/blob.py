@@ -34,9 +34,9 @@ from azure.core.exceptions import (
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from cryptography.fernet import Fernet, InvalidToken
 
-from airflow_batchai.errors import BatchAIError, RecordExists, StaleRecord
-from airflow_batchai.storage.credentials import RETRIES, StorageCredential
-from airflow_batchai.store import Versioned
+from ..errors import BatchAIError, RecordExists, StaleRecord
+from ..storage.credentials import RETRIES, StorageCredential
+from . import Versioned
 
 T = TypeVar("T")
 LEASE_S = 15  # the shortest lease Azure grants: a dead holder blocks others at most this long

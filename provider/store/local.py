@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from airflow_batchai.errors import BatchAIError, RecordExists, StaleRecord
-from airflow_batchai.store import Versioned
+from ..errors import BatchAIError, RecordExists, StaleRecord
+from . import Versioned
 
 
 def write_atomically(path: Path, payload: bytes, mode: int = 0o644, durable: bool = True) -> None:
