@@ -13,6 +13,7 @@ PACKAGE_DIRS = {
     "airflow_batchai.store": "provider/store",
     "airflow_batchai.nodes": "provider/nodes",
     "airflow_batchai.node": "provider/node",
+    "airflow_batchai.scheduling": "provider/scheduling",
     "airflow_batchai.storage": "provider/storage",
     "airflow_batchai.hooks": "hooks",
     "airflow_batchai.operators": "operators",

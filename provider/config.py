@@ -18,9 +18,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .clusterkeys import DEFAULT_AUTHORIZED_KEYS
 from .errors import BatchAIError
 from .layout import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION
+from .nodes.clusterkeys import DEFAULT_AUTHORIZED_KEYS
 from .nodes.local import LocalNodePool
 from .nodes.ssh import DEFAULT_ROOT, HostSpec, SSHAuth, SSHNodePool
 from .service import DEFAULT_LOCAL_NODES, Service, Settings, default_home

@@ -13,14 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BatchAIError
-from .launch import JobContext, Link, NodeSlot, job_environment
 from .layout import output_template, stdouterr_template
 from .node.protocol import expand
 from .nodes import NodePool, Transport
 from .nodes.local import LocalTransport
 from .records import JobRecord, read_cluster, read_job, read_node
-from .staging import Located, locate
+from .scheduling.launch import JobContext, NodeSlot, job_environment
 from .storage import DataStore, file_object
+from .storage.links import Link
+from .storage.staging import Located, locate
 from .store import ControlStore
 
 

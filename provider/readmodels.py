@@ -9,8 +9,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from .launch import process_count
 from .records import ClusterRecord, JobRecord, NodeState, NodeSummary
+from .scheduling.launch import process_count
 
 ARM_PREFIX = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.BatchAI/workspaces/{ws}"
 

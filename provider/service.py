@@ -19,17 +19,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .clusterkeys import ClusterKey
 from .errors import BatchAIError, InvalidSpec, RecordExists
-from .launch import JobContext, NodeSlot, job_plans
 from .layout import NodeLayout, job_output_segment
-from .nodeops import NodeHandle
 from .nodes import NodePool, eligible
+from .nodes.clusterkeys import ClusterKey
+from .nodes.handle import NodeHandle
 from .nodes.local import LocalNodePool
 from .outputs import OutputFiles
-from .passes import Passes
 from .readmodels import cluster_view, job_view
-from .reconcile import Reconciler
 from .records import (
     ClusterRecord,
     ExecutionState,
@@ -45,9 +42,13 @@ from .records import (
     spec_hash,
     utc_now,
 )
+from .scheduling.launch import JobContext, NodeSlot, job_plans
+from .scheduling.passes import Passes
+from .scheduling.reconcile import Reconciler
+from .scheduling.snapshot import read_snapshot
+from .scheduling.waiting import JobWaiters
 from .secretfields import split_cluster_secrets, split_job_secrets
 from .settings import WAIT_POLL_S, Settings
-from .snapshot import read_snapshot
 from .spec import (
     ClusterSpec,
     JobSpec,
@@ -60,7 +61,6 @@ from .storage import DataStore
 from .storage.local import LocalDataStore
 from .store import ControlStore, SecretVault, update
 from .store.local import LocalControlStore, LocalSecretVault
-from .waiting import JobWaiters
 
 __all__ = ["DEFAULT_EXPERIMENT", "DEFAULT_WORKSPACE", "Service", "Settings"]
 

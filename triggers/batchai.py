@@ -22,9 +22,9 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.hooks.batchai import BatchAIHook
 from airflow_batchai.records import ExecutionState
+from airflow_batchai.scheduling.waiting import JobUpdate
 from airflow_batchai.service import Service
 from airflow_batchai.settings import WAIT_POLL_S
-from airflow_batchai.waiting import JobUpdate
 
 FINAL = tuple(state.value for state in ExecutionState if state.finished)
 RETRY_FIRST_S = 0.5

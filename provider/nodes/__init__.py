@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from ..clusterkeys import PeerSSH
+    from .clusterkeys import PeerSSH
 
 
 @dataclass(frozen=True)

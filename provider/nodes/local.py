@@ -12,10 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..clusterkeys import PeerSSH
 from ..errors import BatchAIError
 from ..store.local import write_atomically
 from . import CommandResult, FileInfo
+from .clusterkeys import PeerSSH
 
 LOCAL_ADDRESS = "127.0.0.1"
 

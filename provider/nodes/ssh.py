@@ -33,10 +33,10 @@ from typing import Any
 
 import paramiko
 
-from ..clusterkeys import DEFAULT_AUTHORIZED_KEYS, PeerSSH
 from ..errors import BatchAIError
 from ..layout import NodeLayout
 from . import CommandResult, FileInfo
+from .clusterkeys import DEFAULT_AUTHORIZED_KEYS, PeerSSH
 
 log = logging.getLogger(__name__)
 
@@ -453,7 +453,7 @@ class SSHNodePool:
             if node_id not in self._transports:
                 if node_id not in self.hosts:
                     raise BatchAIError("NodeNotFound", f"node {node_id} is not in the SSH pool", node_id)
-                from ..nodeops import AGENT_FILES, AGENT_HASH  # nodeops imports this package
+                from .handle import AGENT_FILES, AGENT_HASH  # handle.py imports this package
 
                 root = next(r for nid, _, r, _ in self.inventory() if nid == node_id)
                 server = (AGENT_FILES, NodeLayout(root).agent_path(AGENT_HASH))

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from ..launch import Link
     from ..node.protocol import Transfer
     from ..nodes import FileInfo
     from ..spec import MountVolumes
+    from .links import Link
 
 DEFAULT_LINK_EXPIRY_MINUTES = 60
 

@@ -30,14 +30,14 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 from azure.storage.blob import BlobSasPermissions, ContainerClient, ContentSettings, generate_blob_sas
 
 from ..errors import BatchAIError
-from ..launch import Link, RemoteVolume, node_mounted_links
 from ..node.protocol import ACCOUNT_KEY_SECRET, SAS_KEY_PREFIX, Transfer
 from ..node.storageclient import BlobError, Container
 from ..spec import MountVolumes
-from ..staging import Located, transfers
 from . import DEFAULT_LINK_EXPIRY_MINUTES
 from .credentials import StorageCredential
 from .files import FileTarget, ShareVolumes
+from .links import Link, RemoteVolume, node_mounted_links
+from .staging import Located, transfers
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from azure.storage.fileshare import FileSasPermissions, ShareClient, generate_file_sas
 
 from ..errors import BatchAIError
-from ..launch import RemoteVolume
 from ..node.storageclient import BlobError, FileShare
 from .credentials import StorageCredential, share_sas
+from .links import RemoteVolume
 
 
 class ShareVolumes:

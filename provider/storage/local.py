@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BatchAIError
-from ..launch import Link, node_mounted_links
 from ..node.protocol import Transfer
 from ..nodes.local import LocalTransport
 from ..spec import MountVolumes
 from . import DEFAULT_LINK_EXPIRY_MINUTES, file_object
+from .links import Link, node_mounted_links
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9_.]{0,62}$")
 

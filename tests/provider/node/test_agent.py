@@ -19,7 +19,7 @@ from airflow_batchai.layout import NodeLayout
 from airflow_batchai.node import agent as agent_module
 from airflow_batchai.node import tools
 from airflow_batchai.node.protocol import AgentPlan, AgentStatus
-from airflow_batchai.nodeops import AGENT_FILES, NodeHandle
+from airflow_batchai.nodes.handle import AGENT_FILES, NodeHandle
 from airflow_batchai.nodes.local import LocalTransport
 from tests.conftest import pid_alive, wait_until
 

@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from airflow_batchai.launch import JobContext, Link, NodeSlot, job_plans, setup_plan
 from airflow_batchai.node.protocol import AgentPlan, AgentStatus, ProtocolError, RunState
+from airflow_batchai.scheduling.launch import JobContext, NodeSlot, job_plans, setup_plan
 from airflow_batchai.spec import load_job_spec
+from airflow_batchai.storage.links import Link
 from tests.conftest import DATA
 
 NODES = [NodeSlot("n0", "10.0.0.4", "/r/n0", 1), NodeSlot("n1", "10.0.0.5", "/r/n1", 1)]

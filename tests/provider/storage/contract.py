@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from airflow_batchai.errors import BatchAIError
-from airflow_batchai.launch import Link
 from airflow_batchai.spec import MountVolumes
 from airflow_batchai.storage import DataStore
+from airflow_batchai.storage.links import Link
 
 
 def volume(store: DataStore, container: str) -> Link:

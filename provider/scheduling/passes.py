@@ -29,16 +29,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import BatchAIError, StaleRecord
-from .layout import NodeLayout
-from .nodeops import NodeHandle
-from .nodes import NodePool
+from ..errors import BatchAIError, StaleRecord
+from ..layout import NodeLayout
+from ..nodes import NodePool
+from ..nodes.handle import NodeHandle
+from ..records import ClusterRecord, JobRecord, NodeState, read_cluster
+from ..settings import Settings
+from ..storage import DataStore
+from ..store import ControlStore, Lease, SecretVault, lock
 from .reconcile import PassOutcome, Reconciler, setup_run_id
-from .records import ClusterRecord, JobRecord, NodeState, read_cluster
-from .settings import Settings
 from .snapshot import read_snapshot
-from .storage import DataStore
-from .store import ControlStore, Lease, SecretVault, lock
 
 log = logging.getLogger(__name__)
 

@@ -19,13 +19,12 @@ import json
 import math
 import posixpath
 from dataclasses import dataclass, field
-from typing import Any
 
-from .clusterkeys import PeerSSH, mpi_launcher_env, ssh_client_files
-from .errors import BatchAIError, InvalidSpec
-from .layout import NodeLayout, output_template, stdouterr_template
-from .node.protocol import AgentPlan, ContainerPlan, HostFile, LinkPlan, PrivateFile, TaskPlan
-from .spec import (
+from ..errors import InvalidSpec
+from ..layout import NodeLayout, output_template, stdouterr_template
+from ..node.protocol import AgentPlan, ContainerPlan, HostFile, LinkPlan, PrivateFile, TaskPlan
+from ..nodes.clusterkeys import PeerSSH, mpi_launcher_env, ssh_client_files
+from ..spec import (
     CaffeSettings,
     CNTKsettings,
     ContainerSettings,
@@ -33,6 +32,7 @@ from .spec import (
     JobSpec,
     TensorFlowSettings,
 )
+from ..storage.links import Link
 
 DEFAULT_INTERPRETER = '"$BATCHAI_PYTHON"'  # the node's python that runs the agent (see agent.py)
 TF_BASE_PORT = 2222
@@ -54,62 +54,6 @@ class NodeSlot:
     @property
     def layout(self) -> NodeLayout:
         return NodeLayout(self.root)
-
-
-@dataclass(frozen=True)
-class RemoteVolume:
-    """A blob container (or file share) the node reaches over the network, not through a local folder."""
-
-    account: str
-    container: str
-    url: str  # without any SAS
-    kind: str = "blob"
-
-    @property
-    def label(self) -> str:
-        return f"{self.account}/{self.container}"
-
-
-@dataclass(frozen=True)
-class Link:
-    """A volume made visible at ``relative_mount_path`` under a mount root.
-
-    Local folders become symlinks to ``source``; a ``remote`` volume is a real folder the agent
-    stages or mounts (see staging.py); a ``mount_command`` is run by the agent on the node.
-    """
-
-    relative_mount_path: str
-    source: str
-    remote: RemoteVolume | None = None
-    modes: tuple[str, str] | None = None  # (fileMode, directoryMode) of a share mounted over SMB
-    mount_command: str | None = None  # unmanagedFileSystems: the node mounts it with this command
-
-    @property
-    def local_folder(self) -> bool:
-        """A folder of this machine (the embedded default's storage), linked rather than mounted or staged."""
-        return self.remote is None and self.mount_command is None
-
-    def plan_entry(self, path: str, unlink_at_end: bool) -> LinkPlan:
-        if self.mount_command is not None:
-            return LinkPlan(path, mount_command=self.mount_command, unlink_at_end=unlink_at_end)
-        if self.remote is not None:
-            return LinkPlan(path, stage=True, unlink_at_end=unlink_at_end)
-        return LinkPlan(path, source=self.source, unlink_at_end=unlink_at_end)
-
-
-def node_mounted_links(volumes: Any, where: str) -> list[Link]:
-    """``unmanagedFileSystems`` as links the node mounts itself; ``fileServers`` (Batch AI's managed NFS
-    VMs) have no counterpart and are refused, pointing at the way to mount one's own NFS server."""
-    if volumes is None:
-        return []
-    if volumes.file_servers:
-        raise BatchAIError(
-            "UnsupportedMount",
-            f"{where}.fileServers[0]: Batch AI file servers do not exist here; mount your NFS server with"
-            " unmanagedFileSystems, e.g. mountCommand 'mount -t nfs 10.0.0.4:/export'",
-            f"{where}.fileServers[0]",
-        )
-    return [Link(m.relative_mount_path.strip("/"), "", mount_command=m.mount_command) for m in volumes.unmanaged_file_systems or []]
 
 
 @dataclass(frozen=True)

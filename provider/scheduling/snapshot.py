@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .errors import RecordExists
-from .nodes import NodePool, eligible
-from .records import (
+from ..errors import RecordExists
+from ..nodes import NodePool, eligible
+from ..records import (
     ClusterRecord,
     JobRecord,
     NodeRecord,
@@ -31,7 +31,7 @@ from .records import (
     read_cluster,
     utc_now,
 )
-from .store import ControlStore
+from ..store import ControlStore
 
 
 @dataclass

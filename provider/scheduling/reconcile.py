@@ -19,7 +19,31 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
-from .clusterkeys import ClusterKey
+from ..errors import BatchAIError, StaleRecord
+from ..layout import NodeLayout, cluster_setup_segment, stdouterr_template
+from ..node.protocol import REGISTRY_PASSWORD_KEY, AgentPlan
+from ..nodes import NodePool
+from ..nodes.clusterkeys import ClusterKey
+from ..nodes.handle import NodeHandle
+from ..records import (
+    AllocationState,
+    ClusterRecord,
+    ExecutionState,
+    JobDigest,
+    JobRecord,
+    NodeRecord,
+    NodeState,
+    NodeSummary,
+    move_cluster,
+    move_job,
+    move_node,
+    utc_now,
+)
+from ..settings import Settings
+from ..storage import DataStore
+from ..storage.links import Link
+from ..storage.staging import read_texts, written
+from ..store import ControlStore, Lease, SecretVault
 from .decisions import (
     Action,
     ClaimNode,
@@ -39,31 +63,8 @@ from .decisions import (
     node_lost_error,
     plan_pass,
 )
-from .errors import BatchAIError, StaleRecord
-from .launch import JobContext, Link, NodeSlot, job_plans, setup_plan
-from .layout import NodeLayout, cluster_setup_segment, stdouterr_template
-from .node.protocol import REGISTRY_PASSWORD_KEY, AgentPlan
-from .nodeops import NodeHandle
-from .nodes import NodePool
-from .records import (
-    AllocationState,
-    ClusterRecord,
-    ExecutionState,
-    JobDigest,
-    JobRecord,
-    NodeRecord,
-    NodeState,
-    NodeSummary,
-    move_cluster,
-    move_job,
-    move_node,
-    utc_now,
-)
-from .settings import Settings
+from .launch import JobContext, NodeSlot, job_plans, setup_plan
 from .snapshot import Snapshot
-from .staging import read_texts, written
-from .storage import DataStore
-from .store import ControlStore, Lease, SecretVault
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .errors import BatchAIError
-from .records import JobRecord, cluster_key, job_key
-from .settings import WAIT_POLL_S
-from .store import ControlStore
+from ..errors import BatchAIError
+from ..records import JobRecord, cluster_key, job_key
+from ..settings import WAIT_POLL_S
+from ..store import ControlStore
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
-from airflow_batchai.clusterkeys import PeerSSH
 from airflow_batchai.errors import InvalidSpec
-from airflow_batchai.launch import JobContext, Link, NodeSlot, hostfile_lines, job_plans, ranks_per_node
 from airflow_batchai.node.protocol import AgentPlan
+from airflow_batchai.nodes.clusterkeys import PeerSSH
+from airflow_batchai.scheduling.launch import JobContext, NodeSlot, hostfile_lines, job_plans, ranks_per_node
 from airflow_batchai.spec import load_job_spec
+from airflow_batchai.storage.links import Link
 from tests.conftest import DATA
 
 TWO_NODES = [NodeSlot("n0", "10.0.0.4", "/r0", gpus=4), NodeSlot("n1", "10.0.0.5", "/r1", gpus=4)]

@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from .errors import BatchAIError
+from ..errors import BatchAIError
+from ..node.protocol import AgentStatus, RunState
+from ..records import ExecutionState, JobRecord, NodeRecord, NodeState, move_job, move_node
+from ..spec import DeallocationOption
 from .launch import MPI_TOOLKITS
-from .node.protocol import AgentStatus, RunState
-from .records import ExecutionState, JobRecord, NodeRecord, NodeState, move_job, move_node
 from .snapshot import Snapshot
-from .spec import DeallocationOption
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,11 @@ import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import BatchAIError
+from ..layout import NodeLayout
+from ..node import protocol
+from . import Transport
 from .clusterkeys import ClusterKey, authorization_tag
-from .errors import BatchAIError
-from .layout import NodeLayout
-from .node import protocol
-from .nodes import Transport
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from airflow_batchai.decisions import (
+from airflow_batchai.node.protocol import AgentStatus
+from airflow_batchai.records import ClusterRecord, ExecutionState, JobRecord, NodeRecord, NodeState, spec_hash
+from airflow_batchai.scheduling.decisions import (
     ClaimNode,
     DrainNode,
     EndJob,
@@ -24,9 +26,7 @@ from airflow_batchai.decisions import (
     StopRuns,
     plan_pass,
 )
-from airflow_batchai.node.protocol import AgentStatus
-from airflow_batchai.records import ClusterRecord, ExecutionState, JobRecord, NodeRecord, NodeState, spec_hash
-from airflow_batchai.snapshot import Snapshot
+from airflow_batchai.scheduling.snapshot import Snapshot
 from airflow_batchai.spec import load_cluster_spec, load_job_spec
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
@@ -284,8 +284,8 @@ def test_a_job_no_rule_expects_is_skipped_and_the_rest_of_the_cluster_moves_on()
 
 
 def test_a_planning_error_in_one_job_leaves_that_job_alone_and_plans_the_others(monkeypatch: Any) -> None:
-    from airflow_batchai.decisions import Planner
     from airflow_batchai.errors import BatchAIError
+    from airflow_batchai.scheduling.decisions import Planner
 
     broken, fine = job("broken", ExecutionState.RUNNING, ["n0"]), job("fine", ExecutionState.RUNNING, ["n1"])
     original = Planner.observe_job

@@ -17,9 +17,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .launch import Link
-from .layout import output_template, stdouterr_template
-from .spec import JobSpec
+from ..layout import output_template, stdouterr_template
+from ..spec import JobSpec
+from .links import Link
 
 ROOT_VARIABLES = {"job": "AZ_BATCHAI_JOB_MOUNT_ROOT", "cluster": "AZ_BATCHAI_MOUNT_ROOT"}
 _REFERENCE = re.compile(r"\$\{?(AZ_BATCHAI_JOB_MOUNT_ROOT|AZ_BATCHAI_MOUNT_ROOT)\}?((?:/[^\s'\"$;|&<>,()]*)?)")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from .node.protocol import PrivateFile
+from ..node.protocol import PrivateFile
 
 DEFAULT_AUTHORIZED_KEYS = "~/.ssh/authorized_keys"
 

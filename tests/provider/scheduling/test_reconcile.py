@@ -18,10 +18,10 @@ from airflow_batchai.layout import NodeLayout
 from airflow_batchai.node.protocol import AgentStatus
 from airflow_batchai.nodes import CommandResult
 from airflow_batchai.nodes.local import LocalNodePool, LocalTransport
-from airflow_batchai.reconcile import Reconciler
 from airflow_batchai.records import ClusterRecord, ExecutionState, JobRecord, NodeRecord, NodeState, live_key, spec_hash, utc_now
+from airflow_batchai.scheduling.reconcile import Reconciler
+from airflow_batchai.scheduling.snapshot import read_snapshot
 from airflow_batchai.settings import Settings
-from airflow_batchai.snapshot import read_snapshot
 from airflow_batchai.spec import load_cluster_spec, load_job_spec
 from airflow_batchai.storage.local import LocalDataStore
 from airflow_batchai.store import Versioned
