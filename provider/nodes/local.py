@@ -12,8 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..atomicfiles import write_atomically
 from ..errors import BatchAIError
-from ..store.local import write_atomically
 from . import CommandResult, FileInfo
 from .clusterkeys import PeerSSH
 

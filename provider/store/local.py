@@ -16,25 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ..atomicfiles import write_atomically
 from ..errors import BatchAIError, RecordExists, StaleRecord
 from . import Versioned
-
-
-def write_atomically(path: Path, payload: bytes, mode: int = 0o644, durable: bool = True) -> None:
-    """``durable`` False skips the fsync, for notes whose loss in a power cut costs nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(payload)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 class LocalControlStore:
