@@ -31,6 +31,7 @@ setup(
     python_requires=">=3.10",
     packages=list(PACKAGE_DIRS),
     package_dir=PACKAGE_DIRS,
+    package_data={"airflow_batchai": ["py.typed"]},
     install_requires=[
         "pydantic>=2.6,<3",
         "paramiko>=3.4",
@@ -42,7 +43,16 @@ setup(
     extras_require={
         "airflow": ["apache-airflow>=3.0"],
         "bench": ["apache-airflow-providers-ssh>=4.0"],
-        "test": ["apache-airflow==3.3.2", "pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6", "scikit-learn>=1.3", "numpy>=1.24", "pyyaml>=6"],
+        "test": [
+            "apache-airflow==3.3.2",
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "ruff>=0.6",
+            "scikit-learn>=1.3",
+            "numpy>=1.24",
+            "pyyaml>=6",
+            "mypy>=1.10",
+        ],
     },
     entry_points={
         "console_scripts": ["batchai = airflow_batchai.cli:main"],

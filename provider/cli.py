@@ -57,7 +57,7 @@ def _open_service(args: argparse.Namespace, kind: str) -> Service:
 
     try:
         extras = json.loads(raw if raw.lstrip().startswith(("{", "[")) else Path(raw).read_text())
-    except ValueError as error:
+    except json.JSONDecodeError as error:
         raise BatchAIError("InvalidConnection", f"--connection is not JSON: {error.msg} at line {error.lineno}", "--connection") from None
     config = connection_config(extras, "--connection")
     if args.home:

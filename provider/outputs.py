@@ -91,12 +91,12 @@ class OutputFiles:
         located = self._on_storage(template)
         if located is not None:
             return self.data.list_files(located.link, _safe_join(located.inside, directory, "directory"), expiry_minutes, urls=urls)
-        located = self._on_node(template)
-        if located is None:
+        on_node = self._on_node(template)
+        if on_node is None:
             raise BatchAIError(
                 "OutputDirectoryNotFound", f"The specified outputDirectoryId {output_id} is not present on a mount root", output_id
             )
-        transport, path = located
+        transport, path = on_node
         target_path = _safe_join(path, directory, "directory")
         infos = transport.list_dir(target_path) or []
         local = isinstance(transport, LocalTransport)
@@ -107,8 +107,8 @@ class OutputFiles:
         located = self._on_storage(template)
         if located is not None:
             return self.data.read(located.link, _safe_join(located.inside, path, "path"), offset, length)
-        located = self._on_node(template)
-        if located is None:
+        on_node = self._on_node(template)
+        if on_node is None:
             return None
-        transport, base = located
+        transport, base = on_node
         return transport.read_file(_safe_join(base, path, "path"), offset, length)

@@ -167,9 +167,11 @@ class Service:
         digest = spec_hash(stored)
         now = utc_now()
         scale = spec.scale_settings
-        target = (
-            scale.manual.target_node_count if scale.manual else (scale.auto_scale.initial_node_count or scale.auto_scale.minimum_node_count)
-        )  # type: ignore[union-attr]
+        if scale.manual is not None:
+            target = scale.manual.target_node_count
+        else:
+            assert scale.auto_scale is not None  # ScaleSettings holds one of the two
+            target = scale.auto_scale.initial_node_count or scale.auto_scale.minimum_node_count
         record = ClusterRecord(
             workspace=workspace,
             name=name,

@@ -347,8 +347,8 @@ def parse_duration(value: str | int | float | timedelta) -> timedelta:
         return timedelta(weeks=weeks, days=days, hours=hours, minutes=minutes, seconds=seconds)
     clock = re.fullmatch(r"(?:(\d+)(?:\.|\s+days?,\s*))?(\d+):(\d{1,2}):(\d{1,2}(?:\.\d+)?)", text)
     if clock:
-        days, hours, minutes, seconds = clock.groups()
-        return timedelta(days=int(days or 0), hours=int(hours), minutes=int(minutes), seconds=float(seconds))
+        day_text, hour_text, minute_text, second_text = clock.groups()
+        return timedelta(days=int(day_text or 0), hours=int(hour_text), minutes=int(minute_text), seconds=float(second_text))
     raise ValueError(f"not a duration: {text!r} (use 7.00:00:00, P7D or '7 days, 0:00:00')")
 
 

@@ -21,8 +21,10 @@ if [ -n "$missing" ] && command -v apt-get >/dev/null; then
 fi
 [ -x node_modules/.bin/azurite-blob ] || npm install --no-audit --no-fund --silent
 python3 -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 'torch==2.13.0' 2>&1 | grep -v '^WARNING: Location' || true
+# editable_mode=strict: a link tree of the package, which type checkers and other readers can follow
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 'torch==2.13.0' --config-settings editable_mode=strict 2>&1 | grep -v '^WARNING: Location' || true
 .venv/bin/python -c 'import airflow_batchai, torch, sklearn' # fail here, not in the middle of the suite
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/mypy
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

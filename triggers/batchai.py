@@ -98,13 +98,11 @@ class BatchAIJobTrigger(BaseTrigger):
             return
         loop = asyncio.get_running_loop()
         updates: asyncio.Queue[JobUpdate] = asyncio.Queue()
-        subscription = service.waiters.subscribe(
-            self.workspace,
-            self.experiment,
-            self.job_name,
-            lambda update: loop.call_soon_threadsafe(updates.put_nowait, update),
-            self.poll_interval,
-        )
+
+        def notify(update: JobUpdate) -> None:  # called in the poller's thread
+            loop.call_soon_threadsafe(updates.put_nowait, update)
+
+        subscription = service.waiters.subscribe(self.workspace, self.experiment, self.job_name, notify, self.poll_interval)
         state, error = None, None
         try:
             while True:

@@ -12,7 +12,7 @@ from __future__ import print_function
 import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from enum import Enum
-from typing import Any, Dict, List, Optional
+from typing import Any, ClassVar, Dict, List, Optional
 
 PLAN_FILE = "plan.json"
 SECRETS_FILE = "secrets.json"
@@ -179,7 +179,7 @@ class ContainerPlan(_Document):
 class AgentPlan(_Document):
     """Everything one agent does for one run on one node."""
 
-    NESTED = {}  # filled below, once every class exists
+    NESTED: ClassVar[Dict[str, Any]] = {}  # filled below, once every class exists
 
     kind: str  # "job" or "setup"
     node_id: str

@@ -210,7 +210,7 @@ class SSHTransport:
         with self._lock:
             transport = self._client.get_transport() if self._client else None
             if transport is not None and transport.is_active():
-                return self._client  # type: ignore[return-value]
+                return self._client
             self.close()
             delay = RECONNECT_BASE_DELAY_S
             for attempt in range(1, RECONNECT_ATTEMPTS + 1):
@@ -240,15 +240,15 @@ class SSHTransport:
 
     def host_key(self) -> str:
         """The host key this connection verified, as "<type> <base64>" (pinned for the nodes' own ssh)."""
-        key = self.client().get_transport().get_remote_server_key()  # type: ignore[union-attr]
+        key = self.client().get_transport().get_remote_server_key()
         return f"{key.get_name()} {key.get_base64()}"
 
     def sftp(self) -> paramiko.SFTPClient:
         with self._lock:
             client = self.client()
-            if self._sftp is None or self._sftp.get_channel() is None or self._sftp.get_channel().closed:  # type: ignore[union-attr]
+            if self._sftp is None or self._sftp.get_channel() is None or self._sftp.get_channel().closed:
                 self._sftp = client.open_sftp()
-                self._sftp.get_channel().settimeout(self.io_timeout_s)  # type: ignore[union-attr]
+                self._sftp.get_channel().settimeout(self.io_timeout_s)
             return self._sftp
 
     def close(self) -> None:
@@ -289,7 +289,7 @@ class SSHTransport:
             if self.read_file(path, 0, 0) is None:
                 for name, data in files.items():
                     self.write_file(posixpath.join(posixpath.dirname(path), name), data, 0o755)
-            channel = self.client().get_transport().open_session(timeout=self.connect_timeout_s)  # type: ignore[union-attr]
+            channel = self.client().get_transport().open_session(timeout=self.connect_timeout_s)
             channel.exec_command(f"exec {shlex.quote(self.python)} {shlex.quote(path)} serve")
             self._server = channel
         channel = self._server
@@ -308,10 +308,10 @@ class SSHTransport:
     def _exec(self, argv: list[str], timeout_s: float, stdin: bytes | None) -> CommandResult:
         command = shlex.join(argv)
         try:
-            channel = self.client().get_transport().open_session(timeout=self.connect_timeout_s)  # type: ignore[union-attr]
+            channel = self.client().get_transport().open_session(timeout=self.connect_timeout_s)
         except (paramiko.SSHException, OSError, EOFError):
             self.close()  # a dead connection: one fresh try
-            channel = self.client().get_transport().open_session(timeout=self.connect_timeout_s)  # type: ignore[union-attr]
+            channel = self.client().get_transport().open_session(timeout=self.connect_timeout_s)
         with channel:
             channel.settimeout(timeout_s)
             channel.exec_command(command)

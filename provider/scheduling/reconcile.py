@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -118,7 +118,7 @@ class Reconciler:
     # -- the pass -------------------------------------------------------------------------------
     def run(self, terminations: dict[str, dict[str, Any]] | None = None) -> PassOutcome:
         runs, setups = self.observe()
-        self.seen_done = {}
+        self.seen_done: dict[str, set[str]] = {}
         for (node_id, run), seen in runs.items():
             if seen.final:
                 self.seen_done.setdefault(run, set()).add(node_id)
@@ -303,7 +303,7 @@ class Reconciler:
             if task:  # a setup task on staged volumes: fetch what its command names, upload its logs
                 reads = [task.command_line, *env.values()]
                 staging, sas = self.data.stage_plan(reads, [(plan.expand_env[0][1], True)], {"cluster": links}, timedelta(days=1))
-                plan = replace(plan, **staging)
+                plan = staging.apply(plan)
                 secrets = {**secrets, **sas}
             self.handle(node).start_run(setup_run_id(self.cluster), plan, secrets)
         except (OSError, BatchAIError) as error:
@@ -405,7 +405,7 @@ class Reconciler:
         plans = job_plans(spec, slots, ctx, list(secrets.get("env", {})))
         mounts = {"job": links, "cluster": self.cluster_links()}
         staging, sas = self.data.stage_plan(read_texts(spec), written(spec, job.segment), mounts, spec.max_wall_clock)
-        return [replace(plan, **staging) for plan in plans], {**run_secrets(secrets), **sas}
+        return [staging.apply(plan) for plan in plans], {**run_secrets(secrets), **sas}
 
     def cluster_links(self) -> list[Link]:
         setup = self.spec.node_setup

@@ -82,11 +82,11 @@ def read_snapshot(
         if key in known:
             job, etag = known[key]
         else:
-            found = store.read(key)
-            if found is None:  # deleted: its submit wrote the record before this entry
+            read = store.read(key)
+            if read is None:  # deleted: its submit wrote the record before this entry
                 snapshot.stale_live.append(live)
                 continue
-            job, etag = JobRecord.model_validate(found.data), found.etag
+            job, etag = JobRecord.model_validate(read.data), read.etag
         if job.cluster != name or job.execution_state.finished:
             snapshot.stale_live.append(live)
             if job.execution_state.finished:

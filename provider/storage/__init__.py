@@ -11,17 +11,31 @@ storage account they are blob containers and file shares (azure.py). Both pass
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..node.protocol import AgentPlan, Transfer
+
 if TYPE_CHECKING:
-    from ..node.protocol import Transfer
     from ..nodes import FileInfo
     from ..spec import MountVolumes
     from .links import Link
 
 DEFAULT_LINK_EXPIRY_MINUTES = 60
+
+
+@dataclass(frozen=True)
+class Staging:
+    """What an agent fetches and sends for one run: mounts (read-only), downloads before, uploads during and after."""
+
+    mounts: list[Transfer] = field(default_factory=list)
+    downloads: list[Transfer] = field(default_factory=list)
+    uploads: list[Transfer] = field(default_factory=list)
+
+    def apply(self, plan: AgentPlan) -> AgentPlan:
+        return replace(plan, mounts=self.mounts, downloads=self.downloads, uploads=self.uploads)
 
 
 class UploadTarget(Protocol):
@@ -43,8 +57,8 @@ class DataStore(Protocol):
 
     def stage_plan(
         self, reads: list[str], writes: list[tuple[str, bool]], mounts: dict[str, list[Link]], lifetime: timedelta
-    ) -> tuple[dict[str, list[Transfer]], dict[str, str]]:
-        """Plan entries (``mounts``, ``downloads``, ``uploads``) telling the agent what to fetch and send, and the SAS they name."""
+    ) -> tuple[Staging, dict[str, str]]:
+        """What the agent fetches and sends (mounts, downloads, uploads), and the SAS those transfers name."""
 
     def list_files(
         self, link: Link, folder: str, expiry_minutes: int = DEFAULT_LINK_EXPIRY_MINUTES, urls: bool = True

@@ -33,7 +33,7 @@ from ..errors import BatchAIError
 from ..node.protocol import ACCOUNT_KEY_SECRET, SAS_KEY_PREFIX, Transfer
 from ..node.storageclient import BlobError, Container
 from ..spec import MountVolumes
-from . import DEFAULT_LINK_EXPIRY_MINUTES
+from . import DEFAULT_LINK_EXPIRY_MINUTES, Staging
 from .credentials import StorageCredential
 from .files import FileTarget, ShareVolumes
 from .links import Link, RemoteVolume, node_mounted_links
@@ -47,7 +47,7 @@ CONTAINER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 
 def _remote(link: Link) -> RemoteVolume:
     if link.remote is None:
-        raise BatchAIError("InvalidMount", f"{link.path} is not a volume of the storage account", link.path)
+        raise BatchAIError("InvalidMount", f"{link.relative_mount_path} is not a volume of the storage account", link.relative_mount_path)
     return link.remote
 
 
@@ -135,7 +135,7 @@ class AzureDataStore:
     # -- staging ------------------------------------------------------------------------
     def stage_plan(
         self, reads: list[str], writes: list[tuple[str, bool]], mounts: dict[str, list[Link]], lifetime: timedelta
-    ) -> tuple[dict[str, list[Transfer]], dict[str, str]]:
+    ) -> tuple[Staging, dict[str, str]]:
         """Plan entries (mounts, downloads, uploads) for the agent and the SAS secrets they name (see staging.transfers)."""
         downloads, uploads = transfers(reads, writes, mounts)
         written_to = {t.located.link.remote for t in uploads}
@@ -155,8 +155,8 @@ class AzureDataStore:
                 self.secret_sink(secrets[name])
             return {"url": volume.url, "sas": sas_names[volume], "label": volume.label, "kind": volume.kind}
 
-        plan: dict[str, list[Transfer]] = {"mounts": [], "downloads": [], "uploads": []}
-        output_prefixes = {t.located.link.remote.container: [] for t in uploads if t.located.link.remote}  # type: ignore[union-attr]
+        staging = Staging()
+        output_prefixes: dict[str, list[str]] = {t.located.link.remote.container: [] for t in uploads if t.located.link.remote}
         for transfer in uploads:
             output_prefixes[transfer.located.link.remote.container].append(transfer.located.inside)  # type: ignore[union-attr]
         for transfer in downloads:
@@ -175,16 +175,16 @@ class AzureDataStore:
                     secrets[ACCOUNT_KEY_SECRET] = self.credential.account_key or ""
                 else:
                     mount["endpoint"] = self.credential.blob_endpoint
-                plan["mounts"].append(Transfer(**mount))
+                staging.mounts.append(Transfer(**mount))
         for transfer in downloads:
             located = transfer.located
             skip = [p + "/" for p in output_prefixes.get(located.link.remote.container, []) if p]  # type: ignore[union-attr]
-            plan["downloads"].append(Transfer(**entry(located), local=located.mount, prefix=located.inside, skip=skip))
+            staging.downloads.append(Transfer(**entry(located), local=located.mount, prefix=located.inside, skip=skip))
         for transfer in uploads:
             located = transfer.located
             local = posixpath.join(located.mount, located.inside) if located.inside else located.mount
-            plan["uploads"].append(Transfer(**entry(located), local=local, prefix=located.inside, log=transfer.log))
-        return plan, secrets
+            staging.uploads.append(Transfer(**entry(located), local=local, prefix=located.inside, log=transfer.log))
+        return staging, secrets
 
     def _mountable(self, volume: RemoteVolume) -> bool:
         return self.files_mount == "cifs" if volume.kind == "file" else self.volume_mode == "auto"

@@ -93,7 +93,7 @@ class StorageCredential:
         return BlobServiceClient(
             self.blob_endpoint,
             credential=credential,
-            retry_policy=ExponentialRetry(initial_backoff=0.5, increment_base=1.6, retry_total=RETRIES),
+            retry_policy=ExponentialRetry(initial_backoff=0.5, increment_base=1.6, retry_total=RETRIES),  # type: ignore[arg-type]  # floats work; the stubs say int
             connection_timeout=CONNECT_TIMEOUT_S,
             read_timeout=READ_TIMEOUT_S,
             **options,

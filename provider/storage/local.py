@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BatchAIError
-from ..node.protocol import Transfer
 from ..nodes.local import LocalTransport
 from ..spec import MountVolumes
-from . import DEFAULT_LINK_EXPIRY_MINUTES, file_object
+from . import DEFAULT_LINK_EXPIRY_MINUTES, Staging, file_object
 from .links import Link, node_mounted_links
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9_.]{0,62}$")
@@ -59,9 +58,9 @@ class LocalDataStore:
             if link.local_folder:
                 Path(link.source).mkdir(parents=True, exist_ok=True)
 
-    def stage_plan(self, reads: Any, writes: Any, mounts: Any, lifetime: Any) -> tuple[dict[str, list[Transfer]], dict[str, str]]:
+    def stage_plan(self, reads: Any, writes: Any, mounts: Any, lifetime: Any) -> tuple[Staging, dict[str, str]]:
         """Local folders are linked, never staged."""
-        return {}, {}
+        return Staging(), {}
 
     def list_files(
         self, link: Link, folder: str, expiry_minutes: int = DEFAULT_LINK_EXPIRY_MINUTES, urls: bool = True

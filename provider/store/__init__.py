@@ -14,6 +14,7 @@ pass ended, when the next one is due) that anyone may read without taking the le
 
 from __future__ import annotations
 
+import builtins  # the stores' own list() hides the builtin inside their classes
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -58,7 +59,7 @@ class ControlStore(Protocol):
     def list(self, prefix: str) -> list[str]:
         """Keys starting with ``prefix``, sorted; the cost grows with what lies under the prefix only."""
 
-    def read_many(self, prefix: str) -> list[tuple[str, Versioned]]:
+    def read_many(self, prefix: str) -> builtins.list[tuple[str, Versioned]]:
         """Every record under ``prefix``, sorted by key (one listing on blob, not one request per key)."""
 
     def try_lease(self, name: str) -> AbstractContextManager[Lease | None]:
@@ -71,9 +72,9 @@ class ControlStore(Protocol):
 class SecretVault(Protocol):
     """Where job secrets wait between submit and launch; never part of a record."""
 
-    def put(self, name: str, values: dict[str, str]) -> None: ...
+    def put(self, name: str, values: dict[str, Any]) -> None: ...
 
-    def get(self, name: str) -> dict[str, str]: ...
+    def get(self, name: str) -> dict[str, Any]: ...
 
     def delete(self, name: str) -> None: ...
 

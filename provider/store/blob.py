@@ -13,6 +13,7 @@ exponential backoff (bounded, see credentials.RETRIES).
 from __future__ import annotations
 
 import base64
+import builtins  # the stores' own list() hides the builtin inside their classes
 import functools
 import hashlib
 import json
@@ -137,7 +138,7 @@ class BlobControlStore:
         self._cache[key] = (etag, payload)
 
     @_answers
-    def read_many(self, prefix: str) -> list[tuple[str, Versioned]]:
+    def read_many(self, prefix: str) -> builtins.list[tuple[str, Versioned]]:
         """Every record under ``prefix`` in one listing; only blobs whose ETag moved are downloaded."""
         found = []
         for item in self.container.list_blobs(name_starts_with=RECORDS + prefix):

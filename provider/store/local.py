@@ -7,6 +7,7 @@ are ``flock`` locks: the kernel frees them the moment their holder dies, SIGKILL
 
 from __future__ import annotations
 
+import builtins  # the stores' own list() hides the builtin inside their classes
 import fcntl
 import json
 import os
@@ -103,7 +104,7 @@ class LocalControlStore:
                         keys.append(key[: -len(".json")])
         return sorted(keys)
 
-    def read_many(self, prefix: str) -> list[tuple[str, Versioned]]:
+    def read_many(self, prefix: str) -> builtins.list[tuple[str, Versioned]]:
         found = ((key, self.read(key)) for key in self.list(prefix))
         return [(key, record) for key, record in found if record is not None]
 
@@ -157,10 +158,10 @@ class LocalSecretVault:
             raise BatchAIError("InvalidKey", f"bad secret name {name!r}", name)
         return self.root / f"{name}.json"
 
-    def put(self, name: str, values: dict[str, str]) -> None:
+    def put(self, name: str, values: dict[str, Any]) -> None:
         write_atomically(self._path(name), json.dumps(values).encode(), mode=0o600)
 
-    def get(self, name: str) -> dict[str, str]:
+    def get(self, name: str) -> dict[str, Any]:
         try:
             return json.loads(self._path(name).read_bytes())
         except FileNotFoundError:
