@@ -24,8 +24,6 @@ Usage:
 Python >= 3.8 on the node; nothing to install there.
 """
 
-from __future__ import print_function
-
 import os
 import re
 import shutil
@@ -35,44 +33,27 @@ import sys
 import threading
 import time
 
-try:  # in the control plane: the package airflow_batchai.node
+if __package__:  # in the control plane: the package airflow_batchai.node
+    from . import protocol, runtime, tools
     from .container import Containers
-    from .protocol import (
-        DEFAULT_GRACE_S,
-        FINAL_STATES,
-        HEARTBEAT_INTERVAL_S,
-        PLAN_FILE,
-        POLL_INTERVAL_S,
-        REGISTRY_PASSWORD_KEY,
-        SAS_KEY_PREFIX,
-        SECRETS_FILE,
-        STATUS_FILE,
-        AgentPlan,
-        ProtocolError,
-        expand,
-    )
-    from .runtime import JobError, now, read_json, write_json_atomically
-    from .tools import edit_authorized_keys, serve, session_free_environment, terminate, terminate_all, unmount_under
     from .volumes import Volumes
-except ImportError:  # on a node: these files lie flat in one folder, this script's own (first on sys.path)
+else:  # on a node: these files lie flat in one folder, this script's own (first on sys.path)
+    import protocol  # type: ignore[no-redef]
+    import runtime  # type: ignore[no-redef]
+    import tools  # type: ignore[no-redef]
     from container import Containers  # type: ignore[no-redef]
-    from protocol import (  # type: ignore[no-redef]
-        DEFAULT_GRACE_S,
-        FINAL_STATES,
-        HEARTBEAT_INTERVAL_S,
-        PLAN_FILE,
-        POLL_INTERVAL_S,
-        REGISTRY_PASSWORD_KEY,
-        SAS_KEY_PREFIX,
-        SECRETS_FILE,
-        STATUS_FILE,
-        AgentPlan,
-        ProtocolError,
-        expand,
-    )
-    from runtime import JobError, now, read_json, write_json_atomically  # type: ignore[no-redef]
-    from tools import edit_authorized_keys, serve, session_free_environment, terminate, terminate_all, unmount_under  # type: ignore[no-redef]
     from volumes import Volumes  # type: ignore[no-redef]
+
+JobError, now, read_json, write_json_atomically = runtime.JobError, runtime.now, runtime.read_json, runtime.write_json_atomically
+AgentPlan, ProtocolError, expand = protocol.AgentPlan, protocol.ProtocolError, protocol.expand
+DEFAULT_GRACE_S, FINAL_STATES, HEARTBEAT_INTERVAL_S = protocol.DEFAULT_GRACE_S, protocol.FINAL_STATES, protocol.HEARTBEAT_INTERVAL_S
+PLAN_FILE, SECRETS_FILE, STATUS_FILE, POLL_INTERVAL_S = (
+    protocol.PLAN_FILE,
+    protocol.SECRETS_FILE,
+    protocol.STATUS_FILE,
+    protocol.POLL_INTERVAL_S,
+)
+REGISTRY_PASSWORD_KEY, SAS_KEY_PREFIX = protocol.REGISTRY_PASSWORD_KEY, protocol.SAS_KEY_PREFIX
 
 
 class Agent(Volumes, Containers):
@@ -125,7 +106,7 @@ class Agent(Volumes, Containers):
         self.terminate_requested.set()
 
     def build_environment(self):
-        env = session_free_environment()
+        env = tools.session_free_environment()
         env.update(self.plan.env)
         secrets_path = os.path.join(self.run_dir, SECRETS_FILE)
         secrets = read_json(secrets_path) or {}
@@ -332,21 +313,21 @@ def main(argv):
     if len(argv) >= 2 and argv[0] == "run":
         return Agent(argv[1]).run()
     if argv[:1] == ["serve"]:
-        return serve()
+        return tools.serve()
     if len(argv) >= 2 and argv[0] == "terminate-all":
-        return terminate_all(os.path.abspath(argv[1]), float(argv[2]) if len(argv) > 2 else DEFAULT_GRACE_S)
+        return tools.terminate_all(os.path.abspath(argv[1]), float(argv[2]) if len(argv) > 2 else DEFAULT_GRACE_S)
     if len(argv) >= 2 and argv[0] == "terminate":
         grace = float(argv[2]) if len(argv) > 2 else DEFAULT_GRACE_S
-        return terminate(os.path.abspath(argv[1]), grace)
+        return tools.terminate(os.path.abspath(argv[1]), grace)
     if len(argv) == 2 and argv[0] == "unmount-under":
-        return unmount_under(argv[1])
+        return tools.unmount_under(argv[1])
     keep = None
     if len(argv) >= 2 and argv[-2] == "--keep":  # the uuids of the clusters that exist (not secret)
         keep, argv = set(filter(None, argv[-1].split(","))), argv[:-2]
     if len(argv) == 4 and argv[0] == "authorize":
-        return edit_authorized_keys(argv[1], argv[2], argv[3], keep)
+        return tools.edit_authorized_keys(argv[1], argv[2], argv[3], keep)
     if len(argv) == 3 and argv[0] == "deauthorize":
-        return edit_authorized_keys(argv[1], argv[2], keep=keep)
+        return tools.edit_authorized_keys(argv[1], argv[2], keep=keep)
     print(__doc__, file=sys.stderr)
     return 2
 

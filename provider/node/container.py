@@ -5,8 +5,6 @@ job's variables from a 0600 env file, ``docker login --password-stdin``. Without
 job fails with FailedStartingContainer naming the node.
 """
 
-from __future__ import print_function
-
 import os
 import subprocess
 
@@ -16,7 +14,7 @@ except ImportError:  # on a node: these files lie flat in one folder, the agent 
     from runtime import JobError  # type: ignore[no-redef]
 
 
-class Containers(object):
+class Containers:
     """The agent's container steps (a mixin of Agent)."""
 
     def start_container(self):

@@ -7,8 +7,6 @@ plane imports for meaning; the agent and the control plane read the same names f
 Standard library only (python >= 3.8 on the node).
 """
 
-from __future__ import print_function
-
 import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from enum import Enum
@@ -95,7 +93,7 @@ def _load(cls, document, where):
     return cls(**values)
 
 
-class _Document(object):
+class _Document:
     def to_json(self):
         return asdict(self)
 

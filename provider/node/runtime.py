@@ -3,8 +3,6 @@
 Standard library only (python >= 3.8 on the node), like everything in this package.
 """
 
-from __future__ import print_function
-
 import json
 import os
 import time
@@ -29,7 +27,7 @@ def read_json(path):
     try:
         with open(path) as handle:
             return json.load(handle)
-    except (IOError, OSError, ValueError):
+    except (OSError, ValueError):
         return None
 
 

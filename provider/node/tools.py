@@ -2,8 +2,6 @@
 unmounting before a node root is removed, and the cluster keys in authorized_keys.
 """
 
-from __future__ import print_function
-
 import base64
 import fcntl
 import json
@@ -31,7 +29,7 @@ def process_alive(pid):
     try:  # a zombie is not alive
         with open("/proc/%d/stat" % pid) as handle:
             return handle.read().split(") ", 1)[1][:1] != "Z"
-    except (IOError, OSError, IndexError):
+    except (OSError, IndexError):
         return True
 
 
@@ -166,7 +164,7 @@ def edit_authorized_keys(path, tag, key=None, keep=None):
             with open(path) as handle:
                 lines = handle.read().splitlines(True)
             mode = os.stat(path).st_mode & 0o777
-        except (IOError, OSError):
+        except OSError:
             lines, mode = [], 0o600
         kept = [line for line in lines if line.split()[-1:] != [tag] and not stale_cluster_line(line, keep)]
         if kept and not kept[-1].endswith("\n"):

@@ -7,8 +7,6 @@ runs in a shell. Credentials reach mounters in 0600 files or their environment, 
 command line.
 """
 
-from __future__ import print_function
-
 import os
 import re
 import shlex
@@ -26,7 +24,7 @@ except ImportError:  # on a node: these files lie flat in one folder, the agent 
     from storageclient import BlobError, Syncer, download_prefixes, volume_client  # type: ignore[no-redef]
 
 
-class Volumes(object):
+class Volumes:
     """The agent's volume steps (a mixin of Agent: it uses the plan, the environment, the SAS and the log)."""
 
     def prepare_folders(self):
