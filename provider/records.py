@@ -144,9 +144,6 @@ class ClusterRecord(Record):
         """How member nodes name their cluster."""
         return f"{self.workspace}/{self.name}"
 
-    @property
-    def lease_name(self) -> str:
-        return f"cluster/{self.workspace}/{self.name}"
 
     def parsed_spec(self) -> ClusterSpec:
         return _parsed(ClusterSpec, self.spec_hash, self.spec)
@@ -232,6 +229,11 @@ def job_key(workspace: str, experiment: str, name: str) -> str:
 
 def node_key(node_id: str) -> str:
     return f"pool/{node_id}"
+
+
+def lease_name(workspace: str, cluster: str) -> str:
+    """The lease that lets one process at a time run the cluster's passes (and writers change it)."""
+    return f"cluster/{workspace}/{cluster}"
 
 
 def live_key(workspace: str, cluster: str, experiment: str, name: str) -> str:

@@ -33,7 +33,7 @@ from ..errors import BatchAIError, StaleRecord
 from ..layout import NodeLayout
 from ..nodes import NodePool
 from ..nodes.handle import NodeHandle
-from ..records import ClusterRecord, JobRecord, NodeState, read_cluster
+from ..records import ClusterRecord, JobRecord, NodeState, lease_name, read_cluster
 from ..settings import Settings
 from ..storage import DataStore
 from ..store import ControlStore, Lease, SecretVault, lock
@@ -94,7 +94,6 @@ class Passes:
         self._lock = threading.Lock()
         self._inflight: dict[ClusterRef, threading.Thread] = {}
         self._again: set[ClusterRef] = set()
-        self.passes_run = 0
         self.listeners: list[Callable[[ClusterRef], None]] = []  # told after every pass this process ran (e.g. to wake waiters)
 
     def owner(self, ref: ClusterRef) -> _Owner:
@@ -106,12 +105,12 @@ class Passes:
         self, workspace: str, name: str, terminations: dict[str, dict[str, Any]] | None = None, timeout_s: float = 30.0
     ) -> ClusterRecord:
         """One pass (with the user's terminations) under the lease, waiting for it; returns the published record."""
-        with lock(self.store, f"cluster/{workspace}/{name}", timeout_s) as lease:
+        with lock(self.store, lease_name(workspace, name), timeout_s) as lease:
             return self.run_pass(lease, workspace, name, terminations)
 
     @contextmanager
     def holding(self, workspace: str, name: str, timeout_s: float = 30.0) -> Iterator[Lease]:
-        with lock(self.store, f"cluster/{workspace}/{name}", timeout_s) as lease:
+        with lock(self.store, lease_name(workspace, name), timeout_s) as lease:
             yield lease
 
     def run_pass(self, lease: Lease, workspace: str, name: str, terminations: dict[str, dict[str, Any]] | None = None) -> ClusterRecord:
@@ -131,15 +130,10 @@ class Passes:
         reconciler: Reconciler | None = None
         for attempt in range(CONFLICT_RETRIES + 1):
             try:
-                reconciler = Reconciler(
-                    self.store,
-                    self.vault,
-                    self.pool,
-                    self.data,
-                    self.settings,
-                    read_snapshot(self.store, self.pool, workspace, name, owner.jobs),
-                    lease,
-                )
+                snapshot = read_snapshot(self.store, self.pool, workspace, name, owner.jobs, also=terminations or ())
+                written = reconciler.changed if reconciler else {}  # what an attempt stopped by a conflict wrote stays in the digest
+                reconciler = Reconciler(self.store, self.vault, self.pool, self.data, self.settings, snapshot, lease)
+                reconciler.changed.update(written)
                 outcome = reconciler.run(terminations)
                 for _ in range(FOLLOW_UPS):
                     if not outcome.stopped:
@@ -157,7 +151,6 @@ class Passes:
         assert reconciler is not None and outcome is not None
         owner.jobs = reconciler.snapshot.known_jobs()
         owner.pass_took = time.monotonic() - owner.pass_started
-        self.passes_run += 1
         wait = self.settings.pass_interval_s
         if outcome.plan.next_due_s is not None:
             wait = max(self.settings.watch_interval_s, min(wait, outcome.plan.next_due_s + 0.05))
@@ -219,16 +212,16 @@ class Passes:
     def maybe_pass(self, ref: ClusterRef, urgent: bool = False) -> bool:
         """A pass if the note says one is due, the watch saw a change, or ``urgent``; True if one ran."""
         workspace, name = ref
-        lease_name = f"cluster/{workspace}/{name}"
+        lease = lease_name(workspace, name)
         owner = self.owner(ref)
-        if not urgent and (time.monotonic() < owner.retry_after or not self.due(ref, self.store.lease_note(lease_name))):
+        if not urgent and (time.monotonic() < owner.retry_after or not self.due(ref, self.store.lease_note(lease))):
             return False
         deadline = time.monotonic() + (URGENT_WAIT_S if urgent else 0)
         while True:
-            with self.store.try_lease(lease_name) as lease:
-                if lease is not None:
+            with self.store.try_lease(lease) as held:
+                if held is not None:
                     try:
-                        self.run_pass(lease, workspace, name)
+                        self.run_pass(held, workspace, name)
                     except Exception:
                         owner.failures += 1
                         owner.retry_after = time.monotonic() + min(FAILED_PASS_BACKOFF_MAX_S, 0.5 * 2**owner.failures)

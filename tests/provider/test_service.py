@@ -357,3 +357,13 @@ def test_a_submit_that_died_before_its_live_entry_is_healed_by_its_retry(service
     service.create_job("c", "half", spec)  # Airflow's retry of the submit
     del service.passes.kick
     assert service.wait_job("half", timeout_s=JOB_TIMEOUT_S, poll_s=0.1)["executionState"] == "succeeded"
+
+
+def test_terminating_a_job_left_without_its_live_entry_still_ends_it(service: Service, home: Path) -> None:
+    """Its submitter died between the record and the entry: no pass sees it, but a terminate names it."""
+    ready_cluster(service, nodes=1)
+    service.passes.kick = lambda *args, **kwargs: None  # type: ignore[method-assign]  # no pass before the terminate
+    service.create_job("c", "orphan", job(custom_job("true")))
+    (home / "control" / "records" / "live" / "default" / "c" / "default" / "orphan.json").unlink()
+    stopped = service.terminate_job("orphan")
+    assert stopped["executionState"] == "failed" and stopped["executionInfo"]["errors"][0]["code"] == "JobTerminated"
