@@ -144,7 +144,6 @@ class ClusterRecord(Record):
         """How member nodes name their cluster."""
         return f"{self.workspace}/{self.name}"
 
-
     def parsed_spec(self) -> ClusterSpec:
         return _parsed(ClusterSpec, self.spec_hash, self.spec)
 

@@ -34,6 +34,7 @@ from .records import (
     NodeRecord,
     cluster_key,
     job_key,
+    lease_name,
     move_job,
     node_key,
     read_cluster,
@@ -59,7 +60,7 @@ from .spec import (
 )
 from .storage import DataStore
 from .storage.local import LocalDataStore
-from .store import ControlStore, SecretVault, update
+from .store import ControlStore, SecretVault, lock, update
 from .store.local import LocalControlStore, LocalSecretVault
 
 __all__ = ["DEFAULT_EXPERIMENT", "DEFAULT_WORKSPACE", "Service", "Settings"]
@@ -253,7 +254,7 @@ class Service:
     def delete_cluster(self, name: str, workspace: str = DEFAULT_WORKSPACE) -> None:
         """Fail the cluster's queued and running jobs (``ClusterDeleted``), release every node, drop the record."""
         cluster, _ = read_cluster(self.store, workspace, name)
-        with self.passes.holding(workspace, name) as lease:
+        with lock(self.store, lease_name(workspace, name)) as lease:
             self.passes.forget(lease, workspace, name)
             snapshot = read_snapshot(self.store, self.pool, workspace, name)
             Reconciler(self.store, self.vault, self.pool, self.data, self.settings, snapshot, lease).delete_everything()

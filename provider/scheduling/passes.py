@@ -24,8 +24,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,11 +106,6 @@ class Passes:
         """One pass (with the user's terminations) under the lease, waiting for it; returns the published record."""
         with lock(self.store, lease_name(workspace, name), timeout_s) as lease:
             return self.run_pass(lease, workspace, name, terminations)
-
-    @contextmanager
-    def holding(self, workspace: str, name: str, timeout_s: float = 30.0) -> Iterator[Lease]:
-        with lock(self.store, lease_name(workspace, name), timeout_s) as lease:
-            yield lease
 
     def run_pass(self, lease: Lease, workspace: str, name: str, terminations: dict[str, dict[str, Any]] | None = None) -> ClusterRecord:
         """Passes under a held lease: the first with ``terminations``, follow-ups while runs were just stopped."""

@@ -107,6 +107,7 @@ class Reconciler:
         self.member = self.cluster.member
         self.changed: dict[str, JobDigest] = {}
         self._cluster_key: ClusterKey | bool | None = False  # False: not read yet
+        self._existing_clusters: list[str] | None = None
 
     @property
     def limits(self) -> Limits:
@@ -264,8 +265,11 @@ class Reconciler:
         return self._cluster_key  # type: ignore[return-value]
 
     def existing_clusters(self) -> list[str]:
-        """The uuids of every cluster now (read just before a host's keys are edited, so a new cluster is not missed)."""
-        return [found.data["uuid"] for _, found in self.store.read_many("clusters/")]
+        """The uuids of every cluster, read once per pass and only when a host's keys are edited (a pass that
+        grows or shrinks by eight nodes reads the clusters once, not eight times)."""
+        if self._existing_clusters is None:
+            self._existing_clusters = [found.data["uuid"] for _, found in self.store.read_many("clusters/")]
+        return self._existing_clusters
 
     def install_cluster_key(self, node: NodeRecord) -> None:
         key = self.cluster_key()
