@@ -19,7 +19,6 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from .errors import BatchAIError
@@ -53,13 +52,9 @@ def _open_service(args: argparse.Namespace, kind: str) -> Service:
     raw = args.connection or os.environ.get("BATCHAI_CONNECTION")
     if not raw:
         return Service.embedded(args.home, kind=kind)
-    from .config import connection_config, service_from_config
+    from .config import parse_connection_text, service_from_config
 
-    try:
-        extras = json.loads(raw if raw.lstrip().startswith(("{", "[")) else Path(raw).read_text())
-    except json.JSONDecodeError as error:
-        raise BatchAIError("InvalidConnection", f"--connection is not JSON: {error.msg} at line {error.lineno}", "--connection") from None
-    config = connection_config(extras, "--connection")
+    config = parse_connection_text(raw, "--connection")
     if args.home:
         config = config.model_copy(update={"home": args.home})
     return service_from_config(config, kind=kind)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import BatchAIError
+from .errors import BatchAIError, shown
 from .layout import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION
 from .nodes.clusterkeys import DEFAULT_AUTHORIZED_KEYS
 from .nodes.local import LocalNodePool
@@ -39,7 +39,9 @@ SECRET_FIELDS = (
 
 
 class ProviderConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """strict: ``"false"`` is not False and ``"2"`` is not 2; a connection says what it means."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     home: str | None = Field(default=None, description="embedded default's folder; default $BATCHAI_HOME or ~/.batchai")
     local_nodes: int | None = Field(default=None, ge=1, le=64, description="size of the local node pool")
@@ -164,31 +166,76 @@ def connection_config(extras: Any, source: str) -> ProviderConfig:
     """A connection's extras (or Airflow's whole connection JSON) as the model; errors name ``source`` and the field.
 
     The one parser of connections: the Airflow hook, the CLI's ``--connection`` and the
-    controller all come through here.
+    controller all come through here. ``null`` means "not set"; an empty text is refused, as
+    an empty ``home`` or ``storage_connection_string`` would otherwise silently mean the
+    embedded default.
     """
     if isinstance(extras, dict) and "conn_type" in extras:  # an Airflow connection as JSON (AIRFLOW_CONN_…): its extras
         extras = extras.get("extra") or {}
         if isinstance(extras, str):
             try:
                 extras = json.loads(extras)
-            except ValueError as error:
-                raise BatchAIError("InvalidConnection", f"{source}: its extra is not JSON: {error}", source) from None
+            except (ValueError, RecursionError):
+                raise BatchAIError("InvalidConnection", f"{source}: its extra is not JSON", source) from None
     if not isinstance(extras, dict):
         raise BatchAIError("InvalidConnection", f"{source} must be a JSON object of the connection's extras", source)
-    fields = {key: value for key, value in extras.items() if value not in (None, "")}  # the UI sends empty fields
-    fields["hosts"] = parse_hosts(fields.get("hosts"))
+    fields = {key: value for key, value in extras.items() if value is not None}
+    for key, value in fields.items():
+        if isinstance(value, str) and not value.strip():
+            raise BatchAIError("InvalidConnection", f"{source}: field {shown(key)} is empty; leave it out for the default", str(key))
+    if "hosts" in fields:
+        fields["hosts"] = parse_hosts(fields["hosts"], source)
     try:
         return ProviderConfig.model_validate(fields)
     except ValidationError as error:
         first = error.errors()[0]
-        field = ".".join(str(part) for part in first["loc"])
-        raise BatchAIError("InvalidConnection", f"{source}: field {field}: {first['msg']}", field) from None
+        field = ".".join(str(part) for part in first["loc"])[:80]
+        message = first["msg"] if first["type"] != "extra_forbidden" else "unknown field"
+        raise BatchAIError("InvalidConnection", f"{source}: field {field}: {message[:160]}", field) from None
 
 
-def parse_hosts(value: Any) -> list[str | dict[str, Any]]:
-    """Hosts as a JSON list (strings or objects) or a comma/newline-separated string (the UI's text field)."""
-    if not value:
-        return []
-    if isinstance(value, list):
-        return [v if isinstance(v, dict) else str(v).strip() for v in value if isinstance(v, dict) or str(v).strip()]
-    return [part.strip() for part in str(value).replace("\n", ",").split(",") if part.strip()]
+def parse_connection_text(raw: str, source: str) -> ProviderConfig:
+    """``--connection`` / ``$BATCHAI_CONNECTION``: JSON text, or the path of a file holding it."""
+    text = raw
+    if not raw.lstrip().startswith(("{", "[")):
+        try:
+            text = Path(raw).read_bytes().decode("utf-8-sig")
+        except OSError as error:
+            raise BatchAIError("InvalidConnection", f"{source}: cannot read {shown(raw)}: {error.strerror}", source) from None
+        except UnicodeDecodeError:
+            raise BatchAIError("InvalidConnection", f"{source}: {shown(raw)} is not UTF-8 text", source) from None
+    try:
+        extras = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise BatchAIError("InvalidConnection", f"{source} is not JSON: {error.msg} at line {error.lineno}", source) from None
+    except (ValueError, RecursionError):
+        raise BatchAIError("InvalidConnection", f"{source} is not JSON this parser can read (too deep or too large)", source) from None
+    return connection_config(extras, source)
+
+
+def parse_hosts(value: Any, source: str = "connection") -> list[str | dict[str, Any]]:
+    """Hosts as a JSON list (texts or objects) or a comma/newline-separated text (the UI's text field).
+
+    Each host is checked now, so a malformed one is refused before any name is looked up.
+    """
+    if isinstance(value, str) and value.lstrip().startswith("["):  # a JSON list pasted into the text field
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError):
+            raise BatchAIError("InvalidConnection", f"{source}: field hosts: text starting with '[' must be a JSON list", "hosts") from None
+    if isinstance(value, str):
+        hosts: list[Any] = [part.strip() for part in value.replace("\n", ",").split(",") if part.strip()]
+    elif isinstance(value, list):
+        hosts = value
+    else:
+        raise BatchAIError(
+            "InvalidConnection", f"{source}: field hosts: a list of hosts or a comma-separated text, not {shown(value)}", "hosts"
+        )
+    if not hosts:
+        raise BatchAIError("InvalidConnection", f"{source}: field hosts is empty; leave it out for local nodes", "hosts")
+    for index, host in enumerate(hosts):
+        try:
+            HostSpec.parse(host.strip() if isinstance(host, str) else host, f"hosts[{index}]")
+        except BatchAIError as error:
+            raise BatchAIError("InvalidConnection", f"{source}: field {error.message}", error.target) from None
+    return [host.strip() if isinstance(host, str) else host for host in hosts]

@@ -9,6 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
+SHOWN_CHARS = 80
+
+
+def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """A value as an error message may quote it: its repr, cut to ``limit``, so a 5 MB input gives a short line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 5] + "…" + text[-4:]
+
 
 class BatchAIError(Exception):
     """An error with a Batch AI code, a human message and the thing it is about."""

@@ -3,7 +3,11 @@
 The models accept every field of the 2018-05-01 create parameters plus the 2018-03-01
 differences, with the camelCase spelling of Batch AI. Validation refuses what could never run
 (no toolkit, a mount path escaping its root, an output id that cannot be part of an env var
-name) so that nothing is created from a bad file; errors name the JSON path of the field.
+name, a command line no kernel would take) so that nothing is created from a bad file.
+
+Every refusal is one ``InvalidSpec`` line: the JSON path of the field, what is wrong, and at
+most 80 characters of the value, so a 5 MB value or a 10,000-deep nesting gives a short
+message and not a traceback. The limits below are the documented input limits (README).
 """
 
 from __future__ import annotations
@@ -15,20 +19,35 @@ from collections.abc import Mapping
 from datetime import timedelta
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from .errors import InvalidSpec
+from .errors import InvalidSpec, shown
 
 STORAGE_ACCOUNT_PLACEHOLDER = "<AZURE_BATCHAI_STORAGE_ACCOUNT>"
 STORAGE_KEY_PLACEHOLDER = "<AZURE_BATCHAI_STORAGE_KEY>"
 DEFAULT_MAX_WALL_CLOCK = timedelta(days=7)
+MAX_WALL_CLOCK = timedelta(days=365)  # Batch AI capped jobs at 7 days; on your own machines a year is the bound
+MAX_NODE_COUNT = 1000
+MAX_PROCESS_COUNT = 64 * MAX_NODE_COUNT
+MAX_PATH_BYTES = 4096  # PATH_MAX
+MAX_COMMAND_BYTES = 128 * 1024  # MAX_ARG_STRLEN: the longest single argument or variable execve takes
+MAX_ENVIRONMENT_BYTES = 1024 * 1024  # all variables and secrets together, well inside ARG_MAX
+MAX_NESTING = 32  # real specs nest 6 deep
+MAX_SPEC_BYTES = 16 * 1024 * 1024
+MAX_TAGS = 50  # Azure's limits for tags
 ENV_ID_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
+ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
+SHM_SIZE_PATTERN = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s?[kmgtp]?i?b?$", re.IGNORECASE)  # docker's --shm-size (go-units)
+PATH_KEYS = frozenset({"path", "relativeMountPath", "sourceDirectory", "azureFileUrl"})
 NAME_PATTERN = re.compile(r"^[-\w]{1,64}$")
 _PLACEHOLDER = re.compile(r"<[^<>]+>")
 _URL_ACCOUNT_PLACEHOLDER = re.compile(r"^(\w+://)(<[^<>]+>)(\.file\.)")
+
+
+StrictCount = Annotated[int, Field(strict=True)]  # JSON's true is not 1, and 2.5 nodes is not 2
 
 
 class BatchAIModel(BaseModel):
@@ -46,9 +65,9 @@ def _check_relative_path(value: str | None, what: str) -> str | None:
     if not value.strip():
         raise ValueError(f"{what} must not be empty")
     if value.startswith("/") or value.startswith("\\"):
-        raise ValueError(f"{what} must be relative, got absolute path {value!r}")
+        raise ValueError(f"{what} must be relative, got absolute path {shown(value)}")
     if ".." in re.split(r"[/\\]", value):
-        raise ValueError(f"{what} must not contain '..', got {value!r}")
+        raise ValueError(f"{what} must not contain '..', got {shown(value)}")
     return value
 
 
@@ -64,15 +83,37 @@ class KeyVaultSecretReference(BatchAIModel):
     secret_url: str
 
 
+def _check_env_name(value: str) -> str:
+    if not ENV_NAME_PATTERN.match(value):
+        raise ValueError(f"{shown(value)} is not a variable name: use letters, digits and '_', not starting with a digit")
+    return value
+
+
 class EnvironmentVariable(BatchAIModel):
     name: str
     value: str
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _check_env_name(value)
 
 
 class EnvironmentVariableWithSecretValue(BatchAIModel):
     name: str
     value: str | None = None
     value_secret_reference: KeyVaultSecretReference | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _check_env_name(value)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvironmentVariableWithSecretValue:
+        if (self.value is None) == (self.value_secret_reference is None):
+            raise ValueError(f"secret {shown(self.name)} needs exactly one of value and valueSecretReference")
+        return self
 
 
 class AzureStorageCredentialsInfo(BatchAIModel):
@@ -103,7 +144,7 @@ class AzureFileShareReference(_Mount):
     @classmethod
     def _octal(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(r"0?[0-7]{3}", value):  # these end up in mount options
-            raise ValueError(f"{value!r} is not permission bits like '0777'")
+            raise ValueError(f"{shown(value)} is not permission bits like '0777'")
         return value
 
     @property
@@ -150,7 +191,7 @@ class MountVolumes(BatchAIModel):
         for mount in self.all_mounts():
             path = mount.relative_mount_path.strip("/")
             if path in seen:
-                raise ValueError(f"two mounts use relativeMountPath {path!r}")
+                raise ValueError(f"two mounts use relativeMountPath {shown(path)}")
             seen.add(path)
         return self
 
@@ -175,7 +216,7 @@ class CNTKsettings(BatchAIModel):
     python_script_file_path: str | None = None
     python_interpreter_path: str | None = None
     command_line_args: str | None = None
-    process_count: int | None = Field(default=None, ge=1)
+    process_count: StrictCount | None = Field(default=None, ge=1, le=MAX_PROCESS_COUNT)
 
     @model_validator(mode="after")
     def _one_entry_point(self) -> CNTKsettings:
@@ -192,7 +233,7 @@ class PyTorchSettings(BatchAIModel):
     python_script_file_path: str
     python_interpreter_path: str | None = None
     command_line_args: str | None = None
-    process_count: int | None = Field(default=None, ge=1)
+    process_count: StrictCount | None = Field(default=None, ge=1, le=MAX_PROCESS_COUNT)
     communication_backend: str | None = None
 
     @field_validator("communication_backend")
@@ -203,7 +244,7 @@ class PyTorchSettings(BatchAIModel):
         for backend in CommunicationBackend:
             if backend.value.lower() == value.lower():
                 return value
-        raise ValueError(f"communicationBackend must be one of TCP, Gloo, MPI, NCCL, got {value!r}")
+        raise ValueError(f"communicationBackend must be one of TCP, Gloo, MPI, NCCL, got {shown(value)}")
 
 
 class TensorFlowSettings(BatchAIModel):
@@ -212,8 +253,8 @@ class TensorFlowSettings(BatchAIModel):
     master_command_line_args: str | None = None
     worker_command_line_args: str | None = None
     parameter_server_command_line_args: str | None = None
-    worker_count: int | None = Field(default=None, ge=1)
-    parameter_server_count: int | None = Field(default=None, ge=0)
+    worker_count: StrictCount | None = Field(default=None, ge=1, le=MAX_PROCESS_COUNT)
+    parameter_server_count: StrictCount | None = Field(default=None, ge=0, le=MAX_NODE_COUNT)
 
 
 class CaffeSettings(BatchAIModel):
@@ -221,7 +262,7 @@ class CaffeSettings(BatchAIModel):
     python_script_file_path: str | None = None
     python_interpreter_path: str | None = None
     command_line_args: str | None = None
-    process_count: int | None = Field(default=None, ge=1)
+    process_count: StrictCount | None = Field(default=None, ge=1, le=MAX_PROCESS_COUNT)
 
     @model_validator(mode="after")
     def _one_entry_point(self) -> CaffeSettings:
@@ -240,19 +281,19 @@ class ChainerSettings(BatchAIModel):
     python_script_file_path: str
     python_interpreter_path: str | None = None
     command_line_args: str | None = None
-    process_count: int | None = Field(default=None, ge=1)
+    process_count: StrictCount | None = Field(default=None, ge=1, le=MAX_PROCESS_COUNT)
 
 
 class HorovodSettings(BatchAIModel):
     python_script_file_path: str
     python_interpreter_path: str | None = None
     command_line_args: str | None = None
-    process_count: int | None = Field(default=None, ge=1)
+    process_count: StrictCount | None = Field(default=None, ge=1, le=MAX_PROCESS_COUNT)
 
 
 class CustomMpiSettings(BatchAIModel):
     command_line: str
-    process_count: int | None = Field(default=None, ge=1)
+    process_count: StrictCount | None = Field(default=None, ge=1, le=MAX_PROCESS_COUNT)
 
 
 class CustomToolkitSettings(BatchAIModel):
@@ -291,6 +332,14 @@ class ContainerSettings(BatchAIModel):
     image_source_registry: ImageSourceRegistry
     shm_size: str | None = None
 
+    @field_validator("shm_size")
+    @classmethod
+    def _size(cls, value: str | None) -> str | None:
+        size = SHM_SIZE_PATTERN.match(value.strip()) if value is not None else None
+        if value is not None and not (size and float(size.group(1)) > 0):
+            raise ValueError(f"shmSize {shown(value)} is not a size like '16gb' or '512m'")
+        return value
+
 
 class JobPreparation(BatchAIModel):
     command_line: str
@@ -311,7 +360,7 @@ class OutputDirectory(BatchAIModel):
     path_prefix: str
     path_suffix: str | None = None
     type: str | None = None  # 2018-03-01: model/logs/summary/custom, descriptive only
-    create_new: bool | None = None  # 2018-03-01: false = use pathPrefix as given
+    create_new: Annotated[bool, Field(strict=True)] | None = None  # 2018-03-01: false = use pathPrefix as given
 
     @field_validator("id")
     @classmethod
@@ -328,17 +377,29 @@ class OutputDirectory(BatchAIModel):
 
 def _check_env_id(value: str) -> str:
     if not ENV_ID_PATTERN.match(value):
-        raise ValueError(f"id {value!r} must be letters, digits and '_' only: it becomes part of an env var name")
+        raise ValueError(f"id {shown(value)} must be letters, digits and '_' only: it becomes part of an env var name")
     return value
 
 
 def parse_duration(value: str | int | float | timedelta) -> timedelta:
-    """Accept ``7.00:00:00`` (.NET), ``P7DT1H`` (ISO 8601), ``7 days, 0:00:00`` (Python) or seconds."""
+    """Accept ``7.00:00:00`` (.NET), ``P7DT1H`` (ISO 8601), ``7 days, 0:00:00`` (Python) or seconds.
+
+    Raises ValueError, also for durations past what a timedelta holds.
+    """
+    try:
+        return _parse_duration(value)
+    except OverflowError:
+        raise ValueError(f"duration {shown(value)} is too long") from None
+
+
+def _parse_duration(value: str | int | float | timedelta) -> timedelta:
     if isinstance(value, timedelta):
         return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"not a duration: {shown(value)} (use 7.00:00:00, P7D or '7 days, 0:00:00')")
+    if isinstance(value, (int, float)):
         return timedelta(seconds=value)
-    text = str(value).strip()
+    text = value.strip()
     iso = re.fullmatch(
         r"P(?:(\d+(?:\.\d+)?)W)?(?:(\d+(?:\.\d+)?)D)?(?:T(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?", text
     )
@@ -349,7 +410,7 @@ def parse_duration(value: str | int | float | timedelta) -> timedelta:
     if clock:
         day_text, hour_text, minute_text, second_text = clock.groups()
         return timedelta(days=int(day_text or 0), hours=int(hour_text), minutes=int(minute_text), seconds=float(second_text))
-    raise ValueError(f"not a duration: {text!r} (use 7.00:00:00, P7D or '7 days, 0:00:00')")
+    raise ValueError(f"not a duration: {shown(text)} (use 7.00:00:00, P7D or '7 days, 0:00:00')")
 
 
 def format_duration(value: timedelta) -> str:
@@ -371,6 +432,8 @@ class JobConstraints(BatchAIModel):
         duration = parse_duration(value)
         if duration.total_seconds() <= 0:
             raise ValueError("maxWallClockTime must be positive")
+        if duration > MAX_WALL_CLOCK:
+            raise ValueError(f"maxWallClockTime {format_duration(duration)} is past the limit of {format_duration(MAX_WALL_CLOCK)}")
         return duration
 
     @field_serializer("max_wall_clock_time")
@@ -387,15 +450,28 @@ class SchedulingPriority(str, Enum):
 PRIORITY_VALUES = {SchedulingPriority.LOW: -500, SchedulingPriority.NORMAL: 0, SchedulingPriority.HIGH: 500}
 
 
+def _check_tags(value: dict[str, str] | None) -> dict[str, str] | None:
+    if value is not None and len(value) > MAX_TAGS:
+        raise ValueError(f"at most {MAX_TAGS} tags, got {len(value)}")
+    for name, text in (value or {}).items():
+        if not 0 < len(name) <= 512 or len(text) > 256:
+            raise ValueError(f"tag {shown(name)}: names are 1-512 characters, values at most 256")
+    return value
+
+
 class JobSpec(BatchAIModel):
-    """JobBaseProperties (2018-05-01) plus 2018-03-01's ``priority`` and ``experimentName``."""
+    """JobBaseProperties (2018-05-01) plus 2018-03-01's ``priority`` and ``experimentName``,
+    and that version's top-level ``location`` and ``tags``, kept and echoed as the service did."""
+
+    location: str | None = None
+    tags: dict[str, str] | None = None
 
     scheduling_priority: SchedulingPriority | None = None
-    priority: int | None = Field(default=None, ge=-1000, le=1000)
+    priority: StrictCount | None = Field(default=None, ge=-1000, le=1000)
     experiment_name: str | None = None
     cluster: ResourceId | None = None
     mount_volumes: MountVolumes | None = None
-    node_count: int = Field(ge=1)
+    node_count: StrictCount = Field(ge=1, le=MAX_NODE_COUNT)
     container_settings: ContainerSettings | None = None
     cntk_settings: CNTKsettings | None = None
     py_torch_settings: PyTorchSettings | None = None
@@ -418,14 +494,23 @@ class JobSpec(BatchAIModel):
     def _exactly_one_toolkit(self) -> JobSpec:
         chosen = [name for name in TOOLKIT_FIELDS if getattr(self, name) is not None]
         if len(chosen) != 1:
-            names = ", ".join(to_camel(n) for n in TOOLKIT_FIELDS)
+            names = ", ".join(to_camel(n).removesuffix("Settings") for n in TOOLKIT_FIELDS)
             found = ", ".join(to_camel(n) for n in chosen) or "none"
-            raise ValueError(f"exactly one toolkit setting is required ({names}); found {found}")
+            raise ValueError(f"exactly one toolkit setting is required; found {found} (toolkits: {names})")
         for group, what in ((self.input_directories, "input"), (self.output_directories, "output")):
             ids = [d.id for d in group or []]
             if len(ids) != len(set(ids)):
-                raise ValueError(f"{what} directory ids must be unique, got {ids}")
+                raise ValueError(f"{what} directory ids must be unique, got {shown(ids)}")
+        variables = [*(self.environment_variables or []), *(self.secrets or [])]
+        size = sum(len(v.name) + len((v.value or "").encode()) + 2 for v in variables)
+        if size > MAX_ENVIRONMENT_BYTES:
+            raise ValueError(f"environmentVariables and secrets hold {size} bytes; together they may hold {MAX_ENVIRONMENT_BYTES}")
         return self
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return _check_tags(value)
 
     @property
     def tool_type(self) -> str:
@@ -458,15 +543,17 @@ class DeallocationOption(str, Enum):
 
 
 class ManualScaleSettings(BatchAIModel):
-    target_node_count: int = Field(default=0, ge=0)
+    target_node_count: StrictCount = Field(default=0, ge=0, le=MAX_NODE_COUNT)
     node_deallocation_option: DeallocationOption = DeallocationOption.REQUEUE
 
 
 class AutoScaleSettings(BatchAIModel):
-    minimum_node_count: int = Field(ge=0)
-    maximum_node_count: int = Field(ge=0)
-    initial_node_count: int | None = Field(default=0, ge=0)
-    idle_seconds_before_scaledown: int = Field(default=300, ge=0)  # our extension, see DESIGN.md
+    minimum_node_count: StrictCount = Field(ge=0, le=MAX_NODE_COUNT)
+    maximum_node_count: StrictCount = Field(ge=0, le=MAX_NODE_COUNT)
+    initial_node_count: StrictCount | None = Field(default=0, ge=0, le=MAX_NODE_COUNT)
+    idle_seconds_before_scaledown: StrictCount = Field(
+        default=300, ge=0, le=int(MAX_WALL_CLOCK.total_seconds())
+    )  # our extension, see DESIGN.md
 
     @model_validator(mode="after")
     def _ordered(self) -> AutoScaleSettings:
@@ -504,7 +591,7 @@ class SetupTask(BatchAIModel):
     secrets: list[EnvironmentVariableWithSecretValue] | None = None
     std_out_err_path_prefix: str
     std_out_err_path_suffix: str | None = None  # read-only in Batch AI; accepted and ignored
-    run_elevated: bool | None = None  # 2018-03-01
+    run_elevated: Annotated[bool, Field(strict=True)] | None = None  # 2018-03-01
 
 
 class AppInsightsReference(BatchAIModel):
@@ -533,6 +620,8 @@ class ClusterSpec(BatchAIModel):
     """ClusterBaseProperties. ``vmSize`` and ``userAccountSettings`` are optional here: our nodes
     are the user's own machines, so there is no size to pick and no account to create."""
 
+    location: str | None = None  # 2018-03-01 (and ARM create bodies): kept and echoed
+    tags: dict[str, str] | None = None
     vm_size: str | None = None
     vm_priority: str | None = None
     scale_settings: ScaleSettings = Field(default_factory=lambda: ScaleSettings(manual=ManualScaleSettings()))
@@ -545,8 +634,13 @@ class ClusterSpec(BatchAIModel):
     @classmethod
     def _priority(cls, value: str | None) -> str | None:
         if value is not None and value.lower() not in ("dedicated", "lowpriority"):
-            raise ValueError(f"vmPriority must be dedicated or lowpriority, got {value!r}")
+            raise ValueError(f"vmPriority must be dedicated or lowpriority, got {shown(value)}")
         return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return _check_tags(value)
 
     @property
     def max_node_count(self) -> int | None:
@@ -558,51 +652,127 @@ class ClusterSpec(BatchAIModel):
 
 
 def _parse_json(source: str | bytes | Path | Mapping[str, Any], what: str) -> tuple[dict[str, Any], str]:
-    """Return the document and the name to show in errors."""
+    """Return the document and the name to show in errors; refuse what is not UTF-8 JSON of sane size and depth."""
     if isinstance(source, Mapping):
-        return json.loads(json.dumps(source)), what
+        try:
+            return json.loads(json.dumps(source)), what
+        except RecursionError:
+            raise InvalidSpec(f"{what} is nested more than {MAX_NESTING} levels deep", what) from None
+        except (TypeError, ValueError) as error:
+            raise InvalidSpec(f"{what} is not JSON data: {shown(str(error))}", what) from None
     origin = what
     looks_like_text = isinstance(source, str) and (source.lstrip()[:1] in ("{", "[") or "\n" in source)
     if isinstance(source, Path) or (isinstance(source, str) and not looks_like_text):
         path = Path(source)
+        origin = str(path) if len(str(path)) <= 64 else "…" + str(path)[-63:]  # the file name is the part that tells
         try:
-            text = path.read_text(encoding="utf-8-sig")
-        except OSError as exc:
-            raise InvalidSpec(f"cannot read {path}: {exc.strerror}", str(path)) from None
-        origin = str(path)
+            if path.stat().st_size > MAX_SPEC_BYTES:
+                raise InvalidSpec(f"{origin} is larger than {MAX_SPEC_BYTES // 2**20} MiB", origin)
+            data = path.read_bytes()
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise InvalidSpec(f"cannot read {origin}: {reason}", origin) from None
+        text = _decode(data, origin)
+    elif isinstance(source, bytes):
+        text = _decode(source, origin)
     else:
-        text = source.decode("utf-8-sig") if isinstance(source, bytes) else source
+        text = source
+    if len(text) > MAX_SPEC_BYTES:
+        raise InvalidSpec(f"{origin} is larger than {MAX_SPEC_BYTES // 2**20} MiB", origin)
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidSpec(f"{origin} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", origin) from None
+    except RecursionError:
+        raise InvalidSpec(f"{origin} is nested more than {MAX_NESTING} levels deep", origin) from None
+    except ValueError:  # the one left: an integer of more than 4,300 digits
+        raise InvalidSpec(f"{origin} is not valid JSON: it holds a number of more than 4300 digits", origin) from None
     if not isinstance(document, dict):
         raise InvalidSpec(f"{origin} must hold a JSON object, not {type(document).__name__}", origin)
     return document, origin
 
 
-def _unwrap(document: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """Drop ``$schema`` and the ``properties`` wrapper (top-level ``location``/``tags`` of 2018-03-01 files too)."""
+def _decode(data: bytes, origin: str) -> str:
+    """UTF-8, with or without a BOM, as az read job files; anything else is named, not guessed."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise InvalidSpec(f"{origin} is UTF-16 text; save it as UTF-8", origin)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidSpec(f"{origin} is not UTF-8 text: byte {exc.object[exc.start]:#04x} at offset {exc.start}", origin) from None
+
+
+def _path_text(path: str) -> str:
+    return path.rstrip(".") or "(root)"
+
+
+def _check_document(document: dict[str, Any], prefix: str, origin: str) -> None:
+    """One pass over the raw document before the models see it: depth, text sizes, text the kernel cannot take.
+
+    Doing this up front keeps the models' recursion bounded and lets every message name the
+    JSON path, whatever field the oversized value sits in.
+    """
+    stack: list[tuple[Any, str, str, int]] = [(document, prefix, "", 1)]
+    while stack:
+        value, path, key, depth = stack.pop()
+        if isinstance(value, dict | list) and depth > MAX_NESTING:
+            raise InvalidSpec(f"{origin}: {_path_text(path)}: nested more than {MAX_NESTING} levels deep", _path_text(path))
+        if isinstance(value, dict):
+            for name, item in value.items():
+                label = name if len(name) <= 40 else name[:36] + "…"
+                stack.append((item, f"{path}.{label}" if path and not path.endswith(".") else f"{path}{label}", name, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, f"{path}[{index}]", key, depth + 1) for index, item in enumerate(value))
+        elif isinstance(value, str):
+            _check_text(value, path, key, origin)
+
+
+def _check_text(value: str, path: str, key: str, origin: str) -> None:
+    try:
+        size = len(value.encode())
+    except UnicodeEncodeError:
+        raise InvalidSpec(f"{origin}: {path}: not valid Unicode text (a lone surrogate)", path) from None
+    is_path = key in PATH_KEYS or key.endswith(("Path", "PathPrefix", "PathSuffix"))
+    limit = MAX_PATH_BYTES if is_path else MAX_COMMAND_BYTES
+    if size > limit:
+        kind = "a path" if is_path else "a value"
+        raise InvalidSpec(f"{origin}: {path}: {size} bytes is too long for {kind} (at most {limit}): {shown(value, 40)}", path)
+    if "\x00" in value:
+        raise InvalidSpec(f"{origin}: {path}: contains a NUL character, which no path, command or variable can hold", path)
+
+
+def _unwrap(document: dict[str, Any], origin: str) -> tuple[dict[str, Any], str]:
+    """Drop ``$schema`` and the ``properties`` wrapper; 2018-03-01's top-level ``location``/``tags`` move inside."""
     document = {k: v for k, v in document.items() if k != "$schema"}
     if "properties" in document:
         extra = set(document) - {"properties", "location", "tags", "name", "type", "id"}
         if extra:
-            raise InvalidSpec(f"unknown top-level field(s) {sorted(extra)} next to 'properties'", sorted(extra)[0])
+            shown_extra = ", ".join(shown(name) for name in sorted(extra)[:3])
+            raise InvalidSpec(f"{origin}: unknown top-level field(s) {shown_extra} next to 'properties'", sorted(extra)[0][:80])
         if not isinstance(document["properties"], dict):
-            raise InvalidSpec("'properties' must be a JSON object", "properties")
-        return document["properties"], "properties."
+            raise InvalidSpec(f"{origin}: properties: must be a JSON object", "properties")
+        properties = dict(document["properties"])
+        for name in ("location", "tags"):
+            if name in document:
+                properties.setdefault(name, document[name])
+        return properties, "properties."
     return document, ""
 
 
 def _validation_error(exc: ValidationError, prefix: str, origin: str) -> InvalidSpec:
     first = exc.errors()[0]
-    path = prefix + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]).lstrip(".")
+    parts = [
+        f"[{part}]" if isinstance(part, int) else f".{part if len(str(part)) <= 40 else str(part)[:36] + '…'}" for part in first["loc"]
+    ]
+    path = prefix + "".join(parts).lstrip(".")
     path = path.rstrip(".") or prefix.rstrip(".") or "(root)"
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown field"
     elif first["type"] == "missing":
         message = "required field is missing"
+    if len(message) > 200:
+        message = message[:195] + "…"
     more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
     return InvalidSpec(f"{origin}: {path}: {message}{more}", path)
 
@@ -612,7 +782,8 @@ def _fill_storage_placeholders(mounts: Any, account: str | None, key: str | None
     if not isinstance(mounts, dict):
         return
     for kind in ("azureFileShares", "azureBlobFileSystems"):
-        for index, mount in enumerate(mounts.get(kind) or []):
+        group = mounts.get(kind)
+        for index, mount in enumerate(group if isinstance(group, list) else []):  # a wrong type is the model's to name
             if not isinstance(mount, dict):
                 continue
             where = f"{path}.{kind}[{index}]"
@@ -623,7 +794,7 @@ def _fill_storage_placeholders(mounts: Any, account: str | None, key: str | None
                 host = re.match(r"^\w+://([^./]+|<[^<>]+>)\.file\.", mount["azureFileUrl"])
                 if not host:
                     raise InvalidSpec(
-                        f"{where}.azureFileUrl: cannot derive accountName from {mount['azureFileUrl']!r}", f"{where}.azureFileUrl"
+                        f"{where}.azureFileUrl: cannot derive accountName from {shown(mount['azureFileUrl'])}", f"{where}.azureFileUrl"
                     )
                 mount["accountName"] = host.group(1)
             name = mount.get("accountName")
@@ -662,7 +833,8 @@ def load_job_spec(
     """
     environ = os.environ if environ is None else environ
     document, origin = _parse_json(source, "job spec")
-    properties, prefix = _unwrap(document)
+    _check_document(document, "", origin)
+    properties, prefix = _unwrap(document, origin)
     account = storage_account_name or environ.get("AZURE_BATCHAI_STORAGE_ACCOUNT")
     key = storage_account_key or environ.get("AZURE_BATCHAI_STORAGE_KEY")
     _fill_storage_placeholders(properties.get("mountVolumes"), account, key, prefix + "mountVolumes")
@@ -684,7 +856,8 @@ def load_cluster_spec(
     """Load a cluster.json the same way (``$schema`` and ``properties`` wrapper accepted)."""
     environ = os.environ if environ is None else environ
     document, origin = _parse_json(source, "cluster spec")
-    properties, prefix = _unwrap(document)
+    _check_document(document, "", origin)
+    properties, prefix = _unwrap(document, origin)
     node_setup = properties.get("nodeSetup")
     if isinstance(node_setup, dict):
         account = storage_account_name or environ.get("AZURE_BATCHAI_STORAGE_ACCOUNT")
@@ -699,5 +872,5 @@ def load_cluster_spec(
 def check_name(name: str, what: str) -> str:
     """Batch AI names: 1-64 of letters, digits, '-' and '_'."""
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise InvalidSpec(f"{what} name {name!r} must be 1-64 characters of letters, digits, '-' and '_'", what)
+        raise InvalidSpec(f"{what} name {shown(name)} must be 1-64 characters of letters, digits, '-' and '_'", what)
     return name

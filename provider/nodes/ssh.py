@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import json
 import logging
 import posixpath
@@ -33,7 +34,7 @@ from typing import Any
 
 import paramiko
 
-from ..errors import BatchAIError
+from ..errors import BatchAIError, shown
 from ..layout import NodeLayout
 from . import CommandResult, FileInfo
 from .clusterkeys import DEFAULT_AUTHORIZED_KEYS, PeerSSH
@@ -47,6 +48,23 @@ SFTP_TIMEOUT_S = 20.0
 RECONNECT_BASE_DELAY_S = 0.25
 DEFAULT_ROOT = "/var/lib/batchai"
 _HOST = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]+\]|[^:\s]+)(?::(?P<port>\d+))?$")
+_HOST_NAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$"
+)
+_USER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+HOST_FIELDS = {"host": str, "port": int, "user": str, "key_file": str, "gpus": int, "labels": list, "root": str, "authorized_keys": str}
+
+
+def check_host_name(host: str, where: str = "hosts") -> str:
+    """A DNS name or an IP address, refused before any lookup or connection when it is neither."""
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    if not _HOST_NAME.match(host) or host.replace(".", "").isdigit():
+        raise BatchAIError("InvalidHost", f"{where}: {shown(host)} is not a host name or IP address", where)
+    return host
 
 
 @dataclass(frozen=True)
@@ -63,16 +81,51 @@ class HostSpec:
     authorized_keys: str | None = None  # where the cluster's key goes for MPI; default the pool's
 
     @classmethod
-    def parse(cls, value: str | dict[str, Any]) -> HostSpec:
+    def parse(cls, value: str | dict[str, Any], where: str = "hosts") -> HostSpec:
+        """``[user@]host[:port]`` or ``{host, port, user, key_file, gpus, labels, root, authorized_keys}``.
+
+        Every part is checked here, before anything resolves or dials the name; errors name ``where``.
+        """
         if isinstance(value, dict):
-            base = cls.parse(value["host"])
-            extra = {k: v for k, v in value.items() if k in ("user", "key_file", "gpus", "root", "authorized_keys") and v is not None}
-            labels = tuple(value.get("labels") or ())
-            return HostSpec(base.host, int(value.get("port", base.port)), **{"user": base.user, **extra}, labels=labels)
+            return cls._parse_entry(value, where)
+        if not isinstance(value, str):
+            raise BatchAIError("InvalidHost", f"{where}: a host is text or an object, not {type(value).__name__}", where)
         match = _HOST.match(value.strip())
         if not match:
-            raise BatchAIError("InvalidHost", f"host {value!r} is not [user@]host[:port]", "hosts")
-        return cls(match["host"].strip("[]"), int(match["port"] or 22), match["user"])
+            raise BatchAIError("InvalidHost", f"{where}: {shown(value)} is not [user@]host[:port]", where)
+        port = int(match["port"] or 22) if len(match["port"] or "") < 6 else 0
+        if not 1 <= port <= 65535:
+            raise BatchAIError("InvalidHost", f"{where}: port {shown(match['port'])} is not 1-65535", where)
+        user = match["user"]
+        if user is not None and not _USER_NAME.match(user):
+            raise BatchAIError("InvalidHost", f"{where}: {shown(user)} is not a user name", where)
+        host = match["host"]
+        return cls(check_host_name(host[1:-1] if host.startswith("[") else host, where), port, user)
+
+    @classmethod
+    def _parse_entry(cls, value: dict[str, Any], where: str) -> HostSpec:
+        for key, item in value.items():
+            if key not in HOST_FIELDS:
+                raise BatchAIError("InvalidHost", f"{where}: unknown key {shown(key)}; a host takes {', '.join(HOST_FIELDS)}", where)
+            expected = HOST_FIELDS[key]
+            if item is not None and (not isinstance(item, expected) or isinstance(item, bool)):
+                raise BatchAIError("InvalidHost", f"{where}.{key}: expected {expected.__name__}, got {shown(item)}", f"{where}.{key}")
+        if not value.get("host"):
+            raise BatchAIError("InvalidHost", f"{where}.host: required", f"{where}.host")
+        base = cls.parse(value["host"], f"{where}.host")
+        port = value.get("port") if value.get("port") is not None else base.port
+        if not 1 <= port <= 65535:
+            raise BatchAIError("InvalidHost", f"{where}.port: {port} is not 1-65535", f"{where}.port")
+        if value.get("gpus") is not None and not 0 <= value["gpus"] <= 64:
+            raise BatchAIError("InvalidHost", f"{where}.gpus: {value['gpus']} is not 0-64", f"{where}.gpus")
+        user = value.get("user")
+        if user is not None and not _USER_NAME.match(user):
+            raise BatchAIError("InvalidHost", f"{where}.user: {shown(user)} is not a user name", f"{where}.user")
+        labels = value.get("labels") or []
+        if not all(isinstance(label, str) and label for label in labels):
+            raise BatchAIError("InvalidHost", f"{where}.labels: expected a list of non-empty texts", f"{where}.labels")
+        extra = {k: v for k, v in value.items() if k in ("user", "key_file", "gpus", "root", "authorized_keys") and v is not None}
+        return HostSpec(base.host, port, **{"user": base.user, **extra}, labels=tuple(labels))
 
     @property
     def node_id(self) -> str:

@@ -34,7 +34,7 @@ from ..node.protocol import ACCOUNT_KEY_SECRET, SAS_KEY_PREFIX, Transfer
 from ..node.storageclient import BlobError, Container
 from ..spec import MountVolumes
 from . import DEFAULT_LINK_EXPIRY_MINUTES, Staging
-from .credentials import StorageCredential
+from .credentials import DATA_DEADLINE_S, StorageCredential
 from .files import FileTarget, ShareVolumes
 from .links import Link, RemoteVolume, node_mounted_links
 from .staging import Located, transfers
@@ -74,7 +74,7 @@ class AzureDataStore:
         self.volume_mode = volume_mode
         self.files_mount = files_mount
         self.default_account = credential.account
-        self._service = credential.service()
+        self._service = credential.service(DATA_DEADLINE_S)
         self.shares = ShareVolumes(credential)
         self._ensured: set[RemoteVolume] = set()
         self._listing_tokens: dict[str, tuple[datetime, str]] = {}

@@ -11,7 +11,10 @@ SAS. With only an account SAS there is nothing to mint from, so that SAS is pass
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -24,11 +27,61 @@ from ..errors import BatchAIError
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT_S = 10
-READ_TIMEOUT_S = 30
-RETRIES = 4  # 5xx answers and timeouts are retried this many times, about 10 s in all (the SDK's default waits ~90 s)
+CONNECT_TIMEOUT_S = 5
+READ_TIMEOUT_S = 10  # the longest silence inside one answer, not the length of a transfer
+RETRIES = 4  # 5xx answers and timeouts are retried this many times, inside the call's deadline
+CONTROL_DEADLINE_S = 12.0  # one record read or write, all retries included: a hung account is an error within ~15 s
+DATA_DEADLINE_S = 120.0  # one data request (a block of at most a few MiB), all retries included
 SAS_MARGIN = timedelta(minutes=30)
 _warned_account_sas: set[str] = set()
+
+
+def _check_account_key(key: str, field_name: str) -> None:
+    """A key that is not base64 would fail every signed request later with a misleading 403; say so now, without the key."""
+    try:
+        base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError):
+        where = "the AccountKey of storage_connection_string" if field_name != "storage_account_key" else "storage_account_key"
+        raise BatchAIError(
+            "InvalidStorageCredential", f"{where} is not base64 (an account key is the 88-character text the portal shows)", field_name
+        ) from None
+
+
+class BoundedRetry(ExponentialRetry):
+    """The SDK's exponential retry with a deadline over the whole call.
+
+    Without it a frozen account holds a caller for (read timeout + backoff) times retries, two
+    minutes and more. Here each attempt's connect and read timeouts are cut to what is left of
+    the deadline, and no retry starts that could not finish before it.
+    """
+
+    def __init__(self, deadline_s: float) -> None:
+        super().__init__(initial_backoff=0.5, increment_base=1.6, retry_total=RETRIES, random_jitter_range=0.5)  # type: ignore[arg-type]  # floats work; the stubs say int
+        self.deadline_s = deadline_s
+
+    def configure_retries(self, request: Any) -> dict[str, Any]:
+        settings = super().configure_retries(request)
+        settings["deadline"] = time.monotonic() + self.deadline_s
+        settings["options"] = request.context.options
+        self._cut_timeouts(settings, 0.0)
+        return settings
+
+    def increment(self, settings: dict[str, Any], request: Any, response: Any = None, error: Any = None) -> bool:
+        if not super().increment(settings, request, response=response, error=error):
+            return False
+        settings["backoff"] = backoff = self.get_backoff_time(settings)
+        if settings["deadline"] - time.monotonic() - backoff < 1.0:
+            return False
+        self._cut_timeouts(settings, backoff)
+        return True
+
+    def sleep(self, settings: dict[str, Any], transport: Any) -> None:
+        transport.sleep(settings.pop("backoff", 0.0))  # the backoff the deadline was checked against, not a new random one
+
+    def _cut_timeouts(self, settings: dict[str, Any], backoff: float) -> None:
+        left = max(0.5, settings["deadline"] - time.monotonic() - backoff)
+        settings["options"]["connection_timeout"] = min(CONNECT_TIMEOUT_S, left)
+        settings["options"]["read_timeout"] = min(READ_TIMEOUT_S, left)
 
 
 @dataclass(frozen=True)
@@ -63,6 +116,8 @@ class StorageCredential:
             endpoint = parts.get("BlobEndpoint") or _default_endpoint(name, protocol, parts)
             files = parts.get("FileEndpoint") or _default_endpoint(name, protocol, parts, "file")
             sas = parts.get("SharedAccessSignature")
+            if parts.get("AccountKey"):
+                _check_account_key(parts["AccountKey"], "storage_connection_string")
             return cls(
                 name, endpoint.rstrip("/"), parts.get("AccountKey"), sas.lstrip("?") if sas else None, file_endpoint=files.rstrip("/")
             )
@@ -71,6 +126,7 @@ class StorageCredential:
         endpoint = (blob_endpoint or f"https://{account}.blob.core.windows.net").rstrip("/")
         files = (file_endpoint or f"https://{account}.file.core.windows.net").rstrip("/")
         if account_key:
+            _check_account_key(account_key, "storage_account_key")
             return cls(account, endpoint, account_key=account_key, file_endpoint=files)
         if sas_token:
             return cls(account, endpoint, sas_token=sas_token.lstrip("?"), file_endpoint=files)
@@ -80,8 +136,9 @@ class StorageCredential:
     def secrets(self) -> list[str]:
         return [value for value in (self.account_key, self.sas_token) if value]
 
-    def service(self, **options: Any) -> BlobServiceClient:
-        """``options`` go to the client (e.g. ``raw_response_hook``, which the benchmarks use to count requests)."""
+    def service(self, deadline_s: float = CONTROL_DEADLINE_S, **options: Any) -> BlobServiceClient:
+        """A client whose every call ends within ``deadline_s``; ``options`` go to the client (e.g.
+        ``raw_response_hook``, which the benchmarks use to count requests)."""
         if self.account_key:
             credential: Any = {"account_name": self.account, "account_key": self.account_key}
         elif self.sas_token:
@@ -93,7 +150,7 @@ class StorageCredential:
         return BlobServiceClient(
             self.blob_endpoint,
             credential=credential,
-            retry_policy=ExponentialRetry(initial_backoff=0.5, increment_base=1.6, retry_total=RETRIES),  # type: ignore[arg-type]  # floats work; the stubs say int
+            retry_policy=BoundedRetry(deadline_s),
             connection_timeout=CONNECT_TIMEOUT_S,
             read_timeout=READ_TIMEOUT_S,
             **options,

@@ -7,7 +7,8 @@ writer moved first and surfaces as StaleRecord, which ``store.update`` answers b
 an unchanged record costs a 304 and no body. Leases are blob leases on one small blob per name,
 renewed while held, so a holder that dies frees the lease within one lease period; their notes
 are that blob's metadata (a HEAD reads them). azure-core retries 5xx answers and timeouts with
-exponential backoff (bounded, see credentials.RETRIES).
+exponential backoff, inside a deadline per call (credentials.BoundedRetry): a frozen account is an
+error within ``CONTROL_DEADLINE_S``, not minutes later.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 from cryptography.fernet import Fernet, InvalidToken
 
 from ..errors import BatchAIError, RecordExists, StaleRecord
-from ..storage.credentials import RETRIES, StorageCredential
+from ..storage.credentials import CONTROL_DEADLINE_S, StorageCredential
 from . import Versioned
 
 T = TypeVar("T")
@@ -91,7 +92,7 @@ class BlobControlStore:
 
     def unavailable(self, why: str) -> BatchAIError:
         where = f"control container {self.container_name!r} at {self.credential.blob_endpoint}"
-        return BatchAIError("ControlStoreUnavailable", f"{where} did not answer after {RETRIES} retries: {why}", "control_container")
+        return BatchAIError("ControlStoreUnavailable", f"{where} did not answer within {CONTROL_DEADLINE_S:.0f} s: {why}", "control_container")
 
     @_answers
     def _ensure_container(self) -> None:

@@ -195,6 +195,100 @@ def test_bad_job_spec_is_refused_naming_the_json_path(body: dict, path: str, wor
     assert path in str(caught.value) and words in str(caught.value)
 
 
+LIMIT_CASES = [
+    ({**BASE, "nodeCount": 10**9}, "properties.nodeCount", "less than or equal to 1000"),
+    ({**BASE, "nodeCount": 10**400}, "properties.nodeCount", "less than or equal to 1000"),
+    ({**BASE, "nodeCount": True}, "properties.nodeCount", "valid integer"),
+    ({**BASE, "nodeCount": 2.0}, "properties.nodeCount", "valid integer"),
+    (
+        {**BASE, "customToolkitSettings": {"commandLine": "echo " + "x" * 200_000}},
+        "properties.customToolkitSettings.commandLine",
+        "too long",
+    ),
+    ({**BASE, "stdOutErrPathPrefix": "/" + "d" * 5000}, "properties.stdOutErrPathPrefix", "too long for a path"),
+    ({**BASE, "environmentVariables": [{"name": "", "value": "x"}]}, "properties.environmentVariables[0].name", "not a variable name"),
+    ({**BASE, "environmentVariables": [{"name": "1BAD", "value": "x"}]}, "properties.environmentVariables[0].name", "not a variable name"),
+    ({**BASE, "environmentVariables": [{"name": "A=B", "value": "x"}]}, "properties.environmentVariables[0].name", "not a variable name"),
+    ({**BASE, "secrets": [{"name": "TOKEN"}]}, "properties.secrets[0]", "exactly one of value and valueSecretReference"),
+    ({**BASE, "secrets": [{"name": "A B", "value": "x"}]}, "properties.secrets[0].name", "not a variable name"),
+    (
+        {**BASE, "containerSettings": {"imageSourceRegistry": {"image": "ubuntu"}, "shmSize": "-1"}},
+        "properties.containerSettings.shmSize",
+        "not a size",
+    ),
+    (
+        {**BASE, "constraints": {"maxWallClockTime": "99999999.00:00:00"}},
+        "properties.constraints.maxWallClockTime",
+        "past the limit of P365D",
+    ),
+    ({**BASE, "constraints": {"maxWallClockTime": "P9999999999D"}}, "properties.constraints.maxWallClockTime", "too long"),
+    ({**BASE, "environmentVariables": [{"name": "NUL", "value": "a\x00b"}]}, "properties.environmentVariables[0].value", "NUL"),
+    ({**BASE, "tags": {"t" * 600: "v"}}, "properties.tags", "names are 1-512"),
+]
+
+
+@pytest.mark.parametrize(("body", "path", "words"), LIMIT_CASES)
+def test_values_past_the_documented_limits_are_refused_in_one_short_line(body: dict, path: str, words: str) -> None:
+    with pytest.raises(InvalidSpec) as caught:
+        load_job_spec({"properties": body}, environ={})
+    assert caught.value.target == path
+    assert words in caught.value.message and len(caught.value.message) < 300, caught.value.message
+
+
+def test_largest_documented_values_are_accepted() -> None:
+    body = {
+        **BASE,
+        "nodeCount": 1000,
+        "customToolkitSettings": {"commandLine": "echo " + "x" * (128 * 1024 - 5)},
+        "stdOutErrPathPrefix": "/" + "d" * 4095,
+        "constraints": {"maxWallClockTime": "365.00:00:00"},
+        "containerSettings": {"imageSourceRegistry": {"image": "ubuntu"}, "shmSize": "16gb"},
+        "environmentVariables": [{"name": "_OK_1", "value": "v"}],
+        "secrets": [{"name": "TOKEN", "value": "s"}],
+    }
+    spec = load_job_spec({"properties": body}, environ={})
+    assert spec.node_count == 1000 and spec.max_wall_clock == timedelta(days=365)
+
+
+@pytest.mark.parametrize("depth", [40, 1_000, 100_000])
+def test_nesting_past_the_limit_is_refused_without_recursing(depth: int) -> None:
+    text = '{"properties": {**}}'.replace("**", '"tags": ' + '{"a": ' * depth + "1" + "}" * depth)
+    with pytest.raises(InvalidSpec, match="nested more than 32 levels deep"):
+        load_job_spec(text, environ={})
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b'{"properties": {"nodeCount": 1, "x": "\xc3\x28"}}', "not UTF-8 text: byte 0xc3 at offset"),
+        ('{"properties": {}}'.encode("utf-16"), "UTF-16"),
+        (b'{"properties": {"nodeCount": ' + b"9" * 5000 + b"}}", "not valid JSON"),
+        (b'{"properties": {"stdOutErrPathPrefix": "\\ud800"}}', "lone surrogate"),
+    ],
+)
+def test_files_that_are_not_utf8_json_are_refused_by_name(content: bytes, words: str, tmp_path: Path) -> None:
+    job = tmp_path / "job.json"
+    job.write_bytes(content)
+    with pytest.raises(InvalidSpec, match=words) as caught:
+        load_job_spec(job, environ={})
+    assert job.name in caught.value.message and len(caught.value.message) < 300
+
+
+def test_a_utf8_bom_is_accepted(tmp_path: Path) -> None:
+    job = tmp_path / "job.json"
+    job.write_bytes(b"\xef\xbb\xbf" + json.dumps({"properties": BASE}).encode())
+    assert load_job_spec(job, environ={}).node_count == 1
+
+
+def test_2018_03_01_location_and_tags_are_kept_and_echoed_wrapped_or_not() -> None:
+    wrapped = load_job_spec({"location": "eastus", "tags": {"team": "vision"}, "properties": BASE}, environ={})
+    flat = load_job_spec({"location": "eastus", "tags": {"team": "vision"}, **BASE}, environ={})
+    for spec in (wrapped, flat):
+        assert spec.to_json()["location"] == "eastus" and spec.to_json()["tags"] == {"team": "vision"}
+    cluster = load_cluster_spec({"location": "westeurope", "properties": {"vmSize": "STANDARD_NC6"}}, environ={})
+    assert cluster.to_json()["location"] == "westeurope"
+
+
 def test_text_that_is_not_json_is_refused_with_its_position(tmp_path: Path) -> None:
     broken = tmp_path / "job.json"
     broken.write_text('{"properties": {"nodeCount": 1,}}')

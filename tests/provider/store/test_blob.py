@@ -60,7 +60,22 @@ def test_an_unreachable_account_is_one_clear_error_after_bounded_retries() -> No
     with pytest.raises(BatchAIError) as raised:
         BlobControlStore(credential, "control")
     assert raised.value.code == "ControlStoreUnavailable" and f"127.0.0.1:{closed}" in raised.value.message
-    assert KEY not in str(raised.value) and time.monotonic() - started < 30  # bounded: about 10 s of backoff
+    assert KEY not in str(raised.value) and time.monotonic() - started < 16
+
+
+def test_a_frozen_account_is_an_error_within_the_deadline_not_minutes() -> None:
+    """A listener that never answers, as Azurite under SIGSTOP: the kernel completes the handshake, nothing more."""
+    with socket.socket() as frozen:
+        frozen.bind(("127.0.0.1", 0))
+        frozen.listen(64)
+        endpoint = f"http://127.0.0.1:{frozen.getsockname()[1]}/devstoreaccount1"
+        credential = StorageCredential.parse(account="devstoreaccount1", account_key=KEY, blob_endpoint=endpoint)
+        started = time.monotonic()
+        with pytest.raises(BatchAIError) as raised:
+            BlobControlStore(credential, "control")
+        waited = time.monotonic() - started
+    assert raised.value.code == "ControlStoreUnavailable" and "did not answer within 12 s" in raised.value.message
+    assert 5 < waited < 16, waited
 
 
 def test_an_unchanged_record_is_read_again_as_a_304_without_its_body(azurite: Any) -> None:
