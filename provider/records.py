@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import BatchAIError
-from .spec import ClusterSpec, JobSpec
+from .spec import STORED_SPEC, ClusterSpec, JobSpec
 
 if TYPE_CHECKING:
     from .store import ControlStore
@@ -214,7 +214,7 @@ def _parsed(model: type[Any], digest: str, spec: dict[str, Any]) -> Any:
     if found is None:
         if len(_SPECS) >= SPEC_CACHE_SIZE:
             _SPECS.clear()
-        found = _SPECS[(model, digest)] = model.model_validate(spec)
+        found = _SPECS[(model, digest)] = model.model_validate(spec, context=STORED_SPEC)
     return found
 
 

@@ -21,7 +21,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_serializer, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from .errors import InvalidSpec, shown
@@ -47,6 +47,7 @@ _PLACEHOLDER = re.compile(r"<[^<>]+>")
 _URL_ACCOUNT_PLACEHOLDER = re.compile(r"^(\w+://)(<[^<>]+>)(\.file\.)")
 
 
+STORED_SPEC: dict[str, bool] = {"stored": True}  # validation context of specs read back from records
 StrictCount = Annotated[int, Field(strict=True)]  # JSON's true is not 1, and 2.5 nodes is not 2
 
 
@@ -110,7 +111,9 @@ class EnvironmentVariableWithSecretValue(BatchAIModel):
         return _check_env_name(value)
 
     @model_validator(mode="after")
-    def _one_source(self) -> EnvironmentVariableWithSecretValue:
+    def _one_source(self, info: ValidationInfo) -> EnvironmentVariableWithSecretValue:
+        if info.context is STORED_SPEC:  # records keep specs with the secret values taken out (secretfields.py)
+            return self
         if (self.value is None) == (self.value_secret_reference is None):
             raise ValueError(f"secret {shown(self.name)} needs exactly one of value and valueSecretReference")
         return self
@@ -501,7 +504,10 @@ class JobSpec(BatchAIModel):
             ids = [d.id for d in group or []]
             if len(ids) != len(set(ids)):
                 raise ValueError(f"{what} directory ids must be unique, got {shown(ids)}")
-        variables = [*(self.environment_variables or []), *(self.secrets or [])]
+        variables: list[EnvironmentVariable | EnvironmentVariableWithSecretValue] = [
+            *(self.environment_variables or []),
+            *(self.secrets or []),
+        ]
         size = sum(len(v.name) + len((v.value or "").encode()) + 2 for v in variables)
         if size > MAX_ENVIRONMENT_BYTES:
             raise ValueError(f"environmentVariables and secrets hold {size} bytes; together they may hold {MAX_ENVIRONMENT_BYTES}")

@@ -1,7 +1,8 @@
 """Azurite's Blob service for tests: started on a free loopback port, stopped by PID.
 
-Always with ``--disableTelemetry`` (without it Azurite tries to reach the internet) and
-in-memory persistence, so nothing is left on disk. The account is Azurite's well-known
+Always with ``--disableTelemetry`` (without it Azurite tries to reach the internet); in-memory
+persistence, so nothing is left on disk, unless a test gives it a folder of its own (to kill
+it and start it again on the same data, as a storage failover). The account is Azurite's well-known
 development account; its key is public, and tests still treat it as a secret.
 """
 
@@ -47,13 +48,18 @@ def _free_port(host: str) -> int:
         return probe.getsockname()[1]
 
 
-def start(host: str = "127.0.0.1") -> Azurite:
-    """On loopback; or on the test bridge's address, where the SSH test hosts reach it too."""
+def start(host: str = "127.0.0.1", location: Path | None = None, port: int | None = None) -> Azurite:
+    """On loopback; or on the test bridge's address, where the SSH test hosts reach it too.
+
+    With ``location`` the data lives in that folder (Azurite saves its metadata every 5 s, so a
+    SIGKILL loses the writes of the last seconds, acknowledged or not).
+    """
     if not AZURITE_BLOB.exists():
         raise RuntimeError(f"{AZURITE_BLOB} is missing: scripts/test.sh runs `npm install` for it")
-    port = _free_port(host)
+    port = port or _free_port(host)
     argv = [str(AZURITE_BLOB), "--blobHost", host, "--blobPort", str(port)]
-    argv += ["--disableTelemetry", "--skipApiVersionCheck", "--silent", "--inMemoryPersistence", "--loose"]
+    argv += ["--disableTelemetry", "--skipApiVersionCheck", "--silent", "--loose"]
+    argv += ["--location", str(location)] if location else ["--inMemoryPersistence"]
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

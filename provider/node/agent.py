@@ -287,7 +287,7 @@ class Agent(Volumes, Containers):
             self.log("%s: %s" % (failed_upload["code"], failed_upload["message"]))
             if state == "succeeded":
                 state, exit_code, error = "failed", -1, failed_upload
-        self.release_links()
+        self.release_links(keep_staged=bool(failed_upload))
         self.set_status(state=state, exit_code=exit_code, end_time=now(), error=error)
         self.done.set()
         if self.log_handle is not None:

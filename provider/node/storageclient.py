@@ -5,10 +5,11 @@ control plane imports the same classes (the one module of ``node/`` besides prot
 uses), so nodes and control plane make the same REST calls:
 listing (parsed directly, far faster than the SDK's generic deserializer), downloads, block
 uploads, append blobs for logs, and the Files API counterparts. ``Syncer`` uploads what a job
-writes while it runs.
+writes while it runs, and at the end checks that storage holds exactly what the node wrote.
 """
 
 import base64
+import hashlib
 import os
 import re
 import threading
@@ -16,6 +17,9 @@ import time
 
 BLOB_API_VERSION = "2021-08-06"
 BLOB_RETRIES = 4
+REQUEST_TIMEOUT_S = 20  # the longest silence inside one answer
+REQUEST_DEADLINE_S = 45  # no retry starts after this long: a hung account is an error, not a stuck agent
+FINAL_UPLOAD_DEADLINE_S = 120  # how long the end of a job may spend getting its files into storage intact
 SINGLE_PUT_LIMIT = 32 * 1024 * 1024
 BLOCK_SIZE = 8 * 1024 * 1024
 APPEND_LIMIT = 4 * 1024 * 1024  # the most one Append Block takes
@@ -29,6 +33,18 @@ class BlobError(Exception):
     def __init__(self, message, status=None):
         Exception.__init__(self, message)
         self.status = status
+
+
+def content_md5(data):
+    return base64.b64encode(hashlib.md5(data).digest()).decode()
+
+
+def file_md5(path):
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(BLOCK_SIZE), b""):
+            digest.update(chunk)
+    return base64.b64encode(digest.digest()).decode()
 
 
 def parse_listing(payload, file_tag, folder_tag):
@@ -68,7 +84,12 @@ class Container:
         base = self.url + ("/" + quote(blob, safe="/~") if blob else "")
         return base + "?" + "&".join(part for part in (query, self.sas) if part)
 
-    def request(self, method, blob=None, query="", body=None, headers=None, timeout=120):
+    def request(self, method, blob=None, query="", body=None, headers=None, timeout=REQUEST_TIMEOUT_S):
+        status, payload, _ = self.call(method, blob, query, body, headers, timeout)
+        return status, payload
+
+    def call(self, method, blob=None, query="", body=None, headers=None, timeout=REQUEST_TIMEOUT_S):
+        """(status, body, headers), retrying 5xx answers and network errors within REQUEST_DEADLINE_S."""
         import urllib.error
         import urllib.request
 
@@ -77,22 +98,33 @@ class Container:
         if body is not None:
             headers["Content-Length"] = str(len(body))
         delay = 0.5
+        started = time.time()
         for attempt in range(BLOB_RETRIES + 1):
+            last = attempt == BLOB_RETRIES or time.time() + delay - started > REQUEST_DEADLINE_S
             request = urllib.request.Request(self._url(blob, query), data=body, method=method, headers=headers)
             try:
                 with urllib.request.urlopen(request, timeout=timeout) as response:
-                    return response.status, response.read()
+                    return response.status, response.read(), dict(response.headers)
             except urllib.error.HTTPError as error:
                 status = error.code
                 error.close()
-                if status < 500 or attempt == BLOB_RETRIES:
-                    return status, b""
+                if status < 500 or last:
+                    return status, b"", {}
             except (urllib.error.URLError, OSError) as error:
-                if attempt == BLOB_RETRIES:
+                if last:
                     raise BlobError("%s %s: %s" % (method, blob or "container", getattr(error, "reason", error))) from None
             time.sleep(delay)
             delay *= 2
-        return 599, b""
+        return 599, b"", {}
+
+    def properties(self, name):
+        """(size, stored MD5 or None) of one blob or file; None when storage does not have it."""
+        status, _, headers = self.call("HEAD", name)
+        if status == 404:
+            return None
+        self._check(status, "reading the properties of %s" % name, allowed=(200,))
+        lowered = dict((key.lower(), value) for key, value in headers.items())
+        return int(lowered.get("content-length", "0")), lowered.get("content-md5") or None
 
     def _check(self, status, what, allowed=(200, 201)):
         if status not in allowed:
@@ -130,34 +162,49 @@ class Container:
             handle.write(payload)
 
     def upload(self, name, path):
-        """A block blob: one Put Blob when small, else blocks and a block list (files of any size)."""
+        """A block blob: one Put Blob when small, else blocks and a block list (files of any size).
+
+        Returns the content's MD5, which the blob keeps as its Content-MD5 for a later check.
+        """
         size = os.path.getsize(path)
         with open(path, "rb") as handle:
             if size <= SINGLE_PUT_LIMIT:
-                status, _ = self.request("PUT", name, body=handle.read(), headers={"x-ms-blob-type": "BlockBlob"})
-                return self._check(status, "uploading %s" % name)
-            ids, index = [], 0
+                data = handle.read()
+                md5 = content_md5(data)
+                headers = {"x-ms-blob-type": "BlockBlob", "Content-MD5": md5, "x-ms-blob-content-md5": md5}
+                status, _ = self.request("PUT", name, body=data, headers=headers)
+                self._check(status, "uploading %s" % name)
+                return md5
+            ids, index, digest = [], 0, hashlib.md5()
             while True:
                 chunk = handle.read(BLOCK_SIZE)
                 if not chunk:
                     break
+                digest.update(chunk)
                 block = base64.b64encode(("%08d" % index).encode()).decode()
                 status, _ = self.request("PUT", name, "comp=block&blockid=%s" % block.replace("=", "%3D"), body=chunk)
                 self._check(status, "uploading block %d of %s" % (index, name))
                 ids.append(block)
                 index += 1
+        md5 = base64.b64encode(digest.digest()).decode()
         listing = '<?xml version="1.0" encoding="utf-8"?><BlockList>%s</BlockList>' % "".join("<Latest>%s</Latest>" % b for b in ids)
-        status, _ = self.request("PUT", name, "comp=blocklist", body=listing.encode())
+        status, _ = self.request("PUT", name, "comp=blocklist", body=listing.encode(), headers={"x-ms-blob-content-md5": md5})
         self._check(status, "committing %s" % name)
+        return md5
 
     def create_append(self, name):
         status, _ = self.request("PUT", name, body=b"", headers={"x-ms-blob-type": "AppendBlob"})
         self._check(status, "creating %s" % name)
 
-    def append(self, name, data):
+    def append(self, name, data, position):
+        """Append Block with the append-position condition: storage takes the bytes only where
+        we believe its blob ends. 412 (someone's count is off, e.g. storage lost writes it had
+        acknowledged) and 404 (the blob is gone) raise BlobError with that status for the caller
+        to re-read the committed length and resend from there."""
         for start in range(0, len(data), APPEND_LIMIT):
-            status, _ = self.request("PUT", name, "comp=appendblock", body=data[start : start + APPEND_LIMIT])
-            self._check(status, "appending to %s" % name)
+            headers = {"x-ms-blob-condition-appendpos": str(position + start)}
+            status, _ = self.request("PUT", name, "comp=appendblock", body=data[start : start + APPEND_LIMIT], headers=headers)
+            self._check(status, "appending to %s at byte %d" % (name, position + start))
 
 
 class FileShare(Container):
@@ -171,7 +218,6 @@ class FileShare(Container):
 
     def __init__(self, url, sas):
         Container.__init__(self, url, sas)
-        self.sizes = {}  # log file -> bytes written, so an append knows where it starts
 
     def entries(self, prefix, delimiter=""):
         folder = prefix.rstrip("/")
@@ -259,27 +305,28 @@ class FileShare(Container):
             self._check(status, "writing %s" % name)
 
     def upload(self, name, path, md5=None):
+        """Returns the MD5 kept as the file's Content-MD5 (Files does not compute one itself)."""
         size = os.path.getsize(path)
+        md5 = md5 or file_md5(path)
         self._create(name, size, md5)
         with open(path, "rb") as handle:
             offset = 0
             while True:
                 chunk = handle.read(self.RANGE_LIMIT)
                 if not chunk:
-                    return
+                    return md5
                 self._write(name, offset, chunk)
                 offset += len(chunk)
 
     def create_append(self, name):
         self._create(name, 0)
-        self.sizes[name] = 0
 
-    def append(self, name, data):
-        old = self.sizes.get(name, 0)
-        status, _ = self.request("PUT", name, "comp=properties", body=b"", headers={"x-ms-content-length": str(old + len(data))})
+    def append(self, name, data, position):
+        """Grow the file to ``position + len(data)`` and Put Range at ``position``: the Files
+        counterpart of an append at a known offset (written again at the same place, it is the same)."""
+        status, _ = self.request("PUT", name, "comp=properties", body=b"", headers={"x-ms-content-length": str(position + len(data))})
         self._check(status, "growing %s" % name)
-        self._write(name, old, data)
-        self.sizes[name] = old + len(data)
+        self._write(name, position, data)
 
 
 def volume_client(kind, url, sas):
@@ -310,19 +357,27 @@ class Syncer:
     """Uploads what the job writes under its output and log folders, while it runs and at the end.
 
     Log files (stdouterr) become append blobs that grow by what was written since the last
-    tick, so a reader is at most SYNC_INTERVAL_S behind. Other files are uploaded whole once
-    their size and mtime held still for a tick (a checkpoint being written is not sent half
-    done), and at the end whatever changed.
+    tick, so a reader is at most SYNC_INTERVAL_S behind. Each append carries the position where
+    we believe the blob ends; when storage disagrees (it lost writes it had acknowledged, as an
+    account failover can) we re-read what it holds and resend from there. Other files are
+    uploaded whole once their size and mtime held still for a tick (a checkpoint being written
+    is not sent half done), and at the end whatever changed. ``finish`` then checks every file
+    in storage against the node's copy (size, and the MD5 the blob keeps) and sends again what
+    differs: success is only reported for outputs that are really there.
     """
 
     def __init__(self, entries, log):
         self.entries = entries  # [(local folder, Container, blob prefix, is_log)]
         self.log = log
-        self.appended = {}  # blob name -> bytes sent
-        self.uploaded = {}  # blob name -> (size, mtime) sent
+        self.appended = {}  # blob name -> bytes storage holds, as far as we know
+        self.uploaded = {}  # blob name -> (size, mtime, md5) sent
         self.seen = {}  # blob name -> (size, mtime) at the last tick
         self.stop = threading.Event()
-        self.failure = None
+        self.thread = None
+
+    def start(self):
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+        self.thread.start()
 
     def loop(self):
         while not self.stop.wait(SYNC_INTERVAL_S):
@@ -331,7 +386,8 @@ class Syncer:
             except BlobError as error:
                 self.log("sync to storage failed, will retry: %s" % error)
 
-    def tick(self, final):
+    def files(self):
+        """(container, blob name, local path, is_log) of everything under the synced folders."""
         for local, container, prefix, is_log in self.entries:
             if not os.path.isdir(local):
                 continue
@@ -339,10 +395,14 @@ class Syncer:
                 for file_name in sorted(names):
                     path = os.path.join(folder, file_name)
                     name = "/".join(part for part in (prefix, os.path.relpath(path, local).replace(os.sep, "/")) if part)
-                    if is_log:
-                        self.send_log(container, name, path)
-                    else:
-                        self.send_file(container, name, path, final)
+                    yield container, name, path, is_log
+
+    def tick(self, final):
+        for container, name, path, is_log in self.files():
+            if is_log:
+                self.send_log(container, name, path)
+            else:
+                self.send_file(container, name, path, final)
 
     def send_log(self, container, name, path):
         try:
@@ -353,12 +413,29 @@ class Syncer:
         if sent is None or size < sent:
             container.create_append(name)
             sent = self.appended[name] = 0
-        if size > sent:
-            with open(path, "rb") as handle:
-                handle.seek(sent)
-                data = handle.read(size - sent)
-            container.append(name, data)
-            self.appended[name] = sent + len(data)
+        if size <= sent:
+            return
+        with open(path, "rb") as handle:
+            handle.seek(sent)
+            data = handle.read(size - sent)
+        try:
+            container.append(name, data, sent)
+        except BlobError as error:
+            if error.status not in (404, 412):
+                raise
+            self.resync_log(container, name, size)
+            return
+        self.appended[name] = sent + len(data)
+
+    def resync_log(self, container, name, size):
+        """Storage does not end where we thought: continue from what it holds (next tick), or start over."""
+        found = container.properties(name)
+        committed = found[0] if found else None
+        if committed is None or committed > size:
+            self.appended.pop(name, None)
+        else:
+            self.appended[name] = committed
+        self.log("%s: storage holds %s of %d bytes; sending the rest again" % (name, committed, size))
 
     def send_file(self, container, name, path, final):
         try:
@@ -368,6 +445,50 @@ class Syncer:
         state = (stat.st_size, stat.st_mtime)
         steady = self.seen.get(name) == state
         self.seen[name] = state
-        if self.uploaded.get(name) != state and (final or steady):
-            container.upload(name, path)
-            self.uploaded[name] = state
+        if self.uploaded.get(name, (None, None, None))[:2] != state and (final or steady):
+            md5 = container.upload(name, path)
+            self.uploaded[name] = (*state, md5)
+
+    def finish(self, deadline):
+        """The last upload after the processes ended, then verification; returns the names still
+        not in storage intact when ``deadline`` (time.time()) passed, [] when all are."""
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(timeout=max(1.0, deadline - time.time()))
+        while True:
+            try:
+                self.tick(final=True)
+            except BlobError as error:
+                self.log("final upload failed, will retry: %s" % error)
+            wrong = []
+            for container, name, path, is_log in self.files():
+                try:
+                    if not self.stored_intact(container, name, path, is_log):
+                        wrong.append(name)
+                except BlobError as error:
+                    self.log("checking %s failed: %s" % (name, error))
+                    wrong.append(name)
+            if not wrong or time.time() >= deadline:
+                return wrong
+            self.log("%d file(s) not in storage as written (%s); sending them again" % (len(wrong), ", ".join(wrong[:3])))
+            time.sleep(min(2.0, max(0.0, deadline - time.time())))
+
+    def stored_intact(self, container, name, path, is_log):
+        """Compare storage with the node's copy; what differs is marked for the next tick to send again."""
+        size = os.path.getsize(path)
+        found = container.properties(name)
+        if is_log:
+            if found is not None and found[0] == size:
+                self.appended[name] = size
+                return True
+            if found is None:
+                self.appended.pop(name, None)
+            else:
+                self.resync_log(container, name, size)
+            return False
+        sent = self.uploaded.get(name)
+        md5 = sent[2] if sent and sent[0] == size else (file_md5(path) if found and found[1] else None)
+        if found is not None and found[0] == size and (found[1] is None or md5 is None or found[1] == md5):
+            return True
+        self.uploaded.pop(name, None)  # sent again on the next tick
+        return False

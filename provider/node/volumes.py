@@ -12,16 +12,16 @@ import re
 import shlex
 import shutil
 import subprocess
-import threading
+import time
 
 try:  # in the control plane: the package airflow_batchai.node
     from .protocol import expand
     from .runtime import JobError, write_private
-    from .storageclient import BlobError, Syncer, download_prefixes, volume_client
+    from .storageclient import FINAL_UPLOAD_DEADLINE_S, BlobError, Syncer, download_prefixes, volume_client
 except ImportError:  # on a node: these files lie flat in one folder, the agent script's own (first on sys.path)
     from protocol import expand  # type: ignore[no-redef]
     from runtime import JobError, write_private  # type: ignore[no-redef]
-    from storageclient import BlobError, Syncer, download_prefixes, volume_client  # type: ignore[no-redef]
+    from storageclient import FINAL_UPLOAD_DEADLINE_S, BlobError, Syncer, download_prefixes, volume_client  # type: ignore[no-redef]
 
 
 class Volumes:
@@ -102,7 +102,7 @@ class Volumes:
         ]
         if uploads:
             self.syncer = Syncer(uploads, self.log)
-            threading.Thread(target=self.syncer.loop, daemon=True).start()
+            self.syncer.start()
 
     def mount_read_only(self, item, local):
         """Mount a volume the job only reads; False when the node cannot, and the volume is staged instead.
@@ -188,22 +188,28 @@ class Volumes:
         self.mount_files = []
 
     def flush_uploads(self):
-        """The last upload after the processes ended; a failure here loses outputs, so it fails the job."""
+        """The last upload after the processes ended, verified against storage; files that do not
+        get there intact fail the job with OutputUploadFailed, naming them."""
         if self.syncer is None:
             return None
-        self.syncer.stop.set()
-        try:
-            self.syncer.tick(final=True)
-        except BlobError as error:
-            return {"code": "OutputUploadFailed", "message": "uploading outputs to storage failed: %s" % error}
-        return None
+        wrong = self.syncer.finish(time.time() + FINAL_UPLOAD_DEADLINE_S)
+        if not wrong:
+            return None
+        shown = ", ".join(wrong[:5]) + (" and %d more" % (len(wrong) - 5) if len(wrong) > 5 else "")
+        message = "%d file(s) did not reach storage intact within %d s: %s; the node keeps its copies" % (
+            len(wrong),
+            FINAL_UPLOAD_DEADLINE_S,
+            shown,
+        )
+        return {"code": "OutputUploadFailed", "message": message}
 
-    def release_links(self):
-        """At the end: unlink the job's links, remove its staged copies, and the empty mount points of its own mounts."""
+    def release_links(self, keep_staged=False):
+        """At the end: unlink the job's links, remove its staged copies (kept when they did not all
+        reach storage: they are then the only copy), and the empty mount points of its own mounts."""
         for link in self.plan.links:
             if link.unlink_at_end and os.path.islink(link.path):
                 os.unlink(link.path)
-            elif link.unlink_at_end and link.stage:
+            elif link.unlink_at_end and link.stage and not keep_staged:
                 shutil.rmtree(link.path, ignore_errors=True)
             elif link.unlink_at_end and link.mount_command and os.path.realpath(link.path) not in mount_points():
                 try:  # only the empty mount point: never a tree that may still be someone's file system

@@ -113,7 +113,7 @@ class HostSpec:
         if not value.get("host"):
             raise BatchAIError("InvalidHost", f"{where}.host: required", f"{where}.host")
         base = cls.parse(value["host"], f"{where}.host")
-        port = value.get("port") if value.get("port") is not None else base.port
+        port: int = value["port"] if value.get("port") is not None else base.port
         if not 1 <= port <= 65535:
             raise BatchAIError("InvalidHost", f"{where}.port: {port} is not 1-65535", f"{where}.port")
         if value.get("gpus") is not None and not 0 <= value["gpus"] <= 64:

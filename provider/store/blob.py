@@ -92,7 +92,9 @@ class BlobControlStore:
 
     def unavailable(self, why: str) -> BatchAIError:
         where = f"control container {self.container_name!r} at {self.credential.blob_endpoint}"
-        return BatchAIError("ControlStoreUnavailable", f"{where} did not answer within {CONTROL_DEADLINE_S:.0f} s: {why}", "control_container")
+        return BatchAIError(
+            "ControlStoreUnavailable", f"{where} did not answer within {CONTROL_DEADLINE_S:.0f} s: {why}", "control_container"
+        )
 
     @_answers
     def _ensure_container(self) -> None:

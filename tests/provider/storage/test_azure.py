@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -355,6 +356,60 @@ def test_blobfuse2_is_preferred_and_gets_its_sas_in_a_private_file_removed_at_th
         assert seen["argv"][1] not in Path("/proc/mounts").read_text()
     finally:
         kill_agents_under(home)
+
+
+STREAM = """
+import os, time
+out = os.environ["AZ_BATCHAI_OUTPUT_MODEL"]
+os.makedirs(out, exist_ok=True)
+for i in range(150):
+    print("line %03d" % i, flush=True)
+    if i % 7 == 0 and i < 140:
+        with open(os.path.join(out, "part-%02d.txt" % (i // 7)), "w") as part:
+            part.write("content %d\\n" % i * 100)
+    time.sleep(0.06)
+"""
+
+
+def test_storage_that_loses_acknowledged_writes_still_gets_every_log_line_and_output(home: Path, tmp_path: Path) -> None:
+    """Azurite SIGKILLed mid-job and started again on its data: it forgets its last seconds of writes,
+    as a storage failover can. The job may only succeed with all 150 lines and 20 files in storage."""
+    from airflow_batchai.nodes.local import LocalNodePool
+    from airflow_batchai.settings import Settings
+    from airflow_batchai.store.local import LocalControlStore, LocalSecretVault
+    from tests import azurite as emulator
+
+    storage = emulator.start(location=tmp_path / "azurite")
+    try:
+        data = AzureDataStore(storage.credential(), files_on_blob=True, volume_mode="stage")
+        settings = Settings(default_storage_account="devstoreaccount1")
+        service = Service(LocalControlStore(home / "control"), LocalSecretVault(home / "secrets"), LocalNodePool(home, 1), data, settings)
+        code = tmp_path / "code"
+        code.mkdir()
+        (code / "stream.py").write_text(STREAM)
+        upload_batch(data, source=str(code), account="devstoreaccount1", container="scripts", destination_path="code")
+        storage.credential().service().create_container("logs")
+        service.create_cluster("c", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1}}}, environ={}))
+        time.sleep(5.5)  # what came before the job is saved, so only the job's own writes can be lost
+        body = job_body()
+        body["customToolkitSettings"] = {"commandLine": '"$BATCHAI_PYTHON" $AZ_BATCHAI_JOB_MOUNT_ROOT/scripts/code/stream.py'}
+        body.pop("inputDirectories")
+        service.create_job("c", "failover", load_job_spec({"properties": body}, environ={}))
+        wait_until(lambda: b"line 060" in (service.read_output_file("failover", "stdout.txt") or b""), timeout_s=60)
+        os.killpg(storage.process.pid, signal.SIGKILL)
+        storage.process.wait(timeout=10)
+        storage = emulator.start(location=tmp_path / "azurite", port=storage.port)
+        done = service.wait_job("failover", timeout_s=120, poll_s=0.2)
+        assert done["executionState"] == "succeeded", done["executionInfo"]
+        stdout = (service.read_output_file("failover", "stdout.txt") or b"").decode()
+        assert stdout == "".join(f"line {i:03d}\n" for i in range(150))
+        parts = {f["name"]: f for f in service.list_output_files("failover", output_directory_id="MODEL")}
+        assert sorted(parts) == [f"part-{i:02d}.txt" for i in range(20)]
+        with urllib.request.urlopen(parts["part-19.txt"]["downloadUrl"], timeout=10) as response:
+            assert response.read() == ("content 133\n" * 100).encode()
+    finally:
+        kill_agents_under(home)
+        emulator.stop(storage)
 
 
 class TestAzureDataStore(DataStoreContract):
