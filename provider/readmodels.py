@@ -91,5 +91,6 @@ def job_view(record: JobRecord, sub: str, rg: str) -> dict[str, Any]:
             "endTime": _iso(record.end_time),
             "exitCode": record.exit_code,
             "errors": record.errors or None,
+            "attempts": record.attempts or None,  # ours: earlier attempts that were requeued (NodeLost, scale-down), and why
         },
     }

@@ -80,7 +80,7 @@ NODE_TRANSITIONS: dict[NodeState, set[NodeState]] = {
     NodeState.IDLE: {NodeState.RUNNING, NodeState.LEAVING, NodeState.UNUSABLE},
     NodeState.RUNNING: {NodeState.IDLE, NodeState.LEAVING, NodeState.UNUSABLE},
     NodeState.LEAVING: {NodeState.FREE, NodeState.UNUSABLE},  # a draining node can be lost too
-    NodeState.UNUSABLE: {NodeState.LEAVING, NodeState.FREE},
+    NodeState.UNUSABLE: {NodeState.LEAVING, NodeState.FREE, NodeState.PREPARING},  # preparing: a lost node answered again
 }
 
 ALLOCATION_TRANSITIONS: dict[AllocationState, set[AllocationState]] = {
@@ -161,6 +161,7 @@ class NodeRecord(Record):
     job: str | None = None  # job key while running one
     idle_since: datetime | None = None
     unreachable_since: datetime | None = None  # first failed contact in a row; cleared on success
+    probed_at: datetime | None = None  # an unusable node's last try to reach it again (scheduling/decisions.py heals)
     errors: list[dict[str, Any]] = Field(default_factory=list)
 
     @property
@@ -186,6 +187,7 @@ class JobRecord(Record):
     errors: list[dict[str, Any]] = Field(default_factory=list)
     nodes: list[str] = Field(default_factory=list)  # node ids, node rank order
     attempt: int = 0
+    attempts: list[dict[str, Any]] = Field(default_factory=list)  # earlier attempts that were requeued, and why
     segment: str  # jobOutputDirectoryPathSegment
 
     @property

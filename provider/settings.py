@@ -17,6 +17,7 @@ class Settings:
     resource_group: str = DEFAULT_RESOURCE_GROUP
     heartbeat_timeout_s: float = 30.0  # agents beat every 2 s; silence this long means the node is lost
     launch_timeout_s: float = 60.0  # a started agent must have written its status by then
+    heal_probe_interval_s: float = 15.0  # how often a lost node is tried again; when it answers it is set up anew
     default_storage_account: str = "local"
     pass_interval_s: float = PASS_INTERVAL_S
     watch_interval_s: float = WATCH_INTERVAL_S

@@ -120,14 +120,18 @@ class NodeHandle:
             return 0
         return sum(1 for line in result.stdout.decode(errors="replace").splitlines() if line.strip())
 
+    def stop_all_runs(self) -> None:
+        """Every run still on the node ends (a node lost and back may still run what it ran before)."""
+        agent = self.deploy_agent()
+        runs = posixpath.dirname(self.layout.run_dir("x"))
+        if self.transport.list_dir(runs):
+            self.transport.run([self.transport.python, agent, "terminate-all", runs, "2"], timeout_s=TERMINATE_TIMEOUT_S)
+
     def clean(self) -> None:
         """Leave the host as we found it: stop every run still there, undo our mounts, then remove the
         node root. Where something stays mounted the root is kept: under it may be the user's NFS."""
         if self.transport.list_dir(self.layout.root) is None:
             return
-        agent = self.deploy_agent()
-        runs = posixpath.dirname(self.layout.run_dir("x"))
-        if self.transport.list_dir(runs):
-            self.transport.run([self.transport.python, agent, "terminate-all", runs, "2"], timeout_s=TERMINATE_TIMEOUT_S)
+        self.stop_all_runs()
         self._agent_command(["unmount-under", self.layout.root], f"unmounting what is mounted under {self.layout.root}")
         self.transport.remove_tree(self.layout.root)

@@ -8,8 +8,9 @@ ones decided:
   2. running jobs: finished → exit code and errors, nodes released; a node whose agent stopped
      reporting (or that stays unreachable) → unusable, its job requeued or failed;
   3. scale: manual target, or autoScale by what queued + running jobs need; claim free pool
-     nodes, or remove surplus per ``nodeDeallocationOption`` (idle ones only after
-     ``idleSecondsBeforeScaledown``);
+     nodes (also to replace unusable members), or remove surplus per ``nodeDeallocationOption``
+     (unusable ones first, idle ones only after ``idleSecondsBeforeScaledown``); then try lost
+     members again, every ``probe_interval_s``: one that answers is set up anew;
   4. queued jobs by priority, then age: start one when ``nodeCount`` nodes are idle (gang
      scheduling, strictly in order so a big job is not starved by small ones).
 The executor (reconcile.py) carries the actions out and publishes the result.
@@ -46,6 +47,7 @@ class Observed:
 class Limits:
     heartbeat_timeout_s: float
     launch_timeout_s: float
+    probe_interval_s: float = 15.0
 
 
 # -- actions ---------------------------------------------------------------------------------
@@ -106,6 +108,13 @@ class RemoveNode:
 
 
 @dataclass(frozen=True)
+class ProbeNode:
+    """Try a lost member again: when it answers, its agent is deployed anew and it goes through node setup."""
+
+    node_id: str
+
+
+@dataclass(frozen=True)
 class DrainNode:
     """running → leaving: it leaves once its job is done (waitforjobcompletion)."""
 
@@ -128,6 +137,7 @@ Action = (
     | EndJob
     | ClaimNode
     | RemoveNode
+    | ProbeNode
     | DrainNode
     | LaunchJob
 )
@@ -148,6 +158,9 @@ def node_lost_error(node: NodeRecord, why: str) -> dict[str, Any]:
 def job_helpers(job: JobRecord) -> list[str]:
     """Nodes that only reserve capacity for the job (custom/MPI toolkits' non-first nodes)."""
     return job.nodes[1:] if job.parsed_spec().tool_type in ("custom", *MPI_TOOLKITS) else []
+
+
+MAX_ATTEMPTS_KEPT = 20
 
 
 class Planner:
@@ -188,6 +201,7 @@ class Planner:
                 self.guarded(key, self.observe_job, job)
         self.release_orphans()
         target = self.scale()
+        self.probe_lost_nodes()
         self.schedule()
         return Plan(self.actions, target, self.idle_timer(), self.skipped)
 
@@ -335,7 +349,7 @@ class Planner:
             self.stop(job, job.nodes)
             self.release(job.nodes)
             if job.execution_state == ExecutionState.RUNNING:
-                self.end_job(job, ExecutionState.QUEUED, nodes=[], attempt=job.attempt + 1, start_time=None)
+                self.requeue(job, {"code": "LaunchFailed", "message": "the job's launch ended before its plan reached the nodes"})
             else:  # terminated meanwhile: nothing runs it, so it has ended
                 self.end_job(job, ExecutionState.FAILED, exit_code=-1, errors=job.errors)
             return
@@ -386,9 +400,21 @@ class Planner:
         node_id, why = lost[0]
         error = {"code": "NodeLost", "message": f"node {node_id} became unusable while running the job: {why}"}
         if self.deallocation_option() == DeallocationOption.REQUEUE and job.execution_state == ExecutionState.RUNNING:
-            self.end_job(job, ExecutionState.QUEUED, nodes=[], errors=[error], attempt=job.attempt + 1, start_time=None)
+            self.requeue(job, error, errors=[error])
         else:
             self.end_job(job, ExecutionState.FAILED, nodes=[], errors=[error], exit_code=-1)
+
+    def requeue(self, job: JobRecord, why: dict[str, Any], **changes: Any) -> None:
+        """Back to queued for a fresh attempt; the attempt that ends here stays in the job's history."""
+        ended = {
+            "attempt": job.attempt,
+            "nodes": list(job.nodes),
+            "startTime": job.start_time.isoformat() if job.start_time else None,
+            "endTime": self.now.isoformat(),
+            "errors": [why],
+        }
+        attempts = [*job.attempts, ended][-MAX_ATTEMPTS_KEPT:]
+        self.end_job(job, ExecutionState.QUEUED, nodes=[], attempt=job.attempt + 1, start_time=None, attempts=attempts, **changes)
 
     # -- 3. scale -------------------------------------------------------------------------------
     def target(self) -> int:
@@ -407,21 +433,39 @@ class Planner:
         return wanted
 
     def scale(self) -> int:
+        """Toward the target in usable nodes: unusable members are replaced from the pool when it has
+        free nodes, and then leave as the surplus (they are the first to go)."""
         target = self.target()
+        usable = [n for n in self.members(leaving=False) if n.state != NodeState.UNUSABLE]
+        if len(usable) < target:
+            self.grow(target - len(usable))
         members = self.members(leaving=False)
-        if len(members) < target:
-            self.grow(target - len(members))
-        elif len(members) > target:
+        if len(members) > target:
             self.shrink(members, len(members) - target)
         return target
 
     def grow(self, count: int) -> None:
-        free = sorted(
-            (n for n in self.nodes.values() if n.state == NodeState.FREE and n.node_id in self.snapshot.eligible), key=lambda n: n.node_id
-        )
+        """Claim free pool nodes: clean ones first; one that left a cluster with an error only after a
+        while, so a dead machine is not claimed and lost again on every pass."""
+        retry_after = timedelta(seconds=self.limits.probe_interval_s * 4)
+
+        def claimable(node: NodeRecord) -> bool:
+            eligible = node.state == NodeState.FREE and node.node_id in self.snapshot.eligible
+            return eligible and (not node.errors or self.now - node.state_transition_time >= retry_after)
+
+        free = sorted((n for n in self.nodes.values() if claimable(n)), key=lambda n: (bool(n.errors), n.node_id))
         for node in free[:count]:
             self.actions.append(ClaimNode(node.node_id))
             self.move_node(node, NodeState.PREPARING, cluster=self.member, errors=[])
+
+    def probe_lost_nodes(self) -> None:
+        """Members lost to silence (not to a failed setup task, which would fail again) are tried
+        again every ``probe_interval_s``; the executor sets up anew one that answers."""
+        every = timedelta(seconds=self.limits.probe_interval_s)
+        for node in self.members(leaving=False):
+            lost = any(error.get("code") == "NodeLost" for error in node.errors)
+            if node.state == NodeState.UNUSABLE and lost and self.now - (node.probed_at or node.state_transition_time) >= every:
+                self.actions.append(ProbeNode(node.node_id))
 
     def shrink(self, members: list[NodeRecord], count: int) -> None:
         order = {NodeState.UNUSABLE: 0, NodeState.PREPARING: 1, NodeState.IDLE: 2, NodeState.RUNNING: 3}
@@ -448,7 +492,7 @@ class Planner:
         self.stop(job, job.nodes)
         self.release(job.nodes)
         if option == DeallocationOption.REQUEUE and job.execution_state == ExecutionState.RUNNING:
-            self.end_job(job, ExecutionState.QUEUED, nodes=[], attempt=job.attempt + 1, start_time=None)
+            self.requeue(job, {"code": "JobRequeued", "message": "a node of the job left the cluster (scale-down)"})
         else:
             error = {"code": "JobTerminated", "message": "The job was terminated because its node left the cluster"}
             self.end_job(job, ExecutionState.FAILED, nodes=[], errors=[error], exit_code=-1)

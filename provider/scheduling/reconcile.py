@@ -57,6 +57,7 @@ from .decisions import (
     NodeUnusable,
     Observed,
     Plan,
+    ProbeNode,
     ReleaseNode,
     RemoveNode,
     StopRuns,
@@ -111,7 +112,7 @@ class Reconciler:
 
     @property
     def limits(self) -> Limits:
-        return Limits(self.settings.heartbeat_timeout_s, self.settings.launch_timeout_s)
+        return Limits(self.settings.heartbeat_timeout_s, self.settings.launch_timeout_s, self.settings.heal_probe_interval_s)
 
     def handle(self, node: NodeRecord) -> NodeHandle:
         return NodeHandle(node.node_id, self.pool.transport(node.node_id), NodeLayout(node.root))
@@ -186,6 +187,8 @@ class Reconciler:
             self.remove_node(node)
         elif isinstance(action, ClaimNode) and node:
             self.claim(node)
+        elif isinstance(action, ProbeNode) and node:
+            self.probe(node)
         elif isinstance(action, StopRuns):
             self.stop_runs(action)
         elif isinstance(action, EndJob):
@@ -254,6 +257,26 @@ class Reconciler:
             self.mark_lost(claimed, str(getattr(error, "message", error)))
             return
         self.start_setup(claimed)
+
+    def probe(self, node: NodeRecord) -> None:
+        """unusable → preparing when a lost node answers again: its agent deployed anew (if it was
+        gone), whatever still ran there stopped, its setup run as for a new node."""
+        if node.state != NodeState.UNUSABLE:
+            return
+        try:
+            self.handle(node).stop_all_runs()  # deploys the agent first: the round trip that proves the node is back
+        except (OSError, BatchAIError) as error:
+            log.info("lost node %s (%s) still does not answer: %s", node.node_id, node.address, getattr(error, "message", error))
+            self.write_node(node.model_copy(update={"probed_at": utc_now()}))
+            return
+        log.warning("lost node %s (%s) answers again: setting it up anew", node.node_id, node.address)
+        healed = self.write_node(move_node(node, NodeState.PREPARING, errors=[], probed_at=None, unreachable_since=None))
+        try:
+            self.install_cluster_key(healed)
+        except (OSError, BatchAIError) as error:
+            self.mark_lost(healed, str(getattr(error, "message", error)))
+            return
+        self.start_setup(healed)
 
     def cluster_key(self) -> ClusterKey | None:
         """Read from the vault at most once per pass (a GET and a decrypt on blob), never without cluster SSH."""

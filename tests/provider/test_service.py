@@ -285,17 +285,45 @@ def test_a_failing_setup_task_makes_the_node_unusable_with_the_error(service: Se
     assert view["errors"][0]["code"] == "NodeSetupFailed" and "local-0" in view["errors"][0]["message"]
 
 
-def test_a_node_whose_agent_dies_is_unusable_and_its_job_requeued(home: Path) -> None:
+FIRST_RUN_HANGS = "if [ -e {home}/first ]; then echo second attempt; else touch {home}/first; sleep 300 & echo $! > {home}/pid; wait; fi"
+
+
+def kill_running_agent(home: Path, node_id: str) -> int:
+    """SIGKILL the agent of the run going on at ``node_id``: the node stops reporting; returns the job's own pid."""
+    pid = int(wait_until(lambda: (home / "pid").exists() and (home / "pid").read_text().strip(), what="pid"))
+    statuses = [json.loads(p.read_text()) for p in home.glob(f"nodes/{node_id}/batchai/runs/*/status.json")]
+    os.kill(next(s["pid"] for s in statuses if s["state"] == "running"), 9)
+    return pid
+
+
+def test_a_node_whose_agent_dies_is_replaced_and_its_job_requeued_keeping_the_lost_attempt(home: Path) -> None:
     service = Service.embedded(home, nodes=2, settings=Settings(heartbeat_timeout_s=3, launch_timeout_s=20))
     ready_cluster(service, nodes=1)
-    service.create_job("c", "orphaned", job(custom_job(f"sleep 300 & echo $! > {home}/pid; wait")))
-    pid = int(wait_until(lambda: (home / "pid").exists() and (home / "pid").read_text().strip(), what="pid"))
-    statuses = [json.loads(p.read_text()) for p in home.glob("nodes/local-0/batchai/runs/*/status.json")]
-    os.kill(next(s["pid"] for s in statuses if s["state"] == "running"), 9)  # the node stops reporting
+    service.create_job("c", "orphaned", job(custom_job(FIRST_RUN_HANGS.format(home=home))))
+    pid = kill_running_agent(home, "local-0")
     view = wait_until(lambda: (v := service.show_job("orphaned"))["executionState"] == "queued" and v, 20, 0.2, what="requeue")
     assert view["executionInfo"]["errors"][0]["code"] == "NodeLost" and "local-0" in view["executionInfo"]["errors"][0]["message"]
-    assert service.show_cluster("c")["nodeStateCounts"]["unusableNodeCount"] == 1
     wait_until(lambda: not pid_alive(pid), 15, what="orphaned process stopped")
+    done = service.wait_job("orphaned", timeout_s=60, poll_s=0.2)
+    assert done["executionState"] == "succeeded", done["executionInfo"]
+    assert service.read_output_file("orphaned", "stdout.txt") == b"second attempt\n"
+    [lost] = done["executionInfo"]["attempts"]
+    assert lost["nodes"] == ["local-0"] and lost["errors"][0]["code"] == "NodeLost" and not done["executionInfo"]["errors"]
+    nodes = service.show_cluster("c")
+    assert nodes["currentNodeCount"] == 1 and nodes["nodeStateCounts"]["unusableNodeCount"] == 0
+
+
+def test_a_lost_node_that_answers_again_is_set_up_anew_and_runs_the_requeued_job(home: Path) -> None:
+    settings = Settings(heartbeat_timeout_s=3, launch_timeout_s=20, heal_probe_interval_s=1)
+    service = Service.embedded(home, nodes=1, settings=settings)  # no spare node: only healing brings the cluster back
+    ready_cluster(service, nodes=1)
+    service.create_job("c", "healed", job(custom_job(FIRST_RUN_HANGS.format(home=home))))
+    kill_running_agent(home, "local-0")
+    wait_until(lambda: service.show_cluster("c")["nodeStateCounts"]["unusableNodeCount"] == 1, 20, 0.2, what="node lost")
+    done = service.wait_job("healed", timeout_s=60, poll_s=0.2)
+    assert done["executionState"] == "succeeded", done["executionInfo"]
+    assert done["executionInfo"]["attempts"][0]["errors"][0]["code"] == "NodeLost"
+    assert service.show_cluster("c")["nodeStateCounts"]["idleNodeCount"] == 1
 
 
 def test_creating_a_cluster_again_reuses_it_and_a_different_spec_needs_update(service: Service) -> None:

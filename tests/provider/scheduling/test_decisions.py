@@ -21,6 +21,7 @@ from airflow_batchai.scheduling.decisions import (
     NodeUnreachable,
     NodeUnusable,
     Observed,
+    ProbeNode,
     ReleaseNode,
     RemoveNode,
     StopRuns,
@@ -304,3 +305,45 @@ def test_a_planning_error_in_one_job_leaves_that_job_alone_and_plans_the_others(
     assert [a for a in result.actions if isinstance(a, EndJob)] == [
         EndJob(fine.key, ExecutionState.SUCCEEDED, {"exit_code": 0, "errors": []})
     ]
+
+
+LOST = {"code": "NodeLost", "message": "node n0 (10.0.0.1) is unusable: no heartbeat for 30 s"}
+
+
+def test_a_lost_member_is_tried_again_every_probe_interval_but_a_failed_setup_is_not() -> None:
+    recent = node("n0", NodeState.UNUSABLE, errors=[LOST], probed_at=NOW - timedelta(seconds=5))
+    due = node("n1", NodeState.UNUSABLE, errors=[LOST], probed_at=NOW - timedelta(seconds=20))
+    setup_failed = node("n2", NodeState.UNUSABLE, errors=[{"code": "NodeSetupFailed", "message": "exit code 1"}])
+    setup_failed = setup_failed.model_copy(update={"state_transition_time": NOW - timedelta(hours=1)})
+    actions = plan(snapshot(cluster(target=3), [recent, due, setup_failed], [])).actions
+    assert actions == [ProbeNode("n1")]
+
+
+def test_an_unusable_member_is_replaced_by_a_free_pool_node_and_then_leaves() -> None:
+    broken = node("n0", NodeState.UNUSABLE, errors=[{"code": "NodeSetupFailed", "message": "exit code 1"}])
+    actions = plan(snapshot(cluster(target=2), [broken, node("n1"), node("n2", NodeState.FREE)], [])).actions
+    assert actions == [ClaimNode("n2"), RemoveNode("n0")]
+    alone = plan(snapshot(cluster(target=2), [broken, node("n1")], [])).actions
+    assert alone == []  # nothing to replace it with: it stays, and is counted, until the pool has a node
+
+
+def test_a_free_node_that_left_with_an_error_is_claimed_last_and_only_after_a_while() -> None:
+    errored = node("n0", NodeState.FREE, errors=[LOST])
+    assert plan(snapshot(cluster(target=1), [errored], [])).actions == []
+    assert plan(snapshot(cluster(target=1), [errored, node("n9", NodeState.FREE)], [])).actions == [ClaimNode("n9")]
+    later = errored.model_copy(update={"state_transition_time": NOW - timedelta(minutes=2)})
+    assert plan(snapshot(cluster(target=1), [later], [])).actions == [ClaimNode("n0")]
+
+
+def test_a_requeued_job_keeps_the_attempt_that_lost_its_node_in_its_history() -> None:
+    running = job("train", ExecutionState.RUNNING, ["n0"]).model_copy(update={"start_time": NOW - timedelta(minutes=1)})
+    snap = snapshot(cluster(target=1), [node("n0", NodeState.RUNNING, running.key)], [running])
+    actions = plan(snap, {("n0", running.run_id): alive(heartbeat_age_s=31)}).actions
+    [requeue] = [a for a in actions if isinstance(a, EndJob)]
+    assert requeue.state == ExecutionState.QUEUED and requeue.changes["attempt"] == 1
+    [attempt] = requeue.changes["attempts"]
+    assert attempt["attempt"] == 0 and attempt["nodes"] == ["n0"] and attempt["errors"][0]["code"] == "NodeLost"
+    again = running.model_copy(update={"attempt": 1, "attempts": requeue.changes["attempts"], "nodes": ["n1"]})
+    snap = snapshot(cluster(target=1), [node("n1", NodeState.RUNNING, again.key)], [again])
+    [success] = [a for a in plan(snap, {("n1", again.run_id): alive("succeeded", exit_code=0)}).actions if isinstance(a, EndJob)]
+    assert success.state == ExecutionState.SUCCEEDED and "attempts" not in success.changes  # the history stays as it is
