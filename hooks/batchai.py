@@ -48,7 +48,7 @@ class BatchAIHook(BaseHook):
         except AirflowNotFoundException:
             self.log.info("no connection %r: using the embedded default", self.batchai_conn_id)
             return ProviderConfig()
-        config = connection_config(connection.extra_dejson, f"connection {self.batchai_conn_id}")
+        config = connection_config(connection.extra_dejson, f"connection {self.batchai_conn_id}", from_airflow=True)
         for secret in config.secrets():
             mask_secret(secret)
         return config

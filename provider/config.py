@@ -162,15 +162,17 @@ def service_from_config(config: ProviderConfig, kind: str = "reader") -> Service
     return Service(store, vault, pool, data, settings, kind)
 
 
-def connection_config(extras: Any, source: str) -> ProviderConfig:
+def connection_config(extras: Any, source: str, from_airflow: bool = False) -> ProviderConfig:
     """A connection's extras (or Airflow's whole connection JSON) as the model; errors name ``source`` and the field.
 
     The one parser of connections: the Airflow hook, the CLI's ``--connection`` and the
-    controller all come through here. ``null`` means "not set"; an empty text is refused, as
-    an empty ``home`` or ``storage_connection_string`` would otherwise silently mean the
-    embedded default.
+    controller all come through here. ``null`` means "not set". In extras written by hand an
+    empty text is refused, as an empty ``home`` or ``storage_connection_string`` would
+    otherwise silently mean the embedded default; in a connection Airflow made
+    (``from_airflow``, or JSON with a ``conn_type``) it is a form field left empty, so unset.
     """
     if isinstance(extras, dict) and "conn_type" in extras:  # an Airflow connection as JSON (AIRFLOW_CONN_…): its extras
+        from_airflow = True
         extras = extras.get("extra") or {}
         if isinstance(extras, str):
             try:
@@ -179,7 +181,7 @@ def connection_config(extras: Any, source: str) -> ProviderConfig:
                 raise BatchAIError("InvalidConnection", f"{source}: its extra is not JSON", source) from None
     if not isinstance(extras, dict):
         raise BatchAIError("InvalidConnection", f"{source} must be a JSON object of the connection's extras", source)
-    fields = {key: value for key, value in extras.items() if value is not None}
+    fields = {key: value for key, value in extras.items() if value is not None and not (from_airflow and value == "")}
     for key, value in fields.items():
         if isinstance(value, str) and not value.strip():
             raise BatchAIError("InvalidConnection", f"{source}: field {shown(key)} is empty; leave it out for the default", str(key))

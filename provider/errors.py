@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 SHOWN_CHARS = 80
+TRANSIENT_CODES = frozenset({"ControlStoreUnavailable", "StorageUnavailable"})  # worth waiting through: storage is down or slow
 
 
 def shown(value: Any, limit: int = SHOWN_CHARS) -> str:

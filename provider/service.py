@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import BatchAIError, InvalidSpec, RecordExists
+from .errors import TRANSIENT_CODES, BatchAIError, InvalidSpec, RecordExists
 from .layout import NodeLayout, job_output_segment
 from .nodes import NodePool, eligible
 from .nodes.clusterkeys import ClusterKey
@@ -387,10 +387,21 @@ class Service:
         poll_s: float = WAIT_POLL_S,
         on_poll: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
-        """Poll until the job has succeeded or failed; BatchAIError('WaitTimeout') after ``timeout_s``."""
+        """Poll until the job has succeeded or failed; BatchAIError('WaitTimeout') after ``timeout_s``.
+
+        Storage that is down (each call ends within its deadline) is waited through: the job
+        runs on without it, and the wait only ends on its own deadline.
+        """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
-            view = self.refresh_job(name, experiment, workspace)
+            try:
+                view = self.refresh_job(name, experiment, workspace)
+            except BatchAIError as error:
+                if error.code not in TRANSIENT_CODES or (deadline is not None and time.monotonic() > deadline):
+                    raise
+                log.warning("waiting for job %s: %s (retrying)", name, error.message)
+                time.sleep(max(poll_s, 1.0))
+                continue
             if on_poll:
                 on_poll(view)
             if ExecutionState(view["executionState"]).finished:

@@ -21,7 +21,17 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_serializer, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from .errors import InvalidSpec, shown
@@ -48,7 +58,19 @@ _URL_ACCOUNT_PLACEHOLDER = re.compile(r"^(\w+://)(<[^<>]+>)(\.file\.)")
 
 
 STORED_SPEC: dict[str, bool] = {"stored": True}  # validation context of specs read back from records
-StrictCount = Annotated[int, Field(strict=True)]  # JSON's true is not 1, and 2.5 nodes is not 2
+
+
+def _count(value: Any) -> int:
+    """An integer as JSON writes it, or as its digits: a templated ``"{{ params.nodes }}"`` renders to
+    text. ``true`` is not 1, and neither 2.5 nor 2.0 is a node count."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\s*[-+]?[0-9]{1,12}\s*", value):
+        return int(value)
+    raise ValueError(f"must be an integer, got {shown(value)}")
+
+
+StrictCount = Annotated[int, BeforeValidator(_count)]
 
 
 class BatchAIModel(BaseModel):

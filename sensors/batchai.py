@@ -10,7 +10,7 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowException
 
-from airflow_batchai.errors import BatchAIError
+from airflow_batchai.errors import TRANSIENT_CODES, BatchAIError
 from airflow_batchai.hooks.batchai import BatchAIHook
 from airflow_batchai.operators.batchai import failure_message
 from airflow_batchai.records import ExecutionState
@@ -81,6 +81,9 @@ class BatchAIJobSensor(_BatchAISensor):
         try:
             view = self.hook.service.show_job(self.job_name, self.experiment, self.workspace)
         except BatchAIError as error:
+            if error.code in TRANSIENT_CODES:  # storage down: not an answer; the sensor's timeout bounds the wait
+                self.log.warning("job %s: %s (poking again)", self.job_name, error.message)
+                return PokeReturnValue(is_done=False)
             raise AirflowException(f"{error.code}: {error.message}") from error
         state = view["executionState"]
         self.log.info("job %s is %s", self.job_name, state)
@@ -112,6 +115,9 @@ class BatchAIClusterSensor(_BatchAISensor):
         try:
             view = self.hook.service.show_cluster(self.cluster_name, self.workspace)
         except BatchAIError as error:
+            if error.code in TRANSIENT_CODES:
+                self.log.warning("cluster %s: %s (poking again)", self.cluster_name, error.message)
+                return PokeReturnValue(is_done=False)
             raise AirflowException(f"{error.code}: {error.message}") from error
         self.log.info("cluster %s: %s, %s", self.cluster_name, view["allocationState"], view["nodeStateCounts"])
         return PokeReturnValue(is_done=cluster_ready(view, self.min_idle_nodes), xcom_value=view)

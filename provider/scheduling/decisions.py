@@ -155,6 +155,11 @@ def node_lost_error(node: NodeRecord, why: str) -> dict[str, Any]:
     return {"code": "NodeLost", "message": f"node {node.node_id} ({node.address}) is unusable: {why}"}
 
 
+def is_lost(node: NodeRecord) -> bool:
+    """Unusable because it went silent (not because its setup task failed)."""
+    return node.state == NodeState.UNUSABLE and any(error.get("code") == "NodeLost" for error in node.errors)
+
+
 def job_helpers(job: JobRecord) -> list[str]:
     """Nodes that only reserve capacity for the job (custom/MPI toolkits' non-first nodes)."""
     return job.nodes[1:] if job.parsed_spec().tool_type in ("custom", *MPI_TOOLKITS) else []
@@ -433,12 +438,13 @@ class Planner:
         return wanted
 
     def scale(self) -> int:
-        """Toward the target in usable nodes: unusable members are replaced from the pool when it has
-        free nodes, and then leave as the surplus (they are the first to go)."""
+        """Toward the target: lost members are replaced from the pool when it has free nodes, and then
+        leave as the surplus (unusable ones go first). A node whose setup task failed is not replaced:
+        the same task would fail on the next node too, so it stays unusable, as in Batch AI."""
         target = self.target()
-        usable = [n for n in self.members(leaving=False) if n.state != NodeState.UNUSABLE]
-        if len(usable) < target:
-            self.grow(target - len(usable))
+        counted = [n for n in self.members(leaving=False) if not is_lost(n)]
+        if len(counted) < target:
+            self.grow(target - len(counted))
         members = self.members(leaving=False)
         if len(members) > target:
             self.shrink(members, len(members) - target)
@@ -463,8 +469,7 @@ class Planner:
         again every ``probe_interval_s``; the executor sets up anew one that answers."""
         every = timedelta(seconds=self.limits.probe_interval_s)
         for node in self.members(leaving=False):
-            lost = any(error.get("code") == "NodeLost" for error in node.errors)
-            if node.state == NodeState.UNUSABLE and lost and self.now - (node.probed_at or node.state_transition_time) >= every:
+            if is_lost(node) and self.now - (node.probed_at or node.state_transition_time) >= every:
                 self.actions.append(ProbeNode(node.node_id))
 
     def shrink(self, members: list[NodeRecord], count: int) -> None:

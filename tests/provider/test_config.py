@@ -62,3 +62,12 @@ def test_a_storage_key_that_is_not_base64_is_refused_without_showing_it(tmp_path
     broken = "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=not-base64!"
     with pytest.raises(BatchAIError, match="AccountKey of storage_connection_string is not base64"):
         service_from_config(connection_config({"storage_connection_string": broken}, "c"))
+
+
+def test_empty_form_fields_of_an_airflow_connection_mean_unset(tmp_path) -> None:
+    made_by_airflow = {"home": str(tmp_path), "storage_connection_string": "", "ssh_user": ""}
+    assert connection_config(made_by_airflow, "connection batchai_default", from_airflow=True).storage_connection_string is None
+    exported = {"conn_type": "batchai", "extra": made_by_airflow}  # `airflow connections export`, AIRFLOW_CONN_… JSON
+    assert connection_config(exported, "--connection").ssh_user is None
+    with pytest.raises(BatchAIError, match="storage_connection_string' is empty"):
+        connection_config(made_by_airflow, "--connection")  # written by hand: say so rather than guess

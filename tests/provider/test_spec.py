@@ -137,7 +137,7 @@ BASE = {"nodeCount": 1, "customToolkitSettings": {"commandLine": "true"}, "stdOu
         ({k: v for k, v in BASE.items() if k != "customToolkitSettings"}, "properties", "exactly one toolkit"),
         ({**BASE, "pyTorchSettings": {"pythonScriptFilePath": "a.py"}}, "properties", "found pyTorchSettings, customToolkitSettings"),
         ({**BASE, "nodeCount": 0}, "properties.nodeCount", "greater than or equal to 1"),
-        ({**BASE, "nodeCount": "two"}, "properties.nodeCount", "valid integer"),
+        ({**BASE, "nodeCount": "two"}, "properties.nodeCount", "must be an integer"),
         ({**BASE, "outputDirectories": [{"id": "MY-MODEL", "pathPrefix": "/o"}]}, "properties.outputDirectories[0].id", "env var"),
         ({**BASE, "inputDirectories": [{"id": "A B", "path": "/i"}]}, "properties.inputDirectories[0].id", "env var"),
         ({**BASE, "outputDirectories": [{"id": "stdouterr", "pathPrefix": "/o"}]}, "properties.outputDirectories[0].id", "reserved"),
@@ -198,8 +198,9 @@ def test_bad_job_spec_is_refused_naming_the_json_path(body: dict, path: str, wor
 LIMIT_CASES = [
     ({**BASE, "nodeCount": 10**9}, "properties.nodeCount", "less than or equal to 1000"),
     ({**BASE, "nodeCount": 10**400}, "properties.nodeCount", "less than or equal to 1000"),
-    ({**BASE, "nodeCount": True}, "properties.nodeCount", "valid integer"),
-    ({**BASE, "nodeCount": 2.0}, "properties.nodeCount", "valid integer"),
+    ({**BASE, "nodeCount": True}, "properties.nodeCount", "must be an integer, got True"),
+    ({**BASE, "nodeCount": 2.0}, "properties.nodeCount", "must be an integer, got 2.0"),
+    ({**BASE, "nodeCount": "two"}, "properties.nodeCount", "must be an integer, got 'two'"),
     (
         {**BASE, "customToolkitSettings": {"commandLine": "echo " + "x" * 200_000}},
         "properties.customToolkitSettings.commandLine",
@@ -233,6 +234,12 @@ def test_values_past_the_documented_limits_are_refused_in_one_short_line(body: d
         load_job_spec({"properties": body}, environ={})
     assert caught.value.target == path
     assert words in caught.value.message and len(caught.value.message) < 300, caught.value.message
+
+
+def test_a_count_rendered_from_a_template_is_read_as_the_integer_it_spells() -> None:
+    assert load_job_spec({"properties": {**BASE, "nodeCount": "2"}}, environ={}).node_count == 2
+    cluster = load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": " 3 "}}}, environ={})
+    assert cluster.scale_settings.manual is not None and cluster.scale_settings.manual.target_node_count == 3
 
 
 def test_largest_documented_values_are_accepted() -> None:

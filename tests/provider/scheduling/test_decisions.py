@@ -319,12 +319,17 @@ def test_a_lost_member_is_tried_again_every_probe_interval_but_a_failed_setup_is
     assert actions == [ProbeNode("n1")]
 
 
-def test_an_unusable_member_is_replaced_by_a_free_pool_node_and_then_leaves() -> None:
-    broken = node("n0", NodeState.UNUSABLE, errors=[{"code": "NodeSetupFailed", "message": "exit code 1"}])
-    actions = plan(snapshot(cluster(target=2), [broken, node("n1"), node("n2", NodeState.FREE)], [])).actions
+def test_a_lost_member_is_replaced_by_a_free_pool_node_and_then_leaves() -> None:
+    lost = node("n0", NodeState.UNUSABLE, errors=[LOST], probed_at=NOW)
+    actions = plan(snapshot(cluster(target=2), [lost, node("n1"), node("n2", NodeState.FREE)], [])).actions
     assert actions == [ClaimNode("n2"), RemoveNode("n0")]
-    alone = plan(snapshot(cluster(target=2), [broken, node("n1")], [])).actions
-    assert alone == []  # nothing to replace it with: it stays, and is counted, until the pool has a node
+    alone = plan(snapshot(cluster(target=2), [lost, node("n1")], [])).actions
+    assert alone == []  # nothing to replace it with: it stays, and is tried again, until the pool has a node
+
+
+def test_a_member_whose_setup_failed_is_not_replaced_by_the_next_node_to_fail_the_same_way() -> None:
+    broken = node("n0", NodeState.UNUSABLE, errors=[{"code": "NodeSetupFailed", "message": "exit code 1"}])
+    assert plan(snapshot(cluster(target=2), [broken, node("n1"), node("n2", NodeState.FREE)], [])).actions == []
 
 
 def test_a_free_node_that_left_with_an_error_is_claimed_last_and_only_after_a_while() -> None:

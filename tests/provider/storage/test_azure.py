@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -408,6 +409,35 @@ def test_storage_that_loses_acknowledged_writes_still_gets_every_log_line_and_ou
         with urllib.request.urlopen(parts["part-19.txt"]["downloadUrl"], timeout=10) as response:
             assert response.read() == ("content 133\n" * 100).encode()
     finally:
+        kill_agents_under(home)
+        emulator.stop(storage)
+
+
+def test_a_wait_rides_out_an_account_frozen_for_longer_than_one_call_may_take(home: Path) -> None:
+    """SIGSTOP on Azurite: each store call gives up within its deadline, the wait keeps going, the job
+    (whose node keeps running) is seen to succeed once the account answers again."""
+    from tests import azurite as emulator
+    from tests.conftest import custom_job
+
+    storage = emulator.start()
+    try:
+        service = azure_service(storage, home)
+        storage.credential().service().create_container("logs")
+        service.create_cluster("c", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1}}}, environ={}))
+        wait_until(lambda: service.show_cluster("c")["nodeStateCounts"]["idleNodeCount"] == 1, 30, what="idle node")
+        body = custom_job("sleep 3; echo done")
+        body["mountVolumes"]["azureFileShares"][0]["azureFileUrl"] = "https://devstoreaccount1.file.core.windows.net/logs"
+        service.create_job("c", "patient", load_job_spec({"properties": body}, environ={}))
+        os.kill(storage.process.pid, signal.SIGSTOP)
+        thaw = threading.Timer(16, os.kill, (storage.process.pid, signal.SIGCONT))
+        thaw.start()
+        started = time.monotonic()
+        done = service.wait_job("patient", timeout_s=120, poll_s=0.2)
+        assert done["executionState"] == "succeeded", done["executionInfo"]
+        assert time.monotonic() - started > 15  # it waited through the freeze instead of failing in it
+        assert service.read_output_file("patient", "stdout.txt") == b"done\n"
+    finally:
+        os.kill(storage.process.pid, signal.SIGCONT)
         kill_agents_under(home)
         emulator.stop(storage)
 
