@@ -63,6 +63,7 @@ def parse_listing(payload, file_tag, folder_tag):
                 "name": item.findtext("Name"),
                 "size": int(item.findtext("Properties/Content-Length") or "0"),
                 "last_modified": item.findtext("Properties/Last-Modified"),
+                "md5": item.findtext("Properties/Content-MD5") or None,  # blobs list it; Files listings do not
                 "is_prefix": False,
             }
         )
@@ -386,9 +387,9 @@ class Syncer:
             except BlobError as error:
                 self.log("sync to storage failed, will retry: %s" % error)
 
-    def files(self):
+    def files(self, entries=None):
         """(container, blob name, local path, is_log) of everything under the synced folders."""
-        for local, container, prefix, is_log in self.entries:
+        for local, container, prefix, is_log in self.entries if entries is None else entries:
             if not os.path.isdir(local):
                 continue
             for folder, _, names in os.walk(local):
@@ -460,23 +461,34 @@ class Syncer:
                 self.tick(final=True)
             except BlobError as error:
                 self.log("final upload failed, will retry: %s" % error)
-            wrong = []
-            for container, name, path, is_log in self.files():
-                try:
-                    if not self.stored_intact(container, name, path, is_log):
-                        wrong.append(name)
-                except BlobError as error:
-                    self.log("checking %s failed: %s" % (name, error))
-                    wrong.append(name)
+            wrong = self.check_stored()
             if not wrong or time.time() >= deadline:
                 return wrong
             self.log("%d file(s) not in storage as written (%s); sending them again" % (len(wrong), ", ".join(wrong[:3])))
             time.sleep(min(2.0, max(0.0, deadline - time.time())))
 
-    def stored_intact(self, container, name, path, is_log):
-        """Compare storage with the node's copy; what differs is marked for the next tick to send again."""
+    def check_stored(self):
+        """Names of the files storage does not hold as the node wrote them. One listing per synced
+        folder (5,000 entries a page), not a request per file: 50,000 outputs are 10 requests."""
+        wrong = []
+        for local, container, prefix, is_log in self.entries:
+            try:
+                listed = dict((e["name"], (e["size"], e.get("md5"))) for e in container.entries(prefix) if not e["is_prefix"])
+            except BlobError as error:
+                self.log("listing %s failed: %s" % (prefix or "/", error))
+                listed = None
+            for _, name, path, _ in self.files([(local, container, prefix, is_log)]):
+                try:
+                    if listed is None or not self.stored_intact(container, name, path, is_log, listed.get(name)):
+                        wrong.append(name)
+                except BlobError as error:
+                    self.log("checking %s failed: %s" % (name, error))
+                    wrong.append(name)
+        return wrong
+
+    def stored_intact(self, container, name, path, is_log, found):
+        """Compare storage's (size, md5) with the node's copy; what differs is marked for the next tick to send again."""
         size = os.path.getsize(path)
-        found = container.properties(name)
         if is_log:
             if found is not None and found[0] == size:
                 self.appended[name] = size

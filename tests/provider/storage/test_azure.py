@@ -429,12 +429,22 @@ def test_a_wait_rides_out_an_account_frozen_for_longer_than_one_call_may_take(ho
         body["mountVolumes"]["azureFileShares"][0]["azureFileUrl"] = "https://devstoreaccount1.file.core.windows.net/logs"
         service.create_job("c", "patient", load_job_spec({"properties": body}, environ={}))
         os.kill(storage.process.pid, signal.SIGSTOP)
-        thaw = threading.Timer(16, os.kill, (storage.process.pid, signal.SIGCONT))
+        thaw = threading.Timer(22, os.kill, (storage.process.pid, signal.SIGCONT))
         thaw.start()
         started = time.monotonic()
+        connection = json.dumps({"storage_connection_string": storage.connection_string, "control_container": "control-frozen"})
+        shown = subprocess.run(
+            [sys.executable, "-m", "airflow_batchai.cli", "job", "show", "-n", "patient", "--connection", connection],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert shown.returncode == 2 and "ControlStoreUnavailable" in shown.stderr and "Traceback" not in shown.stderr, shown.stderr
+        assert time.monotonic() - started < 18  # `batchai job show` on a frozen account: an error within ~15 s, not minutes
+        assert KEY not in shown.stderr
         done = service.wait_job("patient", timeout_s=120, poll_s=0.2)
         assert done["executionState"] == "succeeded", done["executionInfo"]
-        assert time.monotonic() - started > 15  # it waited through the freeze instead of failing in it
+        assert time.monotonic() - started > 21  # it waited through the freeze instead of failing in it
         assert service.read_output_file("patient", "stdout.txt") == b"done\n"
     finally:
         os.kill(storage.process.pid, signal.SIGCONT)
