@@ -43,7 +43,8 @@ MAX_WALL_CLOCK = timedelta(days=365)  # Batch AI capped jobs at 7 days; on your 
 MAX_NODE_COUNT = 1000
 MAX_PROCESS_COUNT = 64 * MAX_NODE_COUNT
 MAX_PATH_BYTES = 4096  # PATH_MAX
-MAX_COMMAND_BYTES = 128 * 1024  # MAX_ARG_STRLEN: the longest single argument or variable execve takes
+MAX_COMMAND_BYTES = 128_000  # under MAX_ARG_STRLEN (131,072), the longest argument execve takes, with room for our wrapping
+MPI_TOOLKIT_FIELDS = ("cntk_settings", "chainer_settings", "caffe_settings", "horovod_settings", "custom_mpi_settings")
 MAX_ENVIRONMENT_BYTES = 1024 * 1024  # all variables and secrets together, well inside ARG_MAX
 MAX_NESTING = 32  # real specs nest 6 deep
 MAX_SPEC_BYTES = 16 * 1024 * 1024
@@ -533,7 +534,22 @@ class JobSpec(BatchAIModel):
         size = sum(len(v.name) + len((v.value or "").encode()) + 2 for v in variables)
         if size > MAX_ENVIRONMENT_BYTES:
             raise ValueError(f"environmentVariables and secrets hold {size} bytes; together they may hold {MAX_ENVIRONMENT_BYTES}")
+        self._check_command_size(variables)
         return self
+
+    def _check_command_size(self, variables: list[EnvironmentVariable | EnvironmentVariableWithSecretValue]) -> None:
+        """The command a task runs is the toolkit's texts put together (interpreter, script, arguments;
+        for MPI also one ``-x NAME`` per variable): it must fit in one argument at run time too."""
+        name = next(n for n in TOOLKIT_FIELDS if getattr(self, n) is not None)
+        texts = getattr(self, name).model_dump(exclude_none=True)
+        arguments = [len(v.encode()) for k, v in texts.items() if isinstance(v, str) and k.endswith("command_line_args")]
+        parts = [len(v.encode()) for k, v in texts.items() if isinstance(v, str) and not k.endswith("command_line_args")]
+        parts += [max(arguments)] if arguments else []  # TensorFlow's master/worker/ps arguments are alternatives
+        size = sum(parts) + len(parts) - 1
+        if name in MPI_TOOLKIT_FIELDS:
+            size += sum(len(v.name) + 4 for v in variables)
+        if size > MAX_COMMAND_BYTES:
+            raise ValueError(f"{to_camel(name)}: the command it runs would be {size} bytes; at most {MAX_COMMAND_BYTES}")
 
     @field_validator("tags")
     @classmethod

@@ -395,3 +395,13 @@ def test_terminating_a_job_left_without_its_live_entry_still_ends_it(service: Se
     (home / "control" / "records" / "live" / "default" / "c" / "default" / "orphan.json").unlink()
     stopped = service.terminate_job("orphan")
     assert stopped["executionState"] == "failed" and stopped["executionInfo"]["errors"][0]["code"] == "JobTerminated"
+
+
+def test_the_longest_command_line_a_spec_may_have_runs(service: Service) -> None:
+    """Accepted means runnable: 128,000 bytes still fit in the one argument the agent hands to bash."""
+    ready_cluster(service, nodes=1)
+    command = "echo ok #" + "x" * (128_000 - len("echo ok #"))
+    service.create_job("c", "longest", job(custom_job(command)))
+    done = service.wait_job("longest", timeout_s=60, poll_s=0.1)
+    assert done["executionState"] == "succeeded", (done["executionInfo"], service.read_output_file("longest", "stderr.txt"))
+    assert service.read_output_file("longest", "stdout.txt") == b"ok\n"

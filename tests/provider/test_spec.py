@@ -225,6 +225,12 @@ LIMIT_CASES = [
     ({**BASE, "constraints": {"maxWallClockTime": "P9999999999D"}}, "properties.constraints.maxWallClockTime", "too long"),
     ({**BASE, "environmentVariables": [{"name": "NUL", "value": "a\x00b"}]}, "properties.environmentVariables[0].value", "NUL"),
     ({**BASE, "tags": {"t" * 600: "v"}}, "properties.tags", "names are 1-512"),
+    (
+        {**BASE, "customToolkitSettings": None, "horovodSettings": {"pythonScriptFilePath": "t.py", "commandLineArgs": "x" * 127_000}}
+        | {"environmentVariables": [{"name": f"V{i}" + "_" * 250, "value": "1"} for i in range(10)]},
+        "properties",
+        "horovodSettings: the command it runs would be",
+    ),
 ]
 
 
@@ -246,7 +252,7 @@ def test_largest_documented_values_are_accepted() -> None:
     body = {
         **BASE,
         "nodeCount": 1000,
-        "customToolkitSettings": {"commandLine": "echo " + "x" * (128 * 1024 - 5)},
+        "customToolkitSettings": {"commandLine": "echo " + "x" * (128_000 - 5)},
         "stdOutErrPathPrefix": "/" + "d" * 4095,
         "constraints": {"maxWallClockTime": "365.00:00:00"},
         "containerSettings": {"imageSourceRegistry": {"image": "ubuntu"}, "shmSize": "16gb"},
