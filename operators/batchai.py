@@ -19,7 +19,7 @@ from airflow.sdk import BaseOperator, BaseOperatorLink, Context
 from airflow.sdk.exceptions import AirflowException
 from airflow.sdk.log import mask_secret
 
-from airflow_batchai.errors import BatchAIError
+from airflow_batchai.errors import TRANSIENT_CODES, BatchAIError
 from airflow_batchai.hooks.batchai import BatchAIHook
 from airflow_batchai.logtail import JobLogFollower, stderr_tail
 from airflow_batchai.records import ExecutionState
@@ -32,6 +32,7 @@ from airflow_batchai.storage.upload import upload_batch
 MAX_NAME = 64
 POLL_INTERVAL_S = WAIT_POLL_S  # one record read each: a job's end is seen within a second
 STDERR_TAIL_LINES = 20
+STORAGE_RETRY_S = 1.0  # between reads while storage is down
 
 
 def job_name_for(dag_id: str, task_id: str, run_id: str) -> str:
@@ -80,6 +81,18 @@ class BatchAIBaseOperator(BaseOperator):
             return function(*args, **kwargs)
         except BatchAIError as error:
             raise AirflowException(f"{error.code}: {error.message}") from error
+
+    def poll(self, function: Any, *args: Any, deadline: float | None = None, **kwargs: Any) -> Any:
+        """``call`` for a wait's reads: storage that is down (each call ends within its own deadline) is
+        waited through until the wait's ``deadline``; the job runs on without it."""
+        while True:
+            try:
+                return function(*args, **kwargs)
+            except BatchAIError as error:
+                if error.code not in TRANSIENT_CODES or (deadline is not None and time.monotonic() > deadline):
+                    raise AirflowException(f"{error.code}: {error.message}") from error
+                self.log.warning("%s (retrying)", error.message)
+                time.sleep(STORAGE_RETRY_S)
 
 
 class BatchAICreateClusterOperator(BatchAIBaseOperator):
@@ -138,7 +151,7 @@ class BatchAIScaleClusterOperator(BatchAIBaseOperator):
             if time.monotonic() > deadline:
                 raise AirflowException(f"cluster {self.cluster_name} still {view['allocationState']} after {self.timeout} s")
             time.sleep(self.poll_interval)
-            view = self.call(self.service.show_cluster, self.cluster_name, self.workspace)
+            view = self.poll(self.service.show_cluster, self.cluster_name, self.workspace, deadline=deadline)
         self.log.info(
             "cluster %s: %s with %d node(s) %s",
             self.cluster_name,
@@ -279,9 +292,9 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
         follower = JobLogFollower(self.service, name, self.experiment, self.workspace)
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         while True:
-            view = self.call(self.service.refresh_job, name, self.experiment, self.workspace)
+            view = self.poll(self.service.refresh_job, name, self.experiment, self.workspace, deadline=deadline)
             finished = ExecutionState(view["executionState"]).finished
-            for file_name, line in follower.poll(final=finished):
+            for file_name, line in self.poll(follower.poll, final=finished, deadline=deadline):
                 self.log.info("[%s] %s", file_name, line)
             if finished:
                 return self.result(view)

@@ -21,6 +21,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import ValidationError
+
 from .errors import BatchAIError
 from .records import ExecutionState
 from .service import DEFAULT_EXPERIMENT, DEFAULT_WORKSPACE, Service
@@ -35,7 +37,14 @@ from .spec import (
 
 STREAM_POLL_S = 0.5
 EXIT_USAGE = 2
+MAX_ERROR_LINE = 299
 _opened: list[Service] = []  # background passes these started finish before the command exits
+
+
+def one_line(text: str, limit: int = MAX_ERROR_LINE) -> str:
+    """What bad input gets: one line, and a short one, whatever the input held."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _print(document: Any) -> None:
@@ -308,7 +317,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except BatchAIError as error:
-        print(f"error: {error.code}: {error.message}", file=sys.stderr)
+        print(one_line(f"error: {error.code}: {error.message}"), file=sys.stderr)
+        return EXIT_USAGE
+    except ValidationError as error:  # a model built from options (-t, --min, --max) rather than from a file
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(options)"
+        print(one_line(f"error: InvalidSpec: {where}: {first['msg'].removeprefix('Value error, ')}"), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

@@ -187,8 +187,8 @@ def connection_config(extras: Any, source: str, from_airflow: bool = False) -> P
             raise BatchAIError("InvalidConnection", f"{source}: field {shown(key)} is empty; leave it out for the default", str(key))
     if "hosts" in fields:
         fields["hosts"] = parse_hosts(fields["hosts"], source)
-    try:
-        return ProviderConfig.model_validate(fields)
+    try:  # Airflow's URI form carries every extra as text ("4", "true"): read those as Airflow would
+        return ProviderConfig.model_validate(fields, strict=False if from_airflow else None)
     except ValidationError as error:
         first = error.errors()[0]
         field = ".".join(str(part) for part in first["loc"])[:80]
@@ -202,10 +202,12 @@ def parse_connection_text(raw: str, source: str) -> ProviderConfig:
     if not raw.lstrip().startswith(("{", "[")):
         try:
             text = Path(raw).read_bytes().decode("utf-8-sig")
-        except OSError as error:
-            raise BatchAIError("InvalidConnection", f"{source}: cannot read {shown(raw)}: {error.strerror}", source) from None
+        except OSError as error:  # the text is not shown: it may be a connection string with its key
+            raise BatchAIError(
+                "InvalidConnection", f"{source} is neither JSON text nor the name of a file it can read ({error.strerror})", source
+            ) from None
         except UnicodeDecodeError:
-            raise BatchAIError("InvalidConnection", f"{source}: {shown(raw)} is not UTF-8 text", source) from None
+            raise BatchAIError("InvalidConnection", f"{source}: the file it names is not UTF-8 text", source) from None
     try:
         extras = json.loads(text)
     except json.JSONDecodeError as error:

@@ -51,6 +51,7 @@ from .scheduling.waiting import JobWaiters
 from .secretfields import split_cluster_secrets, split_job_secrets
 from .settings import WAIT_POLL_S, Settings
 from .spec import (
+    MAX_NODE_COUNT,
     ClusterSpec,
     JobSpec,
     ManualScaleSettings,
@@ -231,8 +232,8 @@ class Service:
 
     def resize_cluster(self, name: str, target: int, workspace: str = DEFAULT_WORKSPACE) -> dict[str, Any]:
         """``az batchai cluster resize -t``: manual scale to ``target`` (keeps the deallocation option)."""
-        if target < 0:
-            raise InvalidSpec(f"target node count must be >= 0, got {target}", "targetNodeCount")
+        if not 0 <= target <= MAX_NODE_COUNT:
+            raise InvalidSpec(f"target node count must be 0-{MAX_NODE_COUNT}, got {target}", "targetNodeCount")
         current = read_cluster(self.store, workspace, name)[0].parsed_spec()
         option = current.scale_settings.manual.node_deallocation_option if current.scale_settings.manual else None
         manual = ManualScaleSettings(target_node_count=target, **({"node_deallocation_option": option} if option else {}))

@@ -61,6 +61,12 @@ _URL_ACCOUNT_PLACEHOLDER = re.compile(r"^(\w+://)(<[^<>]+>)(\.file\.)")
 STORED_SPEC: dict[str, bool] = {"stored": True}  # validation context of specs read back from records
 
 
+def _stored(info: ValidationInfo) -> bool:
+    """A spec read back from a record: what was accepted when it was stored stays readable, so the
+    limits added since (names, sizes, durations) are not applied to it again."""
+    return info.context is STORED_SPEC
+
+
 def _count(value: Any) -> int:
     """An integer as JSON writes it, or as its digits: a templated ``"{{ params.nodes }}"`` renders to
     text. ``true`` is not 1, and neither 2.5 nor 2.0 is a node count."""
@@ -72,6 +78,18 @@ def _count(value: Any) -> int:
 
 
 StrictCount = Annotated[int, BeforeValidator(_count)]
+
+
+def _flag(value: Any) -> bool:
+    """A JSON boolean, or ``true``/``false`` as a template renders one; 0, 1 and "yes" are not flags."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError(f"must be true or false, got {shown(value)}")
+
+
+StrictFlag = Annotated[bool, BeforeValidator(_flag)]
 
 
 class BatchAIModel(BaseModel):
@@ -108,7 +126,7 @@ class KeyVaultSecretReference(BatchAIModel):
 
 
 def _check_env_name(value: str) -> str:
-    if not ENV_NAME_PATTERN.match(value):
+    if not ENV_NAME_PATTERN.fullmatch(value):
         raise ValueError(f"{shown(value)} is not a variable name: use letters, digits and '_', not starting with a digit")
     return value
 
@@ -119,8 +137,8 @@ class EnvironmentVariable(BatchAIModel):
 
     @field_validator("name")
     @classmethod
-    def _name(cls, value: str) -> str:
-        return _check_env_name(value)
+    def _name(cls, value: str, info: ValidationInfo) -> str:
+        return value if _stored(info) else _check_env_name(value)
 
 
 class EnvironmentVariableWithSecretValue(BatchAIModel):
@@ -130,12 +148,12 @@ class EnvironmentVariableWithSecretValue(BatchAIModel):
 
     @field_validator("name")
     @classmethod
-    def _name(cls, value: str) -> str:
-        return _check_env_name(value)
+    def _name(cls, value: str, info: ValidationInfo) -> str:
+        return value if _stored(info) else _check_env_name(value)
 
     @model_validator(mode="after")
     def _one_source(self, info: ValidationInfo) -> EnvironmentVariableWithSecretValue:
-        if info.context is STORED_SPEC:  # records keep specs with the secret values taken out (secretfields.py)
+        if _stored(info):  # records keep specs with the secret values taken out (secretfields.py)
             return self
         if (self.value is None) == (self.value_secret_reference is None):
             raise ValueError(f"secret {shown(self.name)} needs exactly one of value and valueSecretReference")
@@ -360,9 +378,9 @@ class ContainerSettings(BatchAIModel):
 
     @field_validator("shm_size")
     @classmethod
-    def _size(cls, value: str | None) -> str | None:
-        size = SHM_SIZE_PATTERN.match(value.strip()) if value is not None else None
-        if value is not None and not (size and float(size.group(1)) > 0):
+    def _size(cls, value: str | None, info: ValidationInfo) -> str | None:
+        size = SHM_SIZE_PATTERN.fullmatch(value.strip()) if value is not None else None
+        if value is not None and not _stored(info) and not (size and float(size.group(1)) > 0):
             raise ValueError(f"shmSize {shown(value)} is not a size like '16gb' or '512m'")
         return value
 
@@ -386,7 +404,7 @@ class OutputDirectory(BatchAIModel):
     path_prefix: str
     path_suffix: str | None = None
     type: str | None = None  # 2018-03-01: model/logs/summary/custom, descriptive only
-    create_new: Annotated[bool, Field(strict=True)] | None = None  # 2018-03-01: false = use pathPrefix as given
+    create_new: StrictFlag | None = None  # 2018-03-01: false = use pathPrefix as given
 
     @field_validator("id")
     @classmethod
@@ -402,7 +420,7 @@ class OutputDirectory(BatchAIModel):
 
 
 def _check_env_id(value: str) -> str:
-    if not ENV_ID_PATTERN.match(value):
+    if not ENV_ID_PATTERN.fullmatch(value):
         raise ValueError(f"id {shown(value)} must be letters, digits and '_' only: it becomes part of an env var name")
     return value
 
@@ -454,11 +472,11 @@ class JobConstraints(BatchAIModel):
 
     @field_validator("max_wall_clock_time", mode="before")
     @classmethod
-    def _parse(cls, value: Any) -> timedelta:
+    def _parse(cls, value: Any, info: ValidationInfo) -> timedelta:
         duration = parse_duration(value)
         if duration.total_seconds() <= 0:
             raise ValueError("maxWallClockTime must be positive")
-        if duration > MAX_WALL_CLOCK:
+        if duration > MAX_WALL_CLOCK and not _stored(info):
             raise ValueError(f"maxWallClockTime {format_duration(duration)} is past the limit of {format_duration(MAX_WALL_CLOCK)}")
         return duration
 
@@ -517,7 +535,7 @@ class JobSpec(BatchAIModel):
     constraints: JobConstraints | None = None
 
     @model_validator(mode="after")
-    def _exactly_one_toolkit(self) -> JobSpec:
+    def _exactly_one_toolkit(self, info: ValidationInfo) -> JobSpec:
         chosen = [name for name in TOOLKIT_FIELDS if getattr(self, name) is not None]
         if len(chosen) != 1:
             names = ", ".join(to_camel(n).removesuffix("Settings") for n in TOOLKIT_FIELDS)
@@ -527,6 +545,8 @@ class JobSpec(BatchAIModel):
             ids = [d.id for d in group or []]
             if len(ids) != len(set(ids)):
                 raise ValueError(f"{what} directory ids must be unique, got {shown(ids)}")
+        if _stored(info):
+            return self
         variables: list[EnvironmentVariable | EnvironmentVariableWithSecretValue] = [
             *(self.environment_variables or []),
             *(self.secrets or []),
@@ -553,8 +573,8 @@ class JobSpec(BatchAIModel):
 
     @field_validator("tags")
     @classmethod
-    def _tags(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        return _check_tags(value)
+    def _tags(cls, value: dict[str, str] | None, info: ValidationInfo) -> dict[str, str] | None:
+        return value if _stored(info) else _check_tags(value)
 
     @property
     def tool_type(self) -> str:
@@ -635,7 +655,7 @@ class SetupTask(BatchAIModel):
     secrets: list[EnvironmentVariableWithSecretValue] | None = None
     std_out_err_path_prefix: str
     std_out_err_path_suffix: str | None = None  # read-only in Batch AI; accepted and ignored
-    run_elevated: Annotated[bool, Field(strict=True)] | None = None  # 2018-03-01
+    run_elevated: StrictFlag | None = None  # 2018-03-01
 
 
 class AppInsightsReference(BatchAIModel):
@@ -683,8 +703,8 @@ class ClusterSpec(BatchAIModel):
 
     @field_validator("tags")
     @classmethod
-    def _tags(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        return _check_tags(value)
+    def _tags(cls, value: dict[str, str] | None, info: ValidationInfo) -> dict[str, str] | None:
+        return value if _stored(info) else _check_tags(value)
 
     @property
     def max_node_count(self) -> int | None:
@@ -747,7 +767,15 @@ def _decode(data: bytes, origin: str) -> str:
 
 
 def _path_text(path: str) -> str:
-    return path.rstrip(".") or "(root)"
+    """A JSON path as messages show it: at most 120 characters, keeping the end (the field)."""
+    path = path.rstrip(".") or "(root)"
+    return path if len(path) <= 120 else "…" + path[-119:]
+
+
+def _key_label(name: Any) -> str:
+    """A key as a path part: as it is when it looks like a field name, else quoted and cut."""
+    text = str(name)
+    return text if re.fullmatch(r"[\w$@-]{1,40}", text) else shown(text, 40)
 
 
 def _check_document(document: dict[str, Any], prefix: str, origin: str) -> None:
@@ -763,7 +791,7 @@ def _check_document(document: dict[str, Any], prefix: str, origin: str) -> None:
             raise InvalidSpec(f"{origin}: {_path_text(path)}: nested more than {MAX_NESTING} levels deep", _path_text(path))
         if isinstance(value, dict):
             for name, item in value.items():
-                label = name if len(name) <= 40 else name[:36] + "…"
+                label = _key_label(name)
                 stack.append((item, f"{path}.{label}" if path and not path.endswith(".") else f"{path}{label}", name, depth + 1))
         elif isinstance(value, list):
             stack.extend((item, f"{path}[{index}]", key, depth + 1) for index, item in enumerate(value))
@@ -772,6 +800,7 @@ def _check_document(document: dict[str, Any], prefix: str, origin: str) -> None:
 
 
 def _check_text(value: str, path: str, key: str, origin: str) -> None:
+    path = _path_text(path)
     try:
         size = len(value.encode())
     except UnicodeEncodeError:
@@ -805,11 +834,9 @@ def _unwrap(document: dict[str, Any], origin: str) -> tuple[dict[str, Any], str]
 
 def _validation_error(exc: ValidationError, prefix: str, origin: str) -> InvalidSpec:
     first = exc.errors()[0]
-    parts = [
-        f"[{part}]" if isinstance(part, int) else f".{part if len(str(part)) <= 40 else str(part)[:36] + '…'}" for part in first["loc"]
-    ]
+    parts = [f"[{part}]" if isinstance(part, int) else f".{_key_label(part)}" for part in first["loc"]]
     path = prefix + "".join(parts).lstrip(".")
-    path = path.rstrip(".") or prefix.rstrip(".") or "(root)"
+    path = _path_text(path.rstrip(".") or prefix.rstrip("."))
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown field"
@@ -915,6 +942,6 @@ def load_cluster_spec(
 
 def check_name(name: str, what: str) -> str:
     """Batch AI names: 1-64 of letters, digits, '-' and '_'."""
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise InvalidSpec(f"{what} name {shown(name)} must be 1-64 characters of letters, digits, '-' and '_'", what)
     return name

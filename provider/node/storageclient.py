@@ -75,9 +75,12 @@ def parse_listing(payload, file_tag, folder_tag):
 class Container:
     """One blob container through a SAS URL, with the standard library only."""
 
+    listed_size_is_written = True  # an append blob's length grows only by committed appends
+
     def __init__(self, url, sas):
         self.url = url.rstrip("/")
         self.sas = (sas or "").lstrip("?")
+        self.deadline = None  # time.time() after which no request starts or waits: the end of a job's final upload
 
     def _url(self, blob=None, query=""):
         from urllib.parse import quote
@@ -102,6 +105,9 @@ class Container:
         started = time.time()
         for attempt in range(BLOB_RETRIES + 1):
             last = attempt == BLOB_RETRIES or time.time() + delay - started > REQUEST_DEADLINE_S
+            if self.deadline is not None:
+                last = last or time.time() + delay > self.deadline
+                timeout = max(1.0, min(timeout, self.deadline - time.time()))
             request = urllib.request.Request(self._url(blob, query), data=body, method=method, headers=headers)
             try:
                 with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -216,6 +222,7 @@ class FileShare(Container):
     """
 
     RANGE_LIMIT = 4 * 1024 * 1024  # the most one Put Range takes
+    listed_size_is_written = False  # a file is resized before its ranges are written
 
     def __init__(self, url, sas):
         Container.__init__(self, url, sas)
@@ -373,6 +380,7 @@ class Syncer:
         self.appended = {}  # blob name -> bytes storage holds, as far as we know
         self.uploaded = {}  # blob name -> (size, mtime, md5) sent
         self.seen = {}  # blob name -> (size, mtime) at the last tick
+        self.unsent = set()  # names already reported as unreadable (said once, not every tick)
         self.stop = threading.Event()
         self.thread = None
 
@@ -400,10 +408,15 @@ class Syncer:
 
     def tick(self, final):
         for container, name, path, is_log in self.files():
-            if is_log:
-                self.send_log(container, name, path)
-            else:
-                self.send_file(container, name, path, final)
+            try:
+                if is_log:
+                    self.send_log(container, name, path)
+                else:
+                    self.send_file(container, name, path, final)
+            except OSError as error:  # vanished, a dangling link, unreadable: the check at the end says which matter
+                if name not in self.unsent:
+                    self.unsent.add(name)
+                    self.log("cannot send %s: %s" % (name, error))
 
     def send_log(self, container, name, path):
         try:
@@ -439,10 +452,7 @@ class Syncer:
         self.log("%s: storage holds %s of %d bytes; sending the rest again" % (name, committed, size))
 
     def send_file(self, container, name, path, final):
-        try:
-            stat = os.stat(path)
-        except OSError:
-            return
+        stat = os.stat(path)
         state = (stat.st_size, stat.st_mtime)
         steady = self.seen.get(name) == state
         self.seen[name] = state
@@ -452,7 +462,10 @@ class Syncer:
 
     def finish(self, deadline):
         """The last upload after the processes ended, then verification; returns the names still
-        not in storage intact when ``deadline`` (time.time()) passed, [] when all are."""
+        not in storage intact when ``deadline`` (time.time()) passed, [] when all are. No request
+        outlives the deadline, including those of the sync thread still under way."""
+        for _, container, _, _ in self.entries:
+            container.deadline = deadline
         self.stop.set()
         if self.thread is not None:
             self.thread.join(timeout=max(1.0, deadline - time.time()))
@@ -484,13 +497,23 @@ class Syncer:
                 except BlobError as error:
                     self.log("checking %s failed: %s" % (name, error))
                     wrong.append(name)
+                except OSError as error:
+                    if os.path.exists(path):  # there but unreadable: it cannot reach storage
+                        self.log("cannot read %s: %s" % (name, error))
+                        wrong.append(name)
         return wrong
 
     def stored_intact(self, container, name, path, is_log, found):
-        """Compare storage's (size, md5) with the node's copy; what differs is marked for the next tick to send again."""
-        size = os.path.getsize(path)
+        """Compare storage's (size, md5) with the node's copy; what differs is marked for the next tick to send again.
+
+        Where a listed size does not prove the bytes are written (Files: resized first, then
+        written) our own completed send of exactly this content is required too.
+        """
+        stat = os.stat(path)
+        size = stat.st_size
         if is_log:
-            if found is not None and found[0] == size:
+            written = container.listed_size_is_written or self.appended.get(name) == size
+            if found is not None and found[0] == size and written:
                 self.appended[name] = size
                 return True
             if found is None:
@@ -499,8 +522,12 @@ class Syncer:
                 self.resync_log(container, name, size)
             return False
         sent = self.uploaded.get(name)
-        md5 = sent[2] if sent and sent[0] == size else (file_md5(path) if found and found[1] else None)
-        if found is not None and found[0] == size and (found[1] is None or md5 is None or found[1] == md5):
-            return True
+        sent_now = sent is not None and sent[:2] == (size, stat.st_mtime)
+        if found is not None and found[0] == size:
+            if found[1] is not None:  # storage keeps an MD5: it must be this content's
+                if found[1] == (sent[2] if sent_now and sent[2] else file_md5(path)):
+                    return True
+            elif sent_now:
+                return True
         self.uploaded.pop(name, None)  # sent again on the next tick
         return False

@@ -192,10 +192,14 @@ class Volumes:
         get there intact fail the job with OutputUploadFailed, naming them."""
         if self.syncer is None:
             return None
-        wrong = self.syncer.finish(time.time() + FINAL_UPLOAD_DEADLINE_S)
+        try:
+            wrong = self.syncer.finish(time.time() + FINAL_UPLOAD_DEADLINE_S)
+        except Exception as error:  # whatever it was, the job must end with a status, and not as a success
+            return {"code": "OutputUploadFailed", "message": "checking the job's files in storage failed: %r" % (error,)}
         if not wrong:
             return None
-        shown = ", ".join(wrong[:5]) + (" and %d more" % (len(wrong) - 5) if len(wrong) > 5 else "")
+        names = [name if len(name) <= 100 else "…" + name[-99:] for name in wrong[:5]]
+        shown = ", ".join(names) + (" and %d more" % (len(wrong) - 5) if len(wrong) > 5 else "")
         message = "%d file(s) did not reach storage intact within %d s: %s; the node keeps its copies" % (
             len(wrong),
             FINAL_UPLOAD_DEADLINE_S,

@@ -62,7 +62,7 @@ def check_host_name(host: str, where: str = "hosts") -> str:
         return host
     except ValueError:
         pass
-    if not _HOST_NAME.match(host) or host.replace(".", "").isdigit():
+    if not _HOST_NAME.fullmatch(host) or host.replace(".", "").isdigit():
         raise BatchAIError("InvalidHost", f"{where}: {shown(host)} is not a host name or IP address", where)
     return host
 
@@ -90,14 +90,14 @@ class HostSpec:
             return cls._parse_entry(value, where)
         if not isinstance(value, str):
             raise BatchAIError("InvalidHost", f"{where}: a host is text or an object, not {type(value).__name__}", where)
-        match = _HOST.match(value.strip())
+        match = _HOST.fullmatch(value.strip())
         if not match:
             raise BatchAIError("InvalidHost", f"{where}: {shown(value)} is not [user@]host[:port]", where)
         port = int(match["port"] or 22) if len(match["port"] or "") < 6 else 0
         if not 1 <= port <= 65535:
             raise BatchAIError("InvalidHost", f"{where}: port {shown(match['port'])} is not 1-65535", where)
         user = match["user"]
-        if user is not None and not _USER_NAME.match(user):
+        if user is not None and not _USER_NAME.fullmatch(user):
             raise BatchAIError("InvalidHost", f"{where}: {shown(user)} is not a user name", where)
         host = match["host"]
         return cls(check_host_name(host[1:-1] if host.startswith("[") else host, where), port, user)
@@ -119,7 +119,7 @@ class HostSpec:
         if value.get("gpus") is not None and not 0 <= value["gpus"] <= 64:
             raise BatchAIError("InvalidHost", f"{where}.gpus: {value['gpus']} is not 0-64", f"{where}.gpus")
         user = value.get("user")
-        if user is not None and not _USER_NAME.match(user):
+        if user is not None and not _USER_NAME.fullmatch(user):
             raise BatchAIError("InvalidHost", f"{where}.user: {shown(user)} is not a user name", f"{where}.user")
         labels = value.get("labels") or []
         if not all(isinstance(label, str) and label for label in labels):

@@ -116,18 +116,17 @@ class StorageCredential:
             endpoint = parts.get("BlobEndpoint") or _default_endpoint(name, protocol, parts)
             files = parts.get("FileEndpoint") or _default_endpoint(name, protocol, parts, "file")
             sas = parts.get("SharedAccessSignature")
-            if parts.get("AccountKey"):
-                _check_account_key(parts["AccountKey"], "storage_connection_string")
-            return cls(
-                name, endpoint.rstrip("/"), parts.get("AccountKey"), sas.lstrip("?") if sas else None, file_endpoint=files.rstrip("/")
-            )
+            key = parts.get("AccountKey", "").strip() or None
+            if key:
+                _check_account_key(key, "storage_connection_string")
+            return cls(name, endpoint.rstrip("/"), key, sas.lstrip("?") if sas else None, file_endpoint=files.rstrip("/"))
         if not account:
             raise BatchAIError("InvalidStorageCredential", "storage_account is required with a key, a SAS or Entra ID", "storage_account")
         endpoint = (blob_endpoint or f"https://{account}.blob.core.windows.net").rstrip("/")
         files = (file_endpoint or f"https://{account}.file.core.windows.net").rstrip("/")
-        if account_key:
-            _check_account_key(account_key, "storage_account_key")
-            return cls(account, endpoint, account_key=account_key, file_endpoint=files)
+        if account_key and account_key.strip():
+            _check_account_key(account_key.strip(), "storage_account_key")
+            return cls(account, endpoint, account_key=account_key.strip(), file_endpoint=files)
         if sas_token:
             return cls(account, endpoint, sas_token=sas_token.lstrip("?"), file_endpoint=files)
         return cls(account, endpoint, entra=True, file_endpoint=files)

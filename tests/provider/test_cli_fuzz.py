@@ -107,6 +107,8 @@ def _spec_files() -> list[bytes]:
         b"",
         b"null",
         b'{"properties": {"nodeCount": ' + b"9" * 5000 + b"}}",
+        ('{"properties": ' + '{"' + "k" * 40 + '": ' * 31 + "1" + "}" * 32).encode(),  # long keys, deep: the path is cut
+        json.dumps({"properties": {"bad\nkey" * 20: 1, "nodeCount": 1}}).encode(),  # a key that would break the line
     ]
     return cases
 
@@ -125,6 +127,15 @@ def _assert_clean(code: int, out: str, err: str, case: str) -> None:
     lines = err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), (case[:200], err[:500])
     assert len(lines[0]) < MAX_LINE, (case[:200], lines[0][:500])
+
+
+@pytest.mark.parametrize("options", [["-t", "5000"], ["--min", "0", "--max", "100000"], ["-t", "-1"]])
+def test_cluster_sizes_given_as_options_are_refused_in_one_line(
+    options: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = _run(["cluster", "create", "-n", "c", "--home", str(tmp_path), *options], capsys)
+    _assert_clean(code, out, err, " ".join(options))
+    assert code == cli.EXIT_USAGE and "InvalidSpec" in err
 
 
 def test_mutated_recipes_are_validated_or_refused_in_one_short_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -71,3 +71,24 @@ def test_empty_form_fields_of_an_airflow_connection_mean_unset(tmp_path) -> None
     assert connection_config(exported, "--connection").ssh_user is None
     with pytest.raises(BatchAIError, match="storage_connection_string' is empty"):
         connection_config(made_by_airflow, "--connection")  # written by hand: say so rather than guess
+
+
+def test_airflow_uri_connections_carry_text_and_are_read_as_airflow_would(tmp_path) -> None:
+    """``batchai://?local_nodes=4&cluster_ssh_keys=false``: every extra of the URI form is text."""
+    config = connection_config({"local_nodes": "4", "cluster_ssh_keys": "false", "home": str(tmp_path)}, "c", from_airflow=True)
+    assert config.local_nodes == 4 and config.cluster_ssh_keys is False
+
+
+def test_an_account_key_pasted_with_a_trailing_newline_still_works(tmp_path) -> None:
+    from airflow_batchai.storage.credentials import StorageCredential
+
+    key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+    assert StorageCredential.parse(account="a", account_key=key + "\n").account_key == key
+
+
+def test_a_connection_that_is_neither_json_nor_a_file_is_not_echoed() -> None:
+    from airflow_batchai.config import parse_connection_text
+
+    with pytest.raises(BatchAIError, match="neither JSON text nor the name of a file") as raised:
+        parse_connection_text("DefaultEndpointsProtocol=https;AccountName=a;AccountKey=c2VjcmV0", "--connection")
+    assert "c2VjcmV0" not in str(raised.value)

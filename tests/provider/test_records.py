@@ -64,3 +64,29 @@ def test_a_node_returning_to_the_pool_forgets_its_cluster_and_job() -> None:
         move_node(node, NodeState.FREE)
     node = move_node(move_node(node, NodeState.LEAVING), NodeState.FREE)
     assert (node.cluster, node.job, node.idle_since) == (None, None, None)
+
+
+def test_a_spec_stored_before_todays_limits_still_loads_and_one_that_cannot_names_itself() -> None:
+    """Records outlive releases: names and durations accepted when a job was stored stay readable."""
+    from airflow_batchai.errors import BatchAIError
+    from airflow_batchai.records import JobRecord, spec_hash
+
+    def stored(spec: dict) -> JobRecord:
+        now = "2026-01-01T00:00:00+00:00"
+        fields = {"workspace": "w", "experiment": "e", "name": "old", "uuid": "u", "cluster": "c", "segment": "s"}
+        return JobRecord.model_validate(
+            {**fields, "spec": spec, "spec_hash": spec_hash(spec), "creation_time": now, "execution_state_transition_time": now}
+        )
+
+    old = {
+        "nodeCount": 1,
+        "customToolkitSettings": {"commandLine": "true"},
+        "stdOutErrPathPrefix": "/x",
+        "environmentVariables": [{"name": "MY-VAR", "value": "1"}],
+        "constraints": {"maxWallClockTime": "P1000D"},
+        "secrets": [{"name": "TOKEN"}],  # its value lives in the vault, not the record
+    }
+    assert stored(old).parsed_spec().environment_variables[0].name == "MY-VAR"
+    with pytest.raises(BatchAIError, match="stored spec no longer loads: nodeCount") as raised:
+        stored({**old, "nodeCount": 5000}).parsed_spec()
+    assert raised.value.code == "InvalidSpec"  # the planner skips this job alone; the rest of its cluster moves on

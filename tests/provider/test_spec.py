@@ -248,6 +248,13 @@ def test_a_count_rendered_from_a_template_is_read_as_the_integer_it_spells() -> 
     assert cluster.scale_settings.manual is not None and cluster.scale_settings.manual.target_node_count == 3
 
 
+def test_flags_rendered_from_a_template_are_read_and_other_values_are_not() -> None:
+    directory = {"id": "M", "pathPrefix": "/o", "createNew": "True"}
+    assert load_job_spec({"properties": {**BASE, "outputDirectories": [directory]}}, environ={}).output_directories[0].create_new is True
+    with pytest.raises(InvalidSpec, match="must be true or false, got 1"):
+        load_job_spec({"properties": {**BASE, "outputDirectories": [{**directory, "createNew": 1}]}}, environ={})
+
+
 def test_largest_documented_values_are_accepted() -> None:
     body = {
         **BASE,

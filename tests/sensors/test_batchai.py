@@ -47,3 +47,27 @@ def test_job_sensor_fails_with_the_job_error_and_stderr_tail(airflow_env: dict[s
     assert result.state == "failed"
     assert "Batch AI job sensed failed: JobFailed" in result.output and "(exit code 2)" in result.output
     assert "[stderr.txt] CUDA error: out of memory" in result.output
+
+
+def test_a_poke_while_storage_is_frozen_is_not_an_answer_and_not_a_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection points at a listener that never answers (Azurite under SIGSTOP): each store call gives
+    up within its deadline, and the poke says "not yet" so the sensor's own timeout bounds the wait."""
+    import json
+    import socket
+    import time
+
+    from airflow_batchai.sensors.batchai import BatchAIJobSensor
+    from tests.azurite import KEY
+
+    with socket.socket() as frozen:
+        frozen.bind(("127.0.0.1", 0))
+        frozen.listen(16)
+        endpoint = f"http://127.0.0.1:{frozen.getsockname()[1]}/devstoreaccount1"
+        extra = {
+            "storage_connection_string": f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={KEY};BlobEndpoint={endpoint};"
+        }
+        monkeypatch.setenv("AIRFLOW_CONN_FROZEN_STORAGE", json.dumps({"conn_type": "batchai", "extra": extra}))
+        sensor = BatchAIJobSensor(task_id="wait", job_name="j", batchai_conn_id="frozen_storage", poke_interval=1, timeout=60)
+        started = time.monotonic()
+        answer = sensor.poke({})  # type: ignore[arg-type]
+    assert answer.is_done is False and time.monotonic() - started < 16

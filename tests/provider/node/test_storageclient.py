@@ -81,3 +81,30 @@ def test_finish_names_the_files_storage_never_took_by_its_deadline(tmp_path: Pat
         gone.properties("job/model/model.pt")
     assert syncer.finish(deadline=time.time() + 3) == ["job/model/model.pt"]
     assert not any("secret" in note for note in notes)  # errors name the blob, never the SAS
+
+
+def test_a_dangling_link_among_the_outputs_is_skipped_not_a_crash_at_the_end(container: Container, tmp_path: Path) -> None:
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    (outputs / "model.pt").write_bytes(b"weights")
+    (outputs / "latest.pt").symlink_to(outputs / "checkpoint-that-was-removed.pt")
+    notes: list[str] = []
+    syncer = Syncer([(str(outputs), container, "job/model", False)], notes.append)
+    syncer.start()
+    assert syncer.finish(deadline=time.time() + 30) == []
+    assert blob_bytes(container, "job/model/model.pt") == b"weights" and blob_bytes(container, "job/model/latest.pt") is None
+    assert any("latest.pt" in note for note in notes)
+
+
+def test_no_request_outlives_the_final_deadline(tmp_path: Path) -> None:
+    """A listener that never answers: with the deadline set, a request gives up at it, not after its own 45 s."""
+    with socket.socket() as frozen:
+        frozen.bind(("127.0.0.1", 0))
+        frozen.listen(16)
+        hung = Container(f"http://127.0.0.1:{frozen.getsockname()[1]}/devstoreaccount1/logs", "sv=x&sig=y")
+        outputs = tmp_path / "outputs"
+        outputs.mkdir()
+        (outputs / "model.pt").write_bytes(b"weights")
+        started = time.time()
+        assert Syncer([(str(outputs), hung, "job/model", False)], lambda _: None).finish(deadline=started + 4) == ["job/model/model.pt"]
+    assert time.time() - started < 10
