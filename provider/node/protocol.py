@@ -20,6 +20,7 @@ AGENT_LOG_FILE = "agent.log"
 HEARTBEAT_INTERVAL_S = 2.0  # status.json's heartbeat is refreshed this often while the agent lives
 POLL_INTERVAL_S = 0.1
 DEFAULT_GRACE_S = 10.0  # terminate: SIGTERM, then SIGKILL after this long
+DEFAULT_UPLOAD_DEADLINE_S = 120.0
 
 # Names in secrets.json that are not job variables:
 REGISTRY_PASSWORD_KEY = "BATCHAI_REGISTRY_PASSWORD"  # for docker login --password-stdin
@@ -188,6 +189,7 @@ class AgentPlan(_Document):
     failure_code: str  # the error code of a non-zero exit
     max_wall_clock_s: float
     grace_s: float = DEFAULT_GRACE_S
+    upload_deadline_s: float = DEFAULT_UPLOAD_DEADLINE_S  # how long the end may spend getting files into storage intact
     expand_env: List[List[str]] = field(default_factory=list)  # [name, template]: expanded on the node, in order
     make_dirs: List[str] = field(default_factory=list)  # variables naming folders to create
     clean_dirs: List[str] = field(default_factory=list)

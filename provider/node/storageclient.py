@@ -19,7 +19,6 @@ BLOB_API_VERSION = "2021-08-06"
 BLOB_RETRIES = 4
 REQUEST_TIMEOUT_S = 20  # the longest silence inside one answer
 REQUEST_DEADLINE_S = 45  # no retry starts after this long: a hung account is an error, not a stuck agent
-FINAL_UPLOAD_DEADLINE_S = 120  # how long the end of a job may spend getting its files into storage intact
 SINGLE_PUT_LIMIT = 32 * 1024 * 1024
 BLOCK_SIZE = 8 * 1024 * 1024
 APPEND_LIMIT = 4 * 1024 * 1024  # the most one Append Block takes

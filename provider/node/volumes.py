@@ -17,11 +17,11 @@ import time
 try:  # in the control plane: the package airflow_batchai.node
     from .protocol import expand
     from .runtime import JobError, write_private
-    from .storageclient import FINAL_UPLOAD_DEADLINE_S, BlobError, Syncer, download_prefixes, volume_client
+    from .storageclient import BlobError, Syncer, download_prefixes, volume_client
 except ImportError:  # on a node: these files lie flat in one folder, the agent script's own (first on sys.path)
     from protocol import expand  # type: ignore[no-redef]
     from runtime import JobError, write_private  # type: ignore[no-redef]
-    from storageclient import FINAL_UPLOAD_DEADLINE_S, BlobError, Syncer, download_prefixes, volume_client  # type: ignore[no-redef]
+    from storageclient import BlobError, Syncer, download_prefixes, volume_client  # type: ignore[no-redef]
 
 
 class Volumes:
@@ -193,7 +193,7 @@ class Volumes:
         if self.syncer is None:
             return None
         try:
-            wrong = self.syncer.finish(time.time() + FINAL_UPLOAD_DEADLINE_S)
+            wrong = self.syncer.finish(time.time() + self.plan.upload_deadline_s)
         except Exception as error:  # whatever it was, the job must end with a status, and not as a success
             return {"code": "OutputUploadFailed", "message": "checking the job's files in storage failed: %r" % (error,)}
         if not wrong:
@@ -202,7 +202,7 @@ class Volumes:
         shown = ", ".join(names) + (" and %d more" % (len(wrong) - 5) if len(wrong) > 5 else "")
         message = "%d file(s) did not reach storage intact within %d s: %s; the node keeps its copies" % (
             len(wrong),
-            FINAL_UPLOAD_DEADLINE_S,
+            self.plan.upload_deadline_s,
             shown,
         )
         return {"code": "OutputUploadFailed", "message": message}

@@ -278,3 +278,33 @@ def test_an_agent_refuses_a_plan_that_is_not_of_its_protocol_naming_the_field(no
     done = subprocess.run([sys.executable, node.deploy_agent(), "run", str(run_dir)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "plan.json: unknown field(s) job" in done.stderr
     assert not (tmp_path / "stdout-main.txt").exists()
+
+
+def test_outputs_that_never_reach_storage_fail_the_job_naming_them_and_the_node_keeps_them(node: NodeHandle, tmp_path: Path) -> None:
+    """Storage gone for good at the job's end: not a success, the files named, the staged copy left in place."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    staged = tmp_path / "mounts" / "out"
+    upload = {
+        "url": f"http://127.0.0.1:{closed}/devstoreaccount1/out",
+        "sas": "BATCHAI_SAS_OUT",
+        "label": "out",
+        "local": str(staged),
+        "prefix": "job",
+    }
+    run = plan(
+        tmp_path,
+        ("main", f"echo weights > {staged}/model.pt"),
+        links=[{"path": str(staged), "stage": True, "unlink_at_end": True}],
+        uploads=[upload],
+        upload_deadline_s=3,
+    )
+    node.start_run("lost-outputs", run, {"BATCHAI_SAS_OUT": "sv=2021&sig=secret-signature"})
+    status = final_status(node, "lost-outputs", timeout_s=60)
+    assert (status.state, status.error["code"]) == ("failed", "OutputUploadFailed"), status.error
+    assert "job/model.pt" in status.error["message"] and "within 3 s" in status.error["message"]
+    assert (staged / "model.pt").read_text() == "weights\n"  # the only copy is not deleted
+    assert "secret-signature" not in (tmp_path / "execution.log").read_text()
