@@ -35,12 +35,18 @@ STDERR_TAIL_LINES = 20
 STORAGE_RETRY_S = 1.0  # between reads while storage is down
 
 
-def job_name_for(dag_id: str, task_id: str, run_id: str) -> str:
-    """A Batch AI job name (``^[-\\w]{1,64}$``) that is the same for every try of one task run."""
+def job_name_for(dag_id: str, task_id: str, run_id: str, map_index: int | None = -1) -> str:
+    """A Batch AI job name (``^[-\\w]{1,64}$``) that is the same for every try of one task run.
+
+    A mapped task's index is part of it (and stays visible when a long name is shortened with a
+    hash), so ``.expand()`` over N specs gives N jobs, and each try re-attaches to its own.
+    """
+    suffix = f"-{map_index}" if map_index is not None and map_index >= 0 else ""
     name = re.sub(r"[^-\w]", "_", f"{dag_id}-{task_id}-{run_id}")
-    if len(name) <= MAX_NAME:
-        return name
-    return f"{name[: MAX_NAME - 17]}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+    if len(name) + len(suffix) <= MAX_NAME:
+        return name + suffix
+    digest = hashlib.sha256((name + suffix).encode()).hexdigest()[:16]
+    return f"{name[: MAX_NAME - 17 - len(suffix)]}-{digest}{suffix}"
 
 
 def _spec_source(spec: Any) -> Any:
@@ -222,7 +228,8 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
             mask_secret(value)
 
     def resolved_job_name(self, context: Context) -> str:
-        return self.job_name or job_name_for(context["dag"].dag_id, self.task_id, context["run_id"])
+        map_index = getattr(context["ti"], "map_index", -1)
+        return self.job_name or job_name_for(context["dag"].dag_id, self.task_id, context["run_id"], map_index)
 
     def load_spec(self) -> JobSpec:
         if isinstance(self.spec, JobSpec):

@@ -187,3 +187,63 @@ def test_a_wait_that_ended_in_an_error_event_fails_the_task_naming_the_error() -
     event = {"status": "error", "code": "ControlStoreUnavailable", "message": "control container did not answer", "job_name": "j"}
     with pytest.raises(AirflowException, match="waiting for job j failed: ControlStoreUnavailable: control container did not answer"):
         operator.execute_complete({}, event)
+
+
+MAPPED_DAG = """
+from __future__ import annotations
+from datetime import timedelta
+from airflow.sdk import dag
+from airflow_batchai.operators.batchai import BatchAICreateClusterOperator, BatchAISubmitJobOperator
+
+
+def spec(index, seconds=0):
+    command = f"echo started {{index}} >> {runs}; sleep {{seconds}}; echo slice {{index}}"
+    return {{
+        "nodeCount": 1,
+        "customToolkitSettings": {{"commandLine": command}},
+        "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
+        "mountVolumes": {{"azureFileShares": [{{"azureFileUrl": "https://local.file.core.windows.net/logs", "relativeMountPath": "logs"}}]}},
+    }}
+
+
+@dag(dag_id="op_mapped", schedule=None, catchup=False, default_args={{"retries": 2, "retry_delay": timedelta(seconds=0)}})
+def the_dag():
+    cluster = BatchAICreateClusterOperator(task_id="cluster", cluster_name="c", spec={{"scaleSettings": {{"manual": {{"targetNodeCount": 2}}}}}})
+    derived = BatchAISubmitJobOperator.partial(task_id="score", cluster_name="c", experiment="e", poll_interval=0.2, timeout=2.5).expand(
+        spec=[spec(0), spec(1, seconds=4), spec(2)]
+    )
+    templated = BatchAISubmitJobOperator.partial(
+        task_id="named", cluster_name="c", experiment="e", poll_interval=0.2, job_name="slice-{{{{ ti.map_index }}}}"
+    ).expand_kwargs([{{"spec": spec(10)}}, {{"spec": spec(11)}}])
+    cluster >> [derived, templated]
+
+
+the_dag()
+"""
+
+
+def test_mapped_submits_give_one_job_per_map_index_and_each_retry_reattaches_to_its_own(
+    airflow_env: dict[str, str], tmp_path: Path, home: Path
+) -> None:
+    runs = tmp_path / "runs.txt"
+    dags = write_dag(tmp_path / "dags", "op_mapped", MAPPED_DAG.format(runs=str(runs)))
+    result = run_dag(airflow_env, dags, "op_mapped", home)
+    assert result.state == "success", result.output[-3000:]
+    jobs = {j["name"]: j for j in Service.embedded(home).list_jobs("e")}
+    derived = sorted(name for name in jobs if name.startswith("op_mapped-score-"))
+    assert [name.rsplit("-", 1)[1] for name in derived] == ["0", "1", "2"], sorted(jobs)
+    assert {"slice-0", "slice-1"} <= set(jobs)
+    assert all(job["executionState"] == "succeeded" for job in jobs.values())
+    assert "still running after 2.5 s" in result.output and "re-attached to job" in result.output  # slice 1's retry
+    assert sorted(runs.read_text().splitlines()) == ["started 0", "started 1", "started 10", "started 11", "started 2"]  # each ran once
+    service = Service.embedded(home)
+    assert service.read_output_file(derived[1], "stdout.txt", "e") == b"slice 1\n"
+
+
+def test_a_derived_job_name_keeps_the_map_index_when_shortened() -> None:
+    from airflow_batchai.operators.batchai import job_name_for
+
+    long_run = "manual__2026-12-02T01:31:18.123456+00:00_" + "x" * 40
+    names = [job_name_for("a_dag_with_a_long_name", "score_slices", long_run, index) for index in (3, 13)]
+    assert all(len(name) <= 64 for name in names) and names[0].endswith("-3") and names[1].endswith("-13")
+    assert names[0] != names[1] and job_name_for("d", "t", "r", -1) == "d-t-r" and job_name_for("d", "t", "r", 0) == "d-t-r-0"
