@@ -13,18 +13,23 @@ runs under the cluster's lease and is harmless twice).
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime, timezone
 from typing import Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.sdk.exceptions import AirflowException
+from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
 
-from airflow_batchai.errors import BatchAIError
+from airflow_batchai.errors import TRANSIENT_CODES, BatchAIError
 from airflow_batchai.hooks.batchai import BatchAIHook
 from airflow_batchai.records import ExecutionState
 from airflow_batchai.scheduling.waiting import JobUpdate
 from airflow_batchai.service import Service
 from airflow_batchai.settings import WAIT_POLL_S
+from airflow_batchai.storage.watch import Cursor, advance, baseline, matching
 
 FINAL = tuple(state.value for state in ExecutionState if state.finished)
 RETRY_FIRST_S = 0.5
@@ -196,3 +201,119 @@ class BatchAIClusterTrigger(BaseTrigger):
 
 def cluster_ready(view: dict[str, Any], min_idle_nodes: int) -> bool:
     return view["allocationState"] == "steady" and view["nodeStateCounts"]["idleNodeCount"] >= min_idle_nodes
+
+
+STORAGE_POLL_S = 30.0
+CURSOR_KEY_PREFIX = "batchai_storage_cursor"
+
+
+class BatchAIStorageEventTrigger(BaseEventTrigger):
+    """Fires when an object matching ``prefix`` + ``pattern`` appears or changes in a container or share
+    of the connection's storage (embedded folders, Azure Blob, Azure Files): seed 003's trigger file.
+
+    Use it in an ``AssetWatcher``. It only lists (by prefix, with markers, every ``poll_interval``)
+    and reports: each new or changed object once, as ``{account, container, name, version, size,
+    lastModified}``; objects already there when it first looks are not reported. Its cursor
+    (storage/watch.py) lives in Airflow's asset state store, written one poll after the events it
+    covers, so a triggerer restart neither repeats nor loses what it reported; without a state
+    store (a trigger not run by a watcher) the cursor is in memory only.
+    """
+
+    def __init__(
+        self,
+        container: str,
+        prefix: str = "",
+        pattern: str = "*",
+        account: str | None = None,
+        kind: str = "blob",
+        batchai_conn_id: str = BatchAIHook.default_conn_name,
+        poll_interval: float = STORAGE_POLL_S,
+    ) -> None:
+        super().__init__()
+        if kind not in ("blob", "file"):
+            raise ValueError(f"kind must be 'blob' or 'file', got {kind!r}")
+        self.container = container
+        self.prefix = prefix
+        self.pattern = pattern
+        self.account = account
+        self.kind = kind
+        self.batchai_conn_id = batchai_conn_id
+        self.poll_interval = poll_interval
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            _path(self),
+            {
+                "container": self.container,
+                "prefix": self.prefix,
+                "pattern": self.pattern,
+                "account": self.account,
+                "kind": self.kind,
+                "batchai_conn_id": self.batchai_conn_id,
+                "poll_interval": self.poll_interval,
+            },
+        )
+
+    @property
+    def cursor_key(self) -> str:
+        """One key per watched place: an asset may have several watchers."""
+        what = json.dumps([self.account, self.container, self.prefix, self.pattern, self.kind])
+        return f"{CURSOR_KEY_PREFIX}_{hashlib.sha256(what.encode()).hexdigest()[:16]}"
+
+    async def load_cursor(self) -> Cursor | None:
+        store = self.asset_state_store
+        if store is None:
+            return None
+        try:
+            return Cursor.from_json(await store.aget(self.cursor_key))
+        except ValueError as error:  # a watcher of several assets: no single store to use
+            self.log.warning("storage watch keeps its cursor in memory only: %s", error)
+            self.asset_state_store = None
+            return None
+
+    async def save_cursor(self, cursor: Cursor) -> None:
+        if self.asset_state_store is not None:
+            await self.asset_state_store.aset(self.cursor_key, cursor.to_json())
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        service = await _shared_service(self.batchai_conn_id, None)
+        if isinstance(service, BatchAIError):
+            raise AirflowException(f"{service.code}: {service.message}")
+        account = self.account or service.settings.default_storage_account
+        where = f"{account}/{self.container}/{self.prefix}"
+        cursor = await self.load_cursor()
+        unsaved: Cursor | None = None
+        while True:
+            if unsaved is not None:  # a poll later: the events it covers have been handed to the triggerer
+                await self.save_cursor(unsaved)
+                unsaved = None
+            try:
+                listed = await asyncio.to_thread(service.data.objects, account, self.container, self.prefix, self.kind)
+            except BatchAIError as error:
+                if error.code not in TRANSIENT_CODES:
+                    raise AirflowException(f"{error.code}: {error.message}") from error
+                self.log.warning("watching %s: %s (retrying)", where, error.message)
+                await asyncio.sleep(self.poll_interval)
+                continue
+            objects = matching(listed, self.prefix, self.pattern)
+            if cursor is None:
+                cursor = unsaved = baseline(objects)
+                self.log.info("watching %s for %r: %d object(s) already there", where, self.pattern, len(objects))
+            else:
+                new, moved = advance(cursor, objects)
+                for found in new:
+                    modified = datetime.fromtimestamp(found.modified, timezone.utc).isoformat()
+                    self.log.info("%s/%s: %s", account, self.container, found.name)
+                    yield TriggerEvent(
+                        {
+                            "account": account,
+                            "container": self.container,
+                            "name": found.name,
+                            "version": found.version,
+                            "size": found.size,
+                            "lastModified": modified,
+                        }
+                    )
+                if moved != cursor:
+                    cursor = unsaved = moved
+            await asyncio.sleep(self.poll_interval)

@@ -63,6 +63,7 @@ def parse_listing(payload, file_tag, folder_tag):
                 "size": int(item.findtext("Properties/Content-Length") or "0"),
                 "last_modified": item.findtext("Properties/Last-Modified"),
                 "md5": item.findtext("Properties/Content-MD5") or None,  # blobs list it; Files listings do not
+                "etag": item.findtext("Properties/Etag") or None,
                 "is_prefix": False,
             }
         )
@@ -140,8 +141,9 @@ class Container:
         """(name, size) of every blob under ``prefix``."""
         return [(e["name"], e["size"]) for e in self.entries(prefix) if not e["is_prefix"]]
 
-    def entries(self, prefix, delimiter=""):
-        """Blobs (name, size, last_modified) and, with a delimiter, folder prefixes; all pages."""
+    def entries(self, prefix, delimiter="", limit=None):
+        """Blobs (name, size, last_modified) and, with a delimiter, folder prefixes; all pages
+        (with ``limit``, it stops at the first page past that many)."""
         from urllib.parse import quote
 
         found, marker = [], ""
@@ -155,7 +157,7 @@ class Container:
             self._check(status, "listing %s" % (prefix or "/"))
             page, marker = parse_listing(payload, "Blob", "BlobPrefix")
             found.extend(page)
-            if not marker:
+            if not marker or (limit is not None and len(found) > limit):
                 return found
 
     def download(self, name, path):
@@ -226,7 +228,7 @@ class FileShare(Container):
     def __init__(self, url, sas):
         Container.__init__(self, url, sas)
 
-    def entries(self, prefix, delimiter=""):
+    def entries(self, prefix, delimiter="", limit=None):
         folder = prefix.rstrip("/")
         found = []
         pending = [folder]

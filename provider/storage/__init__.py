@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ..nodes import FileInfo
     from ..spec import MountVolumes
     from .links import Link
+    from .watch import StoredObject
 
 DEFAULT_LINK_EXPIRY_MINUTES = 60
 
@@ -69,6 +70,10 @@ class DataStore(Protocol):
         """Bytes of a file from ``offset``: b"" past its end, None when it does not exist."""
 
     def upload_target(self, account: str, container: str, destination_path: str, kind: str = "blob") -> UploadTarget: ...
+
+    def objects(self, account: str, container: str, prefix: str = "", kind: str = "blob") -> list[StoredObject]:
+        """Every object under ``prefix`` of a container (or share), with its version, all pages; what a
+        storage event trigger compares between polls (watch.py). InvalidWatch past MAX_WATCHED_OBJECTS."""
 
 
 def file_object(info: FileInfo, url: str | None) -> dict[str, Any]:

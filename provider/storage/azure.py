@@ -38,6 +38,7 @@ from .credentials import DATA_DEADLINE_S, StorageCredential
 from .files import FileTarget, ShareVolumes
 from .links import Link, RemoteVolume, node_mounted_links
 from .staging import Located, transfers
+from .watch import MAX_WATCHED_OBJECTS, StoredObject, checked_size
 
 log = logging.getLogger(__name__)
 
@@ -269,6 +270,30 @@ class AzureDataStore:
             raise
 
     # -- uploads ------------------------------------------------------------------------
+    def objects(self, account: str, container: str, prefix: str = "", kind: str = "blob") -> list[StoredObject]:
+        """List Blobs by prefix (5,000 a page, with markers), or a share's folder walk; ETags as versions."""
+        volume = self.volume(account, container, "container")
+        where = f"{account}/{container}/{prefix}"
+        if kind == "file" and not self.files_on_blob:
+            share = self.shares.volume(account, container)
+            lister: Container = self.shares.client(share)
+        else:
+            lister = Container(volume.url, self._listing_sas(volume.container))
+        try:
+            items = lister.entries(prefix, limit=MAX_WATCHED_OBJECTS)
+        except BlobError as error:
+            if error.status == 404:
+                return []
+            raise BatchAIError("StorageUnavailable", f"listing {where}: {error}", volume.label) from None
+        found = []
+        for item in items:
+            if item["is_prefix"]:
+                continue
+            modified = parsedate_to_datetime(item["last_modified"]).timestamp() if item["last_modified"] else 0.0
+            version = item.get("etag") or f"{item['last_modified']}-{item['size']}"
+            found.append(StoredObject(item["name"], version, item["size"], modified))
+        return checked_size(found, where)
+
     def upload_target(self, account: str, container: str, destination_path: str, kind: str = "blob") -> BlobTarget | FileTarget:
         """``kind`` "file" uploads to the share of that name (``az storage file upload-batch``)."""
         volume = self.volume(account, container, "destination")

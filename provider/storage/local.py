@@ -20,6 +20,7 @@ from ..nodes.local import LocalTransport
 from ..spec import MountVolumes
 from . import DEFAULT_LINK_EXPIRY_MINUTES, Staging, file_object
 from .links import Link, node_mounted_links
+from .watch import StoredObject, checked_size
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9_.]{0,62}$")
 
@@ -79,6 +80,25 @@ class LocalDataStore:
         if ".." in parts:
             raise BatchAIError("InvalidPath", f"{relative!r} must stay inside the volume", relative)
         return posixpath.join(link.source, *parts)
+
+    def objects(self, account: str, container: str, prefix: str = "", kind: str = "blob") -> list[StoredObject]:
+        """A folder's files below the prefix; a file's change time (ctime) counts, so a copy that keeps
+        an old mtime (``cp -p``, rsync) is still new here."""
+        folder = self.folder(account, container, "container")
+        start = folder / prefix.rsplit("/", 1)[0] if "/" in prefix else folder
+        found: list[StoredObject] = []
+        for directory, _, names in os.walk(start):
+            for file_name in names:
+                path = Path(directory) / file_name
+                name = path.relative_to(folder).as_posix()
+                try:
+                    stat = path.stat()
+                except OSError:  # gone between the listing and the look
+                    continue
+                if name.startswith(prefix):
+                    found.append(StoredObject(name, f"{stat.st_mtime_ns}-{stat.st_size}", stat.st_size, max(stat.st_mtime, stat.st_ctime)))
+            checked_size(found, f"{account}/{container}/{prefix}")
+        return found
 
     def upload_target(self, account: str, container: str, destination_path: str, kind: str = "blob") -> Any:
         from .upload import FolderTarget

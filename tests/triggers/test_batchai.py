@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import time
+import uuid
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +21,7 @@ from tests.conftest import custom_job, wait_until
 pytest.importorskip("airflow")
 
 from airflow_batchai.hooks.batchai import BatchAIHook
-from airflow_batchai.triggers.batchai import BatchAIClusterTrigger, BatchAIJobTrigger
+from airflow_batchai.triggers.batchai import BatchAIClusterTrigger, BatchAIJobTrigger, BatchAIStorageEventTrigger
 
 
 def roundtrip(trigger: object) -> object:
@@ -130,3 +134,101 @@ def gate_command(home: Path) -> str:
     gate = home / "gates" / "first"
     gate.parent.mkdir(parents=True, exist_ok=True)
     return f"for i in $(seq 600); do test -e {gate} && break; sleep 0.1; done"
+
+
+class DictStateStore:
+    """Stands in for Airflow's asset state store, which only a running triggerer (with its API server) hands
+    a watcher's trigger: the same two async calls, values kept as the JSON they would be stored as."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, object] = {}
+
+    async def aget(self, key: str, default: object = None) -> object:
+        return self.values.get(key, default)
+
+    async def aset(self, key: str, value: object) -> None:
+        self.values[key] = json.loads(json.dumps(value))
+
+
+async def until(predicate: Callable[[], object], timeout_s: float = 15) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def next_event(events: AsyncIterator[Any], timeout_s: float = 15) -> dict:
+    return (await asyncio.wait_for(events.__anext__(), timeout_s)).payload
+
+
+async def watch_scenario(put: Callable[[str, bytes], None], make: Callable[[], BatchAIStorageEventTrigger]) -> None:
+    """What every storage backend must do: ignore what was there, report each new or changed match once,
+    and after a restart report what landed while no triggerer ran, and nothing it had reported."""
+    store = DictStateStore()
+    put("batch/before.trigger", b"already there")
+    trigger = make()
+    trigger.asset_state_store = store  # type: ignore[assignment]
+    events = trigger.run()
+    pending = asyncio.ensure_future(next_event(events))
+    await until(lambda: trigger.cursor_key in store.values)  # the first look is done (and saved)
+    put("batch/notes.txt", b"not a trigger file")
+    put("batch/one.trigger", b"1")
+    first = await pending
+    assert (first["name"], first["size"]) == ("batch/one.trigger", 1) and first["version"]
+    put("batch/one.trigger", b"changed")
+    changed = await next_event(events)
+    assert changed["name"] == "batch/one.trigger" and changed["version"] != first["version"]
+    pending = asyncio.ensure_future(next_event(events))  # the triggerer keeps pulling: the generator moves on
+    await until(lambda: store.values[trigger.cursor_key]["recent"].get("batch/one.trigger") == changed["version"])  # type: ignore[index]
+    pending.cancel()  # the triggerer stops
+    await asyncio.gather(pending, return_exceptions=True)
+    await events.aclose()
+    put("batch/two.trigger", b"2")  # lands while nothing watches
+    restarted = make()
+    restarted.asset_state_store = store  # type: ignore[assignment]
+    events = restarted.run()
+    assert (await next_event(events))["name"] == "batch/two.trigger"
+    with pytest.raises(asyncio.TimeoutError):
+        await next_event(events, timeout_s=1.5)  # nothing reported twice
+    await events.aclose()
+
+
+def test_storage_event_trigger_on_the_embedded_default_folders(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BATCHAI_HOME", str(home))
+    folder = home / "storage" / "local" / "incoming"
+
+    def put(name: str, data: bytes) -> None:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+
+    def make() -> BatchAIStorageEventTrigger:
+        return roundtrip(BatchAIStorageEventTrigger("incoming", prefix="batch/", pattern="*.trigger", poll_interval=0.1))  # type: ignore[return-value]
+
+    asyncio.run(watch_scenario(put, make))
+
+
+def test_storage_event_trigger_on_azure_blob(azurite: Any, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    extra = {"storage_connection_string": azurite.connection_string, "control_container": f"control-{uuid.uuid4().hex[:10]}"}
+    monkeypatch.setenv("AIRFLOW_CONN_BATCHAI_EVENTS", json.dumps({"conn_type": "batchai", "extra": extra}))
+    container = azurite.credential().service().get_container_client(f"incoming-{uuid.uuid4().hex[:8]}")
+    container.create_container()
+
+    def put(name: str, data: bytes) -> None:
+        container.upload_blob(name, data, overwrite=True)
+
+    def make() -> BatchAIStorageEventTrigger:
+        trigger = BatchAIStorageEventTrigger(
+            container.container_name, prefix="batch/", pattern="*.trigger", batchai_conn_id="batchai_events", poll_interval=0.2
+        )
+        return roundtrip(trigger)  # type: ignore[return-value]
+
+    asyncio.run(watch_scenario(put, make))
+
+
+def test_a_storage_event_trigger_has_one_identity_for_what_it_watches() -> None:
+    """AssetWatcher triggers are told apart by class path and kwargs: parsing the DAG again must not make a new one."""
+    from airflow.triggers.base import BaseEventTrigger
+
+    first, second = (BatchAIStorageEventTrigger("incoming", prefix="batch/", pattern="*.trigger") for _ in range(2))
+    assert BaseEventTrigger.hash(*first.serialize()) == BaseEventTrigger.hash(*second.serialize())
+    assert first.cursor_key == second.cursor_key != BatchAIStorageEventTrigger("incoming", prefix="other/").cursor_key
