@@ -50,6 +50,7 @@ setup(
             "ruff>=0.6",
             "scikit-learn>=1.3",
             "numpy>=1.24",
+            "pillow>=10",  # the batch scoring example reads and writes frames
             "pyyaml>=6",
             "mypy>=1.10",
         ],

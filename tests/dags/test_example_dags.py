@@ -72,3 +72,30 @@ def test_quickstart_dag_runs_on_azure_storage_by_changing_only_the_connection(
         if path.is_file():
             content = path.read_bytes()
             assert key not in content and b"sig=" not in content, path
+
+
+def test_batch_scoring_dag_scores_slices_in_parallel_jobs_and_stitches_them(airflow_env: dict[str, str], home: Path) -> None:
+    """Seed 003 on the embedded default: one job per slice (the cluster's maximum nodes by default), one log
+    line per frame in the run's shared log folder, the styled frames stitched into one GIF in storage."""
+    result = run_dag(airflow_env, DAGS, "batchai_batch_scoring", home, conf={"frames": 12})
+    assert result.state == "success", result.output[-4000:]
+    assert "stitched 12 frames into scoring/results/" in result.output
+    service = Service.embedded(home)
+    jobs = service.list_jobs("batch_scoring")
+    assert len(jobs) == 2 and all(job["executionState"] == "succeeded" for job in jobs)
+    storage = home / "storage" / "local" / "scoring"
+    [gif] = storage.glob("results/*/styled.gif")
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(gif) as movie:
+        assert movie.n_frames == 12
+        styled = np.asarray(movie.convert("RGB"), dtype=float).reshape(-1, 3).mean(axis=0)
+    [original] = storage.glob("input/*/frame-00000.png")
+    before = np.asarray(Image.open(original).convert("RGB"), dtype=float).reshape(-1, 3).mean(axis=0)
+    style = np.asarray(Image.open(storage / "style" / "style.png").convert("RGB"), dtype=float).reshape(-1, 3).mean(axis=0)
+    assert np.abs(styled - style).sum() < np.abs(before - style).sum() / 2  # the colours moved to the style's
+    [logs] = storage.glob("logs/*")
+    lines = [line for log in sorted(logs.iterdir()) for line in log.read_text().splitlines()]
+    assert len(lines) == 12 and lines[0].startswith("scored frame-00000.png")
+    assert service.show_cluster("scoring")["scaleSettings"]["autoScale"]["minimumNodeCount"] == 0  # no teardown: autoscale
