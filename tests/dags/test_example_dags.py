@@ -99,3 +99,32 @@ def test_batch_scoring_dag_scores_slices_in_parallel_jobs_and_stitches_them(airf
     lines = [line for log in sorted(logs.iterdir()) for line in log.read_text().splitlines()]
     assert len(lines) == 12 and lines[0].startswith("scored frame-00000.png")
     assert service.show_cluster("scoring")["scaleSettings"]["autoScale"]["minimumNodeCount"] == 0  # no teardown: autoscale
+
+
+def test_scheduled_retrain_publishes_only_a_model_that_got_better(airflow_env: dict[str, str], home: Path) -> None:
+    first = run_dag(airflow_env, DAGS, "batchai_scheduled_retrain", home, conf={"c": 0.05})
+    assert first.state == "success", first.output[-4000:]
+    assert "against the published None: publishing" in first.output and "published model of job" in first.output
+    same = run_dag(airflow_env, DAGS, "batchai_scheduled_retrain", home, conf={"c": 0.05})
+    assert same.state == "success", same.output[-4000:]
+    assert "keeping the published model" in same.output and "published model of job" not in same.output
+    better = run_dag(airflow_env, DAGS, "batchai_scheduled_retrain", home, conf={"c": 1.0, "train_fraction": 0.8})
+    assert better.state == "success" and "published model of job" in better.output, better.output[-4000:]
+    assert "sig=" not in better.output.split("published model of job")[1].splitlines()[0]  # no SAS in the Asset's extra
+
+
+def test_batch_scoring_dag_runs_on_azure_storage_by_changing_only_the_connection(
+    airflow_env: dict[str, str], home: Path, azurite: Any
+) -> None:
+    extra = {
+        "storage_connection_string": azurite.connection_string,
+        "control_container": f"scoring-{uuid.uuid4().hex[:8]}",
+        "home": str(home),
+    }
+    connection = json.dumps({"conn_type": "batchai", "extra": extra})
+    result = run_dag({**airflow_env, "AIRFLOW_CONN_BATCHAI_DEFAULT": connection}, DAGS, "batchai_batch_scoring", home, conf={"frames": 8})
+    assert result.state == "success", result.output[-4000:]
+    location = result.output.split("stitched 8 frames into ")[1].split()[0]
+    container, blob = location.split("/", 1)
+    gif = azurite.credential().service().get_blob_client(container, blob).download_blob().readall()
+    assert gif[:6] == b"GIF89a" and not (home / "storage").exists()
