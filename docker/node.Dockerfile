@@ -3,6 +3,7 @@
 FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends openssh-server python3 iproute2 procps util-linux \
+    python3-numpy python3-pil python3-sklearn \
  && rm -rf /var/lib/apt/lists/*
 COPY docker/node-entrypoint.sh /usr/local/bin/node-entrypoint.sh
 EXPOSE 22
