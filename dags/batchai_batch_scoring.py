@@ -1,14 +1,14 @@
-"""Batch scoring as seed 003 runs it: a trigger file lands in storage, many jobs score in parallel on an
-autoscaling cluster, and the results are stitched back together.
+"""Batch scoring, as Azure's batch-scoring reference architecture for Batch AI ran it: a trigger file lands
+in storage, many jobs score in parallel on an autoscaling cluster, and the results are stitched back together.
 
 trigger file ``scoring/incoming/*.trigger`` (an AssetWatcher on the storage event trigger) → split a
 short clip into frames → upload the frames, the style image and the scoring script → an autoscale
 cluster with minimum 0 → one job per slice of frames (``jobs`` defaults to the cluster's maximum
-nodes, seed 003's advice; each job colour-transfers its frames and logs one line per frame into the
+nodes, as the reference architecture advised; each job colour-transfers its frames and logs one line per frame into the
 run's shared log folder) → stitch the styled frames into a GIF in ``scoring/results/``. Nothing
 scales the cluster down here: autoscale takes it back to zero once the jobs are done.
 
-Sizing (seed 003): fewer, bigger jobs pay node start-up once each; more, smaller jobs re-do less
+Sizing: fewer, bigger jobs pay node start-up once each; more, smaller jobs re-do less
 when one fails (a failed slice's retry re-runs only that slice's job).
 """
 

@@ -1,4 +1,4 @@
-"""The Batch AI CNTK quickstart (seed document 002) as a DAG, on the embedded default.
+"""Azure Batch AI's CNTK quickstart (its first `az batchai` walkthrough) as a DAG, on the embedded default.
 
 upload the training script to the ``scripts`` share and the digits data set to the ``data``
 container → create a 1-node cluster → submit the quickstart's job.json unchanged → wait with

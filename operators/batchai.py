@@ -42,11 +42,27 @@ def job_name_for(dag_id: str, task_id: str, run_id: str, map_index: int | None =
     hash), so ``.expand()`` over N specs gives N jobs, and each try re-attaches to its own.
     """
     suffix = f"-{map_index}" if map_index is not None and map_index >= 0 else ""
-    name = re.sub(r"[^-\w]", "_", f"{dag_id}-{task_id}-{run_id}")
-    if len(name) + len(suffix) <= MAX_NAME:
+    run = _compact_run_id(run_id)
+    name = re.sub(r"[^-\w]", "_", f"{dag_id}-{task_id}-{run}")
+    if run == run_id and len(name) + len(suffix) <= MAX_NAME:
         return name + suffix
-    digest = hashlib.sha256((name + suffix).encode()).hexdigest()[:16]
-    return f"{name[: MAX_NAME - 17 - len(suffix)]}-{digest}{suffix}"
+    digest = hashlib.sha256(f"{dag_id}\0{task_id}\0{run_id}{suffix}".encode()).hexdigest()[:8]
+    run_part = re.sub(r"[^-\w]", "_", run)[:32] + f"-{digest}{suffix}"
+    room = MAX_NAME - len(run_part) - 2  # what the DAG and task ids may take; the run's date is never the part cut
+    dag_part, task_part = re.sub(r"[^-\w]", "_", dag_id), re.sub(r"[^-\w]", "_", task_id)
+    if len(dag_part) + len(task_part) > room:
+        task_part = task_part[: max(room // 2, room - len(dag_part))]
+        dag_part = dag_part[: room - len(task_part)]
+    return f"{dag_part}-{task_part}-{run_part}"
+
+
+def _compact_run_id(run_id: str) -> str:
+    """``manual__2026-12-02T01:31:18.123456+00:00`` → ``manual_20261202T013118``: the date whole, in few characters."""
+    stamp = re.search(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(?:[+-]\d{2}:?\d{2}|Z)?", run_id)
+    if not stamp:
+        return run_id
+    kind = run_id[: stamp.start()].rstrip("_") or "run"
+    return f"{kind}_{''.join(stamp.groups())[:8]}T{''.join(stamp.groups())[8:]}{run_id[stamp.end() :]}"
 
 
 def _spec_source(spec: Any) -> Any:

@@ -230,7 +230,7 @@ def test_mapped_submits_give_one_job_per_map_index_and_each_retry_reattaches_to_
     result = run_dag(airflow_env, dags, "op_mapped", home)
     assert result.state == "success", result.output[-3000:]
     jobs = {j["name"]: j for j in Service.embedded(home).list_jobs("e")}
-    derived = sorted(name for name in jobs if name.startswith("op_mapped-score-"))
+    derived = sorted((name for name in jobs if name.startswith("op_mapped-score-")), key=lambda name: int(name.rsplit("-", 1)[1]))
     assert [name.rsplit("-", 1)[1] for name in derived] == ["0", "1", "2"], sorted(jobs)
     assert {"slice-0", "slice-1"} <= set(jobs)
     assert all(job["executionState"] == "succeeded" for job in jobs.values())
@@ -247,3 +247,14 @@ def test_a_derived_job_name_keeps_the_map_index_when_shortened() -> None:
     names = [job_name_for("a_dag_with_a_long_name", "score_slices", long_run, index) for index in (3, 13)]
     assert all(len(name) <= 64 for name in names) and names[0].endswith("-3") and names[1].endswith("-13")
     assert names[0] != names[1] and job_name_for("d", "t", "r", -1) == "d-t-r" and job_name_for("d", "t", "r", 0) == "d-t-r-0"
+
+
+def test_a_derived_job_name_keeps_the_runs_date_whole() -> None:
+    """Shortened names cut the DAG and task ids, never the run's date; runs a microsecond apart stay apart."""
+    from airflow_batchai.operators.batchai import job_name_for
+
+    first = job_name_for("batchai_quickstart", "submit_job", "manual__2026-12-02T01:31:18.123456+00:00")
+    again = job_name_for("batchai_quickstart", "submit_job", "manual__2026-12-02T01:31:18.123457+00:00")
+    assert first.startswith("batchai_quickstart-submit_job-manual_20261202T013118-") and first != again
+    long = job_name_for("d" * 80, "t" * 80, "scheduled__2026-12-02T00:00:00+00:00", 7)
+    assert len(long) <= 64 and "scheduled_20261202T000000-" in long and long.endswith("-7")
