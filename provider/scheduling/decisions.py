@@ -149,6 +149,7 @@ class Plan:
     target: int  # the node count the cluster is heading for
     next_due_s: float | None  # seconds until a timer of its own needs a pass (idle scale-down), if sooner than usual
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (job key, why): jobs this pass could not decide on
+    shortfall: int = 0  # nodes the target wants that the pool has no free eligible node for
 
 
 def node_lost_error(node: NodeRecord, why: str) -> dict[str, Any]:
@@ -194,6 +195,7 @@ class Planner:
         self.jobs = dict(snapshot.jobs)
         self.actions: list[Action] = []
         self.skipped: list[tuple[str, str]] = []
+        self.shortfall = 0
 
     def plan(self) -> Plan:
         for key, error in sorted(self.terminations.items()):
@@ -208,7 +210,7 @@ class Planner:
         target = self.scale()
         self.probe_lost_nodes()
         self.schedule()
-        return Plan(self.actions, target, self.idle_timer(), self.skipped)
+        return Plan(self.actions, target, self.idle_timer(), self.skipped, self.shortfall)
 
     def guarded(self, key: str, step: Any, *args: Any) -> bool:
         """One job's decisions, all or nothing: a job in a state no rule expects is left for a person, never the cluster's stop."""
@@ -460,6 +462,7 @@ class Planner:
             return eligible and (not node.errors or self.now - node.state_transition_time >= retry_after)
 
         free = sorted((n for n in self.nodes.values() if claimable(n)), key=lambda n: (bool(n.errors), n.node_id))
+        self.shortfall = max(0, count - len(free))
         for node in free[:count]:
             self.actions.append(ClaimNode(node.node_id))
             self.move_node(node, NodeState.PREPARING, cluster=self.member, errors=[])

@@ -75,6 +75,15 @@ JOB_FAILING_CODES = ("InvalidSpec", "SecretsUnreadable", "InvalidPath")  # a job
 PARALLEL_READS = 4  # more agent statuses than this are read in parallel
 
 
+INSUFFICIENT_NODES = "InsufficientNodes"
+
+
+def insufficient_nodes(target: int, shortfall: int, vm_size: str | None) -> dict[str, str]:
+    labels = f" labelled {vm_size!r} (or unlabelled)" if vm_size else ""
+    message = f"the cluster wants {target} node(s) and the pool has {shortfall} too few free hosts{labels}: add hosts, or lower the target"
+    return {"code": INSUFFICIENT_NODES, "message": message}
+
+
 def setup_run_id(cluster: ClusterRecord) -> str:
     return f"setup-{cluster.uuid}"
 
@@ -133,7 +142,7 @@ class Reconciler:
             self.drop_stale_live_entries()
         finally:  # what was done is published even when the pass stopped halfway (readers must not see it undone)
             try:
-                self.publish(plan.target)
+                self.publish(plan.target, plan.shortfall)
             except Exception as error:
                 log.warning("could not publish cluster %s: %s", self.member, error)
         stopped = any(isinstance(a, StopRuns) for a in plan.actions)
@@ -439,8 +448,12 @@ class Reconciler:
         return self.data.links(setup.mount_volumes if setup else None, "nodeSetup.mountVolumes")
 
     # -- publishing -----------------------------------------------------------------------------
-    def publish(self, target: int) -> None:
-        """Write what readers see into the cluster record, if it changed; a user's resize meanwhile is kept."""
+    def publish(self, target: int, shortfall: int = 0) -> None:
+        """Write what readers see into the cluster record, if it changed; a user's resize meanwhile is kept.
+
+        A target the pool cannot meet is said in the cluster's errors (``InsufficientNodes``), not
+        left for the user to notice from a count.
+        """
         members = self.snapshot.members()
         summary = [
             NodeSummary(node_id=n.node_id, address=n.address, state=n.state, errors=n.errors, unreachable=n.unreachable_since is not None)
@@ -453,7 +466,12 @@ class Reconciler:
         record, etag = self.cluster, self.snapshot.etags[key]
         for _ in range(10):
             jobs = self.digest(record.jobs)
-            new = move_cluster(record, allocation, nodes=summary, jobs=jobs, live_index=record.live_index or self.snapshot.backfilled)
+            errors = [e for e in record.errors if e.get("code") != INSUFFICIENT_NODES]
+            if shortfall:
+                errors.append(insufficient_nodes(target, shortfall, self.spec.vm_size))
+            new = move_cluster(
+                record, allocation, nodes=summary, jobs=jobs, live_index=record.live_index or self.snapshot.backfilled, errors=errors
+            )
             if new == record:
                 return
             try:

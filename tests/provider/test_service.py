@@ -405,3 +405,12 @@ def test_the_longest_command_line_a_spec_may_have_runs(service: Service) -> None
     done = service.wait_job("longest", timeout_s=60, poll_s=0.1)
     assert done["executionState"] == "succeeded", (done["executionInfo"], service.read_output_file("longest", "stderr.txt"))
     assert service.read_output_file("longest", "stdout.txt") == b"ok\n"
+
+
+def test_a_target_the_pool_cannot_meet_is_said_in_the_clusters_errors(service: Service) -> None:
+    """Two local nodes, three asked for: the cluster says so instead of quietly holding two."""
+    service.create_cluster("big", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 3}}}, environ={}))
+    view = wait_until(lambda: (v := service.show_cluster("big"))["errors"] and v, 30, 0.1, what="shortfall said")
+    assert view["errors"][0]["code"] == "InsufficientNodes" and "wants 3 node(s)" in view["errors"][0]["message"]
+    service.resize_cluster("big", 2)
+    assert wait_until(lambda: (v := service.show_cluster("big"))["allocationState"] == "steady" and v, 30, 0.1)["errors"] is None
