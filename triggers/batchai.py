@@ -13,6 +13,7 @@ runs under the cluster's lease and is harmless twice).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import time
@@ -23,13 +24,13 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowException
 from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
 
-from airflow_batchai.errors import TRANSIENT_CODES, BatchAIError
+from airflow_batchai.errors import BatchAIError
 from airflow_batchai.hooks.batchai import BatchAIHook
 from airflow_batchai.records import ExecutionState
 from airflow_batchai.scheduling.waiting import JobUpdate
 from airflow_batchai.service import Service
 from airflow_batchai.settings import WAIT_POLL_S
-from airflow_batchai.storage.watch import Cursor, advance, baseline, matching
+from airflow_batchai.storage.watch import Cursor, StoredObject, advance, baseline, matching
 
 FINAL = tuple(state.value for state in ExecutionState if state.finished)
 RETRY_FIRST_S = 0.5
@@ -213,10 +214,13 @@ class BatchAIStorageEventTrigger(BaseEventTrigger):
 
     Use it in an ``AssetWatcher``. It only lists (by prefix, with markers, every ``poll_interval``)
     and reports: each new or changed object once, as ``{account, container, name, version, size,
-    lastModified}``; objects already there when it first looks are not reported. Its cursor
-    (storage/watch.py) lives in Airflow's asset state store, written one poll after the events it
-    covers, so a triggerer restart neither repeats nor loses what it reported; without a state
-    store (a trigger not run by a watcher) the cursor is in memory only.
+    lastModified}``; objects already there when it first looks are not reported. On folders and
+    Azure Files, where a file being written is visible, an object is reported once it held still
+    for one poll. The cursor (storage/watch.py) lives in Airflow's asset state store, written one
+    poll after the events it covers (and when the trigger is stopped), so a restart reports what
+    landed meanwhile and, short of a triggerer killed within a poll of an event (which then comes
+    again), nothing twice: at least once. Without a state store (a trigger not run by a watcher,
+    or one watcher for several assets) the cursor is in memory only.
     """
 
     def __init__(
@@ -257,7 +261,7 @@ class BatchAIStorageEventTrigger(BaseEventTrigger):
     @property
     def cursor_key(self) -> str:
         """One key per watched place: an asset may have several watchers."""
-        what = json.dumps([self.account, self.container, self.prefix, self.pattern, self.kind])
+        what = json.dumps([self.batchai_conn_id, self.account, self.container, self.prefix, self.pattern, self.kind])
         return f"{CURSOR_KEY_PREFIX}_{hashlib.sha256(what.encode()).hexdigest()[:16]}"
 
     async def load_cursor(self) -> Cursor | None:
@@ -280,40 +284,62 @@ class BatchAIStorageEventTrigger(BaseEventTrigger):
         if isinstance(service, BatchAIError):
             raise AirflowException(f"{service.code}: {service.message}")
         account = self.account or service.settings.default_storage_account
+        self.unsaved: Cursor | None = None
+        try:
+            async for found in self.polls(service, account):
+                modified = datetime.fromtimestamp(found.modified, timezone.utc).isoformat()
+                self.log.info("%s/%s: %s", account, self.container, found.name)
+                yield TriggerEvent(
+                    {
+                        "account": account,
+                        "container": self.container,
+                        "name": found.name,
+                        "version": found.version,
+                        "size": found.size,
+                        "lastModified": modified,
+                    }
+                )
+        finally:  # stopped (a shutdown, the watcher removed): what was reported is not reported again
+            if self.unsaved is not None:
+                with contextlib.suppress(Exception):
+                    await self.save_cursor(self.unsaved)
+
+    async def polls(self, service: Service, account: str) -> AsyncIterator[StoredObject]:
+        """One listing per ``poll_interval``, and what it found to report. A storage error is logged and the
+        next poll tries again, backing off (a watcher that raised would be restarted, to list it all anew)."""
         where = f"{account}/{self.container}/{self.prefix}"
+        settles = self.kind == "file" or type(service.data).__name__ == "LocalDataStore"  # half-written files are visible
         cursor = await self.load_cursor()
-        unsaved: Cursor | None = None
+        previous: dict[str, str] = {}
+        delay = self.poll_interval
         while True:
-            if unsaved is not None:  # a poll later: the events it covers have been handed to the triggerer
-                await self.save_cursor(unsaved)
-                unsaved = None
+            if self.unsaved is not None:  # a poll later: the events it covers have been handed to the triggerer
+                await self.save_cursor(self.unsaved)
+                self.unsaved = None
             try:
                 listed = await asyncio.to_thread(service.data.objects, account, self.container, self.prefix, self.kind)
-            except BatchAIError as error:
-                if error.code not in TRANSIENT_CODES:
-                    raise AirflowException(f"{error.code}: {error.message}") from error
-                self.log.warning("watching %s: %s (retrying)", where, error.message)
-                await asyncio.sleep(self.poll_interval)
+                delay = self.poll_interval
+            except Exception as error:
+                message = error.message if isinstance(error, BatchAIError) else f"{type(error).__name__}: {error}"
+                self.log.warning("watching %s: %s (trying again in %.0f s)", where, message, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, max(self.poll_interval, 600.0))
                 continue
-            objects = matching(listed, self.prefix, self.pattern)
+            now = time.time()
             if cursor is None:
-                cursor = unsaved = baseline(objects)
+                objects = matching(listed, self.prefix, self.pattern)
+                cursor = self.unsaved = await asyncio.to_thread(baseline, objects, now)
                 self.log.info("watching %s for %r: %d object(s) already there", where, self.pattern, len(objects))
             else:
-                new, moved = advance(cursor, objects)
-                for found in new:
-                    modified = datetime.fromtimestamp(found.modified, timezone.utc).isoformat()
-                    self.log.info("%s/%s: %s", account, self.container, found.name)
-                    yield TriggerEvent(
-                        {
-                            "account": account,
-                            "container": self.container,
-                            "name": found.name,
-                            "version": found.version,
-                            "size": found.size,
-                            "lastModified": modified,
-                        }
-                    )
+                new, moved = await asyncio.to_thread(self._advance, listed, cursor, now, previous if settles else None)
                 if moved != cursor:
-                    cursor = unsaved = moved
+                    cursor = self.unsaved = moved
+                for found in new:
+                    yield found
+            previous = {o.name: o.version for o in listed}
             await asyncio.sleep(self.poll_interval)
+
+    def _advance(
+        self, listed: list[StoredObject], cursor: Cursor, now: float, settled: dict[str, str] | None
+    ) -> tuple[list[StoredObject], Cursor]:
+        return advance(cursor, matching(listed, self.prefix, self.pattern), now, settled)

@@ -229,10 +229,12 @@ class FileShare(Container):
         Container.__init__(self, url, sas)
 
     def entries(self, prefix, delimiter="", limit=None):
+        """Files under the folder ``prefix`` names (Files has folders, not name prefixes); with ``limit``,
+        the walk stops once it has found more than that many."""
         folder = prefix.rstrip("/")
         found = []
         pending = [folder]
-        while pending:
+        while pending and (limit is None or len(found) <= limit):
             current = pending.pop(0)
             listed = self._list_directory(current)
             if listed is None:
@@ -264,7 +266,7 @@ class FileShare(Container):
 
         entries, marker = [], ""
         while True:
-            query = "restype=directory&comp=list&include=Timestamps" + ("&marker=%s" % quote(marker, safe="") if marker else "")
+            query = "restype=directory&comp=list&include=Timestamps,ETag" + ("&marker=%s" % quote(marker, safe="") if marker else "")
             status, payload = self.request("GET", folder or None, query)
             if status == 404:
                 return None

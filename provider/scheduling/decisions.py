@@ -149,7 +149,7 @@ class Plan:
     target: int  # the node count the cluster is heading for
     next_due_s: float | None  # seconds until a timer of its own needs a pass (idle scale-down), if sooner than usual
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (job key, why): jobs this pass could not decide on
-    shortfall: int = 0  # nodes the target wants that the pool has no free eligible node for
+    shortfall: int = 0  # nodes the target wants beyond every eligible node of the pool
 
 
 def node_lost_error(node: NodeRecord, why: str) -> dict[str, Any]:
@@ -447,6 +447,8 @@ class Planner:
         counted = [n for n in self.members(leaving=False) if not is_lost(n)]
         if len(counted) < target:
             self.grow(target - len(counted))
+            # said only when the pool can never meet it: nodes busy elsewhere, draining or cooling down come back
+            self.shortfall = max(0, target - len(self.snapshot.eligible))
         members = self.members(leaving=False)
         if len(members) > target:
             self.shrink(members, len(members) - target)
@@ -462,7 +464,6 @@ class Planner:
             return eligible and (not node.errors or self.now - node.state_transition_time >= retry_after)
 
         free = sorted((n for n in self.nodes.values() if claimable(n)), key=lambda n: (bool(n.errors), n.node_id))
-        self.shortfall = max(0, count - len(free))
         for node in free[:count]:
             self.actions.append(ClaimNode(node.node_id))
             self.move_node(node, NodeState.PREPARING, cluster=self.member, errors=[])

@@ -80,7 +80,7 @@ INSUFFICIENT_NODES = "InsufficientNodes"
 
 def insufficient_nodes(target: int, shortfall: int, vm_size: str | None) -> dict[str, str]:
     labels = f" labelled {vm_size!r} (or unlabelled)" if vm_size else ""
-    message = f"the cluster wants {target} node(s) and the pool has {shortfall} too few free hosts{labels}: add hosts, or lower the target"
+    message = f"the cluster wants {target} node(s) and the pool has {shortfall} too few hosts{labels}: add hosts, or lower the target"
     return {"code": INSUFFICIENT_NODES, "message": message}
 
 

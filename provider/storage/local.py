@@ -82,8 +82,8 @@ class LocalDataStore:
         return posixpath.join(link.source, *parts)
 
     def objects(self, account: str, container: str, prefix: str = "", kind: str = "blob") -> list[StoredObject]:
-        """A folder's files below the prefix; a file's change time (ctime) counts, so a copy that keeps
-        an old mtime (``cp -p``, rsync) is still new here."""
+        """A folder's files below the prefix. Its change time (ctime) counts, so a copy that keeps an old
+        mtime (``cp -p``, rsync) is still new here; a chmod is a change too."""
         folder = self.folder(account, container, "container")
         start = folder / prefix.rsplit("/", 1)[0] if "/" in prefix else folder
         found: list[StoredObject] = []
@@ -96,7 +96,8 @@ class LocalDataStore:
                 except OSError:  # gone between the listing and the look
                     continue
                 if name.startswith(prefix):
-                    found.append(StoredObject(name, f"{stat.st_mtime_ns}-{stat.st_size}", stat.st_size, max(stat.st_mtime, stat.st_ctime)))
+                    version = f"{stat.st_ino}-{stat.st_ctime_ns}-{stat.st_mtime_ns}-{stat.st_size}"  # made anew: another file
+                    found.append(StoredObject(name, version, stat.st_size, max(stat.st_mtime, stat.st_ctime)))
             checked_size(found, f"{account}/{container}/{prefix}")
         return found
 

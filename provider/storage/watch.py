@@ -22,7 +22,9 @@ from typing import Any
 from ..errors import BatchAIError
 
 WINDOW_S = 120.0
+FUTURE_ALLOWANCE_S = 60.0  # a time further ahead than this is a skewed clock or `touch -d`, and is read as now
 MAX_WATCHED_OBJECTS = 200_000  # one poll lists at most this many (40 pages of 5,000)
+MAX_CURSOR_ENTRIES = 20_000  # a burst of uploads keeps the cursor at most this big (the newest are kept)
 
 
 @dataclass(frozen=True)
@@ -59,19 +61,40 @@ def checked_size(objects: list[StoredObject], where: str) -> list[StoredObject]:
     return objects
 
 
+def _capped(objects: list[StoredObject], now: float) -> list[StoredObject]:
+    """Times from the future (a skewed clock, ``touch -d``) would lift the watermark past everything that
+    comes next: they count as now."""
+    limit = now + FUTURE_ALLOWANCE_S
+    return [o if o.modified <= limit else StoredObject(o.name, o.version, o.size, now) for o in objects]
+
+
 def _window(objects: list[StoredObject], watermark: float) -> dict[str, str]:
-    return {o.name: o.version for o in objects if o.modified > watermark - WINDOW_S}
+    inside = sorted((o for o in objects if o.modified > watermark - WINDOW_S), key=lambda o: o.modified)[-MAX_CURSOR_ENTRIES:]
+    return {o.name: o.version for o in inside}
 
 
-def baseline(objects: list[StoredObject]) -> Cursor:
+def baseline(objects: list[StoredObject], now: float) -> Cursor:
     """The first look: everything already there counts as reported."""
+    objects = _capped(objects, now)
     watermark = max((o.modified for o in objects), default=0.0)
     return Cursor(watermark, _window(objects, watermark))
 
 
-def advance(cursor: Cursor, objects: list[StoredObject]) -> tuple[list[StoredObject], Cursor]:
-    """The objects to report (oldest first), and the cursor that covers them."""
+def advance(
+    cursor: Cursor, objects: list[StoredObject], now: float, settled: dict[str, str] | None = None
+) -> tuple[list[StoredObject], Cursor]:
+    """The objects to report (oldest first), and the cursor that covers them.
+
+    ``settled``: where a half-written object is visible (folders, Files), the versions of the
+    previous poll; an object is reported only once it is unchanged since then, and until then it
+    stays out of the cursor so the next poll looks at it again.
+    """
+    objects = _capped(objects, now)
     edge = cursor.watermark - WINDOW_S
     new = [o for o in objects if o.modified > edge and cursor.recent.get(o.name) != o.version]
+    if settled is not None:
+        unsettled = {o.name for o in new if settled.get(o.name) != o.version}
+        new = [o for o in new if o.name not in unsettled]
+        objects = [o for o in objects if o.name not in unsettled]
     watermark = max([cursor.watermark, *(o.modified for o in objects)])
     return sorted(new, key=lambda o: (o.modified, o.name)), Cursor(watermark, _window(objects, watermark))

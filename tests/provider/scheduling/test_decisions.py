@@ -352,3 +352,11 @@ def test_a_requeued_job_keeps_the_attempt_that_lost_its_node_in_its_history() ->
     snap = snapshot(cluster(target=1), [node("n1", NodeState.RUNNING, again.key)], [again])
     [success] = [a for a in plan(snap, {("n1", again.run_id): alive("succeeded", exit_code=0)}).actions if isinstance(a, EndJob)]
     assert success.state == ExecutionState.SUCCEEDED and "attempts" not in success.changes  # the history stays as it is
+
+
+def test_a_shortfall_is_said_only_when_the_pool_can_never_meet_the_target() -> None:
+    busy_elsewhere = node("n1", NodeState.IDLE).model_copy(update={"cluster": "default/other"})
+    short = plan(snapshot(cluster(target=3), [node("n0"), busy_elsewhere], []))
+    assert short.shortfall == 1  # two eligible hosts in all, three wanted
+    waiting = plan(snapshot(cluster(target=2), [node("n0"), busy_elsewhere], []))
+    assert waiting.shortfall == 0  # the other cluster's node may come free: no error for that
