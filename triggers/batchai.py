@@ -210,7 +210,7 @@ CURSOR_KEY_PREFIX = "batchai_storage_cursor"
 
 class BatchAIStorageEventTrigger(BaseEventTrigger):
     """Fires when an object matching ``prefix`` + ``pattern`` appears or changes in a container or share
-    of the connection's storage (embedded folders, Azure Blob, Azure Files): seed 003's trigger file.
+    of the connection's storage (embedded folders, Azure Blob, Azure Files): a batch-scoring trigger file.
 
     Use it in an ``AssetWatcher``. It only lists (by prefix, with markers, every ``poll_interval``)
     and reports: each new or changed object once, as ``{account, container, name, version, size,
