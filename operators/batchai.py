@@ -244,8 +244,10 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
             mask_secret(value)
 
     def resolved_job_name(self, context: Context) -> str:
+        if self.job_name:
+            return self.job_name
         map_index = getattr(context["ti"], "map_index", -1)
-        return self.job_name or job_name_for(context["dag"].dag_id, self.task_id, context["run_id"], map_index)
+        return job_name_for(context["dag"].dag_id, self.task_id, context["run_id"], map_index)
 
     def load_spec(self) -> JobSpec:
         if isinstance(self.spec, JobSpec):
