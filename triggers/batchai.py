@@ -308,7 +308,7 @@ class BatchAIStorageEventTrigger(BaseEventTrigger):
         """One listing per ``poll_interval``, and what it found to report. A storage error is logged and the
         next poll tries again, backing off (a watcher that raised would be restarted, to list it all anew)."""
         where = f"{account}/{self.container}/{self.prefix}"
-        settles = self.kind == "file" or type(service.data).__name__ == "LocalDataStore"  # half-written files are visible
+        settles = service.data.lists_unfinished_writes(self.kind)
         cursor = await self.load_cursor()
         previous: dict[str, str] = {}
         delay = self.poll_interval

@@ -75,6 +75,9 @@ class DataStore(Protocol):
         """Every object under ``prefix`` of a container (or share), with its version, all pages; what a
         storage event trigger compares between polls (watch.py). InvalidWatch past MAX_WATCHED_OBJECTS."""
 
+    def lists_unfinished_writes(self, kind: str = "blob") -> bool:
+        """Whether a listing may show an object still being written (folders, Files), not only whole ones (blobs)."""
+
 
 def file_object(info: FileInfo, url: str | None) -> dict[str, Any]:
     """Batch AI's File: name, fileType, downloadUrl and properties (absent for directories)."""

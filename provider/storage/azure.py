@@ -294,6 +294,9 @@ class AzureDataStore:
             found.append(StoredObject(item["name"], version, item["size"], modified))
         return checked_size(found, where)
 
+    def lists_unfinished_writes(self, kind: str = "blob") -> bool:
+        return kind == "file" and not self.files_on_blob  # a share's file is listed at full length before it is written
+
     def upload_target(self, account: str, container: str, destination_path: str, kind: str = "blob") -> BlobTarget | FileTarget:
         """``kind`` "file" uploads to the share of that name (``az storage file upload-batch``)."""
         volume = self.volume(account, container, "destination")

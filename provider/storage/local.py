@@ -101,6 +101,9 @@ class LocalDataStore:
             checked_size(found, f"{account}/{container}/{prefix}")
         return found
 
+    def lists_unfinished_writes(self, kind: str = "blob") -> bool:
+        return True  # a file is in its folder from its first byte
+
     def upload_target(self, account: str, container: str, destination_path: str, kind: str = "blob") -> Any:
         from .upload import FolderTarget
 
