@@ -19,6 +19,7 @@ PACKAGE_DIRS = {
     "airflow_batchai.operators": "operators",
     "airflow_batchai.sensors": "sensors",
     "airflow_batchai.triggers": "triggers",
+    "airflow_batchai.ui": "ui",
 }
 
 setup(
@@ -58,5 +59,7 @@ setup(
     entry_points={
         "console_scripts": ["batchai = airflow_batchai.cli:main"],
         "apache_airflow_provider": ["provider_info = airflow_batchai.provider_info:get_provider_info"],
+        # Airflow loads provider plugins only with [core] lazy_load_providers off; the entry point always works
+        "airflow.plugins": ["batchai = airflow_batchai.ui.plugin:BatchAIPlugin"],
     },
 )

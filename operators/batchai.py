@@ -1,13 +1,16 @@
 """Operators: thin shells over the provider's Service (clusters, jobs, output files, uploads).
 
 Results go to XCom as Batch AI's camelCase JSON with secrets already removed by the Service.
-A submitted job is named after the task (or ``job_name``), so an Airflow retry finds the job
-it submitted and waits for it again instead of starting a second one.
+A submitted job's identity (name and output segment, its uuid) is kept in Airflow's task state
+store, so a retry, or the next try after a worker was killed, re-attaches to exactly that job;
+a task that was cleared starts a new one. Where there is no state store, the job is named after
+the task (or ``job_name``), and a retry finds it by that name.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import time
 from collections.abc import Sequence
@@ -17,22 +20,26 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, BaseOperatorLink, Context
 from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.execution_time.context import NEVER_EXPIRE
 from airflow.sdk.log import mask_secret
 
 from airflow_batchai.errors import TRANSIENT_CODES, BatchAIError
 from airflow_batchai.hooks.batchai import BatchAIHook
-from airflow_batchai.logtail import JobLogFollower, stderr_tail
+from airflow_batchai.logtail import JOB_OUTPUT_LOGGER, JobLogFollower, log_job_lines, stderr_tail
 from airflow_batchai.records import ExecutionState
 from airflow_batchai.secretfields import CLUSTER_SECRET_FIELDS, JOB_SECRET_FIELDS, secret_values
 from airflow_batchai.service import DEFAULT_EXPERIMENT, DEFAULT_WORKSPACE, Service
 from airflow_batchai.settings import WAIT_POLL_S
 from airflow_batchai.spec import ClusterSpec, JobSpec, load_cluster_spec, load_job_spec
 from airflow_batchai.storage.upload import upload_batch
+from airflow_batchai.ui_links import job_page_path
 
 MAX_NAME = 64
 POLL_INTERVAL_S = WAIT_POLL_S  # one record read each: a job's end is seen within a second
 STDERR_TAIL_LINES = 20
 STORAGE_RETRY_S = 1.0  # between reads while storage is down
+JOB_STATE_KEY = "batchai_job"  # the task state store's entry: the job this task run submitted
+JOB_XCOM_KEY = "batchai_job"  # the job's address (names only) for the extra link
 
 
 def job_name_for(dag_id: str, task_id: str, run_id: str, map_index: int | None = -1) -> str:
@@ -73,14 +80,28 @@ def _spec_source(spec: Any) -> Any:
 
 
 class BatchAIJobOutputLink(BaseOperatorLink):
-    """Where the job's stdout/stderr files are (a file:// folder on the embedded default)."""
+    """The job's page in the Batch AI view of the Airflow UI: its state, times and stdout/stderr files.
 
-    name = "Batch AI job output"
+    Built when the UI asks for it, from the job's names that the task pushed at submit (no URL,
+    no token is stored); empty until the task has submitted a job.
+    """
+
+    name = "Batch AI job"
 
     def get_link(self, operator: BaseOperator, *, ti_key: Any) -> str:
         from airflow.sdk.execution_time.xcom import XCom
 
-        return XCom.get_value(key=self.xcom_key, ti_key=ti_key) or ""
+        job = XCom.get_value(key=JOB_XCOM_KEY, ti_key=ti_key)
+        if not isinstance(job, dict) or not job.get("name"):
+            return ""
+        return _base_url() + job_page_path(job.get("workspace", DEFAULT_WORKSPACE), job.get("experiment", DEFAULT_EXPERIMENT), job["name"])
+
+
+def _base_url() -> str:
+    """``[api] base_url`` without its trailing slash; empty (a path on the same server) when unset."""
+    from airflow.configuration import conf
+
+    return (conf.get("api", "base_url", fallback="") or "").rstrip("/")
 
 
 class BatchAIBaseOperator(BaseOperator):
@@ -120,28 +141,52 @@ class BatchAIBaseOperator(BaseOperator):
 class BatchAICreateClusterOperator(BatchAIBaseOperator):
     """Create a cluster; an existing one with the same spec is reused, a different spec fails unless ``update``."""
 
-    template_fields: Sequence[str] = ("cluster_name", "spec", "workspace")
+    template_fields: Sequence[str] = ("cluster_name", "spec", "workspace", "storage_account_name")
     template_ext: Sequence[str] = (".json",)
+    template_fields_renderers = {"spec": "json"}
 
     def __init__(
-        self, *, cluster_name: str, spec: dict[str, Any] | ClusterSpec | str | None = None, update: bool = False, **kwargs: Any
+        self,
+        *,
+        cluster_name: str,
+        spec: dict[str, Any] | ClusterSpec | str | None = None,
+        update: bool = False,
+        storage_account_name: str | None = None,
+        storage_account_key: str | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.cluster_name = cluster_name
         self.spec = spec
         self.update = update
+        self.storage_account_name = storage_account_name
+        self.storage_account_key = storage_account_key
 
     def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
         """A cluster's secrets (setup task secrets, mount keys, the admin password) are masked as soon as they are rendered."""
         super().render_template_fields(context, jinja_env)
-        for value in secret_values(self.spec, CLUSTER_SECRET_FIELDS):
-            mask_secret(value)
+        mask_spec_secrets(self.spec, CLUSTER_SECRET_FIELDS, self.storage_account_key)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        spec = self.spec if isinstance(self.spec, ClusterSpec) else self.call(load_cluster_spec, _spec_source(self.spec or {}))
+        """Storage placeholders (``<AZURE_BATCHAI_STORAGE_ACCOUNT>``, ``<AZURE_BATCHAI_STORAGE_KEY>``) are
+        filled from the operator's arguments, else the connection's storage account, as submit does."""
+        if isinstance(self.spec, ClusterSpec):
+            spec = self.spec
+        else:
+            account = self.storage_account_name or self.service.settings.default_storage_account
+            spec = self.call(
+                load_cluster_spec, _spec_source(self.spec or {}), storage_account_name=account, storage_account_key=self.storage_account_key
+            )
         view = self.call(self.service.create_cluster, self.cluster_name, spec, self.workspace, update_existing=self.update)
         self.log.info("cluster %s: %s, %d node(s)", self.cluster_name, view["allocationState"], view["currentNodeCount"])
         return view
+
+
+def mask_spec_secrets(spec: Any, fields: Any, *extra: str | None) -> None:
+    """Mask a rendered spec's secret values (secretfields.py says where they are) before Airflow stores
+    the rendered fields or logs a line of them."""
+    for value in [*secret_values(spec, fields), *filter(None, extra)]:
+        mask_secret(value)
 
 
 class BatchAIScaleClusterOperator(BatchAIBaseOperator):
@@ -240,14 +285,20 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
     def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
         """Mask secret values as soon as they are rendered, before Airflow stores the rendered fields."""
         super().render_template_fields(context, jinja_env)
-        for value in [*secret_values(self.spec, JOB_SECRET_FIELDS), *filter(None, [self.storage_account_key])]:
-            mask_secret(value)
+        mask_spec_secrets(self.spec, JOB_SECRET_FIELDS, self.storage_account_key)
 
-    def resolved_job_name(self, context: Context) -> str:
+    def resolved_job_name(self, context: Context, generation: int = 0) -> str:
+        """The job's name for this task run; ``generation`` counts the times the task was cleared since
+        its first job, so a cleared task's new job does not take the name of the one it replaces."""
         if self.job_name:
-            return self.job_name
-        map_index = getattr(context["ti"], "map_index", -1)
-        return job_name_for(context["dag"].dag_id, self.task_id, context["run_id"], map_index)
+            base = self.job_name
+        else:
+            map_index = getattr(context["ti"], "map_index", -1)
+            base = job_name_for(context["dag"].dag_id, self.task_id, context["run_id"], map_index)
+        if not generation:
+            return base
+        suffix = f"-g{generation}"
+        return base + suffix if len(base) + len(suffix) <= MAX_NAME else base[: MAX_NAME - len(suffix) - 9] + "-" + _digest(base) + suffix
 
     def load_spec(self) -> JobSpec:
         if isinstance(self.spec, JobSpec):
@@ -262,11 +313,26 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
-        name = self.resolved_job_name(context)
+        store = context.get("task_state_store")
+        saved, generation = self.saved_job(context, store)
+        name = saved["name"] if saved else self.resolved_job_name(context, generation)
         spec = self.load_spec()
-        view = self.submit_or_attach(name, spec, context["ti"].try_number)
+        view = self.submit_or_attach(name, spec, context["ti"].try_number, saved)
         self.submitted = name
-        self.push_output_link(context, name)
+        if store is not None and (saved is None or saved.get("segment") != view["jobOutputDirectoryPathSegment"]):
+            store.set(
+                JOB_STATE_KEY,
+                {
+                    "name": name,
+                    "experiment": self.experiment,
+                    "workspace": self.workspace,
+                    "segment": view["jobOutputDirectoryPathSegment"],
+                    "maxTries": context["ti"].max_tries,
+                    "generation": generation,
+                },
+                retention=NEVER_EXPIRE,  # kept as long as Airflow keeps the run: a retry days later still finds its job
+            )
+        context["ti"].xcom_push(key=JOB_XCOM_KEY, value={"name": name, "experiment": self.experiment, "workspace": self.workspace})
         if not self.wait_for_completion:
             return view
         if self.deferrable and not ExecutionState(view["executionState"]).finished:
@@ -280,12 +346,41 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
                     batchai_conn_id=self.batchai_conn_id,
                     poll_interval=self.poll_interval,
                     end_time=None if self.timeout is None else time.time() + self.timeout,
+                    terminate_on_kill=True,
+                    follow_logs=True,
                 ),
                 method_name="execute_complete",
             )
         return self.follow(name)
 
-    def submit_or_attach(self, name: str, spec: JobSpec, try_number: int) -> dict[str, Any]:
+    def saved_job(self, context: Context, store: Any) -> tuple[dict[str, Any] | None, int]:
+        """(the job this task run submitted, to re-attach to; the generation of a new job's name).
+
+        Airflow keeps the task state store across retries and clears alike; a clear is told apart by
+        ``max_tries``, which a retry leaves as it was and a clear raises. A saved job that no longer
+        exists, or that was replaced by another of its name, is not re-attached to either.
+        """
+        saved = store.get(JOB_STATE_KEY) if store is not None else None
+        if not isinstance(saved, dict) or not saved.get("name"):
+            return None, 0
+        generation = int(saved.get("generation") or 0)
+        if saved.get("maxTries") != context["ti"].max_tries:
+            self.log.info("the task was cleared since it submitted job %s: submitting a new job", saved["name"])
+            return None, generation + 1
+        try:
+            view = self.service.show_job(saved["name"], saved.get("experiment", self.experiment), saved.get("workspace", self.workspace))
+        except BatchAIError as error:
+            if error.code != "JobNotFound":
+                raise AirflowException(f"{error.code}: {error.message}") from error
+            self.log.warning("job %s, submitted by an earlier try, no longer exists: submitting a new job", saved["name"])
+            return None, generation + 1
+        if view["jobOutputDirectoryPathSegment"] != saved.get("segment"):
+            self.log.warning("job %s was deleted and created again by someone else since an earlier try submitted it", saved["name"])
+            return None, generation + 1
+        self.experiment, self.workspace = saved.get("experiment", self.experiment), saved.get("workspace", self.workspace)
+        return saved, generation
+
+    def submit_or_attach(self, name: str, spec: JobSpec, try_number: int, saved: dict[str, Any] | None = None) -> dict[str, Any]:
         try:
             before = self.service.show_job(name, self.experiment, self.workspace)
         except BatchAIError as error:
@@ -298,29 +393,21 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
             before = None
         view = self.call(self.service.create_job, self.cluster_name, name, spec, self.experiment, self.workspace)
         if before is not None:
-            self.log.info("re-attached to job %s (%s), submitted by an earlier try", name, view["executionState"])
+            how = "its identity in the task state store" if saved else "its name"
+            self.log.info("re-attached to job %s (%s), submitted by an earlier try (found by %s)", name, view["executionState"], how)
         else:
             self.log.info("submitted job %s to cluster %s: %s", name, self.cluster_name, view["executionState"])
         return view
 
-    def push_output_link(self, context: Context, name: str) -> None:
-        files = self.service.list_output_files
-        try:
-            stdouterr = files(name, self.experiment, self.workspace)
-            url = stdouterr[0]["downloadUrl"].rsplit("/", 1)[0] if stdouterr else ""
-        except BatchAIError:
-            url = ""
-        context["ti"].xcom_push(key=BatchAIJobOutputLink().xcom_key, value=url)
-
-    def follow(self, name: str) -> dict[str, Any]:
-        """Poll until the job ends, copying new stdout/stderr lines into the task log."""
-        follower = JobLogFollower(self.service, name, self.experiment, self.workspace)
+    def follow(self, name: str, offsets: dict[str, int] | None = None) -> dict[str, Any]:
+        """Poll until the job ends, copying new stdout/stderr lines into the task log (from ``offsets``:
+        what a trigger already copied is not copied again)."""
+        follower = JobLogFollower(self.service, name, self.experiment, self.workspace, offsets)
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         while True:
             view = self.poll(self.service.refresh_job, name, self.experiment, self.workspace, deadline=deadline)
             finished = ExecutionState(view["executionState"]).finished
-            for file_name, line in self.poll(follower.poll, final=finished, deadline=deadline):
-                self.log.info("[%s] %s", file_name, line)
+            log_job_lines(self.poll(follower.poll, final=finished, deadline=deadline), job_output_log)
             if finished:
                 return self.result(view)
             if deadline is not None and time.monotonic() > deadline:
@@ -334,19 +421,30 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
         raise AirflowException(failure_message(self.service, view, self.experiment, self.workspace))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Resume after the trigger: everything is re-read from the Service, nothing taken from kwargs."""
-        name = self.resolved_job_name(context)
-        if event and event.get("status") == "timeout":
+        """Resume after the trigger: the state is re-read from the Service; the event only says which job
+        it was and how far the trigger copied its output into the log."""
+        event = event or {}
+        saved, _ = self.saved_job(context, context.get("task_state_store"))
+        name = event.get("job_name") or (saved or {}).get("name") or self.resolved_job_name(context)
+        if event.get("status") == "timeout":
             raise AirflowException(f"job {name} did not finish before its timeout")
-        if event and event.get("status") == "error":
+        if event.get("status") == "error":
             raise AirflowException(f"waiting for job {name} failed: {event.get('code')}: {event.get('message')}")
         self.submitted = name
-        return self.follow(name)
+        offsets = event.get("log_offsets")
+        return self.follow(name, offsets if isinstance(offsets, dict) else None)
 
     def on_kill(self) -> None:
         if self.submitted:
             self.log.info("task killed: terminating job %s", self.submitted)
             self.service.terminate_job(self.submitted, self.experiment, self.workspace)
+
+
+job_output_log = logging.getLogger(JOB_OUTPUT_LOGGER)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def failure_message(service: Service, view: dict[str, Any], experiment: str, workspace: str) -> str:

@@ -6,6 +6,7 @@ being written is never split across two log records.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from .errors import BatchAIError
@@ -15,6 +16,14 @@ if TYPE_CHECKING:
     from .service import Service
 
 STDERR_TAIL_BYTES = 64 * 1024
+JOB_OUTPUT_LOGGER = "airflow_batchai.job_output"  # its own source: log filters can show the job's output alone, or hide it
+job_output = logging.getLogger(JOB_OUTPUT_LOGGER)
+
+
+def log_job_lines(lines: list[tuple[str, str]], logger: logging.Logger = job_output) -> None:
+    """The job's lines as their own log records: stdout at INFO, stderr at WARNING."""
+    for file_name, line in lines:
+        logger.log(logging.WARNING if file_name.startswith("stderr") else logging.INFO, "[%s] %s", file_name, line)
 
 
 def _is_stream(name: str) -> bool:
@@ -25,11 +34,16 @@ class JobLogFollower:
     """Locates the job's stdouterr folder once; each poll is then one listing plus one range read
     per file that grew (on Azure Storage: no record reads, no URL signing)."""
 
-    def __init__(self, service: Service, job: str, experiment: str, workspace: str) -> None:
+    def __init__(self, service: Service, job: str, experiment: str, workspace: str, offsets: dict[str, int] | None = None) -> None:
         self.service, self.job, self.experiment, self.workspace = service, job, experiment, workspace
-        self.offsets: dict[str, int] = {}
+        self.offsets: dict[str, int] = {name: int(offset) for name, offset in (offsets or {}).items()}
         self.partial: dict[str, bytes] = {}
         self.files: OutputFiles | None = None
+
+    def position(self) -> dict[str, int]:
+        """Where each file's handed-out lines end: a follower started from here repeats nothing and
+        misses nothing (an unterminated line is read again, whole)."""
+        return {name: offset - len(self.partial.get(name, b"")) for name, offset in self.offsets.items()}
 
     def poll(self, final: bool = False) -> list[tuple[str, str]]:
         """New complete lines as (file name, line); with ``final``, the unterminated rest too."""

@@ -87,4 +87,5 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "extra-links": ["airflow_batchai.operators.batchai.BatchAIJobOutputLink"],
+        "plugins": [{"name": "batchai", "plugin-class": "airflow_batchai.ui.plugin.BatchAIPlugin"}],
     }

@@ -1,32 +1,47 @@
-"""Sensors: a job's executionState, a cluster's allocation. Both can defer to a trigger."""
+"""Sensors: a job's executionState, a cluster's allocation.
+
+Both can defer to a trigger (``deferrable=True``), and can start in the triggerer without ever
+taking a worker slot (``start_from_trigger=True``, with ``deferrable``): the worker then only
+runs ``execute_complete`` once the wait is over. The job sensor copies the job's stdout/stderr
+into the task log as it waits (``follow_logs``, on by default), in every mode, each line once.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowException
+from airflow.triggers.base import StartTriggerArgs
 
 from airflow_batchai.errors import TRANSIENT_CODES, BatchAIError
 from airflow_batchai.hooks.batchai import BatchAIHook
-from airflow_batchai.operators.batchai import failure_message
+from airflow_batchai.logtail import JobLogFollower, log_job_lines
+from airflow_batchai.operators.batchai import failure_message, job_output_log
 from airflow_batchai.records import ExecutionState
 from airflow_batchai.service import DEFAULT_EXPERIMENT, DEFAULT_WORKSPACE
 from airflow_batchai.triggers.batchai import BatchAIClusterTrigger, BatchAIJobTrigger, cluster_ready
 
 POKE_INTERVAL_S = 1.0
+LOG_OFFSETS_KEY = "batchai_log_offsets"  # task state store: how far a rescheduled sensor copied the job's output
 
 
 class _BatchAISensor(BaseSensorOperator):
+    start_trigger_args = StartTriggerArgs(trigger_cls="", next_method="execute_complete", trigger_kwargs={})
+    start_from_trigger = False
+
     def __init__(
         self,
         *,
         batchai_conn_id: str = BatchAIHook.default_conn_name,
         workspace: str = DEFAULT_WORKSPACE,
         deferrable: bool = False,
+        start_from_trigger: bool = False,
         **kwargs: Any,
     ) -> None:
         if kwargs.get("mode", "poke") == "poke":  # a poke is one record read: look every second unless told otherwise
@@ -35,6 +50,20 @@ class _BatchAISensor(BaseSensorOperator):
         self.batchai_conn_id = batchai_conn_id
         self.workspace = workspace
         self.deferrable = deferrable
+        if start_from_trigger and not deferrable:
+            raise ValueError(f"{self.task_id}: start_from_trigger needs deferrable=True")
+        self.start_from_trigger = start_from_trigger
+
+    def start_in_triggerer(self, trigger_cls: type, **trigger_kwargs: Any) -> None:
+        """Deferred from the start: the scheduler hands the trigger straight to the triggerer, which renders
+        the templated kwargs (the trigger's attributes share the sensor's template field names)."""
+        if self.start_from_trigger:  # replaced, not mutated: it is a class attribute
+            self.start_trigger_args = dataclasses.replace(
+                self.start_trigger_args,
+                trigger_cls=f"{trigger_cls.__module__}.{trigger_cls.__qualname__}",
+                trigger_kwargs=trigger_kwargs,
+                timeout=timedelta(seconds=float(self.timeout)),
+            )
 
     @cached_property
     def hook(self) -> BatchAIHook:
@@ -70,12 +99,50 @@ class BatchAIJobSensor(_BatchAISensor):
     template_fields: Sequence[str] = ("job_name", "experiment", "workspace")
 
     def __init__(
-        self, *, job_name: str, experiment: str = DEFAULT_EXPERIMENT, target_states: Sequence[str] = ("succeeded",), **kwargs: Any
+        self,
+        *,
+        job_name: str,
+        experiment: str = DEFAULT_EXPERIMENT,
+        target_states: Sequence[str] = ("succeeded",),
+        follow_logs: bool = True,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.job_name = job_name
         self.experiment = experiment
         self.target_states = list(target_states)
+        self.follow_logs = follow_logs
+        self.follower: JobLogFollower | None = None
+        self.last_state: str | None = None
+        self.start_in_triggerer(
+            BatchAIJobTrigger,
+            job_name=job_name,
+            experiment=experiment,
+            workspace=self.workspace,
+            batchai_conn_id=self.batchai_conn_id,
+            poll_interval=self.poke_interval,
+            target_states=self.target_states,
+            follow_logs=follow_logs,
+        )
+
+    def copy_output(self, context: Context, final: bool, offsets: dict[str, int] | None = None) -> None:
+        """New job output into the task log. The follower lives as long as the poking process; a sensor in
+        reschedule mode keeps its offsets in the task state store between pokes."""
+        if not self.follow_logs:
+            return
+        store = context.get("task_state_store")
+        if self.follower is None:
+            if offsets is None and store is not None:
+                saved = store.get(LOG_OFFSETS_KEY)
+                offsets = {str(k): int(v) for k, v in saved.items() if isinstance(v, int)} if isinstance(saved, dict) else None
+            self.follower = JobLogFollower(self.hook.service, self.job_name, self.experiment, self.workspace, offsets)
+        before = self.follower.position()
+        try:
+            log_job_lines(self.follower.poll(final=final), job_output_log)
+        except BatchAIError as error:
+            self.log.warning("job %s: output not readable now: %s", self.job_name, error.message)
+        if store is not None and self.mode == "reschedule" and self.follower.position() != before:
+            store.set(LOG_OFFSETS_KEY, dict[str, Any](self.follower.position()))
 
     def poke(self, context: Context) -> PokeReturnValue:
         try:
@@ -86,7 +153,10 @@ class BatchAIJobSensor(_BatchAISensor):
                 return PokeReturnValue(is_done=False)
             raise AirflowException(f"{error.code}: {error.message}") from error
         state = view["executionState"]
-        self.log.info("job %s is %s", self.job_name, state)
+        if state != self.last_state:  # a line per change, not per poke: the job's own output is what the log is for
+            self.log.info("job %s is %s", self.job_name, state)
+            self.last_state = state
+        self.copy_output(context, final=ExecutionState(state).finished)
         if state in self.target_states:
             return PokeReturnValue(is_done=True, xcom_value=view)
         if state == ExecutionState.FAILED:
@@ -95,9 +165,24 @@ class BatchAIJobSensor(_BatchAISensor):
             raise AirflowException(f"job {self.job_name} succeeded, which is not one of {self.target_states}")
         return PokeReturnValue(is_done=False)
 
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+        """The trigger copied the output up to its offsets; the rest is copied from there."""
+        offsets = (event or {}).get("log_offsets")
+        if isinstance(offsets, dict) and self.follower is None:
+            self.follower = JobLogFollower(self.hook.service, self.job_name, self.experiment, self.workspace, offsets)
+        return super().execute_complete(context, event)
+
     def trigger(self) -> BatchAIJobTrigger:
         return BatchAIJobTrigger(
-            self.job_name, self.experiment, self.workspace, self.batchai_conn_id, self.poke_interval, self.end_time(), self.target_states
+            self.job_name,
+            self.experiment,
+            self.workspace,
+            self.batchai_conn_id,
+            self.poke_interval,
+            self.end_time(),
+            self.target_states,
+            follow_logs=self.follow_logs,
+            log_offsets=self.follower.position() if self.follower else None,
         )
 
 
@@ -110,6 +195,14 @@ class BatchAIClusterSensor(_BatchAISensor):
         super().__init__(**kwargs)
         self.cluster_name = cluster_name
         self.min_idle_nodes = min_idle_nodes
+        self.start_in_triggerer(
+            BatchAIClusterTrigger,
+            cluster_name=cluster_name,
+            workspace=self.workspace,
+            min_idle_nodes=min_idle_nodes,
+            batchai_conn_id=self.batchai_conn_id,
+            poll_interval=self.poke_interval,
+        )
 
     def poke(self, context: Context) -> PokeReturnValue:
         try:

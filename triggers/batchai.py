@@ -7,7 +7,14 @@ a triggerer process share one Service (its connections and caches) and, for jobs
 interval, not 1,000. A store that does not answer is retried with backoff until the deadline;
 then the trigger ends with an ``error`` event that the operator turns into a clear failure.
 Nothing here writes a record or touches a node (the poller may start a background pass, which
-runs under the cluster's lease and is harmless twice).
+runs under the cluster's lease and is harmless twice), with one exception asked for by the user:
+a job trigger made with ``terminate_on_kill`` terminates its job from ``on_kill()``, which
+Airflow calls when a user marks the deferred task failed or success, or clears it (never on a
+triggerer restart or a timeout).
+
+A job trigger with ``follow_logs`` copies the job's new stdout/stderr lines into the task log
+while it waits (read-only, from offsets; every ``LOG_POLL_S`` while the job runs) and hands the
+offsets it reached to the resumed task in its event, so no line is copied twice.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
 
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.hooks.batchai import BatchAIHook
+from airflow_batchai.logtail import JobLogFollower, log_job_lines
 from airflow_batchai.records import ExecutionState
 from airflow_batchai.scheduling.waiting import JobUpdate
 from airflow_batchai.service import Service
@@ -35,6 +43,7 @@ from airflow_batchai.storage.watch import Cursor, StoredObject, advance, baselin
 FINAL = tuple(state.value for state in ExecutionState if state.finished)
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 15.0
+LOG_POLL_S = 2.0  # a listing per following trigger this often while its job runs
 
 
 def _path(trigger: BaseTrigger) -> str:
@@ -73,6 +82,9 @@ class BatchAIJobTrigger(BaseTrigger):
         poll_interval: float = WAIT_POLL_S,
         end_time: float | None = None,
         target_states: list[str] | None = None,
+        terminate_on_kill: bool = False,
+        follow_logs: bool = False,
+        log_offsets: dict[str, int] | None = None,
     ) -> None:
         super().__init__()
         self.job_name = job_name
@@ -82,6 +94,9 @@ class BatchAIJobTrigger(BaseTrigger):
         self.poll_interval = poll_interval
         self.end_time = end_time
         self.target_states = list(target_states or FINAL)
+        self.terminate_on_kill = terminate_on_kill
+        self.follow_logs = follow_logs
+        self.log_offsets = dict(log_offsets or {})
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -94,6 +109,9 @@ class BatchAIJobTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "end_time": self.end_time,
                 "target_states": self.target_states,
+                "terminate_on_kill": self.terminate_on_kill,
+                "follow_logs": self.follow_logs,
+                "log_offsets": self.log_offsets,
             },
         )
 
@@ -109,6 +127,7 @@ class BatchAIJobTrigger(BaseTrigger):
             loop.call_soon_threadsafe(updates.put_nowait, update)
 
         subscription = service.waiters.subscribe(self.workspace, self.experiment, self.job_name, notify, self.poll_interval)
+        follower = JobLogFollower(service, self.job_name, self.experiment, self.workspace, self.log_offsets) if self.follow_logs else None
         state, error = None, None
         try:
             while True:
@@ -117,11 +136,16 @@ class BatchAIJobTrigger(BaseTrigger):
                     if error is not None:
                         yield _error_event(error, job_name=self.job_name)
                     else:
-                        yield TriggerEvent({"status": "timeout", "job_name": self.job_name, "state": state})
+                        yield TriggerEvent({"status": "timeout", "job_name": self.job_name, "state": state, **_offsets(follower)})
                     return
+                wait = remaining
+                if follower is not None and state in ("running", "terminating"):
+                    wait = LOG_POLL_S if remaining is None else min(remaining, LOG_POLL_S)
                 try:
-                    update = await asyncio.wait_for(updates.get(), remaining)
+                    update = await asyncio.wait_for(updates.get(), wait)
                 except asyncio.TimeoutError:
+                    if follower is not None and state in ("running", "terminating"):
+                        await self._copy_lines(follower)
                     continue
                 if update.error is not None:
                     if error is None:
@@ -135,10 +159,38 @@ class BatchAIJobTrigger(BaseTrigger):
                     return
                 state = update.record.execution_state.value
                 if state in self.target_states or state in FINAL:
-                    yield TriggerEvent({"status": state, "job_name": self.job_name})
+                    if follower is not None:
+                        await self._copy_lines(follower)  # complete lines only: the resumed task reads the rest
+                    yield TriggerEvent({"status": state, "job_name": self.job_name, **_offsets(follower)})
                     return
         finally:
             service.waiters.unsubscribe(subscription)
+
+    async def _copy_lines(self, follower: JobLogFollower) -> None:
+        try:
+            lines = await asyncio.to_thread(follower.poll)
+        except BatchAIError as error:  # storage down: the lines are read next time
+            self.log.debug("job %s: output not readable now: %s", self.job_name, error.message)
+            return
+        log_job_lines(lines)
+
+    async def on_kill(self) -> None:
+        """The user marked the deferred task failed or success, or cleared it: its job is terminated."""
+        if not self.terminate_on_kill:
+            return
+        self.log.info("task killed while deferred: terminating job %s", self.job_name)
+        service = await _shared_service(self.batchai_conn_id, time.time() + 20)
+        if isinstance(service, BatchAIError):
+            self.log.warning("cannot terminate job %s: %s", self.job_name, service.message)
+            return
+        try:
+            await asyncio.to_thread(service.terminate_job, self.job_name, self.experiment, self.workspace)
+        except BatchAIError as error:
+            self.log.warning("cannot terminate job %s: %s: %s", self.job_name, error.code, error.message)
+
+
+def _offsets(follower: JobLogFollower | None) -> dict[str, Any]:
+    return {"log_offsets": follower.position()} if follower is not None else {}
 
 
 class BatchAIClusterTrigger(BaseTrigger):

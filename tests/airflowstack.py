@@ -1,0 +1,132 @@
+"""A whole Airflow 3 deployment for tests: api-server, scheduler (LocalExecutor), dag-processor and
+triggerer, on SQLite in a folder of the test's own, on a free loopback port; stopped by PID.
+
+What ``dags test`` cannot show needs it: a worker that is SIGKILLed and retried by the
+scheduler, a deferred task run by a real triggerer (and killed there by a user), the UI plugin
+served by the real api-server. All admins (SimpleAuthManager), so a browser needs no login.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+
+
+@dataclass
+class AirflowStack:
+    folder: Path
+    port: int
+    env: dict[str, str]
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def api(self, method: str, path: str, body: Any = None, timeout_s: float = 30) -> Any:
+        """The public REST API (v2); the all-admins auth manager takes any caller."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            raw = response.read()
+        return json.loads(raw) if raw else None
+
+    def get_text(self, path: str, timeout_s: float = 30) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=timeout_s) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    def log_of(self, name: str) -> str:
+        return (self.folder / f"{name}.log").read_text(errors="replace")
+
+    def stop(self, name: str) -> None:
+        process = self.processes.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+
+    def start_component(self, name: str) -> None:
+        command = [AIRFLOW, name, *(["--host", "127.0.0.1", "--port", str(self.port)] if name == "api-server" else [])]
+        with open(self.folder / f"{name}.log", "ab") as log:
+            self.processes[name] = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def environment(folder: Path, port: int, dags: Path, batchai_home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    url = f"http://127.0.0.1:{port}"
+    return {
+        **os.environ,
+        "AIRFLOW_HOME": str(folder / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
+        "AIRFLOW__API__BASE_URL": url,
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__API__SECRET_KEY": "batchai-tests-only-api-secret",
+        "AIRFLOW__API_AUTH__JWT_SECRET": "batchai-tests-only-jwt-secret-0123456789abcdef",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "15",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "3",
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "3",
+        "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        "BATCHAI_HOME": str(batchai_home),
+        **(extra or {}),
+    }
+
+
+def start(folder: Path, port: int, dags: Path, batchai_home: Path, timeout_s: float = 240) -> AirflowStack:
+    folder.mkdir(parents=True, exist_ok=True)
+    env = environment(folder, port, dags, batchai_home)
+    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    stack = AirflowStack(folder, port, env)
+    try:
+        for name in COMPONENTS:
+            stack.start_component(name)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for name, process in stack.processes.items():
+                if process.poll() is not None:
+                    raise RuntimeError(f"airflow {name} exited ({process.returncode}):\n{stack.log_of(name)[-3000:]}")
+            try:
+                health = stack.api("GET", "/api/v2/monitor/health", timeout_s=5)
+                if all((health.get(part) or {}).get("status") == "healthy" for part in ("metadatabase", "scheduler", "triggerer")):
+                    return stack
+            except (OSError, ValueError):
+                pass
+            time.sleep(1)
+        raise RuntimeError("the Airflow stack did not become healthy in time:\n" + stack.log_of("api-server")[-3000:])
+    except BaseException:
+        teardown(stack)
+        raise
+
+
+def teardown(stack: AirflowStack) -> None:
+    for name in reversed(COMPONENTS):
+        stack.stop(name)

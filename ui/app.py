@@ -1,0 +1,78 @@
+"""The Batch AI view's web app, mounted in Airflow's api-server under ``/batchai`` (ui/plugin.py).
+
+Read-only, and behind Airflow's own authentication: every route needs a user allowed to read
+DAGs (the session cookie of the Airflow UI, or a bearer token). It reads the control store of
+the ``[batchai] ui_connection`` connection (``batchai_default`` unless set), never a node, and
+signs no URL: a job's stdout/stderr are served through here, so no SAS token reaches a browser.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from airflow.api_fastapi.core_api.security import requires_access_dag
+from airflow.configuration import conf
+from fastapi import Depends, FastAPI, HTTPException, Query
+from fastapi.responses import HTMLResponse, PlainTextResponse
+
+from airflow_batchai.errors import BatchAIError
+from airflow_batchai.hooks.batchai import BatchAIHook
+from airflow_batchai.overview import STREAM_PREFIXES, job_details, overview
+from airflow_batchai.service import Service
+from airflow_batchai.ui import pages
+
+MAX_FILE_BYTES = 4 * 1024 * 1024  # a file page shows at most its last 4 MiB; ?offset= reads from elsewhere
+NOT_FOUND = ("ClusterNotFound", "JobNotFound", "ExperimentNotFound")
+
+app = FastAPI(
+    title="Batch AI", description="Clusters, nodes and jobs of the Batch AI provider", dependencies=[Depends(requires_access_dag("GET"))]
+)
+
+
+def service() -> Service:
+    return BatchAIHook.shared_service(conf.get("batchai", "ui_connection", fallback=BatchAIHook.default_conn_name))
+
+
+def _read(function: Any, *args: Any) -> Any:
+    try:
+        return function(*args)
+    except BatchAIError as error:
+        raise HTTPException(404 if error.code in NOT_FOUND else 502, f"{error.code}: {error.message}") from error
+
+
+@app.get("/api/overview")
+def overview_json() -> dict[str, Any]:
+    return _read(overview, service())
+
+
+@app.get("/api/jobs/{workspace}/{experiment}/{name}")
+def job_json(workspace: str, experiment: str, name: str) -> dict[str, Any]:
+    return _read(job_details, service(), workspace, experiment, name)
+
+
+@app.get("/", response_class=HTMLResponse)
+def overview_html() -> str:
+    return pages.overview_page(_read(overview, service()))
+
+
+@app.get("/jobs/{workspace}/{experiment}/{name}", response_class=HTMLResponse)
+def job_html(workspace: str, experiment: str, name: str) -> str:
+    return pages.job_page(_read(job_details, service(), workspace, experiment, name), workspace, experiment)
+
+
+@app.get("/jobs/{workspace}/{experiment}/{name}/files/{file_name}", response_class=PlainTextResponse)
+def job_file(workspace: str, experiment: str, name: str, file_name: str, offset: Annotated[int | None, Query(ge=0)] = None) -> str:
+    """A stdout/stderr file as text: its last 4 MiB, or from ``offset``."""
+    if "/" in file_name or not file_name.startswith(STREAM_PREFIXES):
+        raise HTTPException(404, f"{file_name!r} is not a stdout/stderr file of the job")
+    svc = service()
+    files = _read(svc.output_files, name, experiment, workspace)
+    if offset is None:
+        sizes = {info["name"]: info["contentLength"] for info in _read(files.list, "stdouterr", ".", 5, False)}
+        if file_name not in sizes:
+            raise HTTPException(404, f"job {name} has no file {file_name!r} yet")
+        offset = max(0, int(sizes[file_name] or 0) - MAX_FILE_BYTES)
+    data = _read(files.read, "stdouterr", file_name, offset, MAX_FILE_BYTES)
+    if data is None:
+        raise HTTPException(404, f"job {name} has no file {file_name!r} yet")
+    return data.decode(errors="replace")
