@@ -7,8 +7,17 @@ from typing import Any
 VERSION = "0.1.0"
 
 
-def _field(label: str, description: str, kind: str = "string", **schema: Any) -> dict[str, Any]:
-    return {"label": label, "description": description, "schema": {"type": [kind, "null"], **schema}}
+SECTIONS = ("Nodes", "SSH", "Storage", "Advanced")
+
+
+def _field(label: str, description: str, kind: str = "string", section: str = "Advanced", **schema: Any) -> dict[str, Any]:
+    """A form field. No ``default`` in its schema: the form would save every default into the
+    connection's extras; the default is said in the description (and the placeholder) instead,
+    and applies whenever the field is left empty."""
+    default = schema.pop("default", None)
+    if default is not None:
+        description = f"{description} (default {str(default).lower() if isinstance(default, bool) else default})"
+    return {"label": label, "description": description, "schema": {"type": [kind, "null"], "section": section, **schema}}
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -28,37 +37,55 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-name": "Azure Batch AI (self-hosted)",
                 "connection-type": "batchai",
                 "conn-fields": {
-                    "hosts": _field("Node pool hosts", "host[:port] per line or comma-separated; empty = local nodes"),
-                    "local_nodes": _field("Local nodes", "size of the embedded local node pool", "integer", default=2),
-                    "home": _field("Home folder", "embedded default's folder (records, storage, nodes)"),
-                    "ssh_user": _field("SSH user", "user on the nodes"),
-                    "ssh_private_key": _field("SSH private key", "PEM text of the key", format="password"),
-                    "ssh_key_file": _field("SSH key file", "path of the key on the Airflow workers, instead of its text"),
-                    "ssh_key_passphrase": _field("SSH key passphrase", "passphrase of the key", format="password"),
-                    "known_hosts": _field("known_hosts file", "host keys to verify nodes against (default ~/.ssh/known_hosts)"),
-                    "host_key_fingerprints": _field("Host key fingerprints", '{"host": "SHA256:..."} instead of known_hosts', "object"),
-                    "insecure_accept_unknown_host_keys": _field(
-                        "Accept unknown host keys", "insecure: trust any node's key (warns on every connection)", "boolean", default=False
+                    "hosts": _field(
+                        "Node pool hosts",
+                        "host[:port], one per line (or comma-separated); empty = local nodes",
+                        format="multiline",
+                        section="Nodes",
                     ),
-                    "node_root": _field("Node root", "where our files live on the nodes", default="/var/lib/batchai"),
-                    "node_python": _field("Node Python", "python3 (>= 3.8) on the nodes", default="python3"),
+                    "local_nodes": _field("Local nodes", "size of the embedded local node pool", "integer", default=2, section="Nodes"),
+                    "home": _field("Home folder", "embedded default's folder (records, storage, nodes)", section="Nodes"),
+                    "ssh_user": _field("SSH user", "user on the nodes", section="SSH"),
+                    "ssh_private_key": _field("SSH private key", "PEM text of the key", format="password", section="SSH"),
+                    "ssh_key_file": _field("SSH key file", "path of the key on the Airflow workers, instead of its text", section="SSH"),
+                    "ssh_key_passphrase": _field("SSH key passphrase", "passphrase of the key", format="password", section="SSH"),
+                    "known_hosts": _field(
+                        "known_hosts file", "host keys to verify nodes against (default ~/.ssh/known_hosts)", section="SSH"
+                    ),
+                    "host_key_fingerprints": _field(
+                        "Host key fingerprints", '{"host": "SHA256:..."} instead of known_hosts', "object", section="SSH"
+                    ),
+                    "insecure_accept_unknown_host_keys": _field(
+                        "Accept unknown host keys",
+                        "insecure: trust any node's key (warns on every connection)",
+                        "boolean",
+                        default=False,
+                        section="SSH",
+                    ),
+                    "node_root": _field("Node root", "where our files live on the nodes", default="/var/lib/batchai", section="Nodes"),
+                    "node_python": _field("Node Python", "python3 (>= 3.8) on the nodes", default="python3", section="Nodes"),
                     "cluster_ssh_keys": _field(
-                        "Cluster SSH keys", "a key pair per cluster so mpirun reaches every node", "boolean", default=True
+                        "Cluster SSH keys", "a key pair per cluster so mpirun reaches every node", "boolean", default=True, section="SSH"
                     ),
                     "authorized_keys_file": _field(
-                        "authorized_keys file", "where nodes get the cluster's public key", default="~/.ssh/authorized_keys"
+                        "authorized_keys file", "where nodes get the cluster's public key", default="~/.ssh/authorized_keys", section="SSH"
                     ),
-                    "shared_folder_root": _field("Shared folder root", "a folder every node sees at the same path (NFS)"),
-                    "storage_account": _field("Storage account", "Azure Storage account name"),
+                    "shared_folder_root": _field("Shared folder root", "a folder every node sees at the same path (NFS)", section="Nodes"),
+                    "storage_account": _field("Storage account", "Azure Storage account name", section="Storage"),
                     "storage_account_key": _field(
-                        "Storage account key", "account key (nodes get SAS, never this, unless SMB mounts)", format="password"
+                        "Storage account key",
+                        "account key (nodes get SAS, never this, unless SMB mounts)",
+                        format="password",
+                        section="Storage",
                     ),
-                    "storage_sas_token": _field("Storage SAS token", "account SAS", format="password"),
-                    "storage_connection_string": _field("Storage connection string", "full connection string", format="password"),
-                    "storage_blob_endpoint": _field("Blob endpoint", "when not https://<account>.blob.core.windows.net"),
-                    "storage_file_endpoint": _field("File endpoint", "when not https://<account>.file.core.windows.net"),
+                    "storage_sas_token": _field("Storage SAS token", "account SAS", format="password", section="Storage"),
+                    "storage_connection_string": _field(
+                        "Storage connection string", "full connection string", format="password", section="Storage"
+                    ),
+                    "storage_blob_endpoint": _field("Blob endpoint", "when not https://<account>.blob.core.windows.net", section="Storage"),
+                    "storage_file_endpoint": _field("File endpoint", "when not https://<account>.file.core.windows.net", section="Storage"),
                     "control_container": _field(
-                        "Control container", "blob container holding cluster and job records", default="batchai-control"
+                        "Control container", "blob container holding cluster and job records", default="batchai-control", section="Storage"
                     ),
                     "vault_key": _field("Vault key", "seals queued jobs' secrets; required with Entra ID", format="password"),
                     "volume_mode": _field(
@@ -66,15 +93,21 @@ def get_provider_info() -> dict[str, Any]:
                         "auto: mount what a job only reads where nodes can; stage: download",
                         enum=["auto", "stage"],
                         default="auto",
+                        section="Storage",
                     ),
                     "azure_files_mount": _field(
                         "Azure Files",
                         "stage: over SAS; cifs: SMB mounts where nodes can (puts the account key on them)",
                         enum=["stage", "cifs"],
                         default="stage",
+                        section="Storage",
                     ),
                     "files_on_blob": _field(
-                        "Shares on blob", "serve azureFileShares from blob containers (Azurite)", "boolean", default=False
+                        "Shares on blob",
+                        "serve azureFileShares from blob containers (Azurite)",
+                        "boolean",
+                        default=False,
+                        section="Storage",
                     ),
                     "subscription_id": _field("Subscription id", "label used in resource ids and output paths"),
                     "resource_group": _field("Resource group", "label used in resource ids and output paths"),
@@ -82,7 +115,15 @@ def get_provider_info() -> dict[str, Any]:
                 "ui-field-behaviour": {
                     "hidden-fields": ["host", "schema", "login", "password", "port", "extra"],
                     "relabeling": {},
-                    "placeholders": {"hosts": "gpu-node-1:22, gpu-node-2:22", "home": "/var/lib/batchai"},
+                    "placeholders": {
+                        "hosts": "gpu-node-1\ngpu-node-2:2222",
+                        "home": "~/.batchai",
+                        "ssh_private_key": "-----BEGIN OPENSSH PRIVATE KEY----- ... (newlines may become spaces)",
+                        "node_root": "/var/lib/batchai",
+                        "node_python": "python3",
+                        "control_container": "batchai-control",
+                        "authorized_keys_file": "~/.ssh/authorized_keys",
+                    },
                 },
             }
         ],

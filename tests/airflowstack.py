@@ -13,15 +13,19 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+# loopback only; no log servers (they listen on every address, and everything here reads the log files directly)
+COMMAND_OPTIONS = {"api-server": ["--host", "127.0.0.1"], "scheduler": ["--skip-serve-logs"], "triggerer": ["--skip-serve-logs"]}
 
 
 @dataclass
@@ -50,6 +54,65 @@ class AirflowStack:
         except urllib.error.HTTPError as error:
             return error.code, error.read().decode()
 
+    def add_dag(self, dag_id: str, source: str, timeout_s: float = 90) -> None:
+        """Write a DAG file, wait until the dag-processor has parsed it, and unpause it."""
+        (Path(self.env["AIRFLOW__CORE__DAGS_FOLDER"]) / f"{dag_id}.py").write_text(textwrap.dedent(source))
+        self.wait_for_dag(dag_id, timeout_s)
+
+    def wait_for_dag(self, dag_id: str, timeout_s: float = 90) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self.api("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+                return
+            except urllib.error.HTTPError as error:
+                if error.code != 404 or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.5)
+
+    def trigger(self, dag_id: str) -> str:
+        return self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None})["dag_run_id"]
+
+    def run_path(self, dag_id: str, run_id: str) -> str:
+        return f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}"
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout_s: float = 240) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            state = self.api("GET", self.run_path(dag_id, run_id))["state"]
+            if state in ("success", "failed"):
+                return state
+            time.sleep(1)
+        raise AssertionError(f"DAG run {dag_id} {run_id} still running after {timeout_s} s")
+
+    def task(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
+        return self.api("GET", f"{self.run_path(dag_id, run_id)}/taskInstances/{task_id}")
+
+    def wait_for_task(self, dag_id: str, run_id: str, task_id: str, states: tuple[str, ...], timeout_s: float = 120) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = self.task(dag_id, run_id, task_id)
+            if found["state"] in states:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{task_id} is {found['state']}, not one of {states}, after {timeout_s} s")
+            time.sleep(0.5)
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> list[dict[str, Any]]:
+        """The task log's records (each with event, logger, level), as the UI reads them."""
+        request = urllib.request.Request(
+            f"{self.url}{self.run_path(dag_id, run_id)}/taskInstances/{task_id}/logs/{try_number}?full_content=true",
+            headers={"Accept": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            content = json.loads(response.read())["content"]
+        return [entry for entry in content if isinstance(entry, dict)]
+
+    def trigger_started(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> bool:
+        """Whether a triggerer runs the task's trigger now (a trigger not yet picked up cannot be told of a kill)."""
+        folder = self.folder / "airflow" / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+        return any("starting" in path.read_text(errors="replace") for path in folder.glob(f"attempt={try_number}.log.trigger.*.log"))
+
     def log_of(self, name: str) -> str:
         return (self.folder / f"{name}.log").read_text(errors="replace")
 
@@ -65,7 +128,9 @@ class AirflowStack:
             process.wait(10)
 
     def start_component(self, name: str) -> None:
-        command = [AIRFLOW, name, *(["--host", "127.0.0.1", "--port", str(self.port)] if name == "api-server" else [])]
+        command = [AIRFLOW, name, *COMMAND_OPTIONS.get(name, [])]
+        if name == "api-server":
+            command += ["--port", str(self.port)]
         with open(self.folder / f"{name}.log", "ab") as log:
             self.processes[name] = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -97,6 +162,8 @@ def environment(folder: Path, port: int, dags: Path, batchai_home: Path, extra: 
         "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         "BATCHAI_HOME": str(batchai_home),
+        # the embedded default with room for the tests' clusters side by side
+        "AIRFLOW_CONN_BATCHAI_DEFAULT": json.dumps({"conn_type": "batchai", "extra": {"local_nodes": 4, "home": str(batchai_home)}}),
         **(extra or {}),
     }
 

@@ -247,3 +247,25 @@ def fake_files() -> Iterator[Any]:
         yield server
     finally:
         fakefiles.stop(server)
+
+
+@pytest.fixture(scope="session")
+def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A whole Airflow deployment (tests/airflowstack.py) on the embedded default, for the session.
+
+    Its DAGs folder holds the quickstart example; tests add DAGs of their own with ``stack_dag``.
+    """
+    from tests import airflowstack
+    from tests.azurite import _free_port
+
+    folder = tmp_path_factory.mktemp("airflow-stack")
+    dags = folder / "dags"
+    dags.mkdir()
+    shutil.copy(REPO / "dags" / "batchai_quickstart.py", dags)
+    shutil.copytree(REPO / "dags" / "assets" / "quickstart", dags / "assets" / "quickstart")
+    stack = airflowstack.start(folder, _free_port("127.0.0.1"), dags, folder / "batchai-home")
+    try:
+        yield stack
+    finally:
+        airflowstack.teardown(stack)
+        kill_agents_under(folder / "batchai-home")

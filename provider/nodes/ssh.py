@@ -153,18 +153,48 @@ class SSHAuth:
     def pkey(self) -> paramiko.PKey | None:
         if not self.private_key:
             return None
+        text = pem_text(self.private_key)
         for key_class in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
             try:
-                return key_class.from_private_key(StringIO(self.private_key), password=self.passphrase)
+                return key_class.from_private_key(StringIO(text), password=self.passphrase)
             except paramiko.PasswordRequiredException:
                 raise BatchAIError(
                     "InvalidSSHKey", "the SSH private key is encrypted and no passphrase was given", "ssh_key_passphrase"
                 ) from None
             except (paramiko.SSHException, ValueError):
                 continue
-        raise BatchAIError(
-            "InvalidSSHKey", "the SSH private key cannot be read (wrong passphrase, or not an ed25519/ECDSA/RSA key)", "ssh_private_key"
-        )
+        raise BatchAIError("InvalidSSHKey", f"the SSH private key cannot be read: {_key_problem(text, self.passphrase)}", "ssh_private_key")
+
+
+_PEM = re.compile(r"^\s*(-----BEGIN [A-Z0-9 ]+-----)(.*?)(-----END [A-Z0-9 ]+-----)\s*$", re.DOTALL)
+
+
+def pem_text(key: str) -> str:
+    """A PEM key as its lines, also when a single-line form field turned its newlines into spaces
+    (or ``\\n``): the body is base64, which has no spaces of its own."""
+    key = key.replace("\\n", "\n").replace("\r\n", "\n")
+    found = _PEM.match(key)
+    if not found:
+        return key
+    head, body, tail = found.groups()
+    tokens, headers = body.split(), []
+    while len(tokens) >= 2 and tokens[0].endswith(":"):  # legacy encrypted PEM: "Proc-Type: 4,ENCRYPTED", "DEK-Info: ..."
+        headers.append(f"{tokens[0]} {tokens[1]}")
+        tokens = tokens[2:]
+    return "\n".join([head, *headers, *([""] if headers else []), *tokens, tail, ""])
+
+
+def _key_problem(text: str, passphrase: str | None) -> str:
+    """Why the key text did not load, in words a user can act on (never any of the key itself)."""
+    if text.lstrip().startswith(("ssh-", "ecdsa-", "sk-")) or "PUBLIC KEY-----" in text:
+        return "this is a public key (a .pub file's line); give the private key"
+    if "-----BEGIN" not in text:
+        return "it is not PEM text (it should start with '-----BEGIN OPENSSH PRIVATE KEY-----'); give the key file's whole content"
+    if "-----END" not in text:
+        return "its '-----END ...-----' line is missing (was it cut short?)"
+    if passphrase:
+        return "the passphrase is wrong, or the key is damaged"
+    return "not an ed25519, ECDSA or RSA key, or damaged (are lines missing?)"
 
 
 def fingerprint(key: paramiko.PKey) -> str:

@@ -278,6 +278,34 @@ def test_a_passphrase_protected_key_from_the_connection_logs_in(ssh_hosts: Any, 
     assert refused.value.code == "InvalidSSHKey" and "open-sesame-42" not in str(refused.value) and "PRIVATE KEY" not in str(refused.value)
 
 
+def test_a_key_pasted_into_a_single_line_field_still_logs_in(ssh_hosts: Any) -> None:
+    """The connection form's one-line input turned the key's newlines into spaces."""
+    flattened = ssh_hosts.client_key.read_text().replace("\n", " ")
+    assert transport(ssh_hosts, key_file=None, private_key=flattened).run(["echo", "in"]).stdout == b"in\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB user@host", "this is a public key"),
+        ("my-key", "it is not PEM text"),
+        ("-----BEGIN OPENSSH PRIVATE KEY----- b3BlbnNzaC1rZXktdjEAAAAA", "'-----END ...-----' line is missing"),
+        ("-----BEGIN OPENSSH PRIVATE KEY----- AAAA -----END OPENSSH PRIVATE KEY-----", "damaged"),
+    ],
+)
+def test_a_key_that_cannot_be_read_is_refused_saying_what_is_wrong(text: str, says: str) -> None:
+    with pytest.raises(BatchAIError) as refused:
+        SSHAuth("root", private_key=text).pkey()
+    assert refused.value.code == "InvalidSSHKey" and says in refused.value.message and "AAAA" not in refused.value.message
+
+
+def test_a_legacy_encrypted_pem_keeps_its_headers_when_flattened(tmp_path: Path) -> None:
+    key = tmp_path / "rsa"
+    subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-m", "PEM", "-N", "pw-4821", "-f", str(key)], check=True)
+    loaded = SSHAuth("root", private_key=key.read_text().replace("\n", " "), passphrase="pw-4821").pkey()
+    assert loaded is not None and loaded.get_name() == "ssh-rsa"
+
+
 def test_multi_node_jobs_bind_gloo_and_nccl_to_the_interface_of_the_first_node(ssh_hosts: Any, home: Path) -> None:
     """Without it torch resolves the hostname to 127.0.0.1 and ranks on other hosts never meet."""
     service = ssh_service(ssh_hosts, home, count=2)
