@@ -13,7 +13,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -25,9 +25,10 @@ from airflow.sdk.log import mask_secret
 
 from airflow_batchai.errors import TRANSIENT_CODES, BatchAIError
 from airflow_batchai.hooks.batchai import BatchAIHook
+from airflow_batchai.lineage import lineage_of
 from airflow_batchai.logtail import JOB_OUTPUT_LOGGER, JobLogFollower, log_job_lines, stderr_tail
 from airflow_batchai.records import ExecutionState
-from airflow_batchai.secretfields import CLUSTER_SECRET_FIELDS, JOB_SECRET_FIELDS, secret_values
+from airflow_batchai.secretfields import CLUSTER_SECRET_FIELDS, JOB_SECRET_FIELDS, RenderedSpec, secret_values
 from airflow_batchai.service import DEFAULT_EXPERIMENT, DEFAULT_WORKSPACE, Service
 from airflow_batchai.settings import WAIT_POLL_S
 from airflow_batchai.spec import ClusterSpec, JobSpec, load_cluster_spec, load_job_spec
@@ -157,7 +158,7 @@ class BatchAICreateClusterOperator(BatchAIBaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.cluster_name = cluster_name
-        self.spec = spec
+        self.spec: Mapping[str, Any] | ClusterSpec | str | None = spec
         self.update = update
         self.storage_account_name = storage_account_name
         self.storage_account_key = storage_account_key
@@ -166,6 +167,8 @@ class BatchAICreateClusterOperator(BatchAIBaseOperator):
         """A cluster's secrets (setup task secrets, mount keys, the admin password) are masked as soon as they are rendered."""
         super().render_template_fields(context, jinja_env)
         mask_spec_secrets(self.spec, CLUSTER_SECRET_FIELDS, self.storage_account_key)
+        if isinstance(self.spec, dict):
+            self.spec = RenderedSpec(self.spec, CLUSTER_SECRET_FIELDS)
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Storage placeholders (``<AZURE_BATCHAI_STORAGE_ACCOUNT>``, ``<AZURE_BATCHAI_STORAGE_KEY>``) are
@@ -271,7 +274,7 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.cluster_name = cluster_name
-        self.spec = spec
+        self.spec: Mapping[str, Any] | JobSpec | str = spec
         self.job_name = job_name
         self.experiment = experiment
         self.wait_for_completion = wait_for_completion
@@ -286,6 +289,8 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
         """Mask secret values as soon as they are rendered, before Airflow stores the rendered fields."""
         super().render_template_fields(context, jinja_env)
         mask_spec_secrets(self.spec, JOB_SECRET_FIELDS, self.storage_account_key)
+        if isinstance(self.spec, dict):
+            self.spec = RenderedSpec(self.spec, JOB_SECRET_FIELDS)
 
     def resolved_job_name(self, context: Context, generation: int = 0) -> str:
         """The job's name for this task run; ``generation`` counts the times the task was cleared since
@@ -433,6 +438,20 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
         self.submitted = name
         offsets = event.get("log_offsets")
         return self.follow(name, offsets if isinstance(offsets, dict) else None)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the containers and shares the job mounted (inputs) and its output folders
+        there (outputs). Imported here, so the provider needs no OpenLineage where it is not used."""
+        from airflow.providers.common.compat.openlineage.facet import Dataset
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        if not self.submitted:
+            return OperatorLineage()
+        inputs, outputs = lineage_of(self.service.store, self.workspace, self.experiment, self.submitted)
+        return OperatorLineage(
+            inputs=[Dataset(namespace=d.namespace, name=d.name) for d in inputs],
+            outputs=[Dataset(namespace=d.namespace, name=d.name) for d in outputs],
+        )
 
     def on_kill(self) -> None:
         if self.submitted:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .errors import InvalidSpec
@@ -48,6 +49,8 @@ def _document(spec: Any) -> Any:
     """A spec as JSON: a model, a dict (with or without the job.json ``properties`` wrapper), or JSON text."""
     if isinstance(spec, (JobSpec, ClusterSpec)):
         return spec.to_json()
+    if isinstance(spec, RenderedSpec):
+        spec = spec.document
     if isinstance(spec, str):
         try:
             spec = json.loads(spec)
@@ -56,14 +59,57 @@ def _document(spec: Any) -> Any:
     return spec.get("properties", spec) if isinstance(spec, dict) else {}
 
 
+def _is_secret(value: Any) -> bool:
+    return bool(value) and isinstance(value, (str, int, float)) and not (isinstance(value, str) and value.startswith("<"))
+
+
+def masked(document: dict[str, Any], fields: tuple[Path, ...], replacement: str = "***") -> dict[str, Any]:
+    """A copy with every secret value replaced (placeholders such as ``<AZURE_BATCHAI_STORAGE_KEY>`` kept)."""
+    shown = copy.deepcopy(document)
+    inner = shown.get("properties", shown) if isinstance(shown.get("properties"), dict) else shown
+    for path in fields:
+        for parent, key in _walk(inner, path):
+            if _is_secret(parent[key]):
+                parent[key] = replacement
+    return shown
+
+
+class RenderedSpec(Mapping[str, Any]):
+    """A rendered spec (dict) that serializes without its secrets, however deep they sit.
+
+    Airflow stores a task's rendered fields through each value's ``serialize()`` and then
+    redacts known secrets, but its redaction stops 5 levels down, and a cluster's mount keys
+    sit 6 deep (``nodeSetup.mountVolumes.azureBlobFileSystems[0].credentials.accountKey``).
+    Reading it as a mapping gives the real spec, for the operator to submit.
+    """
+
+    def __init__(self, document: dict[str, Any], fields: tuple[Path, ...]) -> None:
+        self.document = document
+        self.fields = fields
+
+    def __getitem__(self, key: str) -> Any:
+        return self.document[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.document)
+
+    def __len__(self) -> int:
+        return len(self.document)
+
+    def serialize(self) -> dict[str, Any]:
+        return masked(self.document, self.fields)
+
+    def __repr__(self) -> str:
+        return f"RenderedSpec({json.dumps(self.serialize(), sort_keys=True)})"
+
+
 def secret_values(spec: Any, fields: tuple[Path, ...]) -> list[str]:
     """Every secret value the spec holds (placeholders such as ``<AZURE_BATCHAI_STORAGE_KEY>`` are not secrets yet)."""
     found = []
     for path in fields:
         for parent, key in _walk(_document(spec), path):
-            value = parent[key]
-            if value and isinstance(value, (str, int, float)) and not (isinstance(value, str) and value.startswith("<")):
-                found.append(str(value))
+            if _is_secret(parent[key]):
+                found.append(str(parent[key]))
     return found
 
 

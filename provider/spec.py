@@ -719,7 +719,7 @@ def _parse_json(source: str | bytes | Path | Mapping[str, Any], what: str) -> tu
     """Return the document and the name to show in errors; refuse what is not UTF-8 JSON of sane size and depth."""
     if isinstance(source, Mapping):
         try:
-            return json.loads(json.dumps(source)), what
+            return json.loads(json.dumps(dict(source))), what  # a Mapping such as secretfields.RenderedSpec too
         except RecursionError:
             raise InvalidSpec(f"{what} is nested more than {MAX_NESTING} levels deep", what) from None
         except (TypeError, ValueError) as error:

@@ -18,7 +18,8 @@ from airflow.sdk.exceptions import AirflowException
 
 from airflow_batchai.operators.batchai import BatchAISubmitJobOperator
 from airflow_batchai.service import Service
-from tests.conftest import AIRFLOW, pid_alive, run_dag, wait_until, write_dag
+from airflow_batchai.spec import load_cluster_spec, load_job_spec
+from tests.conftest import AIRFLOW, DATA, pid_alive, run_dag, wait_until, write_dag
 
 SECRET = "Sup3r-s3cret-T0ken-4821"
 STORAGE_KEY = "c3RvcmFnZS1hY2NvdW50LWtleS0xMjM0NTY3OA=="
@@ -258,3 +259,67 @@ def test_a_derived_job_name_keeps_the_runs_date_whole() -> None:
     assert first.startswith("batchai_quickstart-submit_job-manual_20261202T013118-") and first != again
     long = job_name_for("d" * 80, "t" * 80, "scheduled__2026-12-02T00:00:00+00:00", 7)
     assert len(long) <= 64 and "scheduled_20261202T000000-" in long and long.endswith("-7")
+
+
+def test_openlineage_facets_name_the_storage_the_job_read_and_wrote(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BATCHAI_HOME", str(home))
+    service = Service.embedded(home)
+    service.create_cluster("c", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 0}}}, environ={}))
+    spec = load_job_spec(DATA / "seed_002_quickstart_job.json", cluster="c", storage_account_name="local", environ={})
+    view = service.create_job("c", "lineage", spec, "e")
+    operator = BatchAISubmitJobOperator(task_id="submit", cluster_name="c", experiment="e", spec={})
+    assert operator.get_openlineage_facets_on_complete(None).inputs == [], "nothing submitted, nothing to say"
+    operator.submitted = "lineage"
+    lineage = operator.get_openlineage_facets_on_complete(None)
+    assert [(d.namespace, d.name) for d in lineage.inputs] == [
+        ("wasbs://data@local.blob.core.windows.net", "/"),
+        ("wasbs://scripts@local.file.core.windows.net", "/"),
+    ]
+    segment = view["jobOutputDirectoryPathSegment"]
+    assert [d.name for d in lineage.outputs] == [f"{segment}/outputs", f"{segment}/stdouterr"]
+
+
+CLUSTER_DAG = """
+from airflow.sdk import dag
+from airflow_batchai.operators.batchai import BatchAICreateClusterOperator
+
+@dag(dag_id="op_cluster_secrets", schedule=None, catchup=False)
+def the_dag():
+    BatchAICreateClusterOperator(
+        task_id="cluster", cluster_name="secretive",
+        spec={
+            "scaleSettings": {"manual": {"targetNodeCount": 0}},
+            "userAccountSettings": {"adminUserName": "admin", "adminUserPassword": "{{ var.value.training_value }}"},
+            "nodeSetup": {
+                "setupTask": {"commandLine": "true", "secrets": [{"name": "TOKEN", "value": "{{ var.value.training_value }}"}],
+                              "stdOutErrPathPrefix": "$AZ_BATCHAI_MOUNT_ROOT/logs"},
+                "mountVolumes": {
+                    "azureFileShares": [{"azureFileUrl": "https://<AZURE_BATCHAI_STORAGE_ACCOUNT>.file.core.windows.net/logs", "relativeMountPath": "logs"}],
+                    "azureBlobFileSystems": [{"accountName": "<AZURE_BATCHAI_STORAGE_ACCOUNT>", "containerName": "data", "relativeMountPath": "data",
+                                              "credentials": {"accountKey": "{{ var.value.storage_value }}"}}],
+                },
+            },
+        },
+    )
+
+the_dag()
+"""
+
+
+def test_a_cluster_spec_gets_its_storage_account_from_the_connection_and_its_secrets_reach_nothing(
+    airflow_env: dict[str, str], tmp_path: Path, home: Path
+) -> None:
+    dags = write_dag(tmp_path / "dags", "op_cluster_secrets", CLUSTER_DAG)
+    result = run_dag({**airflow_env, **VARIABLES}, dags, "op_cluster_secrets", home)
+    assert result.state == "success", result.output[-3000:]
+    cluster = Service.embedded(home).show_cluster("secretive")
+    mounts = cluster["nodeSetup"]["mountVolumes"]
+    assert mounts["azureBlobFileSystems"][0]["accountName"] == "local", "the placeholder is filled from the connection"
+    assert mounts["azureFileShares"][0]["accountName"] == "local"
+    vault = home / "secrets"  # where the embedded default keeps them for new nodes' setup, readable by its owner only
+    assert [oct(path.stat().st_mode & 0o777) for path in vault.iterdir()] == ["0o600"]
+    for secret in (SECRET, STORAGE_KEY):
+        assert secret not in result.output and secret not in json.dumps(cluster)
+        for path in [*Path(airflow_env["AIRFLOW_HOME"]).rglob("*"), *home.rglob("*")]:
+            if path.is_file() and vault not in path.parents:
+                assert secret.encode() not in path.read_bytes(), path

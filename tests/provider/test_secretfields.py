@@ -93,3 +93,32 @@ def test_placeholders_and_unparsable_text_are_not_secrets() -> None:
     placeholder = {"mountVolumes": {"azureFileShares": [{"credentials": {"accountKey": "<AZURE_BATCHAI_STORAGE_KEY>"}}]}}
     assert secret_values(placeholder, JOB_SECRET_FIELDS) == []
     assert secret_values("{{ not json", JOB_SECRET_FIELDS) == []
+
+
+def test_a_rendered_spec_reads_whole_and_serializes_without_its_secrets_however_deep() -> None:
+    """Airflow's redaction of rendered fields stops 5 levels down; a cluster's mount key sits 6 deep."""
+    from airflow_batchai.secretfields import CLUSTER_SECRET_FIELDS, RenderedSpec
+
+    document = {
+        "scaleSettings": {"manual": {"targetNodeCount": 1}},
+        "userAccountSettings": {"adminUserName": "admin", "adminUserPassword": "pw-123456"},
+        "nodeSetup": {
+            "mountVolumes": {
+                "azureBlobFileSystems": [
+                    {"accountName": "a", "containerName": "c", "relativeMountPath": "d", "credentials": {"accountKey": "deep-key-0001"}},
+                    {
+                        "accountName": "a",
+                        "containerName": "e",
+                        "relativeMountPath": "e",
+                        "credentials": {"accountKey": "<AZURE_BATCHAI_STORAGE_KEY>"},
+                    },
+                ]
+            }
+        },
+    }
+    rendered = RenderedSpec(document, CLUSTER_SECRET_FIELDS)
+    assert dict(rendered) == document and load_cluster_spec(rendered, environ={}).node_setup is not None
+    shown = rendered.serialize()
+    keys = [m["credentials"]["accountKey"] for m in shown["nodeSetup"]["mountVolumes"]["azureBlobFileSystems"]]
+    assert keys == ["***", "<AZURE_BATCHAI_STORAGE_KEY>"] and shown["userAccountSettings"]["adminUserPassword"] == "***"
+    assert "deep-key-0001" not in repr(rendered) and "pw-123456" not in repr(rendered)

@@ -1,0 +1,153 @@
+"""The Airflow UI, clicked through in headless Chromium against a real api-server: what a user sees.
+
+The connection form for a ``batchai`` connection, the quickstart triggered from its DAG page,
+the job's output in the sensor's task log, the submit task's extra link to the job's page in
+the Batch AI view, its stdout file, and the view in Airflow's navigation. Screenshots of each
+step go to ``artifacts/ui/`` (CI keeps them).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import unquote
+
+import pytest
+
+from airflow_batchai.config import connection_config
+from tests.conftest import REPO, wait_until
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+SHOTS = REPO / "artifacts" / "ui"
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip("Chromium is not installed (.ci/run installs chromium and chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service as DriverService
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    profile = tmp_path_factory.mktemp("chromium")
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(argument)
+    options.add_argument(f"--user-data-dir={profile}")
+    driver = webdriver.Chrome(options=options, service=DriverService(CHROMEDRIVER))
+    driver.implicitly_wait(0)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def page_text(driver: Any) -> str:
+    from selenium.webdriver.common.by import By
+
+    try:
+        return driver.find_element(By.TAG_NAME, "body").text
+    except Exception:  # the page is being replaced
+        return ""
+
+
+def shows(driver: Any, *texts: str, timeout_s: float = 30) -> str:
+    return wait_until(lambda: (t := page_text(driver)) and all(x in t for x in texts) and t, timeout_s, 0.25, what=f"page showing {texts}")
+
+
+def click(driver: Any, css: str | None = None, text: str | None = None, tag: str = "button", timeout_s: float = 20) -> None:
+    from selenium.webdriver.common.by import By
+
+    def find() -> Any:
+        for element in driver.find_elements(By.CSS_SELECTOR, css or tag):
+            if element.is_displayed() and (text is None or text in element.text):
+                return element
+        return None
+
+    wait_until(find, timeout_s, 0.25, what=f"{css or tag} {text or ''}").click()
+
+
+def test_a_user_sets_up_runs_and_follows_the_quickstart_in_the_airflow_ui(airflow_stack: Any, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    # the connection form: grouped, the host list one per line, nothing saved that was not typed
+    browser.get(airflow_stack.url + "/connections")
+    click(browser, text="Add Connection")
+    kind = wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, 'input[role="combobox"]'), 20, what="connection type box")[0]
+    kind.click()
+    kind.send_keys("Batch AI")
+    time.sleep(0.5)
+    kind.send_keys(Keys.ENTER)
+    shows(browser, "Nodes", "SSH", "Storage", "Advanced")
+    browser.find_element(By.CSS_SELECTOR, 'input[name="connection_id"]').send_keys("batchai_from_the_form")
+    click(browser, text="Nodes")
+    hosts = wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "textarea#element_hosts"), 10, what="hosts field")[0]
+    assert hosts.tag_name == "textarea"
+    hosts.send_keys("gpu-node-1\ngpu-node-2:2222")
+    browser.save_screenshot(str(SHOTS / "1-connection-form.png"))
+    click(browser, text="Save")
+    saved = wait_until(lambda: _connection(airflow_stack, "batchai_from_the_form"), 20, 0.5, what="the saved connection")
+    assert saved["conn_type"] == "batchai"
+    extra = json.loads(saved["extra"] or "{}")
+    assert {k: v for k, v in extra.items() if v is not None} == {"hosts": "gpu-node-1\ngpu-node-2:2222"}, "no default, no empty secret"
+    config = connection_config(extra, "connection batchai_from_the_form", from_airflow=True)
+    assert config.hosts == ["gpu-node-1", "gpu-node-2:2222"] and config.secrets() == []
+
+    # trigger the quickstart from its page
+    airflow_stack.wait_for_dag("batchai_quickstart")
+    browser.get(airflow_stack.url + "/dags/batchai_quickstart")
+    click(browser, css='[data-testid="trigger-dag-button"]')
+    click(browser, css='[data-testid="trigger-dag-submit"]')
+    wait_until(lambda: "/runs/" in browser.current_url, 20, 0.25, what="the new run's page")
+    run_id = unquote(browser.current_url.split("/runs/", 1)[1].split("/", 1)[0])
+    assert airflow_stack.wait_for_run("batchai_quickstart", run_id, timeout_s=300) == "success"
+
+    # the job's output, in the sensor's task log
+    runs = f"{airflow_stack.url}/dags/batchai_quickstart/runs/{run_id}/tasks"
+    browser.get(f"{runs}/wait_for_job")
+    shows(browser, "[stdout.txt] test accuracy", "Finished Epoch[20 of 20]")
+    browser.save_screenshot(str(SHOTS / "2-task-log.png"))
+
+    # the submit task's extra link opens the job's page, and from there its stdout
+    browser.get(f"{runs}/submit_job/details")
+    click(browser, tag="a", text="Batch AI job")
+    text = shows(browser, "Job batchai_quickstart-submit_job-", "stdout / stderr")
+    assert "succeeded" in text and "cntk" in text and "stdout.txt" in text and "stderr.txt" in text
+    browser.save_screenshot(str(SHOTS / "3-job-page.png"))
+    click(browser, tag="a", text="stdout.txt")
+    shows(browser, "test accuracy")
+
+    # the Batch AI view in Airflow's navigation: clusters, nodes, jobs per experiment
+    browser.get(airflow_stack.url + "/plugin/batchai")
+    frame = wait_until(lambda: browser.find_elements(By.TAG_NAME, "iframe"), 20, what="the view's frame")[0]
+    browser.switch_to.frame(frame)
+    text = shows(browser, "Clusters", "Nodes", "Jobs", "Experiment quickstart", "nc6")
+    assert "local-0" in text and "succeeded" in text
+    browser.switch_to.default_content()
+    browser.save_screenshot(str(SHOTS / "4-batchai-view.png"))
+
+
+def _connection(stack: Any, conn_id: str) -> dict[str, Any] | None:
+    try:
+        return stack.api("GET", f"/api/v2/connections/{conn_id}")
+    except OSError:
+        return None
+
+
+def test_the_view_needs_an_airflow_user_and_serves_only_stdout_and_stderr_files(airflow_stack: Any) -> None:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(airflow_stack.url + "/batchai/api/overview", headers={"Authorization": "Bearer not-a-token"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 403
+    status, body = airflow_stack.get_text("/batchai/api/overview")
+    assert status == 200 and set(json.loads(body)) == {"clusters", "nodes", "jobs", "jobCount"}
+    assert airflow_stack.get_text("/batchai/jobs/default/default/no-such-job")[0] == 404
+    assert airflow_stack.get_text("/batchai/jobs/default/default/some-job/files/..%2F..%2Fsecrets.json")[0] == 404
