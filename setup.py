@@ -44,6 +44,8 @@ setup(
     extras_require={
         "airflow": ["apache-airflow>=3.0"],
         "bench": ["apache-airflow-providers-ssh>=4.0"],
+        # what the example DAGs' jobs import on the nodes (the distributed PyTorch one, the scoring and retrain ones)
+        "examples": ["torch>=2.1", "scikit-learn>=1.3", "numpy>=1.24", "pillow>=10"],
         "test": [
             "apache-airflow==3.3.2",
             "pytest>=8",
@@ -54,6 +56,8 @@ setup(
             "pillow>=10",  # the batch scoring example reads and writes frames
             "pyyaml>=6",
             "mypy>=1.10",
+            "selenium>=4.20,<4.36",  # drives headless Chromium through the Airflow UI (newer ones need a newer certifi)
+            "apache-airflow-providers-openlineage>=2.0",  # the lineage facets are tested against the real classes
         ],
     },
     entry_points={

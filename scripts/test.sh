@@ -4,7 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # System parts: venv for Debian's python3, OpenSSH's sshd and iproute2 for the SSH node tests,
 # OpenMPI for mpirun across those nodes, Node.js for Azurite (the Azure Blob emulator), rclone
-# and fuse3 for mounting read-only blob volumes, cifs-utils for SMB mounts of Azure Files.
+# and fuse3 for mounting read-only blob volumes, cifs-utils for SMB mounts of Azure Files, Chromium and its
+# WebDriver for clicking through the Airflow UI.
 missing=""
 python3 -c 'import ensurepip' 2>/dev/null || missing="$missing python3-venv"
 [ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
@@ -16,13 +17,15 @@ command -v rclone >/dev/null || missing="$missing rclone"
 command -v fusermount3 >/dev/null || missing="$missing fuse3"
 [ -x /usr/sbin/mount.cifs ] || missing="$missing cifs-utils"
 command -v docker-compose >/dev/null || missing="$missing docker-compose"  # only to validate docker-compose.yaml
+command -v chromium >/dev/null || missing="$missing chromium"  # the UI walk in a headless browser
+command -v chromedriver >/dev/null || missing="$missing chromium-driver"
 if [ -n "$missing" ] && command -v apt-get >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
 [ -x node_modules/.bin/azurite-blob ] || npm install --no-audit --no-fund --silent
 python3 -m venv .venv
 # editable_mode=strict: a link tree of the package, which type checkers and other readers can follow
-.venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 'torch==2.13.0' --config-settings editable_mode=strict 2>&1 | grep -v '^WARNING: Location' || true
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test,examples]' 'torch==2.13.0' --config-settings editable_mode=strict 2>&1 | grep -v '^WARNING: Location' || true
 .venv/bin/python -c 'import airflow_batchai, torch, sklearn' # fail here, not in the middle of the suite
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

@@ -113,6 +113,11 @@ class BatchAIJobSensor(_BatchAISensor):
         self.target_states = list(target_states)
         self.follow_logs = follow_logs
         self.follower: JobLogFollower | None = None
+        if self.start_from_trigger and "xcom_pull" in str(job_name):
+            raise ValueError(
+                f"{self.task_id}: job_name {job_name!r} pulls an XCom, which the triggerer cannot render for start_from_trigger; "
+                "give the submit task a job_name (a template of params or the run) and use the same here, or leave start_from_trigger off"
+            )
         self.last_state: str | None = None
         self.start_in_triggerer(
             BatchAIJobTrigger,

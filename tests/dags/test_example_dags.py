@@ -128,3 +128,19 @@ def test_batch_scoring_dag_runs_on_azure_storage_by_changing_only_the_connection
     container, blob = location.split("/", 1)
     gif = azurite.credential().service().get_blob_client(container, blob).download_blob().readall()
     assert gif[:6] == b"GIF89a" and not (home / "storage").exists()
+
+
+def test_the_distributed_example_without_torch_on_the_node_fails_saying_so(tmp_path: Path) -> None:
+    """A node where PyTorch is missing: the rank exits with one line naming it and the fix, no traceback."""
+    import subprocess
+    import sys
+
+    missing = tmp_path / "no-torch" / "torch"
+    missing.mkdir(parents=True)
+    (missing / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n")
+    script = REPO / "dags" / "assets" / "pytorch" / "ddp_digits.py"
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(missing.parent)}
+    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "needs PyTorch and scikit-learn on every node, and torch is not installed" in result.stderr
+    assert "[examples]" in result.stderr and "Traceback" not in result.stderr

@@ -131,3 +131,40 @@ def test_a_deferred_task_shows_its_jobs_output_once_and_marking_one_failed_termi
     assert Counter(lines) == Counter([f"[stdout.txt] line-{i}" for i in range(1, 9)] + ["[stderr.txt] oops"]), lines
     assert [r["level"] for r in records if r.get("event") == "[stderr.txt] oops"] == ["warning"]
     service.resize_cluster("deferred", 0)
+
+
+SENSOR_DAG = """
+from airflow.sdk import dag
+from airflow_batchai.operators.batchai import BatchAICreateClusterOperator, BatchAISubmitJobOperator
+from airflow_batchai.sensors.batchai import BatchAIJobSensor
+
+@dag(dag_id="live_sensor", schedule=None, catchup=False, params={"tag": "first"})
+def live_sensor():
+    cluster = BatchAICreateClusterOperator(task_id="cluster", cluster_name="sensed", spec={"scaleSettings": {"manual": {"targetNodeCount": 1}}})
+    submit = BatchAISubmitJobOperator(
+        task_id="submit", cluster_name="sensed", experiment="sensed", job_name="sensed-{{ params.tag }}", wait_for_completion=False,
+        spec={"nodeCount": 1, "customToolkitSettings": {"commandLine": "sleep 2; echo epoch-1; sleep 2; echo epoch-2"},
+              "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_TEMP_DIR"},
+    )
+    wait = BatchAIJobSensor(
+        task_id="wait", job_name="sensed-{{ params.tag }}", experiment="sensed",
+        deferrable=True, start_from_trigger=True, poke_interval=0.5, timeout=120,
+    )
+    cluster >> submit >> wait
+
+live_sensor()
+"""
+
+
+def test_a_sensor_started_from_the_trigger_waits_in_the_triggerer_and_logs_the_jobs_output(airflow_stack: Any) -> None:
+    """``start_from_trigger``: the scheduler hands the wait straight to the triggerer (which renders the
+    templated job name); a worker runs only once, after the wait, for ``execute_complete``."""
+    airflow_stack.add_dag("live_sensor", SENSOR_DAG)
+    run_id = airflow_stack.trigger("live_sensor")
+    assert airflow_stack.wait_for_run("live_sensor", run_id) == "success"
+    records = airflow_stack.task_log("live_sensor", run_id, "wait")
+    assert messages(records, "airflow_batchai.job_output") == ["[stdout.txt] epoch-1", "[stdout.txt] epoch-2"]
+    started = [r["timestamp"] for r in records if "trigger" in str(r.get("event")) and "starting" in str(r.get("event"))]
+    workers = [r["timestamp"] for r in records if r.get("event") == "Worker startup parse complete"]
+    assert len(started) == 1 and len(workers) == 1 and started[0] < workers[0], "the wait began in the triggerer, not on a worker"
+    stack_service(airflow_stack).resize_cluster("sensed", 0)

@@ -34,11 +34,14 @@ the_dag()
 @pytest.mark.parametrize("deferrable", [False, True], ids=["poking", "deferrable"])
 def test_job_sensor_waits_for_success(airflow_env: dict[str, str], tmp_path: Path, home: Path, deferrable: bool) -> None:
     dag_id = f"sensor_ok_{deferrable}".lower()
-    dags = write_dag(tmp_path / "dags", dag_id, SENSOR_DAG.format(dag_id=dag_id, command="sleep 1; echo done", deferrable=deferrable))
+    command = "echo step-1; sleep 1.5; echo step-2 >&2; sleep 1; echo done"
+    dags = write_dag(tmp_path / "dags", dag_id, SENSOR_DAG.format(dag_id=dag_id, command=command, deferrable=deferrable))
     result = run_dag(airflow_env, dags, dag_id, home)
     assert result.state == "success", result.output[-3000:]
     assert "job sensed is running" in result.output or "job sensed is queued" in result.output or deferrable
     assert "job sensed is succeeded" in result.output
+    for line in ("[stdout.txt] step-1", "[stderr.txt] step-2", "[stdout.txt] done"):  # the job's output, followed by the sensor
+        assert result.output.count(line) == 1, (line, result.output[-3000:])
 
 
 def test_job_sensor_fails_with_the_job_error_and_stderr_tail(airflow_env: dict[str, str], tmp_path: Path, home: Path) -> None:
@@ -71,3 +74,18 @@ def test_a_poke_while_storage_is_frozen_is_not_an_answer_and_not_a_failure(monke
         started = time.monotonic()
         answer = sensor.poke({})  # type: ignore[arg-type]
     assert answer.is_done is False and time.monotonic() - started < 16
+
+
+def test_a_sensor_started_from_the_trigger_refuses_a_job_name_the_triggerer_cannot_render() -> None:
+    from airflow_batchai.sensors.batchai import BatchAIJobSensor
+
+    with pytest.raises(ValueError, match="wait: job_name .* pulls an XCom, which the triggerer cannot render"):
+        BatchAIJobSensor(task_id="wait", job_name="{{ ti.xcom_pull(task_ids='submit')['name'] }}", deferrable=True, start_from_trigger=True)
+    with pytest.raises(ValueError, match="start_from_trigger needs deferrable=True"):
+        BatchAIJobSensor(task_id="wait", job_name="j", start_from_trigger=True)
+    sensor = BatchAIJobSensor(task_id="wait", job_name="j-{{ params.tag }}", deferrable=True, start_from_trigger=True, timeout=60)
+    args = sensor.start_trigger_args
+    assert (
+        args.trigger_cls == "airflow_batchai.triggers.batchai.BatchAIJobTrigger" and args.trigger_kwargs["job_name"] == "j-{{ params.tag }}"
+    )
+    assert args.timeout.total_seconds() == 60 and BatchAIJobSensor.start_trigger_args.trigger_cls == "", "the class default is untouched"

@@ -10,15 +10,22 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
 
-import torch
-import torch.distributed as dist
-from sklearn.datasets import load_digits
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
+try:
+    import torch
+    import torch.distributed as dist
+    from sklearn.datasets import load_digits
+    from torch import nn
+    from torch.nn.parallel import DistributedDataParallel
+except ImportError as missing:  # one clear line in the job's stderr (and the task's failure), not a traceback per rank
+    sys.exit(
+        f"ddp_digits.py needs PyTorch and scikit-learn on every node, and {missing.name or missing} is not installed "
+        f"for {sys.executable}: pip install 'airflow-provider-batchai[examples]' (or torch scikit-learn) there"
+    )
 
 RENDEZVOUS_TIMEOUT = timedelta(seconds=120)
 
