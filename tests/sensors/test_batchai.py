@@ -79,7 +79,7 @@ def test_a_poke_while_storage_is_frozen_is_not_an_answer_and_not_a_failure(monke
 def test_a_sensor_started_from_the_trigger_refuses_a_job_name_the_triggerer_cannot_render() -> None:
     from airflow_batchai.sensors.batchai import BatchAIJobSensor
 
-    with pytest.raises(ValueError, match="wait: job_name .* pulls an XCom, which the triggerer cannot render"):
+    with pytest.raises(ValueError, match=r"wait: job_name .* pulls an XCom, which the triggerer cannot render"):
         BatchAIJobSensor(task_id="wait", job_name="{{ ti.xcom_pull(task_ids='submit')['name'] }}", deferrable=True, start_from_trigger=True)
     with pytest.raises(ValueError, match="start_from_trigger needs deferrable=True"):
         BatchAIJobSensor(task_id="wait", job_name="j", start_from_trigger=True)
