@@ -7,6 +7,7 @@ every ``REFRESH_S`` while anything is still moving.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from html import escape
 from typing import Any
 from urllib.parse import quote
@@ -36,6 +37,17 @@ def _cell(value: Any) -> str:
     if value is None or value == "":
         return '<span class="muted">&ndash;</span>'
     return escape(str(value))
+
+
+def _time(value: str | None) -> str:
+    """``2026-12-02T05:27:14.767633+00:00`` → ``2026-12-02 05:27:14 UTC`` (the full value on hover)."""
+    if not value:
+        return _cell(value)
+    try:
+        moment = datetime.fromisoformat(value).astimezone(timezone.utc)
+    except ValueError:
+        return _cell(value)
+    return f'<span title="{escape(value)}">{moment:%Y-%m-%d %H:%M:%S} UTC</span>'
 
 
 def _page(title: str, body: str, moving: bool) -> str:
@@ -96,9 +108,9 @@ def overview_page(data: dict[str, Any]) -> str:
                 escape(j["toolType"]),
                 _cell(j["nodeCount"]),
                 _state(j["executionState"]),
-                _cell(j["creationTime"]),
-                _cell(j["startTime"]),
-                _cell(j["endTime"]),
+                _time(j["creationTime"]),
+                _time(j["startTime"]),
+                _time(j["endTime"]),
                 _cell(j["exitCode"]),
             ]
             for j in jobs
@@ -135,15 +147,15 @@ def job_page(details: dict[str, Any], workspace: str, experiment: str) -> str:
         ("Workspace", escape(workspace)),
         ("Toolkit", escape(job["toolType"])),
         ("Nodes", _cell(job.get("nodeCount"))),
-        ("Created", _cell(job["creationTime"])),
-        ("Started", _cell(info["startTime"])),
-        ("Ended", _cell(info["endTime"])),
+        ("Created", _time(job["creationTime"])),
+        ("Started", _time(info["startTime"])),
+        ("Ended", _time(info["endTime"])),
         ("Exit code", _cell(info["exitCode"])),
         ("Errors", _cell("; ".join(f"{e.get('code')}: {e.get('message')}" for e in info.get("errors") or []))),
         ("Output segment", escape(job["jobOutputDirectoryPathSegment"])),
     ]
     rows = [
-        [f'<a href="{escape(base)}/files/{quote(f["name"])}">{escape(f["name"])}</a>', _cell(f["contentLength"]), _cell(f["lastModified"])]
+        [f'<a href="{escape(base)}/files/{quote(f["name"])}">{escape(f["name"])}</a>', _cell(f["contentLength"]), _time(f["lastModified"])]
         for f in files
     ]
     body = (
