@@ -15,6 +15,7 @@ PACKAGE_DIRS = {
     "airflow_batchai.node": "provider/node",
     "airflow_batchai.scheduling": "provider/scheduling",
     "airflow_batchai.storage": "provider/storage",
+    "airflow_batchai.slurm": "provider/slurm",
     "airflow_batchai.hooks": "hooks",
     "airflow_batchai.operators": "operators",
     "airflow_batchai.sensors": "sensors",

@@ -332,6 +332,7 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
                     "experiment": self.experiment,
                     "workspace": self.workspace,
                     "segment": view["jobOutputDirectoryPathSegment"],
+                    "uuid": view["jobOutputDirectoryPathSegment"].rsplit("/", 1)[-1],  # the segment ends with it
                     "maxTries": context["ti"].max_tries,
                     "generation": generation,
                 },

@@ -19,6 +19,7 @@ command -v fusermount3 >/dev/null || missing="$missing fuse3"
 command -v docker-compose >/dev/null || missing="$missing docker-compose"  # only to validate docker-compose.yaml
 command -v chromium >/dev/null || missing="$missing chromium"  # the UI walk in a headless browser
 command -v chromedriver >/dev/null || missing="$missing chromium-driver"
+[ -x /usr/sbin/slurmctld ] || missing="$missing slurmctld slurmd slurm-client munge"  # a real Slurm cluster for the Slurm tests
 if [ -n "$missing" ] && command -v apt-get >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi

@@ -269,3 +269,17 @@ def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     finally:
         airflowstack.teardown(stack)
         kill_agents_under(folder / "batchai-home")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real two-node Slurm cluster (tests/slurmcluster.py) for the session."""
+    from tests import slurmcluster
+
+    if not slurmcluster.available():
+        pytest.skip("Slurm is not installed (.ci/run installs slurmctld slurmd slurm-client munge)")
+    cluster = slurmcluster.start(tmp_path_factory.mktemp("slurm"), nodes=("node1", "node2"))
+    try:
+        yield cluster
+    finally:
+        slurmcluster.stop(cluster)

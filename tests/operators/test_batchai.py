@@ -281,7 +281,7 @@ def test_openlineage_facets_name_the_storage_the_job_read_and_wrote(home: Path, 
 
 CLUSTER_DAG = """
 from airflow.sdk import dag
-from airflow_batchai.operators.batchai import BatchAICreateClusterOperator
+from airflow_batchai.operators.batchai import BatchAICreateClusterOperator, BatchAISubmitJobOperator
 
 @dag(dag_id="op_cluster_secrets", schedule=None, catchup=False)
 def the_dag():
@@ -300,13 +300,22 @@ def the_dag():
                 },
             },
         },
+    ) >> BatchAISubmitJobOperator(
+        task_id="submit", cluster_name="secretive", job_name="in-a-container", wait_for_completion=False,
+        spec={
+            "nodeCount": 1, "customToolkitSettings": {"commandLine": "true"}, "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_TEMP_DIR",
+            "containerSettings": {"imageSourceRegistry": {
+                "serverUrl": "registry.example.com", "image": "registry.example.com/team/train:1",
+                "credentials": {"username": "team", "password": "{{ var.value.training_value }}"},
+            }},
+        },
     )
 
 the_dag()
 """
 
 
-def test_a_cluster_spec_gets_its_storage_account_from_the_connection_and_its_secrets_reach_nothing(
+def test_a_cluster_spec_gets_its_storage_account_from_the_connection_and_no_secret_of_it_or_a_job_reaches_anything(
     airflow_env: dict[str, str], tmp_path: Path, home: Path
 ) -> None:
     dags = write_dag(tmp_path / "dags", "op_cluster_secrets", CLUSTER_DAG)
@@ -317,7 +326,7 @@ def test_a_cluster_spec_gets_its_storage_account_from_the_connection_and_its_sec
     assert mounts["azureBlobFileSystems"][0]["accountName"] == "local", "the placeholder is filled from the connection"
     assert mounts["azureFileShares"][0]["accountName"] == "local"
     vault = home / "secrets"  # where the embedded default keeps them for new nodes' setup, readable by its owner only
-    assert [oct(path.stat().st_mode & 0o777) for path in vault.iterdir()] == ["0o600"]
+    assert {oct(path.stat().st_mode & 0o777) for path in vault.iterdir()} == {"0o600"}
     for secret in (SECRET, STORAGE_KEY):
         assert secret not in result.output and secret not in json.dumps(cluster)
         for path in [*Path(airflow_env["AIRFLOW_HOME"]).rglob("*"), *home.rglob("*")]:

@@ -1,0 +1,1 @@
+"""Slurm as a second scheduler behind the Service: a cluster that is a view of a partition."""

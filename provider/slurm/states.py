@@ -1,0 +1,64 @@
+"""What Slurm's states mean in Batch AI's words (pure: tested without Slurm)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..records import ExecutionState
+from .commands import SlurmJob, SlurmNode
+
+QUEUED = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SUSPENDED"}
+RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "RESIZING"}
+FAILED_CODES = {
+    "FAILED": "JobFailed",
+    "TIMEOUT": "JobTimedOut",  # maxWallClockTime reached: Slurm's --time
+    "NODE_FAIL": "NodeFailed",
+    "PREEMPTED": "JobPreempted",
+    "CANCELLED": "JobTerminated",
+    "OUT_OF_MEMORY": "JobOutOfMemory",
+    "BOOT_FAIL": "NodeFailed",
+    "DEADLINE": "JobTimedOut",
+    "REVOKED": "JobTerminated",
+    "SPECIAL_EXIT": "JobFailed",
+}
+
+
+def execution_state(job: SlurmJob) -> tuple[ExecutionState, dict[str, Any] | None]:
+    """(Batch AI state, the error of a failed job naming Slurm's state and reason)."""
+    state = job.state.split()[0].upper()
+    if state in QUEUED:
+        return ExecutionState.QUEUED, None
+    if state in RUNNING:
+        return ExecutionState.RUNNING, None
+    if state == "COMPLETED":
+        return ExecutionState.SUCCEEDED, None
+    code = FAILED_CODES.get(state, "JobFailed")
+    reason = f", reason {job.reason}" if job.reason else ""
+    exit_part = f", exit code {job.exit_code}" if job.exit_code else ""
+    signal_part = f", signal {job.signal}" if job.signal else ""
+    return ExecutionState.FAILED, {"code": code, "message": f"Slurm job {job.job_id} ended {state}{reason}{exit_part}{signal_part}"}
+
+
+def node_state_counts(nodes: list[SlurmNode]) -> dict[str, int]:
+    """A partition's nodes as Batch AI's nodeStateCounts: idle; running (alloc, mix); unusable
+    (down, drain, fail, ...); preparing (powering up, or a node that has not registered yet)."""
+    counts = {"idleNodeCount": 0, "runningNodeCount": 0, "preparingNodeCount": 0, "unusableNodeCount": 0, "leavingNodeCount": 0}
+    for node in nodes:
+        counts[_count_key(node)] += 1
+    return counts
+
+
+def _count_key(node: SlurmNode) -> str:
+    state = node.state
+    if "#" in node.flags or state.startswith(("powering_up", "power_up", "future")) or (state == "idle" and "~" in node.flags):
+        return "preparingNodeCount"  # being powered up, or powered down and waking when a job asks for it
+    if (
+        state.startswith(("down", "drain", "fail", "maint", "reboot", "unknown", "inval", "not_responding", "no_respond"))
+        or "*" in node.flags
+    ):
+        return "unusableNodeCount"
+    if state.startswith(("alloc", "mix", "completing", "planned", "reserved")):
+        return "runningNodeCount"
+    if state.startswith("powering_down") or state.startswith("power_down"):
+        return "leavingNodeCount"
+    return "idleNodeCount"
