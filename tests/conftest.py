@@ -79,6 +79,18 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def stop_process_group(process: subprocess.Popen[bytes], grace_s: float = 15) -> None:
+    """SIGTERM to a server's process group (started with start_new_session), SIGKILL after ``grace_s``."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
 def kill_agents_under(home: Path) -> None:
     """Stop every agent (and its process groups) whose run folder lies under ``home``."""
     for status_path in home.glob("nodes/*/batchai/runs/*/status.json"):

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.conftest import stop_process_group
 
 MUNGED, SLURMCTLD, SLURMD = "/usr/sbin/munged", "/usr/sbin/slurmctld", "/usr/sbin/slurmd"
 
@@ -147,10 +148,4 @@ def _wait(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
 def stop(cluster: SlurmCluster) -> None:
     """slurmds first (each kills what it still runs), then the controller, then munged."""
     for process in reversed(cluster.processes):
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(5)
+        stop_process_group(process)

@@ -135,6 +135,7 @@ def test_log_lines_reach_storage_within_a_second_while_the_job_runs(uploaded: Se
     seen: dict[int, float] = {}
     started = time.monotonic()
     while len(seen) < 8 and time.monotonic() - started < 60:
+        service.show_job("stream")  # as a follower does: a read kicks the cluster's pass (the node may still be in setup)
         text = (service.read_output_file("stream", "stdout.txt") or b"").decode()
         for step in range(8):
             if f"step {step}\n" in text and step not in seen:
