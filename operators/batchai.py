@@ -245,7 +245,8 @@ class BatchAIDeleteClusterOperator(BatchAIBaseOperator):
 
 
 class BatchAISubmitJobOperator(BatchAIBaseOperator):
-    """Submit a Batch AI job spec and (by default) wait for it, copying its stdout/stderr into the task log.
+    """Submit a Batch AI job spec and (by default) wait for it, copying its stdout/stderr into the task log
+    (``follow_logs``, also while deferred).
 
     ``spec`` is a dict (the job.json content, with or without the ``properties`` wrapper), a
     JobSpec, or a path to a job.json (templated: paths ending in .json are read and rendered).
@@ -270,9 +271,11 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
         timeout: float | None = None,
         storage_account_name: str | None = None,
         storage_account_key: str | None = None,
+        follow_logs: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.follow_logs = follow_logs  # off: no listing of the job's files per poll (1,000 deferred tasks cost nothing but their waits)
         self.cluster_name = cluster_name
         self.spec: Mapping[str, Any] | JobSpec | str = spec
         self.job_name = job_name
@@ -353,7 +356,7 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
                     poll_interval=self.poll_interval,
                     end_time=None if self.timeout is None else time.time() + self.timeout,
                     terminate_on_kill=True,
-                    follow_logs=True,
+                    follow_logs=self.follow_logs,
                 ),
                 method_name="execute_complete",
             )
@@ -413,7 +416,8 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
         while True:
             view = self.poll(self.service.refresh_job, name, self.experiment, self.workspace, deadline=deadline)
             finished = ExecutionState(view["executionState"]).finished
-            log_job_lines(self.poll(follower.poll, final=finished, deadline=deadline), job_output_log)
+            if self.follow_logs:
+                log_job_lines(self.poll(follower.poll, final=finished, deadline=deadline), job_output_log)
             if finished:
                 return self.result(view)
             if deadline is not None and time.monotonic() > deadline:

@@ -332,3 +332,21 @@ def test_a_cluster_spec_gets_its_storage_account_from_the_connection_and_no_secr
         for path in [*Path(airflow_env["AIRFLOW_HOME"]).rglob("*"), *home.rglob("*")]:
             if path.is_file() and vault not in path.parents:
                 assert secret.encode() not in path.read_bytes(), path
+
+
+def test_follow_logs_off_waits_without_reading_the_jobs_files(
+    home: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("BATCHAI_HOME", str(home))
+    service = Service.embedded(home)
+    service.create_cluster("c", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1}}}, environ={}))
+    spec = {"nodeCount": 1, "customToolkitSettings": {"commandLine": "echo hello"}, "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_TEMP_DIR"}
+    service.create_job("c", "quiet", load_job_spec(spec, environ={}), "e")
+    for follow_logs, expected in ((False, []), (True, ["[stdout.txt] hello"])):
+        operator = BatchAISubmitJobOperator(
+            task_id="submit", cluster_name="c", experiment="e", spec={}, follow_logs=follow_logs, poll_interval=0.2
+        )
+        caplog.clear()
+        with caplog.at_level("INFO", logger="airflow_batchai.job_output"):
+            assert operator.follow("quiet")["executionState"] == "succeeded"
+        assert [r.getMessage() for r in caplog.records if r.name == "airflow_batchai.job_output"] == expected
