@@ -36,14 +36,14 @@ def test_cluster_mounts_count_and_a_share_both_read_and_written_is_both() -> Non
             "scaleSettings": {"manual": {"targetNodeCount": 1}},
             "nodeSetup": {
                 "mountVolumes": {
-                    "azureFileShares": [{"azureFileUrl": "https://acct.file.core.windows.net/share/team", "relativeMountPath": "afs"}]
+                    "azureFileShares": [{"azureFileUrl": "https://acct.file.core.windows.net/team", "relativeMountPath": "afs"}]
                 }
             },
         },
         environ={},
     )
     inputs, outputs = job_datasets(spec, "SEG", cluster)
-    assert inputs == [DatasetName("wasbs://share@acct.file.core.windows.net", "team")]
-    assert outputs == [DatasetName("wasbs://share@acct.file.core.windows.net", "team/models/SEG/outputs/v2")], (
+    assert inputs == [DatasetName("wasbs://team@acct.file.core.windows.net", "/")]
+    assert outputs == [DatasetName("wasbs://team@acct.file.core.windows.net", "models/SEG/outputs/v2")], (
         "node-local stdouterr is no dataset"
     )
