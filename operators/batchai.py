@@ -10,7 +10,6 @@ the task (or ``job_name``), and a retry finds it by that name.
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -26,7 +25,7 @@ from airflow.sdk.log import mask_secret
 from airflow_batchai.errors import TRANSIENT_CODES, BatchAIError
 from airflow_batchai.hooks.batchai import BatchAIHook
 from airflow_batchai.lineage import lineage_of
-from airflow_batchai.logtail import JOB_OUTPUT_LOGGER, JobLogFollower, log_job_lines, stderr_tail
+from airflow_batchai.logtail import JobLogFollower, log_job_lines, stderr_tail
 from airflow_batchai.records import ExecutionState
 from airflow_batchai.secretfields import CLUSTER_SECRET_FIELDS, JOB_SECRET_FIELDS, RenderedSpec, secret_values
 from airflow_batchai.service import DEFAULT_EXPERIMENT, DEFAULT_WORKSPACE, Service
@@ -83,8 +82,8 @@ def _spec_source(spec: Any) -> Any:
 class BatchAIJobOutputLink(BaseOperatorLink):
     """The job's page in the Batch AI view of the Airflow UI: its state, times and stdout/stderr files.
 
-    Built when the UI asks for it, from the job's names that the task pushed at submit (no URL,
-    no token is stored); empty until the task has submitted a job.
+    Built from the job's names that the task pushed at submit (no file path, no token); Airflow 3
+    has the worker evaluate it when the task ends and shows it on the task's Details tab.
     """
 
     name = "Batch AI job"
@@ -417,7 +416,7 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
             view = self.poll(self.service.refresh_job, name, self.experiment, self.workspace, deadline=deadline)
             finished = ExecutionState(view["executionState"]).finished
             if self.follow_logs:
-                log_job_lines(self.poll(follower.poll, final=finished, deadline=deadline), job_output_log)
+                log_job_lines(self.poll(follower.poll, final=finished, deadline=deadline))
             if finished:
                 return self.result(view)
             if deadline is not None and time.monotonic() > deadline:
@@ -462,9 +461,6 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
         if self.submitted:
             self.log.info("task killed: terminating job %s", self.submitted)
             self.service.terminate_job(self.submitted, self.experiment, self.workspace)
-
-
-job_output_log = logging.getLogger(JOB_OUTPUT_LOGGER)
 
 
 def _digest(text: str) -> str:

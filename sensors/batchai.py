@@ -22,10 +22,10 @@ from airflow.triggers.base import StartTriggerArgs
 from airflow_batchai.errors import TRANSIENT_CODES, BatchAIError
 from airflow_batchai.hooks.batchai import BatchAIHook
 from airflow_batchai.logtail import JobLogFollower, log_job_lines
-from airflow_batchai.operators.batchai import failure_message, job_output_log
+from airflow_batchai.operators.batchai import failure_message
 from airflow_batchai.records import ExecutionState
 from airflow_batchai.service import DEFAULT_EXPERIMENT, DEFAULT_WORKSPACE
-from airflow_batchai.triggers.batchai import BatchAIClusterTrigger, BatchAIJobTrigger, cluster_ready
+from airflow_batchai.triggers.batchai import BatchAIClusterTrigger, BatchAIJobTrigger, class_path, cluster_ready
 
 POKE_INTERVAL_S = 1.0
 LOG_OFFSETS_KEY = "batchai_log_offsets"  # task state store: how far a rescheduled sensor copied the job's output
@@ -60,7 +60,7 @@ class _BatchAISensor(BaseSensorOperator):
         if self.start_from_trigger:  # replaced, not mutated: it is a class attribute
             self.start_trigger_args = dataclasses.replace(
                 self.start_trigger_args,
-                trigger_cls=f"{trigger_cls.__module__}.{trigger_cls.__qualname__}",
+                trigger_cls=class_path(trigger_cls),
                 trigger_kwargs=trigger_kwargs,
                 timeout=timedelta(seconds=float(self.timeout)),
             )
@@ -130,20 +130,19 @@ class BatchAIJobSensor(_BatchAISensor):
             follow_logs=follow_logs,
         )
 
-    def copy_output(self, context: Context, final: bool, offsets: dict[str, int] | None = None) -> None:
+    def copy_output(self, context: Context, final: bool) -> None:
         """New job output into the task log. The follower lives as long as the poking process; a sensor in
         reschedule mode keeps its offsets in the task state store between pokes."""
         if not self.follow_logs:
             return
         store = context.get("task_state_store")
         if self.follower is None:
-            if offsets is None and store is not None:
-                saved = store.get(LOG_OFFSETS_KEY)
-                offsets = {str(k): int(v) for k, v in saved.items() if isinstance(v, int)} if isinstance(saved, dict) else None
+            saved = store.get(LOG_OFFSETS_KEY) if store is not None else None
+            offsets = {str(k): int(v) for k, v in saved.items() if isinstance(v, int)} if isinstance(saved, dict) else None
             self.follower = JobLogFollower(self.hook.service, self.job_name, self.experiment, self.workspace, offsets)
         before = self.follower.position()
         try:
-            log_job_lines(self.follower.poll(final=final), job_output_log)
+            log_job_lines(self.follower.poll(final=final))
         except BatchAIError as error:
             self.log.warning("job %s: output not readable now: %s", self.job_name, error.message)
         if store is not None and self.mode == "reschedule" and self.follower.position() != before:

@@ -46,8 +46,13 @@ RETRY_MAX_S = 15.0
 LOG_POLL_S = 2.0  # a listing per following trigger this often while its job runs
 
 
+def class_path(kind: type) -> str:
+    """How Airflow names a trigger class (in serialize(), and in a sensor's StartTriggerArgs)."""
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
 def _path(trigger: BaseTrigger) -> str:
-    return f"{type(trigger).__module__}.{type(trigger).__qualname__}"
+    return class_path(type(trigger))
 
 
 async def _shared_service(conn_id: str, end_time: float | None) -> Service | BatchAIError:
