@@ -20,10 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import BatchAIError, shown
 from .layout import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION
+from .nodes import NodePool
 from .nodes.clusterkeys import DEFAULT_AUTHORIZED_KEYS
 from .nodes.local import LocalNodePool
-from .nodes.ssh import DEFAULT_ROOT, HostSpec, SSHAuth, SSHNodePool
+from .nodes.ssh import DEFAULT_ROOT, HostSpec, SSHAuth, SSHNodePool, SSHTransport
 from .service import DEFAULT_LOCAL_NODES, Service, Settings, default_home
+from .slurm.pool import SlurmPool, SlurmSettings
 from .storage.azure import AzureDataStore
 from .storage.credentials import StorageCredential
 from .store.blob import BlobControlStore, BlobSecretVault
@@ -47,6 +49,9 @@ class ProviderConfig(BaseModel):
     local_nodes: int | None = Field(default=None, ge=1, le=64, description="size of the local node pool")
     hosts: list[str | dict[str, Any]] = Field(
         default_factory=list, description="SSH node pool: [user@]host[:port] or {host, port, user, key_file, gpus, labels, root}"
+    )
+    slurm: SlurmSettings | None = Field(
+        default=None, description='run jobs on a Slurm partition: {"partition", "login", "account", "qos", "sbatch_args"}'
     )
     ssh_user: str | None = None
     ssh_private_key: str | None = None
@@ -90,16 +95,18 @@ class ProviderConfig(BaseModel):
 
     def describe(self) -> str:
         nodes = f"{len(self.hosts)} SSH host(s)" if self.hosts else f"{self.local_nodes or 'default number of'} local node(s)"
+        if self.slurm is not None:
+            nodes = f"Slurm partition {self.slurm.partition}" + (f" via {self.slurm.login}" if self.slurm.login else "")
         credential = storage_credential(self)
         if credential is not None:
             return f"{nodes}, Azure Storage account {credential.account}, control container {self.control_container}"
         return f"{nodes}, home {self.home or os.environ.get('BATCHAI_HOME') or '~/.batchai'}"
 
 
-def ssh_pool(config: ProviderConfig) -> SSHNodePool:
-    """The connection's hosts as an SSH pool; host keys verified unless explicitly told otherwise."""
+def ssh_auth(config: ProviderConfig) -> SSHAuth:
+    """How we log in to hosts: the connection's user and key; host keys verified unless explicitly told otherwise."""
     known_hosts = config.known_hosts or str(Path.home() / ".ssh" / "known_hosts")
-    auth = SSHAuth(
+    return SSHAuth(
         user=config.ssh_user or getpass.getuser(),
         private_key=config.ssh_private_key,
         key_file=config.ssh_key_file,
@@ -108,10 +115,14 @@ def ssh_pool(config: ProviderConfig) -> SSHNodePool:
         pinned_fingerprints=config.host_key_fingerprints,
         insecure_accept_unknown_host_keys=config.insecure_accept_unknown_host_keys,
     )
+
+
+def ssh_pool(config: ProviderConfig) -> SSHNodePool:
+    """The connection's hosts as an SSH pool."""
     hosts = [HostSpec.parse(h) for h in config.hosts]
     return SSHNodePool(
         hosts,
-        auth,
+        ssh_auth(config),
         root=config.node_root,
         python=config.node_python,
         shared_folder_root=config.shared_folder_root,
@@ -143,12 +154,31 @@ def storage_credential(config: ProviderConfig) -> StorageCredential | None:
     )
 
 
+def slurm_pool(config: ProviderConfig) -> SlurmPool:
+    """The connection's partition; its commands over SSH to ``login`` (host keys verified as for nodes), else run here."""
+    assert config.slurm is not None
+    if config.hosts:
+        raise BatchAIError("InvalidConnection", "a connection names hosts or a Slurm partition, not both", "slurm")
+    transport = None
+    if config.slurm.login:
+        spec = HostSpec.parse(config.slurm.login, "slurm.login")
+        transport = SSHTransport(spec, ssh_auth(config), config.node_python)
+    return SlurmPool(config.slurm, transport, root=config.node_root, python=config.node_python)
+
+
+def node_pool(config: ProviderConfig) -> NodePool | None:
+    """Slurm's partition, the SSH hosts, or None for the local nodes."""
+    if config.slurm is not None:
+        return slurm_pool(config)
+    return ssh_pool(config) if config.hosts else None
+
+
 def service_from_config(config: ProviderConfig, kind: str = "reader") -> Service:
     """Embedded default without storage fields; with them, records, secrets and volumes live in Azure Storage."""
     settings = Settings(subscription=config.subscription_id, resource_group=config.resource_group)
     credential = storage_credential(config)
     if credential is None:
-        return Service.embedded(config.home, config.local_nodes, settings, pool=ssh_pool(config) if config.hosts else None, kind=kind)
+        return Service.embedded(config.home, config.local_nodes, settings, pool=node_pool(config), kind=kind)
     settings.default_storage_account = credential.account
     if not (config.vault_key or credential.secrets):
         raise BatchAIError(
@@ -158,7 +188,7 @@ def service_from_config(config: ProviderConfig, kind: str = "reader") -> Service
     store = BlobControlStore(credential, config.control_container)
     vault = BlobSecretVault(store, config.vault_key or "|".join([credential.account, *credential.secrets]))
     home = Path(config.home) if config.home else default_home()
-    pool = ssh_pool(config) if config.hosts else LocalNodePool(home, config.local_nodes or DEFAULT_LOCAL_NODES)
+    pool = node_pool(config) or LocalNodePool(home, config.local_nodes or DEFAULT_LOCAL_NODES)
     return Service(store, vault, pool, data, settings, kind)
 
 
@@ -187,6 +217,11 @@ def connection_config(extras: Any, source: str, from_airflow: bool = False) -> P
             raise BatchAIError("InvalidConnection", f"{source}: field {shown(key)} is empty; leave it out for the default", str(key))
     if "hosts" in fields:
         fields["hosts"] = parse_hosts(fields["hosts"], source)
+    if isinstance(fields.get("slurm"), str):  # the UI's text field, or Airflow's URI form
+        try:
+            fields["slurm"] = json.loads(fields["slurm"])
+        except (ValueError, RecursionError):
+            raise BatchAIError("InvalidConnection", f"{source}: field slurm must be a JSON object", "slurm") from None
     try:  # Airflow's URI form carries every extra as text ("4", "true"): read those as Airflow would
         return ProviderConfig.model_validate(fields, strict=False if from_airflow else None)
     except ValidationError as error:

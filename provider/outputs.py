@@ -78,12 +78,16 @@ class OutputFiles:
         if not self.job.nodes:
             return None
         node = read_node(self.store, self.job.nodes[0])
-        if node is None:
-            return None
-        slot = NodeSlot(node.node_id, node.address, node.root, node.gpus)
+        if node is not None:
+            slot = NodeSlot(node.node_id, node.address, node.root, node.gpus)
+        else:  # a node our pool does not hold (Slurm's): its root is the pool's to say
+            root = self.pool.node_root(self.job.nodes[0])
+            if root is None:
+                return None
+            slot = NodeSlot(self.job.nodes[0], self.job.nodes[0], root)
         ctx = JobContext(self.job.workspace, self.job.experiment, self.job.name, self.job.uuid, self.job.segment, "")
         env, _ = job_environment(self.spec, slot, [slot], ctx)
-        return self.pool.transport(node.node_id), posixpath.normpath(expand(template, env))
+        return self.pool.transport(slot.node_id), posixpath.normpath(expand(template, env))
 
     def list(self, output_id: str, directory: str = ".", expiry_minutes: int = 60, urls: bool = True) -> list[dict[str, Any]]:
         """``urls`` False leaves out download URLs (and the signing they cost) for callers that only read."""

@@ -189,6 +189,7 @@ class JobRecord(Record):
     attempt: int = 0
     attempts: list[dict[str, Any]] = Field(default_factory=list)  # earlier attempts that were requeued, and why
     segment: str  # jobOutputDirectoryPathSegment
+    slurm_job_id: str | None = None  # on a Slurm cluster: the batch job that runs this attempt
 
     @property
     def key(self) -> str:

@@ -44,12 +44,12 @@ from .records import (
     utc_now,
 )
 from .scheduling.launch import JobContext, NodeSlot, job_plans
-from .scheduling.passes import Passes
-from .scheduling.reconcile import Reconciler
+from .scheduling.passes import Passes, reconciler_class
 from .scheduling.snapshot import read_snapshot
 from .scheduling.waiting import JobWaiters
 from .secretfields import split_cluster_secrets, split_job_secrets
 from .settings import WAIT_POLL_S, Settings
+from .slurm.pool import SlurmPool
 from .spec import (
     MAX_NODE_COUNT,
     ClusterSpec,
@@ -199,6 +199,14 @@ class Service:
         return self.reconcile_cluster(workspace, name)
 
     def _check_vm_size(self, spec: ClusterSpec) -> None:
+        if isinstance(self.pool, SlurmPool):
+            if spec.vm_size is not None and not self.pool.nodes(spec.vm_size):
+                raise BatchAIError(
+                    "InvalidVmSize",
+                    f"no node of Slurm partition {self.pool.settings.partition} has the feature {spec.vm_size!r} (vmSize is --constraint)",
+                    "vmSize",
+                )
+            return
         if not any(eligible(self.pool.labels(node_id), spec.vm_size) for node_id, *_ in self.pool.inventory()):
             raise BatchAIError(
                 "InvalidVmSize",
@@ -258,7 +266,7 @@ class Service:
         with lock(self.store, lease_name(workspace, name)) as lease:
             self.passes.forget(lease, workspace, name)
             snapshot = read_snapshot(self.store, self.pool, workspace, name)
-            Reconciler(self.store, self.vault, self.pool, self.data, self.settings, snapshot, lease).delete_everything()
+            reconciler_class(self.pool)(self.store, self.vault, self.pool, self.data, self.settings, snapshot, lease).delete_everything()
             self.store.delete(cluster.key)
             self.passes.forget(lease, workspace, name)
         self.vault.delete(f"cluster-{cluster.uuid}")
@@ -337,7 +345,8 @@ class Service:
             pass
 
     def _check_feasible(self, cluster: ClusterRecord, spec: JobSpec) -> None:
-        limit = len(self.pool.inventory())
+        slurm = isinstance(self.pool, SlurmPool)
+        limit = len(self.pool.nodes(cluster.parsed_spec().vm_size)) if slurm else len(self.pool.inventory())  # type: ignore[attr-defined]
         cluster_max = cluster.parsed_spec().max_node_count
         if cluster_max is not None:
             limit = min(limit, cluster_max)

@@ -16,6 +16,7 @@ Usage:
     agent.py terminate RUN_DIR    stop it: SIGTERM to every process group, SIGKILL after the grace period
     agent.py terminate-all RUNS   stop every run in the folder RUNS (a node leaving its cluster)
     agent.py unmount-under ROOT   unmount everything below ROOT (before it is removed)
+    agent.py slurm-run BASE       inside a Slurm allocation: this node's plan from BASE (node/slurmstep.py), then run it
     agent.py serve                run commands sent over stdin (the control plane's kept-open channel)
     agent.py authorize FILE TAG KEY [--keep UUIDS]   add the public KEY to FILE on a line tagged TAG
     agent.py deauthorize FILE TAG [--keep UUIDS]     remove the lines tagged TAG from FILE
@@ -34,12 +35,13 @@ import threading
 import time
 
 if __package__:  # in the control plane: the package airflow_batchai.node
-    from . import protocol, runtime, tools
+    from . import protocol, runtime, slurmstep, tools
     from .container import Containers
     from .volumes import Volumes
 else:  # on a node: these files lie flat in one folder, this script's own (first on sys.path)
     import protocol  # type: ignore[no-redef]
     import runtime  # type: ignore[no-redef]
+    import slurmstep  # type: ignore[no-redef]
     import tools  # type: ignore[no-redef]
     from container import Containers  # type: ignore[no-redef]
     from volumes import Volumes  # type: ignore[no-redef]
@@ -82,6 +84,7 @@ class Agent(Volumes, Containers):
         self.mounted = []  # FUSE and SMB mount points to unmount at the end
         self.mount_files = []  # mounters' credential files, removed at the end
         self.deadline = now() + float(self.plan.max_wall_clock_s or 7 * 86400)
+        self.release_status = None  # on Slurm: node 0's status.json; a reserved node is released when it is final
 
     def set_status(self, **changes):
         with self.lock:
@@ -254,7 +257,7 @@ class Agent(Volumes, Containers):
             processes = [self.start(t.name, t.command, t.env, t.stdout, t.stderr) for t in self.plan.tasks]
             if self.plan.wait_for_release:
                 while not self.terminate_requested.wait(POLL_INTERVAL_S):
-                    if now() > self.deadline:
+                    if now() > self.deadline or self.released():
                         break
                 self.finish("succeeded", 0)
                 return 0
@@ -275,6 +278,11 @@ class Agent(Volumes, Containers):
             self.kill_all(float(self.plan.grace_s))
             self.finish("failed", -1, {"code": "AgentError", "message": "%s: %s" % (type(error).__name__, error)})
             return 1
+
+    def released(self):
+        if self.release_status is None:
+            return False
+        return (read_json(self.release_status) or {}).get("state") in FINAL_STATES
 
     def finish(self, state, exit_code, error=None):
         try:
@@ -312,6 +320,11 @@ def interface_for(address):
 def main(argv):
     if len(argv) >= 2 and argv[0] == "run":
         return Agent(argv[1]).run()
+    if len(argv) == 2 and argv[0] == "slurm-run":
+        run_dir, first = slurmstep.materialize(os.path.abspath(argv[1]), os.environ)
+        agent = Agent(run_dir)
+        agent.release_status = first
+        return agent.run()
     if argv[:1] == ["serve"]:
         return tools.serve()
     if len(argv) >= 2 and argv[0] == "terminate-all":

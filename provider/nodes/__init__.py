@@ -68,6 +68,9 @@ class NodePool(Protocol):
 
     def transport(self, node_id: str) -> Transport: ...
 
+    def node_root(self, node_id: str) -> str | None:
+        """The folder under which everything of ours lives on that node; None for a node it does not know."""
+
     def shared_folder(self, run_id: str) -> str | None:
         """A folder all nodes of a job see at the same path, or None when they share none."""
 

@@ -96,6 +96,9 @@ class LocalNodePool:
     def transport(self, node_id: str) -> LocalTransport:
         return self._transport
 
+    def node_root(self, node_id: str) -> str | None:
+        return next((root for nid, _, root, _ in self.inventory() if nid == node_id), None)
+
     def labels(self, node_id: str) -> tuple[str, ...]:
         return ()
 

@@ -545,6 +545,9 @@ class SSHNodePool:
                 )
             return self._transports[node_id]
 
+    def node_root(self, node_id: str) -> str | None:
+        return next((root for nid, _, root, _ in self.inventory() if nid == node_id), None)
+
     def labels(self, node_id: str) -> tuple[str, ...]:
         return self.hosts[node_id].labels
 

@@ -53,6 +53,14 @@ FAILED_PASS_BACKOFF_MAX_S = 30.0
 ClusterRef = tuple[str, str]  # (workspace, cluster name)
 
 
+def reconciler_class(pool: NodePool) -> type[Reconciler]:
+    """Who decides a pass: our reconcile over our node pool, or Slurm's mapping over a partition."""
+    from ..slurm.pool import SlurmPool  # the Slurm modules build on this package
+    from ..slurm.scheduler import SlurmReconciler
+
+    return SlurmReconciler if isinstance(pool, SlurmPool) else Reconciler
+
+
 def next_seq() -> str:
     """A token no earlier pass had (a counter could start again from a lost note and match by chance)."""
     return uuid.uuid4().hex
@@ -126,7 +134,7 @@ class Passes:
             try:
                 snapshot = read_snapshot(self.store, self.pool, workspace, name, owner.jobs, also=terminations or ())
                 written = reconciler.changed if reconciler else {}  # what an attempt stopped by a conflict wrote stays in the digest
-                reconciler = Reconciler(self.store, self.vault, self.pool, self.data, self.settings, snapshot, lease)
+                reconciler = reconciler_class(self.pool)(self.store, self.vault, self.pool, self.data, self.settings, snapshot, lease)
                 reconciler.changed.update(written)
                 outcome = reconciler.run(terminations)
                 for _ in range(FOLLOW_UPS):
@@ -255,10 +263,11 @@ class Passes:
             if node.state == NodeState.PREPARING:  # a setup that never reports is the full pass's to judge
                 checks.append((node.node_id, setup_run_id(cluster), 0.0))
         for node_id, run, age in checks:
-            if node_id not in roots:
+            root = roots.get(node_id) or self.pool.node_root(node_id)
+            if root is None:
                 return True
             try:
-                status = NodeHandle(node_id, self.pool.transport(node_id), NodeLayout(roots[node_id])).status(run)
+                status = NodeHandle(node_id, self.pool.transport(node_id), NodeLayout(root)).status(run)
             except BatchAIError:
                 if node_id in cut_off:
                     continue  # the pass already counts its silence; the next full pass judges it

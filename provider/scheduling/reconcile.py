@@ -23,7 +23,7 @@ from ..errors import BatchAIError, StaleRecord
 from ..layout import NodeLayout, cluster_setup_segment, stdouterr_template
 from ..node.protocol import REGISTRY_PASSWORD_KEY, AgentPlan
 from ..nodes import NodePool
-from ..nodes.clusterkeys import ClusterKey
+from ..nodes.clusterkeys import ClusterKey, PeerSSH
 from ..nodes.handle import NodeHandle
 from ..records import (
     AllocationState,
@@ -425,6 +425,21 @@ class Reconciler:
             except BatchAIError as error:
                 self.mark_lost(node, error.message)
                 return None
+        slots = [NodeSlot(n.node_id, n.address, n.root, n.gpus) for n in nodes]
+        key_path = NodeLayout(nodes[0].root).cluster_key_path(self.cluster.uuid) if key else None
+        return self.plans_for(job, slots, secrets, links, peers, key_path)
+
+    def plans_for(
+        self,
+        job: JobRecord,
+        slots: list[NodeSlot],
+        secrets: dict[str, Any],
+        links: list[Link],
+        peers: list[PeerSSH] | None = None,
+        key_path: str | None = None,
+    ) -> tuple[list[AgentPlan], dict[str, str]]:
+        """The plans for these node slots, staged, and what their agents get as secrets."""
+        spec = job.parsed_spec()
         ctx = JobContext(
             job.workspace,
             job.experiment,
@@ -434,10 +449,9 @@ class Reconciler:
             job.run_id,
             links,
             self.pool.shared_folder(job.run_id),
-            ssh_peers=peers,
-            cluster_key=NodeLayout(nodes[0].root).cluster_key_path(self.cluster.uuid) if key else None,
+            ssh_peers=peers or [],
+            cluster_key=key_path,
         )
-        slots = [NodeSlot(n.node_id, n.address, n.root, n.gpus) for n in nodes]
         plans = job_plans(spec, slots, ctx, list(secrets.get("env", {})))
         mounts = {"job": links, "cluster": self.cluster_links()}
         staging, sas = self.data.stage_plan(read_texts(spec), written(spec, job.segment), mounts, spec.max_wall_clock)
@@ -448,19 +462,25 @@ class Reconciler:
         return self.data.links(setup.mount_volumes if setup else None, "nodeSetup.mountVolumes")
 
     # -- publishing -----------------------------------------------------------------------------
-    def publish(self, target: int, shortfall: int = 0) -> None:
+    def publish(self, target: int, shortfall: int = 0, nodes: list[NodeSummary] | None = None) -> None:
         """Write what readers see into the cluster record, if it changed; a user's resize meanwhile is kept.
 
         A target the pool cannot meet is said in the cluster's errors (``InsufficientNodes``), not
         left for the user to notice from a count.
         """
         members = self.snapshot.members()
-        summary = [
-            NodeSummary(node_id=n.node_id, address=n.address, state=n.state, errors=n.errors, unreachable=n.unreachable_since is not None)
-            for n in members
-        ]
-        current = [n for n in members if n.state != NodeState.LEAVING]
-        moving = any(n.state in (NodeState.PREPARING, NodeState.LEAVING) for n in members) or len(current) != target
+        summary = nodes
+        if summary is None:
+            summary = [
+                NodeSummary(
+                    node_id=n.node_id, address=n.address, state=n.state, errors=n.errors, unreachable=n.unreachable_since is not None
+                )
+                for n in members
+            ]
+            current = [n for n in members if n.state != NodeState.LEAVING]
+            moving = any(n.state in (NodeState.PREPARING, NodeState.LEAVING) for n in members) or len(current) != target
+        else:  # nodes someone else schedules (Slurm): they are as they are
+            moving = False
         allocation = AllocationState.RESIZING if moving else AllocationState.STEADY
         key = self.cluster.key
         record, etag = self.cluster, self.snapshot.etags[key]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import BatchAIError, shown
+from ..node.slurmstep import expand_hostlist
 from ..nodes import Transport
 
 COMMAND_TIMEOUT_S = 30.0
@@ -50,6 +51,7 @@ class SlurmNode(BaseModel):
     features: list[str] = Field(default_factory=list)
     gpus: int = 0
     cpus: int = 0
+    address: str = ""  # NodeAddr: how the other nodes reach it (the name when Slurm was told none)
 
 
 @dataclass(frozen=True)
@@ -91,13 +93,19 @@ class SbatchOptions:
 class Slurm:
     """The commands of one Slurm cluster, through ``transport``; ``env`` (e.g. SLURM_CONF) goes first."""
 
-    def __init__(self, transport: Transport, env: dict[str, str] | None = None, timeout_s: float = COMMAND_TIMEOUT_S) -> None:
+    def __init__(
+        self, transport: Transport, env: dict[str, str] | None = None, timeout_s: float = COMMAND_TIMEOUT_S, clean: bool = False
+    ) -> None:
+        """``clean``: run with ``env`` only (``env -i``), not this process's environment, which may hold
+        the connection's secrets (an Airflow worker's AIRFLOW_CONN_…): sbatch exports what it is given."""
         self.transport = transport
         self.env = dict(env or {})
         self.timeout_s = timeout_s
+        self.clean = clean
 
     def _run(self, argv: list[str], stdin: bytes | None = None) -> str:
-        command = ["env", *(f"{k}={v}" for k, v in sorted(self.env.items())), *argv] if self.env else argv
+        assignments = [f"{k}={v}" for k, v in sorted(self.env.items())]
+        command = ["env", *(["-i"] if self.clean else []), *assignments, *argv] if (assignments or self.clean) else argv
         try:
             result = self.transport.run(command, timeout_s=self.timeout_s, stdin=stdin)
         except BatchAIError:
@@ -147,7 +155,7 @@ class Slurm:
         self._run(["scancel", "--full", job_id])
 
     def partition_nodes(self, partition: str) -> list[SlurmNode]:
-        out = self._run(["sinfo", "--Node", "--noheader", f"--partition={partition}", "--format=%N|%T|%f|%G|%c"])
+        out = self._run(["sinfo", "--Node", "--noheader", f"--partition={partition}", "--format=%N|%T|%f|%G|%c|%o"])
         nodes = {}
         for line in out.splitlines():
             if line.strip():
@@ -178,7 +186,7 @@ def parse_job(line: str) -> SlurmJob:
 
 
 def parse_node(line: str) -> SlurmNode:
-    name, state, features, gres, cpus = [*line.strip().split("|"), "", "", "", ""][:5]
+    name, state, features, gres, cpus, address = [*line.strip().split("|"), "", "", "", "", ""][:6]
     base = state.rstrip("*~#!%$@^-")
     gpus = sum(int(m.group(1)) for m in re.finditer(r"gpu(?::[^:,()]+)?:(\d+)", gres))
     return SlurmNode(
@@ -188,23 +196,5 @@ def parse_node(line: str) -> SlurmNode:
         features=[] if features in ("", "(null)") else features.split(","),
         gpus=gpus,
         cpus=int(cpus) if cpus.isdigit() else 0,
+        address=address if address not in ("", "(null)") else name,
     )
-
-
-def expand_hostlist(hostlist: str) -> list[str]:
-    """``gpu[01-03,07],cpu1`` → gpu01 gpu02 gpu03 gpu07 cpu1, in Slurm's order (its first is the job's first node)."""
-    hosts: list[str] = []
-    for part in re.findall(r"[^,\[]+(?:\[[^\]]*\])?[^,]*", hostlist):
-        found = re.fullmatch(r"([^\[]*)\[([^\]]*)\](.*)", part)
-        if not found:
-            hosts.append(part)
-            continue
-        prefix, ranges, suffix = found.groups()
-        for piece in ranges.split(","):
-            low, _, high = piece.partition("-")
-            if not high:
-                hosts.append(f"{prefix}{low}{suffix}")
-                continue
-            width = len(low)
-            hosts += [f"{prefix}{n:0{width}d}{suffix}" for n in range(int(low), int(high) + 1)]
-    return hosts

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..records import ExecutionState
+from ..records import ExecutionState, NodeState
 from .commands import SlurmJob, SlurmNode
 
 QUEUED = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SUSPENDED"}
@@ -62,3 +62,17 @@ def _count_key(node: SlurmNode) -> str:
     if state.startswith("powering_down") or state.startswith("power_down"):
         return "leavingNodeCount"
     return "idleNodeCount"
+
+
+COUNT_STATES = {
+    "idleNodeCount": NodeState.IDLE,
+    "runningNodeCount": NodeState.RUNNING,
+    "preparingNodeCount": NodeState.PREPARING,
+    "unusableNodeCount": NodeState.UNUSABLE,
+    "leavingNodeCount": NodeState.LEAVING,
+}
+
+
+def node_state(node: SlurmNode) -> NodeState:
+    """A partition node as one of a Batch AI cluster's nodes (what ``nodeStateCounts`` counts)."""
+    return COUNT_STATES[_count_key(node)]

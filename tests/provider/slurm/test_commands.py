@@ -94,7 +94,7 @@ def test_scontrol_and_sinfo_lines_are_read_into_models() -> None:
         parse_node(text)
         for text in ("a|idle|STANDARD_NC6|gpu:tesla:2|8", "b|mixed|(null)|(null)|8", "c|down*|||8", "d|idle~|||8", "e|drained|||4")
     ]
-    assert nodes[0] == SlurmNode(name="a", state="idle", features=["STANDARD_NC6"], gpus=2, cpus=8)
+    assert nodes[0] == SlurmNode(name="a", state="idle", features=["STANDARD_NC6"], gpus=2, cpus=8, address="a")
     assert node_state_counts(nodes) == {
         "idleNodeCount": 1,
         "runningNodeCount": 1,

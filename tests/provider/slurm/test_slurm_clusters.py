@@ -1,0 +1,171 @@
+"""Batch AI clusters and jobs on a real Slurm partition (tests/slurmcluster.py: Debian's slurmctld,
+two slurmds, munge): the same Service, CLI connection and job files as on SSH nodes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_batchai.config import connection_config, service_from_config
+from airflow_batchai.errors import BatchAIError
+from airflow_batchai.service import Service
+from airflow_batchai.spec import load_cluster_spec, load_job_spec
+from tests.conftest import REPO, wait_until
+from tests.provider.test_distributed import DDP_JOB
+
+SECRET = "s3cret-value-that-must-stay-hidden"
+
+
+@pytest.fixture
+def slurm_service(slurm_cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Service:
+    monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
+    monkeypatch.setenv("AIRFLOW_CONN_SOMETHING", f"batchai://?storage_account_key={SECRET}")  # what a worker's env may hold
+    config = connection_config(
+        {
+            "slurm": {"partition": "gpu"},
+            "home": str(tmp_path / "home"),
+            "node_root": str(tmp_path / "nodes"),
+            "node_python": sys.executable,
+        },
+        "connection",
+    )
+    return service_from_config(config)
+
+
+def job(properties: dict[str, Any]) -> Any:
+    return load_job_spec({"properties": properties}, storage_account_name="local", environ={})
+
+
+def test_a_cluster_is_a_view_of_the_partition(slurm_service: Service) -> None:
+    view = slurm_service.create_cluster(
+        "gpu", load_cluster_spec({"vmSize": "STANDARD_NC6", "scaleSettings": {"manual": {"targetNodeCount": 2}}})
+    )
+    assert view["nodeStateCounts"]["idleNodeCount"] == 2 and view["currentNodeCount"] == 2
+    assert sorted(n["nodeId"] for n in view["nodes"]) == ["node1", "node2"]
+    with pytest.raises(BatchAIError) as unknown:
+        slurm_service.create_cluster(
+            "other", load_cluster_spec({"vmSize": "STANDARD_ND40", "scaleSettings": {"manual": {"targetNodeCount": 1}}})
+        )
+    assert unknown.value.target == "vmSize" and "STANDARD_ND40" in unknown.value.message
+    with pytest.raises(BatchAIError) as too_big:
+        slurm_service.create_job(
+            "gpu", "big", job({"nodeCount": 3, "customToolkitSettings": {"commandLine": "true"}, "stdOutErrPathPrefix": "/tmp"})
+        )
+    assert too_big.value.target == "nodeCount"
+
+
+def test_a_job_is_one_slurm_job_with_batch_ai_environment_and_no_secret_in_sight(slurm_service: Service, slurm_cluster: Any) -> None:
+    slurm_service.create_cluster("gpu", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 2}}}))
+    spec = job(
+        {
+            "nodeCount": 2,
+            "customToolkitSettings": {
+                "commandLine": "echo master=$AZ_BATCHAI_JOB_MASTER_NODE_IP node=$AZ_BATCHAI_NODE_IP name=$AZ_BATCHAI_JOB_NAME "
+                "token=$TOKEN slurm=$SLURM_JOB_ID; env | grep -c AIRFLOW_CONN || true; echo oops >&2"
+            },
+            "secrets": [{"name": "TOKEN", "value": SECRET}],
+            "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
+            "mountVolumes": {
+                "azureFileShares": [{"azureFileUrl": "https://local.file.core.windows.net/logs", "relativeMountPath": "logs"}]
+            },
+        }
+    )
+    created = slurm_service.create_job("gpu", "hello", spec)
+    assert created["executionState"] in ("queued", "running")
+    done = slurm_service.wait_job("hello", timeout_s=60, poll_s=0.3)
+    assert done["executionState"] == "succeeded", done
+    out = (slurm_service.read_output_file("hello", "stdout.txt") or b"").decode()
+    assert "master=127.0.0.1 node=127.0.0.1 name=hello" in out and f"token={SECRET}" in out
+    assert out.splitlines()[-1] == "0", "the control plane's environment (AIRFLOW_CONN_…) does not reach the job"
+    assert "slurm=" in out and "slurm= " not in out
+    assert (slurm_service.read_output_file("hello", "stderr.txt") or b"").decode() == "oops\n"
+    record = slurm_service.store.read("jobs/default/default/hello")
+    assert record is not None and record.data["slurm_job_id"]
+    shown = subprocess.run(
+        ["scontrol", "show", "job", record.data["slurm_job_id"]], capture_output=True, text=True, env={**os.environ, **slurm_cluster.env}
+    )
+    assert record.data["nodes"] == ["node1", "node2"] and "JobName=hello" in shown.stdout
+    assert SECRET not in shown.stdout and SECRET not in json.dumps(record.data) and SECRET not in json.dumps(done)
+    names = sorted(f["name"] for f in slurm_service.list_output_files("hello"))
+    assert names == ["execution-node1.log", "execution-node2.log", "stderr.txt", "stdout.txt"]
+
+
+@pytest.mark.slow
+def test_the_two_node_ddp_example_runs_as_one_slurm_job(slurm_service: Service, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    scripts = tmp_path / "home" / "storage" / "local" / "scripts" / "pytorch"
+    scripts.mkdir(parents=True)
+    shutil.copy(REPO / "dags" / "assets" / "pytorch" / "ddp_digits.py", scripts)
+    slurm_service.create_cluster("gpu", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 2}}}))
+    slurm_service.create_job("gpu", "ddp", job(DDP_JOB), "distributed")
+    done = slurm_service.wait_job("ddp", "distributed", timeout_s=240, poll_s=0.5)
+    logs = {name: (slurm_service.read_output_file("ddp", name, "distributed") or b"").decode() for name in ("stdout-0.txt", "stdout-1.txt")}
+    assert done["executionState"] == "succeeded", (done["executionInfo"], logs)
+    for rank in (0, 1):
+        assert f"rank {rank}: all_reduce sum = 3 (expected 3)" in logs[f"stdout-{rank}.txt"]
+    models = sorted(f["name"] for f in slurm_service.list_output_files("ddp", "distributed", output_directory_id="MODEL"))
+    assert models == ["model_epoch1.pt", "model_epoch2.pt"]
+
+
+def running_on_nodes(marker: str) -> list[str]:
+    """Processes of this machine whose command line holds ``marker`` (the test's nodes are this machine)."""
+    found = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True)
+    return [pid for pid in found.stdout.split() if int(pid) != os.getpid()]
+
+
+def test_terminate_is_scancel_and_leaves_no_process_on_any_node(slurm_service: Service) -> None:
+    slurm_service.create_cluster("gpu", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 2}}}))
+    marker = "sleep 3217"
+    spec = job(
+        {
+            "nodeCount": 2,
+            "pyTorchSettings": {"pythonScriptFilePath": "-c", "commandLineArgs": f"\"import os; os.system('{marker}')\""},
+            "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_TEMP",
+        }
+    )
+    slurm_service.create_job("gpu", "long", spec)
+    wait_until(lambda: len(running_on_nodes(marker)) >= 2, 30, 0.2, what="both ranks to run")
+    wait_until(lambda: slurm_service.refresh_job("long")["executionState"] == "running", 30, 0.2, what="the job to run")
+    view = slurm_service.terminate_job("long")
+    if view["executionState"] != "failed":
+        view = slurm_service.wait_job("long", timeout_s=30, poll_s=0.3)
+    assert view["executionState"] == "failed" and view["executionInfo"]["errors"][0]["code"] == "JobTerminated"
+    wait_until(lambda: not running_on_nodes(marker), 20, 0.2, what="every rank to be gone")
+    record = slurm_service.store.read("jobs/default/default/long")
+    assert record is not None
+    state = subprocess.run(["scontrol", "show", "job", record.data["slurm_job_id"]], capture_output=True, text=True).stdout
+    assert "JobState=CANCELLED" in state
+
+
+def test_a_failing_job_fails_with_its_exit_code_and_a_wall_clock_limit_ends_a_job(slurm_service: Service) -> None:
+    slurm_service.create_cluster("gpu", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1}}}))
+    failing = job(
+        {
+            "nodeCount": 1,
+            "customToolkitSettings": {"commandLine": "echo broken input >&2; exit 3"},
+            "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_TEMP",
+        }
+    )
+    slow = job(
+        {
+            "nodeCount": 1,
+            "customToolkitSettings": {"commandLine": "sleep 60"},
+            "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_TEMP",
+            "constraints": {"maxWallClockTime": "00:00:03"},
+        }
+    )
+    slurm_service.create_job("gpu", "failing", failing)
+    slurm_service.create_job("gpu", "slow", slow)
+    failed = slurm_service.wait_job("failing", timeout_s=60, poll_s=0.3)
+    assert failed["executionState"] == "failed" and failed["executionInfo"]["exitCode"] == 3
+    assert (slurm_service.read_output_file("failing", "stderr.txt") or b"").decode() == "broken input\n"
+    timed_out = slurm_service.wait_job("slow", timeout_s=60, poll_s=0.3)
+    assert timed_out["executionState"] == "failed"
+    assert timed_out["executionInfo"]["errors"][0]["code"] == "MaxWallClockTimeExceeded"
