@@ -45,6 +45,13 @@ def get_provider_info() -> dict[str, Any]:
                     ),
                     "local_nodes": _field("Local nodes", "size of the embedded local node pool", "integer", default=2, section="Nodes"),
                     "home": _field("Home folder", "embedded default's folder (records, storage, nodes)", section="Nodes"),
+                    "slurm": _field(
+                        "Slurm partition",
+                        '{"partition": "gpu", "login": "user@login-node", "account", "qos", "sbatch_args": [...]}: '
+                        "jobs run as Slurm jobs there (node root must be a folder every node shares)",
+                        "object",
+                        section="Nodes",
+                    ),
                     "ssh_user": _field("SSH user", "user on the nodes", section="SSH"),
                     "ssh_private_key": _field("SSH private key", "PEM text of the key", format="password", section="SSH"),
                     "ssh_key_file": _field("SSH key file", "path of the key on the Airflow workers, instead of its text", section="SSH"),

@@ -59,7 +59,9 @@ class SlurmReconciler(Reconciler):
         self.drop_stale_live_entries()
         summary = [NodeSummary(node_id=n.name, address=n.address, state=node_state(n)) for n in eligible]
         self.publish(self.bound(), 0, summary)
-        return PassOutcome(Plan([], self.bound(), None), cancelled)
+        pending = any(j.slurm_job_id and j.execution_state == ExecutionState.QUEUED for j in self.snapshot.jobs.values())
+        # a job pending in Slurm starts without any agent of ours to notice: look again soon (one scontrol)
+        return PassOutcome(Plan([], self.bound(), self.settings.watch_interval_s if pending else None), cancelled)
 
     def eligible(self, partition: list[SlurmNode]) -> list[SlurmNode]:
         vm_size = self.spec.vm_size

@@ -169,3 +169,23 @@ def test_a_failing_job_fails_with_its_exit_code_and_a_wall_clock_limit_ends_a_jo
     timed_out = slurm_service.wait_job("slow", timeout_s=60, poll_s=0.3)
     assert timed_out["executionState"] == "failed"
     assert timed_out["executionInfo"]["errors"][0]["code"] == "MaxWallClockTimeExceeded"
+
+
+def test_the_slurm_field_is_read_from_json_text_and_bad_values_name_their_field(tmp_path: Path) -> None:
+    config = connection_config({"conn_type": "batchai", "extra": json.dumps({"slurm": '{"partition": "gpu", "qos": "high"}'})}, "conn")
+    assert config.slurm is not None and (config.slurm.partition, config.slurm.qos, config.slurm.login) == ("gpu", "high", None)
+    assert config.describe().startswith("Slurm partition gpu")
+    for extras, field in (
+        ({"slurm": {"qos": "high"}}, "slurm.partition"),
+        ({"slurm": {"partition": "gpu", "sbatch_args": ["--export=ALL"]}}, "slurm.sbatch_args"),
+        ({"slurm": {"partition": "gpu", "colour": "red"}}, "slurm.colour"),
+    ):
+        with pytest.raises(BatchAIError) as refused:
+            connection_config(extras, "conn")
+        assert refused.value.target == field, refused.value.message
+    both = connection_config({"slurm": {"partition": "gpu"}, "hosts": ["node-a"], "home": str(tmp_path)}, "conn")
+    with pytest.raises(BatchAIError, match="not both"):
+        service_from_config(both)
+    with pytest.raises(BatchAIError) as login:  # refused before any name is looked up
+        service_from_config(connection_config({"slurm": {"partition": "gpu", "login": "bad host!"}, "home": str(tmp_path)}, "conn"))
+    assert login.value.target == "slurm.login"
