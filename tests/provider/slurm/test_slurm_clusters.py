@@ -189,3 +189,21 @@ def test_the_slurm_field_is_read_from_json_text_and_bad_values_name_their_field(
     with pytest.raises(BatchAIError) as login:  # refused before any name is looked up
         service_from_config(connection_config({"slurm": {"partition": "gpu", "login": "bad host!"}, "home": str(tmp_path)}, "conn"))
     assert login.value.target == "slurm.login"
+
+
+def test_the_cli_takes_a_slurm_connection_like_any_other(slurm_cluster: Any, tmp_path: Path) -> None:
+    connection = json.dumps({"slurm": {"partition": "gpu"}, "home": str(tmp_path / "home"), "node_root": str(tmp_path / "nodes")})
+    env = {**os.environ, **slurm_cluster.env, "BATCHAI_CONNECTION": connection}
+    cli = [sys.executable, "-m", "airflow_batchai.cli"]
+    created = subprocess.run(
+        [*cli, "cluster", "create", "-n", "gpu", "-s", "STANDARD_NC6", "--min", "0", "--max", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert created.returncode == 0, created.stderr
+    shown = subprocess.run([*cli, "cluster", "show", "-n", "gpu"], env=env, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    view = json.loads(shown.stdout)
+    assert view["vmSize"] == "STANDARD_NC6" and view["nodeStateCounts"]["idleNodeCount"] == 2
