@@ -94,16 +94,7 @@ def main() -> None:
         try:
             env = {**os.environ, **cluster.env}
             os.environ.update(cluster.env)
-            config = connection_config(
-                {
-                    "slurm": {"partition": "gpu"},
-                    "home": str(folder / "home"),
-                    "node_root": str(folder / "nodes"),
-                    "node_python": sys.executable,
-                },
-                "bench",
-            )
-            service = service_from_config(config)
+            service = service_from_config(connection_config(cluster.connection(folder), "bench"))
             service.create_cluster("gpu", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 2}}}))
             results = {"raw": [raw(env, folder, i) for i in range(args.runs)], "ours": [ours(service, folder, i) for i in range(args.runs)]}
         finally:

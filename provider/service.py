@@ -345,8 +345,8 @@ class Service:
             pass
 
     def _check_feasible(self, cluster: ClusterRecord, spec: JobSpec) -> None:
-        slurm = isinstance(self.pool, SlurmPool)
-        limit = len(self.pool.nodes(cluster.parsed_spec().vm_size)) if slurm else len(self.pool.inventory())  # type: ignore[attr-defined]
+        pool = self.pool
+        limit = len(pool.nodes(cluster.parsed_spec().vm_size)) if isinstance(pool, SlurmPool) else len(pool.inventory())
         cluster_max = cluster.parsed_spec().max_node_count
         if cluster_max is not None:
             limit = min(limit, cluster_max)

@@ -12,10 +12,12 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import stop_process_group
 
@@ -46,6 +48,15 @@ class SlurmCluster:
     @property
     def env(self) -> dict[str, str]:
         return {"SLURM_CONF": str(self.conf)}
+
+    def connection(self, folder: Path) -> dict[str, Any]:
+        """A ``batchai`` connection's extras for this cluster's partition, its records and node roots under ``folder``."""
+        return {
+            "slurm": {"partition": self.partition},
+            "home": str(folder / "home"),
+            "node_root": str(folder / "nodes"),
+            "node_python": sys.executable,
+        }
 
 
 def _config(folder: Path, partition: str, nodes: list[str], cpus: int) -> str:

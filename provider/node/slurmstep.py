@@ -13,6 +13,7 @@ import os
 import re
 
 SLURM_PLANS_FILE = "slurm.json"  # {"plans": [...], "run_dirs": [...], "addresses": {host: address}}
+SECRETS_FOLDER = "secrets"  # <rank>.json, 0600: each node's agent takes its own (and deletes it once read)
 _PLACEHOLDER = re.compile(r"@@(HOST|ADDR)(\d+)@@")
 _PART = re.compile(r"[^,\[]+(?:\[[^\]]*\])?[^,]*")
 
@@ -66,7 +67,7 @@ def materialize(base, environ):
     with os.fdopen(descriptor, "w") as handle:
         handle.write(fill(json.dumps(plans[index]), hosts, addresses))
     os.replace(plan_path + ".tmp", plan_path)
-    secrets = os.path.join(base, str(index), "secrets.json")
+    secrets = os.path.join(base, SECRETS_FOLDER, "%d.json" % index)
     if os.path.exists(secrets):
         os.replace(secrets, os.path.join(run_dir, "secrets.json"))
     first = None if index == 0 else os.path.join(fill(run_dirs[0], hosts, addresses), "status.json")

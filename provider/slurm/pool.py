@@ -7,7 +7,7 @@ commands (this one, or ``login``) and every compute node see at the same path, a
 own working folders are (an NFS home). Under it:
 
     batchai/agent-<hash>/    the agent, deployed once per version
-    slurm/<run>/             one job attempt: slurm.json (plans), <rank>/secrets.json (0600),
+    slurm/<run>/             one job attempt: slurm.json (plans), secrets/<rank>.json (0600, gone when the job ends),
                              shared/ ($AZ_BATCHAI_SHARED_JOB_TEMP), slurm-<id>.out
     nodes/<host>/            each compute node's root (mounts, job temp, run folders)
 """
@@ -21,8 +21,11 @@ import shlex
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..errors import BatchAIError
+from ..layout import NodeLayout
+from ..node.slurmstep import SECRETS_FOLDER
 from ..nodes import Transport
 from ..nodes.clusterkeys import PeerSSH
+from ..nodes.handle import AGENT_HASH
 from ..nodes.local import LocalTransport
 from .commands import Slurm, SlurmNode
 
@@ -83,6 +86,9 @@ class SlurmPool:
     def run_base(self, run_id: str) -> str:
         return posixpath.join(self.root, "slurm", run_id)
 
+    def secrets_folder(self, run_id: str) -> str:
+        return posixpath.join(self.run_base(run_id), SECRETS_FOLDER)
+
     def labels(self, node_id: str) -> tuple[str, ...]:
         return ()
 
@@ -105,15 +111,8 @@ class SlurmPool:
             return found
         return [node for node in found if vm_size.lower() in {feature.lower() for feature in node.features}]
 
-    def describe(self) -> str:
-        where = f" via {self.settings.login}" if self.settings.login else ""
-        return f"Slurm partition {self.settings.partition}{where}"
-
     def batch_script(self, run_id: str, nodes: int, gpus_per_node: int) -> str:
         """The whole sbatch script: our agent once per node. It holds paths only, never a secret."""
-        from ..layout import NodeLayout
-        from ..nodes.handle import AGENT_HASH
-
         agent = NodeLayout(self.root).agent_path(AGENT_HASH)
         step = [
             "srun",
@@ -123,7 +122,7 @@ class SlurmPool:
             "--kill-on-bad-exit=1",
             *([f"--gpus-per-node={gpus_per_node}"] if gpus_per_node else []),
         ]
-        command = " ".join(shlex.quote(part) for part in [*step])
+        command = " ".join(shlex.quote(part) for part in step)
         run = " ".join(shlex.quote(part) for part in [self.python, agent, "slurm-run", self.run_base(run_id)])
         return (
             "#!/bin/sh\n"

@@ -76,6 +76,13 @@ class SlurmReconciler(Reconciler):
         assert scale.auto_scale is not None
         return scale.auto_scale.maximum_node_count
 
+    def write_job(self, job: JobRecord) -> JobRecord:
+        """As ever; a job that ended also loses the secrets files no agent took (cancelled while pending, a node that never started)."""
+        written = super().write_job(job)
+        if job.execution_state.finished and job.slurm_job_id:
+            self.pool.login_transport.remove_tree(self.pool.secrets_folder(job.run_id))
+        return written
+
     # -- following submitted jobs ---------------------------------------------------------------
     def statuses(self, job: JobRecord) -> list[AgentStatus | None]:
         """What each node's agent last wrote (None: nothing yet, or unreadable)."""
@@ -188,7 +195,8 @@ class SlurmReconciler(Reconciler):
         }
         if run_secrets:
             for index in range(count):
-                transport.write_file(posixpath.join(base, str(index), "secrets.json"), json.dumps(run_secrets).encode(), 0o600)
+                path = posixpath.join(self.pool.secrets_folder(job.run_id), f"{index}.json")
+                transport.write_file(path, json.dumps(run_secrets).encode(), 0o600)
         transport.write_file(posixpath.join(base, SLURM_PLANS_FILE), json.dumps(document).encode(), 0o600)
         settings = self.pool.settings
         limit = spec.constraints.max_wall_clock_time if spec.constraints else None
@@ -206,11 +214,16 @@ class SlurmReconciler(Reconciler):
             output=posixpath.join(base, "slurm-%j.out"),
             extra=(*settings.sbatch_args, "--no-requeue"),
         )
-        slurm_id = self.pool.slurm.submit(self.pool.batch_script(job.run_id, count, gpus), options)
+        try:
+            slurm_id = self.pool.slurm.submit(self.pool.batch_script(job.run_id, count, gpus), options)
+        except BaseException:
+            transport.remove_tree(self.pool.secrets_folder(job.run_id))
+            raise
         try:
             self.write_job(job.model_copy(update={"slurm_job_id": slurm_id}))
         except StaleRecord:  # the job moved meanwhile (terminated, deleted): its batch job must not run
             self.pool.slurm.cancel(slurm_id)
+            transport.remove_tree(self.pool.secrets_folder(job.run_id))
             raise
         log.info("job %s submitted to Slurm as %s", job.key, slurm_id)
 

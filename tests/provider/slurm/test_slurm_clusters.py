@@ -27,16 +27,7 @@ SECRET = "s3cret-value-that-must-stay-hidden"
 def slurm_service(slurm_cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Service:
     monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
     monkeypatch.setenv("AIRFLOW_CONN_SOMETHING", f"batchai://?storage_account_key={SECRET}")  # what a worker's env may hold
-    config = connection_config(
-        {
-            "slurm": {"partition": "gpu"},
-            "home": str(tmp_path / "home"),
-            "node_root": str(tmp_path / "nodes"),
-            "node_python": sys.executable,
-        },
-        "connection",
-    )
-    return service_from_config(config)
+    return service_from_config(connection_config(slurm_cluster.connection(tmp_path), "connection"))
 
 
 def job(properties: dict[str, Any]) -> Any:
@@ -142,6 +133,28 @@ def test_terminate_is_scancel_and_leaves_no_process_on_any_node(slurm_service: S
     assert record is not None
     state = subprocess.run(["scontrol", "show", "job", record.data["slurm_job_id"]], capture_output=True, text=True).stdout
     assert "JobState=CANCELLED" in state
+
+
+def test_a_job_cancelled_while_pending_in_slurm_leaves_no_secret_behind(slurm_service: Service, tmp_path: Path) -> None:
+    slurm_service.create_cluster("gpu", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 4}}}))
+    both = {"nodeCount": 2, "customToolkitSettings": {"commandLine": "sleep 30"}, "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_TEMP"}
+    slurm_service.create_job("gpu", "holder", job(both))
+    wait_until(lambda: slurm_service.refresh_job("holder")["executionState"] == "running", 30, 0.2, what="the first job to run")
+    slurm_service.create_job("gpu", "waiting", job({**both, "secrets": [{"name": "TOKEN", "value": SECRET}]}))
+    record = wait_until(
+        lambda: (found := slurm_service.store.read("jobs/default/default/waiting")) and found.data["slurm_job_id"] and found,
+        30,
+        0.2,
+        what="the second job to be submitted",
+    )
+    pending = subprocess.run(["scontrol", "show", "job", record.data["slurm_job_id"]], capture_output=True, text=True).stdout
+    assert "JobState=PENDING" in pending and slurm_service.show_job("waiting")["executionState"] == "queued"
+    secrets_files = [p for p in (tmp_path / "nodes").rglob("*") if p.is_file() and SECRET in p.read_text(errors="replace")]
+    assert secrets_files and all(oct(p.stat().st_mode)[-3:] == "600" for p in secrets_files), "each node's secrets wait 0600"
+    assert slurm_service.terminate_job("waiting")["executionState"] == "failed"
+    slurm_service.terminate_job("holder")
+    left = [p for p in (tmp_path / "nodes").rglob("*") if p.is_file() and SECRET in p.read_text(errors="replace")]
+    assert not left, f"secrets left on the shared folder: {left}"
 
 
 def test_a_failing_job_fails_with_its_exit_code_and_a_wall_clock_limit_ends_a_job(slurm_service: Service) -> None:
