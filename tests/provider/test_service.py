@@ -301,7 +301,8 @@ def test_a_node_whose_agent_dies_is_replaced_and_its_job_requeued_keeping_the_lo
     ready_cluster(service, nodes=1)
     service.create_job("c", "orphaned", job(custom_job(FIRST_RUN_HANGS.format(home=home))))
     pid = kill_running_agent(home, "local-0")
-    view = wait_until(lambda: (v := service.show_job("orphaned"))["executionState"] == "queued" and v, 20, 0.2, what="requeue")
+    # requeued, and placed again on the spare node some 0.15 s later: look often enough to see it queued
+    view = wait_until(lambda: (v := service.show_job("orphaned"))["executionState"] == "queued" and v, 20, 0.02, what="requeue")
     assert view["executionInfo"]["errors"][0]["code"] == "NodeLost" and "local-0" in view["executionInfo"]["errors"][0]["message"]
     wait_until(lambda: not pid_alive(pid), 15, what="orphaned process stopped")
     done = service.wait_job("orphaned", timeout_s=60, poll_s=0.2)

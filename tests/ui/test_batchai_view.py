@@ -60,12 +60,16 @@ def shows(driver: Any, *texts: str, timeout_s: float = 30) -> str:
 
 
 def click(driver: Any, css: str | None = None, text: str | None = None, tag: str = "button", timeout_s: float = 20) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
     def find() -> Any:
         for element in driver.find_elements(By.CSS_SELECTOR, css or tag):
-            if element.is_displayed() and (text is None or text in element.text):
-                return element
+            try:
+                if element.is_displayed() and (text is None or text in element.text):
+                    return element
+            except StaleElementReferenceException:  # the page re-rendered it meanwhile: look again
+                return None
         return None
 
     wait_until(find, timeout_s, 0.25, what=f"{css or tag} {text or ''}").click()
