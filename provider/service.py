@@ -71,6 +71,7 @@ log = logging.getLogger(__name__)
 DEFAULT_WORKSPACE = "default"
 DEFAULT_EXPERIMENT = "default"
 DEFAULT_LOCAL_NODES = 2
+SLURM_PARTITION_MAX_AGE_S = 30.0  # how old a partition's node list may be when a submit checks a job's size against it
 TERMINATED = {"code": "JobTerminated", "message": "The job was terminated by the user"}
 
 
@@ -346,7 +347,10 @@ class Service:
 
     def _check_feasible(self, cluster: ClusterRecord, spec: JobSpec) -> None:
         pool = self.pool
-        limit = len(pool.nodes(cluster.parsed_spec().vm_size)) if isinstance(pool, SlurmPool) else len(pool.inventory())
+        if isinstance(pool, SlurmPool):
+            limit = len(pool.nodes(cluster.parsed_spec().vm_size, max_age_s=SLURM_PARTITION_MAX_AGE_S))
+        else:
+            limit = len(pool.inventory())
         cluster_max = cluster.parsed_spec().max_node_count
         if cluster_max is not None:
             limit = min(limit, cluster_max)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 import posixpath
 import shlex
+import threading
+import time
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -69,6 +71,8 @@ class SlurmPool:
         self._transport = transport or LocalTransport()
         env = {name: os.environ[name] for name in CLEAN_ENV if local and name in os.environ}
         self.slurm = Slurm(self._transport, env, clean=local)
+        self._seen: tuple[float, list[SlurmNode]] | None = None
+        self._seen_lock = threading.Lock()
 
     def inventory(self) -> list[tuple[str, str, str, int]]:
         return []
@@ -104,9 +108,19 @@ class SlurmPool:
     def release_shared(self, run_id: str) -> None:
         pass  # kept with the attempt's folder until the job is deleted: its slurm-<id>.out explains failures
 
-    def nodes(self, vm_size: str | None = None) -> list[SlurmNode]:
-        """The partition's nodes (``sinfo``); with ``vm_size``, those with it as a feature (``--constraint``)."""
-        found = self.slurm.partition_nodes(self.settings.partition)
+    def nodes(self, vm_size: str | None = None, max_age_s: float = 0.0) -> list[SlurmNode]:
+        """The partition's nodes (``sinfo``); with ``vm_size``, those with it as a feature (``--constraint``).
+
+        ``max_age_s``: an answer this old will do. Submit checks a job's size against the partition,
+        which rarely changes, so a burst of hundreds of submits costs one ``sinfo``, not hundreds;
+        a pass asks afresh, as it publishes the nodes' states.
+        """
+        with self._seen_lock:
+            if self._seen is not None and time.monotonic() - self._seen[0] <= max_age_s:
+                found = self._seen[1]
+            else:
+                found = self.slurm.partition_nodes(self.settings.partition)
+                self._seen = (time.monotonic(), found)
         if vm_size is None:
             return found
         return [node for node in found if vm_size.lower() in {feature.lower() for feature in node.features}]
