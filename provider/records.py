@@ -276,6 +276,22 @@ def move_job(job: JobRecord, state: ExecutionState, **changes: Any) -> JobRecord
     return job.model_copy(update=update)
 
 
+MAX_ATTEMPTS_KEPT = 20
+
+
+def next_attempt(job: JobRecord, why: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The changes that send a running ``job`` back to queued for a fresh attempt (a requeue); the
+    attempt that ends here stays in its history, the last ``MAX_ATTEMPTS_KEPT`` of them."""
+    ended = {
+        "attempt": job.attempt,
+        "nodes": list(job.nodes),
+        "startTime": job.start_time.isoformat() if job.start_time else None,
+        "endTime": now.isoformat(),
+        "errors": [why],
+    }
+    return {"nodes": [], "attempt": job.attempt + 1, "start_time": None, "attempts": [*job.attempts, ended][-MAX_ATTEMPTS_KEPT:]}
+
+
 def move_node(node: NodeRecord, state: NodeState, **changes: Any) -> NodeRecord:
     _check("node", NODE_TRANSITIONS, node.state, state, node.node_id)
     now = utc_now()

@@ -630,6 +630,11 @@ class ScaleSettings(BatchAIModel):
     manual: ManualScaleSettings | None = None
     auto_scale: AutoScaleSettings | None = None
 
+    @property
+    def deallocation_option(self) -> DeallocationOption:
+        """What a running job gets when a node leaves under it; autoScale has no such field: requeue."""
+        return self.manual.node_deallocation_option if self.manual else DeallocationOption.REQUEUE
+
     @model_validator(mode="after")
     def _exactly_one(self) -> ScaleSettings:
         if (self.manual is None) == (self.auto_scale is None):

@@ -295,3 +295,29 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield cluster
     finally:
         slurmcluster.stop(cluster)
+
+
+@pytest.fixture(scope="session")
+def slurm_on_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Slurm spread over network namespaces, as on a real cluster: slurmctld on a login host that we
+    reach over SSH (its sessions get SLURM_CONF, as from a login node's /etc/slurm), one slurmd on each of
+    two compute hosts. Falls back to 127.0.0.1 ports where namespaces are unavailable, like ``ssh_hosts``."""
+    from tests import slurmcluster, sshhosts
+
+    if not slurmcluster.available() or not Path(sshhosts.SSHD).exists():
+        pytest.skip("Slurm or sshd is not installed (.ci/run installs them)")
+    folder = tmp_path_factory.mktemp("slurm-hosts")
+    conf = folder / "slurm" / "slurm.conf"
+    hosts = sshhosts.start(folder / "ssh", 3, f"s{os.getpid() % 100000}", subnet="10.213.8", env={"SLURM_CONF": str(conf)})
+    login, *compute = hosts.hosts
+    print(f"\nSlurm test hosts: {hosts.mode}: login {login.spec}, nodes " + ", ".join(h.address for h in compute))
+    cluster = None
+    try:
+        placements = {host.name: slurmcluster.Placement(host.address, host.namespace) for host in compute}
+        cluster = slurmcluster.start(folder / "slurm", nodes=placements, controller=slurmcluster.Placement(login.address, login.namespace))
+        assert cluster.conf == conf
+        yield slurmcluster.SlurmOnHosts(cluster, hosts, login)
+    finally:
+        if cluster is not None:
+            slurmcluster.stop(cluster)
+        sshhosts.teardown(hosts)

@@ -59,12 +59,39 @@ class SlurmCluster:
         }
 
 
-def _config(folder: Path, partition: str, nodes: list[str], cpus: int) -> str:
-    ctld, first_slurmd = _free_port(), _free_port()
+@dataclass
+class SlurmOnHosts:
+    """A cluster whose controller runs on ``login``, an SSH host of ``hosts`` (tests/sshhosts.py)."""
+
+    cluster: SlurmCluster
+    hosts: Any  # tests.sshhosts.SSHHosts
+    login: Any  # tests.sshhosts.Host
+
+    def connection(self, folder: Path) -> dict[str, Any]:
+        """The extras of a connection that runs Slurm's commands over SSH on the login host, keys verified."""
+        extras = self.cluster.connection(folder)
+        extras["slurm"] = {**extras["slurm"], "login": self.login.spec}
+        return {**extras, "ssh_key_file": str(self.hosts.client_key), "known_hosts": str(self.hosts.known_hosts)}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a daemon runs: its address and, for one in a network namespace, the namespace."""
+
+    address: str = "127.0.0.1"
+    namespace: str | None = None
+
+    def prefix(self) -> list[str]:
+        # the network namespace only: ``ip netns exec`` would also mount a fresh /sys without
+        # /sys/fs/cgroup, where slurmd's cgroup plugin insists on looking even with proctrack/linuxproc
+        return ["nsenter", f"--net=/run/netns/{self.namespace}"] if self.namespace else []
+
+
+def _config(folder: Path, partition: str, nodes: dict[str, Placement], controller: Placement, cpus: int) -> str:
     lines = [
         "ClusterName=batchaitests",
-        "SlurmctldHost=localhost(127.0.0.1)",
-        f"SlurmctldPort={ctld}",
+        f"SlurmctldHost=localhost({controller.address})",
+        f"SlurmctldPort={_free_port()}",
         "SlurmUser=root",
         "SlurmdUser=root",
         "AuthType=auth/munge",
@@ -91,24 +118,33 @@ def _config(folder: Path, partition: str, nodes: list[str], cpus: int) -> str:
         "InactiveLimit=0",
     ]
     hostname = socket.gethostname()
-    for index, node in enumerate(nodes):
-        port = first_slurmd if index == 0 else _free_port()
+    for node, placement in nodes.items():
         lines.append(
-            f"NodeName={node} NodeHostname={hostname} NodeAddr=127.0.0.1 Port={port} CPUs={cpus} Feature=STANDARD_NC6 State=UNKNOWN"
+            f"NodeName={node} NodeHostname={hostname} NodeAddr={placement.address} Port={_free_port()} CPUs={cpus} "
+            "Feature=STANDARD_NC6 State=UNKNOWN"
         )
     lines.append(f"PartitionName={partition} Nodes={','.join(nodes)} Default=YES MaxTime=INFINITE State=UP")
     return "\n".join(lines) + "\n"
 
 
-def start(folder: Path, partition: str = "gpu", nodes: tuple[str, ...] = ("node1",), cpus: int = 2, timeout_s: float = 30) -> SlurmCluster:
-    for sub in ("state", "log", "munge", *(f"spool/{n}" for n in nodes)):
+def start(
+    folder: Path,
+    partition: str = "gpu",
+    nodes: tuple[str, ...] | dict[str, Placement] = ("node1",),
+    cpus: int = 2,
+    timeout_s: float = 30,
+    controller: Placement = Placement(),
+) -> SlurmCluster:
+    """munged here; slurmctld and each slurmd where ``controller`` and ``nodes`` place them (default: all on 127.0.0.1)."""
+    placements = nodes if isinstance(nodes, dict) else {node: Placement() for node in nodes}
+    for sub in ("state", "log", "munge", *(f"spool/{n}" for n in placements)):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     os.chmod(folder / "munge", 0o700)
     key = folder / "munge" / "munge.key"
     key.write_bytes(os.urandom(1024))
     key.chmod(0o600)
-    cluster = SlurmCluster(folder, partition, list(nodes))
-    cluster.conf.write_text(_config(folder, partition, list(nodes), cpus))
+    cluster = SlurmCluster(folder, partition, list(placements))
+    cluster.conf.write_text(_config(folder, partition, placements, controller, cpus))
     env = {**os.environ, **cluster.env}
     munge = folder / "munge"
     daemons = [
@@ -116,14 +152,14 @@ def start(folder: Path, partition: str = "gpu", nodes: tuple[str, ...] = ("node1
             MUNGED,
             "--foreground",
             "--force",
-            f"--socket={munge}/munge.socket",
+            f"--socket={munge}/munge.socket",  # a path, not an abstract socket: daemons in other namespaces reach it
             f"--key-file={key}",
             f"--log-file={folder}/log/munged.log",
             f"--pid-file={munge}/munged.pid",
             f"--seed-file={munge}/munged.seed",
         ],
-        [SLURMCTLD, "-D", "-f", str(cluster.conf)],
-        *([SLURMD, "-D", "-f", str(cluster.conf), "-N", node] for node in nodes),
+        [*controller.prefix(), SLURMCTLD, "-D", "-f", str(cluster.conf)],
+        *([*placement.prefix(), SLURMD, "-D", "-f", str(cluster.conf), "-N", node] for node, placement in placements.items()),
     ]
     try:
         for index, argv in enumerate(daemons):

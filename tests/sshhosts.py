@@ -69,8 +69,9 @@ def run(argv: list[str], namespace: str | None = None, check: bool = True) -> su
     return subprocess.run(prefix + argv, capture_output=True, text=True, check=check, timeout=30)
 
 
-def _sshd_config(folder: Path, address: str, port: int) -> Path:
+def _sshd_config(folder: Path, address: str, port: int, env: dict[str, str]) -> Path:
     config = folder / "sshd_config"
+    sessions = {"TMPDIR": os.environ.get("TMPDIR") or tempfile.gettempdir(), **env}  # one SetEnv line: sshd keeps only the first
     config.write_text(
         f"""Port {port}
 ListenAddress {address}
@@ -85,7 +86,7 @@ StrictModes no
 MaxStartups 100
 MaxSessions 100
 Subsystem sftp internal-sftp
-SetEnv TMPDIR={os.environ.get("TMPDIR") or tempfile.gettempdir()}
+SetEnv {" ".join(f"{k}={v}" for k, v in sessions.items())}
 """
     )
     return config
@@ -114,7 +115,10 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start(folder: Path, count: int, tag: str, use_namespaces: bool = True) -> SSHHosts:
+def start(
+    folder: Path, count: int, tag: str, use_namespaces: bool = True, subnet: str = SUBNET, env: dict[str, str] | None = None
+) -> SSHHosts:
+    """``count`` hosts on ``subnet`` (one per test fixture: two fixtures cannot share one); ``env`` is set in their sessions."""
     folder.mkdir(parents=True, exist_ok=True)
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # sshd's privilege separation directory
     client_key = folder / "client_key"
@@ -123,7 +127,7 @@ def start(folder: Path, count: int, tag: str, use_namespaces: bool = True) -> SS
     try:
         if not use_namespaces:
             raise OSError("not asked for")
-        _make_network(setup, count, tag)
+        _make_network(setup, count, tag, subnet)
     except (subprocess.CalledProcessError, OSError) as error:
         teardown(setup)
         setup = SSHHosts(folder, client_key, folder / "known_hosts", mode=f"loopback (network namespaces unavailable: {error})")
@@ -136,7 +140,7 @@ def start(folder: Path, count: int, tag: str, use_namespaces: bool = True) -> SS
         shutil.copy(f"{client_key}.pub", host_folder / "authorized_keys")
         host.authorized_keys = str(host_folder / "authorized_keys")
         host.host_key_pub = (host_folder / "host_key.pub").read_text().split()[1]
-        config = _sshd_config(host_folder, host.address, host.port)
+        config = _sshd_config(host_folder, host.address, host.port, env or {})
         prefix = ["ip", "netns", "exec", host.namespace] if host.namespace else []
         log = open(host_folder / "sshd.log", "wb")  # noqa: SIM115 - sshd writes there until teardown
         host.process = subprocess.Popen([*prefix, SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=log, start_new_session=True)
@@ -150,17 +154,17 @@ def start(folder: Path, count: int, tag: str, use_namespaces: bool = True) -> SS
     return setup
 
 
-def _make_network(setup: SSHHosts, count: int, tag: str) -> None:
+def _make_network(setup: SSHHosts, count: int, tag: str, subnet: str) -> None:
     bridge = f"bbr{tag}"
     run(["ip", "link", "add", bridge, "type", "bridge"])
     setup.bridge = bridge
-    run(["ip", "addr", "add", f"{SUBNET}.1/24", "dev", bridge])
+    run(["ip", "addr", "add", f"{subnet}.1/24", "dev", bridge])
     run(["ip", "link", "set", bridge, "up"])
     run(["ip", "route", "replace", "unreachable", GUARD_ROUTE])
     for index in range(count):
         namespace, veth = f"bai{tag}n{index}", f"bv{tag}n{index}"
         run(["ip", "netns", "add", namespace])
-        host = Host(f"node{index}", f"{SUBNET}.{11 + index}", 22, namespace, "", veth)
+        host = Host(f"node{index}", f"{subnet}.{11 + index}", 22, namespace, "", veth)
         setup.hosts.append(host)
         run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", namespace])
         run(["ip", "link", "set", veth, "master", bridge, "up"])

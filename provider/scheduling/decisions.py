@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import BatchAIError
 from ..node.protocol import AgentStatus, RunState
-from ..records import ExecutionState, JobRecord, NodeRecord, NodeState, move_job, move_node
+from ..records import ExecutionState, JobRecord, NodeRecord, NodeState, move_job, move_node, next_attempt
 from ..spec import DeallocationOption
 from .launch import MPI_TOOLKITS
 from .snapshot import Snapshot
@@ -166,9 +166,6 @@ def job_helpers(job: JobRecord) -> list[str]:
     return job.nodes[1:] if job.parsed_spec().tool_type in ("custom", *MPI_TOOLKITS) else []
 
 
-MAX_ATTEMPTS_KEPT = 20
-
-
 class Planner:
     """Decides one pass on working copies of the snapshot's records, so later steps see earlier decisions."""
 
@@ -269,8 +266,7 @@ class Planner:
             self.actions.append(StopRuns(job.key, job.run_id, tuple(node_ids)))
 
     def deallocation_option(self) -> DeallocationOption:
-        manual = self.spec.scale_settings.manual
-        return manual.node_deallocation_option if manual else DeallocationOption.REQUEUE
+        return self.spec.scale_settings.deallocation_option
 
     # -- 0. user terminations -------------------------------------------------------------------
     def terminate(self, job: JobRecord, error: dict[str, Any]) -> None:
@@ -413,15 +409,7 @@ class Planner:
 
     def requeue(self, job: JobRecord, why: dict[str, Any], **changes: Any) -> None:
         """Back to queued for a fresh attempt; the attempt that ends here stays in the job's history."""
-        ended = {
-            "attempt": job.attempt,
-            "nodes": list(job.nodes),
-            "startTime": job.start_time.isoformat() if job.start_time else None,
-            "endTime": self.now.isoformat(),
-            "errors": [why],
-        }
-        attempts = [*job.attempts, ended][-MAX_ATTEMPTS_KEPT:]
-        self.end_job(job, ExecutionState.QUEUED, nodes=[], attempt=job.attempt + 1, start_time=None, attempts=attempts, **changes)
+        self.end_job(job, ExecutionState.QUEUED, **next_attempt(job, why, self.now), **changes)
 
     # -- 3. scale -------------------------------------------------------------------------------
     def target(self) -> int:

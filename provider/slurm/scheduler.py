@@ -25,13 +25,14 @@ from ..layout import NodeLayout
 from ..node.protocol import AgentStatus, RunState
 from ..node.slurmstep import SLURM_PLANS_FILE
 from ..nodes.handle import NodeHandle
-from ..records import ExecutionState, JobRecord, NodeSummary, move_job
+from ..records import ExecutionState, JobRecord, NodeSummary, move_job, next_attempt, utc_now
 from ..scheduling.decisions import Plan
 from ..scheduling.launch import NodeSlot, process_count
 from ..scheduling.reconcile import PassOutcome, Reconciler
+from ..spec import DeallocationOption
 from .commands import SbatchOptions, SlurmJob, SlurmNode
 from .pool import SlurmPool
-from .states import execution_state, node_state
+from .states import execution_state, lost_its_nodes, node_state
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,22 @@ class SlurmReconciler(Reconciler):
         if job.execution_state == ExecutionState.TERMINATING:
             self.write_job(move_job(job, ExecutionState.FAILED, errors=[TERMINATED], exit_code=-1))
             return
+        succeeded = everyone_done and all(s is not None and s.state == RunState.SUCCEEDED.value for s in statuses)
+        if slurm is not None and lost_its_nodes(slurm) and not succeeded:  # Slurm's word, not the killed agents'
+            lost = error or {"code": "NodeFailed", "message": f"Slurm job {slurm.job_id} lost its nodes"}
+            if self.spec.scale_settings.deallocation_option == DeallocationOption.REQUEUE:
+                self.requeue(job, lost)
+            else:
+                self.write_job(move_job(job, ExecutionState.FAILED, errors=[lost], exit_code=-1))
+            return
         self.write_job(self.outcome(job, statuses, error))
+
+    def requeue(self, job: JobRecord, why: dict[str, Any]) -> None:
+        """Node failure or preemption under ``requeue``: the job runs again from scratch, as a new Slurm job
+        (we submit with --no-requeue, so Slurm never restarts one behind our back)."""
+        moved = self.write_job(move_job(job, ExecutionState.QUEUED, slurm_job_id=None, **next_attempt(job, why, utc_now())))
+        self.pool.login_transport.remove_tree(self.pool.secrets_folder(job.run_id))  # a node that never started left its file
+        log.info("job %s requeued after %s (attempt %d)", moved.key, why["message"], moved.attempt)
 
     def outcome(self, job: JobRecord, statuses: list[AgentStatus | None], slurm_error: dict[str, Any] | None) -> JobRecord:
         """The agents' word where they said it (their exit code, their error); Slurm's where they could not."""

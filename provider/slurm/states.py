@@ -23,6 +23,13 @@ FAILED_CODES = {
 }
 
 
+NODE_LOSS = {"NODE_FAIL", "PREEMPTED", "BOOT_FAIL"}  # the job ended because Slurm took its nodes, not by its own doing
+
+
+def lost_its_nodes(job: SlurmJob) -> bool:
+    return job.state.split()[0].upper() in NODE_LOSS
+
+
 def execution_state(job: SlurmJob) -> tuple[ExecutionState, dict[str, Any] | None]:
     """(Batch AI state, the error of a failed job naming Slurm's state and reason)."""
     state = job.state.split()[0].upper()

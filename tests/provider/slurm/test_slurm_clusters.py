@@ -88,20 +88,59 @@ def test_a_job_is_one_slurm_job_with_batch_ai_environment_and_no_secret_in_sight
     assert names == ["execution-node1.log", "execution-node2.log", "stderr.txt", "stdout.txt"]
 
 
+@pytest.fixture
+def login_service(slurm_on_hosts: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Service:
+    """Slurm's commands over SSH on the login host; nothing of Slurm in this process's environment."""
+    monkeypatch.delenv("SLURM_CONF", raising=False)
+    return service_from_config(connection_config(slurm_on_hosts.connection(tmp_path), "connection"))
+
+
+def network_namespace(namespace: str | None) -> str:
+    """The network namespace's identity as a process in it reads it (``net:[4026532...]``)."""
+    prefix = ["ip", "netns", "exec", namespace] if namespace else []
+    return subprocess.run([*prefix, "readlink", "/proc/self/ns/net"], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_through_a_login_node_each_rank_runs_on_its_own_host(login_service: Service, slurm_on_hosts: Any) -> None:
+    login_service.create_cluster("gpu", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 2}}}))
+    assert login_service.show_cluster("gpu")["nodeStateCounts"]["idleNodeCount"] == 2
+    spec = job(
+        {
+            "nodeCount": 2,
+            "customToolkitSettings": {
+                "commandLine": "echo ip=$AZ_BATCHAI_NODE_IP master=$AZ_BATCHAI_JOB_MASTER_NODE_IP net=$(readlink /proc/self/ns/net)"
+            },
+            "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
+            "mountVolumes": {
+                "azureFileShares": [{"azureFileUrl": "https://local.file.core.windows.net/logs", "relativeMountPath": "logs"}]
+            },
+        }
+    )
+    login_service.create_job("gpu", "where", spec)
+    done = login_service.wait_job("where", timeout_s=60, poll_s=0.3)
+    assert done["executionState"] == "succeeded", done
+    first = slurm_on_hosts.hosts.hosts[1]
+    out = (login_service.read_output_file("where", "stdout.txt") or b"").decode()
+    assert f"ip={first.address} master={first.address} net={network_namespace(first.namespace)}" in out, out
+    assert login_service.store.read("jobs/default/default/where").data["nodes"] == ["node1", "node2"]
+    if first.namespace:
+        assert network_namespace(first.namespace) != network_namespace(None), "the job ran in node1's namespace, not here"
+
+
 @pytest.mark.slow
-def test_the_two_node_ddp_example_runs_as_one_slurm_job(slurm_service: Service, tmp_path: Path) -> None:
+def test_the_two_node_ddp_example_runs_across_two_hosts_as_one_slurm_job(login_service: Service, tmp_path: Path) -> None:
     pytest.importorskip("torch")
     scripts = tmp_path / "home" / "storage" / "local" / "scripts" / "pytorch"
     scripts.mkdir(parents=True)
     shutil.copy(REPO / "dags" / "assets" / "pytorch" / "ddp_digits.py", scripts)
-    slurm_service.create_cluster("gpu", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 2}}}))
-    slurm_service.create_job("gpu", "ddp", job(DDP_JOB), "distributed")
-    done = slurm_service.wait_job("ddp", "distributed", timeout_s=240, poll_s=0.5)
-    logs = {name: (slurm_service.read_output_file("ddp", name, "distributed") or b"").decode() for name in ("stdout-0.txt", "stdout-1.txt")}
+    login_service.create_cluster("gpu", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 2}}}))
+    login_service.create_job("gpu", "ddp", job(DDP_JOB), "distributed")
+    done = login_service.wait_job("ddp", "distributed", timeout_s=240, poll_s=0.5)
+    logs = {name: (login_service.read_output_file("ddp", name, "distributed") or b"").decode() for name in ("stdout-0.txt", "stdout-1.txt")}
     assert done["executionState"] == "succeeded", (done["executionInfo"], logs)
     for rank in (0, 1):
         assert f"rank {rank}: all_reduce sum = 3 (expected 3)" in logs[f"stdout-{rank}.txt"]
-    models = sorted(f["name"] for f in slurm_service.list_output_files("ddp", "distributed", output_directory_id="MODEL"))
+    models = sorted(f["name"] for f in login_service.list_output_files("ddp", "distributed", output_directory_id="MODEL"))
     assert models == ["model_epoch1.pt", "model_epoch2.pt"]
 
 
@@ -155,6 +194,46 @@ def test_a_job_cancelled_while_pending_in_slurm_leaves_no_secret_behind(slurm_se
     slurm_service.terminate_job("holder")
     left = [p for p in (tmp_path / "nodes").rglob("*") if p.is_file() and SECRET in p.read_text(errors="replace")]
     assert not left, f"secrets left on the shared folder: {left}"
+
+
+@pytest.mark.parametrize("option", ["requeue", "terminate"])
+def test_a_job_whose_node_fails_is_requeued_or_failed_per_the_deallocation_option(
+    slurm_service: Service, slurm_cluster: Any, tmp_path: Path, option: str
+) -> None:
+    scale = {"manual": {"targetNodeCount": 2, "nodeDeallocationOption": option}}
+    slurm_service.create_cluster("gpu", load_cluster_spec({"scaleSettings": scale}))
+    marker = tmp_path / "first-attempt-ran"  # the first attempt waits for its node to fail, the second ends at once
+    command = f"if [ -e {marker} ]; then echo second attempt; else touch {marker}; sleep 60; fi"
+    spec = job({"nodeCount": 1, "customToolkitSettings": {"commandLine": command}, "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_TEMP"})
+    slurm_service.create_job("gpu", "victim", spec)
+    wait_until(
+        lambda: slurm_service.refresh_job("victim")["executionState"] == "running" and marker.exists(),
+        30,
+        0.2,
+        what="the first attempt to run",
+    )
+    first_record = slurm_service.store.read("jobs/default/default/victim")
+    assert first_record is not None
+    [node] = first_record.data["nodes"]
+    down = ["scontrol", "update", f"nodename={node}", "state=down", "reason=batchai-test"]
+    try:
+        subprocess.run(down, env={**os.environ, **slurm_cluster.env}, check=True, capture_output=True, timeout=10)
+        done = slurm_service.wait_job("victim", timeout_s=60, poll_s=0.3)
+    finally:
+        # back in service for the next tests (ReturnToService=2 may have done it already: then resume is refused)
+        resume = ["scontrol", "update", f"nodename={node}", "state=resume"]
+        subprocess.run(resume, env={**os.environ, **slurm_cluster.env}, check=False, capture_output=True, timeout=10)
+    record = slurm_service.store.read("jobs/default/default/victim")
+    assert record is not None
+    if option == "requeue":
+        assert done["executionState"] == "succeeded", done
+        assert record.data["attempt"] == 1 and record.data["slurm_job_id"] != first_record.data["slurm_job_id"], "a new Slurm job"
+        [first] = record.data["attempts"]
+        assert first["nodes"] == [node] and first["errors"][0]["code"] == "NodeFailed" and "NODE_FAIL" in first["errors"][0]["message"]
+        assert (slurm_service.read_output_file("victim", "stdout.txt") or b"").decode() == "second attempt\n"
+    else:
+        assert done["executionState"] == "failed" and done["executionInfo"]["errors"][0]["code"] == "NodeFailed", done
+        assert not record.data["attempts"]
 
 
 def test_a_failing_job_fails_with_its_exit_code_and_a_wall_clock_limit_ends_a_job(slurm_service: Service) -> None:
