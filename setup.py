@@ -16,6 +16,7 @@ PACKAGE_DIRS = {
     "airflow_batchai.scheduling": "provider/scheduling",
     "airflow_batchai.storage": "provider/storage",
     "airflow_batchai.slurm": "provider/slurm",
+    "airflow_batchai.restapi": "provider/restapi",
     "airflow_batchai.hooks": "hooks",
     "airflow_batchai.operators": "operators",
     "airflow_batchai.sensors": "sensors",
@@ -41,6 +42,8 @@ setup(
         "azure-storage-blob>=12.19",
         "azure-storage-file-share>=12.15",
         "azure-identity>=1.15",
+        "fastapi>=0.110",  # the REST API (restapi/); Airflow's api-server brings them too
+        "uvicorn>=0.27",
     ],
     extras_require={
         "airflow": ["apache-airflow>=3.0"],
@@ -59,6 +62,8 @@ setup(
             "mypy>=1.10",
             "selenium>=4.20,<4.36",  # drives headless Chromium through the Airflow UI (newer ones need a newer certifi)
             "apache-airflow-providers-openlineage>=2.0",  # the lineage facets are tested against the real classes
+            "msrest>=0.7",
+            "azure-mgmt-batchai==7.0.0",  # users' SDK code runs against our REST API in the tests
         ],
     },
     entry_points={

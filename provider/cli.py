@@ -230,6 +230,19 @@ def controller(args: argparse.Namespace) -> int:
     return 0
 
 
+def serve(args: argparse.Namespace) -> int:
+    """Batch AI's REST API (2018-05-01) for the azure-mgmt-batchai SDK, until SIGTERM or SIGINT."""
+    from .restapi.serve import load_token
+    from .restapi.serve import serve as run_server
+
+    if not 0 < args.port < 65536:
+        raise BatchAIError("InvalidArguments", f"--port must be 1-65535, got {args.port}", "--port")
+    token = load_token(args.token_file)
+    logging.getLogger("airflow_batchai").setLevel(logging.INFO)
+    run_server(_service(args, kind="controller" if args.controller else "reader"), args.host, args.port, token, args.controller)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-w", "--workspace", default=DEFAULT_WORKSPACE, help="workspace (default: default)")
@@ -308,6 +321,14 @@ def build_parser() -> argparse.ArgumentParser:
     owner.add_argument("--interval", type=float, default=None, help="seconds between full passes per cluster (default 5)")
     owner.add_argument("-v", "--verbose", action="store_true", help="log every pass (when it started and ended, and by whom)")
     owner.set_defaults(handler=controller)
+    api = groups.add_parser("serve", parents=[common], help="serve Batch AI's REST API (2018-05-01) for the azure-mgmt-batchai SDK")
+    api.add_argument("--port", type=int, default=8090)
+    api.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    api.add_argument("--token-file", default=None, help="file holding the bearer token (default: $BATCHAI_API_TOKEN)")
+    api.add_argument(
+        "--no-controller", dest="controller", action="store_false", help="do not run passes here (a `batchai controller` runs them)"
+    )
+    api.set_defaults(handler=serve)
     return parser
 
 

@@ -284,8 +284,12 @@ class Service:
         spec: JobSpec,
         experiment: str = DEFAULT_EXPERIMENT,
         workspace: str = DEFAULT_WORKSPACE,
+        scope: tuple[str, str] | None = None,
     ) -> dict[str, Any]:
         """Submit a job. The same name with the same spec returns the existing job (safe to retry).
+
+        ``scope``: (subscription, resource group) of ``jobOutputDirectoryPathSegment`` when the
+        caller names its own, as the REST API's paths do; default the service's settings.
 
         Three writes (the sealed secrets, the record, its live entry) and a kick: nothing here
         grows with the queue. The record comes before its live entry, so an entry always names a
@@ -303,7 +307,8 @@ class Service:
         stored, secrets = split_job_secrets(spec)
         digest = spec_hash({"cluster": cluster, **stored})
         job_uuid = str(uuid.uuid4())
-        segment = job_output_segment(self.settings.subscription, self.settings.resource_group, workspace, experiment, name, job_uuid)
+        subscription, group = scope or (self.settings.subscription, self.settings.resource_group)
+        segment = job_output_segment(subscription, group, workspace, experiment, name, job_uuid)
         probe_nodes = [NodeSlot(f"probe-{i}", "127.0.0.1", f"/probe/{i}") for i in range(spec.node_count)]
         job_plans(spec, probe_nodes, JobContext(workspace, experiment, name, job_uuid, segment, "probe", links), list(secrets["env"]))
         now = utc_now()

@@ -1,7 +1,8 @@
 """The Batch AI view's web app, mounted in Airflow's api-server under ``/batchai`` (ui/plugin.py).
 
 Read-only, and behind Airflow's own authentication: every route needs a user allowed to read
-DAGs (the session cookie of the Airflow UI, or a bearer token). It reads the control store of
+DAGs (the session cookie of the Airflow UI, or a bearer token). Under ``/arm`` it also serves
+Batch AI's REST API (restapi/), where writes need a user allowed to edit DAGs. It reads the control store of
 the ``[batchai] ui_connection`` connection (``batchai_default`` unless set), never a node, and
 signs no URL: a job's stdout/stderr are served through here, so no SAS token reaches a browser.
 """
@@ -10,14 +11,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from airflow.api_fastapi.core_api.security import requires_access_dag
+from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
 from airflow.configuration import conf
-from fastapi import Depends, FastAPI, HTTPException, Query
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.hooks.batchai import BatchAIHook
 from airflow_batchai.overview import STREAM_PREFIXES, job_details, overview
+from airflow_batchai.restapi.app import create_app as create_rest_api
 from airflow_batchai.service import Service
 from airflow_batchai.ui import pages
 
@@ -31,6 +33,15 @@ app = FastAPI(
 
 def service() -> Service:
     return BatchAIHook.shared_service(conf.get("batchai", "ui_connection", fallback=BatchAIHook.default_conn_name))
+
+
+def rest_api_access(request: Request, user: GetUserDep) -> None:
+    """Airflow's auth for the REST API: reading needs DAG read access, everything else DAG edit access."""
+    requires_access_dag("GET" if request.method in ("GET", "HEAD") else "PUT")(request, user)
+
+
+# Batch AI's REST API for the azure-mgmt-batchai SDK (restapi/), at {UI_PREFIX}/arm: base_url=http://<airflow>/batchai/arm
+app.mount("/arm", create_rest_api(service, [Depends(rest_api_access)]))
 
 
 def _read(function: Any, *args: Any) -> Any:

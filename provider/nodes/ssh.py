@@ -531,6 +531,11 @@ class SSHNodePool:
     def inventory(self) -> list[tuple[str, str, str, int]]:
         return [(h.node_id, h.host, h.root or posixpath.join(self.root, h.node_id), h.gpus or 0) for h in self.hosts.values()]
 
+    def login_port(self, node_id: str) -> int:
+        """The port ``ssh`` reaches the node on (Batch AI's remote login information)."""
+        host = self.hosts.get(node_id)
+        return host.port if host is not None else 22
+
     def transport(self, node_id: str) -> SSHTransport:
         with self._lock:
             if node_id not in self._transports:
