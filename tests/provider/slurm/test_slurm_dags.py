@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from airflow_batchai.config import connection_config, service_from_config
 from tests.conftest import REPO, run_dag
 from tests.operators.test_batchai import VARIABLES, job_dag
@@ -44,3 +46,22 @@ def test_the_quickstart_dag_runs_on_slurm_by_changing_only_the_connection(
     assert job["executionState"] == "succeeded"
     record = service.store.read(f"jobs/quickstart/quickstart/{job['name']}")
     assert record is not None and record.data["slurm_job_id"], "the job ran as a Slurm job"
+
+
+@pytest.mark.slow
+def test_the_distributed_example_dag_runs_across_two_hosts_through_a_login_node(
+    airflow_env: dict[str, str], slurm_on_hosts: Any, home: Path
+) -> None:
+    """The DDP example DAG, its two ranks on slurmds in two network namespaces, sbatch over SSH."""
+    pytest.importorskip("torch")
+    extra = {**slurm_on_hosts.connection(home.parent / "slurm"), "home": str(home)}
+    env = {k: v for k, v in airflow_env.items() if k != "SLURM_CONF"}  # Slurm's commands run on the login host only
+    env["AIRFLOW_CONN_BATCHAI_DEFAULT"] = json.dumps({"conn_type": "batchai", "extra": extra})
+    result = run_dag(env, REPO / "dags", "batchai_distributed_pytorch", home, conf={"nodes": 2, "epochs": 1})
+    assert result.state == "success", result.output[-4000:]
+    for rank in (0, 1):
+        assert f"[stdout-{rank}.txt] rank {rank}: all_reduce sum = 3 (expected 3)" in result.output
+    service = service_from_config(connection_config(extra, "connection"))
+    [job] = service.list_jobs("ddp", "distributed")
+    record = service.store.read(f"jobs/distributed/ddp/{job['name']}")
+    assert record is not None and record.data["slurm_job_id"] and record.data["nodes"] == ["node1", "node2"]
