@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,7 +15,68 @@ from azure.core.exceptions import HttpResponseError
 from azure.mgmt.batchai import models
 
 from tests.batchaiserve import sdk_client
-from tests.conftest import wait_until
+from tests.conftest import kill_agents_under, wait_until
+
+USERS = {"admin": "admin-password-for-tests", "viewer": "viewer-password-for-tests"}
+
+
+@pytest.fixture(scope="module")
+def signed_in_airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """An api-server alone, with real users (an admin and a viewer) instead of all-admins."""
+    from tests import airflowstack
+    from tests.azurite import _free_port
+
+    folder = tmp_path_factory.mktemp("airflow-users")
+    passwords = folder / "passwords.json"
+    passwords.write_text(json.dumps(USERS))
+    extra = {
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+    }
+    dags = folder / "dags"
+    dags.mkdir()
+    env = airflowstack.environment(folder, _free_port("127.0.0.1"), dags, folder / "batchai-home", extra)
+    subprocess.run([airflowstack.AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    stack = airflowstack.AirflowStack(folder, int(env["AIRFLOW__API__PORT"]), env)
+    stack.start_component("api-server")
+    try:
+        wait_until(lambda: listening(stack), 120, 0.5, what="the api-server")
+        yield stack
+    finally:
+        stack.stop("api-server")
+        kill_agents_under(folder / "batchai-home")
+
+
+def listening(stack: Any) -> bool:
+    if stack.processes["api-server"].poll() is not None:
+        raise RuntimeError("the api-server exited:\n" + stack.log_of("api-server")[-3000:])
+    try:
+        return stack.get_text("/api/v2/monitor/health", timeout_s=5)[0] == 200
+    except OSError:
+        return False
+
+
+def signed_in_token(stack: Any, user: str) -> str:
+    body = json.dumps({"username": user, "password": USERS[user]}).encode()
+    request = urllib.request.Request(stack.url + "/auth/token", data=body, headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())["access_token"]
+
+
+def test_without_an_airflow_token_nothing_and_with_a_viewers_only_reads(signed_in_airflow: Any) -> None:
+    base = signed_in_airflow.url + "/batchai/arm"
+    with pytest.raises(HttpResponseError) as anonymous:
+        sdk_client(base, None, "s").workspaces.get("rg", "ws")
+    assert anonymous.value.status_code == 401 and anonymous.value.error.code == "AuthenticationFailed"
+    admin = sdk_client(base, signed_in_token(signed_in_airflow, "admin"), "s")
+    admin.workspaces.begin_create("rg", "shared", models.WorkspaceCreateParameters(location="eastus")).result()
+    viewer = sdk_client(base, signed_in_token(signed_in_airflow, "viewer"), "s")
+    assert viewer.workspaces.get("rg", "shared").name == "shared"
+    with pytest.raises(HttpResponseError) as read_only:
+        viewer.experiments.begin_create("rg", "shared", "mine").result()
+    assert read_only.value.status_code == 403 and read_only.value.error.code == "AuthorizationFailed"
+    assert [e.name for e in viewer.experiments.list_by_workspace("rg", "shared")] == []
 
 
 def airflow_token(stack: Any) -> str:
