@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +16,7 @@ from airflow_batchai.config import connection_config, service_from_config
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.service import Service
 from airflow_batchai.spec import load_cluster_spec, load_job_spec
-from tests.conftest import REPO, wait_until
-from tests.provider.test_distributed import DDP_JOB
+from tests.conftest import wait_until
 
 SECRET = "s3cret-value-that-must-stay-hidden"
 
@@ -125,23 +123,6 @@ def test_through_a_login_node_each_rank_runs_on_its_own_host(login_service: Serv
     assert login_service.store.read("jobs/default/default/where").data["nodes"] == ["node1", "node2"]
     if first.namespace:
         assert network_namespace(first.namespace) != network_namespace(None), "the job ran in node1's namespace, not here"
-
-
-@pytest.mark.slow
-def test_the_two_node_ddp_example_runs_across_two_hosts_as_one_slurm_job(login_service: Service, tmp_path: Path) -> None:
-    pytest.importorskip("torch")
-    scripts = tmp_path / "home" / "storage" / "local" / "scripts" / "pytorch"
-    scripts.mkdir(parents=True)
-    shutil.copy(REPO / "dags" / "assets" / "pytorch" / "ddp_digits.py", scripts)
-    login_service.create_cluster("gpu", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 2}}}))
-    login_service.create_job("gpu", "ddp", job(DDP_JOB), "distributed")
-    done = login_service.wait_job("ddp", "distributed", timeout_s=240, poll_s=0.5)
-    logs = {name: (login_service.read_output_file("ddp", name, "distributed") or b"").decode() for name in ("stdout-0.txt", "stdout-1.txt")}
-    assert done["executionState"] == "succeeded", (done["executionInfo"], logs)
-    for rank in (0, 1):
-        assert f"rank {rank}: all_reduce sum = 3 (expected 3)" in logs[f"stdout-{rank}.txt"]
-    models = sorted(f["name"] for f in login_service.list_output_files("ddp", "distributed", output_directory_id="MODEL"))
-    assert models == ["model_epoch1.pt", "model_epoch2.pt"]
 
 
 def running_on_nodes(marker: str) -> list[str]:
@@ -299,3 +280,51 @@ def test_the_cli_takes_a_slurm_connection_like_any_other(slurm_cluster: Any, tmp
     assert shown.returncode == 0, shown.stderr
     view = json.loads(shown.stdout)
     assert view["vmSize"] == "STANDARD_NC6" and view["nodeStateCounts"]["idleNodeCount"] == 2
+
+
+def test_on_azure_storage_records_and_volumes_stay_in_the_account(
+    slurm_cluster: Any, azurite: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slurm runs the job; the records, the logs share and the output stay in the storage account."""
+    monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
+    container = f"slurm-{os.getpid()}-{len(list(tmp_path.parts))}"
+    extra = {
+        **slurm_cluster.connection(tmp_path),
+        "storage_connection_string": azurite.connection_string,
+        "control_container": container,
+        "files_on_blob": True,
+    }
+    service = service_from_config(connection_config(extra, "connection"))
+    service.create_cluster("gpu", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1}}}))
+    spec = load_job_spec(
+        {
+            "properties": {
+                "nodeCount": 1,
+                "customToolkitSettings": {"commandLine": "echo on slurm $SLURM_JOB_ID > $AZ_BATCHAI_OUTPUT_OUT/result.txt; echo done"},
+                "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
+                "outputDirectories": [{"id": "OUT", "pathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs"}],
+                "mountVolumes": {
+                    "azureFileShares": [
+                        {
+                            "azureFileUrl": f"https://{azurite.credential().account}.file.core.windows.net/slurmlogs",
+                            "relativeMountPath": "logs",
+                        }
+                    ]
+                },
+            }
+        },
+        environ={},
+    )
+    service.create_job("gpu", "stored", spec)
+    done = service.wait_job("stored", timeout_s=60, poll_s=0.3)
+    assert done["executionState"] == "succeeded", done
+    [result] = service.list_output_files("stored", output_directory_id="OUT")
+    assert result["name"] == "result.txt" and "sig=" in result["downloadUrl"]
+    from azure.storage.blob import BlobServiceClient
+
+    account = BlobServiceClient.from_connection_string(azurite.connection_string)
+    assert any(
+        b.name.endswith("/OUT/result.txt") or b.name.endswith("result.txt") for b in account.get_container_client("slurmlogs").list_blobs()
+    )
+    assert any(account.get_container_client(container).list_blobs()), "the records are in the control container"
+    assert not (tmp_path / "home").exists(), "nothing went to local folders but the nodes' own"

@@ -33,21 +33,6 @@ def test_a_failing_job_on_slurm_fails_the_task_with_its_exit_code_and_stderr_tai
         assert secret not in result.output
 
 
-def test_the_quickstart_dag_runs_on_slurm_by_changing_only_the_connection(
-    airflow_env: dict[str, str], slurm_cluster: Any, home: Path
-) -> None:
-    env = on_slurm(airflow_env, slurm_cluster, home)
-    result = run_dag(env, REPO / "dags", "batchai_quickstart", home)
-    assert result.state == "success", result.output[-4000:]
-    assert "ConvNet_MNIST_19.dnn" in result.output
-    extra = json.loads(env["AIRFLOW_CONN_BATCHAI_DEFAULT"])["extra"]
-    service = service_from_config(connection_config(extra, "connection"))
-    [job] = service.list_jobs("quickstart", "quickstart")
-    assert job["executionState"] == "succeeded"
-    record = service.store.read(f"jobs/quickstart/quickstart/{job['name']}")
-    assert record is not None and record.data["slurm_job_id"], "the job ran as a Slurm job"
-
-
 @pytest.mark.slow
 def test_the_distributed_example_dag_runs_across_two_hosts_through_a_login_node(
     airflow_env: dict[str, str], slurm_on_hosts: Any, home: Path
