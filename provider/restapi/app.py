@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from ..errors import BatchAIError
 from ..nodes.ssh import SSHNodePool
+from ..records import read_job
 from ..service import Service
 from ..slurm.pool import SlurmPool
 from ..spec import ScaleSettings, load_cluster_spec, load_job_spec
@@ -45,6 +46,7 @@ from .arm import (
     from_batchai,
     operation_status,
     page,
+    page_size,
     resource,
     skip_token,
 )
@@ -381,9 +383,7 @@ class _Routes:
         ) -> dict[str, Any]:
             """A page of the directory's files by name; the nextLink's ``$skiptoken`` is the page's last name."""
             r.experiment_of(resource_group, workspace, experiment)
-            size = 1000 if maxresults is None else maxresults
-            if not 1 <= size <= 1000:
-                raise ArmError(400, "InvalidRequestContent", f"maxresults must be 1-1000, got {maxresults}", "maxresults")
+            size = page_size(maxresults)
             files = r.service().list_output_files(
                 job, experiment, workspace, outputdirectoryid, directory, linkexpiryinminutes, max_results=None, marker=marker
             )
@@ -404,16 +404,12 @@ class _Routes:
         ) -> dict[str, Any]:
             r.experiment_of(resource_group, workspace, experiment)
             svc = r.service()
-            record = svc.store.read(f"jobs/{workspace}/{experiment}/{job}")
-            if record is None:
-                svc.show_job(job, experiment, workspace)  # raises JobNotFound
-                return {"value": []}
-            nodes = record.data.get("nodes") or []
+            record, _ = read_job(svc.store, workspace, experiment, job)
             try:
-                addresses = {n["nodeId"]: n["ipAddress"] for n in svc.show_cluster(record.data["cluster"], workspace)["nodes"]}
+                addresses = {n["nodeId"]: n["ipAddress"] for n in svc.show_cluster(record.cluster, workspace)["nodes"]}
             except BatchAIError:
                 addresses = {}
-            logins = [r.login(node, addresses.get(node, "")) for node in nodes]
+            logins = [r.login(node, addresses.get(node, "")) for node in record.nodes]
             return page(logins, _self(request), _query(request), maxresults, skip_token(token))
 
         # -- long-running operations ------------------------------------------------------

@@ -113,14 +113,19 @@ def enveloped(view: dict[str, Any], resource_id: str) -> dict[str, Any]:
 
 def page(items: list[dict[str, Any]], url: str, query: dict[str, str], max_results: int | None, skip: int) -> dict[str, Any]:
     """``{"value": [...], "nextLink": ...}``: ``max_results`` (1-1000, default 1000) after ``skip``; nextLink carries the rest."""
-    size = MAX_PAGE if max_results is None else max_results
-    if not 1 <= size <= MAX_PAGE:
-        raise ArmError(400, "InvalidRequestContent", f"maxresults must be 1-{MAX_PAGE}, got {max_results}", "maxresults")
+    size = page_size(max_results)
     chunk = items[skip : skip + size]
     body: dict[str, Any] = {"value": chunk}
     if skip + size < len(items):
         body["nextLink"] = f"{url}?{urlencode({**query, '$skiptoken': str(skip + size)}, safe='$')}"
     return body
+
+
+def page_size(max_results: int | None) -> int:
+    size = MAX_PAGE if max_results is None else max_results
+    if not 1 <= size <= MAX_PAGE:
+        raise ArmError(400, "InvalidRequestContent", f"maxresults must be 1-{MAX_PAGE}, got {max_results}", "maxresults")
+    return size
 
 
 def skip_token(token: str | None) -> int:
