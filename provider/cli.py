@@ -232,14 +232,16 @@ def controller(args: argparse.Namespace) -> int:
 
 def serve(args: argparse.Namespace) -> int:
     """Batch AI's REST API (2018-05-01) for the azure-mgmt-batchai SDK, until SIGTERM or SIGINT."""
-    from .restapi.serve import load_token
+    from .restapi.serve import check_public_url, load_token
     from .restapi.serve import serve as run_server
 
     if not 0 < args.port < 65536:
         raise BatchAIError("InvalidArguments", f"--port must be 1-65535, got {args.port}", "--port")
     token = load_token(args.token_file)
+    public_url = check_public_url(args.public_url) if args.public_url else None
     logging.getLogger("airflow_batchai").setLevel(logging.INFO)
-    run_server(_service(args, kind="controller" if args.controller else "reader"), args.host, args.port, token, args.controller)
+    service = _service(args, kind="controller" if args.controller else "reader")
+    run_server(service, args.host, args.port, token, args.controller, public_url)
     return 0
 
 
@@ -325,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--port", type=int, default=8090)
     api.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     api.add_argument("--token-file", default=None, help="file holding the bearer token (default: $BATCHAI_API_TOKEN)")
+    api.add_argument(
+        "--public-url", default=None, help="where clients reach this API (https://host[:port][/prefix]): the start of operation links"
+    )
     api.add_argument(
         "--no-controller", dest="controller", action="store_false", help="do not run passes here (a `batchai controller` runs them)"
     )

@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.hooks.batchai import BatchAIHook
+from airflow_batchai.names import check_segment
 from airflow_batchai.overview import STREAM_PREFIXES, job_details, overview
 from airflow_batchai.restapi.app import create_app as create_rest_api
 from airflow_batchai.service import Service
@@ -26,8 +27,21 @@ from airflow_batchai.ui import pages
 MAX_FILE_BYTES = 4 * 1024 * 1024  # a file page shows at most its last 4 MiB; ?offset= reads from elsewhere
 NOT_FOUND = ("ClusterNotFound", "JobNotFound", "ExperimentNotFound")
 
+
+def _names(request: Request) -> None:
+    """Path segments by Batch AI's rules before anything is read: 400 naming the segment, never a 500."""
+    for kind, value in request.path_params.items():
+        if kind in ("workspace", "experiment", "name"):
+            try:
+                check_segment("job" if kind == "name" else kind, value)
+            except BatchAIError as error:
+                raise HTTPException(400, error.message) from None
+
+
 app = FastAPI(
-    title="Batch AI", description="Clusters, nodes and jobs of the Batch AI provider", dependencies=[Depends(requires_access_dag("GET"))]
+    title="Batch AI",
+    description="Clusters, nodes and jobs of the Batch AI provider",
+    dependencies=[Depends(requires_access_dag("GET")), Depends(_names)],
 )
 
 
@@ -35,13 +49,45 @@ def service() -> Service:
     return BatchAIHook.shared_service(conf.get("batchai", "ui_connection", fallback=BatchAIHook.default_conn_name))
 
 
+READ_METHODS = ("GET", "HEAD")
+
+
 def rest_api_access(request: Request, user: GetUserDep) -> None:
-    """Airflow's auth for the REST API: reading needs DAG read access, everything else DAG edit access."""
-    requires_access_dag("GET" if request.method in ("GET", "HEAD") else "PUT")(request, user)
+    """Airflow's auth for the REST API: reading needs DAG read access, everything else DAG edit access.
+
+    A write must carry ``Authorization: Bearer``: a browser sends Airflow's session cookie with
+    any cross-site form or link, but never this header, so a page elsewhere cannot write here
+    in a signed-in user's name (the SDK always sends the header).
+    """
+    write = request.method not in READ_METHODS
+    if write and not request.headers.get("authorization", "").lower().startswith("bearer "):
+        raise HTTPException(403, "writes need an Authorization: Bearer token; a session cookie alone is not accepted")
+    requires_access_dag("PUT" if write else "GET")(request, user)
+
+
+def public_url() -> str | None:
+    """Airflow's own ``[api] base_url`` when it is set: operation links start there, never at a request's Host."""
+    base = conf.get("api", "base_url", fallback="") or ""
+    return base.rstrip("/") if base.startswith(("http://", "https://")) else None
+
+
+# What a job wrote is shown, never run: a stdout file holding "<script>" stays text in every browser.
+PAGE_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'self'"
+)
+
+
+@app.middleware("http")
+async def contained_pages(request: Request, call_next: Any) -> Any:
+    response = await call_next(request)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers.setdefault("Content-Security-Policy", PAGE_POLICY)
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    return response
 
 
 # Batch AI's REST API for the azure-mgmt-batchai SDK (restapi/), at {UI_PREFIX}/arm: base_url=http://<airflow>/batchai/arm
-app.mount("/arm", create_rest_api(service, [Depends(rest_api_access)]))
+app.mount("/arm", create_rest_api(service, [Depends(rest_api_access)], public_url()))
 
 
 def _read(function: Any, *args: Any) -> Any:

@@ -8,11 +8,15 @@ models, never echoed back: a create body holds secrets (``secrets``, ``accountKe
 password), and they reach only the Service, which seals them away from records and views.
 
 Long-running operations (deletes, terminate) answer 202 with ``Azure-AsyncOperation`` and
-``Location``; each poll advances the operation a step and reads where it stands from the
-records, so no operation is stored and a restart loses none (a delete whose job still
-terminates completes on a later poll). Creates answer 200 with ``provisioningState`` final:
-the SDK accepts only 200 or 202 there, and a cluster's allocation, like Batch AI's, goes on
-after its creation has succeeded.
+``Location``; the write that starts one stores it under a random id and the server carries it
+to the end (operations.py): a poll only reads. Creates answer 200 with ``provisioningState``
+final: the SDK accepts only 200 or 202 there, and a cluster's allocation, like Batch AI's, goes
+on after its creation has succeeded.
+
+Nothing from the request is trusted before it is checked: every path segment against Azure's
+naming rules (names.py), the body's size while it is read (``MAX_BODY_BYTES``, 413) and its
+nesting (``MAX_JSON_DEPTH``, 400). URLs this API hands out (operation links, nextLink) start
+with the configured public URL, or are relative: never built from the request's Host header.
 """
 
 from __future__ import annotations
@@ -21,14 +25,15 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from ..errors import BatchAIError
+from ..errors import BatchAIError, shown
+from ..names import RULES, check_segment
 from ..nodes.ssh import SSHNodePool
 from ..records import read_job
 from ..service import Service
@@ -39,17 +44,16 @@ from .arm import (
     API_VERSION,
     PROVIDER,
     ArmError,
-    Operation,
     Scope,
     check_api_version,
     enveloped,
     from_batchai,
-    operation_status,
     page,
     page_size,
     resource,
     skip_token,
 )
+from .operations import Kind, OperationRecord, Operations
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,8 @@ EXPERIMENT = WORKSPACE + "/experiments/{experiment}"
 JOB = EXPERIMENT + "/jobs/{job}"
 LOCATION = "/subscriptions/{subscription}/providers/" + PROVIDER + "/locations/{location}"
 POLL_AFTER_S = 1  # Retry-After of an operation in progress (the SDK's own default is 30 s)
+MAX_BODY_BYTES = 1024 * 1024  # a job spec is a few KiB; nothing bigger is read
+MAX_JSON_DEPTH = 32  # the deepest Batch AI body (a job's mountVolumes) nests 6 levels
 SSH_PORT = 22
 FILE_SERVERS_REFUSED = (
     "file servers are not offered here (Batch AI created and ran an NFS VM for you): mount your own NFS "
@@ -92,39 +98,83 @@ def _api_version(api_version: ApiVersion = None) -> None:
     check_api_version(api_version)
 
 
+def _check_names(request: Request) -> None:
+    """Every path segment by Azure's naming rules, before anything is looked up (400 naming it)."""
+    for kind, value in request.path_params.items():
+        if kind in RULES:
+            try:
+                check_segment(kind, value)
+            except BatchAIError as error:
+                code = "InvalidResourceGroup" if kind == "resource_group" else "InvalidResourceName"
+                raise ArmError(400, code, error.message, kind) from None
+
+
 async def _json_body(request: Request) -> dict[str, Any]:
-    """The body as JSON, or an ARM error that quotes none of it (it may hold secrets)."""
-    raw = await request.body()
+    """The body as JSON, or an ARM error that quotes none of it (it may hold secrets).
+
+    Read in chunks and refused (413) as soon as it passes MAX_BODY_BYTES, so an oversized body
+    is never held whole; a declared Content-Length over the limit is refused unread.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+        raise ArmError(413, "RequestEntityTooLarge", f"the request body is over {MAX_BODY_BYTES} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ArmError(413, "RequestEntityTooLarge", f"the request body is over {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     if not raw:
         return {}
     try:
         body = json.loads(raw)
+    except RecursionError:
+        raise ArmError(400, "InvalidRequestContent", f"the request body nests deeper than {MAX_JSON_DEPTH} levels") from None
     except ValueError:
         raise ArmError(400, "InvalidRequestContent", "the request body is not JSON") from None
     if not isinstance(body, dict):
         raise ArmError(400, "InvalidRequestContent", "the request body must be a JSON object")
+    if _depth(body) > MAX_JSON_DEPTH:
+        raise ArmError(400, "InvalidRequestContent", f"the request body nests deeper than {MAX_JSON_DEPTH} levels")
     return body
+
+
+def _depth(document: Any) -> int:
+    """How deep objects and lists nest (iteratively: the document may be deep enough to break recursion)."""
+    deepest, stack = 0, [(document, 1)]
+    while stack:
+        value, level = stack.pop()
+        if isinstance(value, dict | list):
+            deepest = max(deepest, level)
+            if deepest > MAX_JSON_DEPTH:
+                return deepest
+            stack.extend((item, level + 1) for item in (value.values() if isinstance(value, dict) else value))
+    return deepest
 
 
 Body = Annotated[dict[str, Any], Depends(_json_body)]
 
 
-def create_app(service: Callable[[], Service], dependencies: Sequence[Any] = ()) -> FastAPI:
+def create_app(service: Callable[[], Service], dependencies: Sequence[Any] = (), public_url: str | None = None) -> FastAPI:
     """The API over ``service()`` (called per request: the hook's shared Service, or one built once).
 
-    ``dependencies`` run first on every request (authentication); the api-version check after them.
+    ``dependencies`` run first on every request (authentication); the name and api-version
+    checks after them. ``public_url``: where clients reach this API (``https://host/prefix``),
+    the start of the URLs it hands out; without it they are relative to this server.
     """
     app = FastAPI(
         title="Batch AI REST API (2018-05-01)",
         description="Azure Batch AI's management API, served by airflow-provider-batchai",
-        dependencies=[*dependencies, Depends(_api_version)],
+        dependencies=[*dependencies, Depends(_check_names), Depends(_api_version)],
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
     )
     _handlers(app)
-    routes = _Routes(service)
+    routes = _Routes(service, public_url.rstrip("/") if public_url else None)
     routes.register(app)
+    routes.operations.resume()
     return app
 
 
@@ -159,14 +209,17 @@ def _handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
-        log.exception("Batch AI API: %s %s failed", request.method, request.url.path)
+        log.error("Batch AI API: %s %s failed: %s %s", request.method, shown(request.url.path), type(error).__name__, shown(str(error)))
+        log.debug("the failure's traceback", exc_info=error)
         body = ArmError(500, "InternalServerError", "the server met an error; its log has the details").body()
         return JSONResponse(body, status_code=500)
 
 
 class _Routes:
-    def __init__(self, service: Callable[[], Service]) -> None:
+    def __init__(self, service: Callable[[], Service], public_url: str | None) -> None:
         self.service = service
+        self.public_url = public_url
+        self.operations = Operations(lambda: self.service().store, self._step)
 
     def workspaces(self) -> Workspaces:
         svc = self.service()
@@ -211,7 +264,7 @@ class _Routes:
         @app.get("/subscriptions/{subscription}/providers/" + PROVIDER + "/workspaces")
         def list_workspaces(request: Request, subscription: str, maxresults: MaxResults = None, token: SkipToken = None) -> dict[str, Any]:
             found = [_workspace(Scope(subscription, w.resource_group), w) for w in r.workspaces().all()]
-            return page(found, _self(request), _query(request), maxresults, skip_token(token))
+            return page(found, r.link(request), _query(request), maxresults, skip_token(token))
 
         @app.get(GROUP + "/workspaces")
         def list_group_workspaces(
@@ -219,7 +272,7 @@ class _Routes:
         ) -> dict[str, Any]:
             scope = Scope(subscription, resource_group)
             found = [_workspace(scope, w) for w in r.workspaces().all(resource_group)]
-            return page(found, _self(request), _query(request), maxresults, skip_token(token))
+            return page(found, r.link(request), _query(request), maxresults, skip_token(token))
 
         @app.put(WORKSPACE)
         def create_workspace(subscription: str, resource_group: str, workspace: str, body: Body) -> dict[str, Any]:
@@ -238,7 +291,7 @@ class _Routes:
         @app.delete(WORKSPACE)
         def delete_workspace(request: Request, subscription: str, resource_group: str, workspace: str) -> Response:
             location = r.workspaces().get(workspace, resource_group).location
-            return r.start(request, Operation("deleteWorkspace", resource_group, workspace), subscription, location)
+            return r.start(request, "deleteWorkspace", subscription, location, resource_group, workspace)
 
         # -- clusters -----------------------------------------------------------------------
         @app.get(WORKSPACE + "/clusters")
@@ -248,7 +301,7 @@ class _Routes:
             r.workspaces().get(workspace, resource_group)
             scope = Scope(subscription, resource_group)
             found = [_cluster(scope, workspace, view) for view in r.service().list_clusters(workspace)]
-            return page(sorted(found, key=lambda c: c["name"]), _self(request), _query(request), maxresults, skip_token(token))
+            return page(sorted(found, key=lambda c: c["name"]), r.link(request), _query(request), maxresults, skip_token(token))
 
         @app.put(WORKSPACE + "/clusters/{cluster}")
         def create_cluster(subscription: str, resource_group: str, workspace: str, cluster: str, body: Body) -> dict[str, Any]:
@@ -277,7 +330,7 @@ class _Routes:
         def delete_cluster(request: Request, subscription: str, resource_group: str, workspace: str, cluster: str) -> Response:
             ws = r.workspaces().get(workspace, resource_group)
             r.service().show_cluster(cluster, workspace)  # 404 for a cluster that is not there
-            return r.start(request, Operation("deleteCluster", resource_group, workspace, cluster), subscription, ws.location)
+            return r.start(request, "deleteCluster", subscription, ws.location, resource_group, workspace, cluster)
 
         @app.api_route(WORKSPACE + "/clusters/{cluster}/listRemoteLoginInformation", methods=["POST", "GET"])
         def cluster_logins(
@@ -286,7 +339,7 @@ class _Routes:
             r.workspaces().get(workspace, resource_group)
             view = r.service().show_cluster(cluster, workspace)
             logins = [r.login(node["nodeId"], node["ipAddress"]) for node in view["nodes"]]
-            return page(logins, _self(request), _query(request), maxresults, skip_token(token))
+            return page(logins, r.link(request), _query(request), maxresults, skip_token(token))
 
         # -- file servers: refused ----------------------------------------------------------
         @app.api_route(WORKSPACE + "/fileServers", methods=["GET"])
@@ -303,7 +356,7 @@ class _Routes:
             ws.get(workspace, resource_group)
             scope = Scope(subscription, resource_group)
             found = [_experiment(scope, e.workspace, e.name, e.creation_time.isoformat()) for e in ws.experiments(workspace)]
-            return page(found, _self(request), _query(request), maxresults, skip_token(token))
+            return page(found, r.link(request), _query(request), maxresults, skip_token(token))
 
         @app.put(EXPERIMENT)
         def create_experiment(subscription: str, resource_group: str, workspace: str, experiment: str) -> dict[str, Any]:
@@ -324,7 +377,7 @@ class _Routes:
             ws = r.workspaces()
             location = ws.get(workspace, resource_group).location
             ws.get_experiment(workspace, experiment)
-            return r.start(request, Operation("deleteExperiment", resource_group, workspace, experiment=experiment), subscription, location)
+            return r.start(request, "deleteExperiment", subscription, location, resource_group, workspace, experiment=experiment)
 
         # -- jobs ---------------------------------------------------------------------------
         @app.get(EXPERIMENT + "/jobs")
@@ -340,7 +393,7 @@ class _Routes:
             r.experiment_of(resource_group, workspace, experiment)
             scope = Scope(subscription, resource_group)
             found = [_job(scope, workspace, experiment, view) for view in r.service().list_jobs(experiment, workspace)]
-            return page(sorted(found, key=lambda j: j["name"]), _self(request), _query(request), maxresults, skip_token(token))
+            return page(sorted(found, key=lambda j: j["name"]), r.link(request), _query(request), maxresults, skip_token(token))
 
         @app.put(JOB)
         def create_job(subscription: str, resource_group: str, workspace: str, experiment: str, job: str, body: Body) -> dict[str, Any]:
@@ -348,7 +401,9 @@ class _Routes:
             properties = _properties(body)
             cluster = _cluster_of(properties, workspace)
             spec = load_job_spec(properties, environ={})
-            view = r.service().create_job(cluster, job, spec, experiment, workspace, scope=(subscription, resource_group))
+            view = r.service().create_job(
+                cluster, job, spec, experiment, workspace, scope=(subscription, resource_group), shared_surface=True
+            )
             return _job(Scope(subscription, resource_group), workspace, experiment, view)
 
         @app.get(JOB)
@@ -360,13 +415,13 @@ class _Routes:
         def delete_job(request: Request, subscription: str, resource_group: str, workspace: str, experiment: str, job: str) -> Response:
             location = r.experiment_of(resource_group, workspace, experiment).location
             r.service().show_job(job, experiment, workspace)
-            return r.start(request, Operation("deleteJob", resource_group, workspace, job, experiment), subscription, location)
+            return r.start(request, "deleteJob", subscription, location, resource_group, workspace, job, experiment)
 
         @app.post(JOB + "/terminate")
         def terminate_job(request: Request, subscription: str, resource_group: str, workspace: str, experiment: str, job: str) -> Response:
             location = r.experiment_of(resource_group, workspace, experiment).location
             r.service().show_job(job, experiment, workspace)
-            return r.start(request, Operation("terminateJob", resource_group, workspace, job, experiment), subscription, location)
+            return r.start(request, "terminateJob", subscription, location, resource_group, workspace, job, experiment)
 
         @app.api_route(JOB + "/listOutputFiles", methods=["POST", "GET"])
         def list_output_files(
@@ -389,7 +444,7 @@ class _Routes:
             )
             body: dict[str, Any] = {"value": [_file(f) for f in files[:size]]}
             if len(files) > size:
-                body["nextLink"] = f"{_self(request)}?{urlencode({**_query(request), '$skiptoken': files[size - 1]['name']}, safe='$')}"
+                body["nextLink"] = f"{r.link(request)}?{urlencode({**_query(request), '$skiptoken': files[size - 1]['name']}, safe='$')}"
             return body
 
         @app.api_route(JOB + "/listRemoteLoginInformation", methods=["POST", "GET"])
@@ -410,26 +465,24 @@ class _Routes:
             except BatchAIError:
                 addresses = {}
             logins = [r.login(node, addresses.get(node, "")) for node in record.nodes]
-            return page(logins, _self(request), _query(request), maxresults, skip_token(token))
+            return page(logins, r.link(request), _query(request), maxresults, skip_token(token))
 
         # -- long-running operations ------------------------------------------------------
         @app.get(LOCATION + "/operationStatuses/{token}")
         def operation_state(token: str) -> JSONResponse:
-            operation = Operation.parse(token)
-            status, error = r.advance(operation)
-            headers = {"Retry-After": str(POLL_AFTER_S)} if status == "InProgress" else None
-            return JSONResponse(operation_status(token, status, error), headers=headers)
+            operation = r.operations.get(token)  # read only: the server carries it (operations.py)
+            headers = {"Retry-After": str(POLL_AFTER_S)} if not operation.final else None
+            return JSONResponse(operation.status_body(), headers=headers)
 
         @app.get(LOCATION + "/operationResults/{token}")
         def operation_result(request: Request, token: str) -> Response:
-            operation = Operation.parse(token)
-            status, error = r.advance(operation)
-            if status == "InProgress":
-                return Response(status_code=202, headers={"Location": str(request.url), "Retry-After": str(POLL_AFTER_S)})
+            operation = r.operations.get(token)
+            if not operation.final:
+                return Response(status_code=202, headers={"Location": r.link(request, query=True), "Retry-After": str(POLL_AFTER_S)})
+            error = operation.error
             if error:
-                arm = ArmError(
-                    400 if error.get("code") != "InternalServerError" else 500, error["code"], error["message"], error.get("target")
-                )
+                status = 500 if error.get("code") in ("InternalServerError", "OperationTimedOut") else 400
+                arm = ArmError(status, error["code"], error["message"], error.get("target"))
                 return JSONResponse(arm.body(), status_code=arm.status)
             return Response(status_code=204 if operation.kind.startswith("delete") else 200)
 
@@ -447,29 +500,36 @@ class _Routes:
         port = pool.login_port(node_id) if isinstance(pool, SSHNodePool) else SSH_PORT
         return {"nodeId": node_id, "ipAddress": address, "port": port}
 
-    def start(self, request: Request, operation: Operation, subscription: str, location: str) -> Response:
+    def link(self, request: Request, query: bool = False) -> str:
+        """This request's URL as clients should use it: after the public URL, or relative; never its Host."""
+        path = quote(request.scope["path"], safe="/")  # the whole path: a mounted app's prefix included
+        if query and request.url.query:
+            path = f"{path}?{request.url.query}"
+        return f"{self.public_url}{path}" if self.public_url else path
+
+    def start(
+        self,
+        request: Request,
+        kind: Kind,
+        subscription: str,
+        location: str,
+        resource_group: str,
+        workspace: str,
+        name: str = "",
+        experiment: str = "",
+    ) -> Response:
         """202 with the operation's two URLs, after its first step (often its only one)."""
-        status, error = self.advance(operation)
-        base = str(request.base_url).rstrip("/") + LOCATION.format(subscription=subscription, location=location)
-        token = operation.token()
+        operation = self.operations.start(kind, resource_group, workspace, name, experiment)
+        root = quote(request.scope.get("root_path", ""), safe="/")
+        base = (self.public_url or "") + root + LOCATION.format(subscription=subscription, location=location)
         headers = {
-            "Azure-AsyncOperation": f"{base}/operationStatuses/{token}?api-version={API_VERSION}",
-            "Location": f"{base}/operationResults/{token}?api-version={API_VERSION}",
+            "Azure-AsyncOperation": f"{base}/operationStatuses/{operation.id}?api-version={API_VERSION}",
+            "Location": f"{base}/operationResults/{operation.id}?api-version={API_VERSION}",
             "Retry-After": str(POLL_AFTER_S),
         }
-        return JSONResponse(operation_status(token, status, error), status_code=202, headers=headers)
+        return JSONResponse(operation.status_body(), status_code=202, headers=headers)
 
-    def advance(self, operation: Operation) -> tuple[str, dict[str, Any] | None]:
-        """One step of ``operation``, then (InProgress | Succeeded | Failed, the error of a failed one)."""
-        try:
-            done = self._step(operation)
-        except BatchAIError as error:
-            if error.code in ("ControlStoreUnavailable", "StorageUnavailable", "LockTimeout", "LeaseLost"):
-                return "InProgress", None  # worth another poll
-            return "Failed", error.to_json()
-        return ("Succeeded" if done else "InProgress"), None
-
-    def _step(self, operation: Operation) -> bool:
+    def _step(self, operation: OperationRecord) -> bool:
         svc, kind, ws = self.service(), operation.kind, operation.workspace
         if kind == "deleteCluster":
             return self._delete_cluster(svc, ws, operation.name)
@@ -578,10 +638,6 @@ def _cluster_of(properties: dict[str, Any], workspace: str) -> str:
             "properties.cluster.id",
         )
     return parts[-1]
-
-
-def _self(request: Request) -> str:
-    return str(request.url).split("?", 1)[0]
 
 
 def _query(request: Request) -> dict[str, str]:

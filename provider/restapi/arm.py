@@ -7,9 +7,6 @@ Pure: no Service, no I/O; app.py puts these around the Service's answers.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -134,40 +131,3 @@ def skip_token(token: str | None) -> int:
     if not token.isdigit():
         raise ArmError(400, "InvalidRequestContent", "$skiptoken must come from a nextLink", "$skiptoken")
     return int(token)
-
-
-@dataclass(frozen=True)
-class Operation:
-    """A long-running operation, named by what it does: its status is read afresh from the records
-    (and advanced) on every poll, so nothing about it is stored and any server process can answer."""
-
-    kind: str  # deleteWorkspace, deleteCluster, deleteExperiment, deleteJob, terminateJob
-    resource_group: str
-    workspace: str
-    name: str = ""
-    experiment: str = ""
-
-    def token(self) -> str:
-        raw = json.dumps([self.kind, self.resource_group, self.workspace, self.experiment, self.name], separators=(",", ":"))
-        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-    @classmethod
-    def parse(cls, token: str) -> Operation:
-        try:
-            kind, group, workspace, experiment, name = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        except (ValueError, binascii.Error, TypeError) as error:
-            raise ArmError(404, "OperationNotFound", "no such operation", "operationId") from error
-        if kind not in OPERATION_KINDS or not all(isinstance(v, str) for v in (group, workspace, experiment, name)):
-            raise ArmError(404, "OperationNotFound", "no such operation", "operationId")
-        return cls(kind, group, workspace, name, experiment)
-
-
-OPERATION_KINDS = {"deleteWorkspace", "deleteCluster", "deleteExperiment", "deleteJob", "terminateJob"}
-
-
-def operation_status(token: str, status: str, error: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The Azure-AsyncOperation body: ``status`` is InProgress, Succeeded or Failed."""
-    body: dict[str, Any] = {"name": token, "status": status}
-    if error:
-        body["error"] = error
-    return body

@@ -15,10 +15,11 @@ import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Header
 
-from ..errors import BatchAIError
+from ..errors import BatchAIError, shown
 from ..service import Service
 from .app import create_app
 from .arm import ArmError
@@ -64,11 +65,23 @@ def bearer_check(token: str | None) -> Callable[..., None]:
     return check
 
 
-def serve_app(service: Service, token: str | None) -> FastAPI:
-    return create_app(lambda: service, [Depends(bearer_check(token))])
+def check_public_url(url: str) -> str:
+    """``--public-url``: http(s), a host, maybe a port and a path; nothing a client would not send back as is."""
+    parsed = urlsplit(url)
+    try:
+        parsed.port  # noqa: B018 - raises for a port out of range
+    except ValueError:
+        parsed = parsed._replace(netloc="")
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.query or parsed.fragment or any(c in url for c in " \r\n\t"):
+        raise BatchAIError("InvalidArguments", f"--public-url {shown(url)} must be http(s)://host[:port][/prefix]", "--public-url")
+    return url.rstrip("/")
 
 
-def serve(service: Service, host: str, port: int, token: str | None, controller: bool = True) -> None:
+def serve_app(service: Service, token: str | None, public_url: str | None = None) -> FastAPI:
+    return create_app(lambda: service, [Depends(bearer_check(token))], public_url)
+
+
+def serve(service: Service, host: str, port: int, token: str | None, controller: bool = True, public_url: str | None = None) -> None:
     """Until SIGTERM/SIGINT (uvicorn's): the API, and unless told otherwise every cluster's passes."""
     import uvicorn
 
@@ -81,7 +94,7 @@ def serve(service: Service, host: str, port: int, token: str | None, controller:
     if thread:
         thread.start()
     try:
-        uvicorn.run(serve_app(service, token), host=host, port=port, log_level="info")
+        uvicorn.run(serve_app(service, token, public_url), host=host, port=port, log_level="info")
     finally:
         if running and thread:
             running.stop.set()

@@ -45,6 +45,7 @@ def served(azurite: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[t
         "files_on_blob": True,
         "local_nodes": 3,
         "home": str(folder / "home"),
+        "local_jobs_from_shared_surfaces": True,  # local nodes beside the server: an admin's opt-in (refused otherwise)
     }
     server = batchaiserve.start(folder, TOKEN, connection)
     try:
@@ -158,7 +159,7 @@ def test_seed_004s_sequence_runs_against_our_api(served: tuple[batchaiserve.Serv
     )
     logs = {f.name: f for f in files}
     stdout = urllib.request.urlopen(logs["stdout.txt"].download_url, timeout=10).read().decode()
-    assert job.execution_state == "succeeded", (job.execution_info.errors, stdout)
+    assert job.execution_state == "succeeded", ([(e.code, e.message) for e in job.execution_info.errors or []], stdout)
     assert "sum of 10 numbers: 55 token set: True" in stdout
     assert "sig=" in logs["stdout.txt"].download_url and logs["stdout.txt"].content_length == len(stdout.encode())
     model_options = models.JobsListOutputFilesOptions(outputdirectoryid="MODEL", link_expiry_in_minutes=5)
