@@ -70,22 +70,58 @@ class BatchAIHook(BaseHook):
         return cls(batchai_conn_id).service
 
     def test_connection(self) -> tuple[bool, str]:
-        """Check the store, then every node of the pool; the message names what failed."""
+        """Check the fields, the store, then every machine of the pool; the message names what failed.
+
+        Writes nothing: it reads the store (a listing) and runs ``true`` on each host, so testing
+        a connection whose hosts are unreachable leaves no record behind.
+        """
+        name = _tested_connection_id() or self.batchai_conn_id
         try:
+            self.config = connection_config(self._connection_extras(), f"connection {name}", from_airflow=True)
+            for secret in self.config.secrets():
+                mask_secret(secret)
             service = self.service
-            nodes = service.pool_nodes()
+            service.store.list("clusters/")
+            machines = service.pool.inventory()
         except BatchAIError as error:
-            return False, f"{error.code}: {error.message}"
+            return False, f"{error.code}: {error.message}".replace(f"connection {self.batchai_conn_id}", f"connection {name}")
         except Exception as error:
-            return False, f"cannot open the Batch AI store: {error}"
+            return False, f"cannot open the Batch AI store of connection {name}: {type(error).__name__}: {error}"
         unreachable = []
-        for node in nodes:
+        for node_id, address, *_ in machines:
             try:
-                result = service.pool.transport(node.node_id).run(["true"], timeout_s=10)
+                result = service.pool.transport(node_id).run(["true"], timeout_s=10)
                 if result.returncode != 0:
-                    unreachable.append(f"{node.node_id} ({node.address}): exit {result.returncode}")
+                    unreachable.append(f"{node_id} ({address}): exit {result.returncode}")
             except Exception as error:
-                unreachable.append(f"{node.node_id} ({node.address}): {error}")
+                unreachable.append(f"{node_id} ({address}): {error}")
         if unreachable:
             return False, "unreachable nodes: " + "; ".join(unreachable)
-        return True, f"Batch AI store reachable; {len(nodes)} node(s) answer ({self.config.describe()})"
+        return True, f"Batch AI store reachable; {len(machines)} node(s) answer ({self.config.describe()})"
+
+    def _connection_extras(self) -> dict[str, Any]:
+        try:
+            return self.get_connection(self.batchai_conn_id).extra_dejson
+        except AirflowNotFoundException:
+            return {}
+
+
+def _tested_connection_id() -> str | None:
+    """The id a user is testing, when Airflow's Test button runs us under a random transient id.
+
+    Airflow 3's test route copies the connection under a made-up id before it builds the hook,
+    so an error naming ``self.batchai_conn_id`` would name that. Its request body is the only
+    place the real id is kept; it is read from the caller's frame, and None elsewhere.
+    """
+    import inspect
+
+    frame = inspect.currentframe()
+    try:
+        while frame is not None:
+            body = frame.f_locals.get("test_body")
+            if body is not None and isinstance(getattr(body, "connection_id", None), str):
+                return str(body.connection_id)
+            frame = frame.f_back
+    finally:
+        del frame
+    return None

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import BatchAIError, shown
+from .fieldchecks import check_fields
 from .layout import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION
 from .nodes import NodePool
 from .nodes.clusterkeys import DEFAULT_AUTHORIZED_KEYS
@@ -89,6 +90,16 @@ class ProviderConfig(BaseModel):
     )
     subscription_id: str = DEFAULT_SUBSCRIPTION
     resource_group: str = DEFAULT_RESOURCE_GROUP
+    job_user: str | None = Field(
+        default=None, description="Unix user the jobs run as on the nodes (the agent must run as root there); default the agent's"
+    )
+    job_env_allow: list[str] = Field(
+        default_factory=list,
+        description="variables of a node's environment jobs may see besides PATH, HOME, locale, CUDA ('NAME' or 'PREFIX*')",
+    )
+    local_jobs_from_shared_surfaces: bool = Field(
+        default=False, description="let REST API jobs run on local nodes as this service's own user (one trusted team only)"
+    )
 
     def secrets(self) -> list[str]:
         return [value for name in SECRET_FIELDS if (value := getattr(self, name))]
@@ -175,7 +186,13 @@ def node_pool(config: ProviderConfig) -> NodePool | None:
 
 def service_from_config(config: ProviderConfig, kind: str = "reader") -> Service:
     """Embedded default without storage fields; with them, records, secrets and volumes live in Azure Storage."""
-    settings = Settings(subscription=config.subscription_id, resource_group=config.resource_group)
+    settings = Settings(
+        subscription=config.subscription_id,
+        resource_group=config.resource_group,
+        job_env_allow=tuple(config.job_env_allow),
+        job_user=config.job_user,
+        local_jobs_from_shared_surfaces=config.local_jobs_from_shared_surfaces,
+    )
     credential = storage_credential(config)
     if credential is None:
         return Service.embedded(config.home, config.local_nodes, settings, pool=node_pool(config), kind=kind)
@@ -188,7 +205,7 @@ def service_from_config(config: ProviderConfig, kind: str = "reader") -> Service
     store = BlobControlStore(credential, config.control_container)
     vault = BlobSecretVault(store, config.vault_key or "|".join([credential.account, *credential.secrets]))
     home = Path(config.home) if config.home else default_home()
-    pool = node_pool(config) or LocalNodePool(home, config.local_nodes or DEFAULT_LOCAL_NODES)
+    pool = node_pool(config) or LocalNodePool(home, config.local_nodes or DEFAULT_LOCAL_NODES, env_allow=settings.job_env_allow)
     return Service(store, vault, pool, data, settings, kind)
 
 
@@ -223,12 +240,17 @@ def connection_config(extras: Any, source: str, from_airflow: bool = False) -> P
         except (ValueError, RecursionError):
             raise BatchAIError("InvalidConnection", f"{source}: field slurm must be a JSON object", "slurm") from None
     try:  # Airflow's URI form carries every extra as text ("4", "true"): read those as Airflow would
-        return ProviderConfig.model_validate(fields, strict=False if from_airflow else None)
+        config = ProviderConfig.model_validate(fields, strict=False if from_airflow else None)
     except ValidationError as error:
         first = error.errors()[0]
         field = ".".join(str(part) for part in first["loc"])[:80]
         message = first["msg"] if first["type"] != "extra_forbidden" else "unknown field"
         raise BatchAIError("InvalidConnection", f"{source}: field {field}: {message[:160]}", field) from None
+    try:
+        check_fields(config)
+    except BatchAIError as error:
+        raise BatchAIError("InvalidConnection", f"{source}: field {error.message}", error.target) from None
+    return config
 
 
 def parse_connection_text(raw: str, source: str) -> ProviderConfig:

@@ -24,9 +24,14 @@ from . import Versioned
 
 class LocalControlStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
+        """Creates nothing: folders appear with the first write or lease, so a reader of an empty
+        home (the UI, a connection test) leaves it empty."""
         self.root = Path(root)
-        (self.root / "records").mkdir(parents=True, exist_ok=True)
-        (self.root / "locks").mkdir(parents=True, exist_ok=True)
+
+    def _locks(self) -> Path:
+        folder = self.root / "locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     def _path(self, key: str) -> Path:
         parts = key.split("/")
@@ -36,7 +41,7 @@ class LocalControlStore:
 
     @contextmanager
     def _cas_lock(self) -> Iterator[None]:
-        with open(self.root / "locks" / ".cas", "a+b") as handle:
+        with open(self._locks() / ".cas", "a+b") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
@@ -113,6 +118,7 @@ class LocalControlStore:
 
     @contextmanager
     def try_lease(self, name: str) -> Iterator[LocalLease | None]:
+        self._locks()
         with open(self._lock_path(name), "a+b") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -149,9 +155,7 @@ class LocalSecretVault:
     """Secrets of queued jobs, one 0600 file each, removed once the job has been launched or ended."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.root, 0o700)
+        self.root = Path(root)  # made 0700 with the first secret, not before: a reader creates nothing
 
     def _path(self, name: str) -> Path:
         if "/" in name or name.startswith("."):
@@ -159,6 +163,8 @@ class LocalSecretVault:
         return self.root / f"{name}.json"
 
     def put(self, name: str, values: dict[str, Any]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.root, 0o700)
         write_atomically(self._path(name), json.dumps(values).encode(), mode=0o600)
 
     def get(self, name: str) -> dict[str, Any]:
