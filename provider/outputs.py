@@ -72,7 +72,8 @@ class OutputFiles:
             mounts["cluster"] = []
         return locate(template, mounts)
 
-    def _on_node(self, template: str) -> tuple[Transport, str] | None:
+    def _on_node(self, template: str) -> tuple[Transport, str, str] | None:
+        """(transport, the node's root, the folder's path below it): the root is ours, the rest the job's."""
         if not self.job.nodes:  # not scheduled when we last looked: maybe it is now
             self.job = read_job(self.store, self.job.workspace, self.job.experiment, self.job.name)[0]
         if not self.job.nodes:
@@ -87,7 +88,11 @@ class OutputFiles:
             slot = NodeSlot(self.job.nodes[0], self.job.nodes[0], root)
         ctx = JobContext(self.job.workspace, self.job.experiment, self.job.name, self.job.uuid, self.job.segment, "")
         env, _ = job_environment(self.spec, slot, [slot], ctx)
-        return self.pool.transport(slot.node_id), posixpath.normpath(expand(template, env))
+        path = posixpath.normpath(expand(template, env))
+        root = posixpath.normpath(slot.root)
+        if not path.startswith(root + "/"):
+            return None
+        return self.pool.transport(slot.node_id), root, path[len(root) + 1 :]
 
     def list(self, output_id: str, directory: str = ".", expiry_minutes: int = 60, urls: bool = True) -> list[dict[str, Any]]:
         """``urls`` False leaves out download URLs (and the signing they cost) for callers that only read."""
@@ -100,11 +105,11 @@ class OutputFiles:
             raise BatchAIError(
                 "OutputDirectoryNotFound", f"The specified outputDirectoryId {output_id} is not present on a mount root", output_id
             )
-        transport, path = on_node
-        target_path = _safe_join(path, directory, "directory")
-        infos = transport.list_dir(target_path) or []
+        transport, root, path = on_node
+        inside = _safe_join(path, directory, "directory")
+        infos = transport.list_inside(root, inside) or []
         local = isinstance(transport, LocalTransport)
-        return [file_object(i, Path(target_path, i.name).as_uri() if local else None) for i in infos]
+        return [file_object(i, Path(root, inside, i.name).as_uri() if local and urls else None) for i in infos]
 
     def read(self, output_id: str, path: str, offset: int = 0, length: int | None = None) -> bytes | None:
         template = self.template(output_id)
@@ -114,5 +119,5 @@ class OutputFiles:
         on_node = self._on_node(template)
         if on_node is None:
             return None
-        transport, base = on_node
-        return transport.read_file(_safe_join(base, path, "path"), offset, length)
+        transport, root, base = on_node
+        return transport.read_inside(root, _safe_join(base, path, "path"), offset, length)

@@ -188,6 +188,7 @@ class JobRecord(Record):
     nodes: list[str] = Field(default_factory=list)  # node ids, node rank order
     attempt: int = 0
     attempts: list[dict[str, Any]] = Field(default_factory=list)  # earlier attempts that were requeued, and why
+    fence: dict[str, Any] | None = None  # a lost attempt not yet seen stopped: {"run", "nodes", "until"} (scheduling waits)
     segment: str  # jobOutputDirectoryPathSegment
     slurm_job_id: str | None = None  # on a Slurm cluster: the batch job that runs this attempt
 

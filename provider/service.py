@@ -21,6 +21,7 @@ from typing import Any
 
 from .errors import TRANSIENT_CODES, BatchAIError, InvalidSpec, RecordExists
 from .layout import NodeLayout, job_output_segment
+from .names import check_scope
 from .nodes import NodePool, eligible
 from .nodes.clusterkeys import ClusterKey
 from .nodes.handle import NodeHandle
@@ -76,7 +77,8 @@ TERMINATED = {"code": "JobTerminated", "message": "The job was terminated by the
 
 
 def default_home() -> Path:
-    return Path(os.environ.get("BATCHAI_HOME") or Path.home() / ".batchai")
+    """$BATCHAI_HOME or ~/.batchai, made absolute: the agents it starts run elsewhere (cwd /)."""
+    return Path(os.environ.get("BATCHAI_HOME") or Path.home() / ".batchai").absolute()
 
 
 class Service:
@@ -98,7 +100,9 @@ class Service:
         self.passes = Passes(store, vault, pool, data, self.settings, kind)
         self.waiters = JobWaiters(store, self.passes.kick)
         self.passes.listeners.append(self.waiters.wake)
-        self._ensure_pool()
+        self._pool_known = False
+        if kind == "controller":
+            self._ensure_pool()
 
     @classmethod
     def embedded(
@@ -114,12 +118,12 @@ class Service:
         ``pool`` replaces the local nodes (an SSH pool whose hosts see ``home/storage`` at the
         same path, e.g. over NFS).
         """
-        root = Path(home) if home else default_home()
+        root = Path(home).absolute() if home else default_home()
         count = nodes if nodes is not None else int(os.environ.get("BATCHAI_LOCAL_NODES", DEFAULT_LOCAL_NODES))
         return cls(
             LocalControlStore(root / "control"),
             LocalSecretVault(root / "secrets"),
-            pool or LocalNodePool(root, count),
+            pool or LocalNodePool(root, count, env_allow=settings.job_env_allow if settings else ()),
             LocalDataStore(root / "storage"),
             settings,
             kind,
@@ -127,6 +131,12 @@ class Service:
 
     # -- pool ---------------------------------------------------------------------------
     def _ensure_pool(self) -> None:
+        """Records for the pool's machines that have none yet: written by the first write of a
+        process (a cluster's creation or resize, a job's submit) or the controller, never by a
+        reader, so a connection test or a page leaves the store as it found it."""
+        if self._pool_known:
+            return
+        self._pool_known = True
         known = set(self.store.list("pool/"))
         for node_id, address, root, gpus in self.pool.inventory():
             if node_key(node_id) not in known:
@@ -163,6 +173,7 @@ class Service:
         stored, secrets = split_cluster_secrets(spec)
         self._check_storage(spec)
         self._check_vm_size(spec)
+        self._ensure_pool()
         if self.pool.cluster_ssh:
             key = ClusterKey.generate()
             secrets["ssh_key"] = {"private": key.private, "public": key.public}
@@ -251,6 +262,7 @@ class Service:
     def update_cluster_scale(self, name: str, scale: ScaleSettings, workspace: str = DEFAULT_WORKSPACE) -> dict[str, Any]:
         """Batch AI's cluster PATCH: replace ``scaleSettings`` only, then one pass to act on it."""
         read_cluster(self.store, workspace, name)
+        self._ensure_pool()
 
         def change(doc: dict[str, Any]) -> dict[str, Any]:
             record = ClusterRecord.model_validate(doc)
@@ -285,8 +297,15 @@ class Service:
         experiment: str = DEFAULT_EXPERIMENT,
         workspace: str = DEFAULT_WORKSPACE,
         scope: tuple[str, str] | None = None,
+        shared_surface: bool = False,
     ) -> dict[str, Any]:
         """Submit a job. The same name with the same spec returns the existing job (safe to retry).
+
+        ``shared_surface``: the job comes from a surface many people reach (the REST API), not
+        from a DAG or the CLI, whose authors already run code here. On nodes that share this
+        machine such a job would run as our own user and could read our processes' secrets, so
+        it is refused unless the connection runs jobs as another user (``job_user``) or an admin
+        opted in (``local_jobs_from_shared_surfaces``).
 
         ``scope``: (subscription, resource group) of ``jobOutputDirectoryPathSegment`` when the
         caller names its own, as the REST API's paths do; default the service's settings.
@@ -298,9 +317,24 @@ class Service:
         """
         for value, what in ((name, "job"), (experiment, "experiment"), (workspace, "workspace")):
             check_name(value, what)
+        if scope is not None:
+            check_scope(*scope)
+        if (
+            shared_surface
+            and self.pool.beside_control_plane
+            and not (self.settings.job_user or self.settings.local_jobs_from_shared_surfaces)
+        ):
+            raise BatchAIError(
+                "LocalNodesRefused",
+                "this service's nodes are the machine it runs on, and jobs there would run as its own user: jobs from the"
+                " REST API are refused unless the connection sets job_user (a separate Unix user for jobs) or an admin"
+                " sets local_jobs_from_shared_surfaces",
+                "cluster",
+            )
         if spec.cluster and spec.cluster.id.rsplit("/", 1)[-1] != cluster:
             raise InvalidSpec(f"cluster.id names {spec.cluster.id!r} but the job is submitted to cluster {cluster!r}", "cluster.id")
         cluster_record, _ = read_cluster(self.store, workspace, cluster)
+        self._ensure_pool()
         self._check_feasible(cluster_record, spec)
         self._check_storage(spec)
         links = self.data.links(spec.mount_volumes, "mountVolumes")

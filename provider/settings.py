@@ -17,7 +17,11 @@ class Settings:
     resource_group: str = DEFAULT_RESOURCE_GROUP
     heartbeat_timeout_s: float = 30.0  # agents beat every 2 s; silence this long means the node is lost
     launch_timeout_s: float = 60.0  # a started agent must have written its status by then
-    heal_probe_interval_s: float = 15.0  # how often a lost node is tried again; when it answers it is set up anew
+    heal_probe_interval_s: float = 15.0
+    fence_s: float = 180.0  # a lost attempt not seen stopped holds its next one this long (above the agent's own 60 s fence)  # how often a lost node is tried again; when it answers it is set up anew
     default_storage_account: str = "local"
     pass_interval_s: float = PASS_INTERVAL_S
     watch_interval_s: float = WATCH_INTERVAL_S
+    job_env_allow: tuple[str, ...] = ()  # variables of a node's environment a job may inherit besides the basics (protocol.py)
+    job_user: str | None = None  # the Unix user jobs run as on their nodes; None: the agent's own user
+    local_jobs_from_shared_surfaces: bool = False  # jobs from the REST API may run as the control plane's user on local nodes

@@ -25,6 +25,7 @@ Usage:
 Python >= 3.8 on the node; nothing to install there.
 """
 
+import errno
 import os
 import re
 import shutil
@@ -85,31 +86,147 @@ class Agent(Volumes, Containers):
         self.mount_files = []  # mounters' credential files, removed at the end
         self.deadline = now() + float(self.plan.max_wall_clock_s or 7 * 86400)
         self.release_status = None  # on Slurm: node 0's status.json; a reserved node is released when it is final
+        self.fenced = None  # why the agent stopped its own job: it could not renew its heartbeat, or a disk is full
+        self.reserve_path = os.path.join(self.run_dir, ".reserve")
+        self.next_disk_check = 0.0
+        self.job_account = None  # pwd entry of plan.job_user when the job runs as another user than this agent
 
     def set_status(self, **changes):
         with self.lock:
             self.status.update(changes)
             self.status["heartbeat"] = now()
-            write_json_atomically(self.status_path, self.status)
+            try:
+                write_json_atomically(self.status_path, self.status)
+            except OSError as error:
+                if error.errno != errno.ENOSPC or not os.path.exists(self.reserve_path):
+                    raise
+                # The node's disk is full: the job is stopped (it filled it, or it cannot go on), and
+                # the reserve gives way so this status, and the final one, can still be written.
+                self.disk_full("the node's run folder", self.run_dir)
+                os.unlink(self.reserve_path)
+                write_json_atomically(self.status_path, self.status)
+
+    def keep_reserve(self):
+        try:
+            with open(self.reserve_path, "wb") as handle:
+                handle.write(b"\0" * runtime.RESERVE_BYTES)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError:  # already full: nothing to keep; the job is stopped on the first check
+            self.release_reserve()
+
+    def release_reserve(self):
+        try:
+            os.unlink(self.reserve_path)
+        except OSError:
+            pass
+
+    def watched_folders(self):
+        """(what, path) of the folders a job fills: its working folder, its stdouterr and output volumes."""
+        named = [("the node's working folder", self.plan.cwd)]
+        for name in self.plan.make_dirs:
+            label = "the output directory %s" % name[len("AZ_BATCHAI_OUTPUT_") :] if name.startswith("AZ_BATCHAI_OUTPUT_") else None
+            if name == self.plan.log_dir_env:
+                label = "the stdouterr volume"
+            if label and self.env.get(name):
+                named.append((label, self.env[name]))
+        return named
+
+    def check_disks(self, force=False):
+        """Stop the job when a folder it writes has filled up (checked every second, and at its end)."""
+        if not force and now() < self.next_disk_check:
+            return
+        self.next_disk_check = now() + 1.0
+        for what, path in self.watched_folders():
+            free = runtime.free_bytes(path) if os.path.isdir(path) else None
+            if free is not None and free < runtime.DISK_FULL_BYTES:
+                self.disk_full(what, path, free)
+                return
+
+    def disk_full(self, what, path, free=None):
+        if self.fenced is None:
+            free = runtime.free_bytes(path) if free is None else free
+            message = "%s %s on node %s is full (%s bytes free)" % (what, path, self.plan.node_id, free if free is not None else "no")
+            self.fenced = ("DiskFull", message)
+            self.terminate_requested.set()
 
     def heartbeat_loop(self):
+        """Renew the heartbeat; an agent that cannot for AGENT_FENCE_S stops its job (fencing).
+
+        The control plane lets a lost run's next attempt start once its node has been silent
+        for longer than that, so a run that lost contact must not go on beside its successor.
+        """
+        last_beat = now()
         while not self.done.wait(HEARTBEAT_INTERVAL_S):
             with self.lock:
                 if self.status["state"] in FINAL_STATES:
                     return
-            self.set_status()
+            try:
+                self.set_status()
+                last_beat = now()
+            except OSError as error:
+                if now() - last_beat > protocol.AGENT_FENCE_S:
+                    self.fence("HeartbeatLost", "the agent could not write its status for %.0f s (%s)" % (now() - last_beat, error))
+            syncer = self.syncer
+            if syncer is not None and now() - syncer.last_ok > protocol.AGENT_FENCE_S:
+                self.fence("StorageUnreachable", "the job's storage did not answer for %.0f s" % (now() - syncer.last_ok))
+
+    def fence(self, code, message):
+        if self.fenced is None:
+            self.fenced = (code, message + ": the job was stopped so that its next attempt cannot run beside it")
+            self.terminate_requested.set()
 
     def log(self, message):
         line = "%s %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), message)
         if self.log_handle is not None:
-            self.log_handle.write(line)
-            self.log_handle.flush()
+            try:
+                self.log_handle.write(line)
+                self.log_handle.flush()
+            except OSError:  # its volume is full: the status still says what happened
+                pass
 
     def on_terminate(self, signum, frame):
         self.terminate_requested.set()
 
+    def resolve_job_user(self):
+        """The account the job's processes run as, when the connection names one other than ours.
+
+        On a node shared with control-plane processes, a job of the same user could read their
+        /proc/<pid>/environ and files; as another user it cannot. Refused, not ignored, where
+        this agent cannot switch users.
+        """
+        name = self.plan.job_user
+        if not name or self.plan.kind != "job":
+            return
+        import pwd
+
+        try:
+            account = pwd.getpwnam(name)
+        except KeyError:
+            raise JobError("JobPreparationFailed", "job_user %s does not exist on node %s" % (name, self.plan.node_id)) from None
+        if account.pw_uid == os.geteuid():
+            return
+        if os.geteuid() != 0 or sys.version_info < (3, 9):
+            raise JobError(
+                "JobPreparationFailed",
+                "job_user %s: the agent on node %s must run as root with python >= 3.9 to start jobs as another user"
+                % (name, self.plan.node_id),
+            )
+        self.job_account = account
+
+    def hand_over(self, paths):
+        """Make the job's own folders and files writable by the job's user (no-op without one)."""
+        if self.job_account is None:
+            return
+        for path in paths:
+            if path and os.path.lexists(path) and not os.path.islink(path):
+                os.chown(path, self.job_account.pw_uid, self.job_account.pw_gid)
+
     def build_environment(self):
-        env = tools.session_free_environment()
+        env = protocol.job_base_environment(os.environ, self.plan.inherit_env)
+        if self.job_account is not None:
+            account = self.job_account
+            env.update(HOME=account.pw_dir, USER=account.pw_name, LOGNAME=account.pw_name, SHELL=account.pw_shell or "/bin/sh")
         env.update(self.plan.env)
         secrets_path = os.path.join(self.run_dir, SECRETS_FILE)
         secrets = read_json(secrets_path) or {}
@@ -120,6 +237,7 @@ class Agent(Volumes, Containers):
             os.unlink(secrets_path)  # held in memory only from here on
         python_dir = os.path.dirname(sys.executable)
         env["PATH"] = python_dir + os.pathsep + env.get("PATH", "/usr/bin:/bin")
+        env[protocol.RUN_MARKER] = os.path.basename(self.run_dir)  # how the run's strays are found (fencing)
         env.setdefault("BATCHAI_PYTHON", sys.executable)
         env.setdefault("PYTHONUNBUFFERED", "1")
         for name, template in self.plan.expand_env:
@@ -161,6 +279,9 @@ class Agent(Volumes, Containers):
             argv = container.exec + passed + [container.name] + container.shell + [command]
         else:
             argv = ["/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh", "-c", command]
+        account = {}
+        if self.job_account is not None and not container:
+            account = {"user": self.job_account.pw_uid, "group": self.job_account.pw_gid, "extra_groups": []}
         with open(os.path.join(folder, stdout_name), "ab") as out, open(os.path.join(folder, stderr_name), "ab") as err:
             process = subprocess.Popen(
                 argv,
@@ -171,6 +292,7 @@ class Agent(Volumes, Containers):
                 cwd=self.plan.cwd or folder,
                 start_new_session=True,
                 close_fds=True,
+                **account,
             )
         self.children.append((name, process))
         with self.lock:
@@ -209,9 +331,12 @@ class Agent(Volumes, Containers):
         grace = float(self.plan.grace_s)
         first_failure = 0
         while True:
+            self.check_disks()
             if self.terminate_requested.is_set():
                 self.log("terminate requested: stopping all processes")
                 self.kill_all(grace)
+                if self.fenced:
+                    raise JobError(self.fenced[0], self.fenced[1], exit_code=-1)
                 raise JobError("JobTerminated", "the job was terminated", exit_code=-1)
             if now() > self.deadline:
                 self.log("maxWallClockTime exceeded: stopping all processes")
@@ -229,6 +354,9 @@ class Agent(Volumes, Containers):
                         self.kill_all(grace)
                         return first_failure
             if not running:
+                self.check_disks(force=True)  # a job that filled its disk and exited 0 did not succeed
+                if self.fenced:
+                    raise JobError(self.fenced[0], self.fenced[1], exit_code=-1)
                 return first_failure
             time.sleep(POLL_INTERVAL_S)
 
@@ -239,8 +367,10 @@ class Agent(Volumes, Containers):
         self.set_status()
         threading.Thread(target=self.heartbeat_loop, daemon=True).start()
         try:
+            self.resolve_job_user()
             self.build_environment()
             self.prepare_folders()
+            self.keep_reserve()
             self.open_execution_log()
             self.stage_volumes()  # after the log opens, so what was mounted or staged shows in execution.log
             self.log("agent %d on node %s: %s" % (os.getpid(), self.plan.node_id, self.plan.kind))
@@ -279,12 +409,23 @@ class Agent(Volumes, Containers):
             self.finish("failed", -1, {"code": "AgentError", "message": "%s: %s" % (type(error).__name__, error)})
             return 1
 
+    def free_disk(self):
+        """After a full disk: remove the job's working folder; why the node is still full, or None."""
+        for path in self.plan.clean_dirs:
+            shutil.rmtree(path, ignore_errors=True)
+        free = runtime.free_bytes(self.plan.cwd if os.path.isdir(self.plan.cwd) else self.run_dir)
+        if free is not None and free < runtime.DISK_FULL_BYTES:
+            return "its disk is still full after the job's folder was removed (%d bytes free): it takes no job until freed" % free
+        return None
+
     def released(self):
         if self.release_status is None:
             return False
         return (read_json(self.release_status) or {}).get("state") in FINAL_STATES
 
     def finish(self, state, exit_code, error=None):
+        if self.plan.kind == "job" and not tools.kill_marked(os.path.basename(self.run_dir)):  # what it left running (setsid, daemons)
+            self.log("some of the job's processes would not stop")
         try:
             self.remove_container()
         except (OSError, subprocess.SubprocessError) as failure:
@@ -296,6 +437,14 @@ class Agent(Volumes, Containers):
             if state == "succeeded":
                 state, exit_code, error = "failed", -1, failed_upload
         self.release_links(keep_staged=bool(failed_upload))
+        if error and error.get("code") == "DiskFull":
+            still_full = self.free_disk()
+            error = dict(
+                error, message=error["message"] + (("; " + still_full) if still_full else "; the job's working folder was removed")
+            )
+            if still_full:
+                error["nodeFull"] = still_full
+        self.release_reserve()
         self.set_status(state=state, exit_code=exit_code, end_time=now(), error=error)
         self.done.set()
         if self.log_handle is not None:

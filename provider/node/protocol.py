@@ -7,6 +7,7 @@ plane imports for meaning; the agent and the control plane read the same names f
 Standard library only (python >= 3.8 on the node).
 """
 
+import os
 import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from enum import Enum
@@ -21,6 +22,14 @@ HEARTBEAT_INTERVAL_S = 2.0  # status.json's heartbeat is refreshed this often wh
 POLL_INTERVAL_S = 0.1
 DEFAULT_GRACE_S = 10.0  # terminate: SIGTERM, then SIGKILL after this long
 DEFAULT_UPLOAD_DEADLINE_S = 120.0
+# Fencing. Every process of a run carries RUN_MARKER=<run id> in its environment, so the run's
+# processes are found and stopped even when they left its process groups (setsid, daemons) or
+# its agent died. An agent that cannot renew its heartbeat (status.json unwritable, storage
+# unreachable) for AGENT_FENCE_S stops its job itself; the control plane starts a lost run's
+# next attempt only once the lost run is seen stopped, or its node has been silent for longer
+# than the control plane's fence (settings.fence_s, always above AGENT_FENCE_S).
+RUN_MARKER = "BATCHAI_RUN_ID"
+AGENT_FENCE_S = 60.0
 
 # Names in secrets.json that are not job variables:
 REGISTRY_PASSWORD_KEY = "BATCHAI_REGISTRY_PASSWORD"  # for docker login --password-stdin
@@ -56,6 +65,70 @@ def expand(template, env):
         return env.get(name, match.group(0))
 
     return _VARIABLE.sub(replace, template)
+
+
+# -- what a job's processes inherit -----------------------------------------------------------
+# A job starts from these variables of the agent's own environment and nothing else of it: the
+# agent may have been started by a process holding the control plane's secrets (an Airflow
+# worker, the api-server, ``batchai serve``), and a job must never see them. The job's own
+# variables, secrets and Batch AI's AZ_BATCHAI_* come from its plan on top of these.
+JOB_BASE_VARIABLES = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TERM",
+    "TMPDIR",
+    "LD_LIBRARY_PATH",
+)
+JOB_BASE_PREFIXES = ("LC_", "CUDA_", "NVIDIA_", "SLURM_", "PMI_", "PMIX_")  # locale, GPUs, and what srun gives a step
+
+
+def allowed_name(name, allow):
+    """Whether ``name`` passes ``allow``: exact names, or prefixes written with a trailing ``*``."""
+    return any(name == pattern or (pattern.endswith("*") and name.startswith(pattern[:-1])) for pattern in allow)
+
+
+def job_base_environment(environ, allow=()):
+    """The part of ``environ`` a job may inherit: the toolkit's basics and the admin's ``allow`` list."""
+    return dict(
+        (name, value)
+        for name, value in environ.items()
+        if name in JOB_BASE_VARIABLES or name.startswith(JOB_BASE_PREFIXES) or allowed_name(name, allow)
+    )
+
+
+# -- a job's files, read by others ----------------------------------------------------------------
+def open_inside(base, relative, flags=os.O_RDONLY):
+    """A descriptor of ``base``/``relative`` when that is where the opened file really is, else None.
+
+    A job may turn any file or folder of its own into a symlink, at any moment, to any place (the
+    service's home, /etc, another job's files). The check is made on the opened descriptor, not on
+    the path, so swapping a link in between the check and the read gains nothing: the file that
+    was opened must be the one at ``base``/``relative`` with no link on the way. FIFOs and devices
+    open without blocking; callers read only regular files. Linux (/proc/self/fd).
+    """
+    parts = [part for part in relative.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        return None
+    anchor = os.path.realpath(base)
+    expected = os.path.join(anchor, *parts)
+    try:
+        fd = os.open(expected, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:  # missing, a link (ELOOP), not a folder, unreadable
+        return None
+    try:
+        real = os.readlink("/proc/self/fd/%d" % fd)
+    except OSError:
+        real = None
+    if real != expected:
+        os.close(fd)
+        return None
+    return fd
 
 
 # -- the plan ------------------------------------------------------------------------------
@@ -205,6 +278,8 @@ class AgentPlan(_Document):
     mounts: List[Transfer] = field(default_factory=list)
     downloads: List[Transfer] = field(default_factory=list)
     uploads: List[Transfer] = field(default_factory=list)
+    inherit_env: List[str] = field(default_factory=list)  # names (or PREFIX*) of the node's variables a job may see besides the basics
+    job_user: Optional[str] = None  # run the job's processes as this Unix user (the agent must be root), not as the agent's
 
 
 AgentPlan.NESTED = {

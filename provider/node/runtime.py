@@ -18,9 +18,16 @@ def write_json_atomically(path, document, mode=0o644):
     fsyncs cost most of the ~125 ms from launch to a running job)."""
     temporary = "%s.%d.tmp" % (path, os.getpid())
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(descriptor, "w") as handle:
-        json.dump(document, handle, sort_keys=True)
-    os.replace(temporary, path)
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump(document, handle, sort_keys=True)
+        os.replace(temporary, path)
+    except OSError:  # a full disk: leave no half-written temporary behind
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
 
 
 def read_json(path):
@@ -49,3 +56,16 @@ class JobError(Exception):
         self.code = code
         self.message = message
         self.exit_code = exit_code
+
+
+DISK_FULL_BYTES = 1024 * 1024  # a folder with less than this free (to its user) is full
+RESERVE_BYTES = 256 * 1024  # kept by the agent on its node so that its last status can be written on a full disk
+
+
+def free_bytes(path):
+    """Bytes a non-root writer may still use where ``path`` lives (None if it cannot be asked)."""
+    try:
+        found = os.statvfs(path)
+    except OSError:
+        return None
+    return found.f_bavail * found.f_frsize

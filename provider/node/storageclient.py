@@ -9,11 +9,18 @@ writes while it runs, and at the end checks that storage holds exactly what the 
 """
 
 import base64
+import contextlib
 import hashlib
 import os
 import re
+import stat
 import threading
 import time
+
+try:  # in the control plane: the package airflow_batchai.node
+    from .protocol import open_inside
+except ImportError:  # on a node: these files lie flat in one folder, the agent script's own (first on sys.path)
+    from protocol import open_inside  # type: ignore[no-redef]
 
 BLOB_API_VERSION = "2021-08-06"
 BLOB_RETRIES = 4
@@ -386,6 +393,7 @@ class Syncer:
         self.unsent = set()  # names already reported as unreadable (said once, not every tick)
         self.stop = threading.Event()
         self.thread = None
+        self.last_ok = time.time()  # the last tick that reached storage (the agent's fence watches it)
 
     def start(self):
         self.thread = threading.Thread(target=self.loop, daemon=True)
@@ -395,27 +403,36 @@ class Syncer:
         while not self.stop.wait(SYNC_INTERVAL_S):
             try:
                 self.tick(final=False)
+                self.last_ok = time.time()
             except BlobError as error:
                 self.log("sync to storage failed, will retry: %s" % error)
 
     def files(self, entries=None):
-        """(container, blob name, local path, is_log) of everything under the synced folders."""
+        """(container, blob name, synced folder, path inside it, is_log) of the files under the synced
+        folders. Links are not files of the job: a link to /etc/passwd or to another job's folder is
+        never sent (``held`` checks again on the opened file, in case one appears meanwhile)."""
         for local, container, prefix, is_log in self.entries if entries is None else entries:
             if not os.path.isdir(local):
                 continue
             for folder, _, names in os.walk(local):
                 for file_name in sorted(names):
                     path = os.path.join(folder, file_name)
-                    name = "/".join(part for part in (prefix, os.path.relpath(path, local).replace(os.sep, "/")) if part)
-                    yield container, name, path, is_log
+                    if os.path.islink(path):
+                        continue
+                    relative = os.path.relpath(path, local).replace(os.sep, "/")
+                    name = "/".join(part for part in (prefix, relative) if part)
+                    yield container, name, local, relative, is_log
 
     def tick(self, final):
-        for container, name, path, is_log in self.files():
+        for container, name, local, relative, is_log in self.files():
             try:
-                if is_log:
-                    self.send_log(container, name, path)
-                else:
-                    self.send_file(container, name, path, final)
+                with held(local, relative) as path:
+                    if path is None:
+                        continue
+                    if is_log:
+                        self.send_log(container, name, path)
+                    else:
+                        self.send_file(container, name, path, final)
             except OSError as error:  # vanished, a dangling link, unreadable: the check at the end says which matter
                 if name not in self.unsent:
                     self.unsent.add(name)
@@ -493,10 +510,14 @@ class Syncer:
             except BlobError as error:
                 self.log("listing %s failed: %s" % (prefix or "/", error))
                 listed = None
-            for _, name, path, _ in self.files([(local, container, prefix, is_log)]):
+            for _, name, _, relative, _ in self.files([(local, container, prefix, is_log)]):
+                path = os.path.join(local, relative)
                 try:
-                    if listed is None or not self.stored_intact(container, name, path, is_log, listed.get(name)):
-                        wrong.append(name)
+                    with held(local, relative) as opened:
+                        if opened is None:  # became a link, or vanished: not a file of the job's to keep
+                            continue
+                        if listed is None or not self.stored_intact(container, name, opened, is_log, listed.get(name)):
+                            wrong.append(name)
                 except BlobError as error:
                     self.log("checking %s failed: %s" % (name, error))
                     wrong.append(name)
@@ -534,3 +555,20 @@ class Syncer:
                 return True
         self.uploaded.pop(name, None)  # sent again on the next tick
         return False
+
+
+@contextlib.contextmanager
+def held(local, relative):
+    """A path (/proc/self/fd/N) to the job's file at ``local``/``relative`` as it really is there,
+    or None when that is a link or lies elsewhere; valid inside the ``with``."""
+    fd = open_inside(local, relative)
+    if fd is None:
+        yield None
+        return
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            yield None
+        else:
+            yield "/proc/self/fd/%d" % fd
+    finally:
+        os.close(fd)

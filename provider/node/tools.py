@@ -12,11 +12,11 @@ import sys
 import time
 
 try:  # in the control plane: the package airflow_batchai.node
-    from .protocol import FINAL_STATES, POLL_INTERVAL_S
+    from .protocol import FINAL_STATES, POLL_INTERVAL_S, RUN_MARKER
     from .runtime import now, read_json, write_json_atomically
     from .volumes import mount_points, unmount_commands
 except ImportError:  # on a node: these files lie flat in one folder, the agent script's own (first on sys.path)
-    from protocol import FINAL_STATES, POLL_INTERVAL_S  # type: ignore[no-redef]
+    from protocol import FINAL_STATES, POLL_INTERVAL_S, RUN_MARKER  # type: ignore[no-redef]
     from runtime import now, read_json, write_json_atomically  # type: ignore[no-redef]
     from volumes import mount_points, unmount_commands  # type: ignore[no-redef]
 
@@ -36,9 +36,10 @@ def process_alive(pid):
 def terminate(run_dir, grace_s):
     """Ask the agent to stop; if it is gone, stop its process groups here and record the end."""
     status_path = os.path.join(run_dir, "status.json")
+    run_id = os.path.basename(os.path.normpath(run_dir))
     status = read_json(status_path) or {}
     if status.get("state") in FINAL_STATES:
-        return 0
+        return 0 if kill_marked(run_id) else 3
     pid = status.get("pid")
     if pid and process_alive(pid):
         os.kill(pid, signal.SIGTERM)
@@ -46,7 +47,7 @@ def terminate(run_dir, grace_s):
         while now() < deadline:
             status = read_json(status_path) or {}
             if status.get("state") in FINAL_STATES:
-                return 0
+                return 0 if kill_marked(run_id) else 3
             time.sleep(POLL_INTERVAL_S)
     for pgid in status.get("pgids") or []:
         for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -56,9 +57,45 @@ def terminate(run_dir, grace_s):
                 pass
     if pid and process_alive(pid):
         os.kill(pid, signal.SIGKILL)
+    if not kill_marked(run_id):
+        return 3  # some of the run's processes would not die: not stopped, and not said to be
     status.update(state="terminated", end_time=now(), exit_code=-1, error={"code": "JobTerminated", "message": "the job was terminated"})
     write_json_atomically(status_path, status)
     return 0
+
+
+def marked_processes(run_id):
+    """Pids whose environment carries this run's marker (processes of the run that left its groups)."""
+    marker = ("%s=%s" % (RUN_MARKER, run_id)).encode() + b"\0"
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open("/proc/%s/environ" % name, "rb") as handle:
+                environ = handle.read() + b"\0"
+        except OSError:  # gone, or not ours to read
+            continue
+        if (b"\0" + marker) in (b"\0" + environ) and process_alive(int(name)):
+            found.append(int(name))
+    return found
+
+
+def kill_marked(run_id, timeout_s=10.0):
+    """SIGKILL every process of the run until none is left; False if some outlived ``timeout_s``."""
+    deadline = now() + timeout_s
+    while True:
+        found = marked_processes(run_id)
+        if not found:
+            return True
+        if now() > deadline:
+            return False
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(POLL_INTERVAL_S)
 
 
 def terminate_all(runs_dir, grace_s):

@@ -56,6 +56,9 @@ class Volumes:
                 handle.write("".join(line + "\n" for line in hostfile.lines))
         for item in self.plan.files:
             write_private(item.path, item.text)
+        shared = self.env.get("AZ_BATCHAI_SHARED_JOB_TEMP")
+        owned = [self.env[name] for name in self.plan.make_dirs] + list(self.plan.clean_dirs) + [item.path for item in self.plan.files]
+        self.hand_over([*owned, os.path.realpath(shared)] if shared else owned)
 
     def mount_unmanaged(self, link):
         """``mountCommand <path>`` in a shell, as Batch AI ran unmanagedFileSystems. A cluster mount

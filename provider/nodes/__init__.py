@@ -47,6 +47,13 @@ class Transport(Protocol):
     def list_dir(self, path: str) -> list[FileInfo] | None:
         """Entries of a folder (not recursive); None if it does not exist."""
 
+    def read_inside(self, base: str, relative: str, offset: int = 0, length: int | None = None) -> bytes | None:
+        """read_file for a job's file: None unless ``base``/``relative`` is the file itself, with no
+        symlink on the way (a job may make its files links to anywhere)."""
+
+    def list_inside(self, base: str, relative: str) -> list[FileInfo] | None:
+        """list_dir for a job's folder under the same rule; links in it are left out."""
+
     def remove_tree(self, path: str) -> None: ...
 
 
@@ -54,6 +61,7 @@ class NodePool(Protocol):
     """The machines the provider may put into clusters."""
 
     cluster_ssh: bool  # nodes are separate hosts that must log in to each other for MPI
+    beside_control_plane: bool  # jobs run on the machine of the process that runs them (its user could read our secrets)
 
     def labels(self, node_id: str) -> tuple[str, ...]:
         """The machine's labels; a cluster whose vmSize is one of them may use it (none: any cluster)."""

@@ -476,6 +476,53 @@ class SSHTransport:
             except OSError:
                 sftp.stat(path)  # created by someone else meanwhile; anything else raises
 
+    def read_inside(self, base: str, relative: str, offset: int = 0, length: int | None = None) -> bytes | None:
+        """Like read_file, for a file a job wrote: None unless it really lies at ``base``/``relative``."""
+        path = self._inside(base, relative)
+        return None if path is None else self.read_file(path, offset, length)
+
+    def list_inside(self, base: str, relative: str) -> list[FileInfo] | None:
+        """Like list_dir, for a job's folder: its links are left out, never followed."""
+        path = self._inside(base, relative)
+        if path is None:
+            return None
+        try:
+            entries = self.sftp().listdir_attr(path)  # attributes as lstat gives them: a link is a link
+        except OSError:
+            return None
+        except (TimeoutError, EOFError, paramiko.SSHException) as error:
+            self.close()
+            raise BatchAIError("NodeUnreachable", f"cannot list {path} on {self.spec.display}: {error}", self.spec.display) from None
+        kept = [e for e in entries if stat.S_ISDIR(e.st_mode or 0) or stat.S_ISREG(e.st_mode or 0)]
+        return sorted(
+            (
+                FileInfo(
+                    e.filename, stat.S_ISDIR(e.st_mode or 0), 0 if stat.S_ISDIR(e.st_mode or 0) else e.st_size or 0, float(e.st_mtime or 0)
+                )
+                for e in kept
+            ),
+            key=lambda info: info.name,
+        )
+
+    def _inside(self, base: str, relative: str) -> str | None:
+        """``base``/``relative`` when the node resolves it to itself (no link on the way), else None.
+
+        The node's own realpath (SFTP's) decides. A job that swaps a link in between this check and
+        the read could still win that race on an SSH node; the node is the job's own machine.
+        """
+        parts = [part for part in relative.split("/") if part not in ("", ".")]
+        if ".." in parts:
+            return None
+        try:
+            sftp = self.sftp()
+            expected = posixpath.join(sftp.normalize(base), *parts)
+            return expected if sftp.normalize(expected) == expected else None
+        except OSError:
+            return None
+        except (TimeoutError, EOFError, paramiko.SSHException) as error:
+            self.close()
+            raise BatchAIError("NodeUnreachable", f"cannot read {base} on {self.spec.display}: {error}", self.spec.display) from None
+
     def list_dir(self, path: str) -> list[FileInfo] | None:
         try:
             entries = self.sftp().listdir_attr(path)
@@ -524,6 +571,7 @@ class SSHNodePool:
         self.connect_timeout_s = connect_timeout_s
         self.io_timeout_s = io_timeout_s
         self.cluster_ssh = cluster_ssh
+        self.beside_control_plane = False
         self.authorized_keys = authorized_keys
         self._transports: dict[str, SSHTransport] = {}
         self._lock = threading.Lock()

@@ -48,6 +48,7 @@ class Limits:
     heartbeat_timeout_s: float
     launch_timeout_s: float
     probe_interval_s: float = 15.0
+    fence_s: float = 180.0
 
 
 # -- actions ---------------------------------------------------------------------------------
@@ -370,6 +371,10 @@ class Planner:
                 error = {"code": "JobFailed", "message": f"Job failed with non-zero exit code on node {node_id}"}
             self.stop(job, [nid for nid in job.nodes if nid not in finals])
             self.finish(job, ExecutionState.FAILED, status.exit_code if status.exit_code is not None else -1, [error])
+            for full_id, full in failed:  # a disk the job filled and the agent could not free: no job goes there
+                stuck = (full.error or {}).get("nodeFull")
+                if stuck and (full_node := self.nodes.get(full_id)) is not None and full_node.state == NodeState.IDLE:
+                    self.node_unusable(full_node, {"code": "DiskFull", "message": f"node {full_id}: {stuck}"})
         elif all(nid in finals for nid in workers):
             self.stop(job, [nid for nid in job.nodes if nid not in finals])  # release reserved nodes
             self.finish(job, ExecutionState.SUCCEEDED, 0, [])
@@ -403,7 +408,9 @@ class Planner:
         node_id, why = lost[0]
         error = {"code": "NodeLost", "message": f"node {node_id} became unusable while running the job: {why}"}
         if self.deallocation_option() == DeallocationOption.REQUEUE and job.execution_state == ExecutionState.RUNNING:
-            self.requeue(job, error, errors=[error])
+            until = self.now + timedelta(seconds=self.limits.fence_s)
+            fence = {"run": job.run_id, "nodes": list(job.nodes), "until": until.isoformat()}
+            self.requeue(job, error, errors=[error], fence=fence)
         else:
             self.end_job(job, ExecutionState.FAILED, nodes=[], errors=[error], exit_code=-1)
 
@@ -503,6 +510,22 @@ class Planner:
         waits = [(n.idle_since + idle_for - self.now).total_seconds() for n in self.members() if n.state == NodeState.IDLE and n.idle_since]
         return max(0.0, min(waits)) if waits else None
 
+    def fence_lifted(self, job: JobRecord) -> bool:
+        """Whether the lost attempt is over: each of its runs seen final (stopped, its strays killed),
+        or its fence time passed (its agents stop themselves sooner: protocol.AGENT_FENCE_S)."""
+        fence = job.fence or {}
+        if self.now >= datetime.fromisoformat(fence.get("until", self.now.isoformat())):
+            return True
+        for node_id in fence.get("nodes", []):
+            seen = self.runs.get((node_id, fence.get("run", "")))
+            if seen is None or seen.unreachable is not None:
+                return False
+            if seen.status is None and seen.planned:
+                return False
+            if seen.status is not None and not seen.status.final:
+                return False
+        return True
+
     # -- 4. schedule ----------------------------------------------------------------------------
     def schedule(self) -> None:
         queued = sorted(
@@ -510,6 +533,8 @@ class Planner:
         )
         idle = [n for n in self.members() if n.state == NodeState.IDLE]
         for job in queued:
+            if job.fence and not self.fence_lifted(job):
+                continue  # its lost attempt may still run: it waits, the jobs behind it need not
             count = job.parsed_spec().node_count
             if len(idle) < count:
                 return  # strict order: the head job waits for its gang, nothing jumps ahead
@@ -517,7 +542,9 @@ class Planner:
             self.actions.append(LaunchJob(job.key, tuple(n.node_id for n in chosen)))
             for node in chosen:
                 self.move_node(node, NodeState.RUNNING, job=job.key)
-            self.jobs[job.key] = move_job(job, ExecutionState.RUNNING, nodes=[n.node_id for n in chosen], errors=[], start_time=self.now)
+            self.jobs[job.key] = move_job(
+                job, ExecutionState.RUNNING, nodes=[n.node_id for n in chosen], errors=[], start_time=self.now, fence=None
+            )
 
 
 def plan_pass(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -121,7 +121,8 @@ class Reconciler:
 
     @property
     def limits(self) -> Limits:
-        return Limits(self.settings.heartbeat_timeout_s, self.settings.launch_timeout_s, self.settings.heal_probe_interval_s)
+        settings = self.settings
+        return Limits(settings.heartbeat_timeout_s, settings.launch_timeout_s, settings.heal_probe_interval_s, settings.fence_s)
 
     def handle(self, node: NodeRecord) -> NodeHandle:
         return NodeHandle(node.node_id, self.pool.transport(node.node_id), NodeLayout(node.root))
@@ -154,6 +155,8 @@ class Reconciler:
         for job in self.snapshot.jobs.values():
             if job.execution_state.on_nodes:
                 wanted += [(node_id, job.run_id, False) for node_id in job.nodes if node_id in self.snapshot.nodes]
+            elif job.fence:  # a requeued job whose lost attempt was not yet seen stopped
+                wanted += [(node_id, job.fence["run"], False) for node_id in job.fence["nodes"] if node_id in self.snapshot.nodes]
         wanted += [(n.node_id, setup_run_id(self.cluster), True) for n in self.snapshot.members() if n.state == NodeState.PREPARING]
 
         def read(item: tuple[str, str, bool]) -> Observed:
@@ -335,6 +338,7 @@ class Reconciler:
                 stdouterr_template_path=stdouterr_template(task.std_out_err_path_prefix, segment).rsplit("/", 1)[0] if task else None,
                 cluster_links=links,
             )
+            plan = replace(plan, inherit_env=list(self.settings.job_env_allow))
             secrets = self.vault.get(f"cluster-{self.cluster.uuid}").get("env", {})
             if task:  # a setup task on staged volumes: fetch what its command names, upload its logs
                 reads = [task.command_line, *env.values()]
@@ -452,7 +456,8 @@ class Reconciler:
             ssh_peers=peers or [],
             cluster_key=key_path,
         )
-        plans = job_plans(spec, slots, ctx, list(secrets.get("env", {})))
+        allow, user = list(self.settings.job_env_allow), self.settings.job_user
+        plans = [replace(plan, inherit_env=allow, job_user=user) for plan in job_plans(spec, slots, ctx, list(secrets.get("env", {})))]
         mounts = {"job": links, "cluster": self.cluster_links()}
         staging, sas = self.data.stage_plan(read_texts(spec), written(spec, job.segment), mounts, spec.max_wall_clock)
         return [staging.apply(plan) for plan in plans], {**run_secrets(secrets), **sas}

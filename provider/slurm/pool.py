@@ -59,6 +59,7 @@ class SlurmSettings(BaseModel):
 class SlurmPool:
     """No pool nodes of our own: roots, transport and shared folders for jobs that Slurm places."""
 
+    beside_control_plane = False  # compute nodes, started by slurmd
     cluster_ssh = False  # inside an allocation mpirun starts its ranks through Slurm, not ssh
 
     def __init__(

@@ -67,19 +67,21 @@ class LocalDataStore:
         self, link: Link, folder: str, expiry_minutes: int = DEFAULT_LINK_EXPIRY_MINUTES, urls: bool = True
     ) -> list[dict[str, Any]]:
         """File objects with ``file://`` download URLs (no expiry: nothing to sign)."""
-        target = Path(self._inside(link, folder))
-        infos = self._files.list_dir(str(target)) or []
+        inside = self._inside(folder)
+        infos = self._files.list_inside(link.source, inside) or []
+        target = Path(link.source, inside)
         return [file_object(info, self.download_url(target / info.name) if urls else None) for info in infos]
 
     def read(self, link: Link, path: str, offset: int = 0, length: int | None = None) -> bytes | None:
-        return self._files.read_file(self._inside(link, path), offset, length)
+        """A file of the volume; None for one that is missing or not there in truth (a link a job made)."""
+        return self._files.read_inside(link.source, self._inside(path), offset, length)
 
     @staticmethod
-    def _inside(link: Link, relative: str) -> str:
+    def _inside(relative: str) -> str:
         parts = [part for part in relative.replace("\\", "/").split("/") if part not in ("", ".")]
         if ".." in parts:
             raise BatchAIError("InvalidPath", f"{relative!r} must stay inside the volume", relative)
-        return posixpath.join(link.source, *parts)
+        return posixpath.join(*parts) if parts else ""
 
     def objects(self, account: str, container: str, prefix: str = "", kind: str = "blob") -> list[StoredObject]:
         """A folder's files below the prefix. Its change time (ctime) counts, so a copy that keeps an old
@@ -112,4 +114,5 @@ class LocalDataStore:
 
     @staticmethod
     def download_url(path: Path) -> str:
-        return path.resolve().as_uri()
+        """The file's own path (absolute, links not resolved: listings hold no links)."""
+        return Path(os.path.abspath(path)).as_uri()

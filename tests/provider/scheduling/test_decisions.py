@@ -153,7 +153,26 @@ def test_a_silent_agent_makes_its_node_unusable_and_the_job_is_requeued() -> Non
     assert isinstance(lost, NodeUnusable) and lost.error["code"] == "NodeLost" and "no heartbeat for 30 s" in lost.error["message"]
     requeue = next(a for a in actions if isinstance(a, EndJob))
     assert requeue.state == ExecutionState.QUEUED and requeue.changes["attempt"] == 1 and requeue.changes["errors"][0]["code"] == "NodeLost"
-    assert actions[-1] == LaunchJob(running.key, ("n1",))  # requeued, it runs again at once on the node left
+    assert StopRuns(running.key, running.run_id, ("n0",)) in actions
+    assert not any(isinstance(a, LaunchJob) for a in actions), "not beside the lost attempt, which may still run"
+    fence = requeue.changes["fence"]
+    assert fence["run"] == running.run_id and fence["nodes"] == ["n0"]
+    queued = running.model_copy(update={"execution_state": ExecutionState.QUEUED, "nodes": [], "attempt": 1, "fence": fence})
+    unusable = node("n0", NodeState.UNUSABLE, errors=[lost.error])
+    snap = snapshot(cluster(), [unusable, node("n1")], [queued])
+    assert plan(snap, {("n0", running.run_id): alive("terminated", exit_code=-1)}).actions[-1] == LaunchJob(running.key, ("n1",))
+
+
+def test_a_lost_attempt_on_an_unreachable_node_holds_its_next_one_until_the_fence_time() -> None:
+    """The stop cannot reach the node: only time says the lost run is over (its agent stops itself sooner)."""
+    until = NOW + timedelta(seconds=LIMITS.fence_s)
+    fenced = job("fenced").model_copy(update={"attempt": 1, "fence": {"run": "fenced-uuid-0", "nodes": ["n0"], "until": until.isoformat()}})
+    other = job("other", age_s=1)
+    snap = snapshot(cluster(), [node("n0", NodeState.UNUSABLE), node("n1")], [fenced, other])
+    cut_off = {("n0", "fenced-uuid-0"): Observed(unreachable="connection refused")}
+    assert plan(snap, cut_off).actions == [LaunchJob(other.key, ("n1",))], "the jobs behind it need not wait"
+    later = plan_pass(snapshot(cluster(), [node("n0", NodeState.UNUSABLE), node("n1")], [fenced]), cut_off, {}, until, LIMITS)
+    assert later.actions[-1] == LaunchJob(fenced.key, ("n1",))
 
 
 def test_with_deallocation_terminate_a_lost_node_fails_its_job() -> None:
