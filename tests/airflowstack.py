@@ -157,8 +157,11 @@ def environment(folder: Path, port: int, dags: Path, batchai_home: Path, extra: 
         "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         "BATCHAI_HOME": str(batchai_home),
-        # the embedded default with room for the tests' clusters side by side
-        "AIRFLOW_CONN_BATCHAI_DEFAULT": json.dumps({"conn_type": "batchai", "extra": {"local_nodes": 4, "home": str(batchai_home)}}),
+        # the embedded default with room for the tests' clusters side by side; one trusted team, so the
+        # REST API may run jobs on these local nodes (refused unless an admin opts in: restapi tests)
+        "AIRFLOW_CONN_BATCHAI_DEFAULT": json.dumps(
+            {"conn_type": "batchai", "extra": {"local_nodes": 4, "home": str(batchai_home), "local_jobs_from_shared_surfaces": True}}
+        ),
         **(extra or {}),
     }
 

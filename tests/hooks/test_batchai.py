@@ -20,11 +20,12 @@ from airflow_batchai.hooks.batchai import BatchAIHook
 hook = BatchAIHook()
 ok, message = hook.test_connection()
 try:
-    nodes = [n.node_id for n in hook.service.pool_nodes()]
+    nodes = [node_id for node_id, *_ in hook.service.pool.inventory()]
+    records = hook.service.store.list("")
     home = str(hook.service.store.root)
 except Exception as error:
-    nodes, home = None, f"{type(error).__name__}: {error}"
-print(json.dumps({"ok": ok, "message": message, "nodes": nodes, "home": home}))
+    nodes, records, home = None, None, f"{type(error).__name__}: {error}"
+print(json.dumps({"ok": ok, "message": message, "nodes": nodes, "home": home, "records": records}))
 """
 
 
@@ -40,6 +41,7 @@ def test_without_a_connection_the_hook_uses_the_embedded_default(airflow_env: di
     found = probe({**airflow_env, "BATCHAI_HOME": str(home)})
     assert found["ok"] and "2 node(s) answer" in found["message"]
     assert found["nodes"] == ["local-0", "local-1"] and found["home"] == str(home / "control")
+    assert found["records"] == [] and not home.exists(), "testing a connection writes nothing"
 
 
 def test_connection_extras_choose_the_home_and_the_pool_size(airflow_env: dict[str, str], tmp_path: Path) -> None:
@@ -78,7 +80,11 @@ def test_ssh_hosts_in_the_connection_are_checked_one_by_one(airflow_env: dict[st
     extra["hosts"] = [ssh_hosts.hosts[0].entry, f"root@127.0.0.1:{closed_port}"]
     found = probe({**airflow_env, "AIRFLOW_CONN_BATCHAI_DEFAULT": json.dumps({"conn_type": "batchai", "extra": extra})})
     assert not found["ok"] and f"unreachable nodes: 127.0.0.1-{closed_port} (127.0.0.1)" in found["message"]
+    assert found["records"] == [], "no 'free' pool node is left behind by a test"
     assert ssh_hosts.hosts[0].address not in found["message"].split("unreachable nodes:")[1]
+    extra["node_root"] = "relative/nodes"
+    found = probe({**airflow_env, "AIRFLOW_CONN_BATCHAI_DEFAULT": json.dumps({"conn_type": "batchai", "extra": extra})})
+    assert not found["ok"] and found["message"].startswith("InvalidConnection: connection batchai_default: field node_root"), found
 
 
 def test_airflow_lists_the_provider_and_accepts_a_batchai_connection(airflow_env: dict[str, str], tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from airflow_batchai import overview as view
@@ -43,3 +45,10 @@ def test_a_page_of_many_jobs_shows_the_newest(service: Service, monkeypatch: pyt
         service.create_job("c", f"j{index}", load_job_spec({"properties": custom_job("true")}, environ={}), "e")
     data = view.overview(service)
     assert [j["name"] for j in data["jobs"]] == ["j4", "j3", "j2"] and data["jobCount"] == 5
+
+
+def test_opening_the_view_on_an_empty_home_creates_nothing(home: Path) -> None:
+    reader = Service.embedded(home, nodes=2)
+    data = view.overview(reader)
+    assert data["clusters"] == [] and data["jobs"] == [] and data["jobCount"] == 0
+    assert not home.exists(), f"the read-only view wrote {sorted(str(p) for p in home.rglob('*'))}"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import urllib.error
@@ -17,12 +18,13 @@ from azure.mgmt.batchai import models
 from tests.batchaiserve import sdk_client
 from tests.conftest import kill_agents_under, wait_until
 
-USERS = {"admin": "admin-password-for-tests", "viewer": "viewer-password-for-tests"}
+USERS = {"admin": "admin-password-for-tests", "viewer": "viewer-password-for-tests", "author": "author-password-for-tests"}
 
 
 @pytest.fixture(scope="module")
 def signed_in_airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """An api-server alone, with real users (an admin and a viewer) instead of all-admins."""
+    """An api-server alone, with real users (an admin, a viewer and a DAG author with the plain
+    "user" role) instead of all-admins; its connection is the embedded default's local nodes."""
     from tests import airflowstack
     from tests.azurite import _free_port
 
@@ -31,12 +33,15 @@ def signed_in_airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]
     passwords.write_text(json.dumps(USERS))
     extra = {
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer,author:user",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
     }
     dags = folder / "dags"
     dags.mkdir()
     env = airflowstack.environment(folder, _free_port("127.0.0.1"), dags, folder / "batchai-home", extra)
+    env["AIRFLOW_CONN_BATCHAI_DEFAULT"] = json.dumps(
+        {"conn_type": "batchai", "extra": {"local_nodes": 1, "home": str(folder / "batchai-home")}}
+    )
     subprocess.run([airflowstack.AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
     stack = airflowstack.AirflowStack(folder, int(env["AIRFLOW__API__PORT"]), env)
     stack.start_component("api-server")
@@ -127,3 +132,56 @@ def test_sdk_code_runs_against_airflow_with_an_airflow_token(airflow_stack: Any)
     with pytest.raises(urllib.error.HTTPError) as version:
         urllib.request.urlopen(request, timeout=30)
     assert version.value.code == 400 and json.loads(version.value.read())["error"]["code"] == "InvalidApiVersionParameter"
+
+
+def arm(stack: Any, path: str, method: str = "GET", body: dict[str, Any] | None = None, **headers: str) -> tuple[int, dict[str, Any]]:
+    url = f"{stack.url}/batchai/arm/subscriptions/s/resourceGroups/rg/providers/Microsoft.BatchAI{path}?api-version=2018-05-01"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+def test_a_cookie_alone_writes_nothing_a_forged_operation_deletes_nothing_and_local_nodes_refuse_api_jobs(signed_in_airflow: Any) -> None:
+    stack = signed_in_airflow
+    admin = {"Authorization": f"Bearer {signed_in_token(stack, 'admin')}"}
+    assert arm(stack, "/workspaces/team", "PUT", {"location": "eastus"}, **admin)[0] == 200
+    cluster = {"properties": {"vmSize": "STANDARD_NC6", "scaleSettings": {"manual": {"targetNodeCount": 0}}}}
+    assert arm(stack, "/workspaces/team/clusters/c", "PUT", cluster, **admin)[0] == 200
+
+    # A cross-site form or link carries the browser's session cookie, never an Authorization header.
+    cookie = {"Cookie": f"_token={signed_in_token(stack, 'admin')}"}
+    status, body = arm(stack, "/workspaces/team/clusters/c", "DELETE", **cookie)
+    assert status == 403 and "Bearer" in body["error"]["message"]
+    assert arm(stack, "/workspaces/team/clusters/c", **admin)[0] == 200, "still there"
+
+    # A viewer composes an operation link: reading it changes nothing, whatever it names.
+    viewer = {"Authorization": f"Bearer {signed_in_token(stack, 'viewer')}"}
+    forged = base64.urlsafe_b64encode(json.dumps(["deleteCluster", "rg", "team", "", "c"]).encode()).decode().rstrip("=")
+    for route in ("operationStatuses", "operationResults"):
+        url = (
+            f"{stack.url}/batchai/arm/subscriptions/s/providers/Microsoft.BatchAI/locations/eastus/{route}/{forged}?api-version=2018-05-01"
+        )
+        with pytest.raises(urllib.error.HTTPError) as unknown:
+            urllib.request.urlopen(urllib.request.Request(url, headers=viewer), timeout=30)
+        assert unknown.value.code in (400, 404)
+    assert arm(stack, "/workspaces/team/clusters/c", "DELETE", **viewer)[0] == 403
+    assert arm(stack, "/workspaces/team/clusters/c", **admin)[0] == 200, "still there"
+
+    # A DAG author ("user" role) may submit, but not onto nodes that are the api-server's own machine.
+    author = {"Authorization": f"Bearer {signed_in_token(stack, 'author')}"}
+    assert arm(stack, "/workspaces/team/experiments/e", "PUT", {}, **author)[0] == 200
+    job = {
+        "properties": {
+            "cluster": {"id": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.BatchAI/workspaces/team/clusters/c"},
+            "nodeCount": 1,
+            "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_TEMP",
+            "customToolkitSettings": {"commandLine": "cat /proc/1/environ; env"},
+        }
+    }
+    status, body = arm(stack, "/workspaces/team/experiments/e/jobs/peek", "PUT", job, **author)
+    assert status == 400 and body["error"]["code"] == "LocalNodesRefused", body
+    assert arm(stack, "/workspaces/team/experiments/e/jobs/peek", **author)[0] == 404

@@ -429,3 +429,20 @@ def test_ddp_across_namespaces_reads_its_script_from_blob_and_writes_logs_there(
         assert not (home / "storage").exists()
     finally:
         emulator.stop(server)
+
+
+def test_a_jobs_links_are_not_followed_over_sftp(ssh_hosts: Any, tmp_path: Path) -> None:
+    """What a job made on an SSH node is read through the node's own realpath: no link is followed out."""
+    ssh = transport(ssh_hosts)
+    job = tmp_path / "job"
+    (job / "out").mkdir(parents=True)
+    (job / "out" / "model.txt").write_text("mine")
+    (tmp_path / "secret.txt").write_text("not the job's")
+    (job / "out" / "stolen.txt").symlink_to(tmp_path / "secret.txt")
+    (job / "out" / "etc").symlink_to("/etc")
+    (job / "out" / "dangling").symlink_to(tmp_path / "nowhere")
+    assert [i.name for i in ssh.list_inside(str(job), "out") or []] == ["model.txt"]
+    assert ssh.read_inside(str(job), "out/model.txt") == b"mine"
+    for refused in ("out/stolen.txt", "out/etc/passwd", "out/dangling", "../secret.txt"):
+        assert ssh.read_inside(str(job), refused) is None, refused
+    assert ssh.list_inside(str(job), "out/etc") is None
