@@ -255,7 +255,7 @@ class Agent(Volumes, Containers):
     def open_execution_log(self):
         folder = self.env.get(self.plan.log_dir_env, "")
         if folder and os.path.isdir(folder):
-            self.log_handle = open(os.path.join(folder, self.plan.execution_log), "a")  # noqa: SIM115 - lives as long as the agent
+            self.log_handle = os.fdopen(append_only(os.path.join(folder, self.plan.execution_log)), "a")  # lives as long as the agent
 
     def check_requirements(self):
         if self.plan.container:
@@ -282,7 +282,8 @@ class Agent(Volumes, Containers):
         account = {}
         if self.job_account is not None and not container:
             account = {"user": self.job_account.pw_uid, "group": self.job_account.pw_gid, "extra_groups": []}
-        with open(os.path.join(folder, stdout_name), "ab") as out, open(os.path.join(folder, stderr_name), "ab") as err:
+        out_fd = append_only(os.path.join(folder, stdout_name))
+        with os.fdopen(out_fd, "ab") as out, os.fdopen(append_only(os.path.join(folder, stderr_name)), "ab") as err:
             process = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -449,6 +450,17 @@ class Agent(Volumes, Containers):
         self.done.set()
         if self.log_handle is not None:
             self.log_handle.close()
+
+
+def append_only(path):
+    """A log file opened for appending, never through a link: a job (its earlier preparation, or
+    another user's job on a shared volume) may have put one there, and the agent may be root."""
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise JobError("JobPreparationFailed", "%s is a symbolic link: the job's logs are not written through one" % path) from None
+        raise
 
 
 def interface_for(address):

@@ -49,6 +49,8 @@ class Volumes:
                 raise JobError("MountFailed", "mount point %s exists and is not ours" % path)
             os.symlink(source, path)
         for name in self.plan.make_dirs:
+            if self.job_account is not None:
+                self.check_inside_job(self.env[name], name)
             os.makedirs(self.env[name], exist_ok=True)
         hostfile = self.plan.hostfile
         if hostfile:
@@ -59,6 +61,24 @@ class Volumes:
         shared = self.env.get("AZ_BATCHAI_SHARED_JOB_TEMP")
         owned = [self.env[name] for name in self.plan.make_dirs] + list(self.plan.clean_dirs) + [item.path for item in self.plan.files]
         self.hand_over([*owned, os.path.realpath(shared)] if shared else owned)
+
+    def check_inside_job(self, path, name):
+        """Folders a root agent creates and hands to the job's user lie on the node's root or the job's volumes.
+
+        A job spec may name any absolute path (Batch AI's did); as another user's job, it must not
+        have root make folders, and give them away, in /etc or /root.
+        """
+        node_root = os.path.dirname(os.path.dirname(os.path.dirname(self.run_dir)))
+        roots = [node_root] + [link.source for link in self.plan.links if link.source] + [link.path for link in self.plan.links]
+        existing = os.path.abspath(path)
+        while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+            existing = os.path.dirname(existing)
+        real = os.path.realpath(existing)
+        for root in roots:
+            anchor = os.path.realpath(root)
+            if real == anchor or real.startswith(anchor.rstrip("/") + "/"):
+                return
+        raise JobError("InvalidPath", "%s (%s) lies outside the node's root and the job's volumes" % (name, path))
 
     def mount_unmanaged(self, link):
         """``mountCommand <path>`` in a shell, as Batch AI ran unmanagedFileSystems. A cluster mount

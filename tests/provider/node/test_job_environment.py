@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -76,31 +77,61 @@ def test_a_local_job_and_its_preparation_see_no_variable_of_the_process_that_sta
     assert not any(value in agent_logs for value in CONTROL_PLANE_SECRETS.values())
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="starting jobs as another user needs the agent to run as root")
-def test_a_job_run_as_the_connections_job_user_cannot_read_the_control_planes_processes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Same user, a job could read /proc/<pid>/environ of the worker or api-server beside it; as
-    ``job_user`` it cannot. The home must be reachable by that user (tests' folders are 0700)."""
-    monkeypatch.setenv("BATCHAI_API_TOKEN", CONTROL_PLANE_SECRETS["BATCHAI_API_TOKEN"])
+@pytest.fixture
+def shared_home() -> Iterator[Path]:
+    """A home another user can reach (tests' folders are 0700)."""
     session = Path(os.environ["TMPDIR"])
     os.chmod(session, 0o711)
     home = Path(tempfile.mkdtemp(dir=session))
     os.chmod(home, 0o711)
-    try:
-        service = Service.embedded(home, nodes=1, settings=Settings(job_user="nobody"))
-        command = f"id -un; cat /proc/{os.getpid()}/environ || echo no-access; echo out > $AZ_BATCHAI_OUTPUT_MODEL/m.txt"
-        body_extra = {"outputDirectories": [{"id": "MODEL", "pathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs"}]}
-        service.create_cluster("c", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1}}}, environ={}))
-        wait_until(lambda: service.show_cluster("c")["allocationState"] == "steady", 30, 0.1, what="cluster steady")
-        service.create_job("c", "as-nobody", load_job_spec({"properties": custom_job(command, **body_extra)}, environ={}), "exp")
-        done = service.wait_job("as-nobody", "exp", timeout_s=60, poll_s=0.1)
-        stdout = (service.read_output_file("as-nobody", "stdout.txt", "exp") or b"").decode()
-        assert done["executionState"] == "succeeded", (done, stdout)
-        assert stdout.splitlines()[0] == "nobody" and "no-access" in stdout
-        assert CONTROL_PLANE_SECRETS["BATCHAI_API_TOKEN"] not in stdout
-        model = {f["name"] for f in service.list_output_files("as-nobody", "exp", output_directory_id="MODEL")}
-        assert model == {"m.txt"}, "the job's own output folder is writable by its user"
-    finally:
-        kill_agents_under(home)
+    yield home
+    kill_agents_under(home)
+
+
+AS_ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="starting jobs as another user needs the agent to run as root")
+
+
+@AS_ROOT_ONLY
+def test_a_job_run_as_the_connections_job_user_cannot_read_the_control_planes_processes(
+    monkeypatch: pytest.MonkeyPatch, shared_home: Path
+) -> None:
+    """Same user, a job could read /proc/<pid>/environ of the worker or api-server beside it; as ``job_user`` it cannot."""
+    monkeypatch.setenv("BATCHAI_API_TOKEN", CONTROL_PLANE_SECRETS["BATCHAI_API_TOKEN"])
+    home = shared_home
+    service = Service.embedded(home, nodes=1, settings=Settings(job_user="nobody"))
+    command = f"id -un; cat /proc/{os.getpid()}/environ || echo no-access; echo out > $AZ_BATCHAI_OUTPUT_MODEL/m.txt"
+    body_extra = {"outputDirectories": [{"id": "MODEL", "pathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs"}]}
+    service.create_cluster("c", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1}}}, environ={}))
+    wait_until(lambda: service.show_cluster("c")["allocationState"] == "steady", 30, 0.1, what="cluster steady")
+    service.create_job("c", "as-nobody", load_job_spec({"properties": custom_job(command, **body_extra)}, environ={}), "exp")
+    done = service.wait_job("as-nobody", "exp", timeout_s=60, poll_s=0.1)
+    stdout = (service.read_output_file("as-nobody", "stdout.txt", "exp") or b"").decode()
+    assert done["executionState"] == "succeeded", (done, stdout)
+    assert stdout.splitlines()[0] == "nobody" and "no-access" in stdout
+    assert CONTROL_PLANE_SECRETS["BATCHAI_API_TOKEN"] not in stdout
+    model = {f["name"] for f in service.list_output_files("as-nobody", "exp", output_directory_id="MODEL")}
+    assert model == {"m.txt"}, "the job's own output folder is writable by its user"
+
+
+@AS_ROOT_ONLY
+def test_a_job_user_cannot_make_the_root_agent_write_or_create_outside_its_folders(shared_home: Path) -> None:
+    service = Service.embedded(shared_home, nodes=1, settings=Settings(job_user="nobody"))
+    service.create_cluster("c", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1}}}, environ={}))
+    wait_until(lambda: service.show_cluster("c")["allocationState"] == "steady", 30, 0.1, what="cluster steady")
+    escape = f"/etc/batchai-escape-{os.getpid()}"
+    outside = {"outputDirectories": [{"id": "OUT", "pathPrefix": escape}]}
+    service.create_job("c", "escape", load_job_spec({"properties": custom_job("echo hi", **outside)}, environ={}), "exp")
+    failed = service.wait_job("escape", "exp", timeout_s=60, poll_s=0.1)
+    assert failed["executionState"] == "failed" and failed["executionInfo"]["errors"][0]["code"] == "InvalidPath", failed
+    assert not os.path.exists(escape)
+
+    target = shared_home / "root-owned.txt"
+    target.write_text("untouched\n")
+    plant = {"jobPreparation": {"commandLine": f"ln -sf {target} $AZ_BATCHAI_STDOUTERR_DIR/stdout.txt"}}
+    service.create_job("c", "plant", load_job_spec({"properties": custom_job("echo into the link", **plant)}, environ={}), "exp")
+    planted = service.wait_job("plant", "exp", timeout_s=60, poll_s=0.1)
+    assert planted["executionState"] == "failed" and "symbolic link" in planted["executionInfo"]["errors"][0]["message"], planted
+    assert target.read_text() == "untouched\n"
 
 
 def test_a_rest_api_job_on_local_nodes_is_refused_unless_jobs_run_as_another_user(home: Path) -> None:
