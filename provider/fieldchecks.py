@@ -9,6 +9,7 @@ target is the field, so the CLI, the hook's ``test_connection`` and the form all
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -157,10 +158,9 @@ def _check_fingerprints(pinned: dict[str, str]) -> None:
 def _check_keys(config: ProviderConfig) -> None:
     """Keys load now, so a public key, a missing file or a wrong passphrase is said before any node is tried."""
     if config.ssh_private_key:
-        try:
-            SSHAuth(user="-", private_key=config.ssh_private_key, passphrase=config.ssh_key_passphrase).pkey()
-        except BatchAIError as error:
-            raise _fail(error.target or "ssh_private_key", error.message) from None
+        problem = _key_problem(config.ssh_private_key, config.ssh_key_passphrase)
+        if problem:
+            raise _fail(*problem)
     if config.ssh_key_file:
         _load_key_file(config.ssh_key_file, config.ssh_key_passphrase, "ssh_key_file")
     if config.known_hosts is not None:
@@ -177,9 +177,18 @@ def _load_key_file(path_text: str, passphrase: str | None, field: str) -> None:
         raise _fail(field, f"cannot read {shown(path_text)}: {error.strerror}") from None
     except UnicodeDecodeError:
         raise _fail(field, f"{shown(path_text)} is not a key file (not text)") from None
+    problem = _key_problem(text, passphrase)
+    if problem:
+        raise _fail(field, f"{shown(path_text)}: {problem[1]}")
+
+
+@functools.lru_cache(maxsize=64)
+def _key_problem(text: str, passphrase: str | None) -> tuple[str, str] | None:
+    """(field, why) when the key does not load; once per key and process (an encrypted key's KDF is slow)."""
     try:
         SSHAuth(user="-", private_key=text, passphrase=passphrase).pkey()
     except BatchAIError as error:
-        raise _fail(field, f"{shown(path_text)}: {error.message}") from None
-    except paramiko.SSHException:
-        raise _fail(field, f"{shown(path_text)} cannot be read as a private key") from None
+        return error.target or "ssh_private_key", error.message
+    except (paramiko.SSHException, ValueError):
+        return "ssh_private_key", "it cannot be read as a private key"
+    return None

@@ -165,11 +165,17 @@ class Service:
 
     # -- clusters -----------------------------------------------------------------------
     def create_cluster(
-        self, name: str, spec: ClusterSpec, workspace: str = DEFAULT_WORKSPACE, update_existing: bool = False
+        self, name: str, spec: ClusterSpec, workspace: str = DEFAULT_WORKSPACE, update_existing: bool = False, shared_surface: bool = False
     ) -> dict[str, Any]:
-        """Create (idempotently: the same spec returns the existing cluster) and start allocating nodes."""
+        """Create (idempotently: the same spec returns the existing cluster) and start allocating nodes.
+
+        ``shared_surface``: from the REST API; a setup task or mount command on nodes that are this
+        machine would run as our own user (see ``_check_shared_surface``)."""
         check_name(name, "cluster")
         check_name(workspace, "workspace")
+        setup = spec.node_setup
+        if shared_surface and setup and (setup.setup_task or (setup.mount_volumes and setup.mount_volumes.unmanaged_file_systems)):
+            self._check_shared_surface("cluster", confined=False)
         stored, secrets = split_cluster_secrets(spec)
         self._check_storage(spec)
         self._check_vm_size(spec)
@@ -301,11 +307,9 @@ class Service:
     ) -> dict[str, Any]:
         """Submit a job. The same name with the same spec returns the existing job (safe to retry).
 
-        ``shared_surface``: the job comes from a surface many people reach (the REST API), not
-        from a DAG or the CLI, whose authors already run code here. On nodes that share this
-        machine such a job would run as our own user and could read our processes' secrets, so
-        it is refused unless the connection runs jobs as another user (``job_user``) or an admin
-        opted in (``local_jobs_from_shared_surfaces``).
+        ``shared_surface``: the job comes from a surface many people reach (the REST API); see
+        ``_check_shared_surface``. With ``job_user``, container jobs are refused: their processes
+        would run as the Docker daemon's user.
 
         ``scope``: (subscription, resource group) of ``jobOutputDirectoryPathSegment`` when the
         caller names its own, as the REST API's paths do; default the service's settings.
@@ -319,17 +323,14 @@ class Service:
             check_name(value, what)
         if scope is not None:
             check_scope(*scope)
-        if (
-            shared_surface
-            and self.pool.beside_control_plane
-            and not (self.settings.job_user or self.settings.local_jobs_from_shared_surfaces)
-        ):
-            raise BatchAIError(
-                "LocalNodesRefused",
-                "this service's nodes are the machine it runs on, and jobs there would run as its own user: jobs from the"
-                " REST API are refused unless the connection sets job_user (a separate Unix user for jobs) or an admin"
-                " sets local_jobs_from_shared_surfaces",
-                "cluster",
+        if shared_surface:
+            mounts = bool(spec.mount_volumes and spec.mount_volumes.unmanaged_file_systems)
+            self._check_shared_surface("job", confined=bool(self.settings.job_user) and not mounts)
+        if self.settings.job_user and spec.container_settings:
+            raise InvalidSpec(
+                f"containerSettings: this connection runs jobs as job_user {self.settings.job_user}, and a container's"
+                " processes would run as the Docker daemon's user instead",
+                "containerSettings",
             )
         if spec.cluster and spec.cluster.id.rsplit("/", 1)[-1] != cluster:
             raise InvalidSpec(f"cluster.id names {spec.cluster.id!r} but the job is submitted to cluster {cluster!r}", "cluster.id")
@@ -383,6 +384,23 @@ class Service:
             self.store.create(job.live_key, {"created": utc_now().isoformat()})
         except RecordExists:
             pass
+
+    def _check_shared_surface(self, what: str, confined: bool) -> None:
+        """A job or cluster from a surface many people reach (the REST API), not from a DAG or the CLI,
+        whose authors already run code here: on nodes that are this machine, what it runs as our own
+        user could read our processes' secrets. ``confined``: everything it runs runs as job_user."""
+        if not self.pool.beside_control_plane or self.settings.local_jobs_from_shared_surfaces:
+            return
+        if confined and os.geteuid() == 0:
+            return
+        why = "sets job_user (and this service runs as root, so its agents can switch to it)" if what == "job" else "opts in"
+        raise BatchAIError(
+            "LocalNodesRefused",
+            f"this service's nodes are the machine it runs on, and this {what} would run commands there as the service's"
+            f" own user (setup tasks and mount commands always do): refused from the REST API unless the connection"
+            f" {why}, or an admin sets local_jobs_from_shared_surfaces",
+            "cluster",
+        )
 
     def _check_feasible(self, cluster: ClusterRecord, spec: JobSpec) -> None:
         pool = self.pool

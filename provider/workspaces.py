@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import BatchAIError, RecordExists
+from .names import check_segment
 from .records import utc_now
 from .spec import check_name
 from .store import ControlStore, update
@@ -84,6 +85,7 @@ class Workspaces:
         tags = check_tags(tags)
         if not location or not isinstance(location, str):
             raise BatchAIError("InvalidRequestContent", "a workspace needs a location", "location")
+        check_segment("location", location)  # it becomes a path segment of the workspace's operation links
         existing = self.find(name)
         if existing is not None and not existing.implicit:
             if existing.resource_group.lower() != resource_group.lower():

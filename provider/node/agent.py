@@ -80,6 +80,7 @@ class Agent(Volumes, Containers):
         self.registry_password = None
         self.container_started = False
         self.log_handle = None
+        self.log_dir_fd = None  # the stdouterr folder, opened before the job's processes run
         self.syncer = None
         self.sas = {}
         self.mounted = []  # FUSE and SMB mount points to unmount at the end
@@ -88,6 +89,7 @@ class Agent(Volumes, Containers):
         self.release_status = None  # on Slurm: node 0's status.json; a reserved node is released when it is final
         self.fenced = None  # why the agent stopped its own job: it could not renew its heartbeat, or a disk is full
         self.reserve_path = os.path.join(self.run_dir, ".reserve")
+        self.marker = protocol.run_marker(os.path.basename(self.run_dir), self.plan.node_id)
         self.next_disk_check = 0.0
         self.job_account = None  # pwd entry of plan.job_user when the job runs as another user than this agent
 
@@ -132,20 +134,23 @@ class Agent(Volumes, Containers):
                 named.append((label, self.env[name]))
         return named
 
+    def privileged_job(self):
+        return os.geteuid() == 0 and self.job_account is None
+
     def check_disks(self, force=False):
         """Stop the job when a folder it writes has filled up (checked every second, and at its end)."""
         if not force and now() < self.next_disk_check:
             return
         self.next_disk_check = now() + 1.0
         for what, path in self.watched_folders():
-            free = runtime.free_bytes(path) if os.path.isdir(path) else None
+            free = runtime.free_bytes(path, self.privileged_job()) if os.path.isdir(path) else None
             if free is not None and free < runtime.DISK_FULL_BYTES:
                 self.disk_full(what, path, free)
                 return
 
     def disk_full(self, what, path, free=None):
         if self.fenced is None:
-            free = runtime.free_bytes(path) if free is None else free
+            free = runtime.free_bytes(path, self.privileged_job()) if free is None else free
             message = "%s %s on node %s is full (%s bytes free)" % (what, path, self.plan.node_id, free if free is not None else "no")
             self.fenced = ("DiskFull", message)
             self.terminate_requested.set()
@@ -167,9 +172,9 @@ class Agent(Volumes, Containers):
             except OSError as error:
                 if now() - last_beat > protocol.AGENT_FENCE_S:
                     self.fence("HeartbeatLost", "the agent could not write its status for %.0f s (%s)" % (now() - last_beat, error))
-            syncer = self.syncer
-            if syncer is not None and now() - syncer.last_ok > protocol.AGENT_FENCE_S:
-                self.fence("StorageUnreachable", "the job's storage did not answer for %.0f s" % (now() - syncer.last_ok))
+            failing = self.syncer.failing_since if self.syncer is not None else None
+            if failing is not None and now() - failing > protocol.AGENT_FENCE_S:
+                self.fence("StorageUnreachable", "the job's storage refused or did not answer for %.0f s" % (now() - failing))
 
     def fence(self, code, message):
         if self.fenced is None:
@@ -215,12 +220,14 @@ class Agent(Volumes, Containers):
         self.job_account = account
 
     def hand_over(self, paths):
-        """Make the job's own folders and files writable by the job's user (no-op without one)."""
+        """Give the folders this agent just made for the job to the job's user (no-op without one); never through a link."""
         if self.job_account is None:
             return
         for path in paths:
-            if path and os.path.lexists(path) and not os.path.islink(path):
-                os.chown(path, self.job_account.pw_uid, self.job_account.pw_gid)
+            try:
+                os.chown(path, self.job_account.pw_uid, self.job_account.pw_gid, follow_symlinks=False)
+            except FileNotFoundError:
+                pass
 
     def build_environment(self):
         env = protocol.job_base_environment(os.environ, self.plan.inherit_env)
@@ -237,7 +244,7 @@ class Agent(Volumes, Containers):
             os.unlink(secrets_path)  # held in memory only from here on
         python_dir = os.path.dirname(sys.executable)
         env["PATH"] = python_dir + os.pathsep + env.get("PATH", "/usr/bin:/bin")
-        env[protocol.RUN_MARKER] = os.path.basename(self.run_dir)  # how the run's strays are found (fencing)
+        env[protocol.RUN_MARKER] = self.marker  # how the run's strays are found (fencing); mounters do not get it
         env.setdefault("BATCHAI_PYTHON", sys.executable)
         env.setdefault("PYTHONUNBUFFERED", "1")
         for name, template in self.plan.expand_env:
@@ -253,9 +260,12 @@ class Agent(Volumes, Containers):
         self.env = env
 
     def open_execution_log(self):
+        """Open the stdouterr folder once, before any of the job's processes runs: every log file is
+        then made in that folder itself, even if the job later swaps it for a link elsewhere."""
         folder = self.env.get(self.plan.log_dir_env, "")
         if folder and os.path.isdir(folder):
-            self.log_handle = os.fdopen(append_only(os.path.join(folder, self.plan.execution_log)), "a")  # lives as long as the agent
+            self.log_dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self.log_handle = os.fdopen(append_only(self.plan.execution_log, self.log_dir_fd), "a")  # lives as long as the agent
 
     def check_requirements(self):
         if self.plan.container:
@@ -281,9 +291,15 @@ class Agent(Volumes, Containers):
             argv = ["/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh", "-c", command]
         account = {}
         if self.job_account is not None and not container:
-            account = {"user": self.job_account.pw_uid, "group": self.job_account.pw_gid, "extra_groups": []}
-        out_fd = append_only(os.path.join(folder, stdout_name))
-        with os.fdopen(out_fd, "ab") as out, os.fdopen(append_only(os.path.join(folder, stderr_name)), "ab") as err:
+            groups = os.getgrouplist(self.job_account.pw_name, self.job_account.pw_gid)  # video, render: the GPUs
+            account = {"user": self.job_account.pw_uid, "group": self.job_account.pw_gid, "extra_groups": groups}
+        out_fd = (
+            append_only(stdout_name, self.log_dir_fd) if self.log_dir_fd is not None else append_only(os.path.join(folder, stdout_name))
+        )
+        err_fd = (
+            append_only(stderr_name, self.log_dir_fd) if self.log_dir_fd is not None else append_only(os.path.join(folder, stderr_name))
+        )
+        with os.fdopen(out_fd, "ab") as out, os.fdopen(err_fd, "ab") as err:
             process = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -414,7 +430,8 @@ class Agent(Volumes, Containers):
         """After a full disk: remove the job's working folder; why the node is still full, or None."""
         for path in self.plan.clean_dirs:
             shutil.rmtree(path, ignore_errors=True)
-        free = runtime.free_bytes(self.plan.cwd if os.path.isdir(self.plan.cwd) else self.run_dir)
+        self.release_reserve()
+        free = runtime.free_bytes(self.plan.cwd if os.path.isdir(self.plan.cwd) else self.run_dir, self.privileged_job())
         if free is not None and free < runtime.DISK_FULL_BYTES:
             return "its disk is still full after the job's folder was removed (%d bytes free): it takes no job until freed" % free
         return None
@@ -425,7 +442,7 @@ class Agent(Volumes, Containers):
         return (read_json(self.release_status) or {}).get("state") in FINAL_STATES
 
     def finish(self, state, exit_code, error=None):
-        if self.plan.kind == "job" and not tools.kill_marked(os.path.basename(self.run_dir)):  # what it left running (setsid, daemons)
+        if self.plan.kind == "job" and not tools.kill_marked(self.marker):  # what it left running (setsid, daemons)
             self.log("some of the job's processes would not stop")
         try:
             self.remove_container()
@@ -452,11 +469,11 @@ class Agent(Volumes, Containers):
             self.log_handle.close()
 
 
-def append_only(path):
+def append_only(path, folder_fd=None):
     """A log file opened for appending, never through a link: a job (its earlier preparation, or
     another user's job on a shared volume) may have put one there, and the agent may be root."""
     try:
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=folder_fd)
     except OSError as error:
         if error.errno == errno.ELOOP:
             raise JobError("JobPreparationFailed", "%s is a symbolic link: the job's logs are not written through one" % path) from None

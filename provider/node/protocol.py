@@ -31,6 +31,12 @@ DEFAULT_UPLOAD_DEADLINE_S = 120.0
 RUN_MARKER = "BATCHAI_RUN_ID"
 AGENT_FENCE_S = 60.0
 
+
+def run_marker(run_id, node_id):
+    """RUN_MARKER's value: the run on one node (local nodes share one /proc: a job's other ranks are not ours)."""
+    return "%s@%s" % (run_id, node_id)
+
+
 # Names in secrets.json that are not job variables:
 REGISTRY_PASSWORD_KEY = "BATCHAI_REGISTRY_PASSWORD"  # for docker login --password-stdin
 SAS_KEY_PREFIX = "BATCHAI_SAS_"  # SAS tokens for the agent's own storage calls
@@ -84,8 +90,21 @@ JOB_BASE_VARIABLES = (
     "TERM",
     "TMPDIR",
     "LD_LIBRARY_PATH",
+    "XDG_RUNTIME_DIR",
+    "DOCKER_HOST",  # rootless Docker for container jobs
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
 )
-JOB_BASE_PREFIXES = ("LC_", "CUDA_", "NVIDIA_", "SLURM_", "PMI_", "PMIX_")  # locale, GPUs, and what srun gives a step
+# locale, GPUs, the node's network tuning for NCCL/UCX/MPI, and what srun gives a step
+JOB_BASE_PREFIXES = ("LC_", "CUDA_", "NVIDIA_", "NCCL_", "UCX_", "OMPI_MCA_", "I_MPI_", "SLURM_", "PMI_", "PMIX_")
 
 
 def allowed_name(name, allow):

@@ -62,10 +62,13 @@ DISK_FULL_BYTES = 1024 * 1024  # a folder with less than this free (to its user)
 RESERVE_BYTES = 256 * 1024  # kept by the agent on its node so that its last status can be written on a full disk
 
 
-def free_bytes(path):
-    """Bytes a non-root writer may still use where ``path`` lives (None if it cannot be asked)."""
+def free_bytes(path, privileged=False):
+    """Bytes a writer may still use where ``path`` lives (None if it cannot be asked): root may also
+    use the blocks a file system keeps for it, so a root job on a disk "full" for users is not full."""
     try:
         found = os.statvfs(path)
     except OSError:
         return None
-    return found.f_bavail * found.f_frsize
+    if found.f_blocks == 0:  # a file system that does not say (some FUSE mounts): not "full"
+        return None
+    return (found.f_bfree if privileged else found.f_bavail) * found.f_frsize

@@ -10,17 +10,13 @@ writes while it runs, and at the end checks that storage holds exactly what the 
 
 import base64
 import contextlib
+import errno
 import hashlib
 import os
 import re
 import stat
 import threading
 import time
-
-try:  # in the control plane: the package airflow_batchai.node
-    from .protocol import open_inside
-except ImportError:  # on a node: these files lie flat in one folder, the agent script's own (first on sys.path)
-    from protocol import open_inside  # type: ignore[no-redef]
 
 BLOB_API_VERSION = "2021-08-06"
 BLOB_RETRIES = 4
@@ -393,7 +389,10 @@ class Syncer:
         self.unsent = set()  # names already reported as unreadable (said once, not every tick)
         self.stop = threading.Event()
         self.thread = None
-        self.last_ok = time.time()  # the last tick that reached storage (the agent's fence watches it)
+        self.failing_since = None  # when ticks began failing in a row (the agent's fence watches it); None while they succeed
+        self.folders = {}  # local folder -> descriptor, opened before the job runs (see folder_fd)
+        for local, _, _, _ in entries:
+            self.folder_fd(local, trusted=True)
 
     def start(self):
         self.thread = threading.Thread(target=self.loop, daemon=True)
@@ -403,37 +402,59 @@ class Syncer:
         while not self.stop.wait(SYNC_INTERVAL_S):
             try:
                 self.tick(final=False)
-                self.last_ok = time.time()
+                self.failing_since = None
             except BlobError as error:
+                self.failing_since = self.failing_since or time.time()
                 self.log("sync to storage failed, will retry: %s" % error)
 
+    def folder_fd(self, local, trusted=False):
+        """The synced folder, opened once: a job that later swaps it (or a folder in it) for a link
+        moves nothing the syncer reads. Opened before the job runs (``trusted``); one that appears
+        later only when its path holds no link at all."""
+        if local not in self.folders:
+            try:
+                fd = os.open(local, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                return None
+            if not trusted and os.readlink("/proc/self/fd/%d" % fd) != os.path.abspath(local):
+                os.close(fd)
+                return None
+            self.folders[local] = fd
+        return self.folders[local]
+
+    def close(self):
+        for fd in self.folders.values():
+            os.close(fd)
+        self.folders = {}
+
     def files(self, entries=None):
-        """(container, blob name, synced folder, path inside it, is_log) of the files under the synced
-        folders. Links are not files of the job: a link to /etc/passwd or to another job's folder is
-        never sent (``held`` checks again on the opened file, in case one appears meanwhile)."""
+        """(container, blob name, its folder's descriptor, its name there, is_log) of the files under the
+        synced folders, walked through descriptors that never follow a link: a link to /etc/passwd or
+        to another job's folder is never sent. Valid until the next item is taken."""
         for local, container, prefix, is_log in self.entries if entries is None else entries:
-            if not os.path.isdir(local):
+            top = self.folder_fd(local)
+            if top is None:
                 continue
-            for folder, _, names in os.walk(local):
+            for folder, _, names, folder_fd in os.fwalk(".", dir_fd=top, follow_symlinks=False):
                 for file_name in sorted(names):
-                    path = os.path.join(folder, file_name)
-                    if os.path.islink(path):
-                        continue
-                    relative = os.path.relpath(path, local).replace(os.sep, "/")
+                    relative = os.path.normpath(os.path.join(folder, file_name)).replace(os.sep, "/")
                     name = "/".join(part for part in (prefix, relative) if part)
-                    yield container, name, local, relative, is_log
+                    yield container, name, folder_fd, file_name, is_log
 
     def tick(self, final):
-        for container, name, local, relative, is_log in self.files():
+        for container, name, folder_fd, file_name, is_log in self.files():
             try:
-                with held(local, relative) as path:
+                with held(folder_fd, file_name) as path:
                     if path is None:
+                        if name not in self.unsent:
+                            self.unsent.add(name)
+                            self.log("not sent: %s is a link or not a file (links are never followed)" % name)
                         continue
                     if is_log:
                         self.send_log(container, name, path)
                     else:
                         self.send_file(container, name, path, final)
-            except OSError as error:  # vanished, a dangling link, unreadable: the check at the end says which matter
+            except OSError as error:  # vanished, unreadable: the check at the end says which matter
                 if name not in self.unsent:
                     self.unsent.add(name)
                     self.log("cannot send %s: %s" % (name, error))
@@ -489,16 +510,19 @@ class Syncer:
         self.stop.set()
         if self.thread is not None:
             self.thread.join(timeout=max(1.0, deadline - time.time()))
-        while True:
-            try:
-                self.tick(final=True)
-            except BlobError as error:
-                self.log("final upload failed, will retry: %s" % error)
-            wrong = self.check_stored()
-            if not wrong or time.time() >= deadline:
-                return wrong
-            self.log("%d file(s) not in storage as written (%s); sending them again" % (len(wrong), ", ".join(wrong[:3])))
-            time.sleep(min(2.0, max(0.0, deadline - time.time())))
+        try:
+            while True:
+                try:
+                    self.tick(final=True)
+                except BlobError as error:
+                    self.log("final upload failed, will retry: %s" % error)
+                wrong = self.check_stored()
+                if not wrong or time.time() >= deadline:
+                    return wrong
+                self.log("%d file(s) not in storage as written (%s); sending them again" % (len(wrong), ", ".join(wrong[:3])))
+                time.sleep(min(2.0, max(0.0, deadline - time.time())))
+        finally:
+            self.close()
 
     def check_stored(self):
         """Names of the files storage does not hold as the node wrote them. One listing per synced
@@ -510,21 +534,19 @@ class Syncer:
             except BlobError as error:
                 self.log("listing %s failed: %s" % (prefix or "/", error))
                 listed = None
-            for _, name, _, relative, _ in self.files([(local, container, prefix, is_log)]):
-                path = os.path.join(local, relative)
+            for _, name, folder_fd, file_name, _ in self.files([(local, container, prefix, is_log)]):
                 try:
-                    with held(local, relative) as opened:
-                        if opened is None:  # became a link, or vanished: not a file of the job's to keep
+                    with held(folder_fd, file_name) as opened:
+                        if opened is None:  # a link, or vanished: not a file of the job's to keep
                             continue
                         if listed is None or not self.stored_intact(container, name, opened, is_log, listed.get(name)):
                             wrong.append(name)
                 except BlobError as error:
                     self.log("checking %s failed: %s" % (name, error))
                     wrong.append(name)
-                except OSError as error:
-                    if os.path.exists(path):  # there but unreadable: it cannot reach storage
-                        self.log("cannot read %s: %s" % (name, error))
-                        wrong.append(name)
+                except OSError as error:  # there but unreadable: it cannot reach storage
+                    self.log("cannot read %s: %s" % (name, error))
+                    wrong.append(name)
         return wrong
 
     def stored_intact(self, container, name, path, is_log, found):
@@ -558,12 +580,15 @@ class Syncer:
 
 
 @contextlib.contextmanager
-def held(local, relative):
-    """A path (/proc/self/fd/N) to the job's file at ``local``/``relative`` as it really is there,
-    or None when that is a link or lies elsewhere; valid inside the ``with``."""
-    fd = open_inside(local, relative)
-    if fd is None:
-        yield None
+def held(folder_fd, name):
+    """A path (/proc/self/fd/N) to the regular file ``name`` in the folder ``folder_fd``, or None for
+    a link, a FIFO or anything else; valid inside the ``with``."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder_fd)
+    except OSError as error:
+        if error.errno not in (errno.ELOOP, errno.ENOENT):  # unreadable: the caller says so
+            raise
+        yield None  # a link, or gone meanwhile
         return
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):

@@ -12,11 +12,11 @@ import sys
 import time
 
 try:  # in the control plane: the package airflow_batchai.node
-    from .protocol import FINAL_STATES, POLL_INTERVAL_S, RUN_MARKER
+    from .protocol import FINAL_STATES, POLL_INTERVAL_S, RUN_MARKER, run_marker
     from .runtime import now, read_json, write_json_atomically
     from .volumes import mount_points, unmount_commands
 except ImportError:  # on a node: these files lie flat in one folder, the agent script's own (first on sys.path)
-    from protocol import FINAL_STATES, POLL_INTERVAL_S, RUN_MARKER  # type: ignore[no-redef]
+    from protocol import FINAL_STATES, POLL_INTERVAL_S, RUN_MARKER, run_marker  # type: ignore[no-redef]
     from runtime import now, read_json, write_json_atomically  # type: ignore[no-redef]
     from volumes import mount_points, unmount_commands  # type: ignore[no-redef]
 
@@ -36,7 +36,8 @@ def process_alive(pid):
 def terminate(run_dir, grace_s):
     """Ask the agent to stop; if it is gone, stop its process groups here and record the end."""
     status_path = os.path.join(run_dir, "status.json")
-    run_id = os.path.basename(os.path.normpath(run_dir))
+    plan = read_json(os.path.join(run_dir, "plan.json")) or {}
+    run_id = run_marker(os.path.basename(os.path.normpath(run_dir)), plan.get("node_id", ""))
     status = read_json(status_path) or {}
     if status.get("state") in FINAL_STATES:
         return 0 if kill_marked(run_id) else 3
@@ -64,9 +65,9 @@ def terminate(run_dir, grace_s):
     return 0
 
 
-def marked_processes(run_id):
+def marked_processes(marker_value):
     """Pids whose environment carries this run's marker (processes of the run that left its groups)."""
-    marker = ("%s=%s" % (RUN_MARKER, run_id)).encode() + b"\0"
+    marker = ("%s=%s" % (RUN_MARKER, marker_value)).encode() + b"\0"
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == os.getpid():
@@ -81,11 +82,11 @@ def marked_processes(run_id):
     return found
 
 
-def kill_marked(run_id, timeout_s=10.0):
+def kill_marked(marker_value, timeout_s=10.0):
     """SIGKILL every process of the run until none is left; False if some outlived ``timeout_s``."""
     deadline = now() + timeout_s
     while True:
-        found = marked_processes(run_id)
+        found = marked_processes(marker_value)
         if not found:
             return True
         if now() > deadline:

@@ -15,11 +15,11 @@ import subprocess
 import time
 
 try:  # in the control plane: the package airflow_batchai.node
-    from .protocol import expand
+    from .protocol import RUN_MARKER, expand
     from .runtime import JobError, write_private
     from .storageclient import BlobError, Syncer, download_prefixes, volume_client
 except ImportError:  # on a node: these files lie flat in one folder, the agent script's own (first on sys.path)
-    from protocol import expand  # type: ignore[no-redef]
+    from protocol import RUN_MARKER, expand  # type: ignore[no-redef]
     from runtime import JobError, write_private  # type: ignore[no-redef]
     from storageclient import BlobError, Syncer, download_prefixes, volume_client  # type: ignore[no-redef]
 
@@ -28,9 +28,10 @@ class Volumes:
     """The agent's volume steps (a mixin of Agent: it uses the plan, the environment, the SAS and the log)."""
 
     def prepare_folders(self):
+        created = []  # what this agent made, the only folders it may give to the job's user
         for path in self.plan.clean_dirs:
             shutil.rmtree(path, ignore_errors=True)
-            os.makedirs(path, exist_ok=True)
+            created += make_dirs(path)
         for link in self.plan.links:
             if link.mount_command:
                 self.mount_unmanaged(link)
@@ -38,10 +39,12 @@ class Volumes:
             if link.stage:  # a remote volume staged in a real folder (see ``stage_volumes``)
                 if os.path.islink(link.path):
                     os.unlink(link.path)
-                os.makedirs(link.path, exist_ok=True)
+                created += make_dirs(link.path)
                 continue
             path, source = link.path, link.source
-            os.makedirs(source, exist_ok=True)  # the nodes of one job may share it: they race here
+            source_made = make_dirs(source)  # the nodes of one job may share it: they race here
+            if link.unlink_at_end:  # the job's shared temp, not a volume of others
+                created += source_made
             os.makedirs(os.path.dirname(path), exist_ok=True)
             if os.path.islink(path):
                 os.unlink(path)
@@ -51,25 +54,30 @@ class Volumes:
         for name in self.plan.make_dirs:
             if self.job_account is not None:
                 self.check_inside_job(self.env[name], name)
-            os.makedirs(self.env[name], exist_ok=True)
+            created += make_dirs(self.env[name])
         hostfile = self.plan.hostfile
         if hostfile:
             with open(hostfile.path, "w") as handle:
                 handle.write("".join(line + "\n" for line in hostfile.lines))
-        for item in self.plan.files:
+        for item in self.plan.files:  # the cluster's key for mpirun stays the node user's: it logs in to the peers as them
             write_private(item.path, item.text)
-        shared = self.env.get("AZ_BATCHAI_SHARED_JOB_TEMP")
-        owned = [self.env[name] for name in self.plan.make_dirs] + list(self.plan.clean_dirs) + [item.path for item in self.plan.files]
-        self.hand_over([*owned, os.path.realpath(shared)] if shared else owned)
+        self.hand_over(created)
+
+    def mounter_env(self):
+        """The job's environment without the run's marker: a mount's daemon outlives the job's processes."""
+        env = dict(self.env)
+        env.pop(RUN_MARKER, None)
+        return env
 
     def check_inside_job(self, path, name):
-        """Folders a root agent creates and hands to the job's user lie on the node's root or the job's volumes.
+        """Folders a root agent creates for another user's job lie in the job's own folders or volumes.
 
         A job spec may name any absolute path (Batch AI's did); as another user's job, it must not
-        have root make folders, and give them away, in /etc or /root.
+        have root make folders in /etc, /root or the agent's own folder on the node.
         """
-        node_root = os.path.dirname(os.path.dirname(os.path.dirname(self.run_dir)))
-        roots = [node_root] + [link.source for link in self.plan.links if link.source] + [link.path for link in self.plan.links]
+        own = ("AZ_BATCHAI_JOB_TEMP", "AZ_BATCHAI_JOB_MOUNT_ROOT", "AZ_BATCHAI_SHARED_JOB_TEMP")
+        roots = list(self.plan.clean_dirs) + [self.env[n] for n in own if self.env.get(n)]
+        roots += [link.source for link in self.plan.links if link.source] + [link.path for link in self.plan.links]
         existing = os.path.abspath(path)
         while not os.path.exists(existing) and os.path.dirname(existing) != existing:
             existing = os.path.dirname(existing)
@@ -91,7 +99,9 @@ class Volumes:
             return
         command = "%s %s" % (link.mount_command, shlex.quote(path))
         try:
-            done = subprocess.run(["/bin/sh", "-c", command], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
+            done = subprocess.run(
+                ["/bin/sh", "-c", command], env=self.mounter_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300
+            )
         except subprocess.TimeoutExpired:
             raise JobError("MountFailed", "mountCommand for %s did not finish within 300 s" % path) from None
         if done.returncode != 0:
@@ -147,9 +157,11 @@ class Volumes:
                 % (item.account, item.container, item.endpoint, sas),
             )
             self.mount_files.append(config)  # blobfuse2 may re-read it while mounted: removed at unmount
-            return self.run_mounter(["blobfuse2", "mount", local, "--config-file=" + config, "--read-only"], self.env, item, local)
+            return self.run_mounter(
+                ["blobfuse2", "mount", local, "--config-file=" + config, "--read-only"], self.mounter_env(), item, local
+            )
         if shutil.which("rclone") and fuse:
-            env = dict(self.env, RCLONE_CONFIG_BATCHAI_TYPE="azureblob", RCLONE_CONFIG_BATCHAI_SAS_URL="%s?%s" % (item.url, sas))
+            env = dict(self.mounter_env(), RCLONE_CONFIG_BATCHAI_TYPE="azureblob", RCLONE_CONFIG_BATCHAI_SAS_URL="%s?%s" % (item.url, sas))
             argv = ["rclone", "mount", "batchai:" + item.container, local, "--daemon", "--read-only", "--daemon-wait", "15s"]
             argv.append("--allow-non-empty")  # a cluster mount may hold files staged by an earlier job
             return self.run_mounter(argv, env, item, local)
@@ -170,7 +182,7 @@ class Volumes:
         try:  # SMB 3.1.1 as Microsoft's docs mount Azure Files; 3.0 for kernels before 4.17
             for version in ("3.1.1", "3.0"):
                 argv = [helper, item.unc, local, "-o", ",".join(["vers=" + version, *options])]
-                if self.run_mounter(argv, self.env, item, local, quiet=version != "3.0"):
+                if self.run_mounter(argv, self.mounter_env(), item, local, quiet=version != "3.0"):
                     return True
             return False
         finally:
@@ -243,6 +255,17 @@ class Volumes:
                     os.rmdir(link.path)
                 except OSError:
                     pass
+
+
+def make_dirs(path):
+    """os.makedirs, returning the folders it created (parents first)."""
+    missing = []
+    current = os.path.abspath(path)
+    while not os.path.lexists(current) and os.path.dirname(current) != current:
+        missing.append(current)
+        current = os.path.dirname(current)
+    os.makedirs(path, exist_ok=True)
+    return list(reversed(missing))
 
 
 def mount_points():

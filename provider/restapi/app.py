@@ -307,7 +307,7 @@ class _Routes:
         def create_cluster(subscription: str, resource_group: str, workspace: str, cluster: str, body: Body) -> dict[str, Any]:
             r.workspaces().get(workspace, resource_group)
             spec = load_cluster_spec(_properties(body), environ={})
-            view = r.service().create_cluster(cluster, spec, workspace)
+            view = r.service().create_cluster(cluster, spec, workspace, shared_surface=True)
             return _cluster(Scope(subscription, resource_group), workspace, view)
 
         @app.get(WORKSPACE + "/clusters/{cluster}")
@@ -501,8 +501,10 @@ class _Routes:
         return {"nodeId": node_id, "ipAddress": address, "port": port}
 
     def link(self, request: Request, query: bool = False) -> str:
-        """This request's URL as clients should use it: after the public URL, or relative; never its Host."""
-        path = quote(request.scope["path"], safe="/")  # the whole path: a mounted app's prefix included
+        """This request's URL as clients should use it: after the public URL, or relative to the API's
+        root (azure-core joins a relative link onto the client's base_url); never from its Host."""
+        root, path = request.scope.get("root_path", ""), request.scope["path"]  # path: the whole path, the mount's prefix included
+        path = quote(path if self.public_url else path[len(root) :] if path.startswith(root) else path, safe="/")
         if query and request.url.query:
             path = f"{path}?{request.url.query}"
         return f"{self.public_url}{path}" if self.public_url else path
@@ -520,7 +522,7 @@ class _Routes:
     ) -> Response:
         """202 with the operation's two URLs, after its first step (often its only one)."""
         operation = self.operations.start(kind, resource_group, workspace, name, experiment)
-        root = quote(request.scope.get("root_path", ""), safe="/")
+        root = quote(request.scope.get("root_path", ""), safe="/") if self.public_url else ""  # relative: to the API's root
         base = (self.public_url or "") + root + LOCATION.format(subscription=subscription, location=location)
         headers = {
             "Azure-AsyncOperation": f"{base}/operationStatuses/{operation.id}?api-version={API_VERSION}",

@@ -154,13 +154,13 @@ class Operations:
         self.carry("")  # starts the carrier, which looks in the store first
 
     def _run(self) -> None:
-        first = True
         while True:
-            if first:
-                first = False
+            with self._lock:
+                look = "" in self._carried  # resume() asked: look in the store for what others left
+                self._carried.discard("")
+            if look:
                 self._pick_up_left_over()
             with self._lock:
-                self._carried.discard("")
                 pending = sorted(self._carried)
                 if not pending:
                     self._thread = None
@@ -179,20 +179,23 @@ class Operations:
             threading.Event().wait(STEP_INTERVAL_S)
 
     def _pick_up_left_over(self) -> None:
+        """Once per process: carry what an earlier process left in progress, forget day-old finished ones."""
         try:
             store = self.store()
             found = store.read_many(OPERATIONS)
-        except BatchAIError as error:
-            log.warning("operations: cannot look for unfinished ones (%s); they are picked up by the next process", error.code)
+        except Exception as error:  # the carrier must outlive a store that is down: the next start looks again
+            log.warning("operations: cannot look for unfinished ones (%s); they are picked up later", type(error).__name__)
+            with self._lock:
+                self._resumed = False
             return
         old = utc_now() - timedelta(seconds=KEEP_FINISHED_S)
         for key, versioned in found:
             try:
                 record = OperationRecord.model_validate(versioned.data)
-            except ValidationError:
+                if not record.final:
+                    with self._lock:
+                        self._carried.add(record.id)
+                elif record.end_time and record.end_time < old:
+                    store.delete(key, versioned.etag)
+            except (ValidationError, BatchAIError):  # another process moved it first, or not ours to read
                 continue
-            if not record.final:
-                with self._lock:
-                    self._carried.add(record.id)
-            elif record.end_time and record.end_time < old:
-                store.delete(key, versioned.etag)

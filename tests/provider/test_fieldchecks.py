@@ -137,3 +137,13 @@ def test_good_values_of_the_same_fields_are_taken(no_network: list[Any], keys: d
     assert config.node_root == "/srv/batch-ai_1.0" and config.job_env_allow == ["HTTPS_PROXY", "WANDB_*"]
     locked = connection_config({"ssh_key_file": str(keys["locked"]), "ssh_key_passphrase": "pass-phrase"}, "c")
     assert locked.ssh_key_file == str(keys["locked"])
+
+
+def test_a_relative_home_from_the_command_line_or_environment_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Agents run with / as their folder: a relative home would leave every job queued forever."""
+    from airflow_batchai.service import Service, default_home
+
+    monkeypatch.chdir(tmp_path)
+    assert Service.embedded("rel/home").store.root == tmp_path / "rel" / "home" / "control"  # type: ignore[attr-defined]
+    monkeypatch.setenv("BATCHAI_HOME", "env-home")
+    assert default_home() == tmp_path / "env-home"

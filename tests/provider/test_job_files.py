@@ -121,3 +121,18 @@ def test_the_node_uploader_sends_the_jobs_files_and_never_what_its_links_point_a
     assert stdouterr.sent == {"stdouterr/stdout.txt": b"line\n"}
     assert not any(SECRET_TEXT.encode() in data for data in [*model.sent.values(), *stdouterr.sent.values()])
     assert os.path.exists(secret), "nothing outside was touched"
+
+
+def test_a_synced_folder_swapped_for_a_link_after_the_job_started_uploads_nothing_outside(tmp_path: Path) -> None:
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    (outputs / "model.bin").write_bytes(b"weights")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text(SECRET_TEXT)
+    model = RecordingContainer()
+    syncer = Syncer([(str(outputs), model, "outputs", False)], lambda _: None)  # made before the job runs
+    outputs.rename(tmp_path / "moved")  # then the job swaps its folder for a link to somewhere else
+    outputs.symlink_to(outside)
+    assert syncer.finish(deadline=__import__("time").time() + 10) == []
+    assert model.sent == {"outputs/model.bin": b"weights"}, "the folder opened at the start, not the link"

@@ -36,6 +36,8 @@ def test_a_job_inherits_the_basics_and_the_admins_allow_list_only() -> None:
         "LC_ALL": "C",
         "CUDA_VISIBLE_DEVICES": "0,1",
         "HTTPS_PROXY": "http://proxy:3128",
+        "NCCL_SOCKET_IFNAME": "ib0",
+        "WANDB_DIR": "/scratch/wandb",
         **CONTROL_PLANE_SECRETS,
     }
     assert job_base_environment(environ) == {
@@ -44,9 +46,11 @@ def test_a_job_inherits_the_basics_and_the_admins_allow_list_only() -> None:
         "LANG": "C.UTF-8",
         "LC_ALL": "C",
         "CUDA_VISIBLE_DEVICES": "0,1",
+        "HTTPS_PROXY": "http://proxy:3128",
+        "NCCL_SOCKET_IFNAME": "ib0",
     }
-    allowed = job_base_environment(environ, ["HTTPS_PROXY", "SOME_TEAM_*"])
-    assert allowed["HTTPS_PROXY"] == "http://proxy:3128" and allowed["SOME_TEAM_SETTING"] == "visible-only-when-allowed"
+    allowed = job_base_environment(environ, ["WANDB_DIR", "SOME_TEAM_*"])
+    assert allowed["WANDB_DIR"] == "/scratch/wandb" and allowed["SOME_TEAM_SETTING"] == "visible-only-when-allowed"
     assert not set(allowed) & {"AIRFLOW__API_AUTH__JWT_SECRET", "BATCHAI_API_TOKEN", "AZURE_CLIENT_SECRET"}
 
 
@@ -147,3 +151,20 @@ def test_a_rest_api_job_on_local_nodes_is_refused_unless_jobs_run_as_another_use
     service.create_job("c", "from-a-dag", spec, "exp")  # a DAG's author already runs code here: allowed
     opted_in = Service.embedded(home, nodes=1, settings=Settings(local_jobs_from_shared_surfaces=True))
     assert opted_in.create_job("c", "from-api", spec, "exp", shared_surface=True)["name"] == "from-api"
+
+    # A cluster's setup task runs as the agent's user whatever job_user says: refused from the API too.
+    with_setup = load_cluster_spec(
+        {
+            "scaleSettings": {"manual": {"targetNodeCount": 0}},
+            "nodeSetup": {"setupTask": {"commandLine": "env", "stdOutErrPathPrefix": "/x"}},
+        },
+        environ={},
+    )
+    confined = Service.embedded(home, nodes=1, settings=Settings(job_user="nobody"))
+    with pytest.raises(BatchAIError) as setup_refused:
+        confined.create_cluster("with-setup", with_setup, shared_surface=True)
+    assert setup_refused.value.code == "LocalNodesRefused"
+    assert [c["name"] for c in confined.list_clusters()] == ["c"]
+    with pytest.raises(BatchAIError, match="containerSettings"):
+        container = custom_job("env", containerSettings={"imageSourceRegistry": {"image": "ubuntu"}})
+        confined.create_job("c", "in-docker", load_job_spec({"properties": container}, environ={}), "exp")

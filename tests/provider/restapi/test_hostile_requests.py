@@ -194,3 +194,27 @@ def test_bad_input_never_reaches_a_500(api: tuple[TestClient, Service], caplog: 
         assert 400 <= answer.status_code < 500, (method, url, answer.status_code, answer.text)
         assert "error" in answer.json()
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+def test_relative_links_resolve_as_the_sdk_joins_them_under_a_mounted_prefix(home: Path) -> None:
+    """Without a public URL, links are relative to the API's root: azure-core joins them onto the
+    client's base_url (``http://airflow/batchai/arm``), so the mount's prefix must not be in them."""
+    from azure.core import PipelineClient
+    from fastapi import FastAPI
+
+    service = Service.embedded(home, nodes=1, settings=Settings(local_jobs_from_shared_surfaces=True))
+    outer = FastAPI()
+    outer.mount("/batchai/arm", create_app(lambda: service))
+    sdk = PipelineClient(base_url="http://testserver/batchai/arm")
+    with TestClient(outer) as client:
+        prefix = "/batchai/arm"
+        assert client.put(prefix + WS + API, json={"location": "westeurope"}).status_code == 200
+        for name in ("e1", "e2"):
+            assert client.put(prefix + WS + f"/experiments/{name}" + API).status_code == 200
+        page = client.get(prefix + WS + "/experiments" + API + "&maxresults=1").json()
+        following = client.get(sdk.format_url(page["nextLink"]))
+        assert following.status_code == 200 and [e["name"] for e in following.json()["value"]] == ["e2"]
+        deleted = client.delete(prefix + WS + "/experiments/e2" + API)
+        assert deleted.status_code == 202
+        for header in ("Azure-AsyncOperation", "Location"):
+            assert client.get(sdk.format_url(deleted.headers[header])).status_code in (200, 204), header
