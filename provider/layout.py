@@ -34,6 +34,11 @@ class NodeLayout:
     def agent_dir(self) -> str:
         return posixpath.join(self.root, "batchai")
 
+    @property
+    def contact_path(self) -> str:
+        """What a controller renews while the node runs jobs (node/protocol.py: CONTACT_FILE)."""
+        return posixpath.join(self.agent_dir, "contact")
+
     def agent_path(self, content_hash: str) -> str:
         """One folder per agent version: agent.py and the other modules of node/ it imports."""
         return posixpath.join(self.agent_dir, f"agent-{content_hash[:16]}", "agent.py")

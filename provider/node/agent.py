@@ -90,6 +90,7 @@ class Agent(Volumes, Containers):
         self.fenced = None  # why the agent stopped its own job: it could not renew its heartbeat, or a disk is full
         self.reserve_path = os.path.join(self.run_dir, ".reserve")
         self.marker = protocol.run_marker(os.path.basename(self.run_dir), self.plan.node_id)
+        self.launched = os.stat(os.path.join(self.run_dir, PLAN_FILE)).st_mtime  # written just before this agent started
         self.next_disk_check = 0.0
         self.job_account = None  # pwd entry of plan.job_user when the job runs as another user than this agent
 
@@ -172,9 +173,20 @@ class Agent(Volumes, Containers):
             except OSError as error:
                 if now() - last_beat > protocol.AGENT_FENCE_S:
                     self.fence("HeartbeatLost", "the agent could not write its status for %.0f s (%s)" % (now() - last_beat, error))
+            contact = self.last_contact()
+            if contact is not None and now() - contact > self.plan.contact_fence_s:
+                self.fence("ContactLost", "its controller has not been in touch for %.0f s" % (now() - contact))
             failing = self.syncer.failing_since if self.syncer is not None else None
             if failing is not None and now() - failing > protocol.AGENT_FENCE_S:
                 self.fence("StorageUnreachable", "the job's storage refused or did not answer for %.0f s" % (now() - failing))
+
+    def last_contact(self):
+        """When a controller last renewed this node's contact file, if it did since this run was launched."""
+        try:
+            renewed = os.stat(os.path.join(os.path.dirname(os.path.dirname(self.run_dir)), protocol.CONTACT_FILE)).st_mtime
+        except OSError:
+            return None
+        return renewed if renewed >= self.launched else None
 
     def fence(self, code, message):
         if self.fenced is None:

@@ -30,6 +30,14 @@ DEFAULT_UPLOAD_DEADLINE_S = 120.0
 # than the control plane's fence (settings.fence_s, always above AGENT_FENCE_S).
 RUN_MARKER = "BATCHAI_RUN_ID"
 AGENT_FENCE_S = 60.0
+# A controller renews CONTACT_FILE in the node's agent folder (<root>/batchai) every
+# CONTACT_RENEW_S while the node runs jobs. An agent that saw renewals during its run and then
+# none for AGENT_CONTACT_FENCE_S has lost its controller (a network partition, or a controller
+# down that long) and stops its job: by then the control plane may have requeued it elsewhere.
+# Without a controller nothing renews it, and agents never stop for this reason.
+CONTACT_FILE = "contact"
+CONTACT_RENEW_S = 10.0
+AGENT_CONTACT_FENCE_S = 120.0
 
 
 def run_marker(run_id, node_id):
@@ -299,6 +307,7 @@ class AgentPlan(_Document):
     uploads: List[Transfer] = field(default_factory=list)
     inherit_env: List[str] = field(default_factory=list)  # names (or PREFIX*) of the node's variables a job may see besides the basics
     job_user: Optional[str] = None  # run the job's processes as this Unix user (the agent must be root), not as the agent's
+    contact_fence_s: float = AGENT_CONTACT_FENCE_S  # see CONTACT_FILE
 
 
 AgentPlan.NESTED = {

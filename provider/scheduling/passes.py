@@ -30,6 +30,7 @@ from typing import Any
 
 from ..errors import BatchAIError, StaleRecord
 from ..layout import NodeLayout
+from ..node.protocol import CONTACT_RENEW_S
 from ..nodes import NodePool
 from ..nodes.handle import NodeHandle
 from ..records import ClusterRecord, JobRecord, NodeState, lease_name, read_cluster
@@ -102,6 +103,7 @@ class Passes:
         self._inflight: dict[ClusterRef, threading.Thread] = {}
         self._again: set[ClusterRef] = set()
         self.listeners: list[Callable[[ClusterRef], None]] = []  # told after every pass this process ran (e.g. to wake waiters)
+        self._contacted: dict[str, float] = {}  # node id -> when this controller last renewed its contact file
 
     def owner(self, ref: ClusterRef) -> _Owner:
         with self._lock:
@@ -152,6 +154,8 @@ class Passes:
                 raise
         assert reconciler is not None and outcome is not None
         owner.jobs = reconciler.snapshot.known_jobs()
+        if self.kind == "controller":
+            self.renew_contacts(reconciler)
         owner.pass_took = time.monotonic() - owner.pass_started
         wait = self.settings.pass_interval_s
         if outcome.plan.next_due_s is not None:
@@ -162,6 +166,20 @@ class Passes:
         for listener in self.listeners:
             listener(ref)
         return reconciler.cluster
+
+    def renew_contacts(self, reconciler: Reconciler) -> None:
+        """Tell the agents of nodes running jobs that their controller still reaches them (fencing:
+        one that stops hearing stops its job, protocol.AGENT_CONTACT_FENCE_S). One small write per
+        node every CONTACT_RENEW_S, not per pass; an unreachable node is the pass's to report."""
+        now = time.monotonic()
+        for node in reconciler.snapshot.nodes.values():
+            if node.state != NodeState.RUNNING or now - self._contacted.get(node.node_id, -1e9) < CONTACT_RENEW_S:
+                continue
+            try:
+                self.pool.transport(node.node_id).write_file(NodeLayout(node.root).contact_path, b"", 0o644)
+                self._contacted[node.node_id] = now
+            except (BatchAIError, OSError) as error:
+                log.debug("could not renew the contact of node %s: %s", node.node_id, error)
 
     def forget(self, lease: Lease, workspace: str, name: str) -> None:
         """Before and after the cluster is deleted under ``lease``: nobody's kept records of it are any good."""

@@ -456,8 +456,9 @@ class Reconciler:
             ssh_peers=peers or [],
             cluster_key=key_path,
         )
-        allow, user = list(self.settings.job_env_allow), self.settings.job_user
-        plans = [replace(plan, inherit_env=allow, job_user=user) for plan in job_plans(spec, slots, ctx, list(secrets.get("env", {})))]
+        allow, user, contact = list(self.settings.job_env_allow), self.settings.job_user, self.settings.contact_fence_s
+        built = job_plans(spec, slots, ctx, list(secrets.get("env", {})))
+        plans = [replace(plan, inherit_env=allow, job_user=user, contact_fence_s=contact) for plan in built]
         mounts = {"job": links, "cluster": self.cluster_links()}
         staging, sas = self.data.stage_plan(read_texts(spec), written(spec, job.segment), mounts, spec.max_wall_clock)
         return [staging.apply(plan) for plan in plans], {**run_secrets(secrets), **sas}

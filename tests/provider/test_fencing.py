@@ -50,3 +50,39 @@ def test_a_job_that_ends_leaves_no_process_behind_even_one_that_left_its_group(s
     assert service.wait_job("daemon", timeout_s=60, poll_s=0.1)["executionState"] == "succeeded"
     daemon = int((home / "daemon").read_text())
     wait_until(lambda: not pid_alive(daemon), 10, what="the job's daemon stopped with the job")
+
+
+def test_a_rank_that_ends_first_does_not_stop_the_ranks_of_its_job_on_other_local_nodes(service: Service, home: Path) -> None:
+    """Local nodes share one machine: the end of node 0's run must stop node 0's processes only."""
+    script = home.parent / "ranks.py"
+    script.write_text(
+        "import os, time\n"
+        "rank = int(os.environ['AZ_BATCHAI_TASK_INDEX'])\n"
+        f"if rank == 1:\n    time.sleep(2)\n    open({str(home.parent / 'rank1-done')!r}, 'w').write('done')\n"
+    )
+    service.create_cluster("c", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 2}}}, environ={}))
+    wait_until(lambda: service.show_cluster("c")["nodeStateCounts"]["idleNodeCount"] == 2, 30, 0.1, what="two idle nodes")
+    body = custom_job("unused", nodes=2)
+    del body["customToolkitSettings"]
+    body["pyTorchSettings"] = {"pythonScriptFilePath": str(script), "processCount": 2}
+    service.create_job("c", "ranks", load_job_spec({"properties": body}, environ={}))
+    done = service.wait_job("ranks", timeout_s=60, poll_s=0.1)
+    assert done["executionState"] == "succeeded", done["executionInfo"]
+    assert (home.parent / "rank1-done").read_text() == "done"
+
+
+def test_an_agent_whose_controller_stops_renewing_its_contact_stops_its_job(home: Path) -> None:
+    """A partition seen from the node: the controller's renewals stop. Readers' passes do not renew."""
+    settings = Settings(contact_fence_s=3)
+    controller = Service.embedded(home, nodes=1, settings=settings, kind="controller")
+    controller.create_cluster("c", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1}}}, environ={}))
+    wait_until(lambda: controller.show_cluster("c")["allocationState"] == "steady", 30, 0.1, what="cluster steady")
+    controller.create_job("c", "cut-off", load_job_spec({"properties": custom_job("sleep 60")}, environ={}))
+    wait_until(lambda: controller.show_job("cut-off")["executionState"] == "running", 30, 0.1, what="running")
+    contact = home / "nodes" / "local-0" / "batchai" / "contact"
+    wait_until(lambda: contact.exists(), 15, 0.1, what="the controller's first renewal during the run")
+    reader = Service.embedded(home, nodes=1, settings=settings)  # from here on nobody renews
+    done = reader.wait_job("cut-off", timeout_s=30, poll_s=0.2)
+    assert done["executionState"] == "failed", done
+    [error] = done["executionInfo"]["errors"]
+    assert error["code"] == "ContactLost" and "controller" in error["message"], error
