@@ -234,6 +234,8 @@ def connection_config(extras: Any, source: str, from_airflow: bool = False) -> P
             raise BatchAIError("InvalidConnection", f"{source}: field {shown(key)} is empty; leave it out for the default", str(key))
     if "hosts" in fields:
         fields["hosts"] = parse_hosts(fields["hosts"], source)
+    if isinstance(fields.get("job_env_allow"), str):  # the form's multi-line text
+        fields["job_env_allow"] = [part.strip() for part in fields["job_env_allow"].replace(",", "\n").splitlines() if part.strip()]
     if isinstance(fields.get("slurm"), str):  # the UI's text field, or Airflow's URI form
         try:
             fields["slurm"] = json.loads(fields["slurm"])

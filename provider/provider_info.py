@@ -116,6 +116,21 @@ def get_provider_info() -> dict[str, Any]:
                         default=False,
                         section="Storage",
                     ),
+                    "job_user": _field(
+                        "Job user", "Unix user jobs run as on the nodes (the agent must be root there); empty: the agent's", section="Nodes"
+                    ),
+                    "job_env_allow": _field(
+                        "Job environment allow-list",
+                        "node variables jobs may see besides PATH, HOME, locale, CUDA, proxies: NAME or PREFIX*, one per line",
+                        format="multiline",
+                        section="Advanced",
+                    ),
+                    "local_jobs_from_shared_surfaces": _field(
+                        "REST API jobs on local nodes",
+                        "let REST API jobs and setup tasks run on local nodes as this service's own user (one trusted team only)",
+                        "boolean",
+                        default=False,
+                    ),
                     "subscription_id": _field("Subscription id", "label used in resource ids and output paths"),
                     "resource_group": _field("Resource group", "label used in resource ids and output paths"),
                 },

@@ -27,6 +27,7 @@ import stat
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from io import StringIO
 from pathlib import Path
@@ -478,12 +479,12 @@ class SSHTransport:
 
     def read_inside(self, base: str, relative: str, offset: int = 0, length: int | None = None) -> bytes | None:
         """Like read_file, for a file a job wrote: None unless it really lies at ``base``/``relative``."""
-        path = self._inside(base, relative)
+        path = self._inside(base, relative, stat.S_ISREG)  # a FIFO would hold the SFTP server until its timeout
         return None if path is None else self.read_file(path, offset, length)
 
     def list_inside(self, base: str, relative: str) -> list[FileInfo] | None:
         """Like list_dir, for a job's folder: its links are left out, never followed."""
-        path = self._inside(base, relative)
+        path = self._inside(base, relative, stat.S_ISDIR)
         if path is None:
             return None
         try:
@@ -504,7 +505,7 @@ class SSHTransport:
             key=lambda info: info.name,
         )
 
-    def _inside(self, base: str, relative: str) -> str | None:
+    def _inside(self, base: str, relative: str, kind: Callable[[int], bool]) -> str | None:
         """``base``/``relative`` when the node resolves it to itself (no link on the way), else None.
 
         The node's own realpath (SFTP's) decides. A job that swaps a link in between this check and
@@ -516,7 +517,9 @@ class SSHTransport:
         try:
             sftp = self.sftp()
             expected = posixpath.join(sftp.normalize(base), *parts)
-            return expected if sftp.normalize(expected) == expected else None
+            if sftp.normalize(expected) != expected:
+                return None
+            return expected if kind(sftp.lstat(expected).st_mode or 0) else None
         except OSError:
             return None
         except (TimeoutError, EOFError, paramiko.SSHException) as error:

@@ -135,6 +135,8 @@ def test_good_values_of_the_same_fields_are_taken(no_network: list[Any], keys: d
         "connection team_gpus",
     )
     assert config.node_root == "/srv/batch-ai_1.0" and config.job_env_allow == ["HTTPS_PROXY", "WANDB_*"]
+    from_form = connection_config({"job_env_allow": "HTTPS_PROXY\nWANDB_*, HF_HOME"}, "c", from_airflow=True)
+    assert from_form.job_env_allow == ["HTTPS_PROXY", "WANDB_*", "HF_HOME"]
     locked = connection_config({"ssh_key_file": str(keys["locked"]), "ssh_key_passphrase": "pass-phrase"}, "c")
     assert locked.ssh_key_file == str(keys["locked"])
 

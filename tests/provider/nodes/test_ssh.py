@@ -441,8 +441,9 @@ def test_a_jobs_links_are_not_followed_over_sftp(ssh_hosts: Any, tmp_path: Path)
     (job / "out" / "stolen.txt").symlink_to(tmp_path / "secret.txt")
     (job / "out" / "etc").symlink_to("/etc")
     (job / "out" / "dangling").symlink_to(tmp_path / "nowhere")
+    os.mkfifo(job / "out" / "pipe")
     assert [i.name for i in ssh.list_inside(str(job), "out") or []] == ["model.txt"]
     assert ssh.read_inside(str(job), "out/model.txt") == b"mine"
-    for refused in ("out/stolen.txt", "out/etc/passwd", "out/dangling", "../secret.txt"):
+    for refused in ("out/stolen.txt", "out/etc/passwd", "out/dangling", "../secret.txt", "out/pipe"):
         assert ssh.read_inside(str(job), refused) is None, refused
     assert ssh.list_inside(str(job), "out/etc") is None
