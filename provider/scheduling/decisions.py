@@ -48,7 +48,7 @@ class Limits:
     heartbeat_timeout_s: float
     launch_timeout_s: float
     probe_interval_s: float = 15.0
-    fence_s: float = 180.0
+    fence_s: float | None = 180.0  # None: no controller renews contacts, so only a lost run seen stopped lifts a fence
 
 
 # -- actions ---------------------------------------------------------------------------------
@@ -408,8 +408,8 @@ class Planner:
         node_id, why = lost[0]
         error = {"code": "NodeLost", "message": f"node {node_id} became unusable while running the job: {why}"}
         if self.deallocation_option() == DeallocationOption.REQUEUE and job.execution_state == ExecutionState.RUNNING:
-            until = self.now + timedelta(seconds=self.limits.fence_s)
-            fence = {"run": job.run_id, "nodes": list(job.nodes), "until": until.isoformat()}
+            until = self.now + timedelta(seconds=self.limits.fence_s) if self.limits.fence_s is not None else None
+            fence = {"run": job.run_id, "nodes": list(job.nodes), "until": until.isoformat() if until else None}
             self.requeue(job, error, errors=[error], fence=fence)
         else:
             self.end_job(job, ExecutionState.FAILED, nodes=[], errors=[error], exit_code=-1)
@@ -512,9 +512,12 @@ class Planner:
 
     def fence_lifted(self, job: JobRecord) -> bool:
         """Whether the lost attempt is over: each of its runs seen final (stopped, its strays killed),
-        or its fence time passed (its agents stop themselves sooner: protocol.AGENT_FENCE_S)."""
+        or its fence time passed while a controller renews the agents' contact (so they stop
+        themselves sooner: protocol.AGENT_CONTACT_FENCE_S). Without a controller nothing would stop
+        a run on a node that cannot be reached: the job waits for the node, or for a user."""
         fence = job.fence or {}
-        if self.now >= datetime.fromisoformat(fence.get("until", self.now.isoformat())):
+        until = fence.get("until")
+        if until is not None and self.limits.fence_s is not None and self.now >= datetime.fromisoformat(until):
             return True
         for node_id in fence.get("nodes", []):
             seen = self.runs.get((node_id, fence.get("run", "")))

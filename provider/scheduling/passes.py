@@ -138,6 +138,7 @@ class Passes:
                 written = reconciler.changed if reconciler else {}  # what an attempt stopped by a conflict wrote stays in the digest
                 reconciler = reconciler_class(self.pool)(self.store, self.vault, self.pool, self.data, self.settings, snapshot, lease)
                 reconciler.changed.update(written)
+                reconciler.controlled = self.kind == "controller" or note.get("kind") == "controller"
                 outcome = reconciler.run(terminations)
                 for _ in range(FOLLOW_UPS):
                     if not outcome.stopped:

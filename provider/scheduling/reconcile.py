@@ -116,13 +116,15 @@ class Reconciler:
         self.spec = self.cluster.parsed_spec()
         self.member = self.cluster.member
         self.changed: dict[str, JobDigest] = {}
+        self.controlled = False  # a controller owns the cluster's passes (and renews its agents' contact)
         self._cluster_key: ClusterKey | bool | None = False  # False: not read yet
         self._existing_clusters: list[str] | None = None
 
     @property
     def limits(self) -> Limits:
         settings = self.settings
-        return Limits(settings.heartbeat_timeout_s, settings.launch_timeout_s, settings.heal_probe_interval_s, settings.fence_s)
+        fence = settings.fence_s if self.controlled else None
+        return Limits(settings.heartbeat_timeout_s, settings.launch_timeout_s, settings.heal_probe_interval_s, fence)
 
     def handle(self, node: NodeRecord) -> NodeHandle:
         return NodeHandle(node.node_id, self.pool.transport(node.node_id), NodeLayout(node.root))

@@ -6,8 +6,12 @@ and are recorded): a refusal that needed the network would show up as a dial, no
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -149,3 +153,35 @@ def test_a_relative_home_from_the_command_line_or_environment_is_made_absolute(t
     assert Service.embedded("rel/home").store.root == tmp_path / "rel" / "home" / "control"  # type: ignore[attr-defined]
     monkeypatch.setenv("BATCHAI_HOME", "env-home")
     assert default_home() == tmp_path / "env-home"
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="unshare (util-linux) makes the empty network namespace")
+def test_the_command_refuses_bad_connections_in_an_empty_network_namespace(tmp_path: Path, keys: dict[str, Path]) -> None:
+    """The real command, in a network namespace with nothing in it: each refusal is exit 2 and one
+    line naming the field, and it comes before any lookup (there is nothing to look up with)."""
+    probe = subprocess.run(["unshare", "--net", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a network namespace here: {probe.stderr.decode().strip()}")
+    cases = [
+        ({"hosts": ["gpu-1.example.com"], "ssh_private_key": keys["public"].read_text()}, "ssh_private_key"),
+        ({"hosts": ["gpu-1.example.com"], "host_key_fingerprints": {"gpu-1.example.com": "MD5:aa:bb"}}, "host_key_fingerprints"),
+        ({"hosts": ["gpu-1.example.com"], "node_root": "/srv/$(id)"}, "node_root"),
+        ({"storage_account": "acct", "storage_blob_endpoint": "https://acct.example.com:99999"}, "storage_blob_endpoint"),
+        (
+            {"storage_connection_string": f"AccountName=acct;AccountKey={KEY_SECRET};BlobEndpoint=http://[::1/x"},
+            "storage_connection_string",
+        ),
+    ]
+    for extras, field in cases:
+        done = subprocess.run(
+            ["unshare", "--net", sys.executable, "-m", "airflow_batchai.cli", "cluster", "list", "--home", str(tmp_path / "home")],
+            env={**os.environ, "BATCHAI_CONNECTION": json.dumps(extras)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 2, (extras, done.stdout, done.stderr)
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and field in lines[0] and "Traceback" not in done.stderr, (field, done.stderr)
+        assert KEY_SECRET not in done.stderr
+    assert not (tmp_path / "home").exists(), "a refused connection wrote nothing"

@@ -362,3 +362,33 @@ def test_a_server_without_a_token_refuses_every_request(tmp_path: Path) -> None:
                 assert status == 401 and body["error"]["code"] == "AuthenticationFailed" and "BATCHAI_API_TOKEN" in body["error"]["message"]
     finally:
         batchaiserve.stop(server)
+
+
+def test_the_real_server_refuses_hostile_requests_early_and_never_echoes_a_host(served: tuple[batchaiserve.Served, Any]) -> None:
+    """Raw requests, as no SDK sends them, against ``batchai serve`` itself (uvicorn)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    server, _ = served
+    address = urlsplit(server.url)
+    auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    group = "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/hostile/providers/Microsoft.BatchAI"
+
+    def send(method: str, path: str, body: bytes | None = None, **headers: str) -> http.client.HTTPResponse:
+        connection = http.client.HTTPConnection(address.hostname, address.port, timeout=20)
+        connection.putrequest(method, path + "?api-version=2018-05-01", skip_host="Host" in headers)
+        for name, value in {**auth, **headers}.items():
+            connection.putheader(name, value)
+        connection.endheaders(body)
+        return connection.getresponse()
+
+    started = time.monotonic()
+    huge = send("PUT", group + "/workspaces/big", None, **{"Content-Length": str(200 * 1024 * 1024)})  # announces 200 MiB, sends none
+    assert huge.status == 413 and time.monotonic() - started < 10
+    for path in (group.replace("/hostile/", "/../") + "/workspaces/w", group + "/workspaces/..", group + "/workspaces/a%00b"):
+        assert send("PUT", path, b'{"location": "eastus"}').status == 400, path
+    assert send("PUT", group + "/workspaces/hosted", b'{"location": "eastus"}').status == 200
+    deleted = send("DELETE", group + "/workspaces/hosted", Host="evil.example.com")
+    assert deleted.status == 202
+    assert "evil" not in (deleted.getheader("Location") or "") + (deleted.getheader("Azure-AsyncOperation") or "")
+    assert "Traceback" not in server.output()

@@ -173,6 +173,16 @@ def test_a_lost_attempt_on_an_unreachable_node_holds_its_next_one_until_the_fenc
     assert plan(snap, cut_off).actions == [LaunchJob(other.key, ("n1",))], "the jobs behind it need not wait"
     later = plan_pass(snapshot(cluster(), [node("n0", NodeState.UNUSABLE), node("n1")], [fenced]), cut_off, {}, until, LIMITS)
     assert later.actions[-1] == LaunchJob(fenced.key, ("n1",))
+    # With no controller renewing its agents' contact, nothing stops the lost run: no time lifts the fence.
+    uncontrolled = Limits(heartbeat_timeout_s=30, launch_timeout_s=60, fence_s=None)
+    much_later = until + timedelta(days=1)
+    waiting = plan_pass(snapshot(cluster(), [node("n0", NodeState.UNUSABLE), node("n1")], [fenced]), cut_off, {}, much_later, uncontrolled)
+    assert not any(isinstance(a, LaunchJob) for a in waiting.actions)
+    seen_stopped = {("n0", "fenced-uuid-0"): alive("terminated", exit_code=-1)}
+    back = plan_pass(
+        snapshot(cluster(), [node("n0", NodeState.UNUSABLE), node("n1")], [fenced]), seen_stopped, {}, much_later, uncontrolled
+    )
+    assert back.actions[-1] == LaunchJob(fenced.key, ("n1",))
 
 
 def test_with_deallocation_terminate_a_lost_node_fails_its_job() -> None:
