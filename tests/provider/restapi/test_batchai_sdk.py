@@ -377,7 +377,8 @@ def test_the_real_server_refuses_hostile_requests_early_and_never_echoes_a_host(
     def send(method: str, path: str, body: bytes | None = None, **headers: str) -> http.client.HTTPResponse:
         connection = http.client.HTTPConnection(address.hostname, address.port, timeout=20)
         connection.putrequest(method, path + "?api-version=2018-05-01", skip_host="Host" in headers)
-        for name, value in {**auth, **headers}.items():
+        sized = {"Content-Length": str(len(body))} if body is not None else {}
+        for name, value in {**auth, **sized, **headers}.items():
             connection.putheader(name, value)
         connection.endheaders(body)
         return connection.getresponse()
