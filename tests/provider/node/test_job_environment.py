@@ -29,18 +29,7 @@ CONTROL_PLANE_SECRETS = {
 
 
 def test_a_job_inherits_the_basics_and_the_admins_allow_list_only() -> None:
-    environ = {
-        "PATH": "/usr/bin",
-        "HOME": "/home/u",
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C",
-        "CUDA_VISIBLE_DEVICES": "0,1",
-        "HTTPS_PROXY": "http://proxy:3128",
-        "NCCL_SOCKET_IFNAME": "ib0",
-        "WANDB_DIR": "/scratch/wandb",
-        **CONTROL_PLANE_SECRETS,
-    }
-    assert job_base_environment(environ) == {
+    basics = {
         "PATH": "/usr/bin",
         "HOME": "/home/u",
         "LANG": "C.UTF-8",
@@ -49,6 +38,8 @@ def test_a_job_inherits_the_basics_and_the_admins_allow_list_only() -> None:
         "HTTPS_PROXY": "http://proxy:3128",
         "NCCL_SOCKET_IFNAME": "ib0",
     }
+    environ = {**basics, "WANDB_DIR": "/scratch/wandb", **CONTROL_PLANE_SECRETS}
+    assert job_base_environment(environ) == basics
     allowed = job_base_environment(environ, ["WANDB_DIR", "SOME_TEAM_*"])
     assert allowed["WANDB_DIR"] == "/scratch/wandb" and allowed["SOME_TEAM_SETTING"] == "visible-only-when-allowed"
     assert not set(allowed) & {"AIRFLOW__API_AUTH__JWT_SECRET", "BATCHAI_API_TOKEN", "AZURE_CLIENT_SECRET"}
