@@ -13,6 +13,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,8 +26,10 @@ from .nodes import NodePool
 from .nodes.clusterkeys import DEFAULT_AUTHORIZED_KEYS
 from .nodes.local import LocalNodePool
 from .nodes.ssh import DEFAULT_ROOT, HostSpec, SSHAuth, SSHNodePool, SSHTransport
+from .scheduling.reconcile import Reconciler
 from .service import DEFAULT_LOCAL_NODES, Service, Settings, default_home
 from .slurm.pool import SlurmPool, SlurmSettings
+from .slurm.scheduler import SlurmReconciler
 from .storage.azure import AzureDataStore
 from .storage.credentials import StorageCredential
 from .store.blob import BlobControlStore, BlobSecretVault
@@ -177,11 +180,25 @@ def slurm_pool(config: ProviderConfig) -> SlurmPool:
     return SlurmPool(config.slurm, transport, root=config.node_root, python=config.node_python)
 
 
+@dataclass(frozen=True)
+class Backends:
+    """The two roles a connection chooses: where a pool's nodes come from, and who places jobs on them."""
+
+    pool: NodePool | None  # None: the local nodes under the service's home
+    scheduler: type[Reconciler]
+
+
+def backends(config: ProviderConfig) -> Backends:
+    """The composition root: the one place that asks which kind of pool and scheduler a connection
+    describes. Everything else talks to the NodePool protocol and the Reconciler it is given."""
+    if config.slurm is not None:
+        return Backends(slurm_pool(config), SlurmReconciler)
+    return Backends(ssh_pool(config) if config.hosts else None, Reconciler)
+
+
 def node_pool(config: ProviderConfig) -> NodePool | None:
     """Slurm's partition, the SSH hosts, or None for the local nodes."""
-    if config.slurm is not None:
-        return slurm_pool(config)
-    return ssh_pool(config) if config.hosts else None
+    return backends(config).pool
 
 
 def service_from_config(config: ProviderConfig, kind: str = "reader") -> Service:
@@ -194,8 +211,9 @@ def service_from_config(config: ProviderConfig, kind: str = "reader") -> Service
         local_jobs_from_shared_surfaces=config.local_jobs_from_shared_surfaces,
     )
     credential = storage_credential(config)
+    chosen = backends(config)
     if credential is None:
-        return Service.embedded(config.home, config.local_nodes, settings, pool=node_pool(config), kind=kind)
+        return Service.embedded(config.home, config.local_nodes, settings, pool=chosen.pool, kind=kind, scheduler=chosen.scheduler)
     settings.default_storage_account = credential.account
     if not (config.vault_key or credential.secrets):
         raise BatchAIError(
@@ -205,8 +223,8 @@ def service_from_config(config: ProviderConfig, kind: str = "reader") -> Service
     store = BlobControlStore(credential, config.control_container)
     vault = BlobSecretVault(store, config.vault_key or "|".join([credential.account, *credential.secrets]))
     home = Path(config.home) if config.home else default_home()
-    pool = node_pool(config) or LocalNodePool(home, config.local_nodes or DEFAULT_LOCAL_NODES, env_allow=settings.job_env_allow)
-    return Service(store, vault, pool, data, settings, kind)
+    pool = chosen.pool or LocalNodePool(home, config.local_nodes or DEFAULT_LOCAL_NODES, env_allow=settings.job_env_allow)
+    return Service(store, vault, pool, data, settings, kind, chosen.scheduler)
 
 
 def connection_config(extras: Any, source: str, from_airflow: bool = False) -> ProviderConfig:

@@ -22,7 +22,7 @@ from typing import Any
 from .errors import TRANSIENT_CODES, BatchAIError, InvalidSpec, RecordExists
 from .layout import NodeLayout, job_output_segment
 from .names import check_scope
-from .nodes import NodePool, eligible
+from .nodes import NodePool
 from .nodes.clusterkeys import ClusterKey
 from .nodes.handle import NodeHandle
 from .nodes.local import LocalNodePool
@@ -45,12 +45,12 @@ from .records import (
     utc_now,
 )
 from .scheduling.launch import JobContext, NodeSlot, job_plans
-from .scheduling.passes import Passes, reconciler_class
+from .scheduling.passes import Passes
+from .scheduling.reconcile import Reconciler
 from .scheduling.snapshot import read_snapshot
 from .scheduling.waiting import JobWaiters
 from .secretfields import split_cluster_secrets, split_job_secrets
 from .settings import WAIT_POLL_S, Settings
-from .slurm.pool import SlurmPool
 from .spec import (
     MAX_NODE_COUNT,
     ClusterSpec,
@@ -72,7 +72,7 @@ log = logging.getLogger(__name__)
 DEFAULT_WORKSPACE = "default"
 DEFAULT_EXPERIMENT = "default"
 DEFAULT_LOCAL_NODES = 2
-SLURM_PARTITION_MAX_AGE_S = 30.0  # how old a partition's node list may be when a submit checks a job's size against it
+PARTITION_MAX_AGE_S = 30.0  # how old a partition's node list may be when a submit checks a job's size against it
 TERMINATED = {"code": "JobTerminated", "message": "The job was terminated by the user"}
 
 
@@ -90,14 +90,15 @@ class Service:
         data: DataStore,
         settings: Settings | None = None,
         kind: str = "reader",
+        scheduler: type[Reconciler] = Reconciler,
     ) -> None:
-        """``kind`` says who runs passes here (reader, controller)."""
+        """``kind`` says who runs passes here (reader, controller); ``scheduler`` who places jobs (config.backends)."""
         self.store = store
         self.vault = vault
         self.pool = pool
         self.data = data
         self.settings = settings or Settings()
-        self.passes = Passes(store, vault, pool, data, self.settings, kind)
+        self.passes = Passes(store, vault, pool, data, self.settings, kind, scheduler)
         self.waiters = JobWaiters(store, self.passes.kick)
         self.passes.listeners.append(self.waiters.wake)
         self._pool_known = False
@@ -112,11 +113,12 @@ class Service:
         settings: Settings | None = None,
         pool: NodePool | None = None,
         kind: str = "reader",
+        scheduler: type[Reconciler] = Reconciler,
     ) -> Service:
         """The embedded default: local store, local storage folders and N local nodes under ``home``.
 
-        ``pool`` replaces the local nodes (an SSH pool whose hosts see ``home/storage`` at the
-        same path, e.g. over NFS).
+        ``pool`` (and its ``scheduler``) replaces the local nodes (an SSH pool whose hosts see
+        ``home/storage`` at the same path, e.g. over NFS, or a Slurm partition).
         """
         root = Path(home).absolute() if home else default_home()
         count = nodes if nodes is not None else int(os.environ.get("BATCHAI_LOCAL_NODES", DEFAULT_LOCAL_NODES))
@@ -127,6 +129,7 @@ class Service:
             LocalDataStore(root / "storage"),
             settings,
             kind,
+            scheduler,
         )
 
     # -- pool ---------------------------------------------------------------------------
@@ -217,18 +220,11 @@ class Service:
         return self.reconcile_cluster(workspace, name)
 
     def _check_vm_size(self, spec: ClusterSpec) -> None:
-        if isinstance(self.pool, SlurmPool):
-            if spec.vm_size is not None and not self.pool.nodes(spec.vm_size):
-                raise BatchAIError(
-                    "InvalidVmSize",
-                    f"no node of Slurm partition {self.pool.settings.partition} has the feature {spec.vm_size!r} (vmSize is --constraint)",
-                    "vmSize",
-                )
-            return
-        if not any(eligible(self.pool.labels(node_id), spec.vm_size) for node_id, *_ in self.pool.inventory()):
+        problem = self.pool.vm_size_problem(spec.vm_size)
+        if problem:
             raise BatchAIError(
                 "InvalidVmSize",
-                f"no host of the pool serves vmSize {spec.vm_size!r}: label a host with it, or leave a host without labels",
+                problem,
                 "vmSize",
             )
 
@@ -285,7 +281,7 @@ class Service:
         with lock(self.store, lease_name(workspace, name)) as lease:
             self.passes.forget(lease, workspace, name)
             snapshot = read_snapshot(self.store, self.pool, workspace, name)
-            reconciler_class(self.pool)(self.store, self.vault, self.pool, self.data, self.settings, snapshot, lease).delete_everything()
+            self.passes.scheduler(self.store, self.vault, self.pool, self.data, self.settings, snapshot, lease).delete_everything()
             self.store.delete(cluster.key)
             self.passes.forget(lease, workspace, name)
         self.vault.delete(f"cluster-{cluster.uuid}")
@@ -403,11 +399,7 @@ class Service:
         )
 
     def _check_feasible(self, cluster: ClusterRecord, spec: JobSpec) -> None:
-        pool = self.pool
-        if isinstance(pool, SlurmPool):
-            limit = len(pool.nodes(cluster.parsed_spec().vm_size, max_age_s=SLURM_PARTITION_MAX_AGE_S))
-        else:
-            limit = len(pool.inventory())
+        limit = self.pool.capacity(cluster.parsed_spec().vm_size, max_age_s=PARTITION_MAX_AGE_S)
         cluster_max = cluster.parsed_spec().max_node_count
         if cluster_max is not None:
             limit = min(limit, cluster_max)

@@ -84,6 +84,22 @@ class NodePool(Protocol):
 
     def release_shared(self, run_id: str) -> None: ...
 
+    def login_port(self, node_id: str) -> int:
+        """The port ``ssh`` reaches the node on (Batch AI's remote login information)."""
+
+    def capacity(self, vm_size: str | None = None, max_age_s: float = 0.0) -> int:
+        """How many nodes a cluster of ``vm_size`` can ever have here (an answer ``max_age_s`` old will do)."""
+
+    def vm_size_problem(self, vm_size: str | None) -> str | None:
+        """Why no node here can serve ``vm_size``, or None when some can."""
+
+
+def labelled_vm_size_problem(pool: NodePool, vm_size: str | None) -> str | None:
+    """vm_size_problem for pools whose hosts carry labels (local and SSH)."""
+    if any(eligible(pool.labels(node_id), vm_size) for node_id, *_ in pool.inventory()):
+        return None
+    return f"no host of the pool serves vmSize {vm_size!r}: label a host with it, or leave a host without labels"
+
 
 def eligible(labels: tuple[str, ...], vm_size: str | None) -> bool:
     """Whether a host with these labels may join a cluster of this ``vmSize``.

@@ -16,10 +16,11 @@ from pathlib import Path
 from ..atomicfiles import write_atomically
 from ..errors import BatchAIError
 from ..node.protocol import job_base_environment, open_inside
-from . import CommandResult, FileInfo
+from . import CommandResult, FileInfo, labelled_vm_size_problem
 from .clusterkeys import PeerSSH
 
 LOCAL_ADDRESS = "127.0.0.1"
+SSH_PORT = 22
 
 
 def node_environment(allow: tuple[str, ...] = ()) -> dict[str, str]:
@@ -149,6 +150,15 @@ class LocalNodePool:
 
     def labels(self, node_id: str) -> tuple[str, ...]:
         return ()
+
+    def login_port(self, node_id: str) -> int:
+        return SSH_PORT
+
+    def capacity(self, vm_size: str | None = None, max_age_s: float = 0.0) -> int:
+        return self.count
+
+    def vm_size_problem(self, vm_size: str | None) -> str | None:
+        return labelled_vm_size_problem(self, vm_size)
 
     def peer_ssh(self, node_id: str) -> PeerSSH:
         raise BatchAIError("NotSupported", "local nodes are not reached over ssh", node_id)

@@ -37,7 +37,7 @@ import paramiko
 
 from ..errors import BatchAIError, shown
 from ..layout import NodeLayout
-from . import CommandResult, FileInfo
+from . import CommandResult, FileInfo, labelled_vm_size_problem
 from .clusterkeys import DEFAULT_AUTHORIZED_KEYS, PeerSSH
 
 log = logging.getLogger(__name__)
@@ -586,6 +586,12 @@ class SSHNodePool:
         """The port ``ssh`` reaches the node on (Batch AI's remote login information)."""
         host = self.hosts.get(node_id)
         return host.port if host is not None else 22
+
+    def capacity(self, vm_size: str | None = None, max_age_s: float = 0.0) -> int:
+        return len(self.hosts)
+
+    def vm_size_problem(self, vm_size: str | None) -> str | None:
+        return labelled_vm_size_problem(self, vm_size)
 
     def transport(self, node_id: str) -> SSHTransport:
         with self._lock:

@@ -34,10 +34,8 @@ from pydantic import ValidationError
 
 from ..errors import BatchAIError, shown
 from ..names import RULES, check_segment
-from ..nodes.ssh import SSHNodePool
 from ..records import read_job
 from ..service import Service
-from ..slurm.pool import SlurmPool
 from ..spec import ScaleSettings, load_cluster_spec, load_job_spec
 from ..workspaces import WorkspaceRecord, Workspaces
 from .arm import (
@@ -65,7 +63,6 @@ LOCATION = "/subscriptions/{subscription}/providers/" + PROVIDER + "/locations/{
 POLL_AFTER_S = 1  # Retry-After of an operation in progress (the SDK's own default is 30 s)
 MAX_BODY_BYTES = 1024 * 1024  # a job spec is a few KiB; nothing bigger is read
 MAX_JSON_DEPTH = 32  # the deepest Batch AI body (a job's mountVolumes) nests 6 levels
-SSH_PORT = 22
 FILE_SERVERS_REFUSED = (
     "file servers are not offered here (Batch AI created and ran an NFS VM for you): mount your own NFS "
     'with mountVolumes.unmanagedFileSystems, e.g. {"mountCommand": "mount -t nfs server:/export", "relativeMountPath": "nfs"}'
@@ -247,7 +244,7 @@ class _Routes:
             svc = r.service()
             clusters = [c for ws in r.workspaces().all() for c in svc.list_clusters(ws.name)]
             in_use = sum(c["currentNodeCount"] for c in clusters)
-            limit = len(svc.pool.nodes()) if isinstance(svc.pool, SlurmPool) else len(svc.pool.inventory())
+            limit = svc.pool.capacity()
             return {
                 "value": [
                     {"unit": "Count", "currentValue": in_use, "limit": limit, "name": {"value": "nodes", "localizedValue": "Nodes"}},
@@ -496,9 +493,7 @@ class _Routes:
 
     def login(self, node_id: str, address: str) -> dict[str, Any]:
         """A node's SSH address and port, as Batch AI listed them for ``ssh -p``."""
-        pool = self.service().pool
-        port = pool.login_port(node_id) if isinstance(pool, SSHNodePool) else SSH_PORT
-        return {"nodeId": node_id, "ipAddress": address, "port": port}
+        return {"nodeId": node_id, "ipAddress": address, "port": self.service().pool.login_port(node_id)}
 
     def link(self, request: Request, query: bool = False) -> str:
         """This request's URL as clients should use it: after the public URL, or relative to the API's

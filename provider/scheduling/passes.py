@@ -54,14 +54,6 @@ FAILED_PASS_BACKOFF_MAX_S = 30.0
 ClusterRef = tuple[str, str]  # (workspace, cluster name)
 
 
-def reconciler_class(pool: NodePool) -> type[Reconciler]:
-    """Who decides a pass: our reconcile over our node pool, or Slurm's mapping over a partition."""
-    from ..slurm.pool import SlurmPool  # the Slurm modules build on this package
-    from ..slurm.scheduler import SlurmReconciler
-
-    return SlurmReconciler if isinstance(pool, SlurmPool) else Reconciler
-
-
 def next_seq() -> str:
     """A token no earlier pass had (a counter could start again from a lost note and match by chance)."""
     return uuid.uuid4().hex
@@ -89,8 +81,17 @@ class Passes:
     """This process's passes: run now under the lease (writers), or kick one in the background (readers)."""
 
     def __init__(
-        self, store: ControlStore, vault: SecretVault, pool: NodePool, data: DataStore, settings: Settings, kind: str = "reader"
+        self,
+        store: ControlStore,
+        vault: SecretVault,
+        pool: NodePool,
+        data: DataStore,
+        settings: Settings,
+        kind: str = "reader",
+        scheduler: type[Reconciler] = Reconciler,
     ) -> None:
+        """``scheduler``: who decides a pass (our reconcile over our pool, or Slurm's mapping), chosen by config.backends."""
+        self.scheduler = scheduler
         self.store = store
         self.vault = vault
         self.pool = pool
@@ -136,7 +137,7 @@ class Passes:
             try:
                 snapshot = read_snapshot(self.store, self.pool, workspace, name, owner.jobs, also=terminations or ())
                 written = reconciler.changed if reconciler else {}  # what an attempt stopped by a conflict wrote stays in the digest
-                reconciler = reconciler_class(self.pool)(self.store, self.vault, self.pool, self.data, self.settings, snapshot, lease)
+                reconciler = self.scheduler(self.store, self.vault, self.pool, self.data, self.settings, snapshot, lease)
                 reconciler.changed.update(written)
                 reconciler.controlled = self.kind == "controller" or note.get("kind") == "controller"
                 outcome = reconciler.run(terminations)

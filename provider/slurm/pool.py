@@ -56,6 +56,9 @@ class SlurmSettings(BaseModel):
         return value
 
 
+SSH_PORT = 22
+
+
 class SlurmPool:
     """No pool nodes of our own: roots, transport and shared folders for jobs that Slurm places."""
 
@@ -96,6 +99,18 @@ class SlurmPool:
 
     def labels(self, node_id: str) -> tuple[str, ...]:
         return ()
+
+    def login_port(self, node_id: str) -> int:
+        return SSH_PORT
+
+    def capacity(self, vm_size: str | None = None, max_age_s: float = 0.0) -> int:
+        """The partition's nodes with ``vm_size`` as a feature (sinfo, or its answer up to ``max_age_s`` old)."""
+        return len(self.nodes(vm_size, max_age_s=max_age_s))
+
+    def vm_size_problem(self, vm_size: str | None) -> str | None:
+        if vm_size is None or self.nodes(vm_size):
+            return None
+        return f"no node of Slurm partition {self.settings.partition} has the feature {vm_size!r} (vmSize is --constraint)"
 
     def peer_ssh(self, node_id: str) -> PeerSSH:
         raise BatchAIError("NotSupported", "Slurm nodes are reached through Slurm, not our ssh", node_id)
