@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -115,6 +114,12 @@ def test_a_retried_task_reattaches_to_its_job_instead_of_submitting_again(airflo
     assert [j["name"] for j in Service.embedded(home).list_jobs("e")] == [json.loads(record.read_text())["name"]]
 
 
+def running_jobs(home: Path) -> int:
+    """Jobs whose record says running, read from the files (no pass is kicked by looking)."""
+    records = [json.loads(path.read_text()) for path in home.glob("control/records/jobs/*/*/*.json")]
+    return sum(1 for found in records if found["data"]["execution_state"] == "running")
+
+
 def test_killing_the_task_terminates_the_job_and_its_processes(airflow_env: dict[str, str], tmp_path: Path, home: Path) -> None:
     pid_file = tmp_path / "job.pid"
     dags, _ = job_dag(tmp_path, "op_kill", f"sleep 300 & echo $! > {pid_file}; wait")
@@ -122,7 +127,7 @@ def test_killing_the_task_terminates_the_job_and_its_processes(airflow_env: dict
     runner = subprocess.Popen([AIRFLOW, "dags", "test", "op_kill"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         job_pid = int(wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), 120, 0.2, what="job started"))
-        time.sleep(1)
+        wait_until(lambda: running_jobs(home) == 1, 30, 0.1, what="the job's record to say running (the task is waiting on it)")
         os.kill(runner.pid, signal.SIGTERM)
         output, _ = runner.communicate(timeout=120)
     finally:

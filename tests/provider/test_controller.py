@@ -163,7 +163,7 @@ def test_a_controller_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     home = tmp_path / "home"
     Service.embedded(home).create_cluster("c", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1}}}, environ={}))
     controller = start_controller(home, tmp_path / "controller.log")
-    time.sleep(1.5)
+    wait_until(lambda: "interval" in (tmp_path / "controller.log").read_text(), 60, 0.1, what="the controller to start its loop")
     started = time.monotonic()
     assert stop(controller) == 0
     assert time.monotonic() - started < 10

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote
@@ -85,7 +84,7 @@ def test_a_user_sets_up_runs_and_follows_the_quickstart_in_the_airflow_ui(airflo
     kind = wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, 'input[role="combobox"]'), 20, what="connection type box")[0]
     kind.click()
     kind.send_keys("Batch AI")
-    time.sleep(0.5)
+    wait_until(lambda: browser.find_elements(By.XPATH, "//*[@role='option'][contains(., 'Batch AI')]"), 20, what="the Batch AI option")
     kind.send_keys(Keys.ENTER)
     shows(browser, "Nodes", "SSH", "Storage", "Advanced")
     browser.find_element(By.CSS_SELECTOR, 'input[name="connection_id"]').send_keys("batchai_from_the_form")
