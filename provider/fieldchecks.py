@@ -86,20 +86,26 @@ def check_fields(config: ProviderConfig) -> None:
 
 
 def check_endpoint(value: str, field: str) -> str:
-    """http(s)://host[:port][/path]: a host that is a name or an address, a port that exists."""
+    """http(s)://host[:port][/path]: a host that is a name or an address, a port that exists.
+
+    Messages quote the endpoint without its query or fragment: a SAS pasted into the URL must not
+    reach a task log through the error that refuses it."""
+    shown_value = shown(re.split(r"[?#]", value, maxsplit=1)[0])
     try:
         parsed = urlsplit(value)
         port = parsed.port
     except ValueError:
-        raise _fail(field, f"{shown(value)} is not a URL with a valid host and port") from None
-    if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.query or parsed.fragment or re.search(r"\s", value):
-        raise _fail(field, f"{shown(value)} must be http(s)://host[:port][/path]")
+        raise _fail(field, f"{shown_value} is not a URL with a valid host and port") from None
+    if parsed.query or parsed.fragment:
+        raise _fail(field, f"{shown_value}: an endpoint takes no query (a SAS goes in storage_sas_token)")
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or re.search(r"\s", value):
+        raise _fail(field, f"{shown_value} must be http(s)://host[:port][/path]")
     try:
         check_host_name(parsed.hostname, field)
     except BatchAIError:
-        raise _fail(field, f"{shown(value)}: {shown(parsed.hostname)} is not a host name or IP address") from None
+        raise _fail(field, f"{shown_value}: {shown(parsed.hostname)} is not a host name or IP address") from None
     if port is not None and not 1 <= port <= 65535:
-        raise _fail(field, f"{shown(value)}: port {port} is not 1-65535")
+        raise _fail(field, f"{shown_value}: port {port} is not 1-65535")
     return value
 
 

@@ -93,6 +93,10 @@ def bad_connections(keys: dict[str, Path]) -> list[tuple[dict[str, Any], str]]:
         ({"storage_account": "acct", "storage_blob_endpoint": "http://127.0.0.1:99999/acct"}, "storage_blob_endpoint"),
         ({"storage_account": "acct", "storage_blob_endpoint": "http://[::1/acct"}, "storage_blob_endpoint"),
         ({"storage_account": "acct", "storage_file_endpoint": "https://bad_host!/"}, "storage_file_endpoint"),
+        (
+            {"storage_account": "acct", "storage_blob_endpoint": f"https://acct.example.com/?sv=2021&sig={KEY_SECRET}"},
+            "storage_blob_endpoint",
+        ),
         ({"storage_account": "Not/An/Account"}, "storage_account"),
         (
             {"storage_connection_string": f"AccountName=acct;AccountKey={KEY_SECRET};BlobEndpoint=http://127.0.0.1:99999/acct"},
