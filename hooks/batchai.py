@@ -43,12 +43,16 @@ class BatchAIHook(BaseHook):
 
     @cached_property
     def config(self) -> ProviderConfig:
+        return self._read_config(f"connection {self.batchai_conn_id}")
+
+    def _read_config(self, source: str) -> ProviderConfig:
+        """The connection's extras as the model (errors name ``source``), its secrets masked at once."""
         try:
             connection = self.get_connection(self.batchai_conn_id)
         except AirflowNotFoundException:
             self.log.info("no connection %r: using the embedded default", self.batchai_conn_id)
             return ProviderConfig()
-        config = connection_config(connection.extra_dejson, f"connection {self.batchai_conn_id}", from_airflow=True)
+        config = connection_config(connection.extra_dejson, source, from_airflow=True)
         for secret in config.secrets():
             mask_secret(secret)
         return config
@@ -77,14 +81,12 @@ class BatchAIHook(BaseHook):
         """
         name = _tested_connection_id() or self.batchai_conn_id
         try:
-            self.config = connection_config(self._connection_extras(), f"connection {name}", from_airflow=True)
-            for secret in self.config.secrets():
-                mask_secret(secret)
+            self.config = self._read_config(f"connection {name}")
             service = self.service
             service.store.list("clusters/")
             machines = service.pool.inventory()
         except BatchAIError as error:
-            return False, f"{error.code}: {error.message}".replace(f"connection {self.batchai_conn_id}", f"connection {name}")
+            return False, f"{error.code}: {error.message}"
         except Exception as error:
             return False, f"cannot open the Batch AI store of connection {name}: {type(error).__name__}: {error}"
         unreachable = []
@@ -98,12 +100,6 @@ class BatchAIHook(BaseHook):
         if unreachable:
             return False, "unreachable nodes: " + "; ".join(unreachable)
         return True, f"Batch AI store reachable; {len(machines)} node(s) answer ({self.config.describe()})"
-
-    def _connection_extras(self) -> dict[str, Any]:
-        try:
-            return self.get_connection(self.batchai_conn_id).extra_dejson
-        except AirflowNotFoundException:
-            return {}
 
 
 def _tested_connection_id() -> str | None:

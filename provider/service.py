@@ -139,7 +139,6 @@ class Service:
         reader, so a connection test or a page leaves the store as it found it."""
         if self._pool_known:
             return
-        self._pool_known = True
         known = set(self.store.list("pool/"))
         for node_id, address, root, gpus in self.pool.inventory():
             if node_key(node_id) not in known:
@@ -148,6 +147,7 @@ class Service:
                     self.store.create(record.key, record.to_doc())
                 except RecordExists:
                     pass
+        self._pool_known = True  # only once written: a store that failed halfway is tried again by the next write
 
     def pool_nodes(self) -> list[NodeRecord]:
         """Records of the machines in the current pool (records of machines no longer configured are ignored)."""

@@ -279,6 +279,12 @@ class Agent(Volumes, Containers):
             self.log_dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             self.log_handle = os.fdopen(append_only(self.plan.execution_log, self.log_dir_fd), "a")  # lives as long as the agent
 
+    def log_file(self, folder, name):
+        """A stdout/stderr file for appending: in the stdouterr folder opened before the job ran, else in ``folder``."""
+        if self.log_dir_fd is not None:
+            return append_only(name, self.log_dir_fd)
+        return append_only(os.path.join(folder, name))
+
     def check_requirements(self):
         if self.plan.container:
             self.start_container()
@@ -305,13 +311,7 @@ class Agent(Volumes, Containers):
         if self.job_account is not None and not container:
             groups = os.getgrouplist(self.job_account.pw_name, self.job_account.pw_gid)  # video, render: the GPUs
             account = {"user": self.job_account.pw_uid, "group": self.job_account.pw_gid, "extra_groups": groups}
-        out_fd = (
-            append_only(stdout_name, self.log_dir_fd) if self.log_dir_fd is not None else append_only(os.path.join(folder, stdout_name))
-        )
-        err_fd = (
-            append_only(stderr_name, self.log_dir_fd) if self.log_dir_fd is not None else append_only(os.path.join(folder, stderr_name))
-        )
-        with os.fdopen(out_fd, "ab") as out, os.fdopen(err_fd, "ab") as err:
+        with os.fdopen(self.log_file(folder, stdout_name), "ab") as out, os.fdopen(self.log_file(folder, stderr_name), "ab") as err:
             process = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,

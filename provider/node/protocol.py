@@ -130,6 +130,12 @@ def job_base_environment(environ, allow=()):
 
 
 # -- a job's files, read by others ----------------------------------------------------------------
+def relative_parts(relative):
+    """The names of a relative path ('.' and empty ones dropped), or None when one is '..'."""
+    parts = [part for part in relative.split("/") if part not in ("", ".")]
+    return None if ".." in parts else parts
+
+
 def open_inside(base, relative, flags=os.O_RDONLY):
     """A descriptor of ``base``/``relative`` when that is where the opened file really is, else None.
 
@@ -139,8 +145,8 @@ def open_inside(base, relative, flags=os.O_RDONLY):
     was opened must be the one at ``base``/``relative`` with no link on the way. FIFOs and devices
     open without blocking; callers read only regular files. Linux (/proc/self/fd).
     """
-    parts = [part for part in relative.split("/") if part not in ("", ".")]
-    if ".." in parts:
+    parts = relative_parts(relative)
+    if parts is None:
         return None
     anchor = os.path.realpath(base)
     expected = os.path.join(anchor, *parts)

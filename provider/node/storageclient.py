@@ -442,37 +442,38 @@ class Syncer:
                     yield container, name, folder_fd, file_name, is_log
 
     def tick(self, final):
+        """Each file is looked at (lstat, through its folder's descriptor) and opened only when it
+        has something to send: a tick over 50,000 unchanged outputs opens none of them."""
         for container, name, folder_fd, file_name, is_log in self.files():
             try:
-                with held(folder_fd, file_name) as path:
-                    if path is None:
-                        if name not in self.unsent:
-                            self.unsent.add(name)
-                            self.log("not sent: %s is a link or not a file (links are never followed)" % name)
-                        continue
-                    if is_log:
-                        self.send_log(container, name, path)
-                    else:
-                        self.send_file(container, name, path, final)
+                found = os.stat(file_name, dir_fd=folder_fd, follow_symlinks=False)
+                if not stat.S_ISREG(found.st_mode):
+                    if name not in self.unsent:
+                        self.unsent.add(name)
+                        self.log("not sent: %s is a link or not a file (links are never followed)" % name)
+                    continue
+                if is_log:
+                    self.send_log(container, name, found.st_size, folder_fd, file_name)
+                else:
+                    self.send_file(container, name, (found.st_size, found.st_mtime), final, folder_fd, file_name)
             except OSError as error:  # vanished, unreadable: the check at the end says which matter
                 if name not in self.unsent:
                     self.unsent.add(name)
                     self.log("cannot send %s: %s" % (name, error))
 
-    def send_log(self, container, name, path):
-        try:
-            size = os.path.getsize(path)
-        except OSError:
-            return
+    def send_log(self, container, name, size, folder_fd, file_name):
         sent = self.appended.get(name)
         if sent is None or size < sent:
             container.create_append(name)
             sent = self.appended[name] = 0
         if size <= sent:
             return
-        with open(path, "rb") as handle:
-            handle.seek(sent)
-            data = handle.read(size - sent)
+        with held(folder_fd, file_name) as path:
+            if path is None:  # turned into a link meanwhile
+                return
+            with open(path, "rb") as handle:
+                handle.seek(sent)
+                data = handle.read(size - sent)
         try:
             container.append(name, data, sent)
         except BlobError as error:
@@ -492,14 +493,14 @@ class Syncer:
             self.appended[name] = committed
         self.log("%s: storage holds %s of %d bytes; sending the rest again" % (name, committed, size))
 
-    def send_file(self, container, name, path, final):
-        stat = os.stat(path)
-        state = (stat.st_size, stat.st_mtime)
+    def send_file(self, container, name, state, final, folder_fd, file_name):
+        """``state``: (size, mtime) as seen this tick; sent once it held still for a tick (or at the end)."""
         steady = self.seen.get(name) == state
         self.seen[name] = state
         if self.uploaded.get(name, (None, None, None))[:2] != state and (final or steady):
-            md5 = container.upload(name, path)
-            self.uploaded[name] = (*state, md5)
+            with held(folder_fd, file_name) as path:
+                if path is not None:
+                    self.uploaded[name] = (*state, container.upload(name, path))
 
     def finish(self, deadline):
         """The last upload after the processes ended, then verification; returns the names still

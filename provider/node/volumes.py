@@ -86,7 +86,7 @@ class Volumes:
             anchor = os.path.realpath(root)
             if real == anchor or real.startswith(anchor.rstrip("/") + "/"):
                 return
-        raise JobError("InvalidPath", "%s (%s) lies outside the node's root and the job's volumes" % (name, path))
+        raise JobError("InvalidPath", "%s (%s) lies outside the job's own folders and volumes" % (name, path))
 
     def mount_unmanaged(self, link):
         """``mountCommand <path>`` in a shell, as Batch AI ran unmanagedFileSystems. A cluster mount

@@ -37,6 +37,7 @@ import paramiko
 
 from ..errors import BatchAIError, shown
 from ..layout import NodeLayout
+from ..node.protocol import relative_parts
 from . import CommandResult, FileInfo, labelled_vm_size_problem
 from .clusterkeys import DEFAULT_AUTHORIZED_KEYS, PeerSSH
 
@@ -511,8 +512,8 @@ class SSHTransport:
         The node's own realpath (SFTP's) decides. A job that swaps a link in between this check and
         the read could still win that race on an SSH node; the node is the job's own machine.
         """
-        parts = [part for part in relative.split("/") if part not in ("", ".")]
-        if ".." in parts:
+        parts = relative_parts(relative)
+        if parts is None:
             return None
         try:
             sftp = self.sftp()

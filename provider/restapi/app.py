@@ -495,14 +495,17 @@ class _Routes:
         """A node's SSH address and port, as Batch AI listed them for ``ssh -p``."""
         return {"nodeId": node_id, "ipAddress": address, "port": self.service().pool.login_port(node_id)}
 
+    def prefix(self, request: Request) -> str:
+        """What the URLs this API hands out start with: the public URL and the mount's prefix, or
+        nothing (relative to the API's root: azure-core joins such links onto the client's
+        base_url). Never the request's Host."""
+        return self.public_url + quote(request.scope.get("root_path", ""), safe="/") if self.public_url else ""
+
     def link(self, request: Request, query: bool = False) -> str:
-        """This request's URL as clients should use it: after the public URL, or relative to the API's
-        root (azure-core joins a relative link onto the client's base_url); never from its Host."""
+        """This request's URL as clients should use it."""
         root, path = request.scope.get("root_path", ""), request.scope["path"]  # path: the whole path, the mount's prefix included
-        path = quote(path if self.public_url else path[len(root) :] if path.startswith(root) else path, safe="/")
-        if query and request.url.query:
-            path = f"{path}?{request.url.query}"
-        return f"{self.public_url}{path}" if self.public_url else path
+        link = self.prefix(request) + quote(path[len(root) :] if path.startswith(root) else path, safe="/")
+        return f"{link}?{request.url.query}" if query and request.url.query else link
 
     def start(
         self,
@@ -517,8 +520,7 @@ class _Routes:
     ) -> Response:
         """202 with the operation's two URLs, after its first step (often its only one)."""
         operation = self.operations.start(kind, resource_group, workspace, name, experiment)
-        root = quote(request.scope.get("root_path", ""), safe="/") if self.public_url else ""  # relative: to the API's root
-        base = (self.public_url or "") + root + LOCATION.format(subscription=subscription, location=location)
+        base = self.prefix(request) + LOCATION.format(subscription=subscription, location=location)
         headers = {
             "Azure-AsyncOperation": f"{base}/operationStatuses/{operation.id}?api-version={API_VERSION}",
             "Location": f"{base}/operationResults/{operation.id}?api-version={API_VERSION}",

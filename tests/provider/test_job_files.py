@@ -3,11 +3,9 @@ that lists, reads, serves, signs or uploads its files (real jobs on local nodes,
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-from airflow_batchai.node.storageclient import Syncer
 from airflow_batchai.nodes.local import LocalTransport
 from airflow_batchai.service import Service
 from airflow_batchai.spec import load_cluster_spec, load_job_spec
@@ -77,62 +75,3 @@ def test_a_link_swapped_in_under_a_listed_folder_is_refused_on_the_opened_file(t
     assert files.list_inside(str(base), "out") is None
     assert [i.name for i in files.list_inside(str(base), "") or []] == ["old"], "the link itself is not listed"
     assert files.read_inside(str(base), "../outside/a.txt") is None
-
-
-class RecordingContainer:
-    """Stands in for a blob container (the syncer's side of Azure Storage): it records what it is sent."""
-
-    listed_size_is_written = True
-
-    def __init__(self) -> None:
-        self.sent: dict[str, bytes] = {}
-        self.deadline = None
-
-    def upload(self, name: str, path: str) -> str:
-        with open(path, "rb") as handle:
-            self.sent[name] = handle.read()
-        return ""
-
-    def create_append(self, name: str) -> None:
-        self.sent[name] = b""
-
-    def append(self, name: str, data: bytes, offset: int) -> None:
-        self.sent[name] = self.sent.get(name, b"") + data
-
-    def entries(self, prefix: str) -> list[dict[str, Any]]:
-        return [{"name": name, "size": len(data), "is_prefix": False, "md5": None} for name, data in self.sent.items()]
-
-
-def test_the_node_uploader_sends_the_jobs_files_and_never_what_its_links_point_at(tmp_path: Path) -> None:
-    outputs, logs = tmp_path / "outputs", tmp_path / "stdouterr"
-    outputs.mkdir()
-    logs.mkdir()
-    secret = tmp_path / "secret.txt"
-    secret.write_text(SECRET_TEXT)
-    (outputs / "model.bin").write_bytes(b"weights")
-    (outputs / "stolen.bin").symlink_to(secret)
-    (outputs / "etc").symlink_to("/etc")
-    (logs / "stdout.txt").write_text("line\n")
-    (logs / "stolen.txt").symlink_to(secret)
-    model, stdouterr = RecordingContainer(), RecordingContainer()
-    syncer = Syncer([(str(outputs), model, "outputs", False), (str(logs), stdouterr, "stdouterr", True)], lambda _: None)
-    assert syncer.finish(deadline=__import__("time").time() + 10) == []
-    assert model.sent == {"outputs/model.bin": b"weights"}
-    assert stdouterr.sent == {"stdouterr/stdout.txt": b"line\n"}
-    assert not any(SECRET_TEXT.encode() in data for data in [*model.sent.values(), *stdouterr.sent.values()])
-    assert os.path.exists(secret), "nothing outside was touched"
-
-
-def test_a_synced_folder_swapped_for_a_link_after_the_job_started_uploads_nothing_outside(tmp_path: Path) -> None:
-    outputs = tmp_path / "outputs"
-    outputs.mkdir()
-    (outputs / "model.bin").write_bytes(b"weights")
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    (outside / "secret.txt").write_text(SECRET_TEXT)
-    model = RecordingContainer()
-    syncer = Syncer([(str(outputs), model, "outputs", False)], lambda _: None)  # made before the job runs
-    outputs.rename(tmp_path / "moved")  # then the job swaps its folder for a link to somewhere else
-    outputs.symlink_to(outside)
-    assert syncer.finish(deadline=__import__("time").time() + 10) == []
-    assert model.sent == {"outputs/model.bin": b"weights"}, "the folder opened at the start, not the link"

@@ -108,3 +108,40 @@ def test_no_request_outlives_the_final_deadline(tmp_path: Path) -> None:
         started = time.time()
         assert Syncer([(str(outputs), hung, "job/model", False)], lambda _: None).finish(deadline=started + 4) == ["job/model/model.pt"]
     assert time.time() - started < 10
+
+
+SECRET_TEXT = "the service's own secret, outside every job folder"
+
+
+def listed(container: Container, prefix: str) -> dict[str, bytes | None]:
+    return {e["name"]: blob_bytes(container, e["name"]) for e in container.entries(prefix) if not e["is_prefix"]}
+
+
+def test_the_uploader_sends_the_jobs_files_and_never_what_its_links_point_at(container: Container, tmp_path: Path) -> None:
+    outputs, logs = tmp_path / "outputs", tmp_path / "stdouterr"
+    outputs.mkdir()
+    logs.mkdir()
+    secret = tmp_path / "secret.txt"
+    secret.write_text(SECRET_TEXT)
+    (outputs / "model.bin").write_bytes(b"weights")
+    (outputs / "stolen.bin").symlink_to(secret)
+    (outputs / "etc").symlink_to("/etc")
+    (logs / "stdout.txt").write_text("line\n")
+    (logs / "stolen.txt").symlink_to(secret)
+    syncer = Syncer([(str(outputs), container, "job/outputs", False), (str(logs), container, "job/stdouterr", True)], lambda _: None)
+    assert syncer.finish(deadline=time.time() + 30) == []
+    assert listed(container, "job/") == {"job/outputs/model.bin": b"weights", "job/stdouterr/stdout.txt": b"line\n"}
+
+
+def test_a_synced_folder_swapped_for_a_link_after_the_job_started_uploads_nothing_outside(container: Container, tmp_path: Path) -> None:
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    (outputs / "model.bin").write_bytes(b"weights")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text(SECRET_TEXT)
+    syncer = Syncer([(str(outputs), container, "job/outputs", False)], lambda _: None)  # made before the job runs
+    outputs.rename(tmp_path / "moved")  # then the job swaps its folder for a link to somewhere else
+    outputs.symlink_to(outside)
+    assert syncer.finish(deadline=time.time() + 30) == []
+    assert listed(container, "job/") == {"job/outputs/model.bin": b"weights"}, "the folder opened at the start, not the link"
