@@ -54,6 +54,7 @@ setup(
             "apache-airflow==3.3.2",
             "pytest>=8",
             "pytest-timeout>=2.3",
+            "pytest-xdist>=3.5",  # scripts/test.sh runs the suite on three workers
             "ruff>=0.6",
             "scikit-learn>=1.3",
             "numpy>=1.24",

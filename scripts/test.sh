@@ -31,4 +31,7 @@ python3 -m venv .venv
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# Three pytest-xdist workers on two cores: most tests wait on servers, nodes and Airflow, not the CPU.
+# Each worker starts its own servers on its own ports and subnets (tests/sshhosts.py); files that share
+# a costly session fixture (the Airflow deployment, the Slurm clusters) are grouped onto one worker.
+exec .venv/bin/python -m pytest -q -p no:cacheprovider -n "${BATCHAI_TEST_WORKERS:-3}" --dist load "$@"

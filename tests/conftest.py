@@ -27,8 +27,14 @@ import pytest
 from airflow_batchai.service import Service, Settings
 
 REAL_AUTHORIZED_KEYS = Path.home() / ".ssh" / "authorized_keys"
-SYSTEM_TEMP = Path(tempfile.gettempdir())
 _SESSION_FOLDERS: list[str] = []
+# The suite's own temporary folder, for its pytest-xdist workers to make theirs in (they inherit it).
+_SUITE_FOLDER = "BATCHAI_TESTS_FOLDER"
+_OWN_AIRFLOW_HOME = "BATCHAI_TESTS_OWN_AIRFLOW_HOME"
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -38,19 +44,98 @@ def pytest_configure(config: pytest.Config) -> None:
     temporary folder), Airflow and its subprocesses inherit it. In-process imports of airflow
     must never create or read ~/airflow, so AIRFLOW_HOME is set here too, before any test module
     imports airflow. Set here, not at import of this file: scripts that import helpers from it
-    in a subprocess must not make folders of their own.
+    in a subprocess must not make folders of their own. A pytest-xdist worker makes its folder
+    (and its own AIRFLOW_HOME: workers must not share an in-process Airflow's files) inside the
+    suite's, so the suite's check of the machine and its cleanup cover every worker.
     """
-    session = tempfile.mkdtemp(prefix="batchai-tests-", dir=SYSTEM_TEMP)
+    worker = _is_worker(config) and os.environ.get(_SUITE_FOLDER)
+    parent = os.environ[_SUITE_FOLDER] if worker else tempfile.gettempdir()
+    session = tempfile.mkdtemp(prefix="batchai-tests-", dir=parent)
     _SESSION_FOLDERS.append(session)
+    if not worker:
+        os.environ[_SUITE_FOLDER] = session
+        config.stash[_MACHINE] = _machine_now(Path(parent))
     os.environ["TMPDIR"] = session
     tempfile.tempdir = session
-    if "AIRFLOW_HOME" not in os.environ:
+    if "AIRFLOW_HOME" not in os.environ or os.environ.get(_OWN_AIRFLOW_HOME):
         os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="airflow-home-", dir=session)
+        os.environ[_OWN_AIRFLOW_HOME] = "1"
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     for folder in _SESSION_FOLDERS:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# Files that share a costly session fixture run on one pytest-xdist worker, which starts it once
+# (xdist's own xdist_group marker is lost on pytest 9.2, whose items keep their id elsewhere).
+SHARED_FIXTURE_GROUPS = {
+    "tests/ui/test_batchai_view.py": "airflow_stack",
+    "tests/ui/test_rest_api_in_airflow.py": "airflow_stack",
+    "tests/operators/test_on_a_running_airflow.py": "airflow_stack",
+    "tests/provider/slurm/test_commands.py": "slurm",
+    "tests/provider/slurm/test_slurm_clusters.py": "slurm",
+    "tests/provider/slurm/test_slurm_dags.py": "slurm",
+}
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Tests go to workers one by one, as in xdist's ``load``, except SHARED_FIXTURE_GROUPS, each to one worker."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureGroups(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return SHARED_FIXTURE_GROUPS.get(nodeid.split("::", 1)[0], nodeid)
+
+    return SharedFixtureGroups(config, log)
+
+
+@dataclass(frozen=True)
+class _Machine:
+    system_temp: Path
+    temp_names: frozenset[str]
+    authorized_keys: bytes | None
+
+
+_MACHINE = pytest.StashKey[_Machine]()
+
+
+def _contents(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _machine_now(system_temp: Path) -> _Machine:
+    return _Machine(system_temp, frozenset(os.listdir(system_temp)), _contents(REAL_AUTHORIZED_KEYS))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The suite fails if it changed the real ~/.ssh/authorized_keys or left anything in the system temporary folder.
+
+    Checked once, by the process that ran the whole suite (the pytest-xdist controller, or the
+    only process): a worker cannot tell another worker's folder from a leftover.
+    """
+    before = session.config.stash.get(_MACHINE, None)
+    if before is None:
+        return
+    after = _machine_now(before.system_temp)
+    problems = []
+    if after.authorized_keys != before.authorized_keys:
+        problems.append(f"{REAL_AUTHORIZED_KEYS} was changed")
+    ours = {Path(folder).name for folder in _SESSION_FOLDERS}
+    left = sorted(name for name in after.temp_names - before.temp_names - ours if not name.startswith("pytest-of-"))
+    if left:
+        problems.append(f"left in {before.system_temp}: {', '.join(left[:20])}")
+    if problems:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = "the tests changed this machine: " + "; ".join(problems)
+        if reporter is not None:
+            reporter.write_line(message, red=True, bold=True)
+        else:
+            print(message, file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 REPO = Path(__file__).resolve().parent.parent
@@ -106,31 +191,6 @@ def kill_agents_under(home: Path) -> None:
         pid = status.get("pid")
         if pid and pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
-
-
-def _contents(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
-
-
-@pytest.fixture(scope="session", autouse=True)
-def the_machine_is_left_as_it_was_found() -> Iterator[None]:
-    """The suite fails if it changed the real ~/.ssh/authorized_keys or left anything in the system temporary folder."""
-    keys = _contents(REAL_AUTHORIZED_KEYS)
-    temporary = SYSTEM_TEMP
-    before = set(os.listdir(temporary))
-    yield
-    problems = []
-    if _contents(REAL_AUTHORIZED_KEYS) != keys:
-        problems.append(f"{REAL_AUTHORIZED_KEYS} was changed")
-    left = sorted(
-        name for name in set(os.listdir(temporary)) - before - {Path(f).name for f in _SESSION_FOLDERS} if not name.startswith("pytest-of-")
-    )
-    if left:
-        problems.append(f"left in {temporary}: {', '.join(left[:20])}")
-    assert not problems, "the tests changed this machine: " + "; ".join(problems)
 
 
 def put_stand_in_on_path(monkeypatch: pytest.MonkeyPatch, folder: Path, name: str, script: str) -> Path:
@@ -308,7 +368,7 @@ def slurm_on_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         pytest.skip("Slurm or sshd is not installed (.ci/run installs them)")
     folder = tmp_path_factory.mktemp("slurm-hosts")
     conf = folder / "slurm" / "slurm.conf"
-    hosts = sshhosts.start(folder / "ssh", 3, f"s{os.getpid() % 100000}", subnet="10.213.8", env={"SLURM_CONF": str(conf)})
+    hosts = sshhosts.start(folder / "ssh", 3, f"s{os.getpid() % 100000}", subnet=sshhosts.SLURM_SUBNET, env={"SLURM_CONF": str(conf)})
     login, *compute = hosts.hosts
     print(f"\nSlurm test hosts: {hosts.mode}: login {login.spec}, nodes " + ", ".join(h.address for h in compute))
     cluster = None

@@ -1,8 +1,9 @@
 """Real SSH hosts for tests: one sshd per network namespace, joined by a bridge.
 
-Addresses are in 10.213.7.0/24, which exists only on our bridge and in our namespaces; the
-root namespace gets an ``unreachable`` route for 10.213.0.0/16 so nothing in the range can
-leak past them. Where namespaces cannot be created, several sshd listen on 127.0.0.1 ports
+Addresses are in 10.213.7.0/24 (10.213.8.0/24 for the Slurm hosts), which exist only on our
+bridges and in our namespaces; each pytest-xdist worker takes the next pair of subnets, so
+workers' hosts never share an address. The root namespace gets an ``unreachable`` route for
+10.213.0.0/16 so nothing in the range can leak past them. Where namespaces cannot be created, several sshd listen on 127.0.0.1 ports
 instead (said in the test output). Everything is stopped by PID and removed at the end.
 """
 
@@ -18,7 +19,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SUBNET = "10.213.7"
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")  # set by pytest-xdist before this is imported
+_PAIR = 7 + 2 * int(_WORKER[2:]) if _WORKER[2:].isdigit() else 7
+SUBNET, SLURM_SUBNET = f"10.213.{_PAIR}", f"10.213.{_PAIR + 1}"
 GUARD_ROUTE = "10.213.0.0/16"
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 

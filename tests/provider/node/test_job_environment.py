@@ -76,7 +76,8 @@ def test_a_local_job_and_its_preparation_see_no_variable_of_the_process_that_sta
 def shared_home() -> Iterator[Path]:
     """A home another user can reach (tests' folders are 0700)."""
     session = Path(os.environ["TMPDIR"])
-    os.chmod(session, 0o711)
+    for folder in {session, Path(os.environ.get("BATCHAI_TESTS_FOLDER", session))}:  # a pytest-xdist worker's, and the suite's
+        os.chmod(folder, 0o711)
     home = Path(tempfile.mkdtemp(dir=session))
     os.chmod(home, 0o711)
     yield home

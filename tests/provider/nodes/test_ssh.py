@@ -388,9 +388,10 @@ def test_ddp_across_namespaces_reads_its_script_from_blob_and_writes_logs_there(
     if ssh_hosts.mode != "netns":
         pytest.skip(f"needs network namespaces ({ssh_hosts.mode})")
     from tests import azurite as emulator
+    from tests import sshhosts
     from tests.provider.test_distributed import DDP_JOB
 
-    server = emulator.start(host="10.213.7.1")  # the bridge: reachable from the namespaces, nowhere else
+    server = emulator.start(host=f"{sshhosts.SUBNET}.1")  # the bridge: reachable from the namespaces, nowhere else
     try:
         config = ProviderConfig(
             hosts=[h.entry for h in ssh_hosts.hosts[:2]],
