@@ -26,14 +26,7 @@ from pydantic import ValidationError
 from .errors import BatchAIError
 from .records import ExecutionState
 from .service import DEFAULT_EXPERIMENT, DEFAULT_WORKSPACE, Service
-from .spec import (
-    AutoScaleSettings,
-    ClusterSpec,
-    ManualScaleSettings,
-    ScaleSettings,
-    load_cluster_spec,
-    load_job_spec,
-)
+from .spec import AutoScaleSettings, ClusterSpec, ManualScaleSettings, ScaleSettings, load_cluster_spec, load_job_spec
 
 STREAM_POLL_S = 0.5
 EXIT_USAGE = 2
@@ -71,7 +64,7 @@ def _open_service(args: argparse.Namespace, kind: str) -> Service:
 
 def upload(args: argparse.Namespace) -> int:
     """``az storage blob|file upload-batch``: progress on stderr, the report as JSON."""
-    from .storage.upload import upload_batch
+    from .data.upload import upload_batch
 
     service = _service(args)
     report = upload_batch(

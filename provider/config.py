@@ -3,7 +3,7 @@
 The Airflow hook turns a Connection into this model; the core never sees Airflow. Without
 storage fields everything lives under ``home`` (the embedded default). With them, records,
 leases and sealed secrets live in a control container of that account, and job volumes are
-its containers, staged on the nodes through per-job SAS (storage/azure.py). With ``hosts``,
+its containers, staged on the nodes through per-job SAS (data/azure.py). With ``hosts``,
 the nodes are SSH machines; with local storage folders, those must then be visible on every
 node at the same path (an NFS mount, or the network-namespace hosts of the tests).
 """
@@ -19,20 +19,21 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .control.blob import BlobControlStore, BlobSecretVault
+from .data.azure import AzureDataStore
+from .data.credentials import StorageCredential
 from .errors import BatchAIError, shown
 from .fieldchecks import check_fields
 from .layout import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION
-from .nodes import NodePool
-from .nodes.clusterkeys import DEFAULT_AUTHORIZED_KEYS
-from .nodes.local import LocalNodePool
-from .nodes.ssh import DEFAULT_ROOT, HostSpec, SSHAuth, SSHNodePool, SSHTransport
+from .pools import NodePool
+from .pools.local import LocalNodePool
+from .pools.slurm import SlurmPool, SlurmSettings
+from .pools.ssh import SSHNodePool
 from .scheduling.reconcile import Reconciler
+from .scheduling.slurm import SlurmReconciler
 from .service import DEFAULT_LOCAL_NODES, Service, Settings, default_home
-from .slurm.pool import SlurmPool, SlurmSettings
-from .slurm.scheduler import SlurmReconciler
-from .storage.azure import AzureDataStore
-from .storage.credentials import StorageCredential
-from .store.blob import BlobControlStore, BlobSecretVault
+from .transport.clusterkeys import DEFAULT_AUTHORIZED_KEYS
+from .transport.ssh import DEFAULT_ROOT, HostSpec, SSHAuth, SSHTransport
 
 SECRET_FIELDS = (
     "ssh_private_key",

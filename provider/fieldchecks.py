@@ -19,7 +19,7 @@ import paramiko
 
 from .errors import BatchAIError, shown
 from .names import check_segment
-from .nodes.ssh import HostSpec, SSHAuth, check_host_name
+from .transport.ssh import HostSpec, SSHAuth, check_host_name
 
 if TYPE_CHECKING:
     from .config import ProviderConfig

@@ -26,7 +26,7 @@ from .errors import BatchAIError
 from .spec import STORED_SPEC, ClusterSpec, JobSpec
 
 if TYPE_CHECKING:
-    from .store import ControlStore
+    from .control import ControlStore
 
 SPEC_CACHE_SIZE = 4096
 

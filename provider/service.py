@@ -19,15 +19,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .control import ControlStore, SecretVault, lock, update
+from .control.local import LocalControlStore, LocalSecretVault
+from .data import DataStore
+from .data.local import LocalDataStore
 from .errors import TRANSIENT_CODES, BatchAIError, InvalidSpec, RecordExists
+from .launch import JobContext, NodeSlot, job_plans
 from .layout import NodeLayout, job_output_segment
 from .names import check_scope
-from .nodes import NodePool
-from .nodes.clusterkeys import ClusterKey
-from .nodes.handle import NodeHandle
-from .nodes.local import LocalNodePool
-from .outputs import OutputFiles
-from .readmodels import cluster_view, job_view
+from .pools import NodePool
+from .pools.local import LocalNodePool
+from .reading.outputs import OutputFiles
+from .reading.readmodels import cluster_view, job_view
+from .reading.waiting import JobWaiters
 from .records import (
     ClusterRecord,
     ExecutionState,
@@ -44,26 +48,14 @@ from .records import (
     spec_hash,
     utc_now,
 )
-from .scheduling.launch import JobContext, NodeSlot, job_plans
 from .scheduling.passes import Passes
 from .scheduling.reconcile import Reconciler
 from .scheduling.snapshot import read_snapshot
-from .scheduling.waiting import JobWaiters
 from .secretfields import split_cluster_secrets, split_job_secrets
 from .settings import WAIT_POLL_S, Settings
-from .spec import (
-    MAX_NODE_COUNT,
-    ClusterSpec,
-    JobSpec,
-    ManualScaleSettings,
-    ScaleSettings,
-    check_name,
-    unfilled_placeholders,
-)
-from .storage import DataStore
-from .storage.local import LocalDataStore
-from .store import ControlStore, SecretVault, lock, update
-from .store.local import LocalControlStore, LocalSecretVault
+from .spec import MAX_NODE_COUNT, ClusterSpec, JobSpec, ManualScaleSettings, ScaleSettings, check_name, unfilled_placeholders
+from .transport.clusterkeys import ClusterKey
+from .transport.handle import NodeHandle
 
 __all__ = ["DEFAULT_EXPERIMENT", "DEFAULT_WORKSPACE", "Service", "Settings"]
 

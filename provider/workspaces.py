@@ -15,11 +15,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .control import ControlStore, update
 from .errors import BatchAIError, RecordExists
 from .names import check_segment
 from .records import utc_now
 from .spec import check_name
-from .store import ControlStore, update
 
 WORKSPACES = "workspaces/"
 EXPERIMENTS = "experiments/"

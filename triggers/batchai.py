@@ -31,14 +31,14 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowException
 from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
 
+from airflow_batchai.data.watch import Cursor, StoredObject, advance, baseline, matching
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.hooks.batchai import BatchAIHook
 from airflow_batchai.logtail import JobLogFollower, log_job_lines
+from airflow_batchai.reading.waiting import JobUpdate
 from airflow_batchai.records import ExecutionState
-from airflow_batchai.scheduling.waiting import JobUpdate
 from airflow_batchai.service import Service
 from airflow_batchai.settings import WAIT_POLL_S
-from airflow_batchai.storage.watch import Cursor, StoredObject, advance, baseline, matching
 
 FINAL = tuple(state.value for state in ExecutionState if state.finished)
 RETRY_FIRST_S = 0.5
@@ -273,7 +273,7 @@ class BatchAIStorageEventTrigger(BaseEventTrigger):
     and reports: each new or changed object once, as ``{account, container, name, version, size,
     lastModified}``; objects already there when it first looks are not reported. On folders and
     Azure Files, where a file being written is visible, an object is reported once it held still
-    for one poll. The cursor (storage/watch.py) lives in Airflow's asset state store, written one
+    for one poll. The cursor (data/watch.py) lives in Airflow's asset state store, written one
     poll after the events it covers (and when the trigger is stopped), so a restart reports what
     landed meanwhile and, short of a triggerer killed within a poll of an event (which then comes
     again), nothing twice: at least once. Without a state store (a trigger not run by a watcher,

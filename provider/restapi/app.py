@@ -38,19 +38,7 @@ from ..records import read_job
 from ..service import Service
 from ..spec import ScaleSettings, load_cluster_spec, load_job_spec
 from ..workspaces import WorkspaceRecord, Workspaces
-from .arm import (
-    API_VERSION,
-    PROVIDER,
-    ArmError,
-    Scope,
-    check_api_version,
-    enveloped,
-    from_batchai,
-    page,
-    page_size,
-    resource,
-    skip_token,
-)
+from .arm import API_VERSION, PROVIDER, ArmError, Scope, check_api_version, enveloped, from_batchai, page, page_size, resource, skip_token
 from .operations import Kind, OperationRecord, Operations
 
 log = logging.getLogger(__name__)

@@ -22,9 +22,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from ..control import ControlStore, update
 from ..errors import BatchAIError, RecordExists
 from ..records import utc_now
-from ..store import ControlStore, update
 
 log = logging.getLogger(__name__)
 

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from ..agent.protocol import AgentStatus, RunState
 from ..errors import BatchAIError
-from ..node.protocol import AgentStatus, RunState
+from ..launch import MPI_TOOLKITS
 from ..records import ExecutionState, JobRecord, NodeRecord, NodeState, move_job, move_node, next_attempt
 from ..spec import DeallocationOption
-from .launch import MPI_TOOLKITS
 from .snapshot import Snapshot
 
 
@@ -109,6 +109,14 @@ class RemoveNode:
 
 
 @dataclass(frozen=True)
+class RequestNodes:
+    """An elastic pool starts ``count`` more nodes of ``vm_size``; a later pass claims them once they answer."""
+
+    count: int
+    vm_size: str | None
+
+
+@dataclass(frozen=True)
 class ProbeNode:
     """Try a lost member again: when it answers, its agent is deployed anew and it goes through node setup."""
 
@@ -141,6 +149,7 @@ Action = (
     | ProbeNode
     | DrainNode
     | LaunchJob
+    | RequestNodes
 )
 
 
@@ -462,6 +471,9 @@ class Planner:
         for node in free[:count]:
             self.actions.append(ClaimNode(node.node_id))
             self.move_node(node, NodeState.PREPARING, cluster=self.member, errors=[])
+        missing = min(count - len(free[:count]), self.snapshot.startable)
+        if missing > 0:
+            self.actions.append(RequestNodes(missing, self.spec.vm_size))
 
     def probe_lost_nodes(self) -> None:
         """Members lost to silence (not to a failed setup task, which would fail again) are tried

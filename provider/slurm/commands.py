@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..agent.protocol import expand_hostlist
 from ..errors import BatchAIError, shown
-from ..node.slurmstep import expand_hostlist
-from ..nodes import Transport
+from ..transport import Transport
 
 COMMAND_TIMEOUT_S = 30.0
 JOB_ID = re.compile(r"^(\d+)(?:;\S+)?$")  # sbatch --parsable: "<id>" or "<id>;<cluster>"
