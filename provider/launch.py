@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from .agent.protocol import AgentPlan, ContainerPlan, HostFile, LinkPlan, PrivateFile, TaskPlan
 from .data.links import Link
-from .errors import InvalidSpec
+from .errors import ErrorCode, InvalidSpec
 from .layout import NodeLayout, output_template, stdouterr_template
 from .spec import CaffeSettings, CNTKsettings, ContainerSettings, CustomMpiSettings, JobSpec, TensorFlowSettings
 from .transport.clusterkeys import PeerSSH, mpi_launcher_env, ssh_client_files
@@ -322,7 +322,7 @@ def job_plans(spec: JobSpec, nodes: list[NodeSlot], ctx: JobContext, secret_name
                 wait_for_release=work[index].wait_for_release,
                 max_wall_clock_s=spec.max_wall_clock.total_seconds(),
                 grace_s=GRACE_S,
-                failure_code="JobFailed",
+                failure_code=ErrorCode.JOB_FAILED,
                 container=(
                     container_plan(
                         spec.container_settings,
@@ -371,7 +371,7 @@ def setup_plan(
         tasks=tasks,
         max_wall_clock_s=86400,
         grace_s=GRACE_S,
-        failure_code="NodeSetupFailed",
+        failure_code=ErrorCode.NODE_SETUP_FAILED,
     )
 
 

@@ -23,7 +23,7 @@ from .control import ControlStore, SecretVault, lock, update
 from .control.local import LocalControlStore, LocalSecretVault
 from .data import DataStore
 from .data.local import LocalDataStore
-from .errors import TRANSIENT_CODES, BatchAIError, InvalidSpec, RecordExists
+from .errors import TRANSIENT_CODES, BatchAIError, ErrorCode, InvalidSpec, RecordExists
 from .launch import JobContext, NodeSlot, job_plans
 from .layout import NodeLayout, job_output_segment
 from .names import check_scope
@@ -65,7 +65,7 @@ DEFAULT_WORKSPACE = "default"
 DEFAULT_EXPERIMENT = "default"
 DEFAULT_LOCAL_NODES = 2
 PARTITION_MAX_AGE_S = 30.0  # how old a partition's node list may be when a submit checks a job's size against it
-TERMINATED = {"code": "JobTerminated", "message": "The job was terminated by the user"}
+TERMINATED = {"code": ErrorCode.JOB_TERMINATED, "message": "The job was terminated by the user"}
 
 
 def default_home() -> Path:
@@ -207,7 +207,7 @@ class Service:
             existing, _ = read_cluster(self.store, workspace, name)
             if existing.spec_hash != digest:
                 if not update_existing:
-                    raise BatchAIError("ClusterAlreadyExists", f"cluster {name} exists with a different spec", name) from None
+                    raise BatchAIError(ErrorCode.CLUSTER_ALREADY_EXISTS, f"cluster {name} exists with a different spec", name) from None
                 return self.update_cluster_scale(name, spec.scale_settings, workspace)
         return self.reconcile_cluster(workspace, name)
 
@@ -215,7 +215,7 @@ class Service:
         problem = self.pool.vm_size_problem(spec.vm_size)
         if problem:
             raise BatchAIError(
-                "InvalidVmSize",
+                ErrorCode.INVALID_VM_SIZE,
                 problem,
                 "vmSize",
             )
@@ -356,7 +356,7 @@ class Service:
             existing, _ = read_job(self.store, workspace, experiment, name)
             if existing.spec_hash != digest:
                 raise BatchAIError(
-                    "JobAlreadyExists", f"job {name} exists in experiment {experiment} with a different spec", name
+                    ErrorCode.JOB_ALREADY_EXISTS, f"job {name} exists in experiment {experiment} with a different spec", name
                 ) from None
             if not existing.execution_state.finished:
                 self._ensure_live_entry(existing)
@@ -383,7 +383,7 @@ class Service:
             return
         why = "sets job_user (and this service runs as root, so its agents can switch to it)" if what == "job" else "opts in"
         raise BatchAIError(
-            "LocalNodesRefused",
+            ErrorCode.LOCAL_NODES_REFUSED,
             f"this service's nodes are the machine it runs on, and this {what} would run commands there as the service's"
             f" own user (setup tasks and mount commands always do): refused from the REST API unless the connection"
             f" {why}, or an admin sets local_jobs_from_shared_surfaces",
@@ -397,7 +397,7 @@ class Service:
             limit = min(limit, cluster_max)
         if spec.node_count > limit:
             raise BatchAIError(
-                "InsufficientNodes",
+                ErrorCode.INSUFFICIENT_NODES,
                 f"nodeCount {spec.node_count} exceeds the {limit} node(s) cluster {cluster.name} can ever have",
                 "nodeCount",
             )
@@ -462,7 +462,7 @@ class Service:
             if ExecutionState(view["executionState"]).finished:
                 return view
             if deadline is not None and time.monotonic() > deadline:
-                raise BatchAIError("WaitTimeout", f"job {name} still {view['executionState']} after {timeout_s} s", name)
+                raise BatchAIError(ErrorCode.WAIT_TIMEOUT, f"job {name} still {view['executionState']} after {timeout_s} s", name)
             time.sleep(poll_s)
 
     def terminate_job(self, name: str, experiment: str = DEFAULT_EXPERIMENT, workspace: str = DEFAULT_WORKSPACE) -> dict[str, Any]:
@@ -472,7 +472,7 @@ class Service:
             try:
                 self.passes.run_now(workspace, job.cluster, terminations={job.key: TERMINATED})
             except BatchAIError as error:
-                if error.code == "ClusterNotFound":
+                if error.code == ErrorCode.CLUSTER_NOT_FOUND:
                     self._fail_orphan(job)
                 elif read_job(self.store, workspace, experiment, name)[0].execution_state == ExecutionState.QUEUED:
                     raise  # nothing was done: say why
@@ -499,7 +499,7 @@ class Service:
         job, _ = read_job(self.store, workspace, experiment, name)
         if not job.execution_state.finished and self.terminate_job(name, experiment, workspace)["executionState"] != "failed":
             raise BatchAIError(
-                "JobNotTerminated",
+                ErrorCode.JOB_NOT_TERMINATED,
                 f"job {name} is still terminating (a node has not confirmed the stop): delete it once it has failed",
                 name,
             )

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import BatchAIError
+from .errors import BatchAIError, ErrorCode
 from .logtail import stderr_tail
 from .records import ExecutionState
 from .service import Service
@@ -93,7 +93,7 @@ def reattach(saved: Any, max_tries: int, show_job: Callable[[str, str, str], dic
     try:
         view = show_job(name, saved.get("experiment", experiment), saved.get("workspace", workspace))
     except BatchAIError as error:
-        if error.code != "JobNotFound":
+        if error.code != ErrorCode.JOB_NOT_FOUND:
             raise
         return Reattach(None, generation + 1, f"job {name}, submitted by an earlier try, no longer exists: submitting a new job")
     if view["jobOutputDirectoryPathSegment"] != saved.get("segment"):
@@ -107,7 +107,7 @@ def failed_earlier(service: Service, name: str, experiment: str, workspace: str,
     try:
         before = service.show_job(name, experiment, workspace)
     except BatchAIError as error:
-        if error.code != "JobNotFound":
+        if error.code != ErrorCode.JOB_NOT_FOUND:
             raise
         return None
     if before["executionState"] == ExecutionState.FAILED and try_number > 1:

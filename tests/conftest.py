@@ -37,6 +37,7 @@ def _is_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest's tmp_path factory reads basetemp
 def pytest_configure(config: pytest.Config) -> None:
     """Everything the suite starts writes its temporary files into one folder of its own, removed at the end.
 
@@ -55,6 +56,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if not worker:
         os.environ[_SUITE_FOLDER] = session
         config.stash[_MACHINE] = _machine_now(Path(parent))
+        if config.option.basetemp is None:
+            # Short: Slurm's step sockets and the agents' live under tests' folders, and a Unix socket's
+            # path has 108 bytes (pytest's own basetemp, with xdist's popen-gwN, left too few).
+            config.option.basetemp = os.path.join(session, "t")
     os.environ["TMPDIR"] = session
     tempfile.tempdir = session
     if "AIRFLOW_HOME" not in os.environ or os.environ.get(_OWN_AIRFLOW_HOME):

@@ -32,7 +32,7 @@ from airflow.sdk.exceptions import AirflowException
 from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
 
 from airflow_batchai.data.watch import Cursor, StoredObject, advance, baseline, matching
-from airflow_batchai.errors import BatchAIError
+from airflow_batchai.errors import BatchAIError, ErrorCode
 from airflow_batchai.hooks.batchai import BatchAIHook
 from airflow_batchai.logtail import JobLogFollower, log_job_lines
 from airflow_batchai.reading.waiting import JobUpdate
@@ -62,13 +62,13 @@ async def _shared_service(conn_id: str, end_time: float | None) -> Service | Bat
         try:
             return await asyncio.to_thread(BatchAIHook.shared_service, conn_id)
         except BatchAIError as error:
-            if error.code in ("InvalidConnection", "InvalidStorageCredential", "InvalidPool") or (
+            if error.code in (ErrorCode.INVALID_CONNECTION, ErrorCode.INVALID_STORAGE_CREDENTIAL, ErrorCode.INVALID_POOL) or (
                 end_time is not None and time.time() + delay > end_time
             ):
                 return error
         except Exception as error:  # e.g. the connection lookup itself failed
             if end_time is not None and time.time() + delay > end_time:
-                return BatchAIError("ConnectionUnavailable", f"connection {conn_id}: {type(error).__name__}: {error}", conn_id)
+                return BatchAIError(ErrorCode.CONNECTION_UNAVAILABLE, f"connection {conn_id}: {type(error).__name__}: {error}", conn_id)
         await asyncio.sleep(delay)
         delay = min(RETRY_MAX_S, delay * 2)
 
@@ -160,7 +160,7 @@ class BatchAIJobTrigger(BaseTrigger):
                 error = None
                 if update.record is None:
                     message = f"The specified job {self.job_name} is not found in experiment {self.experiment}"
-                    yield _error_event(BatchAIError("JobNotFound", message, self.job_name), job_name=self.job_name)
+                    yield _error_event(BatchAIError(ErrorCode.JOB_NOT_FOUND, message, self.job_name), job_name=self.job_name)
                     return
                 state = update.record.execution_state.value
                 if state in self.target_states or state in FINAL:
@@ -243,7 +243,7 @@ class BatchAIClusterTrigger(BaseTrigger):
                     yield TriggerEvent({"status": "ready", "cluster_name": self.cluster_name})
                     return
             except BatchAIError as failure:
-                if failure.code == "ClusterNotFound":
+                if failure.code == ErrorCode.CLUSTER_NOT_FOUND:
                     yield _error_event(failure, cluster_name=self.cluster_name)
                     return
                 error, delay = failure, min(RETRY_MAX_S, max(self.poll_interval, delay * 2))

@@ -21,7 +21,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..errors import BatchAIError, StaleRecord
+from ..errors import BatchAIError, ErrorCode, StaleRecord
 
 CAS_RETRIES = 50
 LOCK_POLL_S = 0.02
@@ -89,7 +89,7 @@ def lock(store: ControlStore, name: str, timeout_s: float = 30.0) -> Iterator[Le
                 yield lease
                 return
         if time.monotonic() > deadline:
-            raise BatchAIError("LockTimeout", f"lock {name} still held after {timeout_s:.0f} s", name)
+            raise BatchAIError(ErrorCode.LOCK_TIMEOUT, f"lock {name} still held after {timeout_s:.0f} s", name)
         time.sleep(LOCK_POLL_S)
 
 

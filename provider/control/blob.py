@@ -37,7 +37,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 from cryptography.fernet import Fernet, InvalidToken
 
 from ..data.credentials import CONTROL_DEADLINE_S, StorageCredential
-from ..errors import BatchAIError, RecordExists, StaleRecord
+from ..errors import BatchAIError, ErrorCode, RecordExists, StaleRecord
 from . import Versioned
 
 T = TypeVar("T")
@@ -51,7 +51,7 @@ SECRETS = "secrets/"
 def _check_key(key: str) -> str:
     parts = key.split("/")
     if not key or any(part in ("", ".", "..") for part in parts):
-        raise BatchAIError("InvalidKey", f"bad record key {key!r}", key)
+        raise BatchAIError(ErrorCode.INVALID_KEY, f"bad record key {key!r}", key)
     return key
 
 
@@ -93,7 +93,7 @@ class BlobControlStore:
     def unavailable(self, why: str) -> BatchAIError:
         where = f"control container {self.container_name!r} at {self.credential.blob_endpoint}"
         return BatchAIError(
-            "ControlStoreUnavailable", f"{where} did not answer within {CONTROL_DEADLINE_S:.0f} s: {why}", "control_container"
+            ErrorCode.CONTROL_STORE_UNAVAILABLE, f"{where} did not answer within {CONTROL_DEADLINE_S:.0f} s: {why}", "control_container"
         )
 
     @_answers
@@ -104,7 +104,7 @@ class BlobControlStore:
             pass
         except HttpResponseError as error:
             raise BatchAIError(
-                "ControlStoreUnavailable",
+                ErrorCode.CONTROL_STORE_UNAVAILABLE,
                 f"cannot open control container {self.container_name!r} on {self.credential.account}: {error.status_code} {error.reason}",
                 "control_container",
             ) from None
@@ -273,14 +273,14 @@ class BlobLease:
         except (ServiceRequestError, ServiceResponseError, HttpResponseError) as error:
             status = getattr(error, "status_code", None)
             if status in (409, 412):
-                raise BatchAIError("LeaseLost", f"lease {self.name} is no longer ours ({status})", self.name) from None
+                raise BatchAIError(ErrorCode.LEASE_LOST, f"lease {self.name} is no longer ours ({status})", self.name) from None
             raise BatchAIError(
-                "ControlStoreUnavailable", f"cannot note on lease {self.name}: {status or type(error).__name__}", self.name
+                ErrorCode.CONTROL_STORE_UNAVAILABLE, f"cannot note on lease {self.name}: {status or type(error).__name__}", self.name
             ) from None
 
     def check(self) -> None:
         if self.lost_reason:
-            raise BatchAIError("LeaseLost", f"lease {self.name} was lost: {self.lost_reason}", self.name)
+            raise BatchAIError(ErrorCode.LEASE_LOST, f"lease {self.name} was lost: {self.lost_reason}", self.name)
 
     def release(self) -> None:
         self._stop.set()
@@ -307,7 +307,7 @@ class BlobSecretVault:
 
     def _blob(self, name: str) -> Any:
         if "/" in name or name.startswith("."):
-            raise BatchAIError("InvalidKey", f"bad secret name {name!r}", name)
+            raise BatchAIError(ErrorCode.INVALID_KEY, f"bad secret name {name!r}", name)
         return self.container.get_blob_client(SECRETS + name)
 
     def put(self, name: str, values: dict[str, Any]) -> None:
@@ -322,7 +322,9 @@ class BlobSecretVault:
             return json.loads(self.fernet.decrypt(token))
         except InvalidToken:
             raise BatchAIError(
-                "SecretsUnreadable", f"secrets {name} were sealed with another vault key (was the storage credential rotated?)", name
+                ErrorCode.SECRETS_UNREADABLE,
+                f"secrets {name} were sealed with another vault key (was the storage credential rotated?)",
+                name,
             ) from None
 
     def delete(self, name: str) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomicfiles import write_atomically
-from ..errors import BatchAIError, RecordExists, StaleRecord
+from ..errors import BatchAIError, ErrorCode, RecordExists, StaleRecord
 from . import Versioned
 
 
@@ -36,7 +36,7 @@ class LocalControlStore:
     def _path(self, key: str) -> Path:
         parts = key.split("/")
         if not key or any(part in ("", ".", "..") for part in parts):
-            raise BatchAIError("InvalidKey", f"bad record key {key!r}", key)
+            raise BatchAIError(ErrorCode.INVALID_KEY, f"bad record key {key!r}", key)
         return self.root / "records" / (key + ".json")
 
     @contextmanager
@@ -159,7 +159,7 @@ class LocalSecretVault:
 
     def _path(self, name: str) -> Path:
         if "/" in name or name.startswith("."):
-            raise BatchAIError("InvalidKey", f"bad secret name {name!r}", name)
+            raise BatchAIError(ErrorCode.INVALID_KEY, f"bad secret name {name!r}", name)
         return self.root / f"{name}.json"
 
     def put(self, name: str, values: dict[str, Any]) -> None:

@@ -31,7 +31,7 @@ from azure.storage.blob import BlobSasPermissions, ContainerClient, ContentSetti
 
 from ..agent.protocol import ACCOUNT_KEY_SECRET, SAS_KEY_PREFIX, Transfer
 from ..agent.storageclient import BlobError, Container
-from ..errors import BatchAIError
+from ..errors import BatchAIError, ErrorCode
 from ..spec import MountVolumes
 from . import DEFAULT_LINK_EXPIRY_MINUTES, Staging
 from .credentials import DATA_DEADLINE_S, StorageCredential
@@ -48,12 +48,14 @@ CONTAINER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 
 def _remote(link: Link) -> RemoteVolume:
     if link.remote is None:
-        raise BatchAIError("InvalidMount", f"{link.relative_mount_path} is not a volume of the storage account", link.relative_mount_path)
+        raise BatchAIError(
+            ErrorCode.INVALID_MOUNT, f"{link.relative_mount_path} is not a volume of the storage account", link.relative_mount_path
+        )
     return link.remote
 
 
 def _bad_field(path: str, message: str) -> BatchAIError:
-    return BatchAIError("InvalidMount", f"{path}: {message}", path)
+    return BatchAIError(ErrorCode.INVALID_MOUNT, f"{path}: {message}", path)
 
 
 class AzureDataStore:
@@ -66,7 +68,7 @@ class AzureDataStore:
         Volumes a job writes are always staged, so logs stream."""
         if files_mount == "cifs" and not credential.account_key:
             raise BatchAIError(
-                "InvalidStorageCredential",
+                ErrorCode.INVALID_STORAGE_CREDENTIAL,
                 "azure_files_mount 'cifs' needs the storage account key (SMB has no SAS); connect with a key or use 'stage'",
                 "azure_files_mount",
             )
@@ -85,7 +87,7 @@ class AzureDataStore:
     def volume(self, account: str, container: str, where: str) -> RemoteVolume:
         if not CONTAINER_NAME.match(container) or "--" in container:
             raise BatchAIError(
-                "InvalidStorageName",
+                ErrorCode.INVALID_STORAGE_NAME,
                 f"{where}: {container!r} is not a valid container or share name (3-63 lowercase letters, digits and single hyphens)",
                 where,
             )
@@ -127,7 +129,7 @@ class AzureDataStore:
                 pass
             except HttpResponseError as error:
                 raise BatchAIError(
-                    "StorageUnavailable",
+                    ErrorCode.STORAGE_UNAVAILABLE,
                     f"cannot open container {link.remote.label}: {error.status_code} {error.reason}",
                     link.remote.label,
                 ) from None
@@ -208,7 +210,7 @@ class AzureDataStore:
         except BlobError as error:
             if error.status == 404:
                 return []
-            raise BatchAIError("StorageUnavailable", f"listing {volume.label}/{prefix}: {error}", volume.label) from None
+            raise BatchAIError(ErrorCode.STORAGE_UNAVAILABLE, f"listing {volume.label}/{prefix}: {error}", volume.label) from None
         entries = []
         for item in items:
             name = item["name"][len(prefix) :]
@@ -284,7 +286,7 @@ class AzureDataStore:
         except BlobError as error:
             if error.status == 404:
                 return []
-            raise BatchAIError("StorageUnavailable", f"listing {where}: {error}", volume.label) from None
+            raise BatchAIError(ErrorCode.STORAGE_UNAVAILABLE, f"listing {where}: {error}", volume.label) from None
         found = []
         for item in items:
             if item["is_prefix"]:

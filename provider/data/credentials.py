@@ -23,7 +23,7 @@ from urllib.parse import quote
 from azure.core.exceptions import AzureError
 from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, ExponentialRetry, generate_container_sas
 
-from ..errors import BatchAIError
+from ..errors import BatchAIError, ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,9 @@ def _check_account_key(key: str, field_name: str) -> None:
     except (binascii.Error, ValueError):
         where = "the AccountKey of storage_connection_string" if field_name != "storage_account_key" else "storage_account_key"
         raise BatchAIError(
-            "InvalidStorageCredential", f"{where} is not base64 (an account key is the 88-character text the portal shows)", field_name
+            ErrorCode.INVALID_STORAGE_CREDENTIAL,
+            f"{where} is not base64 (an account key is the 88-character text the portal shows)",
+            field_name,
         ) from None
 
 
@@ -111,7 +113,9 @@ class StorageCredential:
             parts = dict(p.split("=", 1) for p in connection_string.split(";") if "=" in p)
             name = parts.get("AccountName") or account
             if not name:
-                raise BatchAIError("InvalidStorageCredential", "storage_connection_string has no AccountName", "storage_connection_string")
+                raise BatchAIError(
+                    ErrorCode.INVALID_STORAGE_CREDENTIAL, "storage_connection_string has no AccountName", "storage_connection_string"
+                )
             protocol = parts.get("DefaultEndpointsProtocol", "https")
             endpoint = parts.get("BlobEndpoint") or _default_endpoint(name, protocol, parts)
             files = parts.get("FileEndpoint") or _default_endpoint(name, protocol, parts, "file")
@@ -121,7 +125,9 @@ class StorageCredential:
                 _check_account_key(key, "storage_connection_string")
             return cls(name, endpoint.rstrip("/"), key, sas.lstrip("?") if sas else None, file_endpoint=files.rstrip("/"))
         if not account:
-            raise BatchAIError("InvalidStorageCredential", "storage_account is required with a key, a SAS or Entra ID", "storage_account")
+            raise BatchAIError(
+                ErrorCode.INVALID_STORAGE_CREDENTIAL, "storage_account is required with a key, a SAS or Entra ID", "storage_account"
+            )
         endpoint = (blob_endpoint or f"https://{account}.blob.core.windows.net").rstrip("/")
         files = (file_endpoint or f"https://{account}.file.core.windows.net").rstrip("/")
         if account_key and account_key.strip():
@@ -176,7 +182,7 @@ class StorageCredential:
             delegation = (service or self.service()).get_user_delegation_key(start, expiry)
         except AzureError as error:
             raise BatchAIError(
-                "StorageAuthorizationFailed",
+                ErrorCode.STORAGE_AUTHORIZATION_FAILED,
                 f"cannot get a user delegation key for {self.account}: {type(error).__name__}",
                 "storage_account",
             ) from None
@@ -197,7 +203,7 @@ def share_sas(credential: StorageCredential, share: str, permission: str, lifeti
     if credential.sas_token:
         return credential.sas_token
     raise BatchAIError(
-        "StorageAuthorizationFailed",
+        ErrorCode.STORAGE_AUTHORIZATION_FAILED,
         f"share {share}: Azure Files needs an account key or an account SAS (it has no user-delegation SAS for Entra ID)",
         "storage_account_key",
     )

@@ -21,7 +21,7 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from azure.storage.fileshare import FileSasPermissions, ShareClient, generate_file_sas
 
 from ..agent.storageclient import BlobError, FileShare
-from ..errors import BatchAIError
+from ..errors import BatchAIError, ErrorCode
 from .credentials import StorageCredential, share_sas
 from .links import RemoteVolume
 
@@ -42,7 +42,7 @@ class ShareVolumes:
             pass
         except HttpResponseError as error:
             raise BatchAIError(
-                "StorageUnavailable", f"cannot open share {volume.label}: {error.status_code} {error.reason}", volume.label
+                ErrorCode.STORAGE_UNAVAILABLE, f"cannot open share {volume.label}: {error.status_code} {error.reason}", volume.label
             ) from None
 
     def sas(self, volume: RemoteVolume, permission: str, lifetime: timedelta) -> str:
@@ -57,7 +57,7 @@ class ShareVolumes:
         try:
             items = self.client(volume).entries(prefix, "/")
         except BlobError as error:
-            raise BatchAIError("StorageUnavailable", f"listing {volume.label}/{prefix}: {error}", volume.label) from None
+            raise BatchAIError(ErrorCode.STORAGE_UNAVAILABLE, f"listing {volume.label}/{prefix}: {error}", volume.label) from None
         entries = []
         for item in items:
             name = item["name"][len(prefix) :].strip("/") if prefix else item["name"].strip("/")
@@ -103,7 +103,7 @@ class ShareVolumes:
         if status == 404:
             return None
         if status not in (200, 206):
-            raise BatchAIError("StorageUnavailable", f"reading {volume.label}/{path}: HTTP {status}", volume.label)
+            raise BatchAIError(ErrorCode.STORAGE_UNAVAILABLE, f"reading {volume.label}/{path}: HTTP {status}", volume.label)
         return payload
 
     def upload_target(self, volume: RemoteVolume, destination_path: str) -> FileTarget:
@@ -131,7 +131,7 @@ class FileTarget:
         try:
             self.share.upload(self.name(relative), str(path), md5=_md5_base64(path))
         except BlobError as error:
-            raise BatchAIError("UploadFailed", f"uploading {relative}: {error}", relative) from None
+            raise BatchAIError(ErrorCode.UPLOAD_FAILED, f"uploading {relative}: {error}", relative) from None
 
 
 def _md5_base64(path: Path) -> str:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..agent.protocol import LinkPlan
-from ..errors import BatchAIError
+from ..errors import BatchAIError, ErrorCode
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def node_mounted_links(volumes: Any, where: str) -> list[Link]:
         return []
     if volumes.file_servers:
         raise BatchAIError(
-            "UnsupportedMount",
+            ErrorCode.UNSUPPORTED_MOUNT,
             f"{where}.fileServers[0]: Batch AI file servers do not exist here; mount your NFS server with"
             " unmanagedFileSystems, e.g. mountCommand 'mount -t nfs 10.0.0.4:/export'",
             f"{where}.fileServers[0]",

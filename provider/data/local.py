@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import BatchAIError
+from ..errors import BatchAIError, ErrorCode
 from ..spec import MountVolumes
 from ..transport.local import LocalTransport
 from . import DEFAULT_LINK_EXPIRY_MINUTES, Staging, file_object
@@ -36,7 +36,7 @@ class LocalDataStore:
         """The folder standing in for a container or share; names are checked so none escapes the root."""
         for value, what in ((account, "accountName"), (container, "container or share name")):
             if not _SEGMENT.match(value):
-                raise BatchAIError("InvalidStorageName", f"{where}: {what} {value!r} is not a valid storage name", where)
+                raise BatchAIError(ErrorCode.INVALID_STORAGE_NAME, f"{where}: {what} {value!r} is not a valid storage name", where)
         return self.root / account / container
 
     def links(self, volumes: MountVolumes | None, where: str) -> list[Link]:
@@ -80,7 +80,7 @@ class LocalDataStore:
     def _inside(relative: str) -> str:
         parts = [part for part in relative.replace("\\", "/").split("/") if part not in ("", ".")]
         if ".." in parts:
-            raise BatchAIError("InvalidPath", f"{relative!r} must stay inside the volume", relative)
+            raise BatchAIError(ErrorCode.INVALID_PATH, f"{relative!r} must stay inside the volume", relative)
         return posixpath.join(*parts) if parts else ""
 
     def objects(self, account: str, container: str, prefix: str = "", kind: str = "blob") -> list[StoredObject]:

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import BatchAIError
+from ..errors import BatchAIError, ErrorCode
 
 CHUNK_BYTES = 1024 * 1024
 
@@ -77,10 +77,10 @@ def upload_batch(
     """Upload every file under ``source`` whose path relative to it matches ``pattern``."""
     root = Path(source)
     if not root.is_dir():
-        raise BatchAIError("SourceNotFound", f"upload source {source} is not a folder", "source")
+        raise BatchAIError(ErrorCode.SOURCE_NOT_FOUND, f"upload source {source} is not a folder", "source")
     parts = [p for p in destination_path.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise BatchAIError("InvalidPath", f"destination path {destination_path!r} must not contain '..'", "destination_path")
+        raise BatchAIError(ErrorCode.INVALID_PATH, f"destination path {destination_path!r} must not contain '..'", "destination_path")
     target = data.upload_target(account, container, "/".join(parts), kind)
     files = sorted(p for p in root.rglob("*") if p.is_file() and fnmatch.fnmatch(p.relative_to(root).as_posix(), pattern))
     report: dict[str, Any] = {"uploaded": [], "skipped": [], "bytes": 0}

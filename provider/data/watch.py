@@ -19,7 +19,7 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import BatchAIError
+from ..errors import BatchAIError, ErrorCode
 
 WINDOW_S = 120.0
 FUTURE_ALLOWANCE_S = 60.0  # a time further ahead than this is a skewed clock or `touch -d`, and is read as now
@@ -57,7 +57,9 @@ def matching(objects: list[StoredObject], prefix: str, pattern: str) -> list[Sto
 
 def checked_size(objects: list[StoredObject], where: str) -> list[StoredObject]:
     if len(objects) > MAX_WATCHED_OBJECTS:
-        raise BatchAIError("InvalidWatch", f"{where} holds more than {MAX_WATCHED_OBJECTS} objects: watch a narrower prefix", where)
+        raise BatchAIError(
+            ErrorCode.INVALID_WATCH, f"{where} holds more than {MAX_WATCHED_OBJECTS} objects: watch a narrower prefix", where
+        )
     return objects
 
 

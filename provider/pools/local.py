@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..errors import BatchAIError
+from ..errors import BatchAIError, ErrorCode
 from ..transport.clusterkeys import PeerSSH
 from ..transport.local import LOCAL_ADDRESS, LocalTransport
 from . import FixedPool, labelled_vm_size_problem
@@ -52,10 +52,10 @@ class LocalNodePool(FixedPool):
         return labelled_vm_size_problem(self, vm_size)
 
     def peer_ssh(self, node_id: str) -> PeerSSH:
-        raise BatchAIError("NotSupported", "local nodes are not reached over ssh", node_id)
+        raise BatchAIError(ErrorCode.NOT_SUPPORTED, "local nodes are not reached over ssh", node_id)
 
     def authorized_keys_file(self, node_id: str) -> str:
-        raise BatchAIError("NotSupported", "local nodes are not reached over ssh", node_id)
+        raise BatchAIError(ErrorCode.NOT_SUPPORTED, "local nodes are not reached over ssh", node_id)
 
     def shared_folder(self, run_id: str) -> str | None:
         return str(self.home / "shared" / run_id)

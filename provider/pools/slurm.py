@@ -23,7 +23,7 @@ import time
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..agent.protocol import SECRETS_FOLDER
-from ..errors import BatchAIError
+from ..errors import BatchAIError, ErrorCode
 from ..layout import NodeLayout
 from ..slurm.commands import Slurm, SlurmNode
 from ..transport import Transport
@@ -114,10 +114,10 @@ class SlurmPool(FixedPool):
         return f"no node of Slurm partition {self.settings.partition} has the feature {vm_size!r} (vmSize is --constraint)"
 
     def peer_ssh(self, node_id: str) -> PeerSSH:
-        raise BatchAIError("NotSupported", "Slurm nodes are reached through Slurm, not our ssh", node_id)
+        raise BatchAIError(ErrorCode.NOT_SUPPORTED, "Slurm nodes are reached through Slurm, not our ssh", node_id)
 
     def authorized_keys_file(self, node_id: str) -> str:
-        raise BatchAIError("NotSupported", "Slurm nodes are reached through Slurm, not our ssh", node_id)
+        raise BatchAIError(ErrorCode.NOT_SUPPORTED, "Slurm nodes are reached through Slurm, not our ssh", node_id)
 
     def shared_folder(self, run_id: str) -> str | None:
         return posixpath.join(self.run_base(run_id), "shared")

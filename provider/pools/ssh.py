@@ -7,7 +7,7 @@ import shutil
 import threading
 from pathlib import Path
 
-from ..errors import BatchAIError
+from ..errors import BatchAIError, ErrorCode
 from ..layout import NodeLayout
 from ..transport.clusterkeys import DEFAULT_AUTHORIZED_KEYS, PeerSSH
 from ..transport.ssh import CONNECT_TIMEOUT_S, DEFAULT_ROOT, SFTP_TIMEOUT_S, HostSpec, SSHAuth, SSHTransport
@@ -31,10 +31,10 @@ class SSHNodePool(FixedPool):
     ) -> None:
         """``cluster_ssh``: give each cluster a key pair so its nodes log in to each other (mpirun needs it)."""
         if not hosts:
-            raise BatchAIError("InvalidPool", "an SSH node pool needs at least one host", "hosts")
+            raise BatchAIError(ErrorCode.INVALID_POOL, "an SSH node pool needs at least one host", "hosts")
         ids = [h.node_id for h in hosts]
         if len(set(ids)) != len(ids):
-            raise BatchAIError("InvalidPool", f"hosts must be distinct, got {ids}", "hosts")
+            raise BatchAIError(ErrorCode.INVALID_POOL, f"hosts must be distinct, got {ids}", "hosts")
         self.hosts = {h.node_id: h for h in hosts}
         self.auth = auth
         self.root = root
@@ -66,7 +66,7 @@ class SSHNodePool(FixedPool):
         with self._lock:
             if node_id not in self._transports:
                 if node_id not in self.hosts:
-                    raise BatchAIError("NodeNotFound", f"node {node_id} is not in the SSH pool", node_id)
+                    raise BatchAIError(ErrorCode.NODE_NOT_FOUND, f"node {node_id} is not in the SSH pool", node_id)
                 from ..transport.handle import AGENT_FILES, AGENT_HASH  # handle.py imports the transport package
 
                 root = next(r for nid, _, r, _ in self.inventory() if nid == node_id)

@@ -17,7 +17,7 @@ from ..control import ControlStore
 from ..data import DataStore, file_object
 from ..data.links import Link
 from ..data.staging import Located, locate
-from ..errors import BatchAIError
+from ..errors import BatchAIError, ErrorCode
 from ..launch import JobContext, NodeSlot, job_environment
 from ..layout import output_template, stdouterr_template
 from ..pools import NodePool
@@ -29,7 +29,7 @@ from ..transport.local import LocalTransport
 def _safe_join(base: str, relative: str, what: str) -> str:
     parts = [p for p in relative.replace("\\", "/").split("/") if p not in ("", ".")]
     if relative.startswith("/") or ".." in parts:
-        raise BatchAIError("InvalidPath", f"{what} {relative!r} must stay inside the output directory", what)
+        raise BatchAIError(ErrorCode.INVALID_PATH, f"{what} {relative!r} must stay inside the output directory", what)
     return posixpath.join(base, *parts)
 
 
@@ -53,7 +53,7 @@ class OutputFiles:
                 return output_template(directory.path_prefix, self.job.segment, directory.path_suffix, directory.create_new)
         known = ", ".join(["stdouterr", *(d.id for d in self.spec.output_directories or [])])
         raise BatchAIError(
-            "OutputDirectoryNotFound", f"job {self.job.name} has no output directory {output_id!r} (it has {known})", output_id
+            ErrorCode.OUTPUT_DIRECTORY_NOT_FOUND, f"job {self.job.name} has no output directory {output_id!r} (it has {known})", output_id
         )
 
     def _on_storage(self, template: str) -> Located | None:
@@ -104,7 +104,9 @@ class OutputFiles:
         on_node = self._on_node(template)
         if on_node is None:
             raise BatchAIError(
-                "OutputDirectoryNotFound", f"The specified outputDirectoryId {output_id} is not present on a mount root", output_id
+                ErrorCode.OUTPUT_DIRECTORY_NOT_FOUND,
+                f"The specified outputDirectoryId {output_id} is not present on a mount root",
+                output_id,
             )
         transport, root, path = on_node
         inside = _safe_join(path, directory, "directory")

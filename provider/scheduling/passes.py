@@ -31,7 +31,7 @@ from typing import Any
 from ..agent.protocol import CONTACT_RENEW_S
 from ..control import ControlStore, Lease, SecretVault, lock
 from ..data import DataStore
-from ..errors import BatchAIError, StaleRecord
+from ..errors import BatchAIError, ErrorCode, StaleRecord
 from ..layout import NodeLayout
 from ..pools import NodePool
 from ..records import ClusterRecord, JobRecord, NodeState, lease_name, read_cluster
@@ -213,7 +213,7 @@ class Passes:
                 try:
                     self.maybe_pass(ref, urgent)
                 except BatchAIError as error:
-                    if error.code != "ClusterNotFound":
+                    if error.code != ErrorCode.CLUSTER_NOT_FOUND:
                         log.warning("background pass over cluster %s/%s: %s", *ref, error)
                 except Exception:
                     log.exception("background pass over cluster %s/%s failed", *ref)

@@ -24,7 +24,7 @@ from ..control import ControlStore, Lease, SecretVault
 from ..data import DataStore
 from ..data.links import Link
 from ..data.staging import read_texts, written
-from ..errors import BatchAIError, RecordExists, StaleRecord
+from ..errors import BatchAIError, ErrorCode, RecordExists, StaleRecord
 from ..launch import JobContext, NodeSlot, job_plans, setup_plan
 from ..layout import NodeLayout, cluster_setup_segment, stdouterr_template
 from ..pools import NodePool, eligible
@@ -72,11 +72,15 @@ log = logging.getLogger(__name__)
 
 RECENT = timedelta(minutes=5)  # a job that changed stays in the digest this long, so every waiter sees the change
 DIGEST_MAX_RECENT = 2000  # and at most this many of them (a waiter whose job fell out re-reads it)
-JOB_FAILING_CODES = ("InvalidSpec", "SecretsUnreadable", "InvalidPath")  # a job that can never launch fails, naming why
+JOB_FAILING_CODES = (
+    ErrorCode.INVALID_SPEC,
+    ErrorCode.SECRETS_UNREADABLE,
+    ErrorCode.INVALID_PATH,
+)  # a job that can never launch fails, naming why
 PARALLEL_READS = 4  # more agent statuses than this are read in parallel
 
 
-INSUFFICIENT_NODES = "InsufficientNodes"
+INSUFFICIENT_NODES = ErrorCode.INSUFFICIENT_NODES
 
 
 def insufficient_nodes(target: int, shortfall: int, vm_size: str | None) -> dict[str, str]:
@@ -552,7 +556,7 @@ class Reconciler:
     # -- cluster deletion -----------------------------------------------------------------------
     def delete_everything(self) -> None:
         """Fail every live job (``ClusterDeleted``), stopping its runs, and release every node."""
-        error = {"code": "ClusterDeleted", "message": f"cluster {self.cluster.name} was deleted"}
+        error = {"code": ErrorCode.CLUSTER_DELETED, "message": f"cluster {self.cluster.name} was deleted"}
         for key, job in sorted(self.snapshot.jobs.items()):
             if job.execution_state == ExecutionState.QUEUED:
                 self.apply(EndJob(key, ExecutionState.FAILED, {"errors": [error]}))

@@ -21,7 +21,7 @@ import posixpath
 from typing import Any
 
 from ..agent.protocol import SLURM_PLANS_FILE, AgentStatus, RunState
-from ..errors import BatchAIError, StaleRecord
+from ..errors import BatchAIError, ErrorCode, StaleRecord
 from ..launch import NodeSlot, process_count
 from ..layout import NodeLayout
 from ..pools.slurm import SlurmPool
@@ -35,7 +35,7 @@ from .reconcile import PassOutcome, Reconciler
 
 log = logging.getLogger(__name__)
 
-TERMINATED = {"code": "JobTerminated", "message": "The job was terminated by the user"}
+TERMINATED = {"code": ErrorCode.JOB_TERMINATED, "message": "The job was terminated by the user"}
 WALL_CLOCK_SLACK_MIN = 1  # Slurm's --time is a backstop: the agent ends the job at maxWallClockTime itself
 
 
@@ -103,7 +103,7 @@ class SlurmReconciler(Reconciler):
             state, error = (
                 ExecutionState.FAILED,
                 {
-                    "code": "JobLost",
+                    "code": ErrorCode.JOB_LOST,
                     "message": f"Slurm no longer knows job {job.slurm_job_id} (it ended longer ago than its MinJobAge)",
                 },
             )
@@ -114,7 +114,9 @@ class SlurmReconciler(Reconciler):
         if job.execution_state == ExecutionState.QUEUED:
             nodes = slurm.nodes if slurm is not None else []
             if not nodes:  # ended before it ran (cancelled while pending, or refused)
-                self.write_job(move_job(job, ExecutionState.FAILED, errors=[error or {"code": "JobFailed", "message": "no nodes"}]))
+                self.write_job(
+                    move_job(job, ExecutionState.FAILED, errors=[error or {"code": ErrorCode.JOB_FAILED, "message": "no nodes"}])
+                )
                 return
             job = self.write_job(move_job(job, ExecutionState.RUNNING, nodes=nodes, errors=[]))
         statuses = self.statuses(job)
@@ -127,7 +129,7 @@ class SlurmReconciler(Reconciler):
             return
         succeeded = everyone_done and all(s is not None and s.state == RunState.SUCCEEDED.value for s in statuses)
         if slurm is not None and lost_its_nodes(slurm) and not succeeded:  # Slurm's word, not the killed agents'
-            lost = error or {"code": "NodeFailed", "message": f"Slurm job {slurm.job_id} lost its nodes"}
+            lost = error or {"code": ErrorCode.NODE_FAILED, "message": f"Slurm job {slurm.job_id} lost its nodes"}
             if self.spec.scale_settings.deallocation_option == DeallocationOption.REQUEUE:
                 self.requeue(job, lost)
             else:
@@ -147,11 +149,14 @@ class SlurmReconciler(Reconciler):
         failed = [s for s in statuses if s is not None and s.final and s.state != RunState.SUCCEEDED.value]
         if failed:
             first = failed[0]
-            error = first.error or {"code": "JobFailed", "message": f"exit code {first.exit_code}"}
+            error = first.error or {"code": ErrorCode.JOB_FAILED, "message": f"exit code {first.exit_code}"}
             return move_job(job, ExecutionState.FAILED, errors=[error], exit_code=first.exit_code)
         if statuses and all(s is not None and s.final for s in statuses):
             return move_job(job, ExecutionState.SUCCEEDED, errors=[], exit_code=0)
-        error = slurm_error or {"code": "JobFailed", "message": f"Slurm job {job.slurm_job_id} ended before every node's agent did"}
+        error = slurm_error or {
+            "code": ErrorCode.JOB_FAILED,
+            "message": f"Slurm job {job.slurm_job_id} ended before every node's agent did",
+        }
         return move_job(job, ExecutionState.FAILED, errors=[error], exit_code=-1)
 
     def terminate(self, job: JobRecord, why: dict[str, Any]) -> bool:
@@ -177,13 +182,16 @@ class SlurmReconciler(Reconciler):
             if held + count > self.bound():
                 return  # strictly in order: a big job is not passed by small ones
             if count > len(eligible):
-                error = {"code": "InsufficientNodes", "message": f"nodeCount {count} exceeds the partition's {len(eligible)} node(s)"}
+                error = {
+                    "code": ErrorCode.INSUFFICIENT_NODES,
+                    "message": f"nodeCount {count} exceeds the partition's {len(eligible)} node(s)",
+                }
                 self.write_job(move_job(job, ExecutionState.FAILED, errors=[error]))
                 continue
             try:
                 self.submit(job, eligible)
             except BatchAIError as error:
-                if error.code not in ("SlurmError", "InvalidSpec", "InvalidPath", "SecretsUnreadable"):
+                if error.code not in (ErrorCode.SLURM_ERROR, ErrorCode.INVALID_SPEC, ErrorCode.INVALID_PATH, ErrorCode.SECRETS_UNREADABLE):
                     raise
                 log.warning("job %s cannot be submitted: %s", job.key, error.message)
                 self.write_job(move_job(job, ExecutionState.FAILED, errors=[error.to_json()]))
@@ -244,7 +252,7 @@ class SlurmReconciler(Reconciler):
 
     # -- cluster deletion -----------------------------------------------------------------------
     def delete_everything(self) -> None:
-        error = {"code": "ClusterDeleted", "message": f"cluster {self.cluster.name} was deleted"}
+        error = {"code": ErrorCode.CLUSTER_DELETED, "message": f"cluster {self.cluster.name} was deleted"}
         for job in list(self.snapshot.jobs.values()):
             if job.slurm_job_id:
                 self.pool.slurm.cancel(job.slurm_job_id)

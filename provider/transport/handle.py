@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..agent import protocol
-from ..errors import BatchAIError
+from ..errors import BatchAIError, ErrorCode
 from ..layout import NodeLayout
 from . import Transport
 from .clusterkeys import ClusterKey, authorization_tag
@@ -108,7 +108,7 @@ class NodeHandle:
         result = self.transport.run([self.transport.python, self.deploy_agent(), *args], timeout_s=30)
         if result.returncode != 0:
             detail = result.stderr.decode(errors="replace").strip().splitlines()[-1:] or [f"exit code {result.returncode}"]
-            raise BatchAIError("NodeSetupFailed", f"{what} on node {self.node_id} failed: {detail[0]}", self.node_id)
+            raise BatchAIError(ErrorCode.NODE_SETUP_FAILED, f"{what} on node {self.node_id} failed: {detail[0]}", self.node_id)
 
     def discover_gpus(self) -> int:
         """GPUs on the node by nvidia-smi; 0 where there is none (or it fails)."""

@@ -34,7 +34,7 @@ from typing import Any
 import paramiko
 
 from ..agent.protocol import relative_parts
-from ..errors import BatchAIError, shown
+from ..errors import BatchAIError, ErrorCode, shown
 from . import CommandResult, FileInfo
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def check_host_name(host: str, where: str = "hosts") -> str:
     except ValueError:
         pass
     if not _HOST_NAME.fullmatch(host) or host.replace(".", "").isdigit():
-        raise BatchAIError("InvalidHost", f"{where}: {shown(host)} is not a host name or IP address", where)
+        raise BatchAIError(ErrorCode.INVALID_HOST, f"{where}: {shown(host)} is not a host name or IP address", where)
     return host
 
 
@@ -87,16 +87,16 @@ class HostSpec:
         if isinstance(value, dict):
             return cls._parse_entry(value, where)
         if not isinstance(value, str):
-            raise BatchAIError("InvalidHost", f"{where}: a host is text or an object, not {type(value).__name__}", where)
+            raise BatchAIError(ErrorCode.INVALID_HOST, f"{where}: a host is text or an object, not {type(value).__name__}", where)
         match = _HOST.fullmatch(value.strip())
         if not match:
-            raise BatchAIError("InvalidHost", f"{where}: {shown(value)} is not [user@]host[:port]", where)
+            raise BatchAIError(ErrorCode.INVALID_HOST, f"{where}: {shown(value)} is not [user@]host[:port]", where)
         port = int(match["port"] or 22) if len(match["port"] or "") < 6 else 0
         if not 1 <= port <= 65535:
-            raise BatchAIError("InvalidHost", f"{where}: port {shown(match['port'])} is not 1-65535", where)
+            raise BatchAIError(ErrorCode.INVALID_HOST, f"{where}: port {shown(match['port'])} is not 1-65535", where)
         user = match["user"]
         if user is not None and not _USER_NAME.fullmatch(user):
-            raise BatchAIError("InvalidHost", f"{where}: {shown(user)} is not a user name", where)
+            raise BatchAIError(ErrorCode.INVALID_HOST, f"{where}: {shown(user)} is not a user name", where)
         host = match["host"]
         return cls(check_host_name(host[1:-1] if host.startswith("[") else host, where), port, user)
 
@@ -104,24 +104,28 @@ class HostSpec:
     def _parse_entry(cls, value: dict[str, Any], where: str) -> HostSpec:
         for key, item in value.items():
             if key not in HOST_FIELDS:
-                raise BatchAIError("InvalidHost", f"{where}: unknown key {shown(key)}; a host takes {', '.join(HOST_FIELDS)}", where)
+                raise BatchAIError(
+                    ErrorCode.INVALID_HOST, f"{where}: unknown key {shown(key)}; a host takes {', '.join(HOST_FIELDS)}", where
+                )
             expected = HOST_FIELDS[key]
             if item is not None and (not isinstance(item, expected) or isinstance(item, bool)):
-                raise BatchAIError("InvalidHost", f"{where}.{key}: expected {expected.__name__}, got {shown(item)}", f"{where}.{key}")
+                raise BatchAIError(
+                    ErrorCode.INVALID_HOST, f"{where}.{key}: expected {expected.__name__}, got {shown(item)}", f"{where}.{key}"
+                )
         if not value.get("host"):
-            raise BatchAIError("InvalidHost", f"{where}.host: required", f"{where}.host")
+            raise BatchAIError(ErrorCode.INVALID_HOST, f"{where}.host: required", f"{where}.host")
         base = cls.parse(value["host"], f"{where}.host")
         port: int = value["port"] if value.get("port") is not None else base.port
         if not 1 <= port <= 65535:
-            raise BatchAIError("InvalidHost", f"{where}.port: {port} is not 1-65535", f"{where}.port")
+            raise BatchAIError(ErrorCode.INVALID_HOST, f"{where}.port: {port} is not 1-65535", f"{where}.port")
         if value.get("gpus") is not None and not 0 <= value["gpus"] <= 64:
-            raise BatchAIError("InvalidHost", f"{where}.gpus: {value['gpus']} is not 0-64", f"{where}.gpus")
+            raise BatchAIError(ErrorCode.INVALID_HOST, f"{where}.gpus: {value['gpus']} is not 0-64", f"{where}.gpus")
         user = value.get("user")
         if user is not None and not _USER_NAME.fullmatch(user):
-            raise BatchAIError("InvalidHost", f"{where}.user: {shown(user)} is not a user name", f"{where}.user")
+            raise BatchAIError(ErrorCode.INVALID_HOST, f"{where}.user: {shown(user)} is not a user name", f"{where}.user")
         labels = value.get("labels") or []
         if not all(isinstance(label, str) and label for label in labels):
-            raise BatchAIError("InvalidHost", f"{where}.labels: expected a list of non-empty texts", f"{where}.labels")
+            raise BatchAIError(ErrorCode.INVALID_HOST, f"{where}.labels: expected a list of non-empty texts", f"{where}.labels")
         extra = {k: v for k, v in value.items() if k in ("user", "key_file", "gpus", "root", "authorized_keys") and v is not None}
         return HostSpec(base.host, port, **{"user": base.user, **extra}, labels=tuple(labels))
 
@@ -157,11 +161,13 @@ class SSHAuth:
                 return key_class.from_private_key(StringIO(text), password=self.passphrase)
             except paramiko.PasswordRequiredException:
                 raise BatchAIError(
-                    "InvalidSSHKey", "the SSH private key is encrypted and no passphrase was given", "ssh_key_passphrase"
+                    ErrorCode.INVALID_SSH_KEY, "the SSH private key is encrypted and no passphrase was given", "ssh_key_passphrase"
                 ) from None
             except (paramiko.SSHException, ValueError):
                 continue
-        raise BatchAIError("InvalidSSHKey", f"the SSH private key cannot be read: {_key_problem(text, self.passphrase)}", "ssh_private_key")
+        raise BatchAIError(
+            ErrorCode.INVALID_SSH_KEY, f"the SSH private key cannot be read: {_key_problem(text, self.passphrase)}", "ssh_private_key"
+        )
 
 
 _PEM = re.compile(r"^\s*(-----BEGIN [A-Z0-9 ]+-----)(.*?)(-----END [A-Z0-9 ]+-----)\s*$", re.DOTALL)
@@ -214,13 +220,15 @@ class _VerifyHostKey(paramiko.MissingHostKeyPolicy):
             if pinned == seen:
                 return
             raise BatchAIError(
-                "HostKeyMismatch", f"host key of {self.spec.display} is {seen}, not the pinned {pinned}: refused", self.spec.display
+                ErrorCode.HOST_KEY_MISMATCH,
+                f"host key of {self.spec.display} is {seen}, not the pinned {pinned}: refused",
+                self.spec.display,
             )
         if self.auth.insecure_accept_unknown_host_keys:
             log.warning("accepting unverified host key %s of %s (insecure_accept_unknown_host_keys is set)", seen, self.spec.display)
             return
         raise BatchAIError(
-            "UnknownHostKey",
+            ErrorCode.UNKNOWN_HOST_KEY,
             f"host key {seen} of {self.spec.display} is not in known_hosts nor pinned: refused (add it to known_hosts or pin it)",
             self.spec.display,
         )
@@ -302,19 +310,21 @@ class SSHTransport:
                     raise  # a host key problem does not heal by retrying
                 except paramiko.BadHostKeyException as error:
                     raise BatchAIError(
-                        "HostKeyMismatch",
+                        ErrorCode.HOST_KEY_MISMATCH,
                         f"host key of {self.spec.display} changed ({fingerprint(error.key)} is not the known key): refused",
                         self.spec.display,
                     ) from None
                 except paramiko.AuthenticationException:
                     raise BatchAIError(
-                        "SSHAuthenticationFailed",
+                        ErrorCode.SSH_AUTHENTICATION_FAILED,
                         f"SSH login to {self.spec.display} as {self.spec.user or self.auth.user} failed",
                         self.spec.display,
                     ) from None
                 except (OSError, paramiko.SSHException, EOFError) as error:
                     if attempt == RECONNECT_ATTEMPTS:
-                        raise BatchAIError("NodeUnreachable", f"cannot reach {self.spec.display}: {error}", self.spec.display) from None
+                        raise BatchAIError(
+                            ErrorCode.NODE_UNREACHABLE, f"cannot reach {self.spec.display}: {error}", self.spec.display
+                        ) from None
                     time.sleep(delay)
                     delay *= 2
             raise AssertionError("unreachable")
@@ -383,7 +393,9 @@ class SSHTransport:
             raise EOFError("command server closed")
         response = json.loads(reader.read(int(header)))
         if response.get("timeout"):
-            raise BatchAIError("CommandTimeout", f"{argv[0]} on {self.spec.display} did not finish in {timeout_s:.0f} s", self.spec.display)
+            raise BatchAIError(
+                ErrorCode.COMMAND_TIMEOUT, f"{argv[0]} on {self.spec.display} did not finish in {timeout_s:.0f} s", self.spec.display
+            )
         return CommandResult(response["rc"], base64.b64decode(response["out"]), base64.b64decode(response["err"]))
 
     def _exec(self, argv: list[str], timeout_s: float, stdin: bytes | None) -> CommandResult:
@@ -408,7 +420,9 @@ class SSHTransport:
                     err += channel.recv_stderr(65536)
                 elif time.monotonic() > deadline:
                     raise BatchAIError(
-                        "CommandTimeout", f"{argv[0]} on {self.spec.display} did not finish in {timeout_s:.0f} s", self.spec.display
+                        ErrorCode.COMMAND_TIMEOUT,
+                        f"{argv[0]} on {self.spec.display} did not finish in {timeout_s:.0f} s",
+                        self.spec.display,
                     )
                 else:
                     channel.status_event.wait(0.001)  # wakes at once when the command exits
@@ -420,7 +434,7 @@ class SSHTransport:
         result = self.run(["sh", "-c", command], timeout_s=30)
         if result.returncode != 0:
             raise BatchAIError(
-                "StartFailed",
+                ErrorCode.START_FAILED,
                 f"cannot start {argv[0]} on {self.spec.display}: {result.stderr.decode(errors='replace')[-300:]}",
                 self.spec.display,
             )
@@ -431,7 +445,7 @@ class SSHTransport:
         except (TimeoutError, EOFError, paramiko.SSHException) as error:
             self.close()
             raise BatchAIError(
-                "NodeUnreachable", f"cannot read {path} on {self.spec.display}: {type(error).__name__} {error}", self.spec.display
+                ErrorCode.NODE_UNREACHABLE, f"cannot read {path} on {self.spec.display}: {type(error).__name__} {error}", self.spec.display
             ) from None
 
     def _read_file(self, path: str, offset: int, length: int | None) -> bytes | None:
@@ -490,7 +504,9 @@ class SSHTransport:
             return None
         except (TimeoutError, EOFError, paramiko.SSHException) as error:
             self.close()
-            raise BatchAIError("NodeUnreachable", f"cannot list {path} on {self.spec.display}: {error}", self.spec.display) from None
+            raise BatchAIError(
+                ErrorCode.NODE_UNREACHABLE, f"cannot list {path} on {self.spec.display}: {error}", self.spec.display
+            ) from None
         kept = [e for e in entries if stat.S_ISDIR(e.st_mode or 0) or stat.S_ISREG(e.st_mode or 0)]
         return sorted(
             (
@@ -521,7 +537,9 @@ class SSHTransport:
             return None
         except (TimeoutError, EOFError, paramiko.SSHException) as error:
             self.close()
-            raise BatchAIError("NodeUnreachable", f"cannot read {base} on {self.spec.display}: {error}", self.spec.display) from None
+            raise BatchAIError(
+                ErrorCode.NODE_UNREACHABLE, f"cannot read {base} on {self.spec.display}: {error}", self.spec.display
+            ) from None
 
     def list_dir(self, path: str) -> list[FileInfo] | None:
         try:
@@ -538,5 +556,5 @@ class SSHTransport:
 
     def remove_tree(self, path: str) -> None:
         if path in ("", "/") or not path.startswith("/"):
-            raise BatchAIError("InvalidPath", f"refusing to remove {path!r} on {self.spec.display}", self.spec.display)
+            raise BatchAIError(ErrorCode.INVALID_PATH, f"refusing to remove {path!r} on {self.spec.display}", self.spec.display)
         self.run(["rm", "-rf", "--", path], timeout_s=120)
