@@ -1,7 +1,7 @@
 """Packaging: the top-level folders map into one import package, ``airflow_batchai``.
 
 The tree reads as the design drew it (provider/, hooks/, operators/ ...) while imports stay
-namespaced: ``provider/spec.py`` is ``airflow_batchai.spec``.
+namespaced: ``provider/records.py`` is ``airflow_batchai.records``.
 """
 
 from pathlib import Path
@@ -10,12 +10,15 @@ from setuptools import setup
 
 PACKAGE_DIRS = {
     "airflow_batchai": "provider",
-    "airflow_batchai.store": "provider/store",
-    "airflow_batchai.nodes": "provider/nodes",
-    "airflow_batchai.node": "provider/node",
+    "airflow_batchai.agent": "provider/agent",
+    "airflow_batchai.transport": "provider/transport",
+    "airflow_batchai.pools": "provider/pools",
+    "airflow_batchai.control": "provider/control",
+    "airflow_batchai.data": "provider/data",
+    "airflow_batchai.spec": "provider/spec",
     "airflow_batchai.scheduling": "provider/scheduling",
-    "airflow_batchai.storage": "provider/storage",
     "airflow_batchai.slurm": "provider/slurm",
+    "airflow_batchai.reading": "provider/reading",
     "airflow_batchai.restapi": "provider/restapi",
     "airflow_batchai.hooks": "hooks",
     "airflow_batchai.operators": "operators",

@@ -32,9 +32,9 @@ sys.path.insert(0, str(REPO))
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 
 from airflow_batchai.config import ProviderConfig, service_from_config  # noqa: E402
+from airflow_batchai.data.links import Link, RemoteVolume  # noqa: E402
+from airflow_batchai.data.upload import upload_batch  # noqa: E402
 from airflow_batchai.spec import load_cluster_spec, load_job_spec  # noqa: E402
-from airflow_batchai.storage.links import Link, RemoteVolume  # noqa: E402
-from airflow_batchai.storage.upload import upload_batch  # noqa: E402
 from tests import azurite as emulator  # noqa: E402
 
 QUICK = "--quick" in sys.argv

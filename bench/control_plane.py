@@ -47,12 +47,12 @@ WORK = Path(tempfile.mkdtemp(prefix="batchai-bench-cp-"))
 atexit.register(shutil.rmtree, WORK, ignore_errors=True)
 os.environ.setdefault("AIRFLOW_HOME", str(WORK / "airflow-inproc"))
 
-from airflow_batchai.nodes.local import LocalNodePool  # noqa: E402
+from airflow_batchai.control.blob import BlobControlStore, BlobSecretVault  # noqa: E402
+from airflow_batchai.data.azure import AzureDataStore  # noqa: E402
+from airflow_batchai.pools.local import LocalNodePool  # noqa: E402
 from airflow_batchai.records import ExecutionState, JobRecord, spec_hash, utc_now  # noqa: E402
 from airflow_batchai.service import Service, Settings  # noqa: E402
 from airflow_batchai.spec import load_cluster_spec, load_job_spec  # noqa: E402
-from airflow_batchai.storage.azure import AzureDataStore  # noqa: E402
-from airflow_batchai.store.blob import BlobControlStore, BlobSecretVault  # noqa: E402
 
 WAITS = 1000
 WAIT_S = 20.0

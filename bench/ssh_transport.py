@@ -25,9 +25,10 @@ sys.path.insert(0, str(REPO))
 from airflow.providers.ssh.hooks.ssh import SSHHook  # noqa: E402
 from airflow.providers.ssh.utils.remote_job import RemoteJobPaths, build_posix_wrapper_command  # noqa: E402
 
-from airflow_batchai.nodes.ssh import HostSpec, SSHAuth, SSHNodePool  # noqa: E402
+from airflow_batchai.pools.ssh import SSHNodePool  # noqa: E402
 from airflow_batchai.service import Service  # noqa: E402
 from airflow_batchai.spec import load_cluster_spec, load_job_spec  # noqa: E402
+from airflow_batchai.transport.ssh import HostSpec, SSHAuth  # noqa: E402
 from tests import sshhosts  # noqa: E402
 
 ROUND_TRIPS = 200

@@ -9,8 +9,6 @@ the task (or ``job_name``), and a retry finds it by that name.
 
 from __future__ import annotations
 
-import hashlib
-import re
 import time
 from collections.abc import Mapping, Sequence
 from functools import cached_property
@@ -22,54 +20,23 @@ from airflow.sdk.exceptions import AirflowException
 from airflow.sdk.execution_time.context import NEVER_EXPIRE
 from airflow.sdk.log import mask_secret
 
+from airflow_batchai.data.upload import upload_batch
 from airflow_batchai.errors import TRANSIENT_CODES, BatchAIError
 from airflow_batchai.hooks.batchai import BatchAIHook
 from airflow_batchai.lineage import lineage_of
-from airflow_batchai.logtail import JobLogFollower, log_job_lines, stderr_tail
+from airflow_batchai.logtail import JobLogFollower, log_job_lines
 from airflow_batchai.records import ExecutionState
 from airflow_batchai.secretfields import CLUSTER_SECRET_FIELDS, JOB_SECRET_FIELDS, RenderedSpec, secret_values
 from airflow_batchai.service import DEFAULT_EXPERIMENT, DEFAULT_WORKSPACE, Service
 from airflow_batchai.settings import WAIT_POLL_S
 from airflow_batchai.spec import ClusterSpec, JobSpec, load_cluster_spec, load_job_spec
-from airflow_batchai.storage.upload import upload_batch
+from airflow_batchai.taskjobs import failed_earlier, failure_message, generation_name, job_name_for, reattach
 from airflow_batchai.ui_links import job_page_path
 
-MAX_NAME = 64
 POLL_INTERVAL_S = WAIT_POLL_S  # one record read each: a job's end is seen within a second
-STDERR_TAIL_LINES = 20
 STORAGE_RETRY_S = 1.0  # between reads while storage is down
 JOB_STATE_KEY = "batchai_job"  # the task state store's entry: the job this task run submitted
 JOB_XCOM_KEY = "batchai_job"  # the job's address (names only) for the extra link
-
-
-def job_name_for(dag_id: str, task_id: str, run_id: str, map_index: int | None = -1) -> str:
-    """A Batch AI job name (``^[-\\w]{1,64}$``) that is the same for every try of one task run.
-
-    A mapped task's index is part of it (and stays visible when a long name is shortened with a
-    hash), so ``.expand()`` over N specs gives N jobs, and each try re-attaches to its own.
-    """
-    suffix = f"-{map_index}" if map_index is not None and map_index >= 0 else ""
-    run = _compact_run_id(run_id)
-    name = re.sub(r"[^-\w]", "_", f"{dag_id}-{task_id}-{run}")
-    if run == run_id and len(name) + len(suffix) <= MAX_NAME:
-        return name + suffix
-    digest = hashlib.sha256(f"{dag_id}\0{task_id}\0{run_id}{suffix}".encode()).hexdigest()[:8]
-    run_part = re.sub(r"[^-\w]", "_", run)[:32] + f"-{digest}{suffix}"
-    room = MAX_NAME - len(run_part) - 2  # what the DAG and task ids may take; the run's date is never the part cut
-    dag_part, task_part = re.sub(r"[^-\w]", "_", dag_id), re.sub(r"[^-\w]", "_", task_id)
-    if len(dag_part) + len(task_part) > room:
-        task_part = task_part[: max(room // 2, room - len(dag_part))]
-        dag_part = dag_part[: room - len(task_part)]
-    return f"{dag_part}-{task_part}-{run_part}"
-
-
-def _compact_run_id(run_id: str) -> str:
-    """``manual__2026-12-02T01:31:18.123456+00:00`` → ``manual_20261202T013118``: the date whole, in few characters."""
-    stamp = re.search(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(?:[+-]\d{2}:?\d{2}|Z)?", run_id)
-    if not stamp:
-        return run_id
-    kind = run_id[: stamp.start()].rstrip("_") or "run"
-    return f"{kind}_{''.join(stamp.groups())[:8]}T{''.join(stamp.groups())[8:]}{run_id[stamp.end() :]}"
 
 
 def _spec_source(spec: Any) -> Any:
@@ -302,10 +269,7 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
         else:
             map_index = getattr(context["ti"], "map_index", -1)
             base = job_name_for(context["dag"].dag_id, self.task_id, context["run_id"], map_index)
-        if not generation:
-            return base
-        suffix = f"-g{generation}"
-        return base + suffix if len(base) + len(suffix) <= MAX_NAME else base[: MAX_NAME - len(suffix) - 9] + "-" + _digest(base) + suffix
+        return generation_name(base, generation)
 
     def load_spec(self) -> JobSpec:
         if isinstance(self.spec, JobSpec):
@@ -362,43 +326,18 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
         return self.follow(name)
 
     def saved_job(self, context: Context, store: Any) -> tuple[dict[str, Any] | None, int]:
-        """(the job this task run submitted, to re-attach to; the generation of a new job's name).
-
-        Airflow keeps the task state store across retries and clears alike; a clear is told apart by
-        ``max_tries``, which a retry leaves as it was and a clear raises. A saved job that no longer
-        exists, or that was replaced by another of its name, is not re-attached to either.
-        """
+        """(the job this task run submitted, to re-attach to; the generation of a new job's name): taskjobs.reattach."""
         saved = store.get(JOB_STATE_KEY) if store is not None else None
-        if not isinstance(saved, dict) or not saved.get("name"):
-            return None, 0
-        generation = int(saved.get("generation") or 0)
-        if saved.get("maxTries") != context["ti"].max_tries:
-            self.log.info("the task was cleared since it submitted job %s: submitting a new job", saved["name"])
-            return None, generation + 1
-        try:
-            view = self.service.show_job(saved["name"], saved.get("experiment", self.experiment), saved.get("workspace", self.workspace))
-        except BatchAIError as error:
-            if error.code != "JobNotFound":
-                raise AirflowException(f"{error.code}: {error.message}") from error
-            self.log.warning("job %s, submitted by an earlier try, no longer exists: submitting a new job", saved["name"])
-            return None, generation + 1
-        if view["jobOutputDirectoryPathSegment"] != saved.get("segment"):
-            self.log.warning("job %s was deleted and created again by someone else since an earlier try submitted it", saved["name"])
-            return None, generation + 1
-        self.experiment, self.workspace = saved.get("experiment", self.experiment), saved.get("workspace", self.workspace)
-        return saved, generation
+        decision = self.call(reattach, saved, context["ti"].max_tries, self.service.show_job, self.experiment, self.workspace)
+        if decision.reason:
+            self.log.warning("%s", decision.reason)
+        if decision.saved is not None:
+            self.experiment = decision.saved.get("experiment", self.experiment)
+            self.workspace = decision.saved.get("workspace", self.workspace)
+        return decision.saved, decision.generation
 
     def submit_or_attach(self, name: str, spec: JobSpec, try_number: int, saved: dict[str, Any] | None = None) -> dict[str, Any]:
-        try:
-            before = self.service.show_job(name, self.experiment, self.workspace)
-        except BatchAIError as error:
-            if error.code != "JobNotFound":
-                raise AirflowException(f"{error.code}: {error.message}") from error
-            before = None
-        if before is not None and before["executionState"] == ExecutionState.FAILED and try_number > 1:
-            self.log.info("job %s failed in an earlier try: deleting it and submitting again", name)
-            self.call(self.service.delete_job, name, self.experiment, self.workspace)
-            before = None
+        before = self.call(failed_earlier, self.service, name, self.experiment, self.workspace, try_number)
         view = self.call(self.service.create_job, self.cluster_name, name, spec, self.experiment, self.workspace)
         if before is not None:
             how = "its identity in the task state store" if saved else "its name"
@@ -461,20 +400,6 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
         if self.submitted:
             self.log.info("task killed: terminating job %s", self.submitted)
             self.service.terminate_job(self.submitted, self.experiment, self.workspace)
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:8]
-
-
-def failure_message(service: Service, view: dict[str, Any], experiment: str, workspace: str) -> str:
-    info = view["executionInfo"]
-    errors = "; ".join(f"{e['code']}: {e['message']}" for e in info.get("errors") or []) or "no error reported"
-    tail = stderr_tail(service, view["name"], experiment, workspace, STDERR_TAIL_LINES)
-    lines = [f"Batch AI job {view['name']} failed: {errors} (exit code {info.get('exitCode')})"]
-    if tail:
-        lines += ["last lines of stderr:", *tail]
-    return "\n".join(lines)
 
 
 class BatchAITerminateJobOperator(BatchAIBaseOperator):

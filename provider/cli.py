@@ -23,17 +23,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .errors import BatchAIError
+from .errors import BatchAIError, ErrorCode
 from .records import ExecutionState
 from .service import DEFAULT_EXPERIMENT, DEFAULT_WORKSPACE, Service
-from .spec import (
-    AutoScaleSettings,
-    ClusterSpec,
-    ManualScaleSettings,
-    ScaleSettings,
-    load_cluster_spec,
-    load_job_spec,
-)
+from .spec import AutoScaleSettings, ClusterSpec, ManualScaleSettings, ScaleSettings, load_cluster_spec, load_job_spec
 
 STREAM_POLL_S = 0.5
 EXIT_USAGE = 2
@@ -71,7 +64,7 @@ def _open_service(args: argparse.Namespace, kind: str) -> Service:
 
 def upload(args: argparse.Namespace) -> int:
     """``az storage blob|file upload-batch``: progress on stderr, the report as JSON."""
-    from .storage.upload import upload_batch
+    from .data.upload import upload_batch
 
     service = _service(args)
     report = upload_batch(
@@ -93,7 +86,7 @@ def _scale_from_args(args: argparse.Namespace) -> ScaleSettings | None:
     if args.min is None and args.max is None:
         return None if args.target is None else ScaleSettings(manual=ManualScaleSettings(target_node_count=args.target))
     if args.min is None or args.max is None:
-        raise BatchAIError("InvalidArguments", "--min and --max go together", "--min/--max")
+        raise BatchAIError(ErrorCode.INVALID_ARGUMENTS, "--min and --max go together", "--min/--max")
     if args.min == args.max:
         return ScaleSettings(manual=ManualScaleSettings(target_node_count=args.min))
     return ScaleSettings(
@@ -210,7 +203,9 @@ def file_stream(args: argparse.Namespace) -> int:
                 out.flush()
             if chunk is None and offset == 0 and tail is None:
                 raise BatchAIError(
-                    "FileNotFound", f"the job ended and {args.file_name} was not found in {args.output_directory_id}", args.file_name
+                    ErrorCode.FILE_NOT_FOUND,
+                    f"the job ended and {args.file_name} was not found in {args.output_directory_id}",
+                    args.file_name,
                 )
             return 0
         time.sleep(STREAM_POLL_S)
@@ -221,7 +216,7 @@ def controller(args: argparse.Namespace) -> int:
     from .controller import Controller
 
     if args.interval is not None and not args.interval > 0:
-        raise BatchAIError("InvalidArguments", f"--interval must be more than 0 seconds, got {args.interval}", "--interval")
+        raise BatchAIError(ErrorCode.INVALID_ARGUMENTS, f"--interval must be more than 0 seconds, got {args.interval}", "--interval")
     logging.getLogger("airflow_batchai").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     running = Controller(_service(args, kind="controller"), interval_s=args.interval)
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -236,7 +231,7 @@ def serve(args: argparse.Namespace) -> int:
     from .restapi.serve import serve as run_server
 
     if not 0 < args.port < 65536:
-        raise BatchAIError("InvalidArguments", f"--port must be 1-65535, got {args.port}", "--port")
+        raise BatchAIError(ErrorCode.INVALID_ARGUMENTS, f"--port must be 1-65535, got {args.port}", "--port")
     token = load_token(args.token_file)
     public_url = check_public_url(args.public_url) if args.public_url else None
     logging.getLogger("airflow_batchai").setLevel(logging.INFO)

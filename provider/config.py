@@ -3,7 +3,7 @@
 The Airflow hook turns a Connection into this model; the core never sees Airflow. Without
 storage fields everything lives under ``home`` (the embedded default). With them, records,
 leases and sealed secrets live in a control container of that account, and job volumes are
-its containers, staged on the nodes through per-job SAS (storage/azure.py). With ``hosts``,
+its containers, staged on the nodes through per-job SAS (data/azure.py). With ``hosts``,
 the nodes are SSH machines; with local storage folders, those must then be visible on every
 node at the same path (an NFS mount, or the network-namespace hosts of the tests).
 """
@@ -19,20 +19,21 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import BatchAIError, shown
+from .control.blob import BlobControlStore, BlobSecretVault
+from .data.azure import AzureDataStore
+from .data.credentials import StorageCredential
+from .errors import BatchAIError, ErrorCode, shown
 from .fieldchecks import check_fields
 from .layout import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION
-from .nodes import NodePool
-from .nodes.clusterkeys import DEFAULT_AUTHORIZED_KEYS
-from .nodes.local import LocalNodePool
-from .nodes.ssh import DEFAULT_ROOT, HostSpec, SSHAuth, SSHNodePool, SSHTransport
+from .pools import NodePool
+from .pools.local import LocalNodePool
+from .pools.slurm import SlurmPool, SlurmSettings
+from .pools.ssh import SSHNodePool
 from .scheduling.reconcile import Reconciler
+from .scheduling.slurm import SlurmReconciler
 from .service import DEFAULT_LOCAL_NODES, Service, Settings, default_home
-from .slurm.pool import SlurmPool, SlurmSettings
-from .slurm.scheduler import SlurmReconciler
-from .storage.azure import AzureDataStore
-from .storage.credentials import StorageCredential
-from .store.blob import BlobControlStore, BlobSecretVault
+from .transport.clusterkeys import DEFAULT_AUTHORIZED_KEYS
+from .transport.ssh import DEFAULT_ROOT, HostSpec, SSHAuth, SSHTransport
 
 SECRET_FIELDS = (
     "ssh_private_key",
@@ -153,7 +154,7 @@ def storage_credential(config: ProviderConfig) -> StorageCredential | None:
         orphans = [name for name in STORAGE_DETAIL_FIELDS if getattr(config, name)]
         if orphans or config.azure_files_mount != "stage":
             raise BatchAIError(
-                "InvalidStorageCredential",
+                ErrorCode.INVALID_STORAGE_CREDENTIAL,
                 f"{', '.join(orphans) or 'azure_files_mount'} need storage_account or storage_connection_string",
                 "storage_account",
             )
@@ -172,7 +173,7 @@ def slurm_pool(config: ProviderConfig) -> SlurmPool:
     """The connection's partition; its commands over SSH to ``login`` (host keys verified as for nodes), else run here."""
     assert config.slurm is not None
     if config.hosts:
-        raise BatchAIError("InvalidConnection", "a connection names hosts or a Slurm partition, not both", "slurm")
+        raise BatchAIError(ErrorCode.INVALID_CONNECTION, "a connection names hosts or a Slurm partition, not both", "slurm")
     transport = None
     if config.slurm.login:
         spec = HostSpec.parse(config.slurm.login, "slurm.login")
@@ -217,7 +218,7 @@ def service_from_config(config: ProviderConfig, kind: str = "reader") -> Service
     settings.default_storage_account = credential.account
     if not (config.vault_key or credential.secrets):
         raise BatchAIError(
-            "InvalidStorageCredential", "with Entra ID sign-in, set vault_key: it seals the secrets of queued jobs", "vault_key"
+            ErrorCode.INVALID_STORAGE_CREDENTIAL, "with Entra ID sign-in, set vault_key: it seals the secrets of queued jobs", "vault_key"
         )
     data = AzureDataStore(credential, config.files_on_blob, config.volume_mode, config.azure_files_mount)  # checks before any request
     store = BlobControlStore(credential, config.control_container)
@@ -243,13 +244,15 @@ def connection_config(extras: Any, source: str, from_airflow: bool = False) -> P
             try:
                 extras = json.loads(extras)
             except (ValueError, RecursionError):
-                raise BatchAIError("InvalidConnection", f"{source}: its extra is not JSON", source) from None
+                raise BatchAIError(ErrorCode.INVALID_CONNECTION, f"{source}: its extra is not JSON", source) from None
     if not isinstance(extras, dict):
-        raise BatchAIError("InvalidConnection", f"{source} must be a JSON object of the connection's extras", source)
+        raise BatchAIError(ErrorCode.INVALID_CONNECTION, f"{source} must be a JSON object of the connection's extras", source)
     fields = {key: value for key, value in extras.items() if value is not None and not (from_airflow and value == "")}
     for key, value in fields.items():
         if isinstance(value, str) and not value.strip():
-            raise BatchAIError("InvalidConnection", f"{source}: field {shown(key)} is empty; leave it out for the default", str(key))
+            raise BatchAIError(
+                ErrorCode.INVALID_CONNECTION, f"{source}: field {shown(key)} is empty; leave it out for the default", str(key)
+            )
     if "hosts" in fields:
         fields["hosts"] = parse_hosts(fields["hosts"], source)
     if isinstance(fields.get("job_env_allow"), str):  # the form's multi-line text
@@ -258,18 +261,18 @@ def connection_config(extras: Any, source: str, from_airflow: bool = False) -> P
         try:
             fields["slurm"] = json.loads(fields["slurm"])
         except (ValueError, RecursionError):
-            raise BatchAIError("InvalidConnection", f"{source}: field slurm must be a JSON object", "slurm") from None
+            raise BatchAIError(ErrorCode.INVALID_CONNECTION, f"{source}: field slurm must be a JSON object", "slurm") from None
     try:  # Airflow's URI form carries every extra as text ("4", "true"): read those as Airflow would
         config = ProviderConfig.model_validate(fields, strict=False if from_airflow else None)
     except ValidationError as error:
         first = error.errors()[0]
         field = ".".join(str(part) for part in first["loc"])[:80]
         message = first["msg"] if first["type"] != "extra_forbidden" else "unknown field"
-        raise BatchAIError("InvalidConnection", f"{source}: field {field}: {message[:160]}", field) from None
+        raise BatchAIError(ErrorCode.INVALID_CONNECTION, f"{source}: field {field}: {message[:160]}", field) from None
     try:
         check_fields(config)
     except BatchAIError as error:
-        raise BatchAIError("InvalidConnection", f"{source}: field {error.message}", error.target) from None
+        raise BatchAIError(ErrorCode.INVALID_CONNECTION, f"{source}: field {error.message}", error.target) from None
     return config
 
 
@@ -281,16 +284,18 @@ def parse_connection_text(raw: str, source: str) -> ProviderConfig:
             text = Path(raw).read_bytes().decode("utf-8-sig")
         except OSError as error:  # the text is not shown: it may be a connection string with its key
             raise BatchAIError(
-                "InvalidConnection", f"{source} is neither JSON text nor the name of a file it can read ({error.strerror})", source
+                ErrorCode.INVALID_CONNECTION, f"{source} is neither JSON text nor the name of a file it can read ({error.strerror})", source
             ) from None
         except UnicodeDecodeError:
-            raise BatchAIError("InvalidConnection", f"{source}: the file it names is not UTF-8 text", source) from None
+            raise BatchAIError(ErrorCode.INVALID_CONNECTION, f"{source}: the file it names is not UTF-8 text", source) from None
     try:
         extras = json.loads(text)
     except json.JSONDecodeError as error:
-        raise BatchAIError("InvalidConnection", f"{source} is not JSON: {error.msg} at line {error.lineno}", source) from None
+        raise BatchAIError(ErrorCode.INVALID_CONNECTION, f"{source} is not JSON: {error.msg} at line {error.lineno}", source) from None
     except (ValueError, RecursionError):
-        raise BatchAIError("InvalidConnection", f"{source} is not JSON this parser can read (too deep or too large)", source) from None
+        raise BatchAIError(
+            ErrorCode.INVALID_CONNECTION, f"{source} is not JSON this parser can read (too deep or too large)", source
+        ) from None
     return connection_config(extras, source)
 
 
@@ -303,20 +308,22 @@ def parse_hosts(value: Any, source: str = "connection") -> list[str | dict[str, 
         try:
             value = json.loads(value)
         except (ValueError, RecursionError):
-            raise BatchAIError("InvalidConnection", f"{source}: field hosts: text starting with '[' must be a JSON list", "hosts") from None
+            raise BatchAIError(
+                ErrorCode.INVALID_CONNECTION, f"{source}: field hosts: text starting with '[' must be a JSON list", "hosts"
+            ) from None
     if isinstance(value, str):
         hosts: list[Any] = [part.strip() for part in value.replace("\n", ",").split(",") if part.strip()]
     elif isinstance(value, list):
         hosts = value
     else:
         raise BatchAIError(
-            "InvalidConnection", f"{source}: field hosts: a list of hosts or a comma-separated text, not {shown(value)}", "hosts"
+            ErrorCode.INVALID_CONNECTION, f"{source}: field hosts: a list of hosts or a comma-separated text, not {shown(value)}", "hosts"
         )
     if not hosts:
-        raise BatchAIError("InvalidConnection", f"{source}: field hosts is empty; leave it out for local nodes", "hosts")
+        raise BatchAIError(ErrorCode.INVALID_CONNECTION, f"{source}: field hosts is empty; leave it out for local nodes", "hosts")
     for index, host in enumerate(hosts):
         try:
             HostSpec.parse(host.strip() if isinstance(host, str) else host, f"hosts[{index}]")
         except BatchAIError as error:
-            raise BatchAIError("InvalidConnection", f"{source}: field {error.message}", error.target) from None
+            raise BatchAIError(ErrorCode.INVALID_CONNECTION, f"{source}: field {error.message}", error.target) from None
     return [host.strip() if isinstance(host, str) else host for host in hosts]

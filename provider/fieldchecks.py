@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 
 import paramiko
 
-from .errors import BatchAIError, shown
+from .errors import BatchAIError, ErrorCode, shown
 from .names import check_segment
-from .nodes.ssh import HostSpec, SSHAuth, check_host_name
+from .transport.ssh import HostSpec, SSHAuth, check_host_name
 
 if TYPE_CHECKING:
     from .config import ProviderConfig
@@ -35,7 +35,7 @@ CONTROL_PLANE_VARIABLES = ("AIRFLOW", "BATCHAI_", "AZURE_", "AZ_BATCHAI_")  # ne
 
 
 def _fail(field: str, why: str) -> BatchAIError:
-    return BatchAIError("InvalidConnection", f"{field}: {why}", field)
+    return BatchAIError(ErrorCode.INVALID_CONNECTION, f"{field}: {why}", field)
 
 
 def check_node_path(value: str, field: str) -> str:

@@ -36,7 +36,7 @@ class NodeLayout:
 
     @property
     def contact_path(self) -> str:
-        """What a controller renews while the node runs jobs (node/protocol.py: CONTACT_FILE)."""
+        """What a controller renews while the node runs jobs (agent/protocol.py: CONTACT_FILE)."""
         return posixpath.join(self.agent_dir, "contact")
 
     def agent_path(self, content_hash: str) -> str:

@@ -13,11 +13,11 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
+from .control import ControlStore
+from .data.staging import ROOT_VARIABLES, read_texts, references, strip_root, written
 from .errors import BatchAIError
 from .records import read_cluster, read_job
 from .spec import ClusterSpec, JobSpec, MountVolumes
-from .storage.staging import ROOT_VARIABLES, read_texts, references, strip_root, written
-from .store import ControlStore
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from .errors import BatchAIError
 
 if TYPE_CHECKING:
-    from .outputs import OutputFiles
+    from .reading.outputs import OutputFiles
     from .service import Service
 
 STDERR_TAIL_BYTES = 64 * 1024

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import BatchAIError, shown
+from .errors import BatchAIError, ErrorCode, shown
 
 RESOURCE_NAME = re.compile(r"[-\w]{1,64}", re.ASCII)  # Batch AI's workspaces, clusters, experiments, jobs
 # Subscription ids are GUIDs on Azure; tests and the CLI also use plain labels, so letters, digits and '-'.
@@ -38,7 +38,7 @@ def check_segment(kind: str, value: object) -> str:
     """``value`` if it is a valid ``kind`` (a key of RULES), else InvalidName naming the segment."""
     pattern, rule = RULES[kind]
     if not isinstance(value, str) or not pattern.fullmatch(value):
-        raise BatchAIError("InvalidName", f"{kind} {shown(value)} is not a valid name: {rule}", kind)
+        raise BatchAIError(ErrorCode.INVALID_NAME, f"{kind} {shown(value)} is not a valid name: {rule}", kind)
     return value
 
 

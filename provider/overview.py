@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .errors import BatchAIError
-from .readmodels import cluster_view, job_view
+from .reading.readmodels import cluster_view, job_view
 from .records import ClusterRecord, JobRecord, NodeRecord, read_job
 
 if TYPE_CHECKING:

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import BatchAIError
+from .errors import BatchAIError, ErrorCode
 from .spec import STORED_SPEC, ClusterSpec, JobSpec
 
 if TYPE_CHECKING:
-    from .store import ControlStore
+    from .control import ControlStore
 
 SPEC_CACHE_SIZE = 4096
 
@@ -223,7 +223,7 @@ def _parsed(model: type[Any], digest: str, spec: dict[str, Any]) -> Any:
         except ValidationError as error:  # a record no rule of today can read: this job or cluster only, named
             first = error.errors()[0]
             where = ".".join(str(part) for part in first["loc"])
-            raise BatchAIError("InvalidSpec", f"the stored spec no longer loads: {where}: {first['msg'][:160]}", where) from None
+            raise BatchAIError(ErrorCode.INVALID_SPEC, f"the stored spec no longer loads: {where}: {first['msg'][:160]}", where) from None
     return found
 
 
@@ -260,7 +260,7 @@ def job_key_of_live(key: str) -> str:
 
 def _check(kind: str, transitions: dict[Any, set[Any]], current: Any, target: Any, key: str) -> None:
     if target != current and target not in transitions[current]:
-        raise BatchAIError("InvalidStateTransition", f"{kind} {key} cannot go from {current.value} to {target.value}", key)
+        raise BatchAIError(ErrorCode.INVALID_STATE_TRANSITION, f"{kind} {key} cannot go from {current.value} to {target.value}", key)
 
 
 def move_job(job: JobRecord, state: ExecutionState, **changes: Any) -> JobRecord:
@@ -323,7 +323,7 @@ def read_cluster(store: ControlStore, workspace: str, name: str) -> tuple[Cluste
     """The cluster record and its ETag; ClusterNotFound names the cluster."""
     found = store.read(cluster_key(workspace, name))
     if found is None:
-        raise BatchAIError("ClusterNotFound", f"The specified cluster {name} is not found", name)
+        raise BatchAIError(ErrorCode.CLUSTER_NOT_FOUND, f"The specified cluster {name} is not found", name)
     return ClusterRecord.model_validate(found.data), found.etag
 
 
@@ -331,7 +331,7 @@ def read_job(store: ControlStore, workspace: str, experiment: str, name: str) ->
     """The job record and its ETag; JobNotFound names the job and experiment."""
     found = store.read(job_key(workspace, experiment, name))
     if found is None:
-        raise BatchAIError("JobNotFound", f"The specified job {name} is not found in experiment {experiment}", name)
+        raise BatchAIError(ErrorCode.JOB_NOT_FOUND, f"The specified job {name} is not found in experiment {experiment}", name)
     return JobRecord.model_validate(found.data), found.etag
 
 

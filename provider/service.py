@@ -19,15 +19,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import TRANSIENT_CODES, BatchAIError, InvalidSpec, RecordExists
+from .control import ControlStore, SecretVault, lock, update
+from .control.local import LocalControlStore, LocalSecretVault
+from .data import DataStore
+from .data.local import LocalDataStore
+from .errors import TRANSIENT_CODES, BatchAIError, ErrorCode, InvalidSpec, RecordExists
+from .launch import JobContext, NodeSlot, job_plans
 from .layout import NodeLayout, job_output_segment
 from .names import check_scope
-from .nodes import NodePool
-from .nodes.clusterkeys import ClusterKey
-from .nodes.handle import NodeHandle
-from .nodes.local import LocalNodePool
-from .outputs import OutputFiles
-from .readmodels import cluster_view, job_view
+from .pools import NodePool
+from .pools.local import LocalNodePool
+from .reading.outputs import OutputFiles
+from .reading.readmodels import cluster_view, job_view
+from .reading.waiting import JobWaiters
 from .records import (
     ClusterRecord,
     ExecutionState,
@@ -44,26 +48,14 @@ from .records import (
     spec_hash,
     utc_now,
 )
-from .scheduling.launch import JobContext, NodeSlot, job_plans
 from .scheduling.passes import Passes
 from .scheduling.reconcile import Reconciler
 from .scheduling.snapshot import read_snapshot
-from .scheduling.waiting import JobWaiters
 from .secretfields import split_cluster_secrets, split_job_secrets
 from .settings import WAIT_POLL_S, Settings
-from .spec import (
-    MAX_NODE_COUNT,
-    ClusterSpec,
-    JobSpec,
-    ManualScaleSettings,
-    ScaleSettings,
-    check_name,
-    unfilled_placeholders,
-)
-from .storage import DataStore
-from .storage.local import LocalDataStore
-from .store import ControlStore, SecretVault, lock, update
-from .store.local import LocalControlStore, LocalSecretVault
+from .spec import MAX_NODE_COUNT, ClusterSpec, JobSpec, ManualScaleSettings, ScaleSettings, check_name, unfilled_placeholders
+from .transport.clusterkeys import ClusterKey
+from .transport.handle import NodeHandle
 
 __all__ = ["DEFAULT_EXPERIMENT", "DEFAULT_WORKSPACE", "Service", "Settings"]
 
@@ -73,7 +65,7 @@ DEFAULT_WORKSPACE = "default"
 DEFAULT_EXPERIMENT = "default"
 DEFAULT_LOCAL_NODES = 2
 PARTITION_MAX_AGE_S = 30.0  # how old a partition's node list may be when a submit checks a job's size against it
-TERMINATED = {"code": "JobTerminated", "message": "The job was terminated by the user"}
+TERMINATED = {"code": ErrorCode.JOB_TERMINATED, "message": "The job was terminated by the user"}
 
 
 def default_home() -> Path:
@@ -215,7 +207,7 @@ class Service:
             existing, _ = read_cluster(self.store, workspace, name)
             if existing.spec_hash != digest:
                 if not update_existing:
-                    raise BatchAIError("ClusterAlreadyExists", f"cluster {name} exists with a different spec", name) from None
+                    raise BatchAIError(ErrorCode.CLUSTER_ALREADY_EXISTS, f"cluster {name} exists with a different spec", name) from None
                 return self.update_cluster_scale(name, spec.scale_settings, workspace)
         return self.reconcile_cluster(workspace, name)
 
@@ -223,7 +215,7 @@ class Service:
         problem = self.pool.vm_size_problem(spec.vm_size)
         if problem:
             raise BatchAIError(
-                "InvalidVmSize",
+                ErrorCode.INVALID_VM_SIZE,
                 problem,
                 "vmSize",
             )
@@ -364,7 +356,7 @@ class Service:
             existing, _ = read_job(self.store, workspace, experiment, name)
             if existing.spec_hash != digest:
                 raise BatchAIError(
-                    "JobAlreadyExists", f"job {name} exists in experiment {experiment} with a different spec", name
+                    ErrorCode.JOB_ALREADY_EXISTS, f"job {name} exists in experiment {experiment} with a different spec", name
                 ) from None
             if not existing.execution_state.finished:
                 self._ensure_live_entry(existing)
@@ -391,7 +383,7 @@ class Service:
             return
         why = "sets job_user (and this service runs as root, so its agents can switch to it)" if what == "job" else "opts in"
         raise BatchAIError(
-            "LocalNodesRefused",
+            ErrorCode.LOCAL_NODES_REFUSED,
             f"this service's nodes are the machine it runs on, and this {what} would run commands there as the service's"
             f" own user (setup tasks and mount commands always do): refused from the REST API unless the connection"
             f" {why}, or an admin sets local_jobs_from_shared_surfaces",
@@ -405,7 +397,7 @@ class Service:
             limit = min(limit, cluster_max)
         if spec.node_count > limit:
             raise BatchAIError(
-                "InsufficientNodes",
+                ErrorCode.INSUFFICIENT_NODES,
                 f"nodeCount {spec.node_count} exceeds the {limit} node(s) cluster {cluster.name} can ever have",
                 "nodeCount",
             )
@@ -470,7 +462,7 @@ class Service:
             if ExecutionState(view["executionState"]).finished:
                 return view
             if deadline is not None and time.monotonic() > deadline:
-                raise BatchAIError("WaitTimeout", f"job {name} still {view['executionState']} after {timeout_s} s", name)
+                raise BatchAIError(ErrorCode.WAIT_TIMEOUT, f"job {name} still {view['executionState']} after {timeout_s} s", name)
             time.sleep(poll_s)
 
     def terminate_job(self, name: str, experiment: str = DEFAULT_EXPERIMENT, workspace: str = DEFAULT_WORKSPACE) -> dict[str, Any]:
@@ -480,7 +472,7 @@ class Service:
             try:
                 self.passes.run_now(workspace, job.cluster, terminations={job.key: TERMINATED})
             except BatchAIError as error:
-                if error.code == "ClusterNotFound":
+                if error.code == ErrorCode.CLUSTER_NOT_FOUND:
                     self._fail_orphan(job)
                 elif read_job(self.store, workspace, experiment, name)[0].execution_state == ExecutionState.QUEUED:
                     raise  # nothing was done: say why
@@ -507,7 +499,7 @@ class Service:
         job, _ = read_job(self.store, workspace, experiment, name)
         if not job.execution_state.finished and self.terminate_job(name, experiment, workspace)["executionState"] != "failed":
             raise BatchAIError(
-                "JobNotTerminated",
+                ErrorCode.JOB_NOT_TERMINATED,
                 f"job {name} is still terminating (a node has not confirmed the stop): delete it once it has failed",
                 name,
             )

@@ -15,11 +15,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import BatchAIError, RecordExists
+from .control import ControlStore, update
+from .errors import BatchAIError, ErrorCode, RecordExists
 from .names import check_segment
 from .records import utc_now
 from .spec import check_name
-from .store import ControlStore, update
 
 WORKSPACES = "workspaces/"
 EXPERIMENTS = "experiments/"
@@ -62,11 +62,11 @@ def check_tags(tags: dict[str, Any] | None) -> dict[str, str]:
     """ARM's tags: at most 50, names up to 512 characters, values up to 256, all strings."""
     tags = tags or {}
     if not isinstance(tags, dict) or len(tags) > MAX_TAGS:
-        raise BatchAIError("InvalidTags", f"tags must be an object of at most {MAX_TAGS} names", "tags")
+        raise BatchAIError(ErrorCode.INVALID_TAGS, f"tags must be an object of at most {MAX_TAGS} names", "tags")
     for name, value in tags.items():
         if not isinstance(value, str) or not 1 <= len(name) <= 512 or len(value) > 256:
             raise BatchAIError(
-                "InvalidTags", f"tag {name[:40]!r}: names are 1-512 characters, values strings up to 256", f"tags.{name[:40]}"
+                ErrorCode.INVALID_TAGS, f"tag {name[:40]!r}: names are 1-512 characters, values strings up to 256", f"tags.{name[:40]}"
             )
     return dict(tags)
 
@@ -84,19 +84,23 @@ class Workspaces:
         check_name(name, "workspace")
         tags = check_tags(tags)
         if not location or not isinstance(location, str):
-            raise BatchAIError("InvalidRequestContent", "a workspace needs a location", "location")
+            raise BatchAIError(ErrorCode.INVALID_REQUEST_CONTENT, "a workspace needs a location", "location")
         check_segment("location", location)  # it becomes a path segment of the workspace's operation links
         existing = self.find(name)
         if existing is not None and not existing.implicit:
             if existing.resource_group.lower() != resource_group.lower():
-                raise BatchAIError("Conflict", f"workspace {name} exists in resource group {existing.resource_group}", "name")
+                raise BatchAIError(ErrorCode.CONFLICT, f"workspace {name} exists in resource group {existing.resource_group}", "name")
             if existing.location.lower() != location.lower():
                 raise BatchAIError(
-                    "InvalidResourceLocation", f"workspace {name} exists in location {existing.location}, not {location}", "location"
+                    ErrorCode.INVALID_RESOURCE_LOCATION,
+                    f"workspace {name} exists in location {existing.location}, not {location}",
+                    "location",
                 )
             return self.update_tags(name, resource_group, tags), False
         if existing is not None and existing.resource_group.lower() != resource_group.lower():
-            raise BatchAIError("Conflict", f"workspace {name} holds clusters or jobs of resource group {existing.resource_group}", "name")
+            raise BatchAIError(
+                ErrorCode.CONFLICT, f"workspace {name} holds clusters or jobs of resource group {existing.resource_group}", "name"
+            )
         record = WorkspaceRecord(name=name, resource_group=resource_group, location=location, tags=tags, creation_time=utc_now())
         try:
             self.store.create(record.key, record.model_dump(mode="json"))
@@ -115,7 +119,7 @@ class Workspaces:
     def get(self, name: str, resource_group: str) -> WorkspaceRecord:
         found = self.find(name)
         if found is None or found.resource_group.lower() != resource_group.lower():
-            raise BatchAIError("WorkspaceNotFound", f"The workspace {name} is not found in resource group {resource_group}", name)
+            raise BatchAIError(ErrorCode.WORKSPACE_NOT_FOUND, f"The workspace {name} is not found in resource group {resource_group}", name)
         return found
 
     def all(self, resource_group: str | None = None) -> list[WorkspaceRecord]:
@@ -143,7 +147,7 @@ class Workspaces:
                 pass
         stored = update(self.store, workspace_key(name), lambda doc: {**doc, "tags": tags})
         if stored is None:
-            raise BatchAIError("WorkspaceNotFound", f"The workspace {name} is not found", name)
+            raise BatchAIError(ErrorCode.WORKSPACE_NOT_FOUND, f"The workspace {name} is not found", name)
         return WorkspaceRecord.model_validate(stored)
 
     def delete_record(self, name: str) -> None:
@@ -176,7 +180,7 @@ class Workspaces:
     def get_experiment(self, workspace: str, name: str) -> ExperimentRecord:
         found = self.find_experiment(workspace, name)
         if found is None:
-            raise BatchAIError("ExperimentNotFound", f"The experiment {name} is not found in workspace {workspace}", name)
+            raise BatchAIError(ErrorCode.EXPERIMENT_NOT_FOUND, f"The experiment {name} is not found in workspace {workspace}", name)
         return found
 
     def experiments(self, workspace: str) -> list[ExperimentRecord]:

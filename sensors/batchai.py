@@ -22,9 +22,9 @@ from airflow.triggers.base import StartTriggerArgs
 from airflow_batchai.errors import TRANSIENT_CODES, BatchAIError
 from airflow_batchai.hooks.batchai import BatchAIHook
 from airflow_batchai.logtail import JobLogFollower, log_job_lines
-from airflow_batchai.operators.batchai import failure_message
 from airflow_batchai.records import ExecutionState
 from airflow_batchai.service import DEFAULT_EXPERIMENT, DEFAULT_WORKSPACE
+from airflow_batchai.taskjobs import failure_message
 from airflow_batchai.triggers.batchai import BatchAIClusterTrigger, BatchAIJobTrigger, class_path, cluster_ready
 
 POKE_INTERVAL_S = 1.0

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from airflow_batchai.storage.credentials import StorageCredential
+from airflow_batchai.data.credentials import StorageCredential
 
 REPO = Path(__file__).resolve().parent.parent
 AZURITE_BLOB = REPO / "node_modules" / ".bin" / "azurite-blob"

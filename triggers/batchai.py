@@ -31,14 +31,14 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowException
 from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
 
-from airflow_batchai.errors import BatchAIError
+from airflow_batchai.data.watch import Cursor, StoredObject, advance, baseline, matching
+from airflow_batchai.errors import BatchAIError, ErrorCode
 from airflow_batchai.hooks.batchai import BatchAIHook
 from airflow_batchai.logtail import JobLogFollower, log_job_lines
+from airflow_batchai.reading.waiting import JobUpdate
 from airflow_batchai.records import ExecutionState
-from airflow_batchai.scheduling.waiting import JobUpdate
 from airflow_batchai.service import Service
 from airflow_batchai.settings import WAIT_POLL_S
-from airflow_batchai.storage.watch import Cursor, StoredObject, advance, baseline, matching
 
 FINAL = tuple(state.value for state in ExecutionState if state.finished)
 RETRY_FIRST_S = 0.5
@@ -62,13 +62,13 @@ async def _shared_service(conn_id: str, end_time: float | None) -> Service | Bat
         try:
             return await asyncio.to_thread(BatchAIHook.shared_service, conn_id)
         except BatchAIError as error:
-            if error.code in ("InvalidConnection", "InvalidStorageCredential", "InvalidPool") or (
+            if error.code in (ErrorCode.INVALID_CONNECTION, ErrorCode.INVALID_STORAGE_CREDENTIAL, ErrorCode.INVALID_POOL) or (
                 end_time is not None and time.time() + delay > end_time
             ):
                 return error
         except Exception as error:  # e.g. the connection lookup itself failed
             if end_time is not None and time.time() + delay > end_time:
-                return BatchAIError("ConnectionUnavailable", f"connection {conn_id}: {type(error).__name__}: {error}", conn_id)
+                return BatchAIError(ErrorCode.CONNECTION_UNAVAILABLE, f"connection {conn_id}: {type(error).__name__}: {error}", conn_id)
         await asyncio.sleep(delay)
         delay = min(RETRY_MAX_S, delay * 2)
 
@@ -160,7 +160,7 @@ class BatchAIJobTrigger(BaseTrigger):
                 error = None
                 if update.record is None:
                     message = f"The specified job {self.job_name} is not found in experiment {self.experiment}"
-                    yield _error_event(BatchAIError("JobNotFound", message, self.job_name), job_name=self.job_name)
+                    yield _error_event(BatchAIError(ErrorCode.JOB_NOT_FOUND, message, self.job_name), job_name=self.job_name)
                     return
                 state = update.record.execution_state.value
                 if state in self.target_states or state in FINAL:
@@ -243,7 +243,7 @@ class BatchAIClusterTrigger(BaseTrigger):
                     yield TriggerEvent({"status": "ready", "cluster_name": self.cluster_name})
                     return
             except BatchAIError as failure:
-                if failure.code == "ClusterNotFound":
+                if failure.code == ErrorCode.CLUSTER_NOT_FOUND:
                     yield _error_event(failure, cluster_name=self.cluster_name)
                     return
                 error, delay = failure, min(RETRY_MAX_S, max(self.poll_interval, delay * 2))
@@ -273,7 +273,7 @@ class BatchAIStorageEventTrigger(BaseEventTrigger):
     and reports: each new or changed object once, as ``{account, container, name, version, size,
     lastModified}``; objects already there when it first looks are not reported. On folders and
     Azure Files, where a file being written is visible, an object is reported once it held still
-    for one poll. The cursor (storage/watch.py) lives in Airflow's asset state store, written one
+    for one poll. The cursor (data/watch.py) lives in Airflow's asset state store, written one
     poll after the events it covers (and when the trigger is stopped), so a restart reports what
     landed meanwhile and, short of a triggerer killed within a poll of an event (which then comes
     again), nothing twice: at least once. Without a state store (a trigger not run by a watcher,

@@ -32,25 +32,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from ..errors import BatchAIError, shown
+from ..errors import BatchAIError, ErrorCode, shown
 from ..names import RULES, check_segment
 from ..records import read_job
 from ..service import Service
 from ..spec import ScaleSettings, load_cluster_spec, load_job_spec
 from ..workspaces import WorkspaceRecord, Workspaces
-from .arm import (
-    API_VERSION,
-    PROVIDER,
-    ArmError,
-    Scope,
-    check_api_version,
-    enveloped,
-    from_batchai,
-    page,
-    page_size,
-    resource,
-    skip_token,
-)
+from .arm import API_VERSION, PROVIDER, ArmError, Scope, check_api_version, enveloped, from_batchai, page, page_size, resource, skip_token
 from .operations import Kind, OperationRecord, Operations
 
 log = logging.getLogger(__name__)
@@ -114,12 +102,12 @@ async def _json_body(request: Request) -> dict[str, Any]:
     """
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
-        raise ArmError(413, "RequestEntityTooLarge", f"the request body is over {MAX_BODY_BYTES} bytes")
+        raise ArmError(413, ErrorCode.REQUEST_ENTITY_TOO_LARGE, f"the request body is over {MAX_BODY_BYTES} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            raise ArmError(413, "RequestEntityTooLarge", f"the request body is over {MAX_BODY_BYTES} bytes")
+            raise ArmError(413, ErrorCode.REQUEST_ENTITY_TOO_LARGE, f"the request body is over {MAX_BODY_BYTES} bytes")
         chunks.append(chunk)
     raw = b"".join(chunks)
     if not raw:
@@ -127,13 +115,13 @@ async def _json_body(request: Request) -> dict[str, Any]:
     try:
         body = json.loads(raw)
     except RecursionError:
-        raise ArmError(400, "InvalidRequestContent", f"the request body nests deeper than {MAX_JSON_DEPTH} levels") from None
+        raise ArmError(400, ErrorCode.INVALID_REQUEST_CONTENT, f"the request body nests deeper than {MAX_JSON_DEPTH} levels") from None
     except ValueError:
-        raise ArmError(400, "InvalidRequestContent", "the request body is not JSON") from None
+        raise ArmError(400, ErrorCode.INVALID_REQUEST_CONTENT, "the request body is not JSON") from None
     if not isinstance(body, dict):
-        raise ArmError(400, "InvalidRequestContent", "the request body must be a JSON object")
+        raise ArmError(400, ErrorCode.INVALID_REQUEST_CONTENT, "the request body must be a JSON object")
     if _depth(body) > MAX_JSON_DEPTH:
-        raise ArmError(400, "InvalidRequestContent", f"the request body nests deeper than {MAX_JSON_DEPTH} levels")
+        raise ArmError(400, ErrorCode.INVALID_REQUEST_CONTENT, f"the request body nests deeper than {MAX_JSON_DEPTH} levels")
     return body
 
 
@@ -192,9 +180,12 @@ def _handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
-        code = {401: "AuthenticationFailed", 403: "AuthorizationFailed", 404: "NotFound", 405: "MethodNotAllowed"}.get(
-            error.status_code, "BadRequest"
-        )
+        code = {
+            401: ErrorCode.AUTHENTICATION_FAILED,
+            403: ErrorCode.AUTHORIZATION_FAILED,
+            404: ErrorCode.NOT_FOUND,
+            405: ErrorCode.METHOD_NOT_ALLOWED,
+        }.get(error.status_code, ErrorCode.BAD_REQUEST)
         return JSONResponse(ArmError(error.status_code, code, str(error.detail)).body(), status_code=error.status_code)
 
     @app.exception_handler(RequestValidationError)
@@ -202,13 +193,13 @@ def _handlers(app: FastAPI) -> None:
         first = error.errors()[0] if error.errors() else {}
         where = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
         message = f"{where}: {first.get('msg', 'invalid')}" if where else "invalid request"
-        return JSONResponse(ArmError(400, "InvalidRequestContent", message, where).body(), status_code=400)
+        return JSONResponse(ArmError(400, ErrorCode.INVALID_REQUEST_CONTENT, message, where).body(), status_code=400)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
         log.error("Batch AI API: %s %s failed: %s %s", request.method, shown(request.url.path), type(error).__name__, shown(str(error)))
         log.debug("the failure's traceback", exc_info=error)
-        body = ArmError(500, "InternalServerError", "the server met an error; its log has the details").body()
+        body = ArmError(500, ErrorCode.INTERNAL_SERVER_ERROR, "the server met an error; its log has the details").body()
         return JSONResponse(body, status_code=500)
 
 
@@ -342,7 +333,7 @@ class _Routes:
         @app.api_route(WORKSPACE + "/fileServers", methods=["GET"])
         @app.api_route(WORKSPACE + "/fileServers/{file_server}", methods=["GET", "PUT", "DELETE"])
         def file_servers() -> None:
-            raise ArmError(400, "FileServersNotSupported", FILE_SERVERS_REFUSED, "fileServers")
+            raise ArmError(400, ErrorCode.FILE_SERVERS_NOT_SUPPORTED, FILE_SERVERS_REFUSED, "fileServers")
 
         # -- experiments --------------------------------------------------------------------
         @app.get(WORKSPACE + "/experiments")
@@ -478,7 +469,7 @@ class _Routes:
                 return Response(status_code=202, headers={"Location": r.link(request, query=True), "Retry-After": str(POLL_AFTER_S)})
             error = operation.error
             if error:
-                status = 500 if error.get("code") in ("InternalServerError", "OperationTimedOut") else 400
+                status = 500 if error.get("code") in (ErrorCode.INTERNAL_SERVER_ERROR, ErrorCode.OPERATION_TIMED_OUT) else 400
                 arm = ArmError(status, error["code"], error["message"], error.get("target"))
                 return JSONResponse(arm.body(), status_code=arm.status)
             return Response(status_code=204 if operation.kind.startswith("delete") else 200)
@@ -548,7 +539,7 @@ class _Routes:
         try:
             svc.delete_cluster(name, workspace)
         except BatchAIError as error:
-            if error.code != "ClusterNotFound":
+            if error.code != ErrorCode.CLUSTER_NOT_FOUND:
                 raise
         return True
 
@@ -569,7 +560,7 @@ class _Routes:
             if delete:
                 svc.delete_job(name, experiment, workspace)
         except BatchAIError as error:
-            if error.code != "JobNotFound":
+            if error.code != ErrorCode.JOB_NOT_FOUND:
                 raise
         return True
 
@@ -609,7 +600,7 @@ def _file(found: dict[str, Any]) -> dict[str, Any]:
 def _properties(body: dict[str, Any]) -> dict[str, Any]:
     properties = body.get("properties", {})
     if not isinstance(properties, dict):
-        raise ArmError(400, "InvalidRequestContent", "properties must be an object", "properties")
+        raise ArmError(400, ErrorCode.INVALID_REQUEST_CONTENT, "properties must be an object", "properties")
     return properties
 
 
@@ -619,7 +610,7 @@ def _scale_settings(value: Any) -> ScaleSettings:
     except ValidationError as error:
         first = error.errors()[0]
         where = "properties.scaleSettings." + ".".join(str(p) for p in first["loc"])
-        raise ArmError(400, "InvalidSpec", f"{where.rstrip('.')}: {first['msg']}", where.rstrip(".")) from None
+        raise ArmError(400, ErrorCode.INVALID_SPEC, f"{where.rstrip('.')}: {first['msg']}", where.rstrip(".")) from None
 
 
 def _cluster_of(properties: dict[str, Any], workspace: str) -> str:
@@ -627,12 +618,14 @@ def _cluster_of(properties: dict[str, Any], workspace: str) -> str:
     cluster = properties.get("cluster")
     cluster_id = cluster.get("id") if isinstance(cluster, dict) else None
     if not isinstance(cluster_id, str) or not cluster_id.strip("/"):
-        raise ArmError(400, "InvalidSpec", "properties.cluster.id is required: the id of the cluster to run on", "properties.cluster.id")
+        raise ArmError(
+            400, ErrorCode.INVALID_SPEC, "properties.cluster.id is required: the id of the cluster to run on", "properties.cluster.id"
+        )
     parts = cluster_id.strip("/").split("/")
     if len(parts) >= 4 and parts[-2].lower() == "clusters" and parts[-4].lower() == "workspaces" and parts[-3] != workspace:
         raise ArmError(
             400,
-            "InvalidSpec",
+            ErrorCode.INVALID_SPEC,
             f"the cluster is in workspace {parts[-3]}, the job in {workspace}: both must be in one",
             "properties.cluster.id",
         )

@@ -11,16 +11,30 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from ..errors import BatchAIError
+from ..errors import BatchAIError, ErrorCode
 
 API_VERSION = "2018-05-01"
 PROVIDER = "Microsoft.BatchAI"
 MAX_PAGE = 1000  # Batch AI's maxresults limit and default page size
 
-NOT_FOUND_RESOURCES = {"WorkspaceNotFound", "ClusterNotFound", "JobNotFound", "ExperimentNotFound"}
-CONFLICT_CODES = {"ClusterAlreadyExists", "JobAlreadyExists", "Conflict", "JobNotTerminated", "InvalidStateTransition", "StaleRecord"}
-UNAVAILABLE_CODES = {"StorageUnavailable", "ControlStoreUnavailable", "SlurmUnavailable", "LockTimeout", "LeaseLost", "NodeUnreachable"}
-SERVER_CODES = {"SlurmError", "UploadFailed", "InternalServerError"}
+NOT_FOUND_RESOURCES = {ErrorCode.WORKSPACE_NOT_FOUND, ErrorCode.CLUSTER_NOT_FOUND, ErrorCode.JOB_NOT_FOUND, ErrorCode.EXPERIMENT_NOT_FOUND}
+CONFLICT_CODES = {
+    ErrorCode.CLUSTER_ALREADY_EXISTS,
+    ErrorCode.JOB_ALREADY_EXISTS,
+    ErrorCode.CONFLICT,
+    ErrorCode.JOB_NOT_TERMINATED,
+    ErrorCode.INVALID_STATE_TRANSITION,
+    ErrorCode.STALE_RECORD,
+}
+UNAVAILABLE_CODES = {
+    ErrorCode.STORAGE_UNAVAILABLE,
+    ErrorCode.CONTROL_STORE_UNAVAILABLE,
+    ErrorCode.SLURM_UNAVAILABLE,
+    ErrorCode.LOCK_TIMEOUT,
+    ErrorCode.LEASE_LOST,
+    ErrorCode.NODE_UNREACHABLE,
+}
+SERVER_CODES = {ErrorCode.SLURM_ERROR, ErrorCode.UPLOAD_FAILED, ErrorCode.INTERNAL_SERVER_ERROR}
 
 
 class ArmError(Exception):
@@ -56,19 +70,21 @@ def from_batchai(error: BatchAIError, resource: str | None = None, resource_grou
     """Our error in ARM's shape; a missing workspace, cluster, experiment or job is ARM's ``ResourceNotFound``."""
     if error.code in NOT_FOUND_RESOURCES and resource:
         where = f" under resource group '{resource_group}'" if resource_group else ""
-        return ArmError(404, "ResourceNotFound", f"The Resource '{resource}'{where} was not found. {error.message}", error.target)
+        return ArmError(404, ErrorCode.RESOURCE_NOT_FOUND, f"The Resource '{resource}'{where} was not found. {error.message}", error.target)
     return ArmError(http_status(error.code), error.code, error.message, error.target)
 
 
 def check_api_version(version: str | None) -> None:
     if not version:
         raise ArmError(
-            400, "MissingApiVersionParameter", f"The api-version query parameter (?api-version=) is required. Supported: '{API_VERSION}'."
+            400,
+            ErrorCode.MISSING_API_VERSION_PARAMETER,
+            f"The api-version query parameter (?api-version=) is required. Supported: '{API_VERSION}'.",
         )
     if version != API_VERSION:
         raise ArmError(
             400,
-            "InvalidApiVersionParameter",
+            ErrorCode.INVALID_API_VERSION_PARAMETER,
             f"The api-version '{version[:40]}' is invalid. The supported versions are '{API_VERSION}'.",
             "api-version",
         )
@@ -121,7 +137,7 @@ def page(items: list[dict[str, Any]], url: str, query: dict[str, str], max_resul
 def page_size(max_results: int | None) -> int:
     size = MAX_PAGE if max_results is None else max_results
     if not 1 <= size <= MAX_PAGE:
-        raise ArmError(400, "InvalidRequestContent", f"maxresults must be 1-{MAX_PAGE}, got {max_results}", "maxresults")
+        raise ArmError(400, ErrorCode.INVALID_REQUEST_CONTENT, f"maxresults must be 1-{MAX_PAGE}, got {max_results}", "maxresults")
     return size
 
 
@@ -129,5 +145,5 @@ def skip_token(token: str | None) -> int:
     if token is None:
         return 0
     if not token.isdigit():
-        raise ArmError(400, "InvalidRequestContent", "$skiptoken must come from a nextLink", "$skiptoken")
+        raise ArmError(400, ErrorCode.INVALID_REQUEST_CONTENT, "$skiptoken must come from a nextLink", "$skiptoken")
     return int(token)

@@ -22,9 +22,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ..errors import BatchAIError, RecordExists
+from ..control import ControlStore, update
+from ..errors import BatchAIError, ErrorCode, RecordExists
 from ..records import utc_now
-from ..store import ControlStore, update
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,12 @@ OPERATIONS = "operations/"
 STEP_INTERVAL_S = 1.0
 OPERATION_DEADLINE_S = 6 * 3600.0  # a terminate waits for the job's processes; none takes this long
 KEEP_FINISHED_S = 24 * 3600.0
-RETRIED_CODES = ("ControlStoreUnavailable", "StorageUnavailable", "LockTimeout", "LeaseLost")  # worth another step
+RETRIED_CODES = (
+    ErrorCode.CONTROL_STORE_UNAVAILABLE,
+    ErrorCode.STORAGE_UNAVAILABLE,
+    ErrorCode.LOCK_TIMEOUT,
+    ErrorCode.LEASE_LOST,
+)  # worth another step
 
 Kind = Literal["deleteWorkspace", "deleteCluster", "deleteExperiment", "deleteJob", "terminateJob"]
 Status = Literal["InProgress", "Succeeded", "Failed"]
@@ -98,7 +103,7 @@ class Operations:
         try:
             self.store().create(operation_key(record.id), record.model_dump(mode="json"))
         except RecordExists:  # 192 random bits: never; but never overwrite either
-            raise BatchAIError("InternalServerError", "operation id collision", "operationId") from None
+            raise BatchAIError(ErrorCode.INTERNAL_SERVER_ERROR, "operation id collision", "operationId") from None
         record = self.advance(record)
         if not record.final:
             self.carry(record.id)
@@ -108,11 +113,11 @@ class Operations:
         """The stored operation; read only (a poll never moves it)."""
         found = self.store().read(operation_key(operation_id))
         if found is None:
-            raise BatchAIError("OperationNotFound", "no such operation", "operationId")
+            raise BatchAIError(ErrorCode.OPERATION_NOT_FOUND, "no such operation", "operationId")
         try:
             return OperationRecord.model_validate(found.data)
         except ValidationError:
-            raise BatchAIError("OperationNotFound", "no such operation", "operationId") from None
+            raise BatchAIError(ErrorCode.OPERATION_NOT_FOUND, "no such operation", "operationId") from None
 
     def advance(self, record: OperationRecord) -> OperationRecord:
         """One step, its outcome written to the record (a record already final is left as it is)."""
@@ -126,7 +131,7 @@ class Operations:
                 status, error = "Failed", failure.to_json()
         if status == "InProgress" and (utc_now() - record.start_time).total_seconds() > OPERATION_DEADLINE_S:
             status = "Failed"
-            error = {"code": "OperationTimedOut", "message": f"the operation did not end within {OPERATION_DEADLINE_S:.0f} s"}
+            error = {"code": ErrorCode.OPERATION_TIMED_OUT, "message": f"the operation did not end within {OPERATION_DEADLINE_S:.0f} s"}
         if status == "InProgress":
             return record
 
@@ -169,7 +174,7 @@ class Operations:
                 try:
                     done = self.advance(self.get(operation_id)).final
                 except BatchAIError as error:  # the store is down, or the record vanished: try again, or drop it
-                    done = error.code == "OperationNotFound"
+                    done = error.code == ErrorCode.OPERATION_NOT_FOUND
                 except Exception:  # a carrier must outlive one bad step; the next one retries
                     log.warning("operation %s: a step failed unexpectedly; retrying", operation_id, exc_info=True)
                     done = False

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Header
 
-from ..errors import BatchAIError, shown
+from ..errors import BatchAIError, ErrorCode, shown
 from ..service import Service
 from .app import create_app
 from .arm import ArmError
@@ -36,16 +36,18 @@ def load_token(token_file: str | None, environ: Mapping[str, str] = os.environ) 
         try:
             text = Path(token_file).read_text().strip()
         except OSError as error:
-            raise BatchAIError("InvalidArguments", f"cannot read --token-file {token_file}: {error.strerror}", "--token-file") from None
+            raise BatchAIError(
+                ErrorCode.INVALID_ARGUMENTS, f"cannot read --token-file {token_file}: {error.strerror}", "--token-file"
+            ) from None
         token = text.splitlines()[0].strip() if text else ""
         if not token:
-            raise BatchAIError("InvalidArguments", f"--token-file {token_file} is empty", "--token-file")
+            raise BatchAIError(ErrorCode.INVALID_ARGUMENTS, f"--token-file {token_file} is empty", "--token-file")
     else:
         token = environ.get(TOKEN_ENV, "").strip()
         if not token:
             return None
     if len(token) < MIN_TOKEN_CHARS:
-        raise BatchAIError("InvalidArguments", f"the API token must be at least {MIN_TOKEN_CHARS} characters", "--token-file")
+        raise BatchAIError(ErrorCode.INVALID_ARGUMENTS, f"the API token must be at least {MIN_TOKEN_CHARS} characters", "--token-file")
     return token
 
 
@@ -56,11 +58,13 @@ def bearer_check(token: str | None) -> Callable[..., None]:
     def check(authorization: Annotated[str | None, Header()] = None) -> None:
         if expected is None:
             raise ArmError(
-                401, "AuthenticationFailed", f"this server has no API token (set {TOKEN_ENV} or --token-file): every request is refused"
+                401,
+                ErrorCode.AUTHENTICATION_FAILED,
+                f"this server has no API token (set {TOKEN_ENV} or --token-file): every request is refused",
             )
         scheme, _, presented = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), expected):
-            raise ArmError(401, "AuthenticationFailed", "Authorization: Bearer <token> is missing or wrong")
+            raise ArmError(401, ErrorCode.AUTHENTICATION_FAILED, "Authorization: Bearer <token> is missing or wrong")
 
     return check
 
@@ -73,7 +77,7 @@ def check_public_url(url: str) -> str:
     except ValueError:
         parsed = parsed._replace(netloc="")
     if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.query or parsed.fragment or any(c in url for c in " \r\n\t"):
-        raise BatchAIError("InvalidArguments", f"--public-url {shown(url)} must be http(s)://host[:port][/prefix]", "--public-url")
+        raise BatchAIError(ErrorCode.INVALID_ARGUMENTS, f"--public-url {shown(url)} must be http(s)://host[:port][/prefix]", "--public-url")
     return url.rstrip("/")
 
 

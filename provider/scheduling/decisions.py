@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..errors import BatchAIError
-from ..node.protocol import AgentStatus, RunState
+from ..agent.protocol import AgentStatus, RunState
+from ..errors import BatchAIError, ErrorCode
+from ..launch import MPI_TOOLKITS
 from ..records import ExecutionState, JobRecord, NodeRecord, NodeState, move_job, move_node, next_attempt
 from ..spec import DeallocationOption
-from .launch import MPI_TOOLKITS
 from .snapshot import Snapshot
 
 
@@ -109,6 +109,14 @@ class RemoveNode:
 
 
 @dataclass(frozen=True)
+class RequestNodes:
+    """An elastic pool starts ``count`` more nodes of ``vm_size``; a later pass claims them once they answer."""
+
+    count: int
+    vm_size: str | None
+
+
+@dataclass(frozen=True)
 class ProbeNode:
     """Try a lost member again: when it answers, its agent is deployed anew and it goes through node setup."""
 
@@ -141,6 +149,7 @@ Action = (
     | ProbeNode
     | DrainNode
     | LaunchJob
+    | RequestNodes
 )
 
 
@@ -154,12 +163,12 @@ class Plan:
 
 
 def node_lost_error(node: NodeRecord, why: str) -> dict[str, Any]:
-    return {"code": "NodeLost", "message": f"node {node.node_id} ({node.address}) is unusable: {why}"}
+    return {"code": ErrorCode.NODE_LOST, "message": f"node {node.node_id} ({node.address}) is unusable: {why}"}
 
 
 def is_lost(node: NodeRecord) -> bool:
     """Unusable because it went silent (not because its setup task failed)."""
-    return node.state == NodeState.UNUSABLE and any(error.get("code") == "NodeLost" for error in node.errors)
+    return node.state == NodeState.UNUSABLE and any(error.get("code") == ErrorCode.NODE_LOST for error in node.errors)
 
 
 def job_helpers(job: JobRecord) -> list[str]:
@@ -297,7 +306,7 @@ class Planner:
             elif seen.final:
                 error = seen.status.error or {}  # type: ignore[union-attr]
                 message = f"node setup failed on {node.node_id} ({node.address}): {error.get('message', 'unknown error')}"
-                self.node_unusable(node, {"code": error.get("code", "NodeSetupFailed"), "message": message})
+                self.node_unusable(node, {"code": error.get("code", ErrorCode.NODE_SETUP_FAILED), "message": message})
             elif seen.status is None and self.silent_since(node.state_transition_time):
                 self.mark_lost(node, "its setup agent never reported")
 
@@ -353,7 +362,7 @@ class Planner:
             self.stop(job, job.nodes)
             self.release(job.nodes)
             if job.execution_state == ExecutionState.RUNNING:
-                self.requeue(job, {"code": "LaunchFailed", "message": "the job's launch ended before its plan reached the nodes"})
+                self.requeue(job, {"code": ErrorCode.LAUNCH_FAILED, "message": "the job's launch ended before its plan reached the nodes"})
             else:  # terminated meanwhile: nothing runs it, so it has ended
                 self.end_job(job, ExecutionState.FAILED, exit_code=-1, errors=job.errors)
             return
@@ -366,15 +375,15 @@ class Planner:
             return
         if failed:
             node_id, status = failed[0]
-            error = status.error or {"code": "JobFailed", "message": "the job failed"}
-            if error.get("code") == "JobFailed":
-                error = {"code": "JobFailed", "message": f"Job failed with non-zero exit code on node {node_id}"}
+            error = status.error or {"code": ErrorCode.JOB_FAILED, "message": "the job failed"}
+            if error.get("code") == ErrorCode.JOB_FAILED:
+                error = {"code": ErrorCode.JOB_FAILED, "message": f"Job failed with non-zero exit code on node {node_id}"}
             self.stop(job, [nid for nid in job.nodes if nid not in finals])
             self.finish(job, ExecutionState.FAILED, status.exit_code if status.exit_code is not None else -1, [error])
             for full_id, full in failed:  # a disk the job filled and the agent could not free: no job goes there
                 stuck = (full.error or {}).get("nodeFull")
                 if stuck and (full_node := self.nodes.get(full_id)) is not None and full_node.state == NodeState.IDLE:
-                    self.node_unusable(full_node, {"code": "DiskFull", "message": f"node {full_id}: {stuck}"})
+                    self.node_unusable(full_node, {"code": ErrorCode.DISK_FULL, "message": f"node {full_id}: {stuck}"})
         elif all(nid in finals for nid in workers):
             self.stop(job, [nid for nid in job.nodes if nid not in finals])  # release reserved nodes
             self.finish(job, ExecutionState.SUCCEEDED, 0, [])
@@ -406,7 +415,7 @@ class Planner:
         self.stop(job, alive + lost_ids)  # best effort on the lost ones: a silent node may still run it
         self.release(alive)
         node_id, why = lost[0]
-        error = {"code": "NodeLost", "message": f"node {node_id} became unusable while running the job: {why}"}
+        error = {"code": ErrorCode.NODE_LOST, "message": f"node {node_id} became unusable while running the job: {why}"}
         if self.deallocation_option() == DeallocationOption.REQUEUE and job.execution_state == ExecutionState.RUNNING:
             until = self.now + timedelta(seconds=self.limits.fence_s) if self.limits.fence_s is not None else None
             fence = {"run": job.run_id, "nodes": list(job.nodes), "until": until.isoformat() if until else None}
@@ -462,6 +471,9 @@ class Planner:
         for node in free[:count]:
             self.actions.append(ClaimNode(node.node_id))
             self.move_node(node, NodeState.PREPARING, cluster=self.member, errors=[])
+        missing = min(count - len(free[:count]), self.snapshot.startable)
+        if missing > 0:
+            self.actions.append(RequestNodes(missing, self.spec.vm_size))
 
     def probe_lost_nodes(self) -> None:
         """Members lost to silence (not to a failed setup task, which would fail again) are tried
@@ -496,9 +508,9 @@ class Planner:
         self.stop(job, job.nodes)
         self.release(job.nodes)
         if option == DeallocationOption.REQUEUE and job.execution_state == ExecutionState.RUNNING:
-            self.requeue(job, {"code": "JobRequeued", "message": "a node of the job left the cluster (scale-down)"})
+            self.requeue(job, {"code": ErrorCode.JOB_REQUEUED, "message": "a node of the job left the cluster (scale-down)"})
         else:
-            error = {"code": "JobTerminated", "message": "The job was terminated because its node left the cluster"}
+            error = {"code": ErrorCode.JOB_TERMINATED, "message": "The job was terminated because its node left the cluster"}
             self.end_job(job, ExecutionState.FAILED, nodes=[], errors=[error], exit_code=-1)
 
     def idle_timer(self) -> float | None:

@@ -28,15 +28,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import BatchAIError, StaleRecord
+from ..agent.protocol import CONTACT_RENEW_S
+from ..control import ControlStore, Lease, SecretVault, lock
+from ..data import DataStore
+from ..errors import BatchAIError, ErrorCode, StaleRecord
 from ..layout import NodeLayout
-from ..node.protocol import CONTACT_RENEW_S
-from ..nodes import NodePool
-from ..nodes.handle import NodeHandle
+from ..pools import NodePool
 from ..records import ClusterRecord, JobRecord, NodeState, lease_name, read_cluster
 from ..settings import Settings
-from ..storage import DataStore
-from ..store import ControlStore, Lease, SecretVault, lock
+from ..transport.handle import NodeHandle
 from .reconcile import PassOutcome, Reconciler, setup_run_id
 from .snapshot import read_snapshot
 
@@ -213,7 +213,7 @@ class Passes:
                 try:
                     self.maybe_pass(ref, urgent)
                 except BatchAIError as error:
-                    if error.code != "ClusterNotFound":
+                    if error.code != ErrorCode.CLUSTER_NOT_FOUND:
                         log.warning("background pass over cluster %s/%s: %s", *ref, error)
                 except Exception:
                     log.exception("background pass over cluster %s/%s failed", *ref)

@@ -19,12 +19,15 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
-from ..errors import BatchAIError, StaleRecord
+from ..agent.protocol import REGISTRY_PASSWORD_KEY, AgentPlan
+from ..control import ControlStore, Lease, SecretVault
+from ..data import DataStore
+from ..data.links import Link
+from ..data.staging import read_texts, written
+from ..errors import BatchAIError, ErrorCode, RecordExists, StaleRecord
+from ..launch import JobContext, NodeSlot, job_plans, setup_plan
 from ..layout import NodeLayout, cluster_setup_segment, stdouterr_template
-from ..node.protocol import REGISTRY_PASSWORD_KEY, AgentPlan
-from ..nodes import NodePool
-from ..nodes.clusterkeys import ClusterKey, PeerSSH
-from ..nodes.handle import NodeHandle
+from ..pools import NodePool, eligible
 from ..records import (
     AllocationState,
     ClusterRecord,
@@ -40,10 +43,8 @@ from ..records import (
     utc_now,
 )
 from ..settings import Settings
-from ..storage import DataStore
-from ..storage.links import Link
-from ..storage.staging import read_texts, written
-from ..store import ControlStore, Lease, SecretVault
+from ..transport.clusterkeys import ClusterKey, PeerSSH
+from ..transport.handle import NodeHandle
 from .decisions import (
     Action,
     ClaimNode,
@@ -60,22 +61,26 @@ from .decisions import (
     ProbeNode,
     ReleaseNode,
     RemoveNode,
+    RequestNodes,
     StopRuns,
     node_lost_error,
     plan_pass,
 )
-from .launch import JobContext, NodeSlot, job_plans, setup_plan
 from .snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
 RECENT = timedelta(minutes=5)  # a job that changed stays in the digest this long, so every waiter sees the change
 DIGEST_MAX_RECENT = 2000  # and at most this many of them (a waiter whose job fell out re-reads it)
-JOB_FAILING_CODES = ("InvalidSpec", "SecretsUnreadable", "InvalidPath")  # a job that can never launch fails, naming why
+JOB_FAILING_CODES = (
+    ErrorCode.INVALID_SPEC,
+    ErrorCode.SECRETS_UNREADABLE,
+    ErrorCode.INVALID_PATH,
+)  # a job that can never launch fails, naming why
 PARALLEL_READS = 4  # more agent statuses than this are read in parallel
 
 
-INSUFFICIENT_NODES = "InsufficientNodes"
+INSUFFICIENT_NODES = ErrorCode.INSUFFICIENT_NODES
 
 
 def insufficient_nodes(target: int, shortfall: int, vm_size: str | None) -> dict[str, str]:
@@ -131,6 +136,7 @@ class Reconciler:
 
     # -- the pass -------------------------------------------------------------------------------
     def run(self, terminations: dict[str, dict[str, Any]] | None = None) -> PassOutcome:
+        self.record_joined()
         runs, setups = self.observe()
         self.seen_done: dict[str, set[str]] = {}
         for (node_id, run), seen in runs.items():
@@ -209,6 +215,8 @@ class Reconciler:
             self.end_job(action)
         elif isinstance(action, LaunchJob):
             self.launch(action)
+        elif isinstance(action, RequestNodes):
+            self.request_nodes(action)
 
     # -- writes ---------------------------------------------------------------------------------
     def write_node(self, node: NodeRecord) -> NodeRecord:
@@ -351,6 +359,24 @@ class Reconciler:
         except (OSError, BatchAIError) as error:
             self.mark_lost(node, f"cannot start node setup: {getattr(error, 'message', error)}")
 
+    def record_joined(self) -> None:
+        """Machines an elastic pool started since the last pass get their free record, claimable in this pass."""
+        vm_size = self.spec.vm_size
+        for node_id, address, root, gpus in self.snapshot.joined:
+            record = NodeRecord(node_id=node_id, address=address, root=root, gpus=gpus, state_transition_time=utc_now())
+            try:
+                self.snapshot.etags[record.key] = self.store.create(record.key, record.to_doc())
+            except RecordExists:
+                continue  # another pass recorded it first: the next snapshot has it
+            self.snapshot.nodes[node_id] = record
+            if eligible(self.pool.labels(node_id), vm_size):
+                self.snapshot.eligible = self.snapshot.eligible | {node_id}
+
+    def request_nodes(self, action: RequestNodes) -> None:
+        starting = self.pool.grow(action.count, action.vm_size)
+        if starting:
+            log.info("cluster %s: %d node(s) starting for it: %s", self.member, len(starting), ", ".join(starting))
+
     def remove_node(self, node: NodeRecord) -> None:
         """Leave the cluster: stop its setup, take back the cluster's key, clean the node, free it."""
         if node.state != NodeState.LEAVING:
@@ -368,8 +394,9 @@ class Reconciler:
         except BatchAIError as error:  # something stayed mounted (or the node is gone): the record says why
             log.warning("node %s left cluster %s uncleaned: %s", node.node_id, self.member, error.message)
             self.write_node(move_node(node, NodeState.FREE, errors=[error.to_json()]))
-            return
-        self.write_node(move_node(node, NodeState.FREE, errors=[]))
+        else:
+            self.write_node(move_node(node, NodeState.FREE, errors=[]))
+        self.pool.release(node.node_id)  # an elastic pool may stop the machine; a fixed one keeps it
 
     # -- jobs -----------------------------------------------------------------------------------
     def stop_runs(self, action: StopRuns) -> None:
@@ -529,7 +556,7 @@ class Reconciler:
     # -- cluster deletion -----------------------------------------------------------------------
     def delete_everything(self) -> None:
         """Fail every live job (``ClusterDeleted``), stopping its runs, and release every node."""
-        error = {"code": "ClusterDeleted", "message": f"cluster {self.cluster.name} was deleted"}
+        error = {"code": ErrorCode.CLUSTER_DELETED, "message": f"cluster {self.cluster.name} was deleted"}
         for key, job in sorted(self.snapshot.jobs.items()):
             if job.execution_state == ExecutionState.QUEUED:
                 self.apply(EndJob(key, ExecutionState.FAILED, {"errors": [error]}))

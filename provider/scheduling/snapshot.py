@@ -19,19 +19,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ..control import ControlStore
 from ..errors import RecordExists
-from ..nodes import NodePool, eligible
-from ..records import (
-    ClusterRecord,
-    JobRecord,
-    NodeRecord,
-    NodeState,
-    job_key_of_live,
-    live_prefix,
-    read_cluster,
-    utc_now,
-)
-from ..store import ControlStore
+from ..pools import NodeChange, NodePool, eligible
+from ..records import ClusterRecord, JobRecord, NodeRecord, NodeState, job_key_of_live, live_prefix, read_cluster, utc_now
 
 
 @dataclass
@@ -44,6 +35,8 @@ class Snapshot:
     stale_live: list[str] = field(default_factory=list)  # live entries to remove: their job ended or is gone
     ended_secrets: list[str] = field(default_factory=list)  # vault names of ended jobs whose secrets may have stayed
     backfilled: bool = False  # this read gave every live job of an older cluster its entry
+    startable: int = 0  # nodes of this cluster's vmSize an elastic pool could still start (beyond those starting)
+    joined: list[tuple[str, str, str, int]] = field(default_factory=list)  # an elastic pool's new machines, no record yet
 
     @property
     def member(self) -> str:
@@ -68,7 +61,8 @@ def read_snapshot(
     """One read of everything a pass needs; ClusterNotFound when the cluster is gone. ``also``: job keys to adopt if live."""
     cluster, cluster_etag = read_cluster(store, workspace, name)
     etags = {cluster.key: cluster_etag}
-    inventory = {node_id for node_id, *_ in pool.inventory()}
+    machines = pool.inventory()
+    inventory = {node_id for node_id, *_ in machines}
     nodes = {}
     for key, found in store.read_many("pool/"):
         node = NodeRecord.model_validate(found.data)
@@ -103,6 +97,11 @@ def read_snapshot(
         adopt(store, snapshot, key)
     vm_size = cluster.parsed_spec().vm_size
     snapshot.eligible = frozenset(node_id for node_id in nodes if eligible(pool.labels(node_id), vm_size))
+    if pool.elastic:
+        snapshot.joined = [machine for machine in machines if machine[0] not in nodes]
+        starting = [node_id for node_id, change in pool.changing().items() if change == NodeChange.STARTING]
+        coming = sum(1 for node_id in starting if eligible(pool.labels(node_id), vm_size))
+        snapshot.startable = max(0, pool.capacity(vm_size) - len(snapshot.eligible) - coming)
     return snapshot
 
 

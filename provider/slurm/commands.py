@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import BatchAIError, shown
-from ..node.slurmstep import expand_hostlist
-from ..nodes import Transport
+from ..agent.protocol import expand_hostlist
+from ..errors import BatchAIError, ErrorCode, shown
+from ..transport import Transport
 
 COMMAND_TIMEOUT_S = 30.0
 JOB_ID = re.compile(r"^(\d+)(?:;\S+)?$")  # sbatch --parsable: "<id>" or "<id>;<cluster>"
@@ -112,11 +112,13 @@ class Slurm:
             raise
         except Exception as error:  # subprocess.TimeoutExpired, OSError: the command did not run or did not end
             raise BatchAIError(
-                "SlurmUnavailable", f"{argv[0]} did not answer: {type(error).__name__}: {shown(str(error), 200)}", argv[0]
+                ErrorCode.SLURM_UNAVAILABLE, f"{argv[0]} did not answer: {type(error).__name__}: {shown(str(error), 200)}", argv[0]
             ) from None
         if result.returncode != 0:
             message = (result.stderr or result.stdout).decode(errors="replace").strip()
-            raise BatchAIError("SlurmError", f"{shlex.join(argv[:2])} failed (exit {result.returncode}): {shown(message, 300)}", argv[0])
+            raise BatchAIError(
+                ErrorCode.SLURM_ERROR, f"{shlex.join(argv[:2])} failed (exit {result.returncode}): {shown(message, 300)}", argv[0]
+            )
         return result.stdout.decode(errors="replace")
 
     def submit(self, script: str, options: SbatchOptions) -> str:
@@ -124,7 +126,7 @@ class Slurm:
         out = self._run(["sbatch", *options.argv()], stdin=script.encode()).strip()
         found = JOB_ID.match(out.splitlines()[-1] if out else "")
         if not found:
-            raise BatchAIError("SlurmError", f"sbatch answered {shown(out)}, not a job id", "sbatch")
+            raise BatchAIError(ErrorCode.SLURM_ERROR, f"sbatch answered {shown(out)}, not a job id", "sbatch")
         return found.group(1)
 
     def jobs(self, job_ids: list[str]) -> dict[str, SlurmJob]:

@@ -4,22 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import ErrorCode
 from ..records import ExecutionState, NodeState
 from .commands import SlurmJob, SlurmNode
 
 QUEUED = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SUSPENDED"}
 RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "RESIZING"}
 FAILED_CODES = {
-    "FAILED": "JobFailed",
-    "TIMEOUT": "JobTimedOut",  # maxWallClockTime reached: Slurm's --time
-    "NODE_FAIL": "NodeFailed",
-    "PREEMPTED": "JobPreempted",
-    "CANCELLED": "JobTerminated",
-    "OUT_OF_MEMORY": "JobOutOfMemory",
-    "BOOT_FAIL": "NodeFailed",
-    "DEADLINE": "JobTimedOut",
-    "REVOKED": "JobTerminated",
-    "SPECIAL_EXIT": "JobFailed",
+    "FAILED": ErrorCode.JOB_FAILED,
+    "TIMEOUT": ErrorCode.JOB_TIMED_OUT,  # maxWallClockTime reached: Slurm's --time
+    "NODE_FAIL": ErrorCode.NODE_FAILED,
+    "PREEMPTED": ErrorCode.JOB_PREEMPTED,
+    "CANCELLED": ErrorCode.JOB_TERMINATED,
+    "OUT_OF_MEMORY": ErrorCode.JOB_OUT_OF_MEMORY,
+    "BOOT_FAIL": ErrorCode.NODE_FAILED,
+    "DEADLINE": ErrorCode.JOB_TIMED_OUT,
+    "REVOKED": ErrorCode.JOB_TERMINATED,
+    "SPECIAL_EXIT": ErrorCode.JOB_FAILED,
 }
 
 
@@ -39,7 +40,7 @@ def execution_state(job: SlurmJob) -> tuple[ExecutionState, dict[str, Any] | Non
         return ExecutionState.RUNNING, None
     if state == "COMPLETED":
         return ExecutionState.SUCCEEDED, None
-    code = FAILED_CODES.get(state, "JobFailed")
+    code = FAILED_CODES.get(state, ErrorCode.JOB_FAILED)
     reason = f", reason {job.reason}" if job.reason else ""
     exit_part = f", exit code {job.exit_code}" if job.exit_code else ""
     signal_part = f", signal {job.signal}" if job.signal else ""

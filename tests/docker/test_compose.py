@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from airflow_batchai.config import ProviderConfig, storage_credential
-from airflow_batchai.nodes.ssh import HostSpec, SSHAuth, SSHTransport
+from airflow_batchai.transport.ssh import HostSpec, SSHAuth, SSHTransport
 from tests.conftest import REPO
 
 COMPOSE = shutil.which("docker-compose")

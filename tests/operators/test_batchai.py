@@ -246,26 +246,6 @@ def test_mapped_submits_give_one_job_per_map_index_and_each_retry_reattaches_to_
     assert service.read_output_file(derived[1], "stdout.txt", "e") == b"slice 1\n"
 
 
-def test_a_derived_job_name_keeps_the_map_index_when_shortened() -> None:
-    from airflow_batchai.operators.batchai import job_name_for
-
-    long_run = "manual__2026-12-02T01:31:18.123456+00:00_" + "x" * 40
-    names = [job_name_for("a_dag_with_a_long_name", "score_slices", long_run, index) for index in (3, 13)]
-    assert all(len(name) <= 64 for name in names) and names[0].endswith("-3") and names[1].endswith("-13")
-    assert names[0] != names[1] and job_name_for("d", "t", "r", -1) == "d-t-r" and job_name_for("d", "t", "r", 0) == "d-t-r-0"
-
-
-def test_a_derived_job_name_keeps_the_runs_date_whole() -> None:
-    """Shortened names cut the DAG and task ids, never the run's date; runs a microsecond apart stay apart."""
-    from airflow_batchai.operators.batchai import job_name_for
-
-    first = job_name_for("batchai_quickstart", "submit_job", "manual__2026-12-02T01:31:18.123456+00:00")
-    again = job_name_for("batchai_quickstart", "submit_job", "manual__2026-12-02T01:31:18.123457+00:00")
-    assert first.startswith("batchai_quickstart-submit_job-manual_20261202T013118-") and first != again
-    long = job_name_for("d" * 80, "t" * 80, "scheduled__2026-12-02T00:00:00+00:00", 7)
-    assert len(long) <= 64 and "scheduled_20261202T000000-" in long and long.endswith("-7")
-
-
 def test_openlineage_facets_name_the_storage_the_job_read_and_wrote(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BATCHAI_HOME", str(home))
     service = Service.embedded(home)

@@ -6,7 +6,7 @@ import pytest
 
 from airflow_batchai.config import ProviderConfig, connection_config, service_from_config
 from airflow_batchai.errors import BatchAIError
-from airflow_batchai.nodes.ssh import HostSpec
+from airflow_batchai.transport.ssh import HostSpec
 
 
 @pytest.mark.parametrize(
@@ -80,7 +80,7 @@ def test_airflow_uri_connections_carry_text_and_are_read_as_airflow_would(tmp_pa
 
 
 def test_an_account_key_pasted_with_a_trailing_newline_still_works(tmp_path) -> None:
-    from airflow_batchai.storage.credentials import StorageCredential
+    from airflow_batchai.data.credentials import StorageCredential
 
     key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
     assert StorageCredential.parse(account="a", account_key=key + "\n").account_key == key

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from airflow_batchai.nodes.local import LocalTransport
 from airflow_batchai.service import Service
 from airflow_batchai.spec import load_cluster_spec, load_job_spec
+from airflow_batchai.transport.local import LocalTransport
 from tests.conftest import custom_job, wait_until
 
 SECRET_TEXT = "the service's own secret, outside every job folder"

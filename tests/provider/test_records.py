@@ -5,16 +5,7 @@ from __future__ import annotations
 import pytest
 
 from airflow_batchai.errors import BatchAIError
-from airflow_batchai.records import (
-    JOB_TRANSITIONS,
-    ExecutionState,
-    JobRecord,
-    NodeRecord,
-    NodeState,
-    move_job,
-    move_node,
-    utc_now,
-)
+from airflow_batchai.records import JOB_TRANSITIONS, ExecutionState, JobRecord, NodeRecord, NodeState, move_job, move_node, utc_now
 
 
 def a_job(state: ExecutionState = ExecutionState.QUEUED) -> JobRecord:

@@ -6,13 +6,7 @@ import json
 
 import pytest
 
-from airflow_batchai.secretfields import (
-    CLUSTER_SECRET_FIELDS,
-    JOB_SECRET_FIELDS,
-    secret_values,
-    split_cluster_secrets,
-    split_job_secrets,
-)
+from airflow_batchai.secretfields import CLUSTER_SECRET_FIELDS, JOB_SECRET_FIELDS, secret_values, split_cluster_secrets, split_job_secrets
 from airflow_batchai.spec import load_cluster_spec, load_job_spec
 from tests.conftest import DATA
 

@@ -9,13 +9,7 @@ from pathlib import Path
 import pytest
 
 from airflow_batchai.errors import InvalidSpec
-from airflow_batchai.spec import (
-    format_duration,
-    load_cluster_spec,
-    load_job_spec,
-    parse_duration,
-    unfilled_placeholders,
-)
+from airflow_batchai.spec import format_duration, load_cluster_spec, load_job_spec, parse_duration, unfilled_placeholders
 from tests.conftest import DATA, SHARED_REFERENCE
 
 RECIPES = sorted((DATA / "recipes").glob("*.json"))

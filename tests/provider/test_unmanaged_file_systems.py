@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from airflow_batchai.node.volumes import mount_points
+from airflow_batchai.agent.volumes import mount_points
 from airflow_batchai.service import Service
 from airflow_batchai.spec import load_cluster_spec
 from tests.conftest import custom_job, wait_until

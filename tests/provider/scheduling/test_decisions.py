@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from airflow_batchai.node.protocol import AgentStatus
+from airflow_batchai.agent.protocol import AgentStatus
 from airflow_batchai.records import ClusterRecord, ExecutionState, JobRecord, NodeRecord, NodeState, spec_hash
 from airflow_batchai.scheduling.decisions import (
     ClaimNode,
@@ -24,6 +24,7 @@ from airflow_batchai.scheduling.decisions import (
     ProbeNode,
     ReleaseNode,
     RemoveNode,
+    RequestNodes,
     StopRuns,
     plan_pass,
 )
@@ -389,3 +390,16 @@ def test_a_shortfall_is_said_only_when_the_pool_can_never_meet_the_target() -> N
     assert short.shortfall == 1  # two eligible hosts in all, three wanted
     waiting = plan(snapshot(cluster(target=2), [node("n0"), busy_elsewhere], []))
     assert waiting.shortfall == 0  # the other cluster's node may come free: no error for that
+
+
+def test_an_elastic_pool_is_asked_for_what_its_free_nodes_and_those_starting_cannot_give() -> None:
+    record = cluster({"autoScale": {"minimumNodeCount": 0, "maximumNodeCount": 4}}, target=0)
+    jobs = [job("a", count=3)]
+    fixed = plan(snapshot(record, [node("n0", NodeState.FREE)], jobs)).actions
+    assert fixed == [ClaimNode("n0")]  # a fixed pool has nothing to start
+    elastic = snapshot(record, [node("n0", NodeState.FREE)], jobs)
+    elastic.startable = 5
+    assert plan(elastic).actions == [ClaimNode("n0"), RequestNodes(2, None)]
+    nearly_full = snapshot(record, [node("n0", NodeState.FREE)], jobs)
+    nearly_full.startable = 1  # the pool's capacity, less what it has and what is starting
+    assert plan(nearly_full).actions == [ClaimNode("n0"), RequestNodes(1, None)]

@@ -13,19 +13,20 @@ from typing import Any
 
 import pytest
 
+from airflow_batchai.agent.protocol import AgentStatus
+from airflow_batchai.control import Versioned
+from airflow_batchai.control.local import LocalControlStore, LocalSecretVault
+from airflow_batchai.data.local import LocalDataStore
 from airflow_batchai.errors import BatchAIError, StaleRecord
 from airflow_batchai.layout import NodeLayout
-from airflow_batchai.node.protocol import AgentStatus
-from airflow_batchai.nodes import CommandResult
-from airflow_batchai.nodes.local import LocalNodePool, LocalTransport
+from airflow_batchai.pools.local import LocalNodePool
 from airflow_batchai.records import ClusterRecord, ExecutionState, JobRecord, NodeRecord, NodeState, live_key, spec_hash, utc_now
 from airflow_batchai.scheduling.reconcile import Reconciler
 from airflow_batchai.scheduling.snapshot import read_snapshot
 from airflow_batchai.settings import Settings
 from airflow_batchai.spec import load_cluster_spec, load_job_spec
-from airflow_batchai.storage.local import LocalDataStore
-from airflow_batchai.store import Versioned
-from airflow_batchai.store.local import LocalControlStore, LocalSecretVault
+from airflow_batchai.transport import CommandResult
+from airflow_batchai.transport.local import LocalTransport
 
 
 class RecordingTransport(LocalTransport):

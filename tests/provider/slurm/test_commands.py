@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from airflow_batchai.errors import BatchAIError
-from airflow_batchai.nodes.local import LocalTransport
 from airflow_batchai.records import ExecutionState
 from airflow_batchai.slurm.commands import SbatchOptions, Slurm, SlurmJob, SlurmNode, expand_hostlist, parse_job, parse_node
 from airflow_batchai.slurm.states import execution_state, node_state_counts
+from airflow_batchai.transport.local import LocalTransport
 from tests.conftest import pid_alive, put_stand_in_on_path, wait_until
 
 

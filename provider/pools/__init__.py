@@ -1,0 +1,110 @@
+"""Where a cluster's nodes come from: the NodePool contract and the helpers its kinds share.
+
+A pool hands out machines (local slots, the connection's SSH hosts, a Slurm partition) and a
+Transport to each; the scheduler places jobs on them. Each kind is one module beside this one,
+and ``config.backends`` is the one place that picks a kind for a connection.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ..transport import Transport
+    from ..transport.clusterkeys import PeerSSH
+
+
+class NodePool(Protocol):
+    """The machines the provider may put into clusters."""
+
+    cluster_ssh: bool  # nodes are separate hosts that must log in to each other for MPI
+    elastic: bool  # machines start on demand (grow) and stop when released; False: they are simply there
+    beside_control_plane: bool  # jobs run on the machine of the process that runs them (its user could read our secrets)
+
+    def labels(self, node_id: str) -> tuple[str, ...]:
+        """The machine's labels; a cluster whose vmSize is one of them may use it (none: any cluster)."""
+
+    def peer_ssh(self, node_id: str) -> PeerSSH:
+        """How the other nodes reach this one over ssh (only asked when ``cluster_ssh``)."""
+
+    def authorized_keys_file(self, node_id: str) -> str: ...
+
+    def inventory(self) -> list[tuple[str, str, str, int]]:
+        """(node_id, address, root, gpus) per machine; gpus 0 = discover when the node joins."""
+
+    def transport(self, node_id: str) -> Transport: ...
+
+    def node_root(self, node_id: str) -> str | None:
+        """The folder under which everything of ours lives on that node; None for a node it does not know."""
+
+    def shared_folder(self, run_id: str) -> str | None:
+        """A folder all nodes of a job see at the same path, or None when they share none."""
+
+    def release_shared(self, run_id: str) -> None: ...
+
+    def login_port(self, node_id: str) -> int:
+        """The port ``ssh`` reaches the node on (Batch AI's remote login information)."""
+
+    def capacity(self, vm_size: str | None = None, max_age_s: float = 0.0) -> int:
+        """How many nodes a cluster of ``vm_size`` can ever have here (an answer ``max_age_s`` old will do)."""
+
+    def vm_size_problem(self, vm_size: str | None) -> str | None:
+        """Why no node here can serve ``vm_size``, or None when some can."""
+
+    # -- elastic capacity: a pool whose machines start and stop (cloud VMs) answers these; a fixed
+    #    pool (local slots, SSH hosts, a Slurm partition) has nothing to start or stop and says so.
+
+    def grow(self, count: int, vm_size: str | None) -> list[str]:
+        """Start ``count`` more nodes of ``vm_size``; the ids of those now starting (they join the
+        inventory once they answer). Asked every pass while a cluster is short, so a pool counts
+        what it is already starting (``changing``) before it starts more."""
+
+    def release(self, node_id: str) -> None:
+        """The node left its cluster and is free: an elastic pool may stop paying for it."""
+
+    def changing(self) -> dict[str, NodeChange]:
+        """Nodes on their way in (starting) or out (leaving), by id."""
+
+    def price_label(self, node_id: str) -> str | None:
+        """What the node is billed as (a VM size in a region, say), for usage and cost; None: not billed."""
+
+
+class NodeChange(str, Enum):
+    STARTING = "starting"
+    LEAVING = "leaving"
+
+
+class FixedPool:
+    """The elastic half of NodePool for pools whose machines are simply there."""
+
+    elastic = False
+
+    def grow(self, count: int, vm_size: str | None) -> list[str]:
+        return []
+
+    def release(self, node_id: str) -> None:
+        return None
+
+    def changing(self) -> dict[str, NodeChange]:
+        return {}
+
+    def price_label(self, node_id: str) -> str | None:
+        return None
+
+
+def labelled_vm_size_problem(pool: NodePool, vm_size: str | None) -> str | None:
+    """vm_size_problem for pools whose hosts carry labels (local and SSH)."""
+    if any(eligible(pool.labels(node_id), vm_size) for node_id, *_ in pool.inventory()):
+        return None
+    return f"no host of the pool serves vmSize {vm_size!r}: label a host with it, or leave a host without labels"
+
+
+def eligible(labels: tuple[str, ...], vm_size: str | None) -> bool:
+    """Whether a host with these labels may join a cluster of this ``vmSize``.
+
+    Labels are how a pool of mixed machines stands in for Azure's VM sizes: a labelled host
+    serves only clusters whose vmSize is one of its labels (case does not matter, as in
+    Azure); a host without labels, or a cluster without a vmSize, matches anything.
+    """
+    return not labels or vm_size is None or vm_size.lower() in {label.lower() for label in labels}
