@@ -20,6 +20,7 @@ PACKAGE_DIRS = {
     "airflow_batchai.slurm": "provider/slurm",
     "airflow_batchai.reading": "provider/reading",
     "airflow_batchai.restapi": "provider/restapi",
+    "airflow_batchai.restapi.routers": "provider/restapi/routers",
     "airflow_batchai.hooks": "hooks",
     "airflow_batchai.operators": "operators",
     "airflow_batchai.sensors": "sensors",

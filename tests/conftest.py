@@ -84,6 +84,7 @@ SHARED_FIXTURE_GROUPS = {
 }
 
 
+@pytest.hookimpl(optionalhook=True)  # a run without xdist (-p no:xdist) has no such hook
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """Tests go to workers one by one, as in xdist's ``load``, except SHARED_FIXTURE_GROUPS, each to one worker."""
     from xdist.scheduler import LoadScopeScheduling

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from airflow_batchai.restapi.app import MAX_BODY_BYTES, create_app
+from airflow_batchai.restapi.app import create_app
+from airflow_batchai.restapi.inputs import MAX_BODY_BYTES
 from airflow_batchai.service import Service, Settings
 from tests.conftest import wait_until
 
