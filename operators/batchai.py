@@ -372,8 +372,13 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
         """Resume after the trigger: the state is re-read from the Service; the event only says which job
         it was and how far the trigger copied its output into the log."""
         event = event or {}
-        saved, _ = self.saved_job(context, context.get("task_state_store"))
-        name = event.get("job_name") or (saved or {}).get("name") or self.resolved_job_name(context)
+        name = event.get("job_name")
+        if name:  # the trigger says which job it waited for, and where: no other read is needed
+            self.experiment = event.get("experiment") or self.experiment
+            self.workspace = event.get("workspace") or self.workspace
+        else:  # an event from an older trigger: the job this task run submitted
+            saved, _ = self.saved_job(context, context.get("task_state_store"))
+            name = (saved or {}).get("name") or self.resolved_job_name(context)
         if event.get("status") == "timeout":
             raise AirflowException(f"job {name} did not finish before its timeout")
         if event.get("status") == "error":

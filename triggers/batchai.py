@@ -166,7 +166,8 @@ class BatchAIJobTrigger(BaseTrigger):
                 if state in self.target_states or state in FINAL:
                     if follower is not None:
                         await self._copy_lines(follower)  # complete lines only: the resumed task reads the rest
-                    yield TriggerEvent({"status": state, "job_name": self.job_name, **_offsets(follower)})
+                    where = {"experiment": self.experiment, "workspace": self.workspace}
+                    yield TriggerEvent({"status": state, "job_name": self.job_name, **where, **_offsets(follower)})
                     return
         finally:
             service.waiters.unsubscribe(subscription)

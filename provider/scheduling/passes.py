@@ -37,7 +37,8 @@ from ..pools import NodePool
 from ..records import ClusterRecord, JobRecord, NodeState, lease_name, read_cluster
 from ..settings import Settings
 from ..transport.handle import NodeHandle
-from .reconcile import PassOutcome, Reconciler, setup_run_id
+from .reconcile import PassOutcome, Reconciler
+from .scaling import setup_run_id
 from .snapshot import read_snapshot
 
 log = logging.getLogger(__name__)

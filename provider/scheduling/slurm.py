@@ -206,7 +206,7 @@ class SlurmReconciler(Reconciler):
         secrets = self.vault.get(f"job-{job.uuid}")
         links = self.data.links(spec.mount_volumes, "mountVolumes")
         self.data.ensure(links)
-        plans, run_secrets = self.plans_for(job, slots, secrets, links)
+        plans, run_secrets = self.launching.plans_for(job, slots, secrets, links)
         transport = self.pool.login_transport
         NodeHandle("login", transport, NodeLayout(self.pool.root)).deploy_agent()
         base = self.pool.run_base(job.run_id)

@@ -44,7 +44,7 @@ def test_job_trigger_reports_the_final_state(service: Service, home: Path, monke
     service.create_cluster("c", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1}}}, environ={}))
     service.create_job("c", "j", load_job_spec({"properties": custom_job("sleep 1; exit 4")}, environ={}))
     trigger = roundtrip(BatchAIJobTrigger("j", "default", "default", poll_interval=0.2, end_time=time.time() + 60))
-    assert asyncio.run(first_event(trigger)) == {"status": "failed", "job_name": "j"}
+    assert asyncio.run(first_event(trigger)) == {"status": "failed", "job_name": "j", "experiment": "default", "workspace": "default"}
 
 
 def test_job_trigger_stops_at_its_deadline(service: Service, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -126,7 +126,7 @@ def test_a_trigger_run_twice_reports_the_same_end_twice(service: Service, home: 
     async def both() -> list[dict]:
         return await asyncio.gather(first_event(trigger), first_event(roundtrip(trigger)))
 
-    assert asyncio.run(both()) == [{"status": "succeeded", "job_name": "twice"}] * 2
+    assert asyncio.run(both()) == [{"status": "succeeded", "job_name": "twice", "experiment": "default", "workspace": "default"}] * 2
     assert len(service.list_jobs()) == 1 and service.show_job("twice")["executionInfo"]["exitCode"] == 0
 
 
