@@ -328,6 +328,8 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
     def saved_job(self, context: Context, store: Any) -> tuple[dict[str, Any] | None, int]:
         """(the job this task run submitted, to re-attach to; the generation of a new job's name): taskjobs.reattach."""
         saved = store.get(JOB_STATE_KEY) if store is not None else None
+        if saved is None:
+            return None, 0
         decision = self.call(reattach, saved, context["ti"].max_tries, self.service.show_job, self.experiment, self.workspace)
         if decision.reason:
             self.log.warning("%s", decision.reason)

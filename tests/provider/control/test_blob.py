@@ -15,7 +15,7 @@ from airflow_batchai.control.blob import LEASE_S, BlobControlStore, BlobSecretVa
 from airflow_batchai.data.credentials import StorageCredential
 from airflow_batchai.errors import BatchAIError
 from tests.azurite import KEY
-from tests.provider.store.contract import ControlStoreContract
+from tests.provider.control.contract import ControlStoreContract
 
 
 class TestBlobControlStore(ControlStoreContract):

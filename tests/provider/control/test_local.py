@@ -11,7 +11,7 @@ import pytest
 
 from airflow_batchai.control.local import LocalControlStore, LocalSecretVault
 from airflow_batchai.errors import BatchAIError
-from tests.provider.store.contract import ControlStoreContract
+from tests.provider.control.contract import ControlStoreContract
 
 
 class TestLocalControlStore(ControlStoreContract):

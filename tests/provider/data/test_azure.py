@@ -31,7 +31,7 @@ from airflow_batchai.service import Service
 from airflow_batchai.spec import load_cluster_spec, load_job_spec
 from tests.azurite import KEY
 from tests.conftest import kill_agents_under, put_stand_in_on_path, wait_until
-from tests.provider.storage.contract import DataStoreContract
+from tests.provider.data.contract import DataStoreContract
 
 TRAIN = """
 import os, sys, time

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from airflow_batchai.data.local import LocalDataStore
-from tests.provider.storage.contract import DataStoreContract, volume
+from tests.provider.data.contract import DataStoreContract, volume
 
 _names = itertools.count()
 

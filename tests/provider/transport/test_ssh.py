@@ -128,7 +128,7 @@ def test_a_job_keeps_running_after_the_submitting_process_exits(ssh_hosts: Any, 
     submit = f"""
 import sys
 sys.path.insert(0, {str(REPO)!r})
-from tests.provider.nodes.test_ssh import ssh_service
+from tests.provider.transport.test_ssh import ssh_service
 from tests.conftest import custom_job
 from airflow_batchai.spec import load_cluster_spec, load_job_spec
 import types, pathlib
