@@ -59,7 +59,7 @@ PLAN_FILE, SECRETS_FILE, STATUS_FILE, POLL_INTERVAL_S = (
 REGISTRY_PASSWORD_KEY, SAS_KEY_PREFIX = protocol.REGISTRY_PASSWORD_KEY, protocol.SAS_KEY_PREFIX
 
 
-class Agent(Volumes, Containers):
+class Agent:
     def __init__(self, run_dir):
         self.run_dir = os.path.abspath(run_dir)
         document = read_json(os.path.join(self.run_dir, PLAN_FILE))
@@ -78,13 +78,9 @@ class Agent(Volumes, Containers):
         self.env = {}
         self.job_variables = {}  # what a container gets: the job's variables only, not the host's
         self.registry_password = None
-        self.container_started = False
         self.log_handle = None
         self.log_dir_fd = None  # the stdouterr folder, opened before the job's processes run
-        self.syncer = None
         self.sas = {}
-        self.mounted = []  # FUSE and SMB mount points to unmount at the end
-        self.mount_files = []  # mounters' credential files, removed at the end
         self.deadline = now() + float(self.plan.max_wall_clock_s or 7 * 86400)
         self.release_status = None  # on Slurm: node 0's status.json; a reserved node is released when it is final
         self.fenced = None  # why the agent stopped its own job: it could not renew its heartbeat, or a disk is full
@@ -93,6 +89,8 @@ class Agent(Volumes, Containers):
         self.launched = os.stat(os.path.join(self.run_dir, PLAN_FILE)).st_mtime  # written just before this agent started
         self.next_disk_check = 0.0
         self.job_account = None  # pwd entry of plan.job_user when the job runs as another user than this agent
+        self.volumes = Volumes(self)  # links, staging, mounts and uploads of the job's folders
+        self.containers = Containers(self)  # the job's container, when it runs in one
 
     def set_status(self, **changes):
         with self.lock:
@@ -176,7 +174,7 @@ class Agent(Volumes, Containers):
             contact = self.last_contact()
             if contact is not None and now() - contact > self.plan.contact_fence_s:
                 self.fence("ContactLost", "its controller has not been in touch for %.0f s" % (now() - contact))
-            failing = self.syncer.failing_since if self.syncer is not None else None
+            failing = self.volumes.syncer.failing_since if self.volumes.syncer is not None else None
             if failing is not None and now() - failing > protocol.AGENT_FENCE_S:
                 self.fence("StorageUnreachable", "the job's storage refused or did not answer for %.0f s" % (now() - failing))
 
@@ -287,7 +285,7 @@ class Agent(Volumes, Containers):
 
     def check_requirements(self):
         if self.plan.container:
-            self.start_container()
+            self.containers.start()
             return
         for program in self.plan.requires:
             if shutil.which(program, path=self.env.get("PATH")) is None:
@@ -332,7 +330,7 @@ class Agent(Volumes, Containers):
         return process
 
     def kill_all(self, grace_s):
-        if self.container_started:  # docker exec clients do not forward signals: stop what runs inside
+        if self.containers.started:  # docker exec clients do not forward signals: stop what runs inside
             subprocess.run(
                 ["docker", "stop", "--time", str(int(grace_s)), self.plan.container.name],
                 stdout=subprocess.DEVNULL,
@@ -398,10 +396,10 @@ class Agent(Volumes, Containers):
         try:
             self.resolve_job_user()
             self.build_environment()
-            self.prepare_folders()
+            self.volumes.prepare_folders()
             self.keep_reserve()
             self.open_execution_log()
-            self.stage_volumes()  # after the log opens, so what was mounted or staged shows in execution.log
+            self.volumes.stage_volumes()  # after the log opens, so what was mounted or staged shows in execution.log
             self.log("agent %d on node %s: %s" % (os.getpid(), self.plan.node_id, self.plan.kind))
             self.check_requirements()
             preparation = self.plan.preparation
@@ -457,16 +455,16 @@ class Agent(Volumes, Containers):
         if self.plan.kind == "job" and not tools.kill_marked(self.marker):  # what it left running (setsid, daemons)
             self.log("some of the job's processes would not stop")
         try:
-            self.remove_container()
+            self.containers.remove()
         except (OSError, subprocess.SubprocessError) as failure:
             self.log("could not remove the container: %r" % (failure,))
-        self.unmount_all()
-        failed_upload = self.flush_uploads()
+        self.volumes.unmount_all()
+        failed_upload = self.volumes.flush_uploads()
         if failed_upload:
             self.log("%s: %s" % (failed_upload["code"], failed_upload["message"]))
             if state == "succeeded":
                 state, exit_code, error = "failed", -1, failed_upload
-        self.release_links(keep_staged=bool(failed_upload))
+        self.volumes.release_links(keep_staged=bool(failed_upload))
         if error and error.get("code") == "DiskFull":
             still_full = self.free_disk()
             error = dict(

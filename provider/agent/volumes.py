@@ -25,14 +25,20 @@ except ImportError:  # on a node: these files lie flat in one folder, the agent 
 
 
 class Volumes:
-    """The agent's volume steps (a mixin of Agent: it uses the plan, the environment, the SAS and the log)."""
+    """The agent's volume steps (a part the Agent holds: it uses the agent's plan, environment, SAS and log)."""
+
+    def __init__(self, agent):
+        self.agent = agent  # the plan, environment and log it works for
+        self.syncer = None
+        self.mounted = []  # FUSE and SMB mount points to unmount at the end
+        self.mount_files = []  # mounters' credential files, removed at the end
 
     def prepare_folders(self):
         created = []  # what this agent made, the only folders it may give to the job's user
-        for path in self.plan.clean_dirs:
+        for path in self.agent.plan.clean_dirs:
             shutil.rmtree(path, ignore_errors=True)
             created += make_dirs(path)
-        for link in self.plan.links:
+        for link in self.agent.plan.links:
             if link.mount_command:
                 self.mount_unmanaged(link)
                 continue
@@ -51,21 +57,21 @@ class Volumes:
             if os.path.exists(path):
                 raise JobError("MountFailed", "mount point %s exists and is not ours" % path)
             os.symlink(source, path)
-        for name in self.plan.make_dirs:
-            if self.job_account is not None:
-                self.check_inside_job(self.env[name], name)
-            created += make_dirs(self.env[name])
-        hostfile = self.plan.hostfile
+        for name in self.agent.plan.make_dirs:
+            if self.agent.job_account is not None:
+                self.check_inside_job(self.agent.env[name], name)
+            created += make_dirs(self.agent.env[name])
+        hostfile = self.agent.plan.hostfile
         if hostfile:
             with open(hostfile.path, "w") as handle:
                 handle.write("".join(line + "\n" for line in hostfile.lines))
-        for item in self.plan.files:  # the cluster's key for mpirun stays the node user's: it logs in to the peers as them
+        for item in self.agent.plan.files:  # the cluster's key for mpirun stays the node user's: it logs in to the peers as them
             write_private(item.path, item.text)
-        self.hand_over(created)
+        self.agent.hand_over(created)
 
     def mounter_env(self):
         """The job's environment without the run's marker: a mount's daemon outlives the job's processes."""
-        env = dict(self.env)
+        env = dict(self.agent.env)
         env.pop(RUN_MARKER, None)
         return env
 
@@ -76,8 +82,8 @@ class Volumes:
         have root make folders in /etc, /root or the agent's own folder on the node.
         """
         own = ("AZ_BATCHAI_JOB_TEMP", "AZ_BATCHAI_JOB_MOUNT_ROOT", "AZ_BATCHAI_SHARED_JOB_TEMP")
-        roots = list(self.plan.clean_dirs) + [self.env[n] for n in own if self.env.get(n)]
-        roots += [link.source for link in self.plan.links if link.source] + [link.path for link in self.plan.links]
+        roots = list(self.agent.plan.clean_dirs) + [self.agent.env[n] for n in own if self.agent.env.get(n)]
+        roots += [link.source for link in self.agent.plan.links if link.source] + [link.path for link in self.agent.plan.links]
         existing = os.path.abspath(path)
         while not os.path.exists(existing) and os.path.dirname(existing) != existing:
             existing = os.path.dirname(existing)
@@ -111,30 +117,31 @@ class Volumes:
             self.mounted.append(path)
 
     def container(self, item):
-        return volume_client(item.kind, item.url, self.sas.get(item.sas, ""))
+        return volume_client(item.kind, item.url, self.agent.sas.get(item.sas, ""))
 
     def stage_volumes(self):
         """Mount read-only volumes where the node can, download what the job reads from the others,
         then start uploading what it writes."""
         mounted = set()
-        for item in self.plan.mounts:
-            local = os.path.normpath(expand(item.local, self.env))
+        for item in self.agent.plan.mounts:
+            local = os.path.normpath(expand(item.local, self.agent.env))
             if self.mount_read_only(item, local):
                 mounted.add(local)
-        for item in self.plan.downloads:
-            local = os.path.normpath(expand(item.local, self.env))
+        for item in self.agent.plan.downloads:
+            local = os.path.normpath(expand(item.local, self.agent.env))
             if local in mounted:
                 continue
             try:
                 count = download_prefixes(self.container(item), item.prefix, local, item.skip)
             except BlobError as error:
                 raise JobError("MountFailed", "staging %s/%s failed: %s" % (item.label, item.prefix, error)) from None
-            self.log("staged %d file(s) of %s/%s" % (count, item.label, item.prefix))
+            self.agent.log("staged %d file(s) of %s/%s" % (count, item.label, item.prefix))
         uploads = [
-            (os.path.normpath(expand(item.local, self.env)), self.container(item), item.prefix, item.log) for item in self.plan.uploads
+            (os.path.normpath(expand(item.local, self.agent.env)), self.container(item), item.prefix, item.log)
+            for item in self.agent.plan.uploads
         ]
         if uploads:
-            self.syncer = Syncer(uploads, self.log)
+            self.syncer = Syncer(uploads, self.agent.log)
             self.syncer.start()
 
     def mount_read_only(self, item, local):
@@ -146,10 +153,10 @@ class Volumes:
         """
         if item.kind == "file":
             return self.mount_share(item, local)
-        sas = self.sas.get(item.sas, "")
+        sas = self.agent.sas.get(item.sas, "")
         fuse = os.path.exists("/dev/fuse") and (shutil.which("fusermount3") or shutil.which("fusermount"))
         if shutil.which("blobfuse2") and fuse:
-            config = os.path.join(self.run_dir, "blobfuse2-%d.yaml" % len(self.mounted))
+            config = os.path.join(self.agent.run_dir, "blobfuse2-%d.yaml" % len(self.mounted))
             write_private(
                 config,
                 "logging:\n  type: silent\ncomponents:\n  - libfuse\n  - block_cache\n  - attr_cache\n  - azstorage\n"
@@ -172,10 +179,10 @@ class Volumes:
         (the kernel keeps what it needs to reconnect). Where the kernel has no cifs, mount.cifs fails
         at once and the share is staged over its SAS instead."""
         helper = shutil.which("mount.cifs")
-        key = self.sas.get(item.key)
+        key = self.agent.sas.get(item.key)
         if not helper or not key:
             return False
-        credentials = os.path.join(self.run_dir, "cifs-%d.credentials" % len(self.mounted))
+        credentials = os.path.join(self.agent.run_dir, "cifs-%d.credentials" % len(self.mounted))
         write_private(credentials, "username=%s\npassword=%s\n" % (item.account, key))
         options = ["ro", "credentials=" + credentials, "serverino", "nosharesock", "actimeo=30"]
         options += ["dir_mode=" + item.dir_mode, "file_mode=" + item.file_mode]
@@ -195,15 +202,15 @@ class Volumes:
             done = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
         except (OSError, subprocess.SubprocessError) as error:
             if not quiet:
-                self.log("mounting %s with %s failed (%s): staging it instead" % (item.label, name, error))
+                self.agent.log("mounting %s with %s failed (%s): staging it instead" % (item.label, name, error))
             return False
         if done.returncode != 0 or not os.path.ismount(local):
             why = (done.stderr + done.stdout).decode(errors="replace").strip()[-200:] or "no mount appeared"
             if not quiet:
-                self.log("mounting %s with %s failed (%s): staging it instead" % (item.label, name, why))
+                self.agent.log("mounting %s with %s failed (%s): staging it instead" % (item.label, name, why))
             return False
         self.mounted.append(local)
-        self.log("mounted %s read-only at %s with %s" % (item.label, local, name))
+        self.agent.log("mounted %s read-only at %s with %s" % (item.label, local, name))
         return True
 
     def unmount_all(self):
@@ -215,7 +222,7 @@ class Volumes:
                 except (OSError, subprocess.SubprocessError):
                     continue
             else:
-                self.log("could not unmount %s" % path)
+                self.agent.log("could not unmount %s" % path)
         self.mounted = []
         for path in self.mount_files:
             if os.path.exists(path):
@@ -228,7 +235,7 @@ class Volumes:
         if self.syncer is None:
             return None
         try:
-            wrong = self.syncer.finish(time.time() + self.plan.upload_deadline_s)
+            wrong = self.syncer.finish(time.time() + self.agent.plan.upload_deadline_s)
         except Exception as error:  # whatever it was, the job must end with a status, and not as a success
             return {"code": "OutputUploadFailed", "message": "checking the job's files in storage failed: %r" % (error,)}
         if not wrong:
@@ -237,7 +244,7 @@ class Volumes:
         shown = ", ".join(names) + (" and %d more" % (len(wrong) - 5) if len(wrong) > 5 else "")
         message = "%d file(s) did not reach storage intact within %d s: %s; the node keeps its copies" % (
             len(wrong),
-            self.plan.upload_deadline_s,
+            self.agent.plan.upload_deadline_s,
             shown,
         )
         return {"code": "OutputUploadFailed", "message": message}
@@ -245,7 +252,7 @@ class Volumes:
     def release_links(self, keep_staged=False):
         """At the end: unlink the job's links, remove its staged copies (kept when they did not all
         reach storage: they are then the only copy), and the empty mount points of its own mounts."""
-        for link in self.plan.links:
+        for link in self.agent.plan.links:
             if link.unlink_at_end and os.path.islink(link.path):
                 os.unlink(link.path)
             elif link.unlink_at_end and link.stage and not keep_staged:
