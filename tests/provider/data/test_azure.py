@@ -373,6 +373,12 @@ for i in range(150):
 """
 
 
+def _found(saved: Path) -> list[bytes]:
+    """Which of the code's blob and the logs container Azurite's saved metadata holds."""
+    data = saved.read_bytes()
+    return [needle for needle in (b"code/stream.py", b'"logs"') if needle in data]
+
+
 def test_storage_that_loses_acknowledged_writes_still_gets_every_log_line_and_output(home: Path, tmp_path: Path) -> None:
     """Azurite SIGKILLed mid-job and started again on its data: it forgets its last seconds of writes,
     as a storage failover can. The job may only succeed with all 150 lines and 20 files in storage."""
@@ -392,7 +398,9 @@ def test_storage_that_loses_acknowledged_writes_still_gets_every_log_line_and_ou
         upload_batch(data, source=str(code), account="devstoreaccount1", container="scripts", destination_path="code")
         storage.credential().service().create_container("logs")
         service.create_cluster("c", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1}}}, environ={}))
-        time.sleep(5.5)  # what came before the job is saved, so only the job's own writes can be lost
+        saved = tmp_path / "azurite" / "__azurite_db_blob__.json"  # Azurite saves its metadata there every 5 s
+        wait_until(lambda: saved.exists() and {b"code/stream.py", b'"logs"'} <= set(_found(saved)), 15, 0.2, what="Azurite to save them")
+        # what came before the job is saved, so only the job's own writes can be lost
         body = job_body()
         body["customToolkitSettings"] = {"commandLine": '"$BATCHAI_PYTHON" $AZ_BATCHAI_JOB_MOUNT_ROOT/scripts/code/stream.py'}
         body.pop("inputDirectories")
