@@ -30,7 +30,7 @@ from airflow_batchai.secretfields import CLUSTER_SECRET_FIELDS, JOB_SECRET_FIELD
 from airflow_batchai.service import DEFAULT_EXPERIMENT, DEFAULT_WORKSPACE, Service
 from airflow_batchai.settings import WAIT_POLL_S
 from airflow_batchai.spec import ClusterSpec, JobSpec, load_cluster_spec, load_job_spec
-from airflow_batchai.taskjobs import failed_earlier, failure_message, generation_name, job_name_for, reattach
+from airflow_batchai.taskjobs import JobWait, WaitFailed, failed_earlier, generation_name, job_name_for, reattach
 from airflow_batchai.ui_links import job_page_path
 
 POLL_INTERVAL_S = WAIT_POLL_S  # one record read each: a job's end is seen within a second
@@ -350,25 +350,23 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
 
     def follow(self, name: str, offsets: dict[str, int] | None = None) -> dict[str, Any]:
         """Poll until the job ends, copying new stdout/stderr lines into the task log (from ``offsets``:
-        what a trigger already copied is not copied again)."""
-        follower = JobLogFollower(self.service, name, self.experiment, self.workspace, offsets)
+        what a trigger already copied is not copied again): taskjobs.JobWait, as the sensor waits."""
+        follower = JobLogFollower(self.service, name, self.experiment, self.workspace, offsets) if self.follow_logs else None
+        wait = JobWait(self.service, name, self.experiment, self.workspace, follower=follower)
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         while True:
-            view = self.poll(self.service.refresh_job, name, self.experiment, self.workspace, deadline=deadline)
-            finished = ExecutionState(view["executionState"]).finished
-            if self.follow_logs:
-                log_job_lines(self.poll(follower.poll, final=finished, deadline=deadline))
-            if finished:
-                return self.result(view)
+            view, lines = self.poll(wait.look, refresh=True, deadline=deadline)
+            log_job_lines(lines)
+            if ExecutionState(view["executionState"]).finished:
+                try:
+                    wait.over(view)
+                except WaitFailed as failure:
+                    raise AirflowException(str(failure)) from None
+                self.log.info("job %s succeeded", name)
+                return view
             if deadline is not None and time.monotonic() > deadline:
                 raise AirflowException(f"job {name} still {view['executionState']} after {self.timeout} s")
             time.sleep(self.poll_interval)
-
-    def result(self, view: dict[str, Any]) -> dict[str, Any]:
-        if view["executionState"] == ExecutionState.SUCCEEDED:
-            self.log.info("job %s succeeded", view["name"])
-            return view
-        raise AirflowException(failure_message(self.service, view, self.experiment, self.workspace))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: the state is re-read from the Service; the event only says which job

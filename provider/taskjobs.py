@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import BatchAIError, ErrorCode
-from .logtail import stderr_tail
+from .logtail import JobLogFollower, stderr_tail
 from .records import ExecutionState
 from .service import Service
 
@@ -125,3 +125,49 @@ def failure_message(service: Service, view: dict[str, Any], experiment: str, wor
     if tail:
         lines += ["last lines of stderr:", *tail]
     return "\n".join(lines)
+
+
+class WaitFailed(Exception):
+    """A wait that can never end well: the job failed (the message has its error codes, exit code and
+    stderr tail), or it ended in a state the wait was not for."""
+
+
+@dataclass
+class JobWait:
+    """One wait for a job, as each shell waits: the blocking operator, the sensor's pokes and the
+    resumed deferrable task all take the same steps here, so they read, log and decide alike.
+
+    ``look`` reads the job once (``refresh`` lets a due pass run first, for a caller that waits
+    anyway) and the output lines that are new since the last look (all of them once the job has
+    ended); ``over`` says whether the wait is done, or raises WaitFailed.
+    """
+
+    service: Service
+    name: str
+    experiment: str
+    workspace: str
+    targets: Collection[str] = (ExecutionState.SUCCEEDED,)
+    follower: JobLogFollower | None = None
+
+    def look(self, refresh: bool = False) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        read = self.service.refresh_job if refresh else self.service.show_job
+        view = read(self.name, self.experiment, self.workspace)
+        finished = ExecutionState(view["executionState"]).finished
+        if self.follower is None:
+            return view, []
+        try:
+            return view, self.follower.poll(final=finished)
+        except BatchAIError:
+            if finished:
+                raise  # the last lines: the caller looks again rather than lose them
+            return view, []  # output not readable now: the follower keeps its place, the lines come next time
+
+    def over(self, view: dict[str, Any]) -> bool:
+        state = ExecutionState(view["executionState"])
+        if state in self.targets:
+            return True
+        if state == ExecutionState.FAILED:
+            raise WaitFailed(failure_message(self.service, view, self.experiment, self.workspace))
+        if state.finished:
+            raise WaitFailed(f"job {self.name} {state.value}, which is not one of {sorted(str(t) for t in self.targets)}")
+        return False

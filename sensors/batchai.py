@@ -22,9 +22,8 @@ from airflow.triggers.base import StartTriggerArgs
 from airflow_batchai.errors import TRANSIENT_CODES, BatchAIError
 from airflow_batchai.hooks.batchai import BatchAIHook
 from airflow_batchai.logtail import JobLogFollower, log_job_lines
-from airflow_batchai.records import ExecutionState
 from airflow_batchai.service import DEFAULT_EXPERIMENT, DEFAULT_WORKSPACE
-from airflow_batchai.taskjobs import failure_message
+from airflow_batchai.taskjobs import JobWait, WaitFailed
 from airflow_batchai.triggers.batchai import BatchAIClusterTrigger, BatchAIJobTrigger, class_path, cluster_ready
 
 POKE_INTERVAL_S = 1.0
@@ -130,27 +129,21 @@ class BatchAIJobSensor(_BatchAISensor):
             follow_logs=follow_logs,
         )
 
-    def copy_output(self, context: Context, final: bool) -> None:
-        """New job output into the task log. The follower lives as long as the poking process; a sensor in
-        reschedule mode keeps its offsets in the task state store between pokes."""
-        if not self.follow_logs:
-            return
-        store = context.get("task_state_store")
-        if self.follower is None:
+    def job_wait(self, context: Context) -> JobWait:
+        """The wait the sensor's pokes share (taskjobs.JobWait, as the operator waits). Its follower lives as
+        long as the poking process; a sensor in reschedule mode keeps the offsets in the task state store."""
+        if self.follow_logs and self.follower is None:
+            store = context.get("task_state_store")
             saved = store.get(LOG_OFFSETS_KEY) if store is not None else None
             offsets = {str(k): int(v) for k, v in saved.items() if isinstance(v, int)} if isinstance(saved, dict) else None
             self.follower = JobLogFollower(self.hook.service, self.job_name, self.experiment, self.workspace, offsets)
-        before = self.follower.position()
-        try:
-            log_job_lines(self.follower.poll(final=final))
-        except BatchAIError as error:
-            self.log.warning("job %s: output not readable now: %s", self.job_name, error.message)
-        if store is not None and self.mode == "reschedule" and self.follower.position() != before:
-            store.set(LOG_OFFSETS_KEY, dict[str, Any](self.follower.position()))
+        return JobWait(self.hook.service, self.job_name, self.experiment, self.workspace, self.target_states, self.follower)
 
     def poke(self, context: Context) -> PokeReturnValue:
+        wait = self.job_wait(context)
+        before = self.follower.position() if self.follower is not None else None
         try:
-            view = self.hook.service.show_job(self.job_name, self.experiment, self.workspace)
+            view, lines = wait.look()
         except BatchAIError as error:
             if error.code in TRANSIENT_CODES:  # storage down: not an answer; the sensor's timeout bounds the wait
                 self.log.warning("job %s: %s (poking again)", self.job_name, error.message)
@@ -160,14 +153,15 @@ class BatchAIJobSensor(_BatchAISensor):
         if state != self.last_state:  # a line per change, not per poke: the job's own output is what the log is for
             self.log.info("job %s is %s", self.job_name, state)
             self.last_state = state
-        self.copy_output(context, final=ExecutionState(state).finished)
-        if state in self.target_states:
-            return PokeReturnValue(is_done=True, xcom_value=view)
-        if state == ExecutionState.FAILED:
-            raise AirflowException(failure_message(self.hook.service, view, self.experiment, self.workspace))
-        if state == ExecutionState.SUCCEEDED:
-            raise AirflowException(f"job {self.job_name} succeeded, which is not one of {self.target_states}")
-        return PokeReturnValue(is_done=False)
+        log_job_lines(lines)
+        store = context.get("task_state_store")
+        if store is not None and self.mode == "reschedule" and self.follower is not None and self.follower.position() != before:
+            store.set(LOG_OFFSETS_KEY, dict[str, Any](self.follower.position()))
+        try:
+            done = wait.over(view)
+        except WaitFailed as failure:
+            raise AirflowException(str(failure)) from None
+        return PokeReturnValue(is_done=done, xcom_value=view if done else None)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """The trigger copied the output up to its offsets; the rest is copied from there."""

@@ -6,12 +6,15 @@ The Airflow operator and sensor only carry Airflow's context into these; the end
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from airflow_batchai.errors import BatchAIError
+from airflow_batchai.logtail import JobLogFollower
 from airflow_batchai.service import Service
 from airflow_batchai.spec import load_cluster_spec, load_job_spec
-from airflow_batchai.taskjobs import MAX_NAME, failed_earlier, failure_message, generation_name, job_name_for, reattach
+from airflow_batchai.taskjobs import MAX_NAME, JobWait, WaitFailed, failed_earlier, failure_message, generation_name, job_name_for, reattach
 from tests.conftest import custom_job
 
 
@@ -85,3 +88,34 @@ def test_a_failed_job_is_run_again_by_a_retry_and_its_failure_names_code_exit_co
     with pytest.raises(BatchAIError, match="JobNotFound"):
         service.show_job("j", "e")
     assert failed_earlier(service, "never", "e", "default", try_number=2) is None
+
+
+def test_a_wait_reads_the_state_and_each_new_line_once_and_ends_on_its_target_or_says_why_not(service: Service) -> None:
+    """The one wait the blocking operator, the sensor's pokes and a resumed deferrable task share."""
+    service.create_cluster("c", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1}}}, environ={}))
+    service.create_job(
+        "c", "talks", load_job_spec({"properties": custom_job("echo one; sleep 1; echo two; printf three")}, environ={}), "e"
+    )
+    wait = JobWait(service, "talks", "e", "default", follower=JobLogFollower(service, "talks", "e", "default"))
+    seen: list[tuple[str, str]] = []
+    deadline = time.monotonic() + 30
+    while True:
+        view, lines = wait.look(refresh=True)
+        seen += lines
+        if wait.over(view) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert view["executionState"] == "succeeded"
+    assert seen == [("stdout.txt", "one"), ("stdout.txt", "two"), ("stdout.txt", "three")]  # the unterminated last line too, once
+    assert wait.look() == (view, [])
+
+    failing = JobWait(service, "j", "e", "default")
+    service.create_job("c", "j", load_job_spec({"properties": custom_job("echo boom >&2; exit 3")}, environ={}), "e")
+    service.wait_job("j", "e", timeout_s=30, poll_s=0.1)
+    with pytest.raises(
+        WaitFailed, match=r"Batch AI job j failed: JobFailed: .*\(exit code 3\)\nlast lines of stderr:\n\[stderr.txt\] boom"
+    ):
+        failing.over(failing.look()[0])
+    running_only = JobWait(service, "talks", "e", "default", targets=("running",))
+    with pytest.raises(WaitFailed, match=r"job talks succeeded, which is not one of \['running'\]"):
+        running_only.over(running_only.look()[0])
