@@ -171,3 +171,8 @@ class JobWait:
         if state.finished:
             raise WaitFailed(f"job {self.name} {state.value}, which is not one of {sorted(str(t) for t in self.targets)}")
         return False
+
+
+def cluster_ready(view: dict[str, Any], min_idle_nodes: int) -> bool:
+    """Whether a cluster is ready for a task that waits for it: steady, with ``min_idle_nodes`` idle."""
+    return view["allocationState"] == "steady" and view["nodeStateCounts"]["idleNodeCount"] >= min_idle_nodes

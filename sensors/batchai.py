@@ -23,8 +23,8 @@ from airflow_batchai.errors import TRANSIENT_CODES, BatchAIError
 from airflow_batchai.hooks.batchai import BatchAIHook
 from airflow_batchai.logtail import JobLogFollower, log_job_lines
 from airflow_batchai.service import DEFAULT_EXPERIMENT, DEFAULT_WORKSPACE
-from airflow_batchai.taskjobs import JobWait, WaitFailed
-from airflow_batchai.triggers.batchai import BatchAIClusterTrigger, BatchAIJobTrigger, class_path, cluster_ready
+from airflow_batchai.taskjobs import JobWait, WaitFailed, cluster_ready
+from airflow_batchai.triggers.batchai import BatchAIClusterTrigger, BatchAIJobTrigger, class_path
 
 POKE_INTERVAL_S = 1.0
 LOG_OFFSETS_KEY = "batchai_log_offsets"  # task state store: how far a rescheduled sensor copied the job's output

@@ -39,6 +39,7 @@ from airflow_batchai.reading.waiting import JobUpdate
 from airflow_batchai.records import ExecutionState
 from airflow_batchai.service import Service
 from airflow_batchai.settings import WAIT_POLL_S
+from airflow_batchai.taskjobs import cluster_ready
 
 FINAL = tuple(state.value for state in ExecutionState if state.finished)
 RETRY_FIRST_S = 0.5
@@ -256,10 +257,6 @@ class BatchAIClusterTrigger(BaseTrigger):
                     yield TriggerEvent({"status": "timeout", "cluster_name": self.cluster_name})
                 return
             await asyncio.sleep(delay if remaining is None else min(delay, remaining))
-
-
-def cluster_ready(view: dict[str, Any], min_idle_nodes: int) -> bool:
-    return view["allocationState"] == "steady" and view["nodeStateCounts"]["idleNodeCount"] >= min_idle_nodes
 
 
 STORAGE_POLL_S = 30.0

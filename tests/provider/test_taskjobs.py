@@ -14,7 +14,17 @@ from airflow_batchai.errors import BatchAIError
 from airflow_batchai.logtail import JobLogFollower
 from airflow_batchai.service import Service
 from airflow_batchai.spec import load_cluster_spec, load_job_spec
-from airflow_batchai.taskjobs import MAX_NAME, JobWait, WaitFailed, failed_earlier, failure_message, generation_name, job_name_for, reattach
+from airflow_batchai.taskjobs import (
+    MAX_NAME,
+    JobWait,
+    WaitFailed,
+    cluster_ready,
+    failed_earlier,
+    failure_message,
+    generation_name,
+    job_name_for,
+    reattach,
+)
 from tests.conftest import custom_job
 
 
@@ -119,3 +129,11 @@ def test_a_wait_reads_the_state_and_each_new_line_once_and_ends_on_its_target_or
     running_only = JobWait(service, "talks", "e", "default", targets=("running",))
     with pytest.raises(WaitFailed, match=r"job talks succeeded, which is not one of \['running'\]"):
         running_only.over(running_only.look()[0])
+
+
+def test_a_cluster_is_ready_for_a_waiting_task_when_steady_with_enough_idle_nodes(service: Service) -> None:
+    service.create_cluster("c", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 2}}}, environ={}))
+    view = service.show_cluster("c")
+    steady = {**view, "allocationState": "steady", "nodeStateCounts": {**view["nodeStateCounts"], "idleNodeCount": 2}}
+    assert cluster_ready(steady, 2) and not cluster_ready(steady, 3)
+    assert not cluster_ready({**steady, "allocationState": "resizing"}, 1)
