@@ -140,9 +140,9 @@ class BatchAIJobSensor(_BatchAISensor):
         return JobWait(self.hook.service, self.job_name, self.experiment, self.workspace, self.target_states, self.follower)
 
     def poke(self, context: Context) -> PokeReturnValue:
-        wait = self.job_wait(context)
-        before = self.follower.position() if self.follower is not None else None
         try:
+            wait = self.job_wait(context)  # the first one reaches storage too
+            before = self.follower.position() if self.follower is not None else None
             view, lines = wait.look()
         except BatchAIError as error:
             if error.code in TRANSIENT_CODES:  # storage down: not an answer; the sensor's timeout bounds the wait
