@@ -192,14 +192,19 @@ def test_secrets_reach_the_job_environment_but_no_file_or_command_line(node: Nod
 
 
 def test_agents_of_one_job_sharing_a_folder_do_not_trip_over_each_other(home: Path, tmp_path: Path) -> None:
-    """Every node of a job links the same shared folder and creates the same output folders."""
+    """Every node of a job links the same shared folder and creates the same output folders.
+
+    Each plan names its own node, as the control plane's do: the run's marker is per node, so the
+    first agent to finish stops only its own strays, never another node's ranks."""
     shared, logs = tmp_path / "shared-run", tmp_path / "logs"
     nodes = [NodeHandle(f"local-{i}", LocalTransport(), NodeLayout(str(home / "nodes" / f"local-{i}"))) for i in range(6)]
     for index, node in enumerate(nodes):
         link = {"path": f"{node.layout.root}/jobs/shared", "source": str(shared), "unlink_at_end": True}
-        node.start_run("race", plan(logs / "a" / "b", (f"rank{index}", f"touch {node.layout.root}/jobs/shared/{index}"), links=[link]), {})
+        rank = (f"rank{index}", f"touch {node.layout.root}/jobs/shared/{index}")
+        node.start_run("race", plan(logs / "a" / "b", rank, links=[link], node_id=node.node_id), {})
     for node in nodes:
-        assert final_status(node, "race").state == "succeeded"
+        status = final_status(node, "race")
+        assert status.state == "succeeded", status.error
     assert sorted(p.name for p in shared.iterdir()) == [str(i) for i in range(6)]
 
 
