@@ -9,6 +9,7 @@ in and its exceptions out, and all of this is tested without Airflow.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from .errors import BatchAIError, ErrorCode
 from .logtail import JobLogFollower, stderr_tail
 from .records import ExecutionState
 from .service import Service
+
+log = logging.getLogger(__name__)
 
 MAX_NAME = 64
 STDERR_TAIL_LINES = 20
@@ -111,6 +114,7 @@ def failed_earlier(service: Service, name: str, experiment: str, workspace: str,
             raise
         return None
     if before["executionState"] == ExecutionState.FAILED and try_number > 1:
+        log.info("job %s failed in an earlier try: deleting it and submitting again", name)
         service.delete_job(name, experiment, workspace)
         return None
     return before
