@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import BatchAIError, ErrorCode
+from .errors import BatchAIError, ErrorCode, RecordExists
 from .spec import STORED_SPEC, ClusterSpec, JobSpec
 
 if TYPE_CHECKING:
@@ -291,6 +291,15 @@ def next_attempt(job: JobRecord, why: dict[str, Any], now: datetime) -> dict[str
         "errors": [why],
     }
     return {"nodes": [], "attempt": job.attempt + 1, "start_time": None, "attempts": [*job.attempts, ended][-MAX_ATTEMPTS_KEPT:]}
+
+
+def record_new_node(store: ControlStore, node_id: str, address: str, root: str, gpus: int) -> tuple[NodeRecord, str] | None:
+    """A pool machine's first record, free: (it, its ETag), or None when another process wrote one first."""
+    record = NodeRecord(node_id=node_id, address=address, root=root, gpus=gpus, state_transition_time=utc_now())
+    try:
+        return record, store.create(record.key, record.to_doc())
+    except RecordExists:
+        return None
 
 
 def move_node(node: NodeRecord, state: NodeState, **changes: Any) -> NodeRecord:

@@ -45,6 +45,7 @@ from .records import (
     read_cluster,
     read_job,
     read_node,
+    record_new_node,
     spec_hash,
     utc_now,
 )
@@ -134,11 +135,7 @@ class Service:
         known = set(self.store.list("pool/"))
         for node_id, address, root, gpus in self.pool.inventory():
             if node_key(node_id) not in known:
-                record = NodeRecord(node_id=node_id, address=address, root=root, gpus=gpus, state_transition_time=utc_now())
-                try:
-                    self.store.create(record.key, record.to_doc())
-                except RecordExists:
-                    pass
+                record_new_node(self.store, node_id, address, root, gpus)
         self._pool_known = True  # only once written: a store that failed halfway is tried again by the next write
 
     def pool_nodes(self) -> list[NodeRecord]:

@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from ..errors import BatchAIError, RecordExists, StaleRecord
+from ..errors import BatchAIError, StaleRecord
 from ..launch import NodeSlot, setup_plan
 from ..layout import cluster_setup_segment, stdouterr_template
 from ..pools import eligible
@@ -20,6 +20,7 @@ from ..records import (
     NodeRecord,
     NodeState,
     move_node,
+    record_new_node,
     utc_now,
 )
 from ..transport.clusterkeys import ClusterKey
@@ -47,11 +48,11 @@ class Scaling:
         """Machines an elastic pool started since the last pass get their free record, claimable in this pass."""
         vm_size = self.p.spec.vm_size
         for node_id, address, root, gpus in self.p.snapshot.joined:
-            record = NodeRecord(node_id=node_id, address=address, root=root, gpus=gpus, state_transition_time=utc_now())
-            try:
-                self.p.snapshot.etags[record.key] = self.p.store.create(record.key, record.to_doc())
-            except RecordExists:
+            created = record_new_node(self.p.store, node_id, address, root, gpus)
+            if created is None:
                 continue  # another pass recorded it first: the next snapshot has it
+            record, etag = created
+            self.p.snapshot.etags[record.key] = etag
             self.p.snapshot.nodes[node_id] = record
             if eligible(self.p.pool.labels(node_id), vm_size):
                 self.p.snapshot.eligible = self.p.snapshot.eligible | {node_id}
