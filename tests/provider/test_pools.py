@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from airflow_batchai.pools import NodeChange
 from airflow_batchai.pools.local import LocalNodePool
 from airflow_batchai.service import Service, Settings
 from airflow_batchai.spec import load_cluster_spec, load_job_spec
@@ -39,9 +38,6 @@ class StartingLocalPool(LocalNodePool):
 
     def release(self, node_id: str) -> None:
         self.released.append(node_id)
-
-    def changing(self) -> dict[str, NodeChange]:
-        return {}
 
 
 def test_an_elastic_pool_starts_the_nodes_a_gang_job_needs_and_gets_them_back_when_the_cluster_shrinks(home: Path) -> None:
