@@ -413,7 +413,9 @@ class SSHTransport:
             channel.shutdown_write()
             deadline = time.monotonic() + timeout_s
             out, err = bytearray(), bytearray()
-            while not channel.exit_status_ready() or channel.recv_ready() or channel.recv_stderr_ready():
+            # Until the server closes the channel, not until the exit status: sshd sends the status when the
+            # command exits, and may still be draining its stderr then (it closes only once both are drained).
+            while not channel.closed or channel.recv_ready() or channel.recv_stderr_ready():
                 if channel.recv_ready():
                     out += channel.recv(65536)
                 elif channel.recv_stderr_ready():
@@ -424,8 +426,10 @@ class SSHTransport:
                         f"{argv[0]} on {self.spec.display} did not finish in {timeout_s:.0f} s",
                         self.spec.display,
                     )
+                elif not channel.exit_status_ready():
+                    channel.status_event.wait(0.001)  # wakes at once when the command exits (or the channel closes)
                 else:
-                    channel.status_event.wait(0.001)  # wakes at once when the command exits
+                    time.sleep(0.0002)  # exited: its last output and the close are a moment away
             return CommandResult(channel.recv_exit_status(), bytes(out), bytes(err))
 
     def start_detached(self, argv: list[str], *, log_path: str) -> None:

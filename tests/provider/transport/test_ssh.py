@@ -111,6 +111,16 @@ def test_commands_share_one_connection_with_tcp_nodelay(ssh_hosts: Any) -> None:
     assert ssh.run(["true"]).returncode == 0 and ssh.connections_made == 2
 
 
+def test_output_written_after_the_exit_status_is_kept(ssh_hosts: Any) -> None:
+    """sshd sends a command's exit status when it exits, and closes the channel once its output is
+    drained: a reader that stops at the status loses what comes after (here, from a child that outlives
+    the shell), as a busy host's scheduling can make it lose the shell's own last stderr line."""
+    ssh = transport(ssh_hosts)
+    result = ssh.run(["sh", "-c", "(sleep 0.3; echo late-out; echo late-err >&2) & echo early; exit 3"])
+    assert (result.returncode, result.stdout, result.stderr) == (3, b"early\nlate-out\n", b"late-err\n")
+    ssh.close()
+
+
 def test_files_round_trip_over_sftp(ssh_hosts: Any, tmp_path: Path) -> None:
     ssh = transport(ssh_hosts)
     target = str(tmp_path / "remote" / "deep" / "plan.json")
