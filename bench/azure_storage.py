@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 
 from airflow_batchai.config import ProviderConfig, service_from_config  # noqa: E402
+from airflow_batchai.data import OutputFile  # noqa: E402
 from airflow_batchai.data.links import Link, RemoteVolume  # noqa: E402
 from airflow_batchai.data.upload import upload_batch  # noqa: E402
 from airflow_batchai.spec import load_cluster_spec, load_job_spec  # noqa: E402
@@ -156,10 +157,10 @@ def main() -> None:
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda i: client.upload_blob(f"{prefix}/part-{i:06d}.bin", b"x", overwrite=True), range(LISTED)))
         volume = RemoteVolume(credential.account, container, credential.container_url(container))
-        listed: list[dict[str, object]] = []
+        listed: list[OutputFile] = []
         ours_s = min(timed(lambda: listed.extend(data.list_files(Link("bench", "", volume), prefix))) for _ in range(3))
         raw_s = min(timed(lambda: list(client.list_blobs(name_starts_with=prefix + "/"))) for _ in range(3))
-        assert len(listed) >= LISTED and all("sig=" in str(f["downloadUrl"]) for f in listed[:LISTED])
+        assert len(listed) >= LISTED and all("sig=" in str(f.download_url) for f in listed[:LISTED])
         results["listing"] = {
             "blobs": LISTED,
             "ours_s": round(ours_s, 3),

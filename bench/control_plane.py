@@ -82,7 +82,7 @@ def busy_cluster(home: Path) -> tuple[Service, Path]:
     gate = home / "gate"
     service.create_job("bench", "blocker", job_spec(f"for i in $(seq 3000); do test -e {gate} && break; sleep 0.1; done"))
     deadline = time.monotonic() + 30
-    while service.refresh_job("blocker")["executionState"] != "running":
+    while service.refresh_job("blocker").execution_state != ExecutionState.RUNNING:
         if time.monotonic() > deadline:
             raise RuntimeError("the blocking job never started")
         time.sleep(0.05)

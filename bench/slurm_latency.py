@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from airflow_batchai.config import connection_config, service_from_config
+from airflow_batchai.records import ExecutionState
 from airflow_batchai.spec import load_cluster_spec, load_job_spec
 from tests import slurmcluster
 
@@ -78,7 +79,7 @@ def ours(service, folder: Path, index: int) -> tuple[float, float]:  # type: ign
     )
     t0 = time.monotonic()
     service.create_job("gpu", f"bench-{index}", spec)
-    running = wait_for(lambda: service.refresh_job(f"bench-{index}")["executionState"] != "queued", poll_s=0.05)
+    running = wait_for(lambda: service.refresh_job(f"bench-{index}").execution_state != ExecutionState.QUEUED, poll_s=0.05)
     service.wait_job(f"bench-{index}", timeout_s=60, poll_s=0.05)
     done_wall = time.time()
     return running - t0, done_wall - float(ended.read_text())

@@ -76,7 +76,7 @@ def main() -> None:
 
         service = Service.embedded(work / "home", pool=pool)
         service.create_cluster("bench", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1}}}, environ={}))
-        while service.show_cluster("bench")["nodeStateCounts"]["idleNodeCount"] < 1:
+        while service.show_cluster("bench").node_state_counts.idle_node_count < 1:
             time.sleep(0.05)
         our_submit = []
         for index in range(SUBMITS):

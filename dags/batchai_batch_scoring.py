@@ -154,10 +154,8 @@ def batchai_batch_scoring() -> None:
         frames: dict[str, bytes] = {}
         for job in jobs:
             for entry in service.list_output_files(job["name"], EXPERIMENT, output_directory_id="FRAMES", max_results=1000):
-                if entry["fileType"] == "file" and entry["name"].endswith(".png"):
-                    frames[entry["name"]] = (
-                        service.read_output_file(job["name"], entry["name"], EXPERIMENT, output_directory_id="FRAMES") or b""
-                    )
+                if entry.is_file and entry.name.endswith(".png"):
+                    frames[entry.name] = service.read_output_file(job["name"], entry.name, EXPERIMENT, output_directory_id="FRAMES") or b""
         images = [Image.open(io.BytesIO(frames[name])) for name in sorted(frames)]
         work = Path(clip["folder"])
         images[0].save(work / "styled.gif", save_all=True, append_images=images[1:], duration=80, loop=0)

@@ -74,7 +74,7 @@ def batchai_scheduled_retrain() -> None:
         service = BatchAIHook().service
         metrics = json.loads(service.read_output_file(job["name"], "metrics.json", EXPERIMENT, output_directory_id="MODEL") or b"{}")
         files = service.list_output_files(job["name"], EXPERIMENT, output_directory_id="MODEL")
-        url = next((f["downloadUrl"].split("?")[0] for f in files if f["name"] == "model.pkl" and f.get("downloadUrl")), "")  # no SAS
+        url = next((f.download_url.split("?")[0] for f in files if f.name == "model.pkl" and f.download_url), "")  # no SAS
         folder = url.rsplit("/", 1)[0]
         print(f"job {job['name']}: held-out accuracy {metrics['accuracy']:.4f}")
         return {"job": job["name"], "accuracy": metrics["accuracy"], "model_folder": folder}

@@ -10,28 +10,33 @@ the task (or ``job_name``), and a retry finds it by that name.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from airflow.sdk import BaseOperator, BaseOperatorLink, Context
 from airflow.sdk.exceptions import AirflowException
 from airflow.sdk.execution_time.context import NEVER_EXPIRE
 from airflow.sdk.log import mask_secret
 
+from airflow_batchai.data import OutputFile
 from airflow_batchai.data.upload import upload_batch
 from airflow_batchai.errors import TRANSIENT_CODES, BatchAIError
 from airflow_batchai.hooks.batchai import BatchAIHook
 from airflow_batchai.lineage import lineage_of
 from airflow_batchai.logtail import JobLogFollower, log_job_lines
-from airflow_batchai.records import ExecutionState
+from airflow_batchai.reading.readmodels import JobView
+from airflow_batchai.records import AllocationState
 from airflow_batchai.secretfields import CLUSTER_SECRET_FIELDS, JOB_SECRET_FIELDS, RenderedSpec, secret_values
 from airflow_batchai.service import DEFAULT_EXPERIMENT, DEFAULT_WORKSPACE, Service
 from airflow_batchai.settings import WAIT_POLL_S
 from airflow_batchai.spec import ClusterSpec, JobSpec, load_cluster_spec, load_job_spec
 from airflow_batchai.taskjobs import JobWait, WaitFailed, failed_earlier, generation_name, job_name_for, reattach
 from airflow_batchai.ui_links import job_page_path
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 POLL_INTERVAL_S = WAIT_POLL_S  # one record read each: a job's end is seen within a second
 STORAGE_RETRY_S = 1.0  # between reads while storage is down
@@ -85,14 +90,14 @@ class BatchAIBaseOperator(BaseOperator):
     def service(self) -> Service:
         return self.hook.service
 
-    def call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
+    def call(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a Service call; a BatchAIError fails the task with its code and message, no traceback noise."""
         try:
             return function(*args, **kwargs)
         except BatchAIError as error:
             raise AirflowException(f"{error.code}: {error.message}") from error
 
-    def poll(self, function: Any, *args: Any, deadline: float | None = None, **kwargs: Any) -> Any:
+    def poll(self, deadline: float | None, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """``call`` for a wait's reads: storage that is down (each call ends within its own deadline) is
         waited through until the wait's ``deadline``; the job runs on without it."""
         while True:
@@ -147,8 +152,8 @@ class BatchAICreateClusterOperator(BatchAIBaseOperator):
                 load_cluster_spec, _spec_source(self.spec or {}), storage_account_name=account, storage_account_key=self.storage_account_key
             )
         view = self.call(self.service.create_cluster, self.cluster_name, spec, self.workspace, update_existing=self.update)
-        self.log.info("cluster %s: %s, %d node(s)", self.cluster_name, view["allocationState"], view["currentNodeCount"])
-        return view
+        self.log.info("cluster %s: %s, %d node(s)", self.cluster_name, view.allocation_state.value, view.current_node_count)
+        return view.to_json()
 
 
 def mask_spec_secrets(spec: Any, fields: Any, *extra: str | None) -> None:
@@ -183,19 +188,19 @@ class BatchAIScaleClusterOperator(BatchAIBaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         view = self.call(self.service.resize_cluster, self.cluster_name, int(self.target_node_count), self.workspace)
         deadline = time.monotonic() + self.timeout
-        while self.wait and view["allocationState"] != "steady":
+        while self.wait and view.allocation_state != AllocationState.STEADY:
             if time.monotonic() > deadline:
-                raise AirflowException(f"cluster {self.cluster_name} still {view['allocationState']} after {self.timeout} s")
+                raise AirflowException(f"cluster {self.cluster_name} still {view.allocation_state.value} after {self.timeout} s")
             time.sleep(self.poll_interval)
-            view = self.poll(self.service.show_cluster, self.cluster_name, self.workspace, deadline=deadline)
+            view = self.poll(deadline, self.service.show_cluster, self.cluster_name, self.workspace)
         self.log.info(
             "cluster %s: %s with %d node(s) %s",
             self.cluster_name,
-            view["allocationState"],
-            view["currentNodeCount"],
-            view["nodeStateCounts"],
+            view.allocation_state.value,
+            view.current_node_count,
+            view.node_state_counts.to_json(),
         )
-        return view
+        return view.to_json()
 
 
 class BatchAIDeleteClusterOperator(BatchAIBaseOperator):
@@ -290,15 +295,16 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
         spec = self.load_spec()
         view = self.submit_or_attach(name, spec, context["ti"].try_number, saved)
         self.submitted = name
-        if store is not None and (saved is None or saved.get("segment") != view["jobOutputDirectoryPathSegment"]):
+        segment = view.job_output_directory_path_segment
+        if store is not None and (saved is None or saved.get("segment") != segment):
             store.set(
                 JOB_STATE_KEY,
                 {
                     "name": name,
                     "experiment": self.experiment,
                     "workspace": self.workspace,
-                    "segment": view["jobOutputDirectoryPathSegment"],
-                    "uuid": view["jobOutputDirectoryPathSegment"].rsplit("/", 1)[-1],  # the segment ends with it
+                    "segment": segment,
+                    "uuid": segment.rsplit("/", 1)[-1],  # the segment ends with it
                     "maxTries": context["ti"].max_tries,
                     "generation": generation,
                 },
@@ -306,8 +312,8 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
             )
         context["ti"].xcom_push(key=JOB_XCOM_KEY, value={"name": name, "experiment": self.experiment, "workspace": self.workspace})
         if not self.wait_for_completion:
-            return view
-        if self.deferrable and not ExecutionState(view["executionState"]).finished:
+            return view.to_json()
+        if self.deferrable and not view.finished:
             from airflow_batchai.triggers.batchai import BatchAIJobTrigger
 
             self.defer(
@@ -338,14 +344,14 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
             self.workspace = decision.saved.get("workspace", self.workspace)
         return decision.saved, decision.generation
 
-    def submit_or_attach(self, name: str, spec: JobSpec, try_number: int, saved: dict[str, Any] | None = None) -> dict[str, Any]:
+    def submit_or_attach(self, name: str, spec: JobSpec, try_number: int, saved: dict[str, Any] | None = None) -> JobView:
         before = self.call(failed_earlier, self.service, name, self.experiment, self.workspace, try_number)
         view = self.call(self.service.create_job, self.cluster_name, name, spec, self.experiment, self.workspace)
         if before is not None:
             how = "its identity in the task state store" if saved else "its name"
-            self.log.info("re-attached to job %s (%s), submitted by an earlier try (found by %s)", name, view["executionState"], how)
+            self.log.info("re-attached to job %s (%s), submitted by an earlier try (found by %s)", name, view.execution_state.value, how)
         else:
-            self.log.info("submitted job %s to cluster %s: %s", name, self.cluster_name, view["executionState"])
+            self.log.info("submitted job %s to cluster %s: %s", name, self.cluster_name, view.execution_state.value)
         return view
 
     def follow(self, name: str, offsets: dict[str, int] | None = None) -> dict[str, Any]:
@@ -355,17 +361,17 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
         wait = JobWait(self.service, name, self.experiment, self.workspace, follower=follower)
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         while True:
-            view, lines = self.poll(wait.look, refresh=True, deadline=deadline)
+            view, lines = self.poll(deadline, wait.look, refresh=True)
             log_job_lines(lines)
-            if ExecutionState(view["executionState"]).finished:
+            if view.finished:
                 try:
                     wait.over(view)
                 except WaitFailed as failure:
                     raise AirflowException(str(failure)) from None
                 self.log.info("job %s succeeded", name)
-                return view
+                return view.to_json()
             if deadline is not None and time.monotonic() > deadline:
-                raise AirflowException(f"job {name} still {view['executionState']} after {self.timeout} s")
+                raise AirflowException(f"job {name} still {view.execution_state.value} after {self.timeout} s")
             time.sleep(self.poll_interval)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -417,8 +423,8 @@ class BatchAITerminateJobOperator(BatchAIBaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         view = self.call(self.service.terminate_job, self.job_name, self.experiment, self.workspace)
-        self.log.info("job %s is %s", self.job_name, view["executionState"])
-        return view
+        self.log.info("job %s is %s", self.job_name, view.execution_state.value)
+        return view.to_json()
 
 
 class BatchAIListOutputFilesOperator(BatchAIBaseOperator):
@@ -460,17 +466,17 @@ class BatchAIListOutputFilesOperator(BatchAIBaseOperator):
             self.link_expiry_minutes,
         )
         for info in files:
-            self.log.info("%-9s %12s  %s", info["fileType"], info.get("contentLength", ""), info["name"])
-        return [unsigned(info) for info in files]
+            self.log.info("%-9s %12s  %s", info.file_type, "" if info.content_length is None else info.content_length, info.name)
+        return [unsigned(info).to_json() for info in files]
 
 
-def unsigned(info: dict[str, Any]) -> dict[str, Any]:
-    url = info.get("downloadUrl")
+def unsigned(info: OutputFile) -> OutputFile:
+    url = info.download_url
     if not url or "?" not in url:
         return info
     address, token = url.split("?", 1)
     mask_secret(token)
-    return {**info, "downloadUrl": address}
+    return info.model_copy(update={"download_url": address})
 
 
 class BatchAIUploadOperator(BatchAIBaseOperator):

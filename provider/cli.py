@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from .errors import BatchAIError, ErrorCode
 from .records import ExecutionState
 from .service import DEFAULT_EXPERIMENT, DEFAULT_WORKSPACE, Service
-from .spec import AutoScaleSettings, ClusterSpec, ManualScaleSettings, ScaleSettings, load_cluster_spec, load_job_spec
+from .spec import AutoScaleSettings, BatchAIView, ClusterSpec, ManualScaleSettings, ScaleSettings, load_cluster_spec, load_job_spec
 
 STREAM_POLL_S = 0.5
 EXIT_USAGE = 2
@@ -41,6 +41,12 @@ def one_line(text: str, limit: int = MAX_ERROR_LINE) -> str:
 
 
 def _print(document: Any) -> None:
+    """A read model (or a list of them) as Batch AI's JSON, as ``az batchai`` printed it."""
+
+    def shown(value: Any) -> Any:
+        return value.to_json() if isinstance(value, BatchAIView) else value
+
+    document = [shown(item) for item in document] if isinstance(document, list) else shown(document)
     print(json.dumps(document, indent=2, sort_keys=True))
 
 
@@ -168,12 +174,12 @@ def job_delete(args: argparse.Namespace) -> int:
 def job_wait(args: argparse.Namespace) -> int:
     """Exit with the job's exit code, as ``az batchai job wait`` did (1 for a failure without one)."""
     view = _service(args).wait_job(args.name, args.experiment, args.workspace, timeout_s=args.timeout, poll_s=args.interval)
-    info = view["executionInfo"]
-    if view["executionState"] == ExecutionState.SUCCEEDED:
+    info = view.execution_info
+    if view.execution_state == ExecutionState.SUCCEEDED:
         return 0
-    for error in info.get("errors") or []:
-        print(f"{error['code']}: {error['message']}", file=sys.stderr)
-    code = info.get("exitCode")
+    for error in info.errors or []:
+        print(f"{error.code}: {error.message}", file=sys.stderr)
+    code = info.exit_code
     return code if isinstance(code, int) and 0 < code < 256 else 1
 
 
@@ -190,13 +196,13 @@ def file_stream(args: argparse.Namespace) -> int:
     offset = 0
     out = sys.stdout.buffer
     while True:
-        state = service.refresh_job(args.job, args.experiment, args.workspace)["executionState"]
+        state = service.refresh_job(args.job, args.experiment, args.workspace).execution_state
         chunk = files.read(args.output_directory_id, args.file_name, offset)
         if chunk:
             out.write(chunk)
             out.flush()
             offset += len(chunk)
-        if ExecutionState(state).finished:
+        if state.finished:
             tail = files.read(args.output_directory_id, args.file_name, offset)
             if tail:
                 out.write(tail)

@@ -55,8 +55,8 @@ class JobLogFollower:
             return []  # the folder does not exist yet
         lines: list[tuple[str, str]] = []
         for info in files:
-            name = info["name"]
-            if info["fileType"] != "file" or not _is_stream(name) or info["contentLength"] <= self.offsets.get(name, 0):
+            name = info.name
+            if not info.is_file or not _is_stream(name) or (info.content_length or 0) <= self.offsets.get(name, 0):
                 continue
             chunk = self.files.read("stdouterr", name, offset=self.offsets.get(name, 0))
             if not chunk:
@@ -79,9 +79,9 @@ def stderr_tail(service: Service, job: str, experiment: str, workspace: str, max
     except BatchAIError:
         return []
     tail: list[str] = []
-    for info in sorted(files, key=lambda f: f["name"]):
-        if info["fileType"] == "file" and info["name"].startswith("stderr") and info["contentLength"]:
-            offset = max(0, info["contentLength"] - STDERR_TAIL_BYTES)
-            data = service.read_output_file(job, info["name"], experiment, workspace, offset=offset) or b""
-            tail += [f"[{info['name']}] {line}" for line in data.decode(errors="replace").splitlines()[-max_lines:]]
+    for info in sorted(files, key=lambda f: f.name):
+        if info.is_file and info.name.startswith("stderr") and info.content_length:
+            offset = max(0, info.content_length - STDERR_TAIL_BYTES)
+            data = service.read_output_file(job, info.name, experiment, workspace, offset=offset) or b""
+            tail += [f"[{info.name}] {line}" for line in data.decode(errors="replace").splitlines()[-max_lines:]]
     return tail[-max_lines:]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .errors import BatchAIError
-from .reading.readmodels import cluster_view, job_view
+from .reading.readmodels import ClusterView, JobView, cluster_view, job_view
 from .records import ClusterRecord, JobRecord, NodeRecord, read_job
 
 if TYPE_CHECKING:
@@ -53,12 +53,14 @@ def overview(service: Service) -> dict[str, Any]:
     }
 
 
-def _cluster_summary(view: dict[str, Any]) -> dict[str, Any]:
+def _cluster_summary(view: ClusterView) -> dict[str, Any]:
     keep = ("name", "vmSize", "allocationState", "allocationStateTransitionTime", "currentNodeCount", "nodeStateCounts", "errors")
-    return {key: view.get(key) for key in keep}
+    shown = view.to_json()
+    return {key: shown.get(key) for key in keep}
 
 
-def _job_summary(record: JobRecord, view: dict[str, Any]) -> dict[str, Any]:
+def _job_summary(record: JobRecord, job: JobView) -> dict[str, Any]:
+    view = job.to_json()
     info = view["executionInfo"]
     return {
         "workspace": record.workspace,
@@ -85,8 +87,12 @@ def job_details(service: Service, workspace: str, experiment: str, name: str) ->
     except BatchAIError:
         files = []  # the folder does not exist before the job starts
     streams = [
-        {"name": info["name"], "contentLength": info.get("contentLength"), "lastModified": info.get("lastModified")}
+        {
+            "name": info.name,
+            "contentLength": info.content_length,
+            "lastModified": info.last_modified.isoformat() if info.last_modified else None,
+        }
         for info in files
-        if info["fileType"] == "file" and info["name"].startswith(STREAM_PREFIXES)
+        if info.is_file and info.name.startswith(STREAM_PREFIXES)
     ]
-    return {"job": view, "files": sorted(streams, key=lambda info: info["name"])}
+    return {"job": view.to_json(), "files": sorted(streams, key=lambda info: info["name"])}

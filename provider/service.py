@@ -21,7 +21,7 @@ from typing import Any
 
 from .control import ControlStore, SecretVault, lock, update
 from .control.local import LocalControlStore, LocalSecretVault
-from .data import DataStore
+from .data import DataStore, OutputFile
 from .data.local import LocalDataStore
 from .errors import TRANSIENT_CODES, BatchAIError, ErrorCode, InvalidSpec, RecordExists
 from .launch import JobContext, NodeSlot, job_plans
@@ -30,7 +30,7 @@ from .names import check_scope
 from .pools import NodePool
 from .pools.local import LocalNodePool
 from .reading.outputs import OutputFiles
-from .reading.readmodels import cluster_view, job_view
+from .reading.readmodels import ClusterView, JobView, cluster_view, job_view
 from .reading.waiting import JobWaiters
 from .records import (
     ClusterRecord,
@@ -149,16 +149,16 @@ class Service:
     def node_record(self, node_id: str) -> NodeRecord | None:
         return read_node(self.store, node_id)
 
-    def _view(self, cluster: ClusterRecord) -> dict[str, Any]:
+    def _view(self, cluster: ClusterRecord) -> ClusterView:
         return cluster_view(cluster, self.settings.subscription, self.settings.resource_group)
 
-    def _job_view(self, job: JobRecord) -> dict[str, Any]:
+    def _job_view(self, job: JobRecord) -> JobView:
         return job_view(job, self.settings.subscription, self.settings.resource_group)
 
     # -- clusters -----------------------------------------------------------------------
     def create_cluster(
         self, name: str, spec: ClusterSpec, workspace: str = DEFAULT_WORKSPACE, update_existing: bool = False, shared_surface: bool = False
-    ) -> dict[str, Any]:
+    ) -> ClusterView:
         """Create (idempotently: the same spec returns the existing cluster) and start allocating nodes.
 
         ``shared_surface``: from the REST API; a setup task or mount command on nodes that are this
@@ -225,13 +225,13 @@ class Service:
                 missing[0],
             )
 
-    def show_cluster(self, name: str, workspace: str = DEFAULT_WORKSPACE) -> dict[str, Any]:
+    def show_cluster(self, name: str, workspace: str = DEFAULT_WORKSPACE) -> ClusterView:
         """As the cluster's last pass published it (one record read); may kick a pass in the background."""
         cluster, _ = read_cluster(self.store, workspace, name)
         self.passes.kick(workspace, name)
         return self._view(cluster)
 
-    def list_clusters(self, workspace: str = DEFAULT_WORKSPACE) -> list[dict[str, Any]]:
+    def list_clusters(self, workspace: str = DEFAULT_WORKSPACE) -> list[ClusterView]:
         clusters = [ClusterRecord.model_validate(found.data) for _, found in self.store.read_many(f"clusters/{workspace}/")]
         for cluster in clusters:
             self.passes.kick(workspace, cluster.name)
@@ -241,7 +241,7 @@ class Service:
         """(workspace, name) of every cluster of the store (what a controller looks after)."""
         return [tuple(key.split("/")[1:3]) for key in self.store.list("clusters/")]  # type: ignore[misc]
 
-    def resize_cluster(self, name: str, target: int, workspace: str = DEFAULT_WORKSPACE) -> dict[str, Any]:
+    def resize_cluster(self, name: str, target: int, workspace: str = DEFAULT_WORKSPACE) -> ClusterView:
         """``az batchai cluster resize -t``: manual scale to ``target`` (keeps the deallocation option)."""
         if not 0 <= target <= MAX_NODE_COUNT:
             raise InvalidSpec(f"target node count must be 0-{MAX_NODE_COUNT}, got {target}", "targetNodeCount")
@@ -250,7 +250,7 @@ class Service:
         manual = ManualScaleSettings(target_node_count=target, **({"node_deallocation_option": option} if option else {}))
         return self.update_cluster_scale(name, ScaleSettings(manual=manual), workspace)
 
-    def update_cluster_scale(self, name: str, scale: ScaleSettings, workspace: str = DEFAULT_WORKSPACE) -> dict[str, Any]:
+    def update_cluster_scale(self, name: str, scale: ScaleSettings, workspace: str = DEFAULT_WORKSPACE) -> ClusterView:
         """Batch AI's cluster PATCH: replace ``scaleSettings`` only, then one pass to act on it."""
         read_cluster(self.store, workspace, name)
         self._ensure_pool()
@@ -275,7 +275,7 @@ class Service:
             self.passes.forget(lease, workspace, name)
         self.vault.delete(f"cluster-{cluster.uuid}")
 
-    def reconcile_cluster(self, workspace: str, name: str) -> dict[str, Any]:
+    def reconcile_cluster(self, workspace: str, name: str) -> ClusterView:
         """One pass now, under the cluster's lease (waiting for it, bounded); returns the cluster view."""
         return self._view(self.passes.run_now(workspace, name))
 
@@ -289,7 +289,7 @@ class Service:
         workspace: str = DEFAULT_WORKSPACE,
         scope: tuple[str, str] | None = None,
         shared_surface: bool = False,
-    ) -> dict[str, Any]:
+    ) -> JobView:
         """Submit a job. The same name with the same spec returns the existing job (safe to retry).
 
         ``shared_surface``: the job comes from a surface many people reach (the REST API); see
@@ -399,14 +399,14 @@ class Service:
                 "nodeCount",
             )
 
-    def show_job(self, name: str, experiment: str = DEFAULT_EXPERIMENT, workspace: str = DEFAULT_WORKSPACE) -> dict[str, Any]:
+    def show_job(self, name: str, experiment: str = DEFAULT_EXPERIMENT, workspace: str = DEFAULT_WORKSPACE) -> JobView:
         """From the job's record (one read); an unfinished job's cluster may get a pass in the background."""
         job, _ = read_job(self.store, workspace, experiment, name)
         if not job.execution_state.finished:
             self.passes.kick(workspace, job.cluster)
         return self._job_view(job)
 
-    def refresh_job(self, name: str, experiment: str = DEFAULT_EXPERIMENT, workspace: str = DEFAULT_WORKSPACE) -> dict[str, Any]:
+    def refresh_job(self, name: str, experiment: str = DEFAULT_EXPERIMENT, workspace: str = DEFAULT_WORKSPACE) -> JobView:
         """For a caller that waits anyway: a pass that is due (or a job end the watch sees) runs first, in this thread.
 
         Never waits for the lease (another process's pass is left to it) and never raises what
@@ -424,7 +424,7 @@ class Service:
             job, _ = read_job(self.store, workspace, experiment, name)
         return self._job_view(job)
 
-    def list_jobs(self, experiment: str = DEFAULT_EXPERIMENT, workspace: str = DEFAULT_WORKSPACE) -> list[dict[str, Any]]:
+    def list_jobs(self, experiment: str = DEFAULT_EXPERIMENT, workspace: str = DEFAULT_WORKSPACE) -> list[JobView]:
         jobs = [JobRecord.model_validate(found.data) for _, found in self.store.read_many(f"jobs/{workspace}/{experiment}/")]
         for cluster in sorted({job.cluster for job in jobs if not job.execution_state.finished}):
             self.passes.kick(workspace, cluster)
@@ -437,8 +437,8 @@ class Service:
         workspace: str = DEFAULT_WORKSPACE,
         timeout_s: float | None = None,
         poll_s: float = WAIT_POLL_S,
-        on_poll: Callable[[dict[str, Any]], None] | None = None,
-    ) -> dict[str, Any]:
+        on_poll: Callable[[JobView], None] | None = None,
+    ) -> JobView:
         """Poll until the job has succeeded or failed; BatchAIError('WaitTimeout') after ``timeout_s``.
 
         Storage that is down (each call ends within its deadline) is waited through: the job
@@ -456,13 +456,13 @@ class Service:
                 continue
             if on_poll:
                 on_poll(view)
-            if ExecutionState(view["executionState"]).finished:
+            if view.finished:
                 return view
             if deadline is not None and time.monotonic() > deadline:
-                raise BatchAIError(ErrorCode.WAIT_TIMEOUT, f"job {name} still {view['executionState']} after {timeout_s} s", name)
+                raise BatchAIError(ErrorCode.WAIT_TIMEOUT, f"job {name} still {view.execution_state.value} after {timeout_s} s", name)
             time.sleep(poll_s)
 
-    def terminate_job(self, name: str, experiment: str = DEFAULT_EXPERIMENT, workspace: str = DEFAULT_WORKSPACE) -> dict[str, Any]:
+    def terminate_job(self, name: str, experiment: str = DEFAULT_EXPERIMENT, workspace: str = DEFAULT_WORKSPACE) -> JobView:
         """running → terminating → failed; queued → failed; finished: unchanged. Done in a pass under the lease."""
         job, _ = read_job(self.store, workspace, experiment, name)
         if not job.execution_state.finished:
@@ -494,7 +494,7 @@ class Service:
 
     def delete_job(self, name: str, experiment: str = DEFAULT_EXPERIMENT, workspace: str = DEFAULT_WORKSPACE) -> None:
         job, _ = read_job(self.store, workspace, experiment, name)
-        if not job.execution_state.finished and self.terminate_job(name, experiment, workspace)["executionState"] != "failed":
+        if not job.execution_state.finished and self.terminate_job(name, experiment, workspace).execution_state != ExecutionState.FAILED:
             raise BatchAIError(
                 ErrorCode.JOB_NOT_TERMINATED,
                 f"job {name} is still terminating (a node has not confirmed the stop): delete it once it has failed",
@@ -515,7 +515,7 @@ class Service:
         link_expiry_minutes: int = 60,
         max_results: int | None = None,
         marker: str | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[OutputFile]:
         """Batch AI File objects sorted by name: all of them, or a page of ``max_results`` (1-1000) after ``marker``.
 
         A page's last name is the marker of the next one, as Batch AI's ``nextLink`` carried it.
@@ -525,9 +525,9 @@ class Service:
         if max_results is not None and not 1 <= max_results <= 1000:
             raise InvalidSpec(f"maxresults must be 1..1000, got {max_results}", "maxresults")
         files = self.output_files(job, experiment, workspace).list(output_directory_id, directory, link_expiry_minutes)
-        files = sorted(files, key=lambda f: f["name"])
+        files = sorted(files, key=lambda f: f.name)
         if marker is not None:
-            files = [f for f in files if f["name"] > marker]
+            files = [f for f in files if f.name > marker]
         return files if max_results is None else files[:max_results]
 
     def output_files(self, job: str, experiment: str = DEFAULT_EXPERIMENT, workspace: str = DEFAULT_WORKSPACE) -> OutputFiles:

@@ -17,7 +17,8 @@ from typing import Any
 
 from .errors import BatchAIError, ErrorCode
 from .logtail import JobLogFollower, stderr_tail
-from .records import ExecutionState
+from .reading.readmodels import ClusterView, JobView
+from .records import AllocationState, ExecutionState
 from .service import Service
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ class Reattach:
     reason: str | None = None
 
 
-def reattach(saved: Any, max_tries: int, show_job: Callable[[str, str, str], dict[str, Any]], experiment: str, workspace: str) -> Reattach:
+def reattach(saved: Any, max_tries: int, show_job: Callable[[str, str, str], JobView], experiment: str, workspace: str) -> Reattach:
     """Decide from the task state store's entry (``saved``) whether this try re-attaches to its job.
 
     Airflow keeps the task state store across retries and clears alike; a clear is told apart by
@@ -99,12 +100,12 @@ def reattach(saved: Any, max_tries: int, show_job: Callable[[str, str, str], dic
         if error.code != ErrorCode.JOB_NOT_FOUND:
             raise
         return Reattach(None, generation + 1, f"job {name}, submitted by an earlier try, no longer exists: submitting a new job")
-    if view["jobOutputDirectoryPathSegment"] != saved.get("segment"):
+    if view.job_output_directory_path_segment != saved.get("segment"):
         return Reattach(None, generation + 1, f"job {name} was deleted and created again by someone else since an earlier try submitted it")
     return Reattach(saved, generation)
 
 
-def failed_earlier(service: Service, name: str, experiment: str, workspace: str, try_number: int) -> dict[str, Any] | None:
+def failed_earlier(service: Service, name: str, experiment: str, workspace: str, try_number: int) -> JobView | None:
     """The job of this name from an earlier try, or None; one that failed is deleted first, so a
     retry runs the job again instead of re-attaching to its failure."""
     try:
@@ -113,19 +114,19 @@ def failed_earlier(service: Service, name: str, experiment: str, workspace: str,
         if error.code != ErrorCode.JOB_NOT_FOUND:
             raise
         return None
-    if before["executionState"] == ExecutionState.FAILED and try_number > 1:
+    if before.execution_state == ExecutionState.FAILED and try_number > 1:
         log.info("job %s failed in an earlier try: deleting it and submitting again", name)
         service.delete_job(name, experiment, workspace)
         return None
     return before
 
 
-def failure_message(service: Service, view: dict[str, Any], experiment: str, workspace: str) -> str:
+def failure_message(service: Service, view: JobView, experiment: str, workspace: str) -> str:
     """A failed job as one message: its error codes, its exit code and the tail of its stderr."""
-    info = view["executionInfo"]
-    errors = "; ".join(f"{e['code']}: {e['message']}" for e in info.get("errors") or []) or "no error reported"
-    tail = stderr_tail(service, view["name"], experiment, workspace, STDERR_TAIL_LINES)
-    lines = [f"Batch AI job {view['name']} failed: {errors} (exit code {info.get('exitCode')})"]
+    info = view.execution_info
+    errors = "; ".join(f"{e.code}: {e.message}" for e in info.errors or []) or "no error reported"
+    tail = stderr_tail(service, view.name, experiment, workspace, STDERR_TAIL_LINES)
+    lines = [f"Batch AI job {view.name} failed: {errors} (exit code {info.exit_code})"]
     if tail:
         lines += ["last lines of stderr:", *tail]
     return "\n".join(lines)
@@ -153,10 +154,10 @@ class JobWait:
     targets: Collection[str] = (ExecutionState.SUCCEEDED,)
     follower: JobLogFollower | None = None
 
-    def look(self, refresh: bool = False) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    def look(self, refresh: bool = False) -> tuple[JobView, list[tuple[str, str]]]:
         read = self.service.refresh_job if refresh else self.service.show_job
         view = read(self.name, self.experiment, self.workspace)
-        finished = ExecutionState(view["executionState"]).finished
+        finished = view.finished
         if self.follower is None:
             return view, []
         try:
@@ -166,8 +167,8 @@ class JobWait:
                 raise  # the last lines: the caller looks again rather than lose them
             return view, []  # output not readable now: the follower keeps its place, the lines come next time
 
-    def over(self, view: dict[str, Any]) -> bool:
-        state = ExecutionState(view["executionState"])
+    def over(self, view: JobView) -> bool:
+        state = view.execution_state
         if state in self.targets:
             return True
         if state == ExecutionState.FAILED:
@@ -177,6 +178,6 @@ class JobWait:
         return False
 
 
-def cluster_ready(view: dict[str, Any], min_idle_nodes: int) -> bool:
+def cluster_ready(view: ClusterView, min_idle_nodes: int) -> bool:
     """Whether a cluster is ready for a task that waits for it: steady, with ``min_idle_nodes`` idle."""
-    return view["allocationState"] == "steady" and view["nodeStateCounts"]["idleNodeCount"] >= min_idle_nodes
+    return view.allocation_state == AllocationState.STEADY and view.node_state_counts.idle_node_count >= min_idle_nodes

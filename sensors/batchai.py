@@ -149,7 +149,7 @@ class BatchAIJobSensor(_BatchAISensor):
                 self.log.warning("job %s: %s (poking again)", self.job_name, error.message)
                 return PokeReturnValue(is_done=False)
             raise AirflowException(f"{error.code}: {error.message}") from error
-        state = view["executionState"]
+        state = view.execution_state.value
         if state != self.last_state:  # a line per change, not per poke: the job's own output is what the log is for
             self.log.info("job %s is %s", self.job_name, state)
             self.last_state = state
@@ -161,7 +161,7 @@ class BatchAIJobSensor(_BatchAISensor):
             done = wait.over(view)
         except WaitFailed as failure:
             raise AirflowException(str(failure)) from None
-        return PokeReturnValue(is_done=done, xcom_value=view if done else None)
+        return PokeReturnValue(is_done=done, xcom_value=view.to_json() if done else None)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """The trigger copied the output up to its offsets; the rest is copied from there."""
@@ -210,8 +210,8 @@ class BatchAIClusterSensor(_BatchAISensor):
                 self.log.warning("cluster %s: %s (poking again)", self.cluster_name, error.message)
                 return PokeReturnValue(is_done=False)
             raise AirflowException(f"{error.code}: {error.message}") from error
-        self.log.info("cluster %s: %s, %s", self.cluster_name, view["allocationState"], view["nodeStateCounts"])
-        return PokeReturnValue(is_done=cluster_ready(view, self.min_idle_nodes), xcom_value=view)
+        self.log.info("cluster %s: %s, %s", self.cluster_name, view.allocation_state.value, view.node_state_counts.to_json())
+        return PokeReturnValue(is_done=cluster_ready(view, self.min_idle_nodes), xcom_value=view.to_json())
 
     def trigger(self) -> BatchAIClusterTrigger:
         return BatchAIClusterTrigger(

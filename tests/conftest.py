@@ -159,6 +159,23 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float = 30.0, interval_s
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
+def command_lines_with(*secrets: bytes) -> list[str]:
+    """Processes of this machine whose command line holds one of ``secrets``: "pid (parent): command",
+    each secret shown as <secret>, so a failing assertion says which program it was without leaking it."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            line = (entry / "cmdline").read_bytes()
+            parent = (entry / "stat").read_text().split(") ", 1)[1].split()[1]
+        except (OSError, IndexError):
+            continue  # it ended meanwhile
+        if any(secret in line for secret in secrets):
+            for secret in secrets:
+                line = line.replace(secret, b"<secret>")
+            found.append(f"{entry.name} ({parent}): {line.replace(bytes(1), b' ').decode(errors='replace')[:300]}")
+    return found
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

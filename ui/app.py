@@ -9,7 +9,8 @@ signs no URL: a job's stdout/stderr are served through here, so no SAS token rea
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
 from airflow.configuration import conf
@@ -23,6 +24,9 @@ from airflow_batchai.overview import STREAM_PREFIXES, job_details, overview
 from airflow_batchai.restapi.app import create_app as create_rest_api
 from airflow_batchai.service import Service
 from airflow_batchai.ui import pages
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 MAX_FILE_BYTES = 4 * 1024 * 1024  # a file page shows at most its last 4 MiB; ?offset= reads from elsewhere
 NOT_FOUND = ("ClusterNotFound", "JobNotFound", "ExperimentNotFound")
@@ -90,9 +94,9 @@ async def contained_pages(request: Request, call_next: Any) -> Any:
 app.mount("/arm", create_rest_api(service, [Depends(rest_api_access)], public_url()))
 
 
-def _read(function: Any, *args: Any) -> Any:
+def _read(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     try:
-        return function(*args)
+        return function(*args, **kwargs)
     except BatchAIError as error:
         raise HTTPException(404 if error.code in NOT_FOUND else 502, f"{error.code}: {error.message}") from error
 
@@ -125,7 +129,7 @@ def job_file(workspace: str, experiment: str, name: str, file_name: str, offset:
     svc = service()
     files = _read(svc.output_files, name, experiment, workspace)
     if offset is None:
-        sizes = {info["name"]: info["contentLength"] for info in _read(files.list, "stdouterr", ".", 5, False)}
+        sizes = {info.name: info.content_length for info in _read(files.list, "stdouterr", ".", 5, False)}
         if file_name not in sizes:
             raise HTTPException(404, f"job {name} has no file {file_name!r} yet")
         offset = max(0, int(sizes[file_name] or 0) - MAX_FILE_BYTES)

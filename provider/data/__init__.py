@@ -14,9 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from ..agent.protocol import AgentPlan, Transfer
+from ..spec import BatchAIView
 
 if TYPE_CHECKING:
     from ..spec import MountVolumes
@@ -61,9 +62,7 @@ class DataStore(Protocol):
     ) -> tuple[Staging, dict[str, str]]:
         """What the agent fetches and sends (mounts, downloads, uploads), and the SAS those transfers name."""
 
-    def list_files(
-        self, link: Link, folder: str, expiry_minutes: int = DEFAULT_LINK_EXPIRY_MINUTES, urls: bool = True
-    ) -> list[dict[str, Any]]:
+    def list_files(self, link: Link, folder: str, expiry_minutes: int = DEFAULT_LINK_EXPIRY_MINUTES, urls: bool = True) -> list[OutputFile]:
         """Batch AI File objects one level below ``folder`` (relative to the volume), sorted by name."""
 
     def read(self, link: Link, path: str, offset: int = 0, length: int | None = None) -> bytes | None:
@@ -79,15 +78,29 @@ class DataStore(Protocol):
         """Whether a listing may show an object still being written (folders, Files), not only whole ones (blobs)."""
 
 
-def file_object(info: FileInfo, url: str | None) -> dict[str, Any]:
-    """Batch AI's File: name, fileType, downloadUrl and properties (absent for directories)."""
+class OutputFile(BatchAIView):
+    """Batch AI's File as ``az batchai job file list`` showed it: a directory has a name only."""
+
+    name: str
+    file_type: Literal["file", "directory"]
+    download_url: str | None = None
+    content_length: int | None = None
+    last_modified: datetime | None = None
+
+    @classmethod
+    def directory(cls, name: str) -> OutputFile:
+        return cls(name=name, file_type="directory")
+
+    @classmethod
+    def file(cls, name: str, size: int, modified: datetime | None, url: str | None) -> OutputFile:
+        return cls(name=name, file_type="file", download_url=url, content_length=size, last_modified=modified)
+
+    @property
+    def is_file(self) -> bool:
+        return self.file_type == "file"
+
+
+def file_object(info: FileInfo, url: str | None) -> OutputFile:
     if info.is_dir:
-        return {"name": info.name, "fileType": "directory"}
-    modified = datetime.fromtimestamp(info.mtime, timezone.utc).isoformat()
-    return {
-        "name": info.name,
-        "fileType": "file",
-        "downloadUrl": url,
-        "contentLength": info.size,
-        "lastModified": modified,
-    }
+        return OutputFile.directory(info.name)
+    return OutputFile.file(info.name, info.size, datetime.fromtimestamp(info.mtime, timezone.utc), url)

@@ -33,7 +33,7 @@ from ..agent.protocol import ACCOUNT_KEY_SECRET, SAS_KEY_PREFIX, Transfer
 from ..agent.storageclient import BlobError, Container
 from ..errors import BatchAIError, ErrorCode
 from ..spec import MountVolumes
-from . import DEFAULT_LINK_EXPIRY_MINUTES, Staging
+from . import DEFAULT_LINK_EXPIRY_MINUTES, OutputFile, Staging
 from .credentials import DATA_DEADLINE_S, StorageCredential
 from .files import FileTarget, ShareVolumes
 from .links import Link, RemoteVolume, node_mounted_links
@@ -193,9 +193,7 @@ class AzureDataStore:
         return self.files_mount == "cifs" if volume.kind == "file" else self.volume_mode == "auto"
 
     # -- reading what jobs wrote ----------------------------------------------------------
-    def list_files(
-        self, link: Link, folder: str, expiry_minutes: int = DEFAULT_LINK_EXPIRY_MINUTES, urls: bool = True
-    ) -> list[dict[str, Any]]:
+    def list_files(self, link: Link, folder: str, expiry_minutes: int = DEFAULT_LINK_EXPIRY_MINUTES, urls: bool = True) -> list[OutputFile]:
         """Batch AI File objects one level below ``folder``, files with read-only per-blob SAS download URLs
         (none with ``urls`` False: a log follower needs only names and sizes)."""
         volume = _remote(link)
@@ -211,22 +209,15 @@ class AzureDataStore:
             if error.status == 404:
                 return []
             raise BatchAIError(ErrorCode.STORAGE_UNAVAILABLE, f"listing {volume.label}/{prefix}: {error}", volume.label) from None
-        entries = []
+        entries: list[OutputFile] = []
         for item in items:
             name = item["name"][len(prefix) :]
             if item["is_prefix"]:
-                entries.append({"name": name.rstrip("/"), "fileType": "directory"})
+                entries.append(OutputFile.directory(name.rstrip("/")))
                 continue
-            entries.append(
-                {
-                    "name": name,
-                    "fileType": "file",
-                    "downloadUrl": f"{volume.url}/{quote(item['name'], safe='/~')}?{sign(item['name'])}" if sign else None,
-                    "contentLength": item["size"],
-                    "lastModified": parsedate_to_datetime(item["last_modified"]).isoformat(),
-                }
-            )
-        return sorted(entries, key=lambda e: e["name"])
+            url = f"{volume.url}/{quote(item['name'], safe='/~')}?{sign(item['name'])}" if sign else None
+            entries.append(OutputFile.file(name, item["size"], parsedate_to_datetime(item["last_modified"]), url))
+        return sorted(entries, key=lambda e: e.name)
 
     def _listing_sas(self, container: str) -> str:
         """A read/list SAS for the control plane's own listings, reused for a few minutes: with Entra ID

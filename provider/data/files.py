@@ -22,6 +22,7 @@ from azure.storage.fileshare import FileSasPermissions, ShareClient, generate_fi
 
 from ..agent.storageclient import BlobError, FileShare
 from ..errors import BatchAIError, ErrorCode
+from . import OutputFile
 from .credentials import StorageCredential, share_sas
 from .links import RemoteVolume
 
@@ -51,31 +52,23 @@ class ShareVolumes:
     def client(self, volume: RemoteVolume, permission: str = "rl") -> FileShare:
         return FileShare(volume.url, self.sas(volume, permission, timedelta(minutes=5)))
 
-    def list_files(self, volume: RemoteVolume, folder: str, expiry_minutes: int, urls: bool = True) -> list[dict[str, Any]]:
+    def list_files(self, volume: RemoteVolume, folder: str, expiry_minutes: int, urls: bool = True) -> list[OutputFile]:
         prefix = folder.strip("/")
         expiry = datetime.now(timezone.utc) + timedelta(minutes=expiry_minutes)
         try:
             items = self.client(volume).entries(prefix, "/")
         except BlobError as error:
             raise BatchAIError(ErrorCode.STORAGE_UNAVAILABLE, f"listing {volume.label}/{prefix}: {error}", volume.label) from None
-        entries = []
+        entries: list[OutputFile] = []
         for item in items:
             name = item["name"][len(prefix) :].strip("/") if prefix else item["name"].strip("/")
             if item["is_prefix"]:
-                entries.append({"name": name, "fileType": "directory"})
+                entries.append(OutputFile.directory(name))
                 continue
-            entries.append(
-                {
-                    "name": name,
-                    "fileType": "file",
-                    "downloadUrl": f"{volume.url}/{quote(item['name'], safe='/~')}?{self._file_sas(volume, item['name'], expiry)}"
-                    if urls
-                    else None,
-                    "contentLength": item["size"],
-                    "lastModified": parsedate_to_datetime(item["last_modified"]).isoformat() if item["last_modified"] else None,
-                }
-            )
-        return sorted(entries, key=lambda e: e["name"])
+            url = f"{volume.url}/{quote(item['name'], safe='/~')}?{self._file_sas(volume, item['name'], expiry)}" if urls else None
+            modified = parsedate_to_datetime(item["last_modified"]) if item["last_modified"] else None
+            entries.append(OutputFile.file(name, item["size"], modified, url))
+        return sorted(entries, key=lambda e: e.name)
 
     def _file_sas(self, volume: RemoteVolume, path: str, expiry: datetime) -> str:
         if not self.credential.account_key:

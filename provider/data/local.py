@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import BatchAIError, ErrorCode
 from ..spec import MountVolumes
 from ..transport.local import LocalTransport
-from . import DEFAULT_LINK_EXPIRY_MINUTES, Staging, file_object
+from . import DEFAULT_LINK_EXPIRY_MINUTES, OutputFile, Staging, file_object
 from .links import Link, node_mounted_links
 from .watch import StoredObject, checked_size
 
@@ -63,9 +63,7 @@ class LocalDataStore:
         """Local folders are linked, never staged."""
         return Staging(), {}
 
-    def list_files(
-        self, link: Link, folder: str, expiry_minutes: int = DEFAULT_LINK_EXPIRY_MINUTES, urls: bool = True
-    ) -> list[dict[str, Any]]:
+    def list_files(self, link: Link, folder: str, expiry_minutes: int = DEFAULT_LINK_EXPIRY_MINUTES, urls: bool = True) -> list[OutputFile]:
         """File objects with ``file://`` download URLs (no expiry: nothing to sign)."""
         inside = self._inside(folder)
         infos = self._files.list_inside(link.source, inside) or []

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import posixpath
 from pathlib import Path
-from typing import Any
 
 from ..agent.protocol import expand
 from ..control import ControlStore
-from ..data import DataStore, file_object
+from ..data import DataStore, OutputFile, file_object
 from ..data.links import Link
 from ..data.staging import Located, locate
 from ..errors import BatchAIError, ErrorCode
@@ -95,7 +94,7 @@ class OutputFiles:
             return None
         return self.pool.transport(slot.node_id), root, path[len(root) + 1 :]
 
-    def list(self, output_id: str, directory: str = ".", expiry_minutes: int = 60, urls: bool = True) -> list[dict[str, Any]]:
+    def list(self, output_id: str, directory: str = ".", expiry_minutes: int = 60, urls: bool = True) -> list[OutputFile]:
         """``urls`` False leaves out download URLs (and the signing they cost) for callers that only read."""
         template = self.template(output_id)
         located = self._on_storage(template)

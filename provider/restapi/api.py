@@ -113,7 +113,7 @@ class Api:
             return self._delete_experiment(svc, ws, operation.experiment)
         assert kind == "deleteWorkspace"
         workspaces = self.workspaces()
-        done = all([self._delete_cluster(svc, ws, view["name"]) for view in svc.list_clusters(ws)])  # their jobs fail at once
+        done = all([self._delete_cluster(svc, ws, view.name) for view in svc.list_clusters(ws)])  # their jobs fail at once
         done = all([self._delete_experiment(svc, ws, e.name) for e in workspaces.experiments(ws)]) and done
         if done:
             workspaces.delete_record(ws)
@@ -128,7 +128,7 @@ class Api:
         return True
 
     def _delete_experiment(self, svc: Service, workspace: str, experiment: str) -> bool:
-        done = all([self._end_job(svc, workspace, experiment, view["name"], delete=True) for view in svc.list_jobs(experiment, workspace)])
+        done = all([self._end_job(svc, workspace, experiment, view.name, delete=True) for view in svc.list_jobs(experiment, workspace)])
         if done:
             self.workspaces().delete_experiment_record(workspace, experiment)
         return done
@@ -137,9 +137,9 @@ class Api:
         """Terminate (and delete) the job; True once it has failed (or is gone)."""
         try:
             view = svc.refresh_job(name, experiment, workspace)
-            if view["executionState"] not in ("succeeded", "failed"):
+            if not view.finished:
                 view = svc.terminate_job(name, experiment, workspace)
-            if view["executionState"] not in ("succeeded", "failed"):
+            if not view.finished:
                 return False
             if delete:
                 svc.delete_job(name, experiment, workspace)

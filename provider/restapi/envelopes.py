@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..data import OutputFile
+from ..reading.readmodels import ClusterView, JobView
 from ..workspaces import WorkspaceRecord
 from .arm import Scope, enveloped, resource
 
@@ -19,20 +21,20 @@ def experiment_body(scope: Scope, workspace: str, name: str, created: str) -> di
     return resource(scope.experiment_id(workspace, name), name, "workspaces/experiments", properties)
 
 
-def cluster_body(scope: Scope, workspace: str, view: dict[str, Any]) -> dict[str, Any]:
-    return enveloped(view, scope.cluster_id(workspace, view["name"]))
+def cluster_body(scope: Scope, workspace: str, view: ClusterView) -> dict[str, Any]:
+    return enveloped(view.to_json(), scope.cluster_id(workspace, view.name))
 
 
-def job_body(scope: Scope, workspace: str, experiment: str, view: dict[str, Any]) -> dict[str, Any]:
-    body = enveloped(view, scope.job_id(workspace, experiment, view["name"]))
-    cluster = (view.get("cluster") or {}).get("id", "").rsplit("/", 1)[-1]
-    body["properties"]["cluster"] = {"id": scope.cluster_id(workspace, cluster)}
+def job_body(scope: Scope, workspace: str, experiment: str, view: JobView) -> dict[str, Any]:
+    body = enveloped(view.to_json(), scope.job_id(workspace, experiment, view.name))
+    body["properties"]["cluster"] = {"id": scope.cluster_id(workspace, view.cluster_name)}
     return body
 
 
-def file_body(found: dict[str, Any]) -> dict[str, Any]:
+def file_body(found: OutputFile) -> dict[str, Any]:
     """Batch AI's File: its size and time under ``properties``, as the SDK reads them."""
-    body = {"name": found["name"], "fileType": found["fileType"], "downloadUrl": found.get("downloadUrl")}
-    if found["fileType"] == "file":
-        body["properties"] = {"lastModified": found.get("lastModified"), "contentLength": found.get("contentLength")}
+    shown = found.to_json()
+    body: dict[str, Any] = {"name": found.name, "fileType": found.file_type, "downloadUrl": found.download_url}
+    if found.is_file:
+        body["properties"] = {"lastModified": shown.get("lastModified"), "contentLength": found.content_length}
     return body

@@ -83,6 +83,18 @@ class BatchAIModel(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+class BatchAIView(BaseModel):
+    """What the service answers (a read model): camelCase as Batch AI spelled it, read-only.
+
+    ``to_json`` is the JSON Batch AI returned, for the REST API, the CLI and XCom: the fields the
+    service set, ``None`` included where Batch AI showed a null; a field it never set stays out."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="allow")
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
 def _check_relative_path(value: str | None, what: str) -> str | None:
     if value is None:
         return value

@@ -23,13 +23,13 @@ def test_quickstart_dag_trains_lists_models_and_scales_to_zero(airflow_env: dict
     assert "ConvNet_MNIST_19.dnn" in result.output
     service = Service.embedded(home)
     [job] = service.list_jobs("quickstart", "quickstart")
-    assert job["executionState"] == "succeeded" and job["toolType"] == "cntk"
-    stdout = service.read_output_file(job["name"], "stdout.txt", "quickstart", "quickstart") or b""
+    assert job.execution_state == "succeeded" and job.tool_type == "cntk"
+    stdout = service.read_output_file(job.name, "stdout.txt", "quickstart", "quickstart") or b""
     assert float(stdout.decode().split("test accuracy")[1]) > 0.85
-    assert service.show_cluster("nc6", "quickstart")["currentNodeCount"] == 0
+    assert service.show_cluster("nc6", "quickstart").current_node_count == 0
     again = run_dag(airflow_env, DAGS, "batchai_quickstart", home)  # a schedule runs it again on the scaled-down cluster
     assert again.state == "success" and "ClusterAlreadyExists" not in again.output, again.output[-4000:]
-    assert [j["executionState"] for j in service.list_jobs("quickstart", "quickstart")] == ["succeeded", "succeeded"]
+    assert [j.execution_state for j in service.list_jobs("quickstart", "quickstart")] == ["succeeded", "succeeded"]
 
 
 @pytest.mark.slow
@@ -41,7 +41,7 @@ def test_distributed_pytorch_dag_runs_ddp_on_two_nodes_with_params(airflow_env: 
         assert f"[stdout-{rank}.txt] rank {rank}: all_reduce sum = 3 (expected 3)" in result.output
         assert f"[stdout-{rank}.txt] rank {rank} epoch 2/2" in result.output
     assert "model_epoch2.pt" in result.output and "model_epoch3.pt" not in result.output
-    assert Service.embedded(home).show_cluster("ddp", "distributed")["currentNodeCount"] == 0
+    assert Service.embedded(home).show_cluster("ddp", "distributed").current_node_count == 0
 
 
 def test_quickstart_dag_runs_on_azure_storage_by_changing_only_the_connection(
@@ -61,11 +61,11 @@ def test_quickstart_dag_runs_on_azure_storage_by_changing_only_the_connection(
     assert azurite.connection_string.split("AccountKey=")[1].split(";")[0] not in result.output
     service = service_from_config(ProviderConfig(**extra))
     [job] = service.list_jobs("quickstart", "quickstart")
-    assert job["executionState"] == "succeeded"
-    stdout = service.read_output_file(job["name"], "stdout.txt", "quickstart", "quickstart") or b""
+    assert job.execution_state == "succeeded"
+    stdout = service.read_output_file(job.name, "stdout.txt", "quickstart", "quickstart") or b""
     assert float(stdout.decode().split("test accuracy")[1]) > 0.85
-    models = service.list_output_files(job["name"], "quickstart", "quickstart", output_directory_id="MODEL")
-    assert "ConvNet_MNIST_19.dnn" in {m["name"] for m in models} and all("sig=" in m["downloadUrl"] for m in models)
+    models = service.list_output_files(job.name, "quickstart", "quickstart", output_directory_id="MODEL")
+    assert "ConvNet_MNIST_19.dnn" in {m.name for m in models} and all("sig=" in m.download_url for m in models)
     assert not (home / "storage").exists()  # nothing went to the local storage folders
     key = azurite.connection_string.split("AccountKey=")[1].split(";")[0].encode()
     for path in Path(airflow_env["AIRFLOW_HOME"]).rglob("*"):  # metadata DB (XCom included) and task logs
@@ -82,7 +82,7 @@ def test_batch_scoring_dag_scores_slices_in_parallel_jobs_and_stitches_them(airf
     assert "stitched 12 frames into scoring/results/" in result.output
     service = Service.embedded(home)
     jobs = service.list_jobs("batch_scoring")
-    assert len(jobs) == 2 and all(job["executionState"] == "succeeded" for job in jobs)
+    assert len(jobs) == 2 and all(job.execution_state == "succeeded" for job in jobs)
     storage = home / "storage" / "local" / "scoring"
     [gif] = storage.glob("results/*/styled.gif")
     import numpy as np
@@ -98,7 +98,7 @@ def test_batch_scoring_dag_scores_slices_in_parallel_jobs_and_stitches_them(airf
     [logs] = storage.glob("logs/*")
     lines = [line for log in sorted(logs.iterdir()) for line in log.read_text().splitlines()]
     assert len(lines) == 12 and lines[0].startswith("scored frame-00000.png")
-    assert service.show_cluster("scoring")["scaleSettings"]["autoScale"]["minimumNodeCount"] == 0  # no teardown: autoscale
+    assert service.show_cluster("scoring").scale_settings["autoScale"]["minimumNodeCount"] == 0  # no teardown: autoscale
 
 
 def test_scheduled_retrain_publishes_only_a_model_that_got_better(airflow_env: dict[str, str], home: Path) -> None:

@@ -111,7 +111,7 @@ def test_a_retried_task_reattaches_to_its_job_instead_of_submitting_again(airflo
     assert "still running after 2.5 s" in result.output
     assert "re-attached to job" in result.output
     assert runs.read_text() == "started\n", "the job ran once"
-    assert [j["name"] for j in Service.embedded(home).list_jobs("e")] == [json.loads(record.read_text())["name"]]
+    assert [j.name for j in Service.embedded(home).list_jobs("e")] == [json.loads(record.read_text())["name"]]
 
 
 def running_jobs(home: Path) -> int:
@@ -135,7 +135,7 @@ def test_killing_the_task_terminates_the_job_and_its_processes(airflow_env: dict
             runner.kill()
     assert "task killed: terminating job" in output
     [job] = Service.embedded(home).list_jobs("e")
-    assert job["executionState"] == "failed" and job["executionInfo"]["errors"][0]["code"] == "JobTerminated"
+    assert job.execution_state == "failed" and job.execution_info.errors[0].code == "JobTerminated"
     wait_until(lambda: not pid_alive(job_pid), 15, what="job process gone")
 
 
@@ -183,7 +183,7 @@ the_dag()
     assert result.state == "success", result.output[-3000:]
     assert "job endless is failed" in result.output and "cluster c deleted" in result.output
     service = Service.embedded(home)
-    assert service.show_job("endless")["executionInfo"]["errors"][0]["code"] == "JobTerminated"
+    assert service.show_job("endless").execution_info.errors[0].code == "JobTerminated"
     assert service.list_clusters() == [] and not list((home / "nodes").glob("*/*"))
 
 
@@ -235,11 +235,11 @@ def test_mapped_submits_give_one_job_per_map_index_and_each_retry_reattaches_to_
     dags = write_dag(tmp_path / "dags", "op_mapped", MAPPED_DAG.format(runs=str(runs)))
     result = run_dag(airflow_env, dags, "op_mapped", home)
     assert result.state == "success", result.output[-3000:]
-    jobs = {j["name"]: j for j in Service.embedded(home).list_jobs("e")}
+    jobs = {j.name: j for j in Service.embedded(home).list_jobs("e")}
     derived = sorted((name for name in jobs if name.startswith("op_mapped-score-")), key=lambda name: int(name.rsplit("-", 1)[1]))
     assert [name.rsplit("-", 1)[1] for name in derived] == ["0", "1", "2"], sorted(jobs)
     assert {"slice-0", "slice-1"} <= set(jobs)
-    assert all(job["executionState"] == "succeeded" for job in jobs.values())
+    assert all(job.execution_state == "succeeded" for job in jobs.values())
     assert "still running after 2.5 s" in result.output and "re-attached to job" in result.output  # slice 1's retry
     assert sorted(runs.read_text().splitlines()) == ["started 0", "started 1", "started 10", "started 11", "started 2"]  # each ran once
     service = Service.embedded(home)
@@ -260,7 +260,7 @@ def test_openlineage_facets_name_the_storage_the_job_read_and_wrote(home: Path, 
         ("wasbs://data@local.blob.core.windows.net", "/"),
         ("wasbs://scripts@local.file.core.windows.net", "/"),
     ]
-    segment = view["jobOutputDirectoryPathSegment"]
+    segment = view.job_output_directory_path_segment
     assert [d.name for d in lineage.outputs] == [f"{segment}/outputs", f"{segment}/stdouterr"]
 
 
@@ -307,13 +307,13 @@ def test_a_cluster_spec_gets_its_storage_account_from_the_connection_and_no_secr
     result = run_dag({**airflow_env, **VARIABLES}, dags, "op_cluster_secrets", home)
     assert result.state == "success", result.output[-3000:]
     cluster = Service.embedded(home).show_cluster("secretive")
-    mounts = cluster["nodeSetup"]["mountVolumes"]
+    mounts = cluster.to_json()["nodeSetup"]["mountVolumes"]
     assert mounts["azureBlobFileSystems"][0]["accountName"] == "local", "the placeholder is filled from the connection"
     assert mounts["azureFileShares"][0]["accountName"] == "local"
     vault = home / "secrets"  # where the embedded default keeps them for new nodes' setup, readable by its owner only
     assert {oct(path.stat().st_mode & 0o777) for path in vault.iterdir()} == {"0o600"}
     for secret in (SECRET, STORAGE_KEY):
-        assert secret not in result.output and secret not in json.dumps(cluster)
+        assert secret not in result.output and secret not in json.dumps(cluster.to_json())
         for path in [*Path(airflow_env["AIRFLOW_HOME"]).rglob("*"), *home.rglob("*")]:
             if path.is_file() and vault not in path.parents:
                 assert secret.encode() not in path.read_bytes(), path

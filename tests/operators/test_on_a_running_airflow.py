@@ -91,10 +91,10 @@ def test_a_worker_killed_mid_job_is_retried_onto_the_same_job_and_a_clear_starts
     assert runs.read_text() == "started\n", "the job ran once: the retry did not submit a second one"
     service = stack_service(airflow_stack)
     [job] = service.list_jobs("durable")
-    assert job["executionState"] == "succeeded"
+    assert job.execution_state == "succeeded"
     assert airflow_stack.task("live_durable", run_id, "submit")["try_number"] == 2
     retry_log = messages(airflow_stack.task_log("live_durable", run_id, "submit", 2))
-    assert any(f"re-attached to job {job['name']}" in m and "task state store" in m for m in retry_log), retry_log[-20:]
+    assert any(f"re-attached to job {job.name}" in m and "task state store" in m for m in retry_log), retry_log[-20:]
 
     airflow_stack.api(
         "POST",
@@ -103,8 +103,8 @@ def test_a_worker_killed_mid_job_is_retried_onto_the_same_job_and_a_clear_starts
     )
     wait_until(lambda: airflow_stack.task("live_durable", run_id, "submit")["try_number"] == 3, 60, 0.5, what="the cleared task ran again")
     assert airflow_stack.wait_for_run("live_durable", run_id) == "success"
-    names = sorted(j["name"] for j in service.list_jobs("durable"))
-    assert names == [job["name"], job["name"] + "-g1"], "a clear starts a new job; the first one stays to be looked at"
+    names = sorted(j.name for j in service.list_jobs("durable"))
+    assert names == [job.name, job.name + "-g1"], "a clear starts a new job; the first one stays to be looked at"
     assert runs.read_text() == "started\nstarted\n"
     service.resize_cluster("durable", 0)
 
@@ -120,9 +120,9 @@ def test_a_deferred_task_shows_its_jobs_output_once_and_marking_one_failed_termi
 
     service = stack_service(airflow_stack)
     hang = wait_until(
-        lambda: next((j for j in service.list_jobs("deferred") if j["executionState"] == "failed"), None), 45, 0.5, what="job terminated"
+        lambda: next((j for j in service.list_jobs("deferred") if j.execution_state == "failed"), None), 45, 0.5, what="job terminated"
     )
-    assert hang["executionInfo"]["errors"][0]["code"] == "JobTerminated"
+    assert hang.execution_info.errors and hang.execution_info.errors[0].code == "JobTerminated"
     wait_until(lambda: not pid_alive(job_pid), 20, what="the hanging job's process gone")
 
     assert airflow_stack.wait_for_task("live_deferred", run_id, "talk", ("success", "failed"))["state"] == "success"

@@ -37,7 +37,7 @@ def test_two_node_ddp_job_all_reduces_and_both_ranks_exit_zero(service: Service,
     scripts.mkdir(parents=True)
     shutil.copy(REPO / "dags" / "assets" / "pytorch" / "ddp_digits.py", scripts)
     service.create_cluster("gpu", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 2}}}, environ={}))
-    wait_until(lambda: service.show_cluster("gpu")["nodeStateCounts"]["idleNodeCount"] == 2, what="2 idle nodes")
+    wait_until(lambda: service.show_cluster("gpu").node_state_counts.idle_node_count == 2, what="2 idle nodes")
     spec = load_job_spec({"properties": DDP_JOB}, storage_account_name="local", environ={})
     service.create_job("gpu", "ddp", spec, "distributed")
     done = service.wait_job("ddp", "distributed", timeout_s=240, poll_s=0.5)
@@ -45,15 +45,15 @@ def test_two_node_ddp_job_all_reduces_and_both_ranks_exit_zero(service: Service,
         name: (service.read_output_file("ddp", name, "distributed") or b"").decode()
         for name in ("stdout-0.txt", "stdout-1.txt", "stderr-0.txt", "stderr-1.txt")
     }
-    assert done["executionState"] == "succeeded", (done["executionInfo"], logs)
-    assert done["pyTorchSettings"]["processCount"] == 2
+    assert done.execution_state == "succeeded", (done.execution_info, logs)
+    assert done.to_json()["pyTorchSettings"]["processCount"] == 2
     for rank in (0, 1):
         out = logs[f"stdout-{rank}.txt"]
         assert f"rank {rank}/2 joined via file:// with gloo" in out
         assert f"rank {rank}: all_reduce sum = 3 (expected 3)" in out
         assert f"rank {rank} epoch 2/2" in out
-    models = sorted(f["name"] for f in service.list_output_files("ddp", "distributed", output_directory_id="MODEL"))
+    models = sorted(f.name for f in service.list_output_files("ddp", "distributed", output_directory_id="MODEL"))
     assert models == ["model_epoch1.pt", "model_epoch2.pt"]
-    names = sorted(f["name"] for f in service.list_output_files("ddp", "distributed"))
+    names = sorted(f.name for f in service.list_output_files("ddp", "distributed"))
     assert names == ["execution-local-0.log", "execution-local-1.log", "stderr-0.txt", "stderr-1.txt", "stdout-0.txt", "stdout-1.txt"]
     assert not list((home / "shared").iterdir()), "the job's shared rendezvous folder is removed when it ends"

@@ -4,8 +4,8 @@ that lists, reads, serves, signs or uploads its files (real jobs on local nodes,
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
+from airflow_batchai.reading.readmodels import JobView
 from airflow_batchai.service import Service
 from airflow_batchai.spec import load_cluster_spec, load_job_spec
 from airflow_batchai.transport.local import LocalTransport
@@ -27,11 +27,11 @@ echo done
 """
 
 
-def linking_job(service: Service, home: Path) -> tuple[dict[str, Any], Path]:
+def linking_job(service: Service, home: Path) -> tuple[JobView, Path]:
     secret = home.parent / "service-secret.txt"
     secret.write_text(SECRET_TEXT)
     service.create_cluster("c", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1}}}, environ={}))
-    wait_until(lambda: service.show_cluster("c")["allocationState"] == "steady", 30, 0.1, what="cluster steady")
+    wait_until(lambda: service.show_cluster("c").allocation_state == "steady", 30, 0.1, what="cluster steady")
     outputs = [
         {"id": "MODEL", "pathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs"},  # on a (local) storage volume
         {"id": "SCRATCH", "pathPrefix": "$AZ_BATCHAI_JOB_TEMP"},  # on the node only: read through the transport
@@ -43,14 +43,14 @@ def linking_job(service: Service, home: Path) -> tuple[dict[str, Any], Path]:
 
 def test_links_a_job_makes_are_neither_listed_nor_read_nor_linked(service: Service, home: Path) -> None:
     done, secret = linking_job(service, home)
-    assert done["executionState"] == "succeeded", done
-    logs = {f["name"] for f in service.list_output_files("links", "exp")}
+    assert done.execution_state == "succeeded", done
+    logs = {f.name for f in service.list_output_files("links", "exp")}
     assert logs == {"execution.log", "stderr.txt", "stdout.txt"}
     model = service.list_output_files("links", "exp", output_directory_id="MODEL")
-    assert [f["name"] for f in model] == ["real.txt"]
-    assert Path(model[0]["downloadUrl"][len("file://") :]).resolve().is_relative_to(home.resolve())
+    assert [f.name for f in model] == ["real.txt"]
+    assert Path(model[0].download_url[len("file://") :]).resolve().is_relative_to(home.resolve())
     scratch = service.list_output_files("links", "exp", output_directory_id="SCRATCH")
-    assert "stolen.txt" not in {f["name"] for f in scratch} and "real.txt" in {f["name"] for f in scratch}
+    assert "stolen.txt" not in {f.name for f in scratch} and "real.txt" in {f.name for f in scratch}
     for directory, name in (("stdouterr", "stolen.txt"), ("MODEL", "stolen.txt"), ("SCRATCH", "stolen.txt"), ("MODEL", "fifo")):
         files = service.output_files("links", "exp")
         assert files.read(directory, name) is None

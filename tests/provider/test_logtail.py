@@ -25,7 +25,7 @@ def follow(follower: JobLogFollower, service: Service, job: str, timeout_s: floa
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         lines += follower.poll()
-        if service.show_job(job)["executionState"] in ("succeeded", "failed"):
+        if service.show_job(job).execution_state in ("succeeded", "failed"):
             return lines + follower.poll(final=True)
         time.sleep(0.1)
     raise AssertionError(f"{job} did not finish in {timeout_s} s; followed so far: {lines}")
@@ -72,7 +72,7 @@ def test_following_on_azure_storage_reads_no_records_after_the_first_poll(azurit
         lines: list[tuple[str, str]] = []
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            state = service.show_job("tail")["executionState"]  # the operator's own poll: one record read
+            state = service.show_job("tail").execution_state  # the operator's own poll: one record read
             polling[0] = True
             lines += follower.poll(final=state in ("succeeded", "failed"))
             polling[0] = False

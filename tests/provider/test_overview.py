@@ -20,7 +20,7 @@ def test_the_overview_has_clusters_nodes_and_jobs_newest_first_and_a_job_has_its
     )
     for name in ("first", "second"):
         service.create_job("c", name, load_job_spec({"properties": custom_job(f"echo {name}")}, environ={}), "e")
-        assert service.wait_job(name, "e", timeout_s=60, poll_s=0.2)["executionState"] == "succeeded"
+        assert service.wait_job(name, "e", timeout_s=60, poll_s=0.2).execution_state == "succeeded"
     reads: list[str] = []
     read_many = service.store.read_many
     monkeypatch.setattr(service.store, "read_many", lambda prefix: reads.append(prefix) or read_many(prefix))

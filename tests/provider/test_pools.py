@@ -47,7 +47,7 @@ def test_an_elastic_pool_starts_the_nodes_a_gang_job_needs_and_gets_them_back_wh
     service.create_cluster("elastic", load_cluster_spec({"scaleSettings": auto}, environ={}))
     service.create_job("elastic", "pair", load_job_spec({"properties": custom_job("echo rank", nodes=2)}, environ={}), "e")
     done = service.wait_job("pair", "e", timeout_s=60, poll_s=0.1)
-    assert done["executionState"] == "succeeded", done
+    assert done.execution_state == "succeeded", done
     assert pool.count == 2 and sum(pool.asked) == 2  # asked once for the two it lacked, not again while they joined
-    wait_until(lambda: service.show_cluster("elastic")["currentNodeCount"] == 0, 30, 0.2, what="the idle nodes to leave")
+    wait_until(lambda: service.show_cluster("elastic").current_node_count == 0, 30, 0.2, what="the idle nodes to leave")
     assert sorted(pool.released) == ["local-0", "local-1"]

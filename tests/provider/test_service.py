@@ -27,7 +27,7 @@ def ready_cluster(service: Service, name: str = "c", nodes: int = 2, spec: Clust
     spec = spec or load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": nodes}}}, environ={})
     service.create_cluster(name, spec)
     return wait_until(
-        lambda: (view := service.show_cluster(name))["allocationState"] == "steady" and view, 30, 0.1, what=f"cluster {name} steady"
+        lambda: (view := service.show_cluster(name)).allocation_state == "steady" and view, 30, 0.1, what=f"cluster {name} steady"
     )
 
 
@@ -44,16 +44,16 @@ def open_gate(home: Path, name: str) -> None:
 
 def test_cluster_allocates_and_prepares_nodes_then_is_steady(service: Service) -> None:
     view = ready_cluster(service)
-    assert view["currentNodeCount"] == 2
-    assert view["nodeStateCounts"] == {
+    assert view.current_node_count == 2
+    assert view.node_state_counts.to_json() == {
         "idleNodeCount": 2,
         "runningNodeCount": 0,
         "preparingNodeCount": 0,
         "unusableNodeCount": 0,
         "leavingNodeCount": 0,
     }
-    assert view["scaleSettings"] == {"manual": {"targetNodeCount": 2, "nodeDeallocationOption": "requeue"}}
-    assert [c["name"] for c in service.list_clusters()] == ["c"]
+    assert view.scale_settings == {"manual": {"targetNodeCount": 2, "nodeDeallocationOption": "requeue"}}
+    assert [c.name for c in service.list_clusters()] == ["c"]
 
 
 def test_a_job_runs_to_success_with_its_outputs_listed(service: Service, home: Path) -> None:
@@ -63,19 +63,19 @@ def test_a_job_runs_to_success_with_its_outputs_listed(service: Service, home: P
         outputDirectories=[{"id": "MODEL", "pathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs"}],
     )
     created = service.create_job("c", "train", job(body), "exp")
-    assert created["executionState"] in ("queued", "running") and created["toolType"] == "custom"
+    assert created.execution_state in ("queued", "running") and created.tool_type == "custom"
     done = service.wait_job("train", "exp", timeout_s=JOB_TIMEOUT_S, poll_s=0.1)
-    assert done["executionState"] == "succeeded" and done["executionInfo"]["exitCode"] == 0
-    assert done["executionInfo"]["startTime"] <= done["executionInfo"]["endTime"]
-    files = {f["name"]: f for f in service.list_output_files("train", "exp", output_directory_id="MODEL")}
-    assert files["sub"] == {"name": "sub", "fileType": "directory"}
+    assert done.execution_state == "succeeded" and done.execution_info.exit_code == 0
+    assert done.execution_info.start_time <= done.execution_info.end_time
+    files = {f.name: f for f in service.list_output_files("train", "exp", output_directory_id="MODEL")}
+    assert files["sub"].to_json() == {"name": "sub", "fileType": "directory"}
     model = files["model.bin"]
-    assert model["fileType"] == "file" and model["contentLength"] == 8 and model["downloadUrl"].startswith("file://")
-    assert Path(model["downloadUrl"][len("file://") :]).read_text() == "weights\n"
-    segment = done["jobOutputDirectoryPathSegment"]
+    assert model.file_type == "file" and model.content_length == 8 and model.download_url.startswith("file://")
+    assert Path(model.download_url[len("file://") :]).read_text() == "weights\n"
+    segment = done.job_output_directory_path_segment
     assert segment.endswith(f"/workspaces/default/experiments/exp/jobs/train/{segment.rsplit('/', 1)[1]}")
     assert (home / "storage" / "local" / "logs" / segment / "outputs" / "model.bin").exists()
-    logs = sorted(f["name"] for f in service.list_output_files("train", "exp"))
+    logs = sorted(f.name for f in service.list_output_files("train", "exp"))
     assert logs == ["execution.log", "stderr.txt", "stdout.txt"]
     assert service.read_output_file("train", "stdout.txt", "exp") == b"training\n"
     assert service.read_output_file("train", "stdout.txt", "exp", offset=5) == b"ing\n"
@@ -87,31 +87,31 @@ def test_a_failing_job_fails_with_its_exit_code_and_stderr_kept(service: Service
     ready_cluster(service, nodes=1)
     service.create_job("c", "broken", job(custom_job("echo 'Traceback: boom' >&2; exit 3")))
     done = service.wait_job("broken", timeout_s=JOB_TIMEOUT_S, poll_s=0.1)
-    assert done["executionState"] == "failed" and done["executionInfo"]["exitCode"] == 3
-    assert done["executionInfo"]["errors"][0]["code"] == "JobFailed"
+    assert done.execution_state == "failed" and done.execution_info.exit_code == 3
+    assert done.execution_info.errors[0].code == "JobFailed"
     assert service.read_output_file("broken", "stderr.txt") == b"Traceback: boom\n"
-    assert service.show_cluster("c")["nodeStateCounts"]["idleNodeCount"] == 1
+    assert service.show_cluster("c").node_state_counts.idle_node_count == 1
 
 
 def test_gang_scheduling_by_priority_then_age_with_two_nodes_and_three_jobs(service: Service, home: Path) -> None:
     ready_cluster(service)
     service.create_job("c", "a", job(custom_job(gate(home, "a"))))
-    wait_until(lambda: service.show_job("a")["executionState"] == "running", what="a running")
+    wait_until(lambda: service.show_job("a").execution_state == "running", what="a running")
     service.create_job("c", "b", job(custom_job(gate(home, "b"), nodes=2)))
     service.create_job("c", "urgent", job(custom_job(gate(home, "urgent"), schedulingPriority="high")))
     # the younger high-priority job takes the free node; the 2-node job never starts on one node
-    wait_until(lambda: service.show_job("urgent")["executionState"] == "running", what="urgent running")
-    assert service.show_job("b")["executionState"] == "queued"
+    wait_until(lambda: service.show_job("urgent").execution_state == "running", what="urgent running")
+    assert service.show_job("b").execution_state == "queued"
     open_gate(home, "a")
-    wait_until(lambda: service.show_job("a")["executionState"] == "succeeded", what="a done")
-    assert service.show_job("b")["executionState"] == "queued"  # one node idle is not enough
+    wait_until(lambda: service.show_job("a").execution_state == "succeeded", what="a done")
+    assert service.show_job("b").execution_state == "queued"  # one node idle is not enough
     open_gate(home, "urgent")
-    wait_until(lambda: service.show_job("b")["executionState"] == "running", what="b running")
+    wait_until(lambda: service.show_job("b").execution_state == "running", what="b running")
     open_gate(home, "b")
     b = service.wait_job("b", timeout_s=JOB_TIMEOUT_S, poll_s=0.1)
     a, urgent = service.show_job("a"), service.show_job("urgent")
-    assert b["executionState"] == "succeeded", b["executionInfo"]
-    assert b["executionInfo"]["startTime"] >= max(a["executionInfo"]["endTime"], urgent["executionInfo"]["endTime"])
+    assert b.execution_state == "succeeded", b.execution_info
+    assert b.execution_info.start_time >= max(a.execution_info.end_time, urgent.execution_info.end_time)
     record = json.loads((home / "control" / "records" / "jobs" / "default" / "default" / "b.json").read_text())
     assert sorted(record["data"]["nodes"]) == ["local-0", "local-1"]
 
@@ -120,7 +120,7 @@ def test_resubmitting_the_same_job_returns_it_and_a_different_spec_is_refused(se
     ready_cluster(service, nodes=1)
     first = service.create_job("c", "same", job(custom_job("true")))
     again = service.create_job("c", "same", job(custom_job("true")))
-    assert again["jobOutputDirectoryPathSegment"] == first["jobOutputDirectoryPathSegment"]
+    assert again.job_output_directory_path_segment == first.job_output_directory_path_segment
     with pytest.raises(BatchAIError, match="JobAlreadyExists"):
         service.create_job("c", "same", job(custom_job("false")))
     assert len(service.list_jobs()) == 1
@@ -131,14 +131,14 @@ def test_terminate_moves_running_and_queued_jobs_to_failed_and_leaves_finished_o
     service.create_job("c", "long", job(custom_job(f"sleep 300 & echo $! > {home}/child.pid; wait")))
     service.create_job("c", "waiting", job(custom_job("true")))
     child = int(wait_until(lambda: (home / "child.pid").exists() and (home / "child.pid").read_text().strip(), what="child pid"))
-    assert service.show_job("waiting")["executionState"] == "queued"
+    assert service.show_job("waiting").execution_state == "queued"
     queued = service.terminate_job("waiting")
-    assert queued["executionState"] == "failed" and queued["executionInfo"]["errors"][0]["code"] == "JobTerminated"
+    assert queued.execution_state == "failed" and queued.execution_info.errors[0].code == "JobTerminated"
     stopped = service.terminate_job("long")
-    assert stopped["executionState"] == "failed" and stopped["executionInfo"]["errors"][0]["code"] == "JobTerminated"
+    assert stopped.execution_state == "failed" and stopped.execution_info.errors[0].code == "JobTerminated"
     wait_until(lambda: not pid_alive(child), 10, what="job process gone")
-    assert service.terminate_job("long")["executionStateTransitionTime"] == stopped["executionStateTransitionTime"]
-    assert service.show_cluster("c")["nodeStateCounts"]["idleNodeCount"] == 1
+    assert service.terminate_job("long").execution_state_transition_time == stopped.execution_state_transition_time
+    assert service.show_cluster("c").node_state_counts.idle_node_count == 1
 
 
 def test_a_job_needing_more_nodes_than_the_cluster_can_have_is_refused(service: Service) -> None:
@@ -181,10 +181,12 @@ def test_secrets_never_appear_in_views_records_logs_or_command_lines(service: Se
     ]
     view = service.create_job("c", "secretive", job(body))
     done = service.wait_job("secretive", timeout_s=JOB_TIMEOUT_S, poll_s=0.1)
-    assert done["executionState"] == "succeeded", done
+    assert done.execution_state == "succeeded", done
     assert service.read_output_file("secretive", "stdout.txt") == b"has-token\n"
-    assert done["secrets"] == [{"name": "TOKEN"}] and done["mountVolumes"]["azureBlobFileSystems"][0]["credentials"] == {}
-    for text in (json.dumps(view), json.dumps(done), json.dumps(service.list_jobs()), (home / "ps.txt").read_text()):
+    shown = done.to_json()  # the spec's fields as submitted, its secrets' values removed
+    assert shown["secrets"] == [{"name": "TOKEN"}] and shown["mountVolumes"]["azureBlobFileSystems"][0]["credentials"] == {}
+    listed = [job.to_json() for job in service.list_jobs()]
+    for text in (json.dumps(view.to_json()), json.dumps(shown), json.dumps(listed), (home / "ps.txt").read_text()):
         assert secret not in text and key not in text
     for path in home.rglob("*"):
         if path.is_file():
@@ -198,7 +200,7 @@ def test_scale_to_zero_removes_nodes_and_cleans_their_folders(service: Service, 
     service.create_job("c", "j", job(custom_job("true")))
     service.wait_job("j", timeout_s=JOB_TIMEOUT_S, poll_s=0.1)
     view = service.resize_cluster("c", 0)
-    assert view["currentNodeCount"] == 0 and view["allocationState"] == "steady"
+    assert view.current_node_count == 0 and view.allocation_state == "steady"
     assert not list((home / "nodes").glob("*/*"))
     assert {n.state.value for n in service.pool_nodes()} == {"free"}
 
@@ -207,12 +209,12 @@ def test_scale_down_requeues_a_running_job_which_runs_again_later(service: Servi
     ready_cluster(service, nodes=1)
     service.create_job("c", "requeued", job(custom_job(f"echo attempt >> {home}/attempts; " + gate(home, "r"))))
     wait_until(lambda: (home / "attempts").exists(), what="first attempt")
-    assert service.resize_cluster("c", 0)["currentNodeCount"] == 0
-    assert service.show_job("requeued")["executionState"] == "queued"
+    assert service.resize_cluster("c", 0).current_node_count == 0
+    assert service.show_job("requeued").execution_state == "queued"
     open_gate(home, "r")
     service.resize_cluster("c", 1)
     done = service.wait_job("requeued", timeout_s=JOB_TIMEOUT_S, poll_s=0.1)
-    assert done["executionState"] == "succeeded"
+    assert done.execution_state == "succeeded"
     assert (home / "attempts").read_text() == "attempt\nattempt\n"
 
 
@@ -220,10 +222,10 @@ def test_scale_down_with_terminate_option_fails_the_running_job(service: Service
     spec = load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1, "nodeDeallocationOption": "terminate"}}}, environ={})
     ready_cluster(service, spec=spec)
     service.create_job("c", "victim", job(custom_job(gate(home, "never"))))
-    wait_until(lambda: service.show_job("victim")["executionState"] == "running", what="running")
+    wait_until(lambda: service.show_job("victim").execution_state == "running", what="running")
     service.resize_cluster("c", 0)
     view = service.show_job("victim")
-    assert view["executionState"] == "failed" and view["executionInfo"]["errors"][0]["code"] == "JobTerminated"
+    assert view.execution_state == "failed" and view.execution_info.errors[0].code == "JobTerminated"
 
 
 def test_deleting_a_cluster_fails_its_jobs_and_stops_their_processes(service: Service, home: Path) -> None:
@@ -234,7 +236,7 @@ def test_deleting_a_cluster_fails_its_jobs_and_stops_their_processes(service: Se
     service.delete_cluster("c")
     for name in ("running", "queued"):
         view = service.show_job(name)
-        assert view["executionState"] == "failed" and view["executionInfo"]["errors"][0]["code"] == "ClusterDeleted"
+        assert view.execution_state == "failed" and view.execution_info.errors[0].code == "ClusterDeleted"
     wait_until(lambda: not pid_alive(pid), 10, what="process gone")
     with pytest.raises(BatchAIError, match="ClusterNotFound"):
         service.show_cluster("c")
@@ -258,7 +260,7 @@ def test_node_setup_mounts_cluster_volumes_and_logs_per_node(service: Service, h
         environ={},
     )
     view = ready_cluster(service, spec=spec)
-    assert view["nodeStateCounts"]["idleNodeCount"] == 2
+    assert view.node_state_counts.idle_node_count == 2
     logs = list((home / "storage" / "local" / "clustershare").rglob("stdout-local-*.txt"))
     assert sorted(p.name for p in logs) == ["stdout-local-0.txt", "stdout-local-1.txt"]
     assert all(p.read_text() == "ok\n" for p in logs)
@@ -268,7 +270,7 @@ def test_node_setup_mounts_cluster_volumes_and_logs_per_node(service: Service, h
         "reads",
         job({**custom_job("ls $AZ_BATCHAI_MOUNT_ROOT/shared | grep -c ready"), "stdOutErrPathPrefix": "$AZ_BATCHAI_MOUNT_ROOT/shared"}),
     )
-    assert service.wait_job("reads", timeout_s=JOB_TIMEOUT_S, poll_s=0.1)["executionState"] == "succeeded"
+    assert service.wait_job("reads", timeout_s=JOB_TIMEOUT_S, poll_s=0.1).execution_state == "succeeded"
     assert service.read_output_file("reads", "stdout.txt") == b"1\n"
 
 
@@ -281,8 +283,8 @@ def test_a_failing_setup_task_makes_the_node_unusable_with_the_error(service: Se
         environ={},
     )
     service.create_cluster("broken", spec)
-    view = wait_until(lambda: (v := service.show_cluster("broken"))["nodeStateCounts"]["unusableNodeCount"] == 1 and v, 30, what="unusable")
-    assert view["errors"][0]["code"] == "NodeSetupFailed" and "local-0" in view["errors"][0]["message"]
+    view = wait_until(lambda: (v := service.show_cluster("broken")).node_state_counts.unusable_node_count == 1 and v, 30, what="unusable")
+    assert view.errors and view.errors[0].code == "NodeSetupFailed" and "local-0" in view.errors[0].message
 
 
 FIRST_RUN_HANGS = "if [ -e {home}/first ]; then echo second attempt; else touch {home}/first; sleep 300 & echo $! > {home}/pid; wait; fi"
@@ -302,16 +304,16 @@ def test_a_node_whose_agent_dies_is_replaced_and_its_job_requeued_keeping_the_lo
     service.create_job("c", "orphaned", job(custom_job(FIRST_RUN_HANGS.format(home=home))))
     pid = kill_running_agent(home, "local-0")
     # requeued, and placed again on the spare node some 0.15 s later: look often enough to see it queued
-    view = wait_until(lambda: (v := service.show_job("orphaned"))["executionState"] == "queued" and v, 20, 0.02, what="requeue")
-    assert view["executionInfo"]["errors"][0]["code"] == "NodeLost" and "local-0" in view["executionInfo"]["errors"][0]["message"]
+    view = wait_until(lambda: (v := service.show_job("orphaned")).execution_state == "queued" and v, 20, 0.02, what="requeue")
+    assert view.execution_info.errors[0].code == "NodeLost" and "local-0" in view.execution_info.errors[0].message
     wait_until(lambda: not pid_alive(pid), 15, what="orphaned process stopped")
     done = service.wait_job("orphaned", timeout_s=60, poll_s=0.2)
-    assert done["executionState"] == "succeeded", done["executionInfo"]
+    assert done.execution_state == "succeeded", done.execution_info
     assert service.read_output_file("orphaned", "stdout.txt") == b"second attempt\n"
-    [lost] = done["executionInfo"]["attempts"]
-    assert lost["nodes"] == ["local-0"] and lost["errors"][0]["code"] == "NodeLost" and not done["executionInfo"]["errors"]
+    [lost] = done.execution_info.attempts
+    assert lost.nodes == ["local-0"] and lost.errors[0].code == "NodeLost" and not done.execution_info.errors
     nodes = service.show_cluster("c")
-    assert nodes["currentNodeCount"] == 1 and nodes["nodeStateCounts"]["unusableNodeCount"] == 0
+    assert nodes.current_node_count == 1 and nodes.node_state_counts.unusable_node_count == 0
 
 
 def test_a_lost_node_that_answers_again_is_set_up_anew_and_runs_the_requeued_job(home: Path) -> None:
@@ -320,23 +322,23 @@ def test_a_lost_node_that_answers_again_is_set_up_anew_and_runs_the_requeued_job
     ready_cluster(service, nodes=1)
     service.create_job("c", "healed", job(custom_job(FIRST_RUN_HANGS.format(home=home))))
     kill_running_agent(home, "local-0")
-    wait_until(lambda: service.show_cluster("c")["nodeStateCounts"]["unusableNodeCount"] == 1, 20, 0.2, what="node lost")
+    wait_until(lambda: service.show_cluster("c").node_state_counts.unusable_node_count == 1, 20, 0.2, what="node lost")
     done = service.wait_job("healed", timeout_s=60, poll_s=0.2)
-    assert done["executionState"] == "succeeded", done["executionInfo"]
-    assert done["executionInfo"]["attempts"][0]["errors"][0]["code"] == "NodeLost"
-    assert service.show_cluster("c")["nodeStateCounts"]["idleNodeCount"] == 1
+    assert done.execution_state == "succeeded", done.execution_info
+    assert done.execution_info.attempts[0].errors[0].code == "NodeLost"
+    assert service.show_cluster("c").node_state_counts.idle_node_count == 1
 
 
 def test_creating_a_cluster_again_reuses_it_and_a_different_spec_needs_update(service: Service) -> None:
     first = ready_cluster(service, nodes=1)
     again = service.create_cluster("c", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1}}}, environ={}))
-    assert again["creationTime"] == first["creationTime"]
+    assert again.creation_time == first.creation_time
     bigger = load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 2}}}, environ={})
     with pytest.raises(BatchAIError, match="ClusterAlreadyExists"):
         service.create_cluster("c", bigger)
     updated = service.create_cluster("c", bigger, update_existing=True)
-    assert updated["creationTime"] == first["creationTime"] and updated["scaleSettings"]["manual"]["targetNodeCount"] == 2
-    assert wait_until(lambda: service.show_cluster("c")["nodeStateCounts"]["idleNodeCount"] == 2, what="second node")
+    assert updated.creation_time == first.creation_time and updated.scale_settings["manual"]["targetNodeCount"] == 2
+    assert wait_until(lambda: service.show_cluster("c").node_state_counts.idle_node_count == 2, what="second node")
 
 
 def _docker_engine() -> bool:
@@ -353,7 +355,7 @@ def test_a_container_job_runs_prep_and_command_in_the_same_container(service: Se
     body["containerSettings"] = {"imageSourceRegistry": {"image": "python:3.11-slim"}}
     service.create_job("c", "in-docker", job(body))
     done = service.wait_job("in-docker", timeout_s=600, poll_s=0.5)
-    assert done["executionState"] == "succeeded", done["executionInfo"]
+    assert done.execution_state == "succeeded", done.execution_info
     assert service.read_output_file("in-docker", "stdout.txt") == b"prepared-inside\n3\n"
 
 
@@ -366,10 +368,10 @@ def test_container_jobs_fail_clearly_without_an_engine_and_keep_the_registry_pas
         "imageSourceRegistry": {"image": "demo.azurecr.io/x:1", "credentials": {"username": "robot", "password": "reg-secret-3141"}}
     }
     view = service.create_job("c", "boxed", job(body))
-    assert "password" not in json.dumps(view["containerSettings"])
+    assert "password" not in json.dumps(view.to_json()["containerSettings"])
     done = service.wait_job("boxed", timeout_s=60, poll_s=0.1)
-    assert done["executionState"] == "failed" and done["executionInfo"]["errors"][0]["code"] == "FailedStartingContainer"
-    assert "local-0" in done["executionInfo"]["errors"][0]["message"]
+    assert done.execution_state == "failed" and done.execution_info.errors[0].code == "FailedStartingContainer"
+    assert "local-0" in done.execution_info.errors[0].message
     for path in home.rglob("*"):
         if path.is_file():
             assert b"reg-secret-3141" not in path.read_bytes(), path
@@ -382,10 +384,10 @@ def test_a_submit_that_died_before_its_live_entry_is_healed_by_its_retry(service
     service.create_job("c", "half", spec)
     (home / "control" / "records" / "live" / "default" / "c" / "default" / "half.json").unlink()  # as if it died there
     service.reconcile_cluster("default", "c")
-    assert service.show_job("half")["executionState"] == "queued"  # no entry, so no pass sees it
+    assert service.show_job("half").execution_state == "queued"  # no entry, so no pass sees it
     service.create_job("c", "half", spec)  # Airflow's retry of the submit
     del service.passes.kick
-    assert service.wait_job("half", timeout_s=JOB_TIMEOUT_S, poll_s=0.1)["executionState"] == "succeeded"
+    assert service.wait_job("half", timeout_s=JOB_TIMEOUT_S, poll_s=0.1).execution_state == "succeeded"
 
 
 def test_terminating_a_job_left_without_its_live_entry_still_ends_it(service: Service, home: Path) -> None:
@@ -395,7 +397,7 @@ def test_terminating_a_job_left_without_its_live_entry_still_ends_it(service: Se
     service.create_job("c", "orphan", job(custom_job("true")))
     (home / "control" / "records" / "live" / "default" / "c" / "default" / "orphan.json").unlink()
     stopped = service.terminate_job("orphan")
-    assert stopped["executionState"] == "failed" and stopped["executionInfo"]["errors"][0]["code"] == "JobTerminated"
+    assert stopped.execution_state == "failed" and stopped.execution_info.errors[0].code == "JobTerminated"
 
 
 def test_the_longest_command_line_a_spec_may_have_runs(service: Service) -> None:
@@ -404,14 +406,14 @@ def test_the_longest_command_line_a_spec_may_have_runs(service: Service) -> None
     command = "echo ok #" + "x" * (128_000 - len("echo ok #"))
     service.create_job("c", "longest", job(custom_job(command)))
     done = service.wait_job("longest", timeout_s=60, poll_s=0.1)
-    assert done["executionState"] == "succeeded", (done["executionInfo"], service.read_output_file("longest", "stderr.txt"))
+    assert done.execution_state == "succeeded", (done.execution_info, service.read_output_file("longest", "stderr.txt"))
     assert service.read_output_file("longest", "stdout.txt") == b"ok\n"
 
 
 def test_a_target_the_pool_cannot_meet_is_said_in_the_clusters_errors(service: Service) -> None:
     """Two local nodes, three asked for: the cluster says so instead of quietly holding two."""
     service.create_cluster("big", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 3}}}, environ={}))
-    view = wait_until(lambda: (v := service.show_cluster("big"))["errors"] and v, 30, 0.1, what="shortfall said")
-    assert view["errors"][0]["code"] == "InsufficientNodes" and "wants 3 node(s)" in view["errors"][0]["message"]
+    view = wait_until(lambda: (v := service.show_cluster("big")).errors and v, 30, 0.1, what="shortfall said")
+    assert view.errors and view.errors[0].code == "InsufficientNodes" and "wants 3 node(s)" in view.errors[0].message
     service.resize_cluster("big", 2)
-    assert wait_until(lambda: (v := service.show_cluster("big"))["allocationState"] == "steady" and v, 30, 0.1)["errors"] is None
+    assert wait_until(lambda: (v := service.show_cluster("big")).allocation_state == "steady" and v, 30, 0.1).errors is None

@@ -12,6 +12,8 @@ import pytest
 
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.logtail import JobLogFollower
+from airflow_batchai.reading.readmodels import JobView
+from airflow_batchai.records import AllocationState
 from airflow_batchai.service import Service
 from airflow_batchai.spec import load_cluster_spec, load_job_spec
 from airflow_batchai.taskjobs import (
@@ -57,7 +59,7 @@ def one_job(service: Service) -> dict[str, object]:
     service.create_cluster("c", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1}}}, environ={}))
     view = service.create_job("c", "j", load_job_spec({"properties": custom_job("echo boom >&2; exit 3")}, environ={}), "e")
     service.wait_job("j", "e", timeout_s=30, poll_s=0.1)
-    return {"name": "j", "experiment": "e", "workspace": "default", "segment": view["jobOutputDirectoryPathSegment"], "maxTries": 2}
+    return {"name": "j", "experiment": "e", "workspace": "default", "segment": view.job_output_directory_path_segment, "maxTries": 2}
 
 
 def test_a_retry_reattaches_to_its_job_and_a_clear_or_a_replaced_job_starts_a_new_generation(
@@ -77,7 +79,7 @@ def test_a_retry_reattaches_to_its_job_and_a_clear_or_a_replaced_job_starts_a_ne
 
 
 def test_a_store_that_cannot_answer_is_not_taken_for_a_missing_job(one_job: dict[str, object]) -> None:
-    def storage_down(name: str, experiment: str, workspace: str) -> dict[str, object]:
+    def storage_down(name: str, experiment: str, workspace: str) -> JobView:
         raise BatchAIError("StorageUnavailable", "the control container did not answer", "records")
 
     with pytest.raises(BatchAIError, match="StorageUnavailable"):
@@ -89,9 +91,7 @@ def test_a_failed_job_is_run_again_by_a_retry_and_its_failure_names_code_exit_co
 ) -> None:
     view = service.show_job("j", "e")
     message = failure_message(service, view, "e", "default")
-    assert (
-        message.splitlines()[0] == "Batch AI job j failed: JobFailed: " + view["executionInfo"]["errors"][0]["message"] + " (exit code 3)"
-    )
+    assert message.splitlines()[0] == "Batch AI job j failed: JobFailed: " + view.execution_info.errors[0].message + " (exit code 3)"
     assert message.splitlines()[1:] == ["last lines of stderr:", "[stderr.txt] boom"]
     assert failed_earlier(service, "j", "e", "default", try_number=1) is not None  # the first try: it is this try's own job
     assert failed_earlier(service, "j", "e", "default", try_number=2) is None
@@ -115,7 +115,7 @@ def test_a_wait_reads_the_state_and_each_new_line_once_and_ends_on_its_target_or
         if wait.over(view) or time.monotonic() > deadline:
             break
         time.sleep(0.1)
-    assert view["executionState"] == "succeeded"
+    assert view.execution_state == "succeeded"
     assert seen == [("stdout.txt", "one"), ("stdout.txt", "two"), ("stdout.txt", "three")]  # the unterminated last line too, once
     assert wait.look() == (view, [])
 
@@ -134,6 +134,7 @@ def test_a_wait_reads_the_state_and_each_new_line_once_and_ends_on_its_target_or
 def test_a_cluster_is_ready_for_a_waiting_task_when_steady_with_enough_idle_nodes(service: Service) -> None:
     service.create_cluster("c", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 2}}}, environ={}))
     view = service.show_cluster("c")
-    steady = {**view, "allocationState": "steady", "nodeStateCounts": {**view["nodeStateCounts"], "idleNodeCount": 2}}
+    counts = view.node_state_counts.model_copy(update={"idle_node_count": 2})
+    steady = view.model_copy(update={"allocation_state": AllocationState.STEADY, "node_state_counts": counts})
     assert cluster_ready(steady, 2) and not cluster_ready(steady, 3)
-    assert not cluster_ready({**steady, "allocationState": "resizing"}, 1)
+    assert not cluster_ready(steady.model_copy(update={"allocation_state": AllocationState.RESIZING}), 1)

@@ -47,7 +47,7 @@ def test_a_job_mounts_its_file_system_for_its_run_and_leaves_the_data_where_it_w
     service.create_job("c", "nfs", job(body))
     done = service.wait_job("nfs", timeout_s=60, poll_s=0.1)
     stdout = service.read_output_file("nfs", "stdout.txt")
-    assert done["executionState"] == "succeeded", (done["executionInfo"], stdout, service.read_output_file("nfs", "stderr.txt"))
+    assert done.execution_state == "succeeded", (done.execution_info, stdout, service.read_output_file("nfs", "stderr.txt"))
     assert stdout == b"1\nx,y\n1,2\n"  # a real mount at the Batch AI path, with the export's files
     [model] = list((export / "models").rglob("model.txt"))
     assert model.read_text() == "weights\n" and model.parent.name == "outputs"  # Batch AI's output layout, on the export
@@ -66,17 +66,17 @@ def test_a_cluster_mount_stays_for_every_job_and_scaling_to_zero_keeps_the_expor
         environ={},
     )
     ready_cluster(service, spec=spec)
-    wait_until(lambda: service.show_cluster("c")["nodeStateCounts"]["idleNodeCount"] == 1, 30, what="node set up")
+    wait_until(lambda: service.show_cluster("c").node_state_counts.idle_node_count == 1, 30, what="node set up")
     for name in ("first", "second"):
         command = f"cat $AZ_BATCHAI_MOUNT_ROOT/nfs/data/train.csv > $AZ_BATCHAI_MOUNT_ROOT/nfs/{name}.csv"
         service.create_job("c", name, job(custom_job(command)))
         done = service.wait_job(name, timeout_s=60, poll_s=0.1)
-        assert done["executionState"] == "succeeded", (done["executionInfo"], service.read_output_file(name, "stderr.txt"))
+        assert done.execution_state == "succeeded", (done.execution_info, service.read_output_file(name, "stderr.txt"))
         assert (export / f"{name}.csv").read_text() == "x,y\n1,2\n"
         assert [p for p in mounted_under(home) if p.endswith("/nfs")]  # still mounted between jobs
 
     service.resize_cluster("c", 0)
-    wait_until(lambda: service.show_cluster("c")["currentNodeCount"] == 0, 60, 0.1, what="scaled to zero")
+    wait_until(lambda: service.show_cluster("c").current_node_count == 0, 60, 0.1, what="scaled to zero")
     assert mounted_under(home) == []
     assert sorted(p.name for p in export.iterdir()) == ["data", "first.csv", "second.csv"]  # the node's root went, the data stayed
     assert (export / "data" / "train.csv").read_text() == "x,y\n1,2\n"
@@ -88,12 +88,12 @@ def test_a_mount_command_that_fails_fails_the_job_naming_the_mount(service: Serv
     body["mountVolumes"]["unmanagedFileSystems"] = [{"mountCommand": "mount -t no-such-fs none", "relativeMountPath": "lustre"}]
     service.create_job("c", "broken", job(body))
     done = service.wait_job("broken", timeout_s=60, poll_s=0.1)
-    [error] = done["executionInfo"]["errors"]
-    assert done["executionState"] == "failed" and error["code"] == "MountFailed"
-    assert "/lustre exited with code 32: mount:" in error["message"] and "none does not exist" in error["message"]
+    [error] = done.execution_info.errors
+    assert done.execution_state == "failed" and error.code == "MountFailed"
+    assert "/lustre exited with code 32: mount:" in error.message and "none does not exist" in error.message
     assert service.read_output_file("broken", "stdout.txt") in (None, b"")
     assert mounted_under(home) == []
-    assert service.show_cluster("c")["nodeStateCounts"]["idleNodeCount"] == 1  # the node is free for the next job
+    assert service.show_cluster("c").node_state_counts.idle_node_count == 1  # the node is free for the next job
 
 
 def test_an_empty_mount_command_is_refused_naming_the_field(service: Service) -> None:
@@ -114,8 +114,8 @@ def test_a_mount_command_takes_credentials_from_the_jobs_secrets_not_from_its_te
     body["secrets"] = [{"name": "EXPORT_PATH", "value": str(export)}]
     service.create_job("c", "secret-mount", job(body))
     done = service.wait_job("secret-mount", timeout_s=60, poll_s=0.1)
-    assert done["executionState"] == "succeeded", (done["executionInfo"], service.read_output_file("secret-mount", "stderr.txt"))
+    assert done.execution_state == "succeeded", (done.execution_info, service.read_output_file("secret-mount", "stderr.txt"))
     assert service.read_output_file("secret-mount", "stdout.txt") == b"x,y\n1,2\n"
     shown = service.show_job("secret-mount")
-    assert shown["mountVolumes"]["unmanagedFileSystems"][0]["mountCommand"] == 'mount --bind "$EXPORT_PATH"'
+    assert shown.to_json()["mountVolumes"]["unmanagedFileSystems"][0]["mountCommand"] == 'mount --bind "$EXPORT_PATH"'
     assert str(export) not in str(shown)

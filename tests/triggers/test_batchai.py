@@ -61,7 +61,7 @@ def test_cluster_trigger_fires_when_enough_nodes_are_idle(service: Service, home
     service.create_cluster("c", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 2}}}, environ={}))
     trigger = roundtrip(BatchAIClusterTrigger("c", "default", min_idle_nodes=2, poll_interval=0.2, end_time=time.time() + 60))
     assert asyncio.run(first_event(trigger)) == {"status": "ready", "cluster_name": "c"}
-    wait_until(lambda: service.show_cluster("c")["nodeStateCounts"]["idleNodeCount"] == 2, what="idle nodes")
+    wait_until(lambda: service.show_cluster("c").node_state_counts.idle_node_count == 2, what="idle nodes")
 
 
 def test_many_waits_on_one_cluster_share_one_service_and_one_read_per_interval(
@@ -127,7 +127,7 @@ def test_a_trigger_run_twice_reports_the_same_end_twice(service: Service, home: 
         return await asyncio.gather(first_event(trigger), first_event(roundtrip(trigger)))
 
     assert asyncio.run(both()) == [{"status": "succeeded", "job_name": "twice", "experiment": "default", "workspace": "default"}] * 2
-    assert len(service.list_jobs()) == 1 and service.show_job("twice")["executionInfo"]["exitCode"] == 0
+    assert len(service.list_jobs()) == 1 and service.show_job("twice").execution_info.exit_code == 0
 
 
 def gate_command(home: Path) -> str:

@@ -61,7 +61,7 @@ def router(r: Api) -> APIRouter:
     ) -> dict[str, Any]:
         r.workspaces().get(workspace, resource_group)
         view = r.service().show_cluster(cluster, workspace)
-        logins = [r.login(node["nodeId"], node["ipAddress"]) for node in view["nodes"]]
+        logins = [r.login(node.node_id, node.ip_address) for node in view.nodes]
         return page(logins, r.link(request), query_of(request), maxresults, skip_token(token))
 
     return router

@@ -37,7 +37,7 @@ def router(r: Api) -> APIRouter:
         )
         body: dict[str, Any] = {"value": [file_body(f) for f in files[:size]]}
         if len(files) > size:
-            body["nextLink"] = f"{r.link(request)}?{urlencode({**query_of(request), '$skiptoken': files[size - 1]['name']}, safe='$')}"
+            body["nextLink"] = f"{r.link(request)}?{urlencode({**query_of(request), '$skiptoken': files[size - 1].name}, safe='$')}"
         return body
 
     return router

@@ -105,7 +105,7 @@ def router(r: Api) -> APIRouter:
         svc = r.service()
         record, _ = read_job(svc.store, workspace, experiment, job)
         try:
-            addresses = {n["nodeId"]: n["ipAddress"] for n in svc.show_cluster(record.cluster, workspace)["nodes"]}
+            addresses = {n.node_id: n.ip_address for n in svc.show_cluster(record.cluster, workspace).nodes}
         except BatchAIError:
             addresses = {}
         logins = [r.login(node, addresses.get(node, "")) for node in record.nodes]

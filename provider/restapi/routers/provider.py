@@ -31,7 +31,7 @@ def router(r: Api) -> APIRouter:
     def usages(subscription: str, location: str) -> dict[str, Any]:
         svc = r.service()
         clusters = [c for ws in r.workspaces().all() for c in svc.list_clusters(ws.name)]
-        in_use = sum(c["currentNodeCount"] for c in clusters)
+        in_use = sum(c.current_node_count for c in clusters)
         limit = svc.pool.capacity()
         return {
             "value": [

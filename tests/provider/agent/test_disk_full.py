@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from airflow_batchai.reading.readmodels import JobView
 from airflow_batchai.service import Service, Settings
 from airflow_batchai.spec import load_cluster_spec, load_job_spec
 from tests.conftest import custom_job, kill_agents_under, wait_until
@@ -41,10 +42,10 @@ def small_disks(home: Path) -> Iterator[Callable[[Path, str], Path]]:
 
 def ready(service: Service) -> None:
     service.create_cluster("c", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1}}}, environ={}))
-    wait_until(lambda: service.show_cluster("c")["allocationState"] == "steady", 30, 0.1, what="cluster steady")
+    wait_until(lambda: service.show_cluster("c").allocation_state == "steady", 30, 0.1, what="cluster steady")
 
 
-def submit(service: Service, name: str, command: str, **extra: object) -> dict:
+def submit(service: Service, name: str, command: str, **extra: object) -> JobView:
     service.create_job("c", name, load_job_spec({"properties": custom_job(command, **extra)}, environ={}))
     return service.wait_job(name, timeout_s=90, poll_s=0.1)
 
@@ -54,14 +55,14 @@ def test_a_job_that_fills_its_nodes_disk_fails_diskfull_and_the_next_job_runs(ho
     service = Service.embedded(home, nodes=1, settings=Settings(heartbeat_timeout_s=10))
     ready(service)
     filled = submit(service, "filler", "head -c 64M /dev/zero > $AZ_BATCHAI_JOB_TEMP/fill; echo exit anyway; exit 0")
-    assert filled["executionState"] == "failed", filled
-    [error] = filled["executionInfo"]["errors"]
-    assert error["code"] == "DiskFull" and "working folder" in error["message"] and str(node_root) in error["message"]
-    assert "bytes free" in error["message"] and "removed" in error["message"]
+    assert filled.execution_state == "failed", filled
+    [error] = filled.execution_info.errors
+    assert error.code == "DiskFull" and "working folder" in error.message and str(node_root) in error.message
+    assert "bytes free" in error.message and "removed" in error.message
     assert not list(node_root.rglob("fill")), "the job's folder was cleaned"
     view = service.show_cluster("c")
-    assert view["nodeStateCounts"]["idleNodeCount"] == 1, view
-    assert submit(service, "next", "echo fine")["executionState"] == "succeeded"
+    assert view.node_state_counts.idle_node_count == 1, view
+    assert submit(service, "next", "echo fine").execution_state == "succeeded"
 
 
 def test_a_job_that_fills_its_output_volume_fails_naming_that_volume(home: Path, small_disks: Callable[[Path, str], Path]) -> None:
@@ -70,8 +71,8 @@ def test_a_job_that_fills_its_output_volume_fails_naming_that_volume(home: Path,
     ready(service)
     outputs = [{"id": "MODEL", "pathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs"}]
     filled = submit(service, "big-model", "head -c 32M /dev/zero > $AZ_BATCHAI_OUTPUT_MODEL/model.bin; exit 0", outputDirectories=outputs)
-    assert filled["executionState"] == "failed", filled
-    [error] = filled["executionInfo"]["errors"]
-    assert error["code"] == "DiskFull" and "/logs/" in error["message"] and "0 bytes free" in error["message"], error
-    assert "stdouterr volume" in error["message"] or "output directory MODEL" in error["message"]
-    assert service.show_cluster("c")["nodeStateCounts"]["idleNodeCount"] == 1, "the node itself is not full"
+    assert filled.execution_state == "failed", filled
+    [error] = filled.execution_info.errors
+    assert error.code == "DiskFull" and "/logs/" in error.message and "0 bytes free" in error.message, error
+    assert "stdouterr volume" in error.message or "output directory MODEL" in error.message
+    assert service.show_cluster("c").node_state_counts.idle_node_count == 1, "the node itself is not full"

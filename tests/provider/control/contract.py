@@ -263,12 +263,12 @@ class ControlStoreContract:
 
             def finished() -> bool:
                 service.reconcile_cluster("default", "race")
-                return all(j["executionState"] in ("succeeded", "failed") for j in service.list_jobs())
+                return all(j.execution_state in ("succeeded", "failed") for j in service.list_jobs())
 
             wait_until(finished, 300, 0.2, what=f"{JOBS} racing jobs to finish")
             jobs = service.list_jobs()
             assert len(jobs) == JOBS
-            failed = [(j["name"], j["executionInfo"]) for j in jobs if j["executionState"] != "succeeded"]
+            failed = [(j.name, j.execution_info) for j in jobs if j.execution_state != "succeeded"]
             assert failed == []
             nodes = service.pool_nodes()
             assert len(nodes) == NODES and all(n.state.value == "idle" and n.job is None for n in nodes)

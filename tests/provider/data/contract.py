@@ -43,14 +43,14 @@ class DataStoreContract:
         upload(data_store, name, {"a.txt": b"alpha", "sub/b.txt": b"bravo!"}, tmp_path, prefix="run")
         link = volume(data_store, name)
         top = data_store.list_files(link, "run")
-        assert [(f["name"], f["fileType"], f.get("contentLength")) for f in top] == [("a.txt", "file", 5), ("sub", "directory", None)]
-        assert top[0]["downloadUrl"] and top[0]["lastModified"]
-        assert [f["name"] for f in data_store.list_files(link, "run/sub")] == ["b.txt"]
+        assert [(f.name, f.file_type, f.content_length) for f in top] == [("a.txt", "file", 5), ("sub", "directory", None)]
+        assert top[0].download_url and top[0].last_modified
+        assert [f.name for f in data_store.list_files(link, "run/sub")] == ["b.txt"]
 
     def test_listing_without_urls_signs_nothing(self, data_store: DataStore, fresh_name: Callable[[], str], tmp_path: Path) -> None:
         name = fresh_name()
         upload(data_store, name, {"log.txt": b"x"}, tmp_path)
-        assert [f["downloadUrl"] for f in data_store.list_files(volume(data_store, name), "", urls=False)] == [None]
+        assert [f.download_url for f in data_store.list_files(volume(data_store, name), "", urls=False)] == [None]
 
     def test_reads_start_at_an_offset_and_a_missing_file_is_none(
         self, data_store: DataStore, fresh_name: Callable[[], str], tmp_path: Path

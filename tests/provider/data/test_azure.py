@@ -30,7 +30,7 @@ from airflow_batchai.errors import BatchAIError
 from airflow_batchai.service import Service
 from airflow_batchai.spec import load_cluster_spec, load_job_spec
 from tests.azurite import KEY
-from tests.conftest import kill_agents_under, put_stand_in_on_path, wait_until
+from tests.conftest import command_lines_with, kill_agents_under, put_stand_in_on_path, wait_until
 from tests.provider.data.contract import DataStoreContract
 
 TRAIN = """
@@ -105,27 +105,27 @@ def test_a_job_reads_its_inputs_and_writes_logs_and_outputs_to_blob(uploaded: Se
     service.create_job("c", "train", load_job_spec({"properties": job_body()}, environ={}))
     done = service.wait_job("train", timeout_s=60, poll_s=0.2)
     stdout = (service.read_output_file("train", "stdout.txt") or b"").decode()
-    assert done["executionState"] == "succeeded", (done["executionInfo"], stdout, service.read_output_file("train", "stderr.txt"))
+    assert done.execution_state == "succeeded", (done.execution_info, stdout, service.read_output_file("train", "stderr.txt"))
     assert "read part-0.txt digits 0" in stdout and "read part-2.txt digits 2" in stdout
     assert "sibling module: 42" in stdout  # the script's folder came along
     assert "'data/unrelated/huge.bin'" not in stdout and "'scripts/code/helper.py'" in stdout  # only what the job reads
     assert "sas in my environment: False" in stdout
     models = service.list_output_files("train", output_directory_id="MODEL")
-    assert [m["name"] for m in models] == ["model.txt"]
-    with urllib.request.urlopen(models[0]["downloadUrl"], timeout=10) as response:
+    assert [m.name for m in models] == ["model.txt"]
+    with urllib.request.urlopen(models[0].download_url, timeout=10) as response:
         assert response.read() == b"weights"
     first = service.list_output_files("train", max_results=2)
-    rest = service.list_output_files("train", max_results=1000, marker=first[-1]["name"])
-    logs = {f["name"]: f for f in service.list_output_files("train")}
-    assert [f["name"] for f in first + rest] == sorted(logs) and len(first) == 2  # pages follow each other by name
+    rest = service.list_output_files("train", max_results=1000, marker=first[-1].name)
+    logs = {f.name: f for f in service.list_output_files("train")}
+    assert [f.name for f in first + rest] == sorted(logs) and len(first) == 2  # pages follow each other by name
     with pytest.raises(BatchAIError, match="maxresults"):
         service.list_output_files("train", max_results=1001)
     with pytest.raises(BatchAIError, match="linkexpiryinminutes"):
         service.list_output_files("train", link_expiry_minutes=4)
     assert {"stdout.txt", "stderr.txt", "execution.log"} <= set(logs)
-    with urllib.request.urlopen(logs["stdout.txt"]["downloadUrl"], timeout=10) as response:
+    with urllib.request.urlopen(logs["stdout.txt"].download_url, timeout=10) as response:
         assert response.read().decode() == stdout
-    assert "sp=r" in logs["stdout.txt"]["downloadUrl"] and KEY not in json.dumps(logs)
+    assert "sp=r" in logs["stdout.txt"].download_url and KEY not in json.dumps([f.to_json() for f in logs.values()])
     assert not list(home.glob("nodes/*/jobs/default/default/train/mounts/*"))  # staged folders removed at the end
 
 
@@ -142,19 +142,18 @@ def test_log_lines_reach_storage_within_a_second_while_the_job_runs(uploaded: Se
                 seen[step] = time.monotonic()
         time.sleep(0.05)
     assert len(seen) == 8
-    assert service.show_job("stream")["executionState"] == "running" or seen[0] < seen[7] - 3  # seen while running
+    assert service.show_job("stream").execution_state == "running" or seen[0] < seen[7] - 3  # seen while running
     gaps = [seen[s + 1] - seen[s] for s in range(7)]
     assert max(gaps) < 1.6, gaps  # printed every 0.5 s; each is in storage at most ~1 s later
-    assert service.wait_job("stream", timeout_s=30, poll_s=0.2)["executionState"] == "succeeded"
+    assert service.wait_job("stream", timeout_s=30, poll_s=0.2).execution_state == "succeeded"
 
 
 def test_no_key_or_sas_lands_in_records_plans_or_command_lines(uploaded: Service, home: Path, azurite: Any) -> None:
     service = uploaded
     service.create_job("c", "quiet", load_job_spec({"properties": job_body(steps=4)}, environ={}))
     plan = wait_until(lambda: next(iter(home.glob("nodes/*/batchai/runs/*/plan.json")), None), 30, what="a job plan on the node")
-    wait_until(lambda: service.show_job("quiet")["executionState"] == "running", 30, what="running")
-    command_lines = [p.read_bytes() for p in Path("/proc").glob("[0-9]*/cmdline") if p.exists()]
-    assert not any(b"sig=" in line or KEY.encode() in line for line in command_lines)
+    wait_until(lambda: service.show_job("quiet").execution_state == "running", 30, what="running")
+    assert command_lines_with(b"sig=", KEY.encode()) == []
     assert "sig=" not in plan.read_text() and KEY not in plan.read_text()
     service.wait_job("quiet", timeout_s=60, poll_s=0.2)
     control = service.store.container  # type: ignore[attr-defined]
@@ -218,7 +217,7 @@ def test_cluster_mounts_on_blob_serve_node_setup_and_jobs_like_the_recipes(azuri
     }
     service.create_cluster("recipes", load_cluster_spec(cluster, environ={}))
     try:
-        wait_until(lambda: service.show_cluster("recipes")["nodeStateCounts"]["idleNodeCount"] == 1, 30, 0.2, what="setup done")
+        wait_until(lambda: service.show_cluster("recipes").node_state_counts.idle_node_count == 1, 30, 0.2, what="setup done")
         logs = [b.name for b in service.data.container("afs").list_blobs() if "stdout-" in b.name]
         assert len(logs) == 1 and "/clusters/recipes/" in logs[0]
         assert service.data.container("afs").download_blob(logs[0]).readall() == b"installing from setup\n"
@@ -228,7 +227,7 @@ def test_cluster_mounts_on_blob_serve_node_setup_and_jobs_like_the_recipes(azuri
             "stdOutErrPathPrefix": "$AZ_BATCHAI_MOUNT_ROOT/afs",
         }
         service.create_job("recipes", "ls", load_job_spec({"properties": body}, environ={}))
-        assert service.wait_job("ls", timeout_s=60, poll_s=0.2)["executionState"] == "succeeded"
+        assert service.wait_job("ls", timeout_s=60, poll_s=0.2).execution_state == "succeeded"
         assert service.read_output_file("ls", "stdout.txt") == b"install.sh\n"
     finally:
         kill_agents_under(home)
@@ -279,12 +278,11 @@ def test_volumes_a_job_only_reads_are_mounted_with_rclone_where_the_node_has_it(
     }
     try:
         service.create_job("c", "mounted", load_job_spec({"properties": body}, environ={}))
-        wait_until(lambda: service.show_job("mounted")["executionState"] == "running", 30, what="running")
-        command_lines = [p.read_bytes() for p in Path("/proc").glob("[0-9]*/cmdline") if p.exists()]
-        assert not any(b"sig=" in line for line in command_lines)  # rclone got its SAS URL from the environment
+        wait_until(lambda: service.show_job("mounted").execution_state == "running", 30, what="running")
+        assert command_lines_with(b"sig=") == []  # rclone got its SAS URL from the environment
         done = service.wait_job("mounted", timeout_s=60, poll_s=0.2)
         stdout = (service.read_output_file("mounted", "stdout.txt") or b"").decode()
-        assert done["executionState"] == "succeeded", (done["executionInfo"], stdout, service.read_output_file("mounted", "stderr.txt"))
+        assert done.execution_state == "succeeded", (done.execution_info, stdout, service.read_output_file("mounted", "stderr.txt"))
         assert stdout.splitlines() == ["1", "digits 0", "digits", "unrelated"]  # a real mount: the whole container, read lazily
         execution = (service.read_output_file("mounted", "execution.log") or b"").decode()
         assert "mounted devstoreaccount1/mounted read-only" in execution and "staged" not in execution.split("mounted devstoreaccount1")[0]
@@ -344,7 +342,7 @@ def test_blobfuse2_is_preferred_and_gets_its_sas_in_a_private_file_removed_at_th
         done = service.wait_job("fused", timeout_s=60, poll_s=0.2)
         stdout = service.read_output_file("fused", "stdout.txt")
         execution = service.read_output_file("fused", "execution.log") or b""
-        assert done["executionState"] == "succeeded", (done["executionInfo"], stdout, execution)
+        assert done.execution_state == "succeeded", (done.execution_info, stdout, execution)
         assert stdout == b"digits 0 through blobfuse2\n" and b"read-only" in execution and b"with blobfuse2" in execution
 
         seen = json.loads(record.read_text())
@@ -410,12 +408,12 @@ def test_storage_that_loses_acknowledged_writes_still_gets_every_log_line_and_ou
         storage.process.wait(timeout=10)
         storage = emulator.start(location=tmp_path / "azurite", port=storage.port)
         done = service.wait_job("failover", timeout_s=120, poll_s=0.2)
-        assert done["executionState"] == "succeeded", done["executionInfo"]
+        assert done.execution_state == "succeeded", done.execution_info
         stdout = (service.read_output_file("failover", "stdout.txt") or b"").decode()
         assert stdout == "".join(f"line {i:03d}\n" for i in range(150))
-        parts = {f["name"]: f for f in service.list_output_files("failover", output_directory_id="MODEL")}
+        parts = {f.name: f for f in service.list_output_files("failover", output_directory_id="MODEL")}
         assert sorted(parts) == [f"part-{i:02d}.txt" for i in range(20)]
-        with urllib.request.urlopen(parts["part-19.txt"]["downloadUrl"], timeout=10) as response:
+        with urllib.request.urlopen(parts["part-19.txt"].download_url, timeout=10) as response:
             assert response.read() == ("content 133\n" * 100).encode()
     finally:
         kill_agents_under(home)
@@ -433,7 +431,7 @@ def test_a_wait_rides_out_an_account_frozen_for_longer_than_one_call_may_take(ho
         service = azure_service(storage, home)
         storage.credential().service().create_container("logs")
         service.create_cluster("c", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1}}}, environ={}))
-        wait_until(lambda: service.show_cluster("c")["nodeStateCounts"]["idleNodeCount"] == 1, 30, what="idle node")
+        wait_until(lambda: service.show_cluster("c").node_state_counts.idle_node_count == 1, 30, what="idle node")
         body = custom_job("sleep 3; echo done")
         body["mountVolumes"]["azureFileShares"][0]["azureFileUrl"] = "https://devstoreaccount1.file.core.windows.net/logs"
         service.create_job("c", "patient", load_job_spec({"properties": body}, environ={}))
@@ -452,7 +450,7 @@ def test_a_wait_rides_out_an_account_frozen_for_longer_than_one_call_may_take(ho
         assert time.monotonic() - started < 18  # `batchai job show` on a frozen account: an error within ~15 s, not minutes
         assert KEY not in shown.stderr
         done = service.wait_job("patient", timeout_s=120, poll_s=0.2)
-        assert done["executionState"] == "succeeded", done["executionInfo"]
+        assert done.execution_state == "succeeded", done.execution_info
         assert time.monotonic() - started > 21  # it waited through the freeze instead of failing in it
         assert service.read_output_file("patient", "stdout.txt") == b"done\n"
     finally:

@@ -89,7 +89,7 @@ def test_an_account_sas_runs_jobs_and_is_passed_on_with_a_warning(azurite: Any, 
     try:
         with caplog.at_level(logging.WARNING):
             service.create_job("c", "hello", load_job_spec({"properties": body}, environ={}))
-            assert service.wait_job("hello", timeout_s=60, poll_s=0.2)["executionState"] == "succeeded"
+            assert service.wait_job("hello", timeout_s=60, poll_s=0.2).execution_state == "succeeded"
         assert service.read_output_file("hello", "stdout.txt") == b"hello from a blob-backed job\n"
         assert "only an account SAS is configured" in caplog.text and account_sas not in caplog.text
     finally:

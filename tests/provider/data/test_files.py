@@ -82,14 +82,12 @@ def test_a_job_on_azure_files_shares_reads_writes_and_lists_like_on_blob(service
     assert fake_files.permissions_seen["scripts"] == {"rl"}  # the job only reads scripts: its SAS cannot write
     assert fake_files.permissions_seen["logs"] == {"rcwl"}  # and may create and write logs, never delete
     stdout = service.read_output_file("files", "stdout.txt")
-    assert done["executionState"] == "succeeded", (done["executionInfo"], stdout, service.read_output_file("files", "stderr.txt"))
+    assert done.execution_state == "succeeded", (done.execution_info, stdout, service.read_output_file("files", "stderr.txt"))
     assert stdout == b"training on digits\n"
     assert service.read_output_file("files", "stdout.txt", offset=9) == b"on digits\n"  # a range read, as streaming does
     [model] = service.list_output_files("files", output_directory_id="MODEL")
-    assert (
-        model["name"] == "model.txt" and "sig=" in model["downloadUrl"] and model["downloadUrl"].startswith(fake_files.endpoint + "/logs/")
-    )
-    with urllib.request.urlopen(model["downloadUrl"], timeout=10) as response:
+    assert model.name == "model.txt" and "sig=" in model.download_url and model.download_url.startswith(fake_files.endpoint + "/logs/")
+    with urllib.request.urlopen(model.download_url, timeout=10) as response:
         assert response.read() == b"w"
 
 
@@ -152,7 +150,7 @@ def test_shares_a_job_only_reads_are_mounted_over_smb_when_the_connection_opts_i
         assert fake_files.permissions_seen["logs"] == {"rcwl"}  # the share it writes is staged, so its logs stream
         stdout = service.read_output_file("smb", "stdout.txt")
         execution = service.read_output_file("smb", "execution.log") or b""
-        assert done["executionState"] == "succeeded", (done["executionInfo"], stdout, execution)
+        assert done.execution_state == "succeeded", (done.execution_info, stdout, execution)
         assert stdout == b"training on digits over smb\n"
         assert b"mounted devstoreaccount1/scripts read-only" in execution
 
@@ -182,7 +180,7 @@ def test_where_the_kernel_has_no_cifs_the_share_is_staged_instead(azurite: Any, 
         assert fake_files.permissions_seen["scripts"] == {"rl"}  # staged over its read-only SAS
         stdout = service.read_output_file("fallback", "stdout.txt")
         execution = (service.read_output_file("fallback", "execution.log") or b"").decode()
-        assert done["executionState"] == "succeeded", (done["executionInfo"], stdout, execution)
+        assert done.execution_state == "succeeded", (done.execution_info, stdout, execution)
         assert stdout == b"training on digits\n"
         assert "mounting devstoreaccount1/scripts with mount.cifs failed (" in execution and "staging it instead" in execution
         assert list(home.rglob("cifs-*.credentials")) == []

@@ -158,21 +158,21 @@ def test_a_status_poll_only_reads_and_a_forged_operation_id_is_not_found(api: tu
     gate = home / "gate"
     created = client.put(WS + "/experiments/exp/jobs/long" + API, json=job_body(f"until test -e {gate}; do sleep 0.1; done"))
     assert created.status_code == 200
-    wait_until(lambda: service.show_job("long", "exp", "ws")["executionState"] == "running", 30, 0.1, what="job running")
+    wait_until(lambda: service.show_job("long", "exp", "ws").execution_state == "running", 30, 0.1, what="job running")
     location = f"/subscriptions/{SUB}/providers/Microsoft.BatchAI/locations/westeurope"
     for kind in ("deleteJob", "terminateJob", "deleteCluster", "deleteWorkspace"):
         forged = base64.urlsafe_b64encode(json.dumps([kind, GROUP, "ws", "exp", "long"]).encode()).decode().rstrip("=")
         for route in ("operationStatuses", "operationResults"):
             assert client.get(f"{location}/{route}/{forged}{API}").status_code in (400, 404)
-    assert service.show_job("long", "exp", "ws")["executionState"] == "running", "a forged GET changed nothing"
-    assert service.show_cluster("c", "ws")["name"] == "c"
+    assert service.show_job("long", "exp", "ws").execution_state == "running", "a forged GET changed nothing"
+    assert service.show_cluster("c", "ws").name == "c"
 
     answer = client.post(WS + "/experiments/exp/jobs/long/terminate" + API)
     assert answer.status_code == 202
     status_url = answer.headers["Azure-AsyncOperation"]
     assert len(status_url.rsplit("/", 1)[1].split("?")[0]) >= 32, "an opaque, random id"
     # Nobody polls: the server carries the operation to its end by itself.
-    wait_until(lambda: service.show_job("long", "exp", "ws")["executionState"] == "failed", 60, 0.1, what="terminated without a poll")
+    wait_until(lambda: service.show_job("long", "exp", "ws").execution_state == "failed", 60, 0.1, what="terminated without a poll")
     assert client.get(status_url).json()["status"] == "Succeeded"
 
 

@@ -36,8 +36,8 @@ def test_a_cluster_is_a_view_of_the_partition(slurm_service: Service) -> None:
     view = slurm_service.create_cluster(
         "gpu", load_cluster_spec({"vmSize": "STANDARD_NC6", "scaleSettings": {"manual": {"targetNodeCount": 2}}})
     )
-    assert view["nodeStateCounts"]["idleNodeCount"] == 2 and view["currentNodeCount"] == 2
-    assert sorted(n["nodeId"] for n in view["nodes"]) == ["node1", "node2"]
+    assert view.node_state_counts.idle_node_count == 2 and view.current_node_count == 2
+    assert sorted(n.node_id for n in view.nodes) == ["node1", "node2"]
     with pytest.raises(BatchAIError) as unknown:
         slurm_service.create_cluster(
             "other", load_cluster_spec({"vmSize": "STANDARD_ND40", "scaleSettings": {"manual": {"targetNodeCount": 1}}})
@@ -67,9 +67,9 @@ def test_a_job_is_one_slurm_job_with_batch_ai_environment_and_no_secret_in_sight
         }
     )
     created = slurm_service.create_job("gpu", "hello", spec)
-    assert created["executionState"] in ("queued", "running")
+    assert created.execution_state in ("queued", "running")
     done = slurm_service.wait_job("hello", timeout_s=60, poll_s=0.3)
-    assert done["executionState"] == "succeeded", done
+    assert done.execution_state == "succeeded", done
     out = (slurm_service.read_output_file("hello", "stdout.txt") or b"").decode()
     assert "master=127.0.0.1 node=127.0.0.1 name=hello" in out and f"token={SECRET}" in out
     assert out.splitlines()[-1] == "0", "the control plane's environment (AIRFLOW_CONN_…) does not reach the job"
@@ -81,8 +81,8 @@ def test_a_job_is_one_slurm_job_with_batch_ai_environment_and_no_secret_in_sight
         ["scontrol", "show", "job", record.data["slurm_job_id"]], capture_output=True, text=True, env={**os.environ, **slurm_cluster.env}
     )
     assert record.data["nodes"] == ["node1", "node2"] and "JobName=hello" in shown.stdout
-    assert SECRET not in shown.stdout and SECRET not in json.dumps(record.data) and SECRET not in json.dumps(done)
-    names = sorted(f["name"] for f in slurm_service.list_output_files("hello"))
+    assert SECRET not in shown.stdout and SECRET not in json.dumps(record.data) and SECRET not in json.dumps(done.to_json())
+    names = sorted(f.name for f in slurm_service.list_output_files("hello"))
     assert names == ["execution-node1.log", "execution-node2.log", "stderr.txt", "stdout.txt"]
 
 
@@ -101,7 +101,7 @@ def network_namespace(namespace: str | None) -> str:
 
 def test_through_a_login_node_each_rank_runs_on_its_own_host(login_service: Service, slurm_on_hosts: Any) -> None:
     login_service.create_cluster("gpu", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 2}}}))
-    assert login_service.show_cluster("gpu")["nodeStateCounts"]["idleNodeCount"] == 2
+    assert login_service.show_cluster("gpu").node_state_counts.idle_node_count == 2
     spec = job(
         {
             "nodeCount": 2,
@@ -116,7 +116,7 @@ def test_through_a_login_node_each_rank_runs_on_its_own_host(login_service: Serv
     )
     login_service.create_job("gpu", "where", spec)
     done = login_service.wait_job("where", timeout_s=60, poll_s=0.3)
-    assert done["executionState"] == "succeeded", done
+    assert done.execution_state == "succeeded", done
     first = slurm_on_hosts.hosts.hosts[1]
     out = (login_service.read_output_file("where", "stdout.txt") or b"").decode()
     assert f"ip={first.address} master={first.address} net={network_namespace(first.namespace)}" in out, out
@@ -143,11 +143,11 @@ def test_terminate_is_scancel_and_leaves_no_process_on_any_node(slurm_service: S
     )
     slurm_service.create_job("gpu", "long", spec)
     wait_until(lambda: len(running_on_nodes(marker)) >= 2, 30, 0.2, what="both ranks to run")
-    wait_until(lambda: slurm_service.refresh_job("long")["executionState"] == "running", 30, 0.2, what="the job to run")
+    wait_until(lambda: slurm_service.refresh_job("long").execution_state == "running", 30, 0.2, what="the job to run")
     view = slurm_service.terminate_job("long")
-    if view["executionState"] != "failed":
+    if view.execution_state != "failed":
         view = slurm_service.wait_job("long", timeout_s=30, poll_s=0.3)
-    assert view["executionState"] == "failed" and view["executionInfo"]["errors"][0]["code"] == "JobTerminated"
+    assert view.execution_state == "failed" and view.execution_info.errors[0].code == "JobTerminated"
     wait_until(lambda: not running_on_nodes(marker), 20, 0.2, what="every rank to be gone")
     record = slurm_service.store.read("jobs/default/default/long")
     assert record is not None
@@ -165,7 +165,7 @@ def test_a_job_cancelled_while_pending_in_slurm_leaves_no_secret_behind(slurm_se
     slurm_service.create_cluster("gpu", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 4}}}))
     both = {"nodeCount": 2, "customToolkitSettings": {"commandLine": "sleep 30"}, "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_TEMP"}
     slurm_service.create_job("gpu", "holder", job(both))
-    wait_until(lambda: slurm_service.refresh_job("holder")["executionState"] == "running", 30, 0.2, what="the first job to run")
+    wait_until(lambda: slurm_service.refresh_job("holder").execution_state == "running", 30, 0.2, what="the first job to run")
     slurm_service.create_job("gpu", "waiting", job({**both, "secrets": [{"name": "TOKEN", "value": SECRET}]}))
     record = wait_until(
         lambda: (found := slurm_service.store.read("jobs/default/default/waiting")) and found.data["slurm_job_id"] and found,
@@ -174,10 +174,10 @@ def test_a_job_cancelled_while_pending_in_slurm_leaves_no_secret_behind(slurm_se
         what="the second job to be submitted",
     )
     pending = subprocess.run(["scontrol", "show", "job", record.data["slurm_job_id"]], capture_output=True, text=True).stdout
-    assert "JobState=PENDING" in pending and slurm_service.show_job("waiting")["executionState"] == "queued"
+    assert "JobState=PENDING" in pending and slurm_service.show_job("waiting").execution_state == "queued"
     secrets_files = [p for p in (tmp_path / "nodes").rglob("*") if p.is_file() and SECRET in p.read_text(errors="replace")]
     assert secrets_files and all(oct(p.stat().st_mode)[-3:] == "600" for p in secrets_files), "each node's secrets wait 0600"
-    assert slurm_service.terminate_job("waiting")["executionState"] == "failed"
+    assert slurm_service.terminate_job("waiting").execution_state == "failed"
     slurm_service.terminate_job("holder")
     left = [p for p in (tmp_path / "nodes").rglob("*") if p.is_file() and SECRET in p.read_text(errors="replace")]
     assert not left, f"secrets left on the shared folder: {left}"
@@ -194,7 +194,7 @@ def test_a_job_whose_node_fails_is_requeued_or_failed_per_the_deallocation_optio
     spec = job({"nodeCount": 1, "customToolkitSettings": {"commandLine": command}, "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_TEMP"})
     slurm_service.create_job("gpu", "victim", spec)
     wait_until(
-        lambda: slurm_service.refresh_job("victim")["executionState"] == "running" and marker.exists(),
+        lambda: slurm_service.refresh_job("victim").execution_state == "running" and marker.exists(),
         30,
         0.2,
         what="the first attempt to run",
@@ -213,13 +213,13 @@ def test_a_job_whose_node_fails_is_requeued_or_failed_per_the_deallocation_optio
     record = slurm_service.store.read("jobs/default/default/victim")
     assert record is not None
     if option == "requeue":
-        assert done["executionState"] == "succeeded", done
+        assert done.execution_state == "succeeded", done
         assert record.data["attempt"] == 1 and record.data["slurm_job_id"] != first_record.data["slurm_job_id"], "a new Slurm job"
         [first] = record.data["attempts"]
         assert first["nodes"] == [node] and first["errors"][0]["code"] == "NodeFailed" and "NODE_FAIL" in first["errors"][0]["message"]
         assert (slurm_service.read_output_file("victim", "stdout.txt") or b"").decode() == "second attempt\n"
     else:
-        assert done["executionState"] == "failed" and done["executionInfo"]["errors"][0]["code"] == "NodeFailed", done
+        assert done.execution_state == "failed" and done.execution_info.errors[0].code == "NodeFailed", done
         assert not record.data["attempts"]
 
 
@@ -243,11 +243,11 @@ def test_a_failing_job_fails_with_its_exit_code_and_a_wall_clock_limit_ends_a_jo
     slurm_service.create_job("gpu", "failing", failing)
     slurm_service.create_job("gpu", "slow", slow)
     failed = slurm_service.wait_job("failing", timeout_s=60, poll_s=0.3)
-    assert failed["executionState"] == "failed" and failed["executionInfo"]["exitCode"] == 3
+    assert failed.execution_state == "failed" and failed.execution_info.exit_code == 3
     assert (slurm_service.read_output_file("failing", "stderr.txt") or b"").decode() == "broken input\n"
     timed_out = slurm_service.wait_job("slow", timeout_s=60, poll_s=0.3)
-    assert timed_out["executionState"] == "failed"
-    assert timed_out["executionInfo"]["errors"][0]["code"] == "MaxWallClockTimeExceeded"
+    assert timed_out.execution_state == "failed"
+    assert timed_out.execution_info.errors[0].code == "MaxWallClockTimeExceeded"
 
 
 def test_the_slurm_field_is_read_from_json_text_and_bad_values_name_their_field(tmp_path: Path) -> None:
@@ -323,9 +323,9 @@ def test_on_azure_storage_records_and_volumes_stay_in_the_account(
     )
     service.create_job("gpu", "stored", spec)
     done = service.wait_job("stored", timeout_s=60, poll_s=0.3)
-    assert done["executionState"] == "succeeded", done
+    assert done.execution_state == "succeeded", done
     [result] = service.list_output_files("stored", output_directory_id="OUT")
-    assert result["name"] == "result.txt" and "sig=" in result["downloadUrl"]
+    assert result.name == "result.txt" and "sig=" in result.download_url
     from azure.storage.blob import BlobServiceClient
 
     account = BlobServiceClient.from_connection_string(azurite.connection_string)

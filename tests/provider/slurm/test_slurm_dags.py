@@ -48,5 +48,5 @@ def test_the_distributed_example_dag_runs_across_two_hosts_through_a_login_node(
         assert f"[stdout-{rank}.txt] rank {rank}: all_reduce sum = 3 (expected 3)" in result.output
     service = service_from_config(connection_config(extra, "connection"))
     [job] = service.list_jobs("ddp", "distributed")
-    record = service.store.read(f"jobs/distributed/ddp/{job['name']}")
+    record = service.store.read(f"jobs/distributed/ddp/{job.name}")
     assert record is not None and record.data["slurm_job_id"] and record.data["nodes"] == ["node1", "node2"]

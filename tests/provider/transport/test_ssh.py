@@ -50,7 +50,7 @@ def ssh_service(ssh_hosts: Any, home: Path, count: int = 2, heartbeat_timeout_s:
 
 def ready_cluster(service: Service, nodes: int, name: str = "c") -> None:
     service.create_cluster(name, load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": nodes}}}, environ={}))
-    wait_until(lambda: service.show_cluster(name)["nodeStateCounts"]["idleNodeCount"] == nodes, 60, 0.2, what=f"{nodes} idle SSH node(s)")
+    wait_until(lambda: service.show_cluster(name).node_state_counts.idle_node_count == nodes, 60, 0.2, what=f"{nodes} idle SSH node(s)")
 
 
 def test_unknown_host_key_is_refused_naming_the_host(ssh_hosts: Any, tmp_path: Path) -> None:
@@ -147,14 +147,14 @@ hosts = types.SimpleNamespace(**{{"hosts": [types.SimpleNamespace(entry=e) for e
 service = ssh_service(hosts, pathlib.Path({str(home)!r}), count=1)
 service.create_cluster("c", load_cluster_spec({{"scaleSettings": {{"manual": {{"targetNodeCount": 1}}}}}}, environ={{}}))
 import time
-while service.show_cluster("c")["nodeStateCounts"]["idleNodeCount"] < 1:
+while service.show_cluster("c").node_state_counts.idle_node_count < 1:
     time.sleep(0.1)
 service.create_job("c", "outlives", load_job_spec({{"properties": custom_job("sleep 2; touch {marker}")}}, environ={{}}))
 """
     subprocess.run([sys.executable, "-c", submit], check=True, timeout=120)
     wait_until(marker.exists, 30, 0.2, what="the job to finish after its submitter exited")
     service = ssh_service(ssh_hosts, home, count=1)
-    assert service.wait_job("outlives", timeout_s=60, poll_s=0.2)["executionState"] == "succeeded"
+    assert service.wait_job("outlives", timeout_s=60, poll_s=0.2).execution_state == "succeeded"
 
 
 def test_terminate_over_ssh_kills_the_remote_process_group(ssh_hosts: Any, home: Path, tmp_path: Path) -> None:
@@ -164,7 +164,7 @@ def test_terminate_over_ssh_kills_the_remote_process_group(ssh_hosts: Any, home:
     service.create_job("c", "long", load_job_spec({"properties": custom_job(f"sleep 300 & echo $! > {pid_file}; wait")}, environ={}))
     pid = int(wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), 60, 0.2, what="job started"))
     view = service.terminate_job("long")
-    assert view["executionState"] == "failed" and view["executionInfo"]["errors"][0]["code"] == "JobTerminated"
+    assert view.execution_state == "failed" and view.execution_info.errors[0].code == "JobTerminated"
     wait_until(lambda: not pid_alive(pid), 15, what="remote process gone")
 
 
@@ -187,11 +187,11 @@ def test_two_node_ddp_across_namespaces_with_gloo(ssh_hosts: Any, home: Path) ->
     logs = {
         n: (service.read_output_file("ddp", n) or b"").decode() for n in ("stdout-0.txt", "stdout-1.txt", "stderr-0.txt", "stderr-1.txt")
     }
-    assert done["executionState"] == "succeeded", (done["executionInfo"], logs)
+    assert done.execution_state == "succeeded", (done.execution_info, logs)
     for rank in (0, 1):
         assert f"rank {rank}/2 joined via tcp:// with gloo" in logs[f"stdout-{rank}.txt"]
         assert f"rank {rank}: all_reduce sum = 3 (expected 3)" in logs[f"stdout-{rank}.txt"]
-    names = sorted(f["name"] for f in service.list_output_files("ddp"))
+    names = sorted(f.name for f in service.list_output_files("ddp"))
     node_ids = sorted(HostSpec.parse(h.spec).node_id for h in ssh_hosts.hosts[:2])
     assert names == sorted([*(f"execution-{n}.log" for n in node_ids), "stderr-0.txt", "stderr-1.txt", "stdout-0.txt", "stdout-1.txt"])
 
@@ -216,14 +216,14 @@ def test_a_node_cut_off_mid_job_becomes_unusable_and_its_job_is_requeued(ssh_hos
     ssh_hosts.cut(victim)
     try:
         started = time.monotonic()
-        view = wait_until(lambda: (v := service.show_job("cut"))["executionState"] == "queued" and v, 90, 0.5, what="requeue")
-        error = view["executionInfo"]["errors"][0]
-        assert error["code"] == "NodeLost" and HostSpec.parse(victim.spec).node_id in error["message"]
+        view = wait_until(lambda: (v := service.show_job("cut")).execution_state == "queued" and v, 90, 0.5, what="requeue")
+        error = view.execution_info.errors[0]
+        assert error.code == "NodeLost" and HostSpec.parse(victim.spec).node_id in error.message
         # the pass writes the job's requeue before it publishes the cluster record: a reader may see it first
         cluster = wait_until(
-            lambda: (c := service.show_cluster("c"))["nodeStateCounts"]["unusableNodeCount"] == 1 and c, 10, 0.1, what="published"
+            lambda: (c := service.show_cluster("c")).node_state_counts.unusable_node_count == 1 and c, 10, 0.1, what="published"
         )
-        assert any(victim.address in e["message"] for e in cluster["errors"])
+        assert any(victim.address in e.message for e in cluster.errors or [])
         assert time.monotonic() - started < 60
     finally:
         ssh_hosts.reconnect(victim)
@@ -239,8 +239,8 @@ def test_removing_nodes_leaves_no_process_or_folder_behind(ssh_hosts: Any, home:
     service.create_job("c", "running", load_job_spec({"properties": custom_job(f"sleep 300 & echo $! > {pid_file}; wait")}, environ={}))
     pid = int(wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), 60, 0.2, what="job started"))
     view = service.resize_cluster("c", 0)
-    assert view["currentNodeCount"] == 0
-    assert service.show_job("running")["executionState"] == "queued"  # requeue is the default deallocation
+    assert view.current_node_count == 0
+    assert service.show_job("running").execution_state == "queued"  # requeue is the default deallocation
     wait_until(lambda: not pid_alive(pid), 15, what="job process gone")
     assert not any((home / "ssh-nodes").iterdir())
     statuses = json.dumps([n.model_dump(mode="json") for n in service.pool_nodes()])
@@ -273,7 +273,7 @@ def test_job_commands_do_not_see_the_ssh_session(ssh_hosts: Any, home: Path) -> 
         "env",
         load_job_spec({"properties": custom_job('echo "client=${SSH_CLIENT:-none} connection=${SSH_CONNECTION:-none}"')}, environ={}),
     )
-    assert service.wait_job("env", timeout_s=60, poll_s=0.2)["executionState"] == "succeeded"
+    assert service.wait_job("env", timeout_s=60, poll_s=0.2).execution_state == "succeeded"
     assert service.read_output_file("env", "stdout.txt") == b"client=none connection=none\n"
 
 
@@ -325,7 +325,7 @@ def test_multi_node_jobs_bind_gloo_and_nccl_to_the_interface_of_the_first_node(s
     ready_cluster(service, 2)
     command = 'echo "gloo=$GLOO_SOCKET_IFNAME nccl=$NCCL_SOCKET_IFNAME master=$AZ_BATCHAI_JOB_MASTER_NODE_IP"'
     service.create_job("c", "ifname", load_job_spec({"properties": custom_job(command, nodes=2)}, environ={}))
-    assert service.wait_job("ifname", timeout_s=60, poll_s=0.2)["executionState"] == "succeeded"
+    assert service.wait_job("ifname", timeout_s=60, poll_s=0.2).execution_state == "succeeded"
     interface = "eth0" if ssh_hosts.mode == "netns" else "lo"
     expected = f"gloo={interface} nccl={interface} master={ssh_hosts.hosts[0].address}\n"
     assert service.read_output_file("ifname", "stdout.txt") == expected.encode()
@@ -365,7 +365,7 @@ def test_mpirun_reaches_the_other_node_with_the_clusters_key_and_removal_takes_i
     service.create_job("mpi", "hello", load_job_spec({"properties": body}, environ={}))
     done = service.wait_job("hello", timeout_s=90, poll_s=0.3)
     stdout = (service.read_output_file("hello", "stdout.txt") or b"").decode()
-    assert done["executionState"] == "succeeded", (done["executionInfo"], stdout, service.read_output_file("hello", "stderr.txt"))
+    assert done.execution_state == "succeeded", (done.execution_info, stdout, service.read_output_file("hello", "stderr.txt"))
     assert sorted(stdout.splitlines()) == sorted(f"rank={r} netns={h.namespace}" for r, h in enumerate(ssh_hosts.hosts[:2]))
     secrets_on_disk = "".join(p.read_text(errors="replace") for p in (home / "control").rglob("*") if p.is_file())
     assert "PRIVATE KEY" not in secrets_on_disk  # the private half lives in the vault and on the nodes only
@@ -435,11 +435,11 @@ def test_ddp_across_namespaces_reads_its_script_from_blob_and_writes_logs_there(
             n: (service.read_output_file("ddp", n) or b"").decode()
             for n in ("stdout-0.txt", "stdout-1.txt", "stderr-0.txt", "stderr-1.txt")
         }
-        assert done["executionState"] == "succeeded", (done["executionInfo"], logs)
+        assert done.execution_state == "succeeded", (done.execution_info, logs)
         for rank in (0, 1):
             assert f"rank {rank}/2 joined via tcp:// with gloo" in logs[f"stdout-{rank}.txt"]
         models = service.list_output_files("ddp", output_directory_id="MODEL")
-        assert models and all(m["downloadUrl"].startswith(server.endpoint) for m in models)
+        assert models and all(m.download_url.startswith(server.endpoint) for m in models)
         assert not (home / "storage").exists()
     finally:
         emulator.stop(server)
