@@ -11,9 +11,16 @@ record writes) every ``watch_interval_s``; an ended run, a silent agent or a fin
 setup starts a pass at once, which is how a job's end reaches its record within about half a
 second. With a controller running, readers leave the watching to it.
 
+Who runs the pass that launches a newly queued job is decided in one place, ``launcher``: the
+controller when one looks after the cluster, else the process that submitted it, at once. A
+submitter that finds a live controller in the note marks the cluster due there instead of passing,
+and readers leave a live controller's clusters to it altogether.
+
 The note a holder leaves on the lease: ``seq`` (a new random token when a pass starts, so a
 process that finds its own last token knows no one else changed the cluster's jobs since),
-``holder``, ``kind`` (controller, reader or writer), ``ended`` and ``next_due`` (epoch seconds).
+``holder``, ``kind`` (controller, reader or writer), ``ended`` and ``next_due`` (epoch seconds);
+``controller``, the controller that looks after the cluster (kept by other holders' passes while it
+lives), and ``wanted_by`` once a submitter asked it for a pass.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ..agent.protocol import CONTACT_RENEW_S
 from ..control import ControlStore, Lease, SecretVault, lock
@@ -51,6 +58,7 @@ URGENT_WAIT_S = 2.0  # an urgent kick (a new job) waits this long for a busy lea
 BURST_GAP_S = 0.02  # back-to-back urgent passes (a burst of submits) start at least this far apart,
 BURST_SHARE = 0.2  # and take at most this share of the time, whatever the queue's length
 FAILED_PASS_BACKOFF_MAX_S = 30.0
+CONTROLLER_GRACE_S = 5.0  # a controller starts a due pass within a few tenths of a second: one this late has stopped
 
 ClusterRef = tuple[str, str]  # (workspace, cluster name)
 
@@ -62,6 +70,28 @@ def next_seq() -> str:
 
 def identity(kind: str) -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{kind}"
+
+
+def live_controller(note: dict[str, str], now: float) -> str | None:
+    """The controller that looks after the cluster, as its lease note shows it; None when none does.
+
+    A controller looks at its clusters every few tenths of a second and runs the pass the note says
+    is due: between passes, one whose pass is CONTROLLER_GRACE_S overdue has stopped (SIGKILL, a lost
+    machine). During a pass the note cannot tell: whoever next gets the lease and still finds the pass
+    under way knows its holder died in it."""
+    controller = note.get("controller")
+    if not controller or "ended" not in note:
+        return controller or None
+    return controller if now <= float(note.get("next_due") or 0) + CONTROLLER_GRACE_S else None
+
+
+def launcher(note: dict[str, str], holder: str, now: float) -> Literal["controller", "here"]:
+    """Who runs the pass that launches a newly queued job, stated once for every submit: the deployment's
+    controller when one looks after the cluster, else the process that submitted (``holder``), at once.
+    The same answer every time for a deployment: the machine that reaches the nodes, with their keys, is
+    the controller's wherever one runs, and a submitter never races it for the lease."""
+    controller = live_controller(note, now)
+    return "controller" if controller is not None and controller != holder else "here"
 
 
 @dataclass
@@ -127,7 +157,9 @@ class Passes:
         trusted = owner.seq is not None and note.get("seq") == owner.seq
         seq = next_seq()
         started, owner.pass_started = time.time(), time.monotonic()
-        lease.note({"seq": seq, "holder": self.holder, "kind": self.kind, "started": f"{started:.3f}"})
+        controller = self.holder if self.kind == "controller" else live_controller(note, started)
+        mine = {"seq": seq, "holder": self.holder, "kind": self.kind, **({"controller": controller} if controller else {})}
+        lease.note({**mine, "started": f"{started:.3f}"})
         log.debug("pass %s/%s seq %s by %s started at %.6f", workspace, name, seq, self.holder, started)
         owner.seq = seq
         if not trusted:
@@ -164,7 +196,7 @@ class Passes:
         if outcome.plan.next_due_s is not None:
             wait = max(self.settings.watch_interval_s, min(wait, outcome.plan.next_due_s + 0.05))
         now = time.time()
-        lease.note({"seq": seq, "holder": self.holder, "kind": self.kind, "ended": f"{now:.3f}", "next_due": f"{now + wait:.3f}"})
+        lease.note({**mine, "ended": f"{now:.3f}", "next_due": f"{now + wait:.3f}"})
         log.debug("pass %s/%s seq %s by %s ended at %.6f", workspace, name, seq, self.holder, now)
         for listener in self.listeners:
             listener(ref)
@@ -233,10 +265,13 @@ class Passes:
                     del self._inflight[ref]
 
     def maybe_pass(self, ref: ClusterRef, urgent: bool = False) -> bool:
-        """A pass if the note says one is due, the watch saw a change, or ``urgent``; True if one ran."""
+        """A pass if the note says one is due, the watch saw a change, or ``urgent`` (a new job: see
+        ``launcher``); True if one ran."""
         workspace, name = ref
         lease = lease_name(workspace, name)
         owner = self.owner(ref)
+        if urgent and launcher(self.store.lease_note(lease), self.holder, time.time()) == "controller":
+            return self.ask_controller(ref)
         if not urgent and (time.monotonic() < owner.retry_after or not self.due(ref, self.store.lease_note(lease))):
             return False
         deadline = time.monotonic() + (URGENT_WAIT_S if urgent else 0)
@@ -255,8 +290,29 @@ class Passes:
                 return False
             time.sleep(0.05)
 
+    def ask_controller(self, ref: ClusterRef) -> bool:
+        """Mark the cluster due on its lease note (taken for a moment; a pass under way is waited for, as
+        an urgent pass waits): the controller's next look runs the pass. True if the pass ran here after
+        all, because the controller died in the middle of its last one."""
+        lease = lease_name(*ref)
+        deadline = time.monotonic() + URGENT_WAIT_S
+        while True:
+            with self.store.try_lease(lease) as held:
+                if held is not None:
+                    note = self.store.lease_note(lease)
+                    if "ended" not in note:  # the lease is ours, yet a pass is under way: its holder died in it
+                        self.run_pass(held, *ref)
+                        return True
+                    held.note({**note, "next_due": f"{time.time():.3f}", "wanted_by": self.holder})
+                    return False
+            if time.monotonic() >= deadline:
+                return False  # still busy: the pass under way, or the controller's next one, sees the job
+            time.sleep(0.05)
+
     def due(self, ref: ClusterRef, note: dict[str, str]) -> bool:
         now = time.time()
+        if self.kind != "controller" and "ended" in note and live_controller(note, now) not in (None, self.holder):
+            return False  # a live controller runs the cluster's passes when due: see launcher
         if float(note.get("next_due", 0) or 0) <= now:
             return True
         other_controller = note.get("kind") == "controller" and note.get("holder") != self.holder

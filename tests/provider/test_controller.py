@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from airflow_batchai.records import ExecutionState, lease_name
 from airflow_batchai.service import Service
 from airflow_batchai.spec import load_cluster_spec, load_job_spec
 from tests.conftest import custom_job, kill_agents_under, wait_until
@@ -176,3 +178,35 @@ def test_a_controller_refuses_a_bad_interval(tmp_path: Path, interval: str) -> N
         [BATCHAI, "controller", "--home", str(tmp_path), "--interval", interval], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 2 and "--interval" in result.stderr
+
+
+def test_with_a_controller_it_launches_every_job_and_without_one_the_submitter_does(tmp_path: Path) -> None:
+    """passes.launcher: the controller runs the launching pass while it lives (the submitter only marks
+    the cluster due on the lease note); once it is gone, the submitting process runs it again, at once."""
+    home = tmp_path / "home"
+    service = Service.embedded(home, nodes=4)
+    service.create_cluster("c", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1}}}, environ={}))
+    controller = start_controller(home, tmp_path / "controller.log")
+    lease = lease_name("default", "c")
+    try:
+        wait_until(
+            lambda: service.store.lease_note(lease).get("controller") == f"{socket.gethostname()}:{controller.pid}:controller", 30, 0.05
+        )
+        passes_here: list[object] = []
+        service.passes.listeners.append(passes_here.append)
+        job = load_job_spec({"properties": custom_job("echo hi")}, environ={})
+        for name in ("a", "b"):
+            service.create_job("c", name, job)
+            service.passes.drain()
+            wait_until(lambda n=name: record(home, f"jobs/default/default/{n}")["execution_state"] == "succeeded", 30, 0.05, what=name)
+        assert passes_here == [], "the submitter ran no pass of its own"
+        controller.kill()
+        controller.wait(timeout=10)
+        service.create_job("c", "after", job)
+        # its note still names the controller for CONTROLLER_GRACE_S: then a waiting reader passes itself
+        assert service.wait_job("after", timeout_s=30, poll_s=0.1).execution_state == ExecutionState.SUCCEEDED
+        assert passes_here, "with the controller gone, this process ran the passes"
+    finally:
+        if controller.poll() is None:
+            stop(controller)
+        kill_agents_under(home)
