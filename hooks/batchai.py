@@ -10,10 +10,12 @@ triggerer's 1,000 waits then share its store client, SSH connections, caches and
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
+from collections.abc import Callable
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
@@ -24,6 +26,24 @@ from airflow_batchai.errors import BatchAIError
 from airflow_batchai.service import Service
 
 _SHARED: dict[tuple[str, str], Service] = {}
+SETTLE_S = 60.0  # at most this long for a task's background passes (an urgent one waits 2 s for the lease)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def settles(method: F) -> F:
+    """For an operator's or sensor's ``execute``: whatever it returns or raises (a deferral, a reschedule
+    included), the passes its reads and submits started in the background finish first (``settle``)."""
+
+    @functools.wraps(method)
+    def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self.hook.settle()
+
+    return cast(F, run)
+
+
 _SHARED_LOCK = threading.Lock()
 
 
@@ -68,6 +88,13 @@ class BatchAIHook(BaseHook):
                 service = _SHARED[identity] = service_from_config(config)
                 service.data.secret_sink = mask_secret  # SAS minted for nodes are masked too, should one ever be printed
         return service
+
+    def settle(self, timeout_s: float = SETTLE_S) -> None:
+        """Let the passes this process started in the background finish before its task ends: Airflow
+        ends a task's process with os._exit, which would cut a pass short mid-way (a job it was launching
+        then waits out ``launch_timeout_s`` before it is started again)."""
+        if "service" in self.__dict__:  # no Service made, no pass started
+            self.service.passes.drain(timeout_s)
 
     @classmethod
     def shared_service(cls, batchai_conn_id: str = default_conn_name) -> Service:

@@ -23,7 +23,7 @@ from airflow.sdk.log import mask_secret
 from airflow_batchai.data import OutputFile
 from airflow_batchai.data.upload import upload_batch
 from airflow_batchai.errors import TRANSIENT_CODES, BatchAIError
-from airflow_batchai.hooks.batchai import BatchAIHook
+from airflow_batchai.hooks.batchai import BatchAIHook, settles
 from airflow_batchai.lineage import lineage_of
 from airflow_batchai.logtail import JobLogFollower, log_job_lines
 from airflow_batchai.reading.readmodels import JobView
@@ -141,6 +141,7 @@ class BatchAICreateClusterOperator(BatchAIBaseOperator):
         if isinstance(self.spec, dict):
             self.spec = RenderedSpec(self.spec, CLUSTER_SECRET_FIELDS)
 
+    @settles
     def execute(self, context: Context) -> dict[str, Any]:
         """Storage placeholders (``<AZURE_BATCHAI_STORAGE_ACCOUNT>``, ``<AZURE_BATCHAI_STORAGE_KEY>``) are
         filled from the operator's arguments, else the connection's storage account, as submit does."""
@@ -185,6 +186,7 @@ class BatchAIScaleClusterOperator(BatchAIBaseOperator):
         self.poll_interval = poll_interval
         self.timeout = timeout
 
+    @settles
     def execute(self, context: Context) -> dict[str, Any]:
         view = self.call(self.service.resize_cluster, self.cluster_name, int(self.target_node_count), self.workspace)
         deadline = time.monotonic() + self.timeout
@@ -210,6 +212,7 @@ class BatchAIDeleteClusterOperator(BatchAIBaseOperator):
         super().__init__(**kwargs)
         self.cluster_name = cluster_name
 
+    @settles
     def execute(self, context: Context) -> None:
         self.call(self.service.delete_cluster, self.cluster_name, self.workspace)
         self.log.info("cluster %s deleted", self.cluster_name)
@@ -288,6 +291,7 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
             storage_account_key=self.storage_account_key,
         )
 
+    @settles
     def execute(self, context: Context) -> dict[str, Any]:
         store = context.get("task_state_store")
         saved, generation = self.saved_job(context, store)
@@ -374,6 +378,7 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
                 raise AirflowException(f"job {name} still {view.execution_state.value} after {self.timeout} s")
             time.sleep(self.poll_interval)
 
+    @settles
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: the state is re-read from the Service; the event only says which job
         it was and how far the trigger copied its output into the log."""
@@ -421,6 +426,7 @@ class BatchAITerminateJobOperator(BatchAIBaseOperator):
         self.job_name = job_name
         self.experiment = experiment
 
+    @settles
     def execute(self, context: Context) -> dict[str, Any]:
         view = self.call(self.service.terminate_job, self.job_name, self.experiment, self.workspace)
         self.log.info("job %s is %s", self.job_name, view.execution_state.value)
@@ -455,6 +461,7 @@ class BatchAIListOutputFilesOperator(BatchAIBaseOperator):
         self.path = path
         self.link_expiry_minutes = link_expiry_minutes
 
+    @settles
     def execute(self, context: Context) -> list[dict[str, Any]]:
         files = self.call(
             self.service.list_output_files,
@@ -513,6 +520,7 @@ class BatchAIUploadOperator(BatchAIBaseOperator):
         self.overwrite = overwrite
         self.max_workers = max_workers
 
+    @settles
     def execute(self, context: Context) -> dict[str, Any]:
         account = self.storage_account_name or self.service.settings.default_storage_account
         report = self.call(

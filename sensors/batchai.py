@@ -20,7 +20,7 @@ from airflow.sdk.exceptions import AirflowException
 from airflow.triggers.base import StartTriggerArgs
 
 from airflow_batchai.errors import TRANSIENT_CODES, BatchAIError
-from airflow_batchai.hooks.batchai import BatchAIHook
+from airflow_batchai.hooks.batchai import BatchAIHook, settles
 from airflow_batchai.logtail import JobLogFollower, log_job_lines
 from airflow_batchai.service import DEFAULT_EXPERIMENT, DEFAULT_WORKSPACE
 from airflow_batchai.taskjobs import JobWait, WaitFailed, cluster_ready
@@ -71,6 +71,7 @@ class _BatchAISensor(BaseSensorOperator):
     def end_time(self) -> float:
         return time.time() + float(self.timeout)
 
+    @settles
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)
@@ -79,6 +80,7 @@ class _BatchAISensor(BaseSensorOperator):
             return done.xcom_value
         self.defer(trigger=self.trigger(), method_name="execute_complete")
 
+    @settles
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Re-read the state (nothing is taken from the deferral's kwargs) and finish like a poke."""
         if event and event.get("status") == "error":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +104,38 @@ def test_airflow_lists_the_provider_and_accepts_a_batchai_connection(airflow_env
         [AIRFLOW, "connections", "get", "batchai_cli_test", "-o", "json"], env=airflow_env, capture_output=True, text=True, timeout=120
     )
     assert json.loads(shown.stdout)[0]["conn_type"] == "batchai"
+
+
+def test_a_task_gives_control_back_only_once_its_background_passes_have_ended(tmp_path: Path) -> None:
+    """Airflow ends a task's process with os._exit after execute returns, raises, defers or reschedules: a
+    launching pass still running then would die mid-way (its job waits launch_timeout_s to start again)."""
+    from airflow_batchai.hooks.batchai import BatchAIHook, settles
+    from airflow_batchai.service import Service
+
+    hook = BatchAIHook()
+    hook.__dict__["service"] = service = Service.embedded(tmp_path / "home", nodes=1)  # what the cached property holds
+    ended: list[tuple[str, str]] = []
+
+    def slow_pass(ref: tuple[str, str], urgent: bool = False) -> bool:
+        time.sleep(0.3)
+        ended.append(ref)
+        return True
+
+    service.passes.maybe_pass = slow_pass  # type: ignore[method-assign]
+
+    class Task:
+        def __init__(self) -> None:
+            self.hook = hook
+
+        @settles
+        def execute(self, defer: bool) -> str:
+            service.passes.kick("default", "c", urgent=True)  # a submit's launching pass, in the background
+            if defer:
+                raise RuntimeError("TaskDeferred")  # what self.defer() raises
+            return "submitted"
+
+    assert Task().execute(False) == "submitted" and ended == [("default", "c")]
+    with pytest.raises(RuntimeError, match="TaskDeferred"):
+        Task().execute(True)
+    assert ended == [("default", "c")] * 2
+    BatchAIHook().settle()  # a hook that made no Service has nothing to wait for
