@@ -26,7 +26,9 @@ from .errors import BatchAIError, ErrorCode, shown
 from .fieldchecks import check_fields
 from .layout import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION
 from .pools import NodePool
+from .pools.arm import AzureVMSettings
 from .pools.local import LocalNodePool
+from .pools.scaleset import ScaleSetPool
 from .pools.slurm import SlurmPool, SlurmSettings
 from .pools.ssh import SSHNodePool
 from .scheduling.reconcile import Reconciler
@@ -57,6 +59,10 @@ class ProviderConfig(BaseModel):
     )
     slurm: SlurmSettings | None = Field(
         default=None, description='run jobs on a Slurm partition: {"partition", "login", "account", "qos", "sbatch_args"}'
+    )
+    azure_vms: AzureVMSettings | None = Field(
+        default=None,
+        description='nodes are a VM scale set\'s instances, started on demand: {"subscription_id", "resource_group", "scale_set", "max_nodes", ...}',
     )
     ssh_user: str | None = None
     ssh_private_key: str | None = None
@@ -106,12 +112,15 @@ class ProviderConfig(BaseModel):
     )
 
     def secrets(self) -> list[str]:
-        return [value for name in SECRET_FIELDS if (value := getattr(self, name))]
+        found = [value for name in SECRET_FIELDS if (value := getattr(self, name))]
+        return found + (self.azure_vms.secrets() if self.azure_vms else [])
 
     def describe(self) -> str:
         nodes = f"{len(self.hosts)} SSH host(s)" if self.hosts else f"{self.local_nodes or 'default number of'} local node(s)"
         if self.slurm is not None:
             nodes = f"Slurm partition {self.slurm.partition}" + (f" via {self.slurm.login}" if self.slurm.login else "")
+        if self.azure_vms is not None:
+            nodes = f"up to {self.azure_vms.max_nodes} instance(s) of scale set {self.azure_vms.scale_set}"
         credential = storage_credential(self)
         if credential is not None:
             return f"{nodes}, Azure Storage account {credential.account}, control container {self.control_container}"
@@ -189,9 +198,23 @@ class Backends:
     scheduler: type[Reconciler]
 
 
+def scale_set_pool(config: ProviderConfig) -> ScaleSetPool:
+    """The connection's VM scale set; its instances are logged in to with the connection's SSH user and key."""
+    assert config.azure_vms is not None
+    if config.hosts or config.slurm is not None:
+        raise BatchAIError(
+            ErrorCode.INVALID_CONNECTION, "a connection names hosts, a Slurm partition or azure_vms: one of them", "azure_vms"
+        )
+    return ScaleSetPool(
+        config.azure_vms, ssh_auth(config), root=config.node_root, python=config.node_python, authorized_keys=config.authorized_keys_file
+    )
+
+
 def backends(config: ProviderConfig) -> Backends:
     """The composition root: the one place that asks which kind of pool and scheduler a connection
     describes. Everything else talks to the NodePool protocol and the Reconciler it is given."""
+    if config.azure_vms is not None:
+        return Backends(scale_set_pool(config), Reconciler)
     if config.slurm is not None:
         return Backends(slurm_pool(config), SlurmReconciler)
     return Backends(ssh_pool(config) if config.hosts else None, Reconciler)

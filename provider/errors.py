@@ -67,8 +67,16 @@ class ErrorCode(str, Enum):
     PRECONDITION_FAILED = "PreconditionFailed"
     REQUEST_ENTITY_TOO_LARGE = "RequestEntityTooLarge"
     RESOURCE_NOT_FOUND = "ResourceNotFound"
-    # ours: connections, nodes, storage, Slurm, the control plane
+    # Azure's compute API (a pool of Azure VMs): why capacity could not be had
+    ALLOCATION_FAILED = "AllocationFailed"
+    OVERCONSTRAINED_ALLOCATION_REQUEST = "OverconstrainedAllocationRequest"
+    QUOTA_EXCEEDED = "QuotaExceeded"
+    SKU_NOT_AVAILABLE = "SkuNotAvailable"
+    # ours: connections, nodes, storage, Slurm, Azure's API, the control plane
     AGENT_ERROR = "AgentError"
+    ARM_ACCESS_DENIED = "ArmAccessDenied"
+    ARM_THROTTLED = "ArmThrottled"
+    ARM_UNAVAILABLE = "ArmUnavailable"
     COMMAND_TIMEOUT = "CommandTimeout"
     CONNECTION_UNAVAILABLE = "ConnectionUnavailable"
     CONTACT_LOST = "ContactLost"
@@ -105,6 +113,8 @@ class ErrorCode(str, Enum):
     LOCK_TIMEOUT = "LockTimeout"
     NODE_FAILED = "NodeFailed"
     NODE_LOST = "NodeLost"
+    NODE_BOOT_TIMEOUT = "NodeBootTimeout"
+    NODE_EVICTED = "NodeEvicted"
     NODE_NOT_FOUND = "NodeNotFound"
     NODE_UNREACHABLE = "NodeUnreachable"
     NOT_SUPPORTED = "NotSupported"

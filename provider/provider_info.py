@@ -52,6 +52,13 @@ def get_provider_info() -> dict[str, Any]:
                         "object",
                         section="Nodes",
                     ),
+                    "azure_vms": _field(
+                        "Azure VM scale set",
+                        '{"subscription_id", "resource_group", "scale_set", "max_nodes", "tenant_id", "client_id", "client_secret"}: '
+                        "nodes are the scale set's instances, started when jobs queue and deallocated when idle",
+                        "object",
+                        section="Nodes",
+                    ),
                     "ssh_user": _field("SSH user", "user on the nodes", section="SSH"),
                     "ssh_private_key": _field("SSH private key", "PEM text of the key", format="password", section="SSH"),
                     "ssh_key_file": _field("SSH key file", "path of the key on the Airflow workers, instead of its text", section="SSH"),

@@ -171,6 +171,7 @@ class Service:
         stored, secrets = split_cluster_secrets(spec)
         self._check_storage(spec)
         self._check_vm_size(spec)
+        self._check_elastic_pool_free(workspace, name)
         self._ensure_pool()
         if self.pool.cluster_ssh:
             key = ClusterKey.generate()
@@ -215,6 +216,19 @@ class Service:
                 ErrorCode.INVALID_VM_SIZE,
                 problem,
                 "vmSize",
+            )
+
+    def _check_elastic_pool_free(self, workspace: str, name: str) -> None:
+        """One cluster per elastic pool: two clusters' autoscale would start and deallocate the same instances."""
+        if not self.pool.elastic:
+            return
+        others = sorted(set(self.all_clusters()) - {(workspace, name)})
+        if others:
+            raise BatchAIError(
+                ErrorCode.INVALID_POOL,
+                f"the connection's pool of VMs serves one cluster, and cluster {'/'.join(others[0])} uses it: "
+                "delete that one, or use another connection",
+                "cluster",
             )
 
     def _check_storage(self, spec: JobSpec | ClusterSpec) -> None:

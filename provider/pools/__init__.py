@@ -10,6 +10,8 @@ from __future__ import annotations
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
+from ..errors import ErrorCode
+
 if TYPE_CHECKING:
     from ..transport import Transport
     from ..transport.clusterkeys import PeerSSH
@@ -69,6 +71,25 @@ class NodePool(Protocol):
     def price_label(self, node_id: str) -> str | None:
         """What the node is billed as (a VM size in a region, say), for usage and cost; None: not billed."""
 
+    def problems(self) -> list[dict[str, str]]:
+        """Why capacity could not be had lately ({code, message}: AllocationFailed, QuotaExceeded...), for
+        the cluster's errors; empty once it came. Codes among CAPACITY_CODES."""
+
+
+CAPACITY_CODES = frozenset(
+    {
+        ErrorCode.ALLOCATION_FAILED,
+        ErrorCode.SKU_NOT_AVAILABLE,
+        ErrorCode.QUOTA_EXCEEDED,
+        ErrorCode.OVERCONSTRAINED_ALLOCATION_REQUEST,
+        ErrorCode.ARM_THROTTLED,
+        ErrorCode.ARM_UNAVAILABLE,
+        ErrorCode.ARM_ACCESS_DENIED,
+        ErrorCode.NODE_BOOT_TIMEOUT,
+        ErrorCode.INVALID_POOL,
+    }
+)  # what a pool says in problems(): the cluster's errors of these codes are the pool's to set and clear
+
 
 class NodeChange(str, Enum):
     STARTING = "starting"
@@ -91,6 +112,9 @@ class FixedPool:
 
     def price_label(self, node_id: str) -> str | None:
         return None
+
+    def problems(self) -> list[dict[str, str]]:
+        return []
 
 
 def labelled_vm_size_problem(pool: NodePool, vm_size: str | None) -> str | None:

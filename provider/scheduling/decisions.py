@@ -109,6 +109,13 @@ class RemoveNode:
 
 
 @dataclass(frozen=True)
+class StopMachine:
+    """An elastic pool's free machine that the cluster, at its target, does not need: the pool stops paying for it."""
+
+    node_id: str
+
+
+@dataclass(frozen=True)
 class RequestNodes:
     """An elastic pool starts ``count`` more nodes of ``vm_size``; a later pass claims them once they answer."""
 
@@ -150,6 +157,7 @@ Action = (
     | DrainNode
     | LaunchJob
     | RequestNodes
+    | StopMachine
 )
 
 
@@ -451,12 +459,23 @@ class Planner:
         counted = [n for n in self.members(leaving=False) if not is_lost(n)]
         if len(counted) < target:
             self.grow(target - len(counted))
-            # said only when the pool can never meet it: nodes busy elsewhere, draining or cooling down come back
-            self.shortfall = max(0, target - len(self.snapshot.eligible))
+            # said only when the pool can never meet it: nodes busy elsewhere, draining or cooling down come back,
+            # and an elastic pool's nodes it is starting or could start count as the pool's
+            could = len(self.snapshot.eligible) + self.snapshot.coming + self.snapshot.startable
+            self.shortfall = max(0, target - could)
         members = self.members(leaving=False)
         if len(members) > target:
             self.shrink(members, len(members) - target)
+        elif self.snapshot.elastic and len(members) >= target:
+            self.stop_spare_machines()
         return target
+
+    def stop_spare_machines(self) -> None:
+        """Free machines of an elastic pool (one that joined after its job went elsewhere, one a cluster
+        left with an error) cost money while nobody needs them: they are stopped, not kept."""
+        for node in sorted(self.nodes.values(), key=lambda n: n.node_id):
+            if node.state == NodeState.FREE and node.node_id in self.snapshot.eligible:
+                self.actions.append(StopMachine(node.node_id))
 
     def grow(self, count: int) -> None:
         """Claim free pool nodes: clean ones first; one that left a cluster with an error only after a

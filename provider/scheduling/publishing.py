@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from ..errors import ErrorCode, StaleRecord
+from ..pools import CAPACITY_CODES
 from ..records import (
     AllocationState,
     ClusterRecord,
@@ -73,11 +74,13 @@ class Publishing:
         allocation = AllocationState.RESIZING if moving else AllocationState.STEADY
         key = self.p.cluster.key
         record, etag = self.p.cluster, self.p.snapshot.etags[key]
+        problems = self.p.pool.problems()  # an elastic pool's: why the nodes it was asked for did not come
         for _ in range(10):
             jobs = self.digest(record.jobs)
-            errors = [e for e in record.errors if e.get("code") != INSUFFICIENT_NODES]
+            errors = [e for e in record.errors if e.get("code") != INSUFFICIENT_NODES and e.get("code") not in CAPACITY_CODES]
             if shortfall:
                 errors.append(insufficient_nodes(target, shortfall, self.p.spec.vm_size))
+            errors += problems
             new = move_cluster(
                 record, allocation, nodes=summary, jobs=jobs, live_index=record.live_index or self.p.snapshot.backfilled, errors=errors
             )

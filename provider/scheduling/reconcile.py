@@ -55,6 +55,7 @@ from .decisions import (
     ReleaseNode,
     RemoveNode,
     RequestNodes,
+    StopMachine,
     StopRuns,
     node_lost_error,
     plan_pass,
@@ -111,6 +112,7 @@ class Reconciler:
             RemoveNode: lambda node, _: self.scaling.remove_node(node),
             ClaimNode: lambda node, _: self.scaling.claim(node),
             ProbeNode: lambda node, _: self.scaling.probe(node),
+            StopMachine: lambda node, _: self.pool.release(node.node_id),
         }
         self._job_changes: dict[type, Callable[[Any], object]] = {
             StopRuns: self.launching.stop_runs,

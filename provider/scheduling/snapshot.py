@@ -37,6 +37,8 @@ class Snapshot:
     backfilled: bool = False  # this read gave every live job of an older cluster its entry
     startable: int = 0  # nodes of this cluster's vmSize an elastic pool could still start (beyond those starting)
     joined: list[tuple[str, str, str, int]] = field(default_factory=list)  # an elastic pool's new machines, no record yet
+    elastic: bool = False  # the pool starts and stops its machines (its free ones cost money)
+    coming: int = 0  # nodes of this cluster's vmSize an elastic pool is starting now
 
     @property
     def member(self) -> str:
@@ -62,11 +64,13 @@ def read_snapshot(
     cluster, cluster_etag = read_cluster(store, workspace, name)
     etags = {cluster.key: cluster_etag}
     machines = pool.inventory()
-    inventory = {node_id for node_id, *_ in machines}
+    addresses = {node_id: address for node_id, address, *_ in machines}
     nodes = {}
     for key, found in store.read_many("pool/"):
         node = NodeRecord.model_validate(found.data)
-        if node.node_id in inventory:
+        if node.node_id in addresses:
+            if node.address != addresses[node.node_id]:  # a VM started again may have another address: the next write keeps it
+                node = node.model_copy(update={"address": addresses[node.node_id]})
             nodes[node.node_id] = node
             etags[key] = found.etag
     snapshot = Snapshot(cluster, nodes, {}, frozenset(), etags)
@@ -98,9 +102,11 @@ def read_snapshot(
     vm_size = cluster.parsed_spec().vm_size
     snapshot.eligible = frozenset(node_id for node_id in nodes if eligible(pool.labels(node_id), vm_size))
     if pool.elastic:
+        snapshot.elastic = True
         snapshot.joined = [machine for machine in machines if machine[0] not in nodes]
         starting = [node_id for node_id, change in pool.changing().items() if change == NodeChange.STARTING]
         coming = sum(1 for node_id in starting if eligible(pool.labels(node_id), vm_size))
+        snapshot.coming = coming
         snapshot.startable = max(0, pool.capacity(vm_size) - len(snapshot.eligible) - coming)
     return snapshot
 

@@ -30,6 +30,9 @@ class StartingLocalPool(LocalNodePool):
     def vm_size_problem(self, vm_size: str | None) -> str | None:
         return None  # any size can be started
 
+    def inventory(self) -> list[tuple[str, str, str, int]]:
+        return [machine for machine in super().inventory() if machine[0] not in self.released]  # a stopped machine is gone
+
     def grow(self, count: int, vm_size: str | None) -> list[str]:
         self.asked.append(count)
         started = [f"local-{index}" for index in range(self.count, min(self.maximum, self.count + count))]
@@ -37,6 +40,7 @@ class StartingLocalPool(LocalNodePool):
         return started
 
     def release(self, node_id: str) -> None:
+        assert node_id not in self.released, f"{node_id} released twice"
         self.released.append(node_id)
 
 

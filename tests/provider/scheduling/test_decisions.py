@@ -25,6 +25,7 @@ from airflow_batchai.scheduling.decisions import (
     ReleaseNode,
     RemoveNode,
     RequestNodes,
+    StopMachine,
     StopRuns,
     plan_pass,
 )
@@ -403,3 +404,15 @@ def test_an_elastic_pool_is_asked_for_what_its_free_nodes_and_those_starting_can
     nearly_full = snapshot(record, [node("n0", NodeState.FREE)], jobs)
     nearly_full.startable = 1  # the pool's capacity, less what it has and what is starting
     assert plan(nearly_full).actions == [ClaimNode("n0"), RequestNodes(1, None)]
+
+
+def test_an_elastic_pool_short_only_of_what_it_is_starting_says_no_shortfall_and_its_spare_machines_are_stopped() -> None:
+    record = cluster({"autoScale": {"minimumNodeCount": 0, "maximumNodeCount": 4}}, target=0)
+    booting = snapshot(record, [], [job("a", count=2)])
+    booting.elastic, booting.coming, booting.startable = True, 2, 2  # two on their way, two more it could start
+    assert plan(booting).shortfall == 0, "nodes that are starting are not missing"
+    at_target = snapshot(cluster({"manual": {"targetNodeCount": 1}}, target=1), [node("n0"), node("n1", NodeState.FREE)], [])
+    at_target.elastic = True
+    assert plan(at_target).actions == [StopMachine("n1")], "a free machine nobody needs costs money: stopped"
+    at_target.elastic = False
+    assert plan(at_target).actions == [], "a fixed pool's free host is simply there"

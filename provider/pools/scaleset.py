@@ -1,0 +1,512 @@
+"""An Azure VM scale set's instances as a node pool: started when jobs queue, deallocated once idle,
+as Batch AI's clusters of Azure VMs were.
+
+The scheduler asks (``grow``, ``release``); this pool turns the asks into ARM calls and reports what
+ARM says back: instances on their way in or out (``changing``), those ready to be nodes
+(``inventory``), and why capacity could not be had (``problems``: AllocationFailed, quota...), asked
+again only after a backoff. Growing starts deallocated instances first (their disks keep what node
+setup installed), then raises the scale set's capacity, up to ``max_nodes``.
+
+A started instance becomes an SSH node like any other: its address is its network interface's, and
+its host key is read through ARM (run-command on the instance), never trusted on first contact.
+
+ARM is read, not polled hard: one listing of the instances (instance views included) at most every
+``CHANGING_POLL_S`` while something starts or leaves, else every ``STEADY_POLL_S`` (to notice
+evictions and changes made by hand); an address and a host key are read once per start.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import posixpath
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BatchAIError, ErrorCode
+from ..layout import NodeLayout
+from ..transport.clusterkeys import DEFAULT_AUTHORIZED_KEYS, PeerSSH
+from ..transport.ssh import CONNECT_TIMEOUT_S, DEFAULT_ROOT, SFTP_TIMEOUT_S, HostSpec, SSHAuth, SSHTransport
+from . import NodeChange
+from .arm import ArmClient, AzureVMSettings, arm_error
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+
+log = logging.getLogger(__name__)
+
+CHANGING_POLL_S = 3.0
+STEADY_POLL_S = 300.0
+BACKOFF_FIRST_S = 30.0
+BACKOFF_MAX_S = 600.0
+HOST_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ssh-rsa")  # paramiko's preference: the key it will be shown
+HOST_KEY_SCRIPT = ["cat /etc/ssh/ssh_host_ed25519_key.pub /etc/ssh/ssh_host_ecdsa_key.pub /etc/ssh/ssh_host_rsa_key.pub 2>/dev/null"]
+
+
+@dataclass
+class Instance:
+    """One instance as the last listing showed it."""
+
+    instance_id: str
+    vm_id: str
+    power: str  # running, starting, stopping, stopped, deallocating, deallocated
+    provisioning: str  # succeeded, creating, updating, deleting, failed
+    error: dict[str, str] | None = None  # why provisioning failed, as ARM said
+
+
+class ScaleSetPool:
+    """The instances of ``settings.scale_set`` (Uniform orchestration), each an SSH node once ready."""
+
+    elastic = True
+    cluster_ssh = True
+    beside_control_plane = False
+
+    def __init__(
+        self,
+        settings: AzureVMSettings,
+        auth: SSHAuth,
+        root: str = DEFAULT_ROOT,
+        python: str = "python3",
+        credential: TokenCredential | None = None,
+        authorized_keys: str = DEFAULT_AUTHORIZED_KEYS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.auth = auth
+        self.root = root
+        self.python = python
+        self.authorized_keys = authorized_keys
+        self.arm = ArmClient(settings, credential)
+        self.clock = clock
+        self._lock = threading.RLock()
+        self._what = f"scale set {settings.scale_set} (resource group {settings.resource_group})"
+        self._sku: str | None = None
+        self._location: str | None = None
+        self._instances: dict[str, Instance] = {}
+        self._listed_at = float("-inf")
+        self._addresses: dict[str, str] = {}  # instance id -> private address, for this start of it
+        self._host_keys: dict[str, str] = {}  # vm id -> "<type> <base64>": an OS disk keeps its key while deallocated
+        self._key_reads: dict[str, tuple[str, Any]] = {}  # instance id -> (vm id, run-command poller)
+        self._starting: dict[str, float] = {}  # instance id -> when it was asked to start
+        self._leaving: set[str] = set()
+        self._to_release: set[str] = set()  # asked to leave, ARM not told yet (it did not answer)
+        self._expected: int | None = None  # the capacity asked for, until the listing shows it
+        self._asked_at = float("-inf")
+        self._problem: dict[str, str] | None = None
+        self._retry_at = float("-inf")
+        self._backoff = BACKOFF_FIRST_S
+        self._transports: dict[str, tuple[tuple[str, str], SSHTransport]] = {}
+
+    # -- what the scale set is --------------------------------------------------------------------
+    def describe(self) -> None:
+        """Its SKU and region (one GET, once): a Uniform scale set, or a clear refusal."""
+        if self._sku is not None:
+            return
+        try:
+            found = self.arm.compute.virtual_machine_scale_sets.get(self.settings.resource_group, self.settings.scale_set)
+        except Exception as error:
+            raise arm_error(error, self._what) from None
+        mode = (getattr(found.properties, "orchestration_mode", None) or "Uniform") if found.properties else "Uniform"
+        mode = str(getattr(mode, "value", mode))  # the SDK's enum, or ARM's text
+        if mode.lower() != "uniform":
+            raise BatchAIError(
+                ErrorCode.INVALID_POOL,
+                f"{self._what} has {mode} orchestration: only Uniform scale sets are supported",
+                "azure_vms.scale_set",
+            )
+        self._sku = found.sku.name if found.sku else None
+        self._location = found.location
+
+    def node_id(self, instance_id: str) -> str:
+        return f"{self.settings.scale_set}-{instance_id}"
+
+    def _instance_of(self, node_id: str) -> str | None:
+        prefix = f"{self.settings.scale_set}-"
+        return node_id[len(prefix) :] if node_id.startswith(prefix) else None
+
+    def serves(self, vm_size: str | None) -> bool:
+        self.describe()
+        return vm_size is None or self._sku is None or vm_size.lower() == self._sku.lower()
+
+    # -- NodePool: the machines ------------------------------------------------------------------
+    def labels(self, node_id: str) -> tuple[str, ...]:
+        return (self._sku,) if self._sku else ()
+
+    def inventory(self) -> list[tuple[str, str, str, int]]:
+        with self._lock:
+            self._refresh_quietly()
+            return [(self.node_id(iid), self._addresses[iid], self.node_root_of(iid), 0) for iid in self._ready()]
+
+    def _ready(self) -> list[str]:
+        return sorted(
+            (
+                iid
+                for iid, instance in self._instances.items()
+                if instance.power == "running"
+                and instance.provisioning == "succeeded"
+                and iid in self._addresses
+                and instance.vm_id in self._host_keys
+                and iid not in self._leaving
+            ),
+            key=int,
+        )
+
+    def node_root_of(self, instance_id: str) -> str:
+        return posixpath.join(self.root, self.node_id(instance_id))
+
+    def node_root(self, node_id: str) -> str | None:
+        instance_id = self._instance_of(node_id)
+        return self.node_root_of(instance_id) if instance_id is not None else None
+
+    def transport(self, node_id: str) -> SSHTransport:
+        with self._lock:
+            instance_id = self._instance_of(node_id)
+            instance = self._instances.get(instance_id or "")
+            address = self._addresses.get(instance_id or "")
+            key = self._host_keys.get(instance.vm_id) if instance else None
+            if instance_id is None or address is None or key is None:
+                raise BatchAIError(ErrorCode.NODE_NOT_FOUND, f"node {node_id} is not a running instance of {self._what}", node_id)
+            cached = self._transports.get(node_id)
+            if cached is not None and cached[0] == (address, key):
+                return cached[1]
+            if cached is not None:
+                cached[1].close()
+            from ..transport.handle import AGENT_FILES, AGENT_HASH  # handle.py imports the transport package
+
+            spec = HostSpec(host=address, port=self.settings.ssh_port, user=self.auth.user)
+            pinned = fingerprint(key)
+            auth = replace(
+                self.auth,
+                known_hosts=None,
+                insecure_accept_unknown_host_keys=False,
+                pinned_fingerprints={spec.display: pinned, address: pinned},
+            )
+            server = (AGENT_FILES, NodeLayout(self.node_root_of(instance_id)).agent_path(AGENT_HASH))
+            transport = SSHTransport(spec, auth, self.python, CONNECT_TIMEOUT_S, SFTP_TIMEOUT_S, command_server=server)
+            self._transports[node_id] = ((address, key), transport)
+            return transport
+
+    def peer_ssh(self, node_id: str) -> PeerSSH:
+        transport = self.transport(node_id)
+        return PeerSSH(node_id, transport.spec.host, transport.spec.port, self.auth.user, self._key_of(node_id))
+
+    def _key_of(self, node_id: str) -> str:
+        instance = self._instances[self._instance_of(node_id) or ""]
+        return self._host_keys[instance.vm_id]
+
+    def authorized_keys_file(self, node_id: str) -> str:
+        return self.authorized_keys
+
+    def shared_folder(self, run_id: str) -> str | None:
+        return None
+
+    def release_shared(self, run_id: str) -> None:
+        return None
+
+    def login_port(self, node_id: str) -> int:
+        return self.settings.ssh_port
+
+    def capacity(self, vm_size: str | None = None, max_age_s: float = 0.0) -> int:
+        return self.settings.max_nodes if self.serves(vm_size) else 0
+
+    def vm_size_problem(self, vm_size: str | None) -> str | None:
+        if self.serves(vm_size):
+            return None
+        return f"{self._what} runs {self._sku}, not vmSize {vm_size!r}: name the scale set's size, or point the connection at another"
+
+    # -- NodePool: elastic capacity --------------------------------------------------------------
+    def grow(self, count: int, vm_size: str | None) -> list[str]:
+        """Start deallocated instances first, then raise the capacity (up to max_nodes); nothing during a backoff."""
+        with self._lock:
+            if count <= 0 or self.clock() < self._retry_at or not self.serves(vm_size):
+                return []
+            try:
+                self._refresh(force=True)  # act on what ARM says now, not on a listing minutes old
+                ready = set(self._ready())
+                count -= len([iid for iid in self._starting if iid not in ready]) + self._pending_new()  # already on their way
+                if count <= 0:
+                    return []
+                busy = set(self._starting) | self._leaving
+                stopped = [i for i in self._instances.values() if i.power in ("deallocated", "stopped") and i.instance_id not in busy]
+                chosen = [i.instance_id for i in sorted(stopped, key=lambda i: int(i.instance_id))][:count]
+                operations = self.arm.compute.virtual_machine_scale_sets
+                if chosen:
+                    operations.begin_start(self.settings.resource_group, self.settings.scale_set, instance_ids(chosen), polling=False)
+                    now = self.clock()
+                    self._starting.update({iid: now for iid in chosen})
+                current = self._capacity()
+                more = min(count - len(chosen), self.settings.max_nodes - current)
+                if more > 0:
+                    from azure.mgmt.compute.models import Sku, VirtualMachineScaleSetUpdate
+
+                    capacity = VirtualMachineScaleSetUpdate(sku=Sku(capacity=current + more))
+                    operations.begin_update(self.settings.resource_group, self.settings.scale_set, capacity, polling=False)
+                    self._expected, self._asked_at = current + more, self.clock()
+            except Exception as error:
+                self._fail(arm_error(error, f"{self._what}, {self._sku} in {self._location}"))
+                return []
+            self._backoff = BACKOFF_FIRST_S
+            log.info("%s: starting %d instance(s) %s and adding %d", self._what, len(chosen), chosen, max(0, more))
+            return [self.node_id(iid) for iid in chosen] + [f"{self.settings.scale_set}-new{k}" for k in range(max(0, more))]
+
+    def release(self, node_id: str) -> None:
+        """Deallocate (or delete) the instance: a node that left its cluster stops costing money."""
+        instance_id = self._instance_of(node_id)
+        if instance_id is None:
+            return
+        with self._lock:
+            self._to_release.add(instance_id)
+            self._leaving.add(instance_id)
+            self._starting.pop(instance_id, None)
+            self._send_releases()
+
+    def _send_releases(self) -> None:
+        if not self._to_release:
+            return
+        ids = sorted(self._to_release, key=int)
+        operations = self.arm.compute.virtual_machine_scale_sets
+        group, name = self.settings.resource_group, self.settings.scale_set
+        try:
+            if self.settings.scale_in == "delete":
+                operations.begin_delete_instances(group, name, instance_ids(ids, required=True), polling=False)
+            else:
+                operations.begin_deallocate(group, name, instance_ids(ids), polling=False)
+        except Exception as error:  # the instances still cost money: told again at the next refresh
+            log.warning("%s: could not release instance(s) %s: %s", self._what, ids, arm_error(error, self._what).message)
+            return
+        log.info("%s: %s instance(s) %s", self._what, "deleting" if self.settings.scale_in == "delete" else "deallocating", ids)
+        self._to_release.clear()
+        for instance_id in ids:
+            self._addresses.pop(instance_id, None)  # a started instance may come back with another address
+            self._drop_transport(instance_id)
+        self._listed_at = min(self._listed_at, self.clock() - STEADY_POLL_S + CHANGING_POLL_S)
+
+    def changing(self) -> dict[str, NodeChange]:
+        with self._lock:
+            ready = set(self._ready())
+            changes = {self.node_id(iid): NodeChange.STARTING for iid in self._starting if iid not in ready}
+            pending = self._pending_new()
+            changes.update({f"{self.settings.scale_set}-new{k}": NodeChange.STARTING for k in range(pending)})
+            changes.update({self.node_id(iid): NodeChange.LEAVING for iid in self._leaving})
+            return changes
+
+    def price_label(self, node_id: str) -> str | None:
+        return f"{self._sku} {self._location}" if self._sku else None
+
+    def problems(self) -> list[dict[str, str]]:
+        with self._lock:
+            return [dict(self._problem)] if self._problem else []
+
+    # -- reading ARM -----------------------------------------------------------------------------
+    def _capacity(self) -> int:
+        listed = sum(1 for i in self._instances.values() if i.provisioning != "deleting")
+        return max(listed, self._expected or 0)
+
+    def _pending_new(self) -> int:
+        listed = sum(1 for i in self._instances.values() if i.provisioning != "deleting")
+        return max(0, (self._expected or 0) - listed)
+
+    def _changing(self) -> bool:
+        return bool(self._starting or self._leaving or self._to_release or self._key_reads or self._pending_new())
+
+    def _refresh_quietly(self) -> None:
+        try:
+            self._refresh()
+        except BatchAIError as error:
+            self._fail(error)  # the last listing stands meanwhile
+
+    def _refresh(self, force: bool = False) -> None:
+        now = self.clock()
+        interval = CHANGING_POLL_S if self._changing() else STEADY_POLL_S
+        if not force and now - self._listed_at < interval:
+            return
+        self.describe()
+        self._send_releases()
+        group, name = self.settings.resource_group, self.settings.scale_set
+        try:
+            listed = list(self.arm.compute.virtual_machine_scale_set_vms.list(group, name, expand="instanceView"))
+        except Exception as error:
+            raise arm_error(error, self._what) from None
+        self._listed_at = now
+        self._instances = {i.instance_id: i for i in map(instance_of, listed)}
+        if self._expected is not None and self._pending_new() == 0:
+            self._expected = None
+        for iid, instance in self._instances.items():
+            self._follow(iid, instance, now)
+        for iid in [iid for iid in self._leaving if iid not in self._instances or self._instances[iid].power == "deallocated"]:
+            self._leaving.discard(iid)
+        for iid in [iid for iid in self._starting if iid not in self._instances]:
+            self._starting.pop(iid)
+        if self._expected is not None and now - self._asked_at > self.settings.boot_timeout_s:
+            self._expected = None  # asked long ago and never listed: asked again when still wanted
+
+    def _follow(self, iid: str, instance: Instance, now: float) -> None:
+        """One listed instance: failures reported, a new running one's address and host key read."""
+        if instance.provisioning == "failed" and instance.error and iid not in self._leaving:
+            self._starting.pop(iid, None)
+            self._fail(
+                BatchAIError(
+                    _code(instance.error["code"]),
+                    f"{self._what}, {self._sku} in {self._location}: {instance.error['code']}: {instance.error['message']}",
+                    "azure_vms",
+                )
+            )
+            return
+        if iid in self._leaving:
+            self._addresses.pop(iid, None)
+            return
+        booting = instance.power == "starting" or instance.provisioning in ("creating", "updating")
+        if iid not in self._starting and (booting or (instance.power == "running" and iid not in self._addresses)):
+            self._starting[iid] = now  # one we did not start ourselves: a capacity we raised, or one started by hand
+        if instance.power != "running":
+            self._addresses.pop(iid, None)
+            return
+        if instance.provisioning != "succeeded":
+            return
+        if iid not in self._addresses:
+            self._addresses[iid] = self._address(iid)
+        if instance.vm_id not in self._host_keys:
+            self._read_host_key(iid, instance.vm_id)
+        if iid in self._starting and iid in set(self._ready()):
+            self._starting.pop(iid)
+            self._problem = None  # capacity came: what failed before is over
+        elif iid in self._starting and now - self._starting[iid] > self.settings.boot_timeout_s:
+            self._fail(
+                BatchAIError(
+                    ErrorCode.NODE_BOOT_TIMEOUT,
+                    f"{self._what}: instance {iid} was not ready {self.settings.boot_timeout_s:.0f} s after it started "
+                    "(no address or host key through ARM): released",
+                    self.node_id(iid),
+                )
+            )
+            self._to_release.add(iid)
+            self._leaving.add(iid)
+            self._starting.pop(iid, None)
+
+    def _address(self, iid: str) -> str:
+        group, name = self.settings.resource_group, self.settings.scale_set
+        path = f"/subscriptions/{self.settings.subscription_id}/resourceGroups/{group}/providers/Microsoft.Compute"
+        path += f"/virtualMachineScaleSets/{name}/virtualMachines/{iid}/networkInterfaces"
+        nics = self.arm.get(path).get("value") or []
+        for nic in sorted(nics, key=lambda n: not (n.get("properties") or {}).get("primary")):
+            for config in (nic.get("properties") or {}).get("ipConfigurations") or []:
+                address = (config.get("properties") or {}).get("privateIPAddress")
+                if address:
+                    HostSpec.parse(str(address), "privateIPAddress")  # an address, checked before anything dials it
+                    return str(address)
+        raise BatchAIError(ErrorCode.INVALID_POOL, f"{self._what}: instance {iid} has no private IP address", self.node_id(iid))
+
+    def _read_host_key(self, iid: str, vm_id: str) -> None:
+        """Run-command reads the host's public keys: started once, its result taken at a later refresh."""
+        reading = self._key_reads.get(iid)
+        if reading is None or reading[0] != vm_id:
+            from azure.mgmt.compute.models import RunCommandInput
+
+            operations = self.arm.compute.virtual_machine_scale_set_vms
+            command = RunCommandInput(command_id="RunShellScript", script=HOST_KEY_SCRIPT)
+            try:
+                poller = operations.begin_run_command(self.settings.resource_group, self.settings.scale_set, iid, command)
+            except Exception as error:
+                log.warning("%s: cannot read the host key of instance %s: %s", self._what, iid, arm_error(error, self._what).message)
+                return
+            self._key_reads[iid] = (vm_id, poller)
+            return
+        poller = reading[1]
+        if not poller.done():
+            return
+        del self._key_reads[iid]
+        try:
+            output = poller.result()
+        except Exception as error:
+            log.warning("%s: reading the host key of instance %s failed: %s", self._what, iid, arm_error(error, self._what).message)
+            return
+        key = host_key_from(output)
+        if key is None:
+            log.warning("%s: instance %s showed no SSH host key through run-command", self._what, iid)
+            return
+        self._host_keys[vm_id] = key
+
+    def _fail(self, error: BatchAIError) -> None:
+        """What ARM refused, said in the cluster's errors, and asked again only after a backoff."""
+        if error.code == ErrorCode.ARM_THROTTLED:
+            self._retry_at = self.clock() + max(self._backoff, BACKOFF_FIRST_S)
+        else:
+            self._retry_at = self.clock() + self._backoff
+        self._backoff = min(BACKOFF_MAX_S, self._backoff * 2)
+        self._problem = {"code": str(error.code), "message": error.message}
+        log.warning("%s (asking again in %.0f s)", error.message, self._retry_at - self.clock())
+
+    def _drop_transport(self, instance_id: str) -> None:
+        cached = self._transports.pop(self.node_id(instance_id), None)
+        if cached is not None:
+            cached[1].close()
+
+    def close(self) -> None:
+        for _, transport in self._transports.values():
+            transport.close()
+        self.arm.compute.close()
+
+
+def instance_of(vm: Any) -> Instance:
+    """ARM's scale set VM (instance view expanded) as what the pool needs of it."""
+    properties = vm.properties
+    statuses = list(getattr(getattr(properties, "instance_view", None), "statuses", None) or [])
+    power, provisioning, error = "unknown", str(getattr(properties, "provisioning_state", "") or "").lower(), None
+    for status in statuses:
+        code = str(status.code or "")
+        if code.startswith("PowerState/"):
+            power = code.split("/", 1)[1].lower()
+        elif code.startswith("ProvisioningState/"):
+            parts = code.split("/")
+            provisioning = parts[1].lower()
+            if provisioning == "failed":
+                error = {
+                    "code": parts[2] if len(parts) > 2 else "ProvisioningFailed",
+                    "message": str(status.message or status.display_status or ""),
+                }
+    return Instance(str(vm.instance_id), str(getattr(properties, "vm_id", "") or vm.instance_id), power, provisioning, error)
+
+
+def instance_ids(ids: list[str], required: bool = False) -> Any:
+    """The body of a scale set's start, deallocate and delete (which needs its ids: required)."""
+    from azure.mgmt.compute.models import VirtualMachineScaleSetVMInstanceIDs, VirtualMachineScaleSetVMInstanceRequiredIDs
+
+    return (
+        VirtualMachineScaleSetVMInstanceRequiredIDs(instance_ids=ids) if required else VirtualMachineScaleSetVMInstanceIDs(instance_ids=ids)
+    )
+
+
+def host_key_from(output: Any) -> str | None:
+    """The preferred host key in run-command's output (``[stdout]`` of its first status), as "<type> <base64>"."""
+    statuses = getattr(output, "value", None) or []
+    text = str(getattr(statuses[0], "message", "") or "") if statuses else ""
+    stdout = text.split("[stdout]", 1)[-1].split("[stderr]", 1)[0]
+    found: dict[str, str] = {}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] in HOST_KEY_TYPES:
+            try:
+                base64.b64decode(parts[1], validate=True)
+            except ValueError:
+                continue
+            found.setdefault(parts[0], parts[1])
+    for kind in HOST_KEY_TYPES:
+        if kind in found:
+            return f"{kind} {found[kind]}"
+    return None
+
+
+def fingerprint(key: str) -> str:
+    """OpenSSH's ``SHA256:…`` of a "<type> <base64>" public key."""
+    blob = base64.b64decode(key.split()[1])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def _code(arm_code: str) -> ErrorCode:
+    from .arm import CODES
+
+    return CODES.get(arm_code.lower(), ErrorCode.ALLOCATION_FAILED)

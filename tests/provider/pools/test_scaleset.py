@@ -1,0 +1,192 @@
+"""A VM scale set's instances as a node pool, against the ARM stand-in (tests/armcompute.py) through the real
+azure-mgmt-compute SDK. Entra ID has no local stand-in: the SDK gets a static bearer token. Each instance is
+a real sshd in a network namespace, so everything after "the VM is up" is the path a real node takes."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.core.credentials import AccessToken, AccessTokenInfo
+
+from airflow_batchai.config import connection_config
+from airflow_batchai.errors import BatchAIError
+from airflow_batchai.pools import scaleset
+from airflow_batchai.pools.arm import AzureVMSettings
+from airflow_batchai.pools.scaleset import ScaleSetPool
+from airflow_batchai.service import Service, Settings
+from airflow_batchai.spec import load_cluster_spec, load_job_spec
+from airflow_batchai.transport.ssh import SSHAuth
+from tests import armcompute
+from tests.conftest import custom_job, kill_agents_under, wait_until
+
+SIZE = "STANDARD_NC6S_V3"  # Batch AI's spelling of the stand-in's Standard_NC6s_v3
+
+
+class StaticToken:
+    """What Entra ID would hand out; the stand-in only checks that a bearer token is there."""
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken("static-test-token", int(time.time()) + 3600)
+
+    def get_token_info(self, *scopes: str, options: Any = None) -> AccessTokenInfo:
+        return AccessTokenInfo("static-test-token", int(time.time()) + 3600)
+
+
+@pytest.fixture
+def arm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[armcompute.StandIn]:
+    monkeypatch.setattr(scaleset, "CHANGING_POLL_S", 1.0)  # Azure's VMs take minutes to boot; these take one second
+    monkeypatch.setattr(scaleset, "BACKOFF_FIRST_S", 2.0)
+    stand_in = armcompute.start(tmp_path / "arm", "--boot-s", "1", "--instances", "3")
+    try:
+        yield stand_in
+    finally:
+        stand_in.stop()
+
+
+def pool_of(arm: armcompute.StandIn, tmp_path: Path, **changes: Any) -> ScaleSetPool:
+    fields = {"subscription_id": "sub-1", "resource_group": "gpu-rg", "scale_set": "gpu-vmss", "max_nodes": 3}
+    settings = AzureVMSettings(**{**fields, "arm_endpoint": arm.url, "arm_ca_bundle": arm.ca, "boot_timeout_s": 60, **changes})
+    auth = SSHAuth(user="root", key_file=str(arm.folder / "hosts" / "client_key"), allow_agent=False)
+    return ScaleSetPool(settings, auth, root=str(tmp_path / "nodes"), python=sys.executable, credential=StaticToken())
+
+
+def elastic_service(arm: armcompute.StandIn, tmp_path: Path, **changes: Any) -> Service:
+    pool = pool_of(arm, tmp_path, **changes)
+    return Service.embedded(tmp_path / "home", pool=pool, settings=Settings(heartbeat_timeout_s=30, launch_timeout_s=30))
+
+
+def autoscale(service: Service, maximum: int = 2) -> None:
+    scale = {"autoScale": {"minimumNodeCount": 0, "maximumNodeCount": maximum, "initialNodeCount": 0, "idleSecondsBeforeScaledown": 1}}
+    service.create_cluster("gpu", load_cluster_spec({"vmSize": SIZE, "scaleSettings": scale}, environ={}))
+
+
+def powers(arm: armcompute.StandIn) -> dict[str, str]:
+    return {iid: instance["power"] for iid, instance in arm.state()["instances"].items()}
+
+
+def test_a_gang_job_starts_instances_from_zero_and_the_idle_ones_are_deallocated_then_started_again(
+    arm: armcompute.StandIn, tmp_path: Path
+) -> None:
+    service = elastic_service(arm, tmp_path)
+    try:
+        autoscale(service)
+        assert service.show_cluster("gpu").current_node_count == 0 and powers(arm) == {}
+        job = load_job_spec({"properties": custom_job("hostname -I; echo rank $AZ_BATCHAI_TASK_INDEX", nodes=2)}, environ={})
+        service.create_job("gpu", "pair", job, "e")
+        done = service.wait_job("pair", "e", timeout_s=90, poll_s=0.2)
+        assert done.execution_state == "succeeded", (done.execution_info, service.read_output_file("pair", "stderr.txt", "e"))
+        wait_until(lambda: service.show_cluster("gpu").current_node_count == 0, 60, 0.3, what="the idle nodes to leave")
+        wait_until(lambda: set(powers(arm).values()) == {"deallocated"}, 30, 0.3, what="both instances deallocated")
+        assert sorted(powers(arm)) == ["0", "1"], "deallocated, not deleted: their disks wait for the next job"
+        counts = arm.state()["requests"]
+        assert counts.get("POST Microsoft.Compute/virtualMachineScaleSets/gpu-vmss/virtualMachines/{id}/runCommand") == 2  # a host key each
+
+        service.create_job("gpu", "again", job, "e")
+        again = service.wait_job("again", "e", timeout_s=90, poll_s=0.2)
+        assert again.execution_state == "succeeded", again.execution_info
+        counts = arm.state()["requests"]
+        assert counts.get("POST Microsoft.Compute/virtualMachineScaleSets/gpu-vmss/start", 0) >= 1, "the deallocated ones started again"
+        assert counts.get("PATCH Microsoft.Compute/virtualMachineScaleSets/gpu-vmss") == 1, "no new instance for the second job"
+        assert counts["POST Microsoft.Compute/virtualMachineScaleSets/gpu-vmss/virtualMachines/{id}/runCommand"] == 2, (
+            "a kept disk keeps its key"
+        )
+
+        at_zero = lambda: service.show_cluster("gpu").current_node_count == 0 and set(powers(arm).values()) == {"deallocated"}  # noqa: E731
+        wait_until(at_zero, 60, 0.3, what="deallocated again")  # reading the cluster is what moves it here (no controller)
+        before = service.pool.arm.total  # type: ignore[attr-defined]
+        for _ in range(10):  # a steady cluster at zero: passes go on, ARM hears (next to) nothing
+            service.reconcile_cluster("default", "gpu")
+            time.sleep(0.2)
+        assert service.pool.arm.total - before <= 1  # type: ignore[attr-defined]
+    finally:
+        kill_agents_under(tmp_path / "nodes")
+
+
+def test_an_allocation_failure_is_the_clusters_error_until_capacity_comes(arm: armcompute.StandIn, tmp_path: Path) -> None:
+    arm.control(
+        "fail",
+        {
+            "op": "scale",
+            "code": "AllocationFailed",
+            "message": "Allocation failed. We do not have sufficient capacity for the requested VM size in this region.",
+        },
+    )
+    service = elastic_service(arm, tmp_path)
+    try:
+        autoscale(service, maximum=1)
+        service.create_job("gpu", "one", load_job_spec({"properties": custom_job("echo ok")}, environ={}), "e")
+        failed = wait_until(lambda: (c := service.show_cluster("gpu")).errors and c, 30, 0.3, what="the allocation failure said")
+        [error] = failed.errors or []
+        assert error.code == "AllocationFailed" and "Standard_NC6s_v3 in eastus" in error.message and "sufficient capacity" in error.message
+        done = service.wait_job("one", "e", timeout_s=90, poll_s=0.2)  # asked again after the backoff: this time it comes
+        assert done.execution_state == "succeeded", done.execution_info
+        assert service.show_cluster("gpu").errors is None, "capacity came: the error is over"
+    finally:
+        kill_agents_under(tmp_path / "nodes")
+
+
+def test_a_quota_too_small_is_named_and_nothing_is_asked_during_the_backoff(arm: armcompute.StandIn, tmp_path: Path) -> None:
+    pool = pool_of(arm, tmp_path, max_nodes=5)  # the subscription's quota holds 3
+    assert pool.grow(5, SIZE) == []
+    [problem] = pool.problems()
+    assert (
+        problem["code"] == "QuotaExceeded"
+        and "Current Limit: 18" in problem["message"]
+        and "Standard_NC6s_v3 in eastus" in problem["message"]
+    )
+    asked = pool.arm.total
+    assert pool.grow(5, SIZE) == [] and pool.arm.total == asked, "no request while it backs off"
+    assert pool.grow(1, "STANDARD_ND96ASR_V4") == [] and pool.capacity("STANDARD_ND96ASR_V4") == 0
+    assert "runs Standard_NC6s_v3, not vmSize 'STANDARD_ND96ASR_V4'" in (pool.vm_size_problem("STANDARD_ND96ASR_V4") or "")
+
+
+def test_a_429_storm_is_waited_out_after_its_retry_after(arm: armcompute.StandIn, tmp_path: Path) -> None:
+    pool = pool_of(arm, tmp_path)
+    pool.describe()
+    arm.control("throttle", {"count": 2, "retry_after": 1})
+    started = time.monotonic()
+    assert pool.inventory() == []
+    assert time.monotonic() - started >= 2.0, "each 429 waited its Retry-After"
+    assert arm.state()["requests"]["GET Microsoft.Compute/virtualMachineScaleSets/gpu-vmss/virtualMachines"] == 3
+    arm.control("throttle", {"count": 50, "retry_after": 1})  # longer than the call's retries: the listing fails, said once
+    assert pool.grow(1, SIZE) == [] and pool.problems()[0]["code"] == "ArmThrottled"
+
+
+def test_the_host_key_comes_through_arm_and_another_key_is_refused(arm: armcompute.StandIn, tmp_path: Path) -> None:
+    pool = pool_of(arm, tmp_path)
+    assert pool.grow(1, SIZE) == ["gpu-vmss-new0"]
+    [(node_id, address, _, _)] = wait_until(lambda: pool.inventory(), 30, 0.3, what="the instance ready")
+    assert pool.transport(node_id).run(["hostname", "-I"]).stdout.split() == [address.encode()]
+    assert pool.peer_ssh(node_id).host_key.split()[1] == arm.state()["host_keys"][address]
+    arm.control("new_host_key", {"instance": "0"})  # the host now shows a key ARM never reported
+    pool.transport(node_id).close()
+    with pytest.raises(BatchAIError, match=r"HostKeyMismatch: host key of 10\.213\.\d+\.11:22 is SHA256:\S+, not the pinned"):
+        pool.transport(node_id).run(["true"])
+
+
+def test_a_connection_names_its_scale_set_and_keeps_its_secret_masked() -> None:
+    extras = {"subscription_id": "sub-1", "resource_group": "gpu-rg", "scale_set": "gpu-vmss", "max_nodes": 2}
+    config = connection_config({"azure_vms": {**extras, "tenant_id": "t", "client_id": "c", "client_secret": "sp-secret"}}, "connection c")
+    assert config.secrets() == ["sp-secret"] and "scale set gpu-vmss" in config.describe()
+    with pytest.raises(BatchAIError, match=r"field azure_vms\.arm_endpoint: .*https://"):
+        connection_config({"azure_vms": {**extras, "arm_endpoint": "http://10.0.0.1"}}, "connection c")
+    with pytest.raises(BatchAIError, match=r"field azure_vms\.max_nodes"):
+        connection_config({"azure_vms": {**extras, "max_nodes": 0}}, "connection c")
+    with pytest.raises(BatchAIError, match=r"azure_vms: a service principal needs tenant_id, client_id too"):
+        from airflow_batchai.pools.arm import credential_for
+
+        credential_for(AzureVMSettings(**extras, client_secret="sp-secret"))
+
+
+def test_one_cluster_per_scale_set(arm: armcompute.StandIn, tmp_path: Path) -> None:
+    service = elastic_service(arm, tmp_path)
+    autoscale(service)
+    with pytest.raises(BatchAIError, match="InvalidPool: the connection's pool of VMs serves one cluster, and cluster default/gpu uses it"):
+        service.create_cluster(
+            "other", load_cluster_spec({"vmSize": SIZE, "scaleSettings": {"manual": {"targetNodeCount": 0}}}, environ={})
+        )
