@@ -210,6 +210,9 @@ class Service:
         return self.reconcile_cluster(workspace, name)
 
     def _check_vm_size(self, spec: ClusterSpec) -> None:
+        priority = self.pool.priority_problem(spec.vm_priority)
+        if priority:
+            raise BatchAIError(ErrorCode.INVALID_SPEC, priority, "vmPriority")
         problem = self.pool.vm_size_problem(spec.vm_size)
         if problem:
             raise BatchAIError(

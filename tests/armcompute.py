@@ -119,9 +119,13 @@ class ScaleSetWorld:
         self.requests: dict[str, int] = {}
         shutil.rmtree(folder / "hosts", ignore_errors=True)  # an earlier run's hosts: every start is a new world
         self.hosts = sshhosts.start(folder / "hosts", slots, tag, subnet=subnet)
-        for index in range(len(self.hosts.hosts)):
-            self._power_off(index)
-            self._publish_host_key(index)
+        try:
+            for index in range(len(self.hosts.hosts)):
+                self._power_off(index)
+                self._publish_host_key(index)
+        except BaseException:
+            sshhosts.teardown(self.hosts)
+            raise
 
     # -- the hosts behind the instances ------------------------------------------------------
     def host(self, slot: int) -> sshhosts.Host:
@@ -140,11 +144,18 @@ class ScaleSetWorld:
         sshhosts._wait_for_port(host.address, host.port)
 
     def _power_off(self, slot: int) -> None:
+        """A stopped VM runs nothing: sshd and every process started in the instance (its jobs) end."""
         host = self.host(slot)
         if host.process is not None and host.process.poll() is None:
             os.killpg(host.process.pid, signal.SIGTERM)
             host.process.wait(timeout=10)
         host.process = None
+        if host.namespace:
+            for pid in sshhosts.run(["ip", "netns", "pids", host.namespace], check=False).stdout.split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except OSError:
+                    pass
         if host.veth:
             sshhosts.run(["ip", "link", "set", host.veth, "down"])
 

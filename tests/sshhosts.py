@@ -136,6 +136,15 @@ def start(
         setup = SSHHosts(folder, client_key, folder / "known_hosts", mode=f"loopback (network namespaces unavailable: {error})")
         for index in range(count):
             setup.hosts.append(Host(f"node{index}", "127.0.0.1", _free_port(), None, ""))
+    try:
+        _start_sshd(setup, folder, client_key, env or {})
+    except BaseException:
+        teardown(setup)  # a host that did not start leaves no namespace, bridge or sshd behind
+        raise
+    return setup
+
+
+def _start_sshd(setup: SSHHosts, folder: Path, client_key: Path, env: dict[str, str]) -> None:
     for host in setup.hosts:
         host_folder = folder / host.name
         host_folder.mkdir(exist_ok=True)
@@ -143,7 +152,7 @@ def start(
         shutil.copy(f"{client_key}.pub", host_folder / "authorized_keys")
         host.authorized_keys = str(host_folder / "authorized_keys")
         host.host_key_pub = (host_folder / "host_key.pub").read_text().split()[1]
-        config = _sshd_config(host_folder, host.address, host.port, env or {})
+        config = _sshd_config(host_folder, host.address, host.port, env)
         prefix = ["ip", "netns", "exec", host.namespace] if host.namespace else []
         log = open(host_folder / "sshd.log", "wb")  # noqa: SIM115 - sshd writes there until teardown
         host.process = subprocess.Popen([*prefix, SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=log, start_new_session=True)
@@ -154,7 +163,6 @@ def start(
         name = host.address if host.port == 22 else f"[{host.address}]:{host.port}"
         lines.append(f"{name} ssh-ed25519 {host.host_key_pub}\n")
     setup.known_hosts.write_text("".join(lines))
-    return setup
 
 
 def _make_network(setup: SSHHosts, count: int, tag: str, subnet: str) -> None:

@@ -54,6 +54,9 @@ class NodePool(Protocol):
     def vm_size_problem(self, vm_size: str | None) -> str | None:
         """Why no node here can serve ``vm_size``, or None when some can."""
 
+    def priority_problem(self, vm_priority: str | None) -> str | None:
+        """Why the nodes cannot be of ``vm_priority`` (dedicated, lowpriority = Spot), or None."""
+
     # -- elastic capacity: a pool whose machines start and stop (cloud VMs) answers these; a fixed
     #    pool (local slots, SSH hosts, a Slurm partition) has nothing to start or stop and says so.
 
@@ -70,6 +73,10 @@ class NodePool(Protocol):
 
     def price_label(self, node_id: str) -> str | None:
         """What the node is billed as (a VM size in a region, say), for usage and cost; None: not billed."""
+
+    def lost(self) -> dict[str, dict[str, str]]:
+        """Machines the pool lost on its own (a Spot instance evicted, a VM stopped by hand): node id → the
+        error its node and job get. They stay in the inventory until released."""
 
     def problems(self) -> list[dict[str, str]]:
         """Why capacity could not be had lately ({code, message}: AllocationFailed, QuotaExceeded...), for
@@ -112,6 +119,12 @@ class FixedPool:
 
     def price_label(self, node_id: str) -> str | None:
         return None
+
+    def lost(self) -> dict[str, dict[str, str]]:
+        return {}
+
+    def priority_problem(self, vm_priority: str | None) -> str | None:
+        return None  # machines that are simply there are not taken back: any priority will do
 
     def problems(self) -> list[dict[str, str]]:
         return []

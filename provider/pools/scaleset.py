@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHANGING_POLL_S = 3.0
+IN_USE_POLL_S = 60.0  # while instances are nodes: an eviction is seen within a minute (60 reads an hour)
 STEADY_POLL_S = 300.0
 BACKOFF_FIRST_S = 30.0
 BACKOFF_MAX_S = 600.0
@@ -100,6 +101,9 @@ class ScaleSetPool:
         self._retry_at = float("-inf")
         self._backoff = BACKOFF_FIRST_S
         self._transports: dict[str, tuple[tuple[str, str], SSHTransport]] = {}
+        self._priority = "Regular"
+        self._shown: dict[str, str] = {}  # instance id -> address, of those the last inventory gave as nodes
+        self._gone: dict[str, dict[str, str]] = {}  # instance id -> why: nodes whose VM stopped without being asked
 
     # -- what the scale set is --------------------------------------------------------------------
     def describe(self) -> None:
@@ -120,6 +124,9 @@ class ScaleSetPool:
             )
         self._sku = found.sku.name if found.sku else None
         self._location = found.location
+        profile = getattr(found.properties, "virtual_machine_profile", None) if found.properties else None
+        priority = getattr(profile, "priority", None) or "Regular"
+        self._priority = str(getattr(priority, "value", priority))
 
     def node_id(self, instance_id: str) -> str:
         return f"{self.settings.scale_set}-{instance_id}"
@@ -137,9 +144,16 @@ class ScaleSetPool:
         return (self._sku,) if self._sku else ()
 
     def inventory(self) -> list[tuple[str, str, str, int]]:
+        """Ready instances, and those lost since (``lost``): they stay nodes until the scheduler releases them."""
         with self._lock:
             self._refresh_quietly()
-            return [(self.node_id(iid), self._addresses[iid], self.node_root_of(iid), 0) for iid in self._ready()]
+            self._shown = {iid: self._addresses[iid] for iid in self._ready()} | {
+                iid: self._shown[iid] for iid in self._gone if iid in self._shown
+            }
+            return [
+                (self.node_id(iid), address, self.node_root_of(iid), 0)
+                for iid, address in sorted(self._shown.items(), key=lambda i: int(i[0]))
+            ]
 
     def _ready(self) -> list[str]:
         return sorted(
@@ -168,6 +182,8 @@ class ScaleSetPool:
             instance = self._instances.get(instance_id or "")
             address = self._addresses.get(instance_id or "")
             key = self._host_keys.get(instance.vm_id) if instance else None
+            if instance_id is not None and instance_id in self._gone:
+                raise BatchAIError(ErrorCode.NODE_UNREACHABLE, f"cannot reach {node_id}: {self._gone[instance_id]['message']}", node_id)
             if instance_id is None or address is None or key is None:
                 raise BatchAIError(ErrorCode.NODE_NOT_FOUND, f"node {node_id} is not a running instance of {self._what}", node_id)
             cached = self._transports.get(node_id)
@@ -213,6 +229,15 @@ class ScaleSetPool:
     def capacity(self, vm_size: str | None = None, max_age_s: float = 0.0) -> int:
         return self.settings.max_nodes if self.serves(vm_size) else 0
 
+    def priority_problem(self, vm_priority: str | None) -> str | None:
+        """Batch AI's lowpriority is Azure's Spot: a cluster's priority must be the scale set's."""
+        self.describe()
+        spot = self._priority.lower() in ("spot", "low")
+        wanted = (vm_priority or "dedicated").lower() == "lowpriority"
+        if spot == wanted:
+            return None
+        return f"{self._what} runs {'Spot' if spot else 'regular (dedicated)'} instances, not vmPriority {vm_priority or 'dedicated'!r}"
+
     def vm_size_problem(self, vm_size: str | None) -> str | None:
         if self.serves(vm_size):
             return None
@@ -230,7 +255,7 @@ class ScaleSetPool:
                 count -= len([iid for iid in self._starting if iid not in ready]) + self._pending_new()  # already on their way
                 if count <= 0:
                     return []
-                busy = set(self._starting) | self._leaving
+                busy = set(self._starting) | self._leaving | set(self._gone)  # a lost node's VM is its own until released
                 stopped = [i for i in self._instances.values() if i.power in ("deallocated", "stopped") and i.instance_id not in busy]
                 chosen = [i.instance_id for i in sorted(stopped, key=lambda i: int(i.instance_id))][:count]
                 operations = self.arm.compute.virtual_machine_scale_sets
@@ -262,6 +287,8 @@ class ScaleSetPool:
             self._to_release.add(instance_id)
             self._leaving.add(instance_id)
             self._starting.pop(instance_id, None)
+            self._gone.pop(instance_id, None)
+            self._shown.pop(instance_id, None)
             self._send_releases()
 
     def _send_releases(self) -> None:
@@ -301,6 +328,10 @@ class ScaleSetPool:
         with self._lock:
             return [dict(self._problem)] if self._problem else []
 
+    def lost(self) -> dict[str, dict[str, str]]:
+        with self._lock:
+            return {self.node_id(iid): dict(error) for iid, error in self._gone.items()}
+
     # -- reading ARM -----------------------------------------------------------------------------
     def _capacity(self) -> int:
         listed = sum(1 for i in self._instances.values() if i.provisioning != "deleting")
@@ -321,7 +352,7 @@ class ScaleSetPool:
 
     def _refresh(self, force: bool = False) -> None:
         now = self.clock()
-        interval = CHANGING_POLL_S if self._changing() else STEADY_POLL_S
+        interval = CHANGING_POLL_S if self._changing() else IN_USE_POLL_S if self._shown else STEADY_POLL_S
         if not force and now - self._listed_at < interval:
             return
         self.describe()
@@ -337,6 +368,8 @@ class ScaleSetPool:
             self._expected = None
         for iid, instance in self._instances.items():
             self._follow(iid, instance, now)
+        for iid in [iid for iid in self._shown if iid not in self._instances and iid not in self._leaving and iid not in self._gone]:
+            self._gone[iid] = {"code": str(ErrorCode.NODE_LOST), "message": f"instance {iid} of {self._what} was deleted"}
         for iid in [iid for iid in self._leaving if iid not in self._instances or self._instances[iid].power == "deallocated"]:
             self._leaving.discard(iid)
         for iid in [iid for iid in self._starting if iid not in self._instances]:
@@ -359,6 +392,13 @@ class ScaleSetPool:
         if iid in self._leaving:
             self._addresses.pop(iid, None)
             return
+        if iid in self._shown and iid not in self._gone and instance.power != "running":
+            self._gone[iid] = self._loss(iid, instance)  # a node's VM stopped without being asked
+            self._addresses.pop(iid, None)
+            self._drop_transport(iid)
+            return
+        if iid in self._gone:
+            return  # lost: it comes back only through release and a new start
         booting = instance.power == "starting" or instance.provisioning in ("creating", "updating")
         if iid not in self._starting and (booting or (instance.power == "running" and iid not in self._addresses)):
             self._starting[iid] = now  # one we did not start ourselves: a capacity we raised, or one started by hand
@@ -386,6 +426,13 @@ class ScaleSetPool:
             self._to_release.add(iid)
             self._leaving.add(iid)
             self._starting.pop(iid, None)
+
+    def _loss(self, iid: str, instance: Instance) -> dict[str, str]:
+        if self._priority.lower() in ("spot", "low"):
+            code, how = ErrorCode.NODE_EVICTED, "was evicted (Spot): Azure took the capacity back"
+        else:
+            code, how = ErrorCode.NODE_LOST, f"stopped without the provider asking (it is {instance.power})"
+        return {"code": str(code), "message": f"instance {iid} of {self._what} {how}"}
 
     def _address(self, iid: str) -> str:
         group, name = self.settings.resource_group, self.settings.scale_set

@@ -175,8 +175,9 @@ def node_lost_error(node: NodeRecord, why: str) -> dict[str, Any]:
 
 
 def is_lost(node: NodeRecord) -> bool:
-    """Unusable because it went silent (not because its setup task failed)."""
-    return node.state == NodeState.UNUSABLE and any(error.get("code") == ErrorCode.NODE_LOST for error in node.errors)
+    """Unusable because it went silent or its machine was taken away (not because its setup task failed)."""
+    lost_codes = (ErrorCode.NODE_LOST, ErrorCode.NODE_EVICTED)
+    return node.state == NodeState.UNUSABLE and any(error.get("code") in lost_codes for error in node.errors)
 
 
 def job_helpers(job: JobRecord) -> list[str]:
@@ -222,6 +223,7 @@ class Planner:
             if job.execution_state.on_nodes:
                 self.guarded(key, self.observe_job, job)
         self.release_orphans()
+        self.lose_idle_machines()
         target = self.scale()
         self.probe_lost_nodes()
         self.schedule()
@@ -344,6 +346,9 @@ class Planner:
         for node_id in job.nodes:
             node = self.nodes.get(node_id)
             seen = self.runs.get((node_id, job.run_id), Observed())
+            if node_id in self.snapshot.lost:  # its machine is gone (evicted): nothing to wait for
+                lost.append((node_id, self.snapshot.lost[node_id]["message"]))
+                continue
             if node is None:
                 statuses[node_id] = None
                 continue
@@ -418,18 +423,33 @@ class Planner:
         for node_id, why in lost:
             node = self.nodes.get(node_id)
             if node and node.state != NodeState.UNUSABLE:
-                self.mark_lost(node, why)
+                self.node_unusable(node, self.snapshot.lost.get(node_id) or node_lost_error(node, why))
         alive = [nid for nid in job.nodes if nid not in lost_ids]
-        self.stop(job, alive + lost_ids)  # best effort on the lost ones: a silent node may still run it
+        self.stop(job, alive + [nid for nid in lost_ids if nid not in self.snapshot.lost])  # a silent node may still run it
         self.release(alive)
         node_id, why = lost[0]
         error = {"code": ErrorCode.NODE_LOST, "message": f"node {node_id} became unusable while running the job: {why}"}
+        if node_id in self.snapshot.lost:  # Batch AI's own words for a taken-away machine (NodeEvicted), kept
+            error = {"code": self.snapshot.lost[node_id]["code"], "message": f"node {node_id}: {why}"}
         if self.deallocation_option() == DeallocationOption.REQUEUE and job.execution_state == ExecutionState.RUNNING:
             until = self.now + timedelta(seconds=self.limits.fence_s) if self.limits.fence_s is not None else None
             fence = {"run": job.run_id, "nodes": list(job.nodes), "until": until.isoformat() if until else None}
             self.requeue(job, error, errors=[error], fence=fence)
         else:
             self.end_job(job, ExecutionState.FAILED, nodes=[], errors=[error], exit_code=-1)
+
+    def lose_idle_machines(self) -> None:
+        """Members whose machine the pool lost (evicted) leave the cluster at once: there is nothing to probe,
+        and the pool may start the same VM again for the capacity the cluster now asks for."""
+        for node_id, error in sorted(self.snapshot.lost.items()):
+            node = self.nodes.get(node_id)
+            if node is None or node.cluster != self.member or node.job is not None:
+                continue  # a job's node is lost with its job (observe_job), then leaves here in the next pass
+            if node.state in (NodeState.IDLE, NodeState.PREPARING):
+                self.node_unusable(node, error)
+                node = self.nodes[node_id]
+            if node.state in (NodeState.UNUSABLE, NodeState.LEAVING):
+                self.remove(node)
 
     def requeue(self, job: JobRecord, why: dict[str, Any], **changes: Any) -> None:
         """Back to queued for a fresh attempt; the attempt that ends here stays in the job's history."""

@@ -38,7 +38,7 @@ from ..records import (
     utc_now,
 )
 from ..settings import Settings
-from ..transport.handle import NodeHandle
+from ..transport.handle import DeferredTransport, NodeHandle
 from .decisions import (
     Action,
     ClaimNode,
@@ -128,7 +128,9 @@ class Reconciler:
         return Limits(settings.heartbeat_timeout_s, settings.launch_timeout_s, settings.heal_probe_interval_s, fence)
 
     def handle(self, node: NodeRecord) -> NodeHandle:
-        return NodeHandle(node.node_id, self.pool.transport(node.node_id), NodeLayout(node.root))
+        """The node's transport is got at its first use: a machine that is gone (an evicted VM) then fails where
+        every call to a node is already guarded, as an unreachable one does."""
+        return NodeHandle(node.node_id, DeferredTransport(lambda: self.pool.transport(node.node_id)), NodeLayout(node.root))
 
     # -- the pass -------------------------------------------------------------------------------
     def run(self, terminations: dict[str, dict[str, Any]] | None = None) -> PassOutcome:

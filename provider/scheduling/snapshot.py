@@ -39,6 +39,7 @@ class Snapshot:
     joined: list[tuple[str, str, str, int]] = field(default_factory=list)  # an elastic pool's new machines, no record yet
     elastic: bool = False  # the pool starts and stops its machines (its free ones cost money)
     coming: int = 0  # nodes of this cluster's vmSize an elastic pool is starting now
+    lost: dict[str, dict[str, str]] = field(default_factory=dict)  # machines an elastic pool lost on its own (evicted): their error
 
     @property
     def member(self) -> str:
@@ -103,6 +104,7 @@ def read_snapshot(
     snapshot.eligible = frozenset(node_id for node_id in nodes if eligible(pool.labels(node_id), vm_size))
     if pool.elastic:
         snapshot.elastic = True
+        snapshot.lost = pool.lost()
         snapshot.joined = [machine for machine in machines if machine[0] not in nodes]
         starting = [node_id for node_id, change in pool.changing().items() if change == NodeChange.STARTING]
         coming = sum(1 for node_id in starting if eligible(pool.labels(node_id), vm_size))

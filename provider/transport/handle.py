@@ -10,8 +10,10 @@ import hashlib
 import json
 import logging
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..agent import protocol
 from ..errors import BatchAIError, ErrorCode
@@ -34,6 +36,16 @@ def deploy_files(transport: Transport, agent_path: str) -> None:
     folder = posixpath.dirname(agent_path)
     for name, data in AGENT_FILES.items():
         transport.write_file(posixpath.join(folder, name), data, 0o755)
+
+
+class DeferredTransport:
+    """A Transport got from ``get`` when first used (and each time, so a pool's newer one is taken)."""
+
+    def __init__(self, get: Callable[[], Transport]) -> None:
+        self._get = get
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._get(), name)
 
 
 @dataclass

@@ -52,7 +52,8 @@ def pool_of(arm: armcompute.StandIn, tmp_path: Path, **changes: Any) -> ScaleSet
     fields = {"subscription_id": "sub-1", "resource_group": "gpu-rg", "scale_set": "gpu-vmss", "max_nodes": 3}
     settings = AzureVMSettings(**{**fields, "arm_endpoint": arm.url, "arm_ca_bundle": arm.ca, "boot_timeout_s": 60, **changes})
     auth = SSHAuth(user="root", key_file=str(arm.folder / "hosts" / "client_key"), allow_agent=False)
-    return ScaleSetPool(settings, auth, root=str(tmp_path / "nodes"), python=sys.executable, credential=StaticToken())
+    keys = str(tmp_path / "cluster_authorized_keys")  # the instances are this machine: never the real ~/.ssh/authorized_keys
+    return ScaleSetPool(settings, auth, root=str(tmp_path / "nodes"), python=sys.executable, credential=StaticToken(), authorized_keys=keys)
 
 
 def elastic_service(arm: armcompute.StandIn, tmp_path: Path, **changes: Any) -> Service:
@@ -190,3 +191,34 @@ def test_one_cluster_per_scale_set(arm: armcompute.StandIn, tmp_path: Path) -> N
         service.create_cluster(
             "other", load_cluster_spec({"vmSize": SIZE, "scaleSettings": {"manual": {"targetNodeCount": 0}}}, environ={})
         )
+
+
+def test_a_spot_eviction_requeues_the_job_keeps_its_attempt_and_the_cluster_asks_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scaleset, "CHANGING_POLL_S", 1.0)
+    monkeypatch.setattr(scaleset, "IN_USE_POLL_S", 1.0)  # Azure's notice comes within a minute; here within a second
+    spot = armcompute.start(tmp_path / "arm", "--boot-s", "1", "--instances", "2", "--priority", "Spot")
+    try:
+        service = elastic_service(spot, tmp_path)
+        dedicated = {"vmSize": SIZE, "scaleSettings": {"manual": {"targetNodeCount": 0}}}
+        with pytest.raises(BatchAIError, match=r"InvalidSpec: .* runs Spot instances, not vmPriority 'dedicated' \(at vmPriority\)"):
+            service.create_cluster("gpu", load_cluster_spec(dedicated, environ={}))
+        scale = {"autoScale": {"minimumNodeCount": 0, "maximumNodeCount": 1, "idleSecondsBeforeScaledown": 1}}
+        service.create_cluster("gpu", load_cluster_spec({"vmSize": SIZE, "vmPriority": "lowpriority", "scaleSettings": scale}, environ={}))
+        gate = tmp_path / "second-attempt"
+        body = custom_job(f"echo attempt >> {tmp_path}/attempts; while ! test -e {gate}; do sleep 0.2; done")
+        service.create_job("gpu", "spot", load_job_spec({"properties": body}, environ={}), "e")
+        running = lambda: service.refresh_job("spot", "e") and (tmp_path / "attempts").exists()  # noqa: E731 - reading moves it along
+        wait_until(running, 60, 0.3, what="the first attempt running")
+        spot.control("evict", {"instance": "0"})
+        requeued = wait_until(lambda: (j := service.show_job("spot", "e")).execution_info.attempts and j, 60, 0.3, what="the requeue")
+        [lost] = requeued.execution_info.attempts or []
+        assert lost.errors[0].code == "NodeEvicted" and "evicted (Spot)" in lost.errors[0].message
+        gate.touch()
+        done = service.wait_job("spot", "e", timeout_s=120, poll_s=0.3)  # the cluster asked for a node again, and got one
+        assert done.execution_state == "succeeded", done.execution_info
+        assert (tmp_path / "attempts").read_text() == "attempt\nattempt\n"
+    finally:
+        spot.stop()
+        kill_agents_under(tmp_path / "nodes")
