@@ -191,6 +191,7 @@ class JobRecord(Record):
     fence: dict[str, Any] | None = None  # a lost attempt not yet seen stopped: {"run", "nodes", "until"} (scheduling waits)
     segment: str  # jobOutputDirectoryPathSegment
     slurm_job_id: str | None = None  # on a Slurm cluster: the batch job that runs this attempt
+    queue_reason: str | None = None  # why a queued job waits, where its scheduler says (Slurm's reason)
 
     @property
     def key(self) -> str:

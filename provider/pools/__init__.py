@@ -62,8 +62,8 @@ class NodePool(Protocol):
 
     def grow(self, count: int, vm_size: str | None) -> list[str]:
         """Start ``count`` more nodes of ``vm_size``; the ids of those now starting (they join the
-        inventory once they answer). Asked every pass while a cluster is short, so a pool counts
-        what it is already starting (``changing``) before it starts more."""
+        inventory once they answer). The scheduler asks for what free nodes and those already
+        starting (``changing``) cannot give, so a pool starts exactly ``count``."""
 
     def release(self, node_id: str) -> None:
         """The node left its cluster and is free: an elastic pool may stop paying for it."""

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CHANGING_POLL_S = 3.0
+CHANGING_POLL_S = 2.0
 IN_USE_POLL_S = 60.0  # while instances are nodes: an eviction is seen within a minute (60 reads an hour)
 STEADY_POLL_S = 300.0
 BACKOFF_FIRST_S = 30.0
@@ -147,6 +147,7 @@ class ScaleSetPool:
         """Ready instances, and those lost since (``lost``): they stay nodes until the scheduler releases them."""
         with self._lock:
             self._refresh_quietly()
+            self._collect_host_keys()
             self._shown = {iid: self._addresses[iid] for iid in self._ready()} | {
                 iid: self._shown[iid] for iid in self._gone if iid in self._shown
             }
@@ -251,10 +252,6 @@ class ScaleSetPool:
                 return []
             try:
                 self._refresh(force=True)  # act on what ARM says now, not on a listing minutes old
-                ready = set(self._ready())
-                count -= len([iid for iid in self._starting if iid not in ready]) + self._pending_new()  # already on their way
-                if count <= 0:
-                    return []
                 busy = set(self._starting) | self._leaving | set(self._gone)  # a lost node's VM is its own until released
                 stopped = [i for i in self._instances.values() if i.power in ("deallocated", "stopped") and i.instance_id not in busy]
                 chosen = [i.instance_id for i in sorted(stopped, key=lambda i: int(i.instance_id))][:count]
@@ -446,6 +443,15 @@ class ScaleSetPool:
                     HostSpec.parse(str(address), "privateIPAddress")  # an address, checked before anything dials it
                     return str(address)
         raise BatchAIError(ErrorCode.INVALID_POOL, f"{self._what}: instance {iid} has no private IP address", self.node_id(iid))
+
+    def _collect_host_keys(self) -> None:
+        """Run-commands that have ended since the last look (their pollers ask ARM; this asks nothing)."""
+        for iid, (vm_id, poller) in list(self._key_reads.items()):
+            if poller.done() and iid in self._instances:
+                self._read_host_key(iid, vm_id)
+                if iid in self._starting and iid in set(self._ready()):
+                    self._starting.pop(iid)
+                    self._problem = None
 
     def _read_host_key(self, iid: str, vm_id: str) -> None:
         """Run-command reads the host's public keys: started once, its result taken at a later refresh."""

@@ -39,6 +39,7 @@ class ExecutionInfo(BatchAIView):
     exit_code: int | None
     errors: list[ErrorView] | None
     attempts: list[AttemptView] | None
+    queue_reason: str | None = None  # ours: why a queued job waits, where its scheduler says (Slurm)
 
 
 class ResourceRef(BatchAIView):
@@ -192,6 +193,7 @@ def job_view(record: JobRecord, sub: str, rg: str) -> JobView:
                 "exitCode": record.exit_code,
                 "errors": record.errors or None,
                 "attempts": record.attempts or None,  # ours: earlier attempts that were requeued (NodeLost, scale-down), and why
+                **({"queueReason": record.queue_reason} if record.queue_reason and record.execution_state == ExecutionState.QUEUED else {}),
             },
         }
     )

@@ -433,7 +433,8 @@ class Planner:
             error = {"code": self.snapshot.lost[node_id]["code"], "message": f"node {node_id}: {why}"}
         if self.deallocation_option() == DeallocationOption.REQUEUE and job.execution_state == ExecutionState.RUNNING:
             until = self.now + timedelta(seconds=self.limits.fence_s) if self.limits.fence_s is not None else None
-            fence = {"run": job.run_id, "nodes": list(job.nodes), "until": until.isoformat() if until else None}
+            fenced = [nid for nid in job.nodes if nid not in self.snapshot.lost]  # an evicted VM runs nothing any more
+            fence = {"run": job.run_id, "nodes": fenced, "until": until.isoformat() if until else None} if fenced else None
             self.requeue(job, error, errors=[error], fence=fence)
         else:
             self.end_job(job, ExecutionState.FAILED, nodes=[], errors=[error], exit_code=-1)
@@ -494,7 +495,7 @@ class Planner:
         """Free machines of an elastic pool (one that joined after its job went elsewhere, one a cluster
         left with an error) cost money while nobody needs them: they are stopped, not kept."""
         for node in sorted(self.nodes.values(), key=lambda n: n.node_id):
-            if node.state == NodeState.FREE and node.node_id in self.snapshot.eligible:
+            if node.state == NodeState.FREE and node.node_id in self.snapshot.eligible and node.node_id not in self.snapshot.lost:
                 self.actions.append(StopMachine(node.node_id))
 
     def grow(self, count: int) -> None:
@@ -503,14 +504,14 @@ class Planner:
         retry_after = timedelta(seconds=self.limits.probe_interval_s * 4)
 
         def claimable(node: NodeRecord) -> bool:
-            eligible = node.state == NodeState.FREE and node.node_id in self.snapshot.eligible
+            eligible = node.state == NodeState.FREE and node.node_id in self.snapshot.eligible and node.node_id not in self.snapshot.lost
             return eligible and (not node.errors or self.now - node.state_transition_time >= retry_after)
 
         free = sorted((n for n in self.nodes.values() if claimable(n)), key=lambda n: (bool(n.errors), n.node_id))
         for node in free[:count]:
             self.actions.append(ClaimNode(node.node_id))
             self.move_node(node, NodeState.PREPARING, cluster=self.member, errors=[])
-        missing = min(count - len(free[:count]), self.snapshot.startable)
+        missing = min(count - len(free[:count]) - self.snapshot.coming, self.snapshot.startable)  # those starting will come
         if missing > 0:
             self.actions.append(RequestNodes(missing, self.spec.vm_size))
 

@@ -136,6 +136,7 @@ class Passes:
         self._again: set[ClusterRef] = set()
         self.listeners: list[Callable[[ClusterRef], None]] = []  # told after every pass this process ran (e.g. to wake waiters)
         self._contacted: dict[str, float] = {}  # node id -> when this controller last renewed its contact file
+        self._machines_seen: frozenset[str] = frozenset()  # an elastic pool's inventory at the last watch
 
     def owner(self, ref: ClusterRef) -> _Owner:
         with self._lock:
@@ -326,8 +327,12 @@ class Passes:
         return self.watch(cluster)
 
     def watch(self, cluster: ClusterRecord) -> bool:
-        """Read-only look at the agents the last pass left running: True when a pass should see them now."""
+        """Read-only look at the agents the last pass left running: True when a pass should see them now
+        (and, on an elastic pool, when a machine joined or left: a started VM is claimed at once)."""
         roots = {node_id: root for node_id, _, root, _ in self.pool.inventory()}
+        if self.pool.elastic and frozenset(roots) != self._machines_seen:
+            self._machines_seen = frozenset(roots)
+            return True
         now = time.time()
         checks: list[tuple[str, str, float]] = []  # (node id, run id, seconds since it should have reported)
         cut_off = {node.node_id for node in cluster.nodes if node.unreachable}

@@ -69,8 +69,8 @@ class Publishing:
             ]
             current = [n for n in members if n.state != NodeState.LEAVING]
             moving = any(n.state in (NodeState.PREPARING, NodeState.LEAVING) for n in members) or len(current) != target
-        else:  # nodes someone else schedules (Slurm): they are as they are
-            moving = False
+        else:  # nodes someone else schedules (Slurm): resizing while some power up or down (a cloud partition's power saving)
+            moving = any(n.state in (NodeState.PREPARING, NodeState.LEAVING) for n in summary)
         allocation = AllocationState.RESIZING if moving else AllocationState.STEADY
         key = self.p.cluster.key
         record, etag = self.p.cluster, self.p.snapshot.etags[key]

@@ -27,7 +27,7 @@ from ..layout import NodeLayout
 from ..pools.slurm import SlurmPool
 from ..records import ExecutionState, JobRecord, NodeSummary, move_job, next_attempt, utc_now
 from ..slurm.commands import SbatchOptions, SlurmJob, SlurmNode
-from ..slurm.states import execution_state, lost_its_nodes, node_state
+from ..slurm.states import execution_state, lost_its_nodes, node_state, queue_reason
 from ..spec import DeallocationOption
 from ..transport.handle import NodeHandle
 from .decisions import Plan
@@ -110,6 +110,10 @@ class SlurmReconciler(Reconciler):
         else:
             state, error = execution_state(slurm)
         if state == ExecutionState.QUEUED:
+            assert slurm is not None
+            why = queue_reason(slurm)
+            if job.queue_reason != why:  # written when it changes, not every pass
+                self.write_job(job.model_copy(update={"queue_reason": why}))
             return
         if job.execution_state == ExecutionState.QUEUED:
             nodes = slurm.nodes if slurm is not None else []
@@ -118,7 +122,7 @@ class SlurmReconciler(Reconciler):
                     move_job(job, ExecutionState.FAILED, errors=[error or {"code": ErrorCode.JOB_FAILED, "message": "no nodes"}])
                 )
                 return
-            job = self.write_job(move_job(job, ExecutionState.RUNNING, nodes=nodes, errors=[]))
+            job = self.write_job(move_job(job, ExecutionState.RUNNING, nodes=nodes, errors=[], queue_reason=None))
         statuses = self.statuses(job)
         self.seen_done[job.run_id] = {host for host, s in zip(job.nodes, statuses, strict=True) if s is not None and s.final}
         everyone_done = bool(statuses) and all(s is not None and s.final for s in statuses)

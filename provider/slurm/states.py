@@ -47,6 +47,16 @@ def execution_state(job: SlurmJob) -> tuple[ExecutionState, dict[str, Any] | Non
     return ExecutionState.FAILED, {"code": code, "message": f"Slurm job {job.job_id} ended {state}{reason}{exit_part}{signal_part}"}
 
 
+def queue_reason(job: SlurmJob) -> str:
+    """Why a job Slurm holds is not running yet, in words: its nodes powering up (a cloud partition's
+    power saving), or Slurm's pending reason (Resources, Priority, ...)."""
+    state = job.state.split()[0].upper()
+    if state == "CONFIGURING":
+        return f"Slurm job {job.job_id} has its nodes and waits for them to power up"
+    reason = job.reason if job.reason and job.reason != "None" else None
+    return f"Slurm job {job.job_id} is {state}" + (f": {reason}" if reason else "")
+
+
 def node_state_counts(nodes: list[SlurmNode]) -> dict[str, int]:
     """A partition's nodes as Batch AI's nodeStateCounts: idle; running (alloc, mix); unusable
     (down, drain, fail, ...); preparing (powering up, or a node that has not registered yet)."""

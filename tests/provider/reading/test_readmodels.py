@@ -73,3 +73,11 @@ def test_a_cluster_counts_its_nodes_by_state_and_names_its_errors() -> None:
     shown = view.to_json()
     assert shown["nodeStateCounts"]["leavingNodeCount"] == 1 and shown["scaleSettings"]["manual"]["targetNodeCount"] == 2
     assert shown["nodes"][1] == {"nodeId": "n1", "ipAddress": "10.0.0.5", "state": "unusable"}
+
+
+def test_a_queued_job_says_why_it_waits_where_its_scheduler_says_and_a_running_one_does_not() -> None:
+    waiting = job_view(job_record(queue_reason="Slurm job 9 is PENDING: Resources"), "sub", "rg")
+    assert waiting.execution_info.queue_reason == "Slurm job 9 is PENDING: Resources"
+    assert waiting.to_json()["executionInfo"]["queueReason"] == "Slurm job 9 is PENDING: Resources"  # an extra property the SDK ignores
+    running = job_view(job_record(queue_reason="stale", execution_state="running", start_time=NOW), "sub", "rg")
+    assert running.execution_info.queue_reason is None and "queueReason" not in running.to_json()["executionInfo"]

@@ -411,6 +411,7 @@ def test_an_elastic_pool_short_only_of_what_it_is_starting_says_no_shortfall_and
     booting = snapshot(record, [], [job("a", count=2)])
     booting.elastic, booting.coming, booting.startable = True, 2, 2  # two on their way, two more it could start
     assert plan(booting).shortfall == 0, "nodes that are starting are not missing"
+    assert not [a for a in plan(booting).actions if isinstance(a, RequestNodes)], "nor asked for again while they boot"
     at_target = snapshot(cluster({"manual": {"targetNodeCount": 1}}, target=1), [node("n0"), node("n1", NodeState.FREE)], [])
     at_target.elastic = True
     assert plan(at_target).actions == [StopMachine("n1")], "a free machine nobody needs costs money: stopped"

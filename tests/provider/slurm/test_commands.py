@@ -11,7 +11,7 @@ import pytest
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.records import ExecutionState
 from airflow_batchai.slurm.commands import SbatchOptions, Slurm, SlurmJob, SlurmNode, expand_hostlist, parse_job, parse_node
-from airflow_batchai.slurm.states import execution_state, node_state_counts
+from airflow_batchai.slurm.states import execution_state, node_state_counts, queue_reason
 from airflow_batchai.transport.local import LocalTransport
 from tests.conftest import pid_alive, put_stand_in_on_path, wait_until
 
@@ -107,3 +107,21 @@ def test_scontrol_and_sinfo_lines_are_read_into_models() -> None:
         "gpu09",
         "gpu10",
     ]
+
+
+def test_a_power_saving_partition_shows_nodes_waking_and_sleeping_and_why_a_job_waits() -> None:
+    """A cloud Slurm partition powers idle nodes down (``idle~``), up when a job asks (``#``), and down
+    again (``powering_down``): Batch AI's preparing and leaving, and a job that waits says why."""
+    nodes = [parse_node(text) for text in ("a|idle~|||8", "b|allocated#|||8", "c|powering_down|||8", "d|idle|||8")]
+    assert node_state_counts(nodes) == {
+        "idleNodeCount": 1,
+        "runningNodeCount": 0,
+        "preparingNodeCount": 2,
+        "unusableNodeCount": 0,
+        "leavingNodeCount": 1,
+    }
+    waking = parse_job("JobId=8 JobName=x JobState=CONFIGURING Reason=None NodeList=b")
+    assert execution_state(waking)[0] == ExecutionState.QUEUED
+    assert queue_reason(waking) == "Slurm job 8 has its nodes and waits for them to power up"
+    waiting = parse_job("JobId=9 JobName=y JobState=PENDING Reason=Resources NodeList=(null)")
+    assert queue_reason(waiting) == "Slurm job 9 is PENDING: Resources"
