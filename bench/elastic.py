@@ -21,7 +21,9 @@ node-hours billed A vs always-on C; ARM requests R``; results go to bench/result
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import shutil
 import sys
 import tempfile
 import threading
@@ -119,6 +121,7 @@ def main() -> None:
     parser.add_argument("--quiet-s", type=float, default=60.0, help="the cluster at zero, measured for ARM requests")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="batchai-bench-elastic-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
     arm = armcompute.start(work / "arm", "--boot-s", str(args.boot_s), "--instances", str(MAX_NODES))
     meter = Meter(arm)
     controller: Controller | None = None
