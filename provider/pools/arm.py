@@ -9,6 +9,7 @@ Azure's SDKs (azure-mgmt-compute, azure-identity) are imported only when a conne
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Literal
@@ -80,6 +81,7 @@ class ArmClient:
 
     def __init__(self, settings: AzureVMSettings, credential: TokenCredential | None = None) -> None:
         from azure.mgmt.compute import ComputeManagementClient
+        from azure.mgmt.core.policies import ARMHttpLoggingPolicy
 
         self.settings = settings
         self.requests: Counter[str] = Counter()
@@ -98,6 +100,7 @@ class ArmClient:
             timeout=settings.request_timeout_s,  # the whole call, its retries and their waits included
             polling_interval=5,
             raw_request_hook=self._count,
+            http_logging_policy=ARMHttpLoggingPolicy(http_logging_level=logging.DEBUG),  # each request: not a task log line
         )
 
     def _count(self, request: Any) -> None:
