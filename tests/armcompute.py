@@ -167,13 +167,17 @@ class ScaleSetWorld:
             etc.mkdir(parents=True, exist_ok=True)
             shutil.copy(self.folder / "hosts" / host.name / "host_key.pub", etc / "ssh_host_ed25519_key.pub")
 
-    def _new_disk(self, slot: int) -> None:
-        """A new instance in a deleted one's place: a fresh OS disk, so a new host key."""
+    def _new_host_key(self, slot: int) -> None:
+        """The key the host's sshd shows from its next start (not yet what run-command reads)."""
         host_folder = self.folder / "hosts" / self.host(slot).name
         for name in ("host_key", "host_key.pub"):
             (host_folder / name).unlink(missing_ok=True)
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_folder / "host_key")], check=True)
         self.host(slot).host_key_pub = (host_folder / "host_key.pub").read_text().split()[1]
+
+    def _new_disk(self, slot: int) -> None:
+        """A new instance in a deleted one's place: a fresh OS disk, so a new host key."""
+        self._new_host_key(slot)
         self._publish_host_key(slot)
 
     # -- what ARM does -------------------------------------------------------------------------
@@ -309,25 +313,23 @@ class ScaleSetWorld:
     def _booted(self, instances: list[Instance], operation: Operation) -> None:
         for instance in instances:
             self._power_on(instance.slot)
-        with self.lock:
-            for instance in instances:
-                instance.power, instance.provisioning, instance.changed = "running", "Succeeded", time.time()
-            operation.status = "Succeeded"
+        self._settle(instances, operation, "running")
 
     def _failed(self, instances: list[Instance], operation: Operation, failure: dict[str, Any]) -> None:
-        error = {"code": failure["code"], "message": failure["message"]}
-        with self.lock:
-            for instance in instances:
-                instance.power, instance.provisioning, instance.error, instance.changed = "deallocated", "Failed", error, time.time()
-            operation.status, operation.error = "Failed", error
+        self._settle(instances, operation, "deallocated", {"code": failure["code"], "message": failure["message"]})
 
     def _deallocated(self, instances: list[Instance], operation: Operation) -> None:
         for instance in instances:
             self._power_off(instance.slot)
+        self._settle(instances, operation, "deallocated")
+
+    def _settle(self, instances: list[Instance], operation: Operation, power: str, error: dict[str, str] | None = None) -> None:
+        """The operation's end: its instances in their new power state, provisioning succeeded (or failed with ``error``)."""
         with self.lock:
             for instance in instances:
-                instance.power, instance.provisioning, instance.changed = "deallocated", "Succeeded", time.time()
-            operation.status = "Succeeded"
+                instance.power, instance.error, instance.changed = power, error, time.time()
+                instance.provisioning = "Failed" if error else "Succeeded"
+            operation.status, operation.error = ("Failed" if error else "Succeeded"), error
 
     def _delete(self, instance: Instance, operation: Operation) -> None:
         instance.provisioning, instance.changed = "Deleting", time.time()
@@ -570,10 +572,7 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/_standin/new_host_key":  # what a man in the middle would show: a key ARM never saw
             slot = world._instance(str(body["instance"])).slot
             world._power_off(slot)
-            host_folder = world.folder / "hosts" / world.host(slot).name
-            for name in ("host_key", "host_key.pub"):
-                (host_folder / name).unlink(missing_ok=True)
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_folder / "host_key")], check=True)
+            world._new_host_key(slot)
             world._power_on(slot)
             return {"swapped": body["instance"]}
         if path == "/_standin/evict":

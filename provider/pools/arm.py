@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 ARM_ENDPOINT = "https://management.azure.com"
 RETRIES = 3  # per call, on 408/429/5xx and lost connections; 429 waits its Retry-After
+NETWORK_API_VERSION = "2024-07-01"  # a scale set instance's network interfaces are the Network provider's
 
 
 class AzureVMSettings(BaseModel):
@@ -119,7 +120,9 @@ class ArmClient:
         from azure.core.rest import HttpRequest
 
         separator = "&" if "?" in path else "?"
-        response = self.compute.send_request(HttpRequest("GET", f"{self.settings.arm_endpoint}{path}{separator}api-version=2024-07-01"))
+        response = self.compute.send_request(
+            HttpRequest("GET", f"{self.settings.arm_endpoint}{path}{separator}api-version={NETWORK_API_VERSION}")
+        )
         if response.status_code >= 400:
             raise arm_error_from(response.status_code, _json(response), path)
         return _json(response)
@@ -158,10 +161,11 @@ def arm_error_from(status: int, body: dict[str, Any], what: str) -> BatchAIError
     error: dict[str, Any] = inner if isinstance(inner, dict) else body
     code = str(error.get("code") or status)
     message = str(error.get("message") or "no message")
-    return BatchAIError(_our_code(status, code, message), f"{what}: {code}: {message}", what)
+    return BatchAIError(our_code(status, code, message), f"{what}: {code}: {message}", what)
 
 
-def _our_code(status: int, code: str, message: str) -> ErrorCode:
+def our_code(status: int, code: str, message: str) -> ErrorCode:
+    """ARM's error code (with its HTTP status and message, for the codes ARM words loosely) as ours."""
     if code.lower() == "operationnotallowed" and "quota" in message.lower():
         return ErrorCode.QUOTA_EXCEEDED  # how ARM says a core quota is used up
     if code.lower() in CODES:
@@ -172,7 +176,7 @@ def _our_code(status: int, code: str, message: str) -> ErrorCode:
         return ErrorCode.ARM_ACCESS_DENIED
     if status == 404:
         return ErrorCode.INVALID_POOL
-    return ErrorCode.ARM_UNAVAILABLE
+    return ErrorCode.ALLOCATION_FAILED if status == 0 else ErrorCode.ARM_UNAVAILABLE  # 0: an operation that ended Failed
 
 
 def arm_error(error: Exception, what: str) -> BatchAIError:
@@ -190,7 +194,7 @@ def arm_error(error: Exception, what: str) -> BatchAIError:
     if isinstance(error, HttpResponseError):  # a long-running operation that ended Failed
         inner = getattr(error, "error", None)
         code = getattr(inner, "code", None) or "Failed"
-        return BatchAIError(_our_code(0, code, str(error)), f"{what}: {code}: {_first_line(error)}", what)
+        return BatchAIError(our_code(0, code, str(error)), f"{what}: {code}: {_first_line(error)}", what)
     return BatchAIError(ErrorCode.ARM_UNAVAILABLE, f"{what}: Azure Resource Manager did not answer: {_first_line(error)}", what)
 
 

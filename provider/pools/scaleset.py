@@ -18,7 +18,6 @@ evictions and changes made by hand); an address and a host key are read once per
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 import posixpath
 import threading
@@ -30,9 +29,9 @@ from typing import TYPE_CHECKING, Any
 from ..errors import BatchAIError, ErrorCode
 from ..layout import NodeLayout
 from ..transport.clusterkeys import DEFAULT_AUTHORIZED_KEYS, PeerSSH
-from ..transport.ssh import CONNECT_TIMEOUT_S, DEFAULT_ROOT, SFTP_TIMEOUT_S, HostSpec, SSHAuth, SSHTransport
+from ..transport.ssh import CONNECT_TIMEOUT_S, DEFAULT_ROOT, SFTP_TIMEOUT_S, HostSpec, SSHAuth, SSHTransport, fingerprint
 from . import NodeChange
-from .arm import ArmClient, AzureVMSettings, arm_error
+from .arm import ArmClient, AzureVMSettings, arm_error, our_code
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -273,7 +272,7 @@ class ScaleSetPool:
                 return []
             self._backoff = BACKOFF_FIRST_S
             log.info("%s: starting %d instance(s) %s and adding %d", self._what, len(chosen), chosen, max(0, more))
-            return [self.node_id(iid) for iid in chosen] + [f"{self.settings.scale_set}-new{k}" for k in range(max(0, more))]
+            return [self.node_id(iid) for iid in chosen] + self._placeholders(more)
 
     def release(self, node_id: str) -> None:
         """Deallocate (or delete) the instance: a node that left its cluster stops costing money."""
@@ -314,9 +313,13 @@ class ScaleSetPool:
             ready = set(self._ready())
             changes = {self.node_id(iid): NodeChange.STARTING for iid in self._starting if iid not in ready}
             pending = self._pending_new()
-            changes.update({f"{self.settings.scale_set}-new{k}": NodeChange.STARTING for k in range(pending)})
+            changes.update(dict.fromkeys(self._placeholders(pending), NodeChange.STARTING))
             changes.update({self.node_id(iid): NodeChange.LEAVING for iid in self._leaving})
             return changes
+
+    def _placeholders(self, count: int) -> list[str]:
+        """Ids for instances a raised capacity will add, until the listing names them."""
+        return [f"{self.settings.scale_set}-new{k}" for k in range(max(0, count))]
 
     def price_label(self, node_id: str) -> str | None:
         return f"{self._sku} {self._location}" if self._sku else None
@@ -380,7 +383,7 @@ class ScaleSetPool:
             self._starting.pop(iid, None)
             self._fail(
                 BatchAIError(
-                    _code(instance.error["code"]),
+                    our_code(0, instance.error["code"], instance.error["message"]),
                     f"{self._what}, {self._sku} in {self._location}: {instance.error['code']}: {instance.error['message']}",
                     "azure_vms",
                 )
@@ -408,10 +411,7 @@ class ScaleSetPool:
             self._addresses[iid] = self._address(iid)
         if instance.vm_id not in self._host_keys:
             self._read_host_key(iid, instance.vm_id)
-        if iid in self._starting and iid in set(self._ready()):
-            self._starting.pop(iid)
-            self._problem = None  # capacity came: what failed before is over
-        elif iid in self._starting and now - self._starting[iid] > self.settings.boot_timeout_s:
+        if not self._joined(iid) and iid in self._starting and now - self._starting[iid] > self.settings.boot_timeout_s:
             self._fail(
                 BatchAIError(
                     ErrorCode.NODE_BOOT_TIMEOUT,
@@ -449,9 +449,16 @@ class ScaleSetPool:
         for iid, (vm_id, poller) in list(self._key_reads.items()):
             if poller.done() and iid in self._instances:
                 self._read_host_key(iid, vm_id)
-                if iid in self._starting and iid in set(self._ready()):
-                    self._starting.pop(iid)
-                    self._problem = None
+                self._joined(iid)
+
+    def _joined(self, iid: str) -> bool:
+        """An instance we started is ready (address and host key known): it is no longer starting, and
+        capacity came, so what failed before is over. True when that happened now."""
+        if iid not in self._starting or iid not in self._ready():
+            return False
+        self._starting.pop(iid)
+        self._problem = None
+        return True
 
     def _read_host_key(self, iid: str, vm_id: str) -> None:
         """Run-command reads the host's public keys: started once, its result taken at a later refresh."""
@@ -551,15 +558,3 @@ def host_key_from(output: Any) -> str | None:
         if kind in found:
             return f"{kind} {found[kind]}"
     return None
-
-
-def fingerprint(key: str) -> str:
-    """OpenSSH's ``SHA256:…`` of a "<type> <base64>" public key."""
-    blob = base64.b64decode(key.split()[1])
-    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
-
-
-def _code(arm_code: str) -> ErrorCode:
-    from .arm import CODES
-
-    return CODES.get(arm_code.lower(), ErrorCode.ALLOCATION_FAILED)

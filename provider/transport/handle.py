@@ -39,13 +39,16 @@ def deploy_files(transport: Transport, agent_path: str) -> None:
 
 
 class DeferredTransport:
-    """A Transport got from ``get`` when first used (and each time, so a pool's newer one is taken)."""
+    """A Transport got from ``get`` when first used (a failure to get it is raised there, and asked again next use)."""
 
     def __init__(self, get: Callable[[], Transport]) -> None:
         self._get = get
+        self._got: Transport | None = None
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._get(), name)
+        if self._got is None:
+            self._got = self._get()
+        return getattr(self._got, name)
 
 
 @dataclass

@@ -201,9 +201,10 @@ def _key_problem(text: str, passphrase: str | None) -> str:
     return "not an ed25519, ECDSA or RSA key, or damaged (are lines missing?)"
 
 
-def fingerprint(key: paramiko.PKey) -> str:
-    """OpenSSH's ``SHA256:…`` form (as ``ssh-keygen -lf`` prints it)."""
-    return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+def fingerprint(key: paramiko.PKey | str) -> str:
+    """OpenSSH's ``SHA256:…`` form (as ``ssh-keygen -lf`` prints it) of a key, or of its "<type> <base64>" text."""
+    blob = base64.b64decode(key.split()[1]) if isinstance(key, str) else key.asbytes()
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
 class _VerifyHostKey(paramiko.MissingHostKeyPolicy):
