@@ -46,7 +46,7 @@ setup(
         "azure-storage-blob>=12.19",
         "azure-storage-file-share>=12.15",
         "azure-identity>=1.15",
-        "azure-mgmt-compute>=34",  # pools of Azure VMs (pools/scaleset.py): imported only when a connection names them
+        "azure-mgmt-compute>=34",  # pools of Azure VMs (pools/azurevms.py): imported only when a connection names them
         "fastapi>=0.110",  # the REST API (restapi/); Airflow's api-server brings them too
         "uvicorn>=0.27",
     ],

@@ -38,7 +38,7 @@ from azure.core.credentials import AccessToken, AccessTokenInfo  # noqa: E402
 
 from airflow_batchai.controller import Controller  # noqa: E402
 from airflow_batchai.pools.arm import AzureVMSettings  # noqa: E402
-from airflow_batchai.pools.scaleset import ScaleSetPool  # noqa: E402
+from airflow_batchai.pools.azurevms import AzureVMPool  # noqa: E402
 from airflow_batchai.records import ExecutionState  # noqa: E402
 from airflow_batchai.service import Service, Settings  # noqa: E402
 from airflow_batchai.spec import load_cluster_spec, load_job_spec  # noqa: E402
@@ -129,7 +129,7 @@ def main() -> None:
         fields = {"subscription_id": "sub-1", "resource_group": "gpu-rg", "scale_set": "gpu-vmss", "max_nodes": MAX_NODES}
         settings = AzureVMSettings(**fields, arm_endpoint=arm.url, arm_ca_bundle=arm.ca)
         auth = SSHAuth(user="root", key_file=str(arm.folder / "hosts" / "client_key"), allow_agent=False)
-        pool = ScaleSetPool(
+        pool = AzureVMPool(
             settings, auth, root=str(work / "nodes"), python=sys.executable, credential=StaticToken(), authorized_keys=str(work / "keys")
         )
         service = Service.embedded(work / "home", pool=pool, settings=Settings(), kind="controller")

@@ -27,8 +27,8 @@ from .fieldchecks import check_fields
 from .layout import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION
 from .pools import NodePool
 from .pools.arm import AzureVMSettings
+from .pools.azurevms import AzureVMPool
 from .pools.local import LocalNodePool
-from .pools.scaleset import ScaleSetPool
 from .pools.slurm import SlurmPool, SlurmSettings
 from .pools.ssh import SSHNodePool
 from .scheduling.reconcile import Reconciler
@@ -62,7 +62,7 @@ class ProviderConfig(BaseModel):
     )
     azure_vms: AzureVMSettings | None = Field(
         default=None,
-        description='nodes are a VM scale set\'s instances, started on demand: {"subscription_id", "resource_group", "scale_set", "max_nodes", ...}',
+        description='nodes are Azure VMs started on demand, a scale set\'s or named: {"subscription_id", "resource_group", "scale_set" or "vms", "max_nodes", ...}',
     )
     ssh_user: str | None = None
     ssh_private_key: str | None = None
@@ -120,7 +120,9 @@ class ProviderConfig(BaseModel):
         if self.slurm is not None:
             nodes = f"Slurm partition {self.slurm.partition}" + (f" via {self.slurm.login}" if self.slurm.login else "")
         if self.azure_vms is not None:
-            nodes = f"up to {self.azure_vms.max_nodes} instance(s) of scale set {self.azure_vms.scale_set}"
+            vms = self.azure_vms
+            where = f"scale set {vms.scale_set}" if vms.scale_set else f"VMs {', '.join(vms.vms or [])}"
+            nodes = f"up to {vms.max_nodes} of {where}"
         credential = storage_credential(self)
         if credential is not None:
             return f"{nodes}, Azure Storage account {credential.account}, control container {self.control_container}"
@@ -198,14 +200,14 @@ class Backends:
     scheduler: type[Reconciler]
 
 
-def scale_set_pool(config: ProviderConfig) -> ScaleSetPool:
-    """The connection's VM scale set; its instances are logged in to with the connection's SSH user and key."""
+def azure_vm_pool(config: ProviderConfig) -> AzureVMPool:
+    """The connection's VM scale set or named VMs, logged in to with the connection's SSH user and key."""
     assert config.azure_vms is not None
     if config.hosts or config.slurm is not None:
         raise BatchAIError(
             ErrorCode.INVALID_CONNECTION, "a connection names hosts, a Slurm partition or azure_vms: one of them", "azure_vms"
         )
-    return ScaleSetPool(
+    return AzureVMPool(
         config.azure_vms, ssh_auth(config), root=config.node_root, python=config.node_python, authorized_keys=config.authorized_keys_file
     )
 
@@ -214,7 +216,7 @@ def backends(config: ProviderConfig) -> Backends:
     """The composition root: the one place that asks which kind of pool and scheduler a connection
     describes. Everything else talks to the NodePool protocol and the Reconciler it is given."""
     if config.azure_vms is not None:
-        return Backends(scale_set_pool(config), Reconciler)
+        return Backends(azure_vm_pool(config), Reconciler)
     if config.slurm is not None:
         return Backends(slurm_pool(config), SlurmReconciler)
     return Backends(ssh_pool(config) if config.hosts else None, Reconciler)

@@ -53,9 +53,9 @@ def get_provider_info() -> dict[str, Any]:
                         section="Nodes",
                     ),
                     "azure_vms": _field(
-                        "Azure VM scale set",
-                        '{"subscription_id", "resource_group", "scale_set", "max_nodes", "tenant_id", "client_id", "client_secret"}: '
-                        "nodes are the scale set's instances, started when jobs queue and deallocated when idle",
+                        "Azure VMs",
+                        '{"subscription_id", "resource_group", "scale_set" (or "vms": [names]), "max_nodes", "tenant_id", "client_id", '
+                        '"client_secret"}: nodes are the scale set\'s instances or the named VMs, started when jobs queue and deallocated when idle',
                         "object",
                         section="Nodes",
                     ),

@@ -1,4 +1,5 @@
-"""A stand-in for Azure Resource Manager's compute API: one virtual machine scale set, for tests and benchmarks.
+"""A stand-in for Azure Resource Manager's compute API: one virtual machine scale set (Uniform or Flexible
+orchestration) or a few named VMs, for tests and benchmarks.
 
 ARM cannot run here, so this HTTPS server answers the requests ``azure-mgmt-compute`` makes, with the
 status codes, headers and error bodies ARM sends: the scale set (GET, PATCH of its capacity), its
@@ -6,6 +7,11 @@ instances (list with instance views, start, deallocate, delete, run-command), th
 and long-running operations (``Azure-AsyncOperation`` and ``Location`` headers, ``Retry-After``, an
 operation status that goes InProgress → Succeeded or Failed with ARM's error). Entra ID has no local
 stand-in either: clients send a static bearer token, which is checked only for being there.
+
+Modes (``--mode``), as Azure has them: ``Uniform`` (instances ``0``, ``1``... under the scale set, batch
+start/deallocate/delete on it), ``Flexible`` (instances are plain VMs named ``<scale set>_<hex>``, listed
+with a ``virtualMachineScaleSet/id`` filter and started one by one; the capacity still grows them) and
+``VMs`` (no scale set: the VMs named by ``--vms``, made by hand, deallocated at the start).
 
 Every instance is a real host: a network namespace with its own sshd (tests/sshhosts.py). Booting
 (``--boot-s``) ends with its sshd started and its link up; deallocating takes it off the network and
@@ -16,7 +22,7 @@ instance's namespace, where /etc/ssh holds the host's public key, as on an Azure
 What a test asks for, on demand (``/_standin/...``): allocation and quota failures, 429 storms with
 Retry-After, and counts of the requests ARM got. Run on its own (benchmarks, external checks):
 
-    python -m tests.armcompute --port PORT --state DIR [--boot-s B] [--instances N]
+    python -m tests.armcompute --port PORT --state DIR [--boot-s B] [--instances N] [--mode Flexible|VMs --vms a,b]
 
 prints ``ready <url> <ca file>`` once it listens, and removes its hosts on SIGTERM.
 """
@@ -51,14 +57,17 @@ CORES_PER_VM = 6  # NC6s_v3
 DEFAULT_SUBNET = f"10.213.{40 + (int(sshhosts._WORKER[2:]) if sshhosts._WORKER[2:].isdigit() else 0)}"  # apart from sshhosts' 7-12
 PROVIDER = r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.Compute"
 SCALE_SET = PROVIDER + r"/virtualMachineScaleSets/(?P<vmss>[^/]+)"
-INSTANCE = SCALE_SET + r"/virtualMachines/(?P<id>\d+)"
+VM = PROVIDER + r"/virtualMachines(?:/(?P<name>[^/]+)(?P<tail>/.*)?)?"
+NIC = r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.Network/networkInterfaces/(?P<nic>[^/]+)"
+MODES = ("Uniform", "Flexible", "VMs")
 OPERATION = r"/subscriptions/(?P<sub>[^/]+)/providers/Microsoft\.Compute/locations/(?P<loc>[^/]+)/operations/(?P<op>[^/]+)"
 
 
 @dataclass
 class Instance:
-    instance_id: str
+    instance_id: str  # Uniform: "0", "1"...; Flexible and VMs: the VM's name
     slot: int  # which prepared host plays it
+    order: int = 0  # when it was made: a scale set removes its newest first
     vm_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     provisioning: str = "Creating"  # Creating, Updating, Succeeded, Failed, Deleting
     power: str = "starting"  # starting, running, stopping, stopped, deallocating, deallocated
@@ -82,7 +91,7 @@ def _now() -> str:
 def _kind_of(path: str) -> str:
     """A request's path with its ids taken out, for counting requests by kind."""
     path = path.split("/providers/")[-1]
-    path = re.sub(r"/virtualMachines/\d+", "/virtualMachines/{id}", path)
+    path = re.sub(r"/(virtualMachines|networkInterfaces)/[^/]+", r"/\1/{id}", path)
     return re.sub(r"/operations/[0-9a-f-]+", "/operations/{id}", path)
 
 
@@ -106,8 +115,11 @@ class ScaleSetWorld:
         retry_after_s: int,
         tag: str,
         subnet: str,
+        mode: str = "Uniform",
+        vm_names: tuple[str, ...] = (),
     ) -> None:
         self.folder, self.name, self.vm_size, self.boot_s = folder, name, vm_size, boot_s
+        self.mode = mode
         self.priority, self.retry_after_s = priority, retry_after_s
         self.lock = threading.RLock()
         self.instances: dict[str, Instance] = {}
@@ -123,6 +135,9 @@ class ScaleSetWorld:
             for index in range(len(self.hosts.hosts)):
                 self._power_off(index)
                 self._publish_host_key(index)
+            for index, vm_name in enumerate(vm_names[: len(self.hosts.hosts)] if mode == "VMs" else ()):
+                made = Instance(vm_name, index, order=index, provisioning="Succeeded", power="deallocated")
+                self.instances[vm_name] = made  # made by hand, deallocated, before the provider came
         except BaseException:
             sshhosts.teardown(self.hosts)
             raise
@@ -200,7 +215,7 @@ class ScaleSetWorld:
             operation = self._operation()
             failure = self._armed("scale")
             if capacity <= current:
-                victims = sorted(self.instances.values(), key=lambda i: int(i.instance_id), reverse=True)[: current - capacity]
+                victims = sorted(self.instances.values(), key=lambda i: i.order, reverse=True)[: current - capacity]
                 for instance in victims:
                     self._delete(instance, operation)
                 if not victims:
@@ -209,7 +224,8 @@ class ScaleSetWorld:
             used = {i.slot for i in self.instances.values()}
             created = []
             for slot in [s for s in range(len(self.hosts.hosts)) if s not in used][: capacity - current]:
-                instance = Instance(str(self.next_id), slot)
+                name = str(self.next_id) if self.mode == "Uniform" else f"{self.name}_{uuid.uuid4().hex[:8]}"
+                instance = Instance(name, slot, order=self.next_id)
                 self.next_id += 1
                 self.instances[instance.instance_id] = instance
                 self._new_disk(slot)
@@ -255,7 +271,7 @@ class ScaleSetWorld:
                 raise ArmError(
                     409,
                     "OperationNotAllowed",
-                    f"Operation 'RunCommand' is not allowed on VM '{self.name}_{instance_id}' since the VM is not running.",
+                    f"Operation 'RunCommand' is not allowed on VM '{self.vm_name(instance)}' since the VM is not running.",
                 )
             if body.get("commandId") != "RunShellScript":
                 raise ArmError(400, "InvalidParameter", f"The value of parameter commandId is invalid: {body.get('commandId')!r}.")
@@ -277,10 +293,17 @@ class ScaleSetWorld:
 
     # -- helpers ---------------------------------------------------------------------------------
     def _instance(self, instance_id: str) -> Instance:
-        instance = self.instances.get(str(instance_id))
-        if instance is None:
+        instance = self.instances.get(str(instance_id)) or next(
+            (i for i in self.instances.values() if i.instance_id.lower() == str(instance_id).lower()), None
+        )  # ARM's names are case-insensitive
+        if instance is None and self.mode == "Uniform":
             raise ArmError(404, "NotFound", f"The entity was not found in this Azure location: instance {instance_id} of {self.name}.")
+        if instance is None:
+            raise ArmError(404, "ResourceNotFound", f"The Resource 'Microsoft.Compute/virtualMachines/{instance_id}' was not found.")
         return instance
+
+    def vm_name(self, instance: Instance) -> str:
+        return f"{self.name}_{instance.instance_id}" if self.mode == "Uniform" else instance.instance_id
 
     def _operation(self) -> Operation:
         operation = Operation(str(uuid.uuid4()))
@@ -356,7 +379,7 @@ class ScaleSetWorld:
             "location": LOCATION,
             "sku": {"name": self.vm_size, "tier": "Standard", "capacity": self.capacity()},
             "properties": {
-                "orchestrationMode": "Uniform",
+                "orchestrationMode": self.mode,
                 "provisioningState": "Updating" if busy else "Succeeded",
                 "upgradePolicy": {"mode": "Manual"},
                 "virtualMachineProfile": profile,
@@ -397,9 +420,39 @@ class ScaleSetWorld:
             "properties": properties,
         }
 
+    def vm_json(self, provider: str, instance: Instance, expand: bool) -> dict[str, Any]:
+        """A VM of a Flexible scale set, or a named one (Microsoft.Compute/virtualMachines)."""
+        subscription_group = provider.split("/providers/")[0]
+        nic = f"{subscription_group}/providers/Microsoft.Network/networkInterfaces/{instance.instance_id}-nic"
+        properties: dict[str, Any] = {
+            "vmId": instance.vm_id,
+            "provisioningState": instance.provisioning,
+            "hardwareProfile": {"vmSize": self.vm_size},
+            "osProfile": {"computerName": instance.instance_id[:15], "adminUsername": "root"},
+            "networkProfile": {"networkInterfaces": [{"id": nic, "properties": {"primary": True}}]},
+            "priority": self.priority,
+        }
+        if self.priority == "Spot":
+            properties["evictionPolicy"] = "Deallocate"
+        if self.mode == "Flexible":
+            properties["virtualMachineScaleSet"] = {"id": f"{provider}/virtualMachineScaleSets/{self.name}"}
+        if expand:
+            properties["instanceView"] = self.instance_view(instance)
+        return {
+            "name": instance.instance_id,
+            "id": f"{provider}/virtualMachines/{instance.instance_id}",
+            "type": "Microsoft.Compute/virtualMachines",
+            "location": LOCATION,
+            "properties": properties,
+        }
+
     def nic_json(self, base: str, instance: Instance) -> dict[str, Any]:
         address = self.host(instance.slot).address
-        nic = f"{base}/virtualMachines/{instance.instance_id}/networkInterfaces/{self.name}-nic"
+        nic = (
+            f"{base}/virtualMachines/{instance.instance_id}/networkInterfaces/{self.name}-nic"
+            if self.mode == "Uniform"
+            else f"{base}/providers/Microsoft.Network/networkInterfaces/{instance.instance_id}-nic"
+        )
         ipconfig = {"name": "ipconfig1", "id": f"{nic}/ipConfigurations/ipconfig1"}
         ipconfig["properties"] = {"privateIPAddress": address, "privateIPAllocationMethod": "Dynamic", "primary": True}  # type: ignore[assignment]
         return {"name": f"{self.name}-nic", "id": nic, "properties": {"primary": True, "ipConfigurations": [ipconfig]}}
@@ -439,6 +492,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_PUT(self) -> None:
         self._answer("PUT")
+
+    def do_DELETE(self) -> None:
+        self._answer("DELETE")
 
     def _answer(self, method: str) -> None:
         url = urlsplit(self.path)
@@ -501,8 +557,19 @@ class Handler(BaseHTTPRequestHandler):
             if operation.result is not None:
                 status["properties"] = {"output": operation.result}
             return 200, status, {}
+        if match := re.fullmatch(NIC, path, re.IGNORECASE):
+            with world.lock:
+                instance = next((i for i in world.instances.values() if f"{i.instance_id}-nic".lower() == match["nic"].lower()), None)
+                if instance is None or world.mode == "Uniform":
+                    raise ArmError(
+                        404, "ResourceNotFound", f"The Resource 'Microsoft.Network/networkInterfaces/{match['nic']}' was not found."
+                    )
+                return 200, world.nic_json(path.split("/providers/")[0], instance), {}
+        if match := re.fullmatch(VM, path, re.IGNORECASE):
+            with world.lock:
+                return self._vm_route(method, path[: path.lower().index("/virtualmachines")], match, query, body)
         match = re.fullmatch(SCALE_SET + r"(?P<rest>/.*)?", path, re.IGNORECASE)
-        if match is None or match["vmss"].lower() != world.name.lower():
+        if match is None or match["vmss"].lower() != world.name.lower() or world.mode == "VMs":
             raise ArmError(
                 404,
                 "ResourceNotFound",
@@ -526,6 +593,13 @@ class Handler(BaseHTTPRequestHandler):
                 action = {"/start": world.start, "/deallocate": world.deallocate, "/delete": world.delete}[rest.lower()]
                 operation = action(ids or None)
                 return 202, None, self._async(operation, match["sub"])
+            if rest.lower().startswith("/virtualmachines") and world.mode == "Flexible":
+                raise ArmError(
+                    400,
+                    "OperationNotAllowed",
+                    "This operation is not supported for a Virtual Machine Scale Set with orchestration mode 'Flexible': "
+                    "use the virtual machine APIs on its VMs.",
+                )
             if rest == "/virtualMachines" and method == "GET":
                 expand = "instanceView" in (query.get("$expand") or [""])[0]
                 ordered = sorted(world.instances.values(), key=lambda i: int(i.instance_id))
@@ -543,6 +617,42 @@ class Handler(BaseHTTPRequestHandler):
                 if tail == "/runcommand" and method == "POST":
                     return 202, None, self._async(world.run_command(vm["id"], body), match["sub"])
         raise ArmError(404, "NotFound", f"No route for {method} {path} in the stand-in.")
+
+    def _vm_route(
+        self, method: str, provider: str, match: re.Match[str], query: dict[str, list[str]], body: dict[str, Any]
+    ) -> tuple[int, Any, dict[str, str]]:
+        """Microsoft.Compute/virtualMachines: a Flexible scale set's VMs, or the named ones."""
+        world = self.world
+        expand = "instanceView" in (query.get("$expand") or [""])[0]
+        if match["name"] is None and method == "GET":
+            wanted = (query.get("$filter") or [""])[0]
+            if expand and not wanted:
+                raise ArmError(400, "InvalidParameter", "The value 'instanceView' of parameter '$expand' is allowed only with a '$filter'.")
+            scale_set = re.fullmatch(r"'virtualMachineScaleSet/id' eq '(?P<id>[^']+)'", wanted.strip()) if wanted else None
+            if wanted and scale_set is None:
+                raise ArmError(400, "InvalidParameter", f"The value of parameter '$filter' is invalid: {wanted!r}.")
+            chosen = sorted(world.instances.values(), key=lambda i: i.order) if world.mode != "Uniform" else []
+            if scale_set is not None:
+                own = f"{provider}/virtualMachineScaleSets/{world.name}".lower()
+                chosen = [i for i in chosen if world.mode == "Flexible" and scale_set["id"].lower() == own]
+            return 200, {"value": [world.vm_json(provider, i, expand) for i in chosen]}, {}
+        if world.mode == "Uniform" or match["name"] is None:
+            raise ArmError(404, "ResourceNotFound", f"The Resource 'Microsoft.Compute/virtualMachines/{match['name']}' was not found.")
+        instance = world._instance(match["name"])
+        tail = (match["tail"] or "").lower()
+        subscription = match["sub"]
+        if tail == "" and method == "GET":
+            return 200, world.vm_json(provider, instance, expand), {}
+        if tail == "/instanceview" and method == "GET":
+            return 200, world.instance_view(instance), {}
+        if tail in ("/start", "/deallocate") and method == "POST":
+            action = world.start if tail == "/start" else world.deallocate
+            return 202, None, self._async(action([instance.instance_id]), subscription)
+        if tail == "" and method == "DELETE":
+            return 202, None, self._async(world.delete([instance.instance_id]), subscription)
+        if tail == "/runcommand" and method == "POST":
+            return 202, None, self._async(world.run_command(instance.instance_id, body), subscription)
+        raise ArmError(404, "NotFound", f"No route for {method} {match.group(0)} in the stand-in.")
 
     def _async(self, operation: Operation, subscription: str) -> dict[str, str]:
         host = f"https://{self.headers.get('Host')}"
@@ -630,13 +740,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale-set", default="gpu-vmss")
     parser.add_argument("--vm-size", default="Standard_NC6s_v3")
     parser.add_argument("--priority", choices=["Regular", "Spot"], default="Regular")
+    parser.add_argument("--mode", choices=MODES, default="Uniform", help="the scale set's orchestration, or VMs: named VMs only")
+    parser.add_argument("--vms", default="gpu-vm-a,gpu-vm-b,gpu-vm-c", help="with --mode VMs: the VMs' names, comma-separated")
     parser.add_argument("--retry-after", type=int, default=1, help="Retry-After of long-running operations, seconds")
     parser.add_argument("--tag", default=f"arm{os.getpid() % 1000}", help="names the network namespaces and bridge (a few characters)")
     parser.add_argument("--subnet", default=DEFAULT_SUBNET, help="the instances' /24, apart from every other test host's")
     args = parser.parse_args(argv)
     args.state.mkdir(parents=True, exist_ok=True)
     world = ScaleSetWorld(
-        args.state, args.scale_set, args.vm_size, args.instances, args.boot_s, args.priority, args.retry_after, args.tag, args.subnet
+        args.state,
+        args.scale_set,
+        args.vm_size,
+        args.instances,
+        args.boot_s,
+        args.priority,
+        args.retry_after,
+        args.tag,
+        args.subnet,
+        args.mode,
+        tuple(args.vms.split(",")),
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from ..errors import BatchAIError, ErrorCode
 
@@ -28,14 +28,22 @@ NETWORK_API_VERSION = "2024-07-01"  # a scale set instance's network interfaces 
 
 
 class AzureVMSettings(BaseModel):
-    """The connection's ``azure_vms`` field: the scale set whose instances are the pool's nodes."""
+    """The connection's ``azure_vms`` field: the scale set whose instances are the pool's nodes, or the
+    VMs, named, that are."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    subscription_id: str = Field(pattern=r"^[0-9A-Za-z-]{1,64}$", description="the Azure subscription of the scale set")
+    subscription_id: str = Field(pattern=r"^[0-9A-Za-z-]{1,64}$", description="the Azure subscription of the VMs")
     resource_group: str = Field(pattern=r"^[-\w.()]{1,90}$")
-    scale_set: str = Field(pattern=r"^[A-Za-z0-9][\w.-]{0,63}$", description="an existing VM scale set (Uniform orchestration)")
-    max_nodes: int = Field(ge=1, le=1000, description="at most this many instances at once (the scale set grows up to it)")
+    scale_set: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9][\w.-]{0,63}$", description="an existing VM scale set (Uniform or Flexible orchestration)"
+    )
+    vms: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][\w.-]{0,63}$")]] | None = Field(
+        default=None, min_length=1, max_length=1000, description="else: existing VMs, by name, started and deallocated as needed"
+    )
+    max_nodes: int = Field(
+        default=0, ge=0, le=1000, description="at most this many running at once (a scale set grows up to it); 0 with vms: all of them"
+    )
     scale_in: Literal["deallocate", "delete"] = Field(
         default="deallocate", description="what an idle node's instance becomes: deallocated (disk kept, not billed) or deleted"
     )
@@ -57,6 +65,20 @@ class AzureVMSettings(BaseModel):
         if not value.startswith("https://") or any(c in value for c in " \n?#"):
             raise ValueError("must be an https:// URL (Azure sends its bearer token over nothing else)")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_fleet(self) -> AzureVMSettings:
+        if (self.scale_set is None) == (self.vms is None):
+            raise ValueError("name either scale_set (a VM scale set) or vms (a list of VM names)")
+        if self.vms is not None:
+            if len({name.lower() for name in self.vms}) != len(self.vms):
+                raise ValueError("vms: a VM is named twice")
+            if self.scale_in == "delete":
+                raise ValueError("scale_in: named VMs are deallocated, never deleted (they were made by hand)")
+            self.max_nodes = self.max_nodes or len(self.vms)
+        elif self.max_nodes < 1:
+            raise ValueError("max_nodes: a scale set needs the most instances it may grow to (1 or more)")
+        return self
 
     def secrets(self) -> list[str]:
         return [self.client_secret] if self.client_secret else []
@@ -129,8 +151,12 @@ class ArmClient:
 
 
 def _without_ids(path: str) -> str:
+    """A request's kind: its path with instance numbers, VM and interface names and operation ids taken out."""
     parts = path.split("/")
-    return "/".join("{id}" if part.isdigit() or (len(part) == 36 and part.count("-") == 4) else part for part in parts)
+    named = {i + 1 for i, part in enumerate(parts) if part.lower() in ("virtualmachines", "networkinterfaces")}
+    return "/".join(
+        "{id}" if i in named or part.isdigit() or (len(part) == 36 and part.count("-") == 4) else part for i, part in enumerate(parts)
+    )
 
 
 def _json(response: Any) -> dict[str, Any]:

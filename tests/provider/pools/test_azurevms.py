@@ -15,9 +15,9 @@ from azure.core.credentials import AccessToken, AccessTokenInfo
 
 from airflow_batchai.config import connection_config
 from airflow_batchai.errors import BatchAIError
-from airflow_batchai.pools import scaleset
+from airflow_batchai.pools import azurevms
 from airflow_batchai.pools.arm import AzureVMSettings
-from airflow_batchai.pools.scaleset import ScaleSetPool
+from airflow_batchai.pools.azurevms import AzureVMPool
 from airflow_batchai.service import Service, Settings
 from airflow_batchai.spec import load_cluster_spec, load_job_spec
 from airflow_batchai.transport.ssh import SSHAuth
@@ -39,8 +39,8 @@ class StaticToken:
 
 @pytest.fixture
 def arm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[armcompute.StandIn]:
-    monkeypatch.setattr(scaleset, "CHANGING_POLL_S", 1.0)  # Azure's VMs take minutes to boot; these take one second
-    monkeypatch.setattr(scaleset, "BACKOFF_FIRST_S", 2.0)
+    monkeypatch.setattr(azurevms, "CHANGING_POLL_S", 1.0)  # Azure's VMs take minutes to boot; these take one second
+    monkeypatch.setattr(azurevms, "BACKOFF_FIRST_S", 2.0)
     stand_in = armcompute.start(tmp_path / "arm", "--boot-s", "1", "--instances", "3")
     try:
         yield stand_in
@@ -48,12 +48,12 @@ def arm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[armcompute.
         stand_in.stop()
 
 
-def pool_of(arm: armcompute.StandIn, tmp_path: Path, **changes: Any) -> ScaleSetPool:
+def pool_of(arm: armcompute.StandIn, tmp_path: Path, **changes: Any) -> AzureVMPool:
     fields = {"subscription_id": "sub-1", "resource_group": "gpu-rg", "scale_set": "gpu-vmss", "max_nodes": 3}
     settings = AzureVMSettings(**{**fields, "arm_endpoint": arm.url, "arm_ca_bundle": arm.ca, "boot_timeout_s": 60, **changes})
     auth = SSHAuth(user="root", key_file=str(arm.folder / "hosts" / "client_key"), allow_agent=False)
     keys = str(tmp_path / "cluster_authorized_keys")  # the instances are this machine: never the real ~/.ssh/authorized_keys
-    return ScaleSetPool(settings, auth, root=str(tmp_path / "nodes"), python=sys.executable, credential=StaticToken(), authorized_keys=keys)
+    return AzureVMPool(settings, auth, root=str(tmp_path / "nodes"), python=sys.executable, credential=StaticToken(), authorized_keys=keys)
 
 
 def elastic_service(arm: armcompute.StandIn, tmp_path: Path, **changes: Any) -> Service:
@@ -176,8 +176,20 @@ def test_a_connection_names_its_scale_set_and_keeps_its_secret_masked() -> None:
     assert config.secrets() == ["sp-secret"] and "scale set gpu-vmss" in config.describe()
     with pytest.raises(BatchAIError, match=r"field azure_vms\.arm_endpoint: .*https://"):
         connection_config({"azure_vms": {**extras, "arm_endpoint": "http://10.0.0.1"}}, "connection c")
-    with pytest.raises(BatchAIError, match=r"field azure_vms\.max_nodes"):
+    with pytest.raises(BatchAIError, match=r"field azure_vms: .*max_nodes: a scale set needs the most instances it may grow to"):
         connection_config({"azure_vms": {**extras, "max_nodes": 0}}, "connection c")
+    named = {"subscription_id": "sub-1", "resource_group": "gpu-rg", "vms": ["nc-a", "nc-b"]}
+    assert connection_config({"azure_vms": named}, "connection c").azure_vms.max_nodes == 2  # type: ignore[union-attr]
+    assert "of VMs nc-a, nc-b" in connection_config({"azure_vms": named}, "connection c").describe()
+    for wrong, said in [
+        ({**named, "scale_set": "gpu-vmss"}, "name either scale_set .* or vms"),
+        ({**named, "scale_in": "delete"}, "named VMs are deallocated, never deleted"),
+        ({**named, "vms": ["nc-a", "NC-A"]}, "a VM is named twice"),
+        ({**named, "vms": ["../etc"]}, r"azure_vms\.vms\.0: String should match pattern"),
+        ({**named, "vms": []}, r"azure_vms\.vms: List should have at least 1 item"),
+    ]:
+        with pytest.raises(BatchAIError, match=said):
+            connection_config({"azure_vms": wrong}, "connection c")
     with pytest.raises(BatchAIError, match=r"azure_vms: a service principal needs tenant_id, client_id too"):
         from airflow_batchai.pools.arm import credential_for
 
@@ -196,8 +208,8 @@ def test_one_cluster_per_scale_set(arm: armcompute.StandIn, tmp_path: Path) -> N
 def test_a_spot_eviction_requeues_the_job_keeps_its_attempt_and_the_cluster_asks_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(scaleset, "CHANGING_POLL_S", 1.0)
-    monkeypatch.setattr(scaleset, "IN_USE_POLL_S", 1.0)  # Azure's notice comes within a minute; here within a second
+    monkeypatch.setattr(azurevms, "CHANGING_POLL_S", 1.0)
+    monkeypatch.setattr(azurevms, "IN_USE_POLL_S", 1.0)  # Azure's notice comes within a minute; here within a second
     spot = armcompute.start(tmp_path / "arm", "--boot-s", "1", "--instances", "2", "--priority", "Spot")
     try:
         service = elastic_service(spot, tmp_path)
@@ -221,4 +233,56 @@ def test_a_spot_eviction_requeues_the_job_keeps_its_attempt_and_the_cluster_asks
         assert (tmp_path / "attempts").read_text() == "attempt\nattempt\n"
     finally:
         spot.stop()
+        kill_agents_under(tmp_path / "nodes")
+
+
+def test_a_flexible_scale_set_grows_and_deallocates_its_vms_one_by_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(azurevms, "CHANGING_POLL_S", 1.0)
+    flexible = armcompute.start(tmp_path / "arm", "--boot-s", "1", "--instances", "2", "--mode", "Flexible")
+    try:
+        service = elastic_service(flexible, tmp_path, max_nodes=2)
+        autoscale(service)
+        job = load_job_spec({"properties": custom_job("echo rank $AZ_BATCHAI_TASK_INDEX", nodes=2)}, environ={})
+        service.create_job("gpu", "pair", job, "e")
+        done = service.wait_job("pair", "e", timeout_s=90, poll_s=0.2)
+        assert done.execution_state == "succeeded", done.execution_info
+        names = sorted(powers(flexible))
+        assert len(names) == 2 and all(name.startswith("gpu-vmss_") for name in names), "a Flexible scale set's VMs have names"
+        idle = lambda: service.show_cluster("gpu").current_node_count == 0 and set(powers(flexible).values()) == {"deallocated"}  # noqa: E731
+        wait_until(idle, 60, 0.3, what="both VMs deallocated")  # reading the cluster is what moves it here (no controller)
+        counts = flexible.state()["requests"]
+        assert counts["PATCH Microsoft.Compute/virtualMachineScaleSets/gpu-vmss"] == 1, "the capacity made the VMs"
+        assert counts["POST Microsoft.Compute/virtualMachines/{id}/runCommand"] == 2, "a host key each, through the VM API"
+        assert counts["POST Microsoft.Compute/virtualMachines/{id}/deallocate"] == 2
+        assert counts["GET Microsoft.Network/networkInterfaces/{id}"] == 2, "an address each, from the VM's own interface"
+        assert not any("virtualMachineScaleSets/gpu-vmss/virtualMachines" in kind for kind in counts), "no Uniform-only call"
+    finally:
+        flexible.stop()
+        kill_agents_under(tmp_path / "nodes")
+
+
+def test_named_vms_are_started_by_name_and_deallocated_never_created(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(azurevms, "CHANGING_POLL_S", 1.0)
+    named = armcompute.start(tmp_path / "arm", "--boot-s", "1", "--instances", "2", "--mode", "VMs", "--vms", "nc-box-a,nc-box-b")
+    try:
+        settings = {"scale_set": None, "vms": ["nc-box-a", "nc-box-b"], "max_nodes": 0}
+        service = elastic_service(named, tmp_path, **settings)
+        assert service.pool.capacity(SIZE) == 2 and service.pool.vm_size_problem("STANDARD_ND40RS_V2") is not None
+        autoscale(service)
+        service.create_job("gpu", "one", load_job_spec({"properties": custom_job("hostname -I")}, environ={}), "e")
+        done = service.wait_job("one", "e", timeout_s=90, poll_s=0.2)
+        assert done.execution_state == "succeeded", done.execution_info
+        assert powers(named)["nc-box-b"] == "deallocated", "one node was asked for: one VM started"
+        idle = lambda: service.show_cluster("gpu").current_node_count == 0 and set(powers(named).values()) == {"deallocated"}  # noqa: E731
+        wait_until(idle, 60, 0.3, what="the VM deallocated again")
+        counts = named.state()["requests"]
+        assert counts["POST Microsoft.Compute/virtualMachines/{id}/start"] == 1
+        assert not any(kind.startswith(("PATCH", "DELETE")) or "virtualMachineScaleSets" in kind for kind in counts), counts
+        assert service.pool.grow(5, SIZE) == ["nc-box-a", "nc-box-b"], "no more than there are"
+
+        missing = pool_of(named, tmp_path, **{**settings, "vms": ["nc-box-a", "nc-box-gone"]})
+        with pytest.raises(BatchAIError, match=r"VM nc-box-gone \(resource group gpu-rg\): ResourceNotFound"):
+            missing.describe()
+    finally:
+        named.stop()
         kill_agents_under(tmp_path / "nodes")

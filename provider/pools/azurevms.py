@@ -1,11 +1,12 @@
-"""An Azure VM scale set's instances as a node pool: started when jobs queue, deallocated once idle,
-as Batch AI's clusters of Azure VMs were.
+"""Azure VMs as a node pool (a scale set's instances, or VMs named in the connection): started when jobs
+queue, deallocated once idle, as Batch AI's clusters of Azure VMs were.
 
 The scheduler asks (``grow``, ``release``); this pool turns the asks into ARM calls and reports what
 ARM says back: instances on their way in or out (``changing``), those ready to be nodes
 (``inventory``), and why capacity could not be had (``problems``: AllocationFailed, quota...), asked
 again only after a backoff. Growing starts deallocated instances first (their disks keep what node
-setup installed), then raises the scale set's capacity, up to ``max_nodes``.
+setup installed), then raises the scale set's capacity, up to ``max_nodes``. How each of those is said
+to ARM (Uniform or Flexible scale set, named VMs) is the fleet's (``fleets``).
 
 A started instance becomes an SSH node like any other: its address is its network interface's, and
 its host key is read through ARM (run-command on the instance), never trusted on first contact.
@@ -23,7 +24,7 @@ import posixpath
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BatchAIError, ErrorCode
@@ -32,6 +33,7 @@ from ..transport.clusterkeys import DEFAULT_AUTHORIZED_KEYS, PeerSSH
 from ..transport.ssh import CONNECT_TIMEOUT_S, DEFAULT_ROOT, SFTP_TIMEOUT_S, HostSpec, SSHAuth, SSHTransport, fingerprint
 from . import NodeChange
 from .arm import ArmClient, AzureVMSettings, arm_error, our_code
+from .fleets import Instance, fleet_for, is_spot
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -47,19 +49,13 @@ HOST_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ssh-rsa")  # paramiko's
 HOST_KEY_SCRIPT = ["cat /etc/ssh/ssh_host_ed25519_key.pub /etc/ssh/ssh_host_ecdsa_key.pub /etc/ssh/ssh_host_rsa_key.pub 2>/dev/null"]
 
 
-@dataclass
-class Instance:
-    """One instance as the last listing showed it."""
-
-    instance_id: str
-    vm_id: str
-    power: str  # running, starting, stopping, stopped, deallocating, deallocated
-    provisioning: str  # succeeded, creating, updating, deleting, failed
-    error: dict[str, str] | None = None  # why provisioning failed, as ARM said
+def order(instance_id: str) -> tuple[int, int, str]:
+    """Instances in a stable order: a Uniform scale set's by number, VMs by name."""
+    return (0, int(instance_id), "") if instance_id.isdigit() else (1, 0, instance_id)
 
 
-class ScaleSetPool:
-    """The instances of ``settings.scale_set`` (Uniform orchestration), each an SSH node once ready."""
+class AzureVMPool:
+    """The connection's Azure VMs (``azure_vms``: a scale set, or named VMs), each an SSH node once ready."""
 
     elastic = True
     cluster_ssh = True
@@ -81,10 +77,14 @@ class ScaleSetPool:
         self.python = python
         self.authorized_keys = authorized_keys
         self.arm = ArmClient(settings, credential)
+        self.fleet = fleet_for(settings, self.arm)
         self.clock = clock
         self._lock = threading.RLock()
-        self._what = f"scale set {settings.scale_set} (resource group {settings.resource_group})"
+        self._what = self.fleet.what
+        self._described = False
         self._sku: str | None = None
+        self._all_sizes: set[str] = set()
+        self._vms_of_size: dict[str, int] = {}
         self._location: str | None = None
         self._instances: dict[str, Instance] = {}
         self._listed_at = float("-inf")
@@ -104,43 +104,47 @@ class ScaleSetPool:
         self._shown: dict[str, str] = {}  # instance id -> address, of those the last inventory gave as nodes
         self._gone: dict[str, dict[str, str]] = {}  # instance id -> why: nodes whose VM stopped without being asked
 
-    # -- what the scale set is --------------------------------------------------------------------
+    # -- what the fleet is ------------------------------------------------------------------------
     def describe(self) -> None:
-        """Its SKU and region (one GET, once): a Uniform scale set, or a clear refusal."""
-        if self._sku is not None:
-            return
-        try:
-            found = self.arm.compute.virtual_machine_scale_sets.get(self.settings.resource_group, self.settings.scale_set)
-        except Exception as error:
-            raise arm_error(error, self._what) from None
-        mode = (getattr(found.properties, "orchestration_mode", None) or "Uniform") if found.properties else "Uniform"
-        mode = str(getattr(mode, "value", mode))  # the SDK's enum, or ARM's text
-        if mode.lower() != "uniform":
-            raise BatchAIError(
-                ErrorCode.INVALID_POOL,
-                f"{self._what} has {mode} orchestration: only Uniform scale sets are supported",
-                "azure_vms.scale_set",
-            )
-        self._sku = found.sku.name if found.sku else None
-        self._location = found.location
-        profile = getattr(found.properties, "virtual_machine_profile", None) if found.properties else None
-        priority = getattr(profile, "priority", None) or "Regular"
-        self._priority = str(getattr(priority, "value", priority))
+        """Its size, region and priority, read once (one GET; one per VM for named VMs)."""
+        with self._lock:
+            if self._described:
+                return
+            facts = self.fleet.describe()
+            self._sku, self._location, self._priority = facts.size, facts.location, facts.priority
+            self._all_sizes = set(facts.sizes)
+            self._vms_of_size = dict(facts.vms_of_size)
+            self._described = True
 
     def node_id(self, instance_id: str) -> str:
-        return f"{self.settings.scale_set}-{instance_id}"
+        return self.fleet.node_id(instance_id)
 
     def _instance_of(self, node_id: str) -> str | None:
-        prefix = f"{self.settings.scale_set}-"
-        return node_id[len(prefix) :] if node_id.startswith(prefix) else None
+        return self.fleet.instance_of(node_id)
+
+    def _sizes(self) -> set[str]:
+        """The VM sizes there are: the scale set's, or each named VM's."""
+        self.describe()
+        return self._all_sizes
+
+    def _fits(self, instance: Instance, vm_size: str | None) -> bool:
+        size = instance.size or self._sku
+        return vm_size is None or size is None or size.lower() == vm_size.lower()
+
+    def _where(self, vm_size: str | None) -> str:
+        """The fleet, the size and the region, as an allocation failure must name them."""
+        size = self._sku or vm_size or "/".join(sorted(self._all_sizes))
+        return f"{self._what}, {size} in {self._location}"
 
     def serves(self, vm_size: str | None) -> bool:
-        self.describe()
-        return vm_size is None or self._sku is None or vm_size.lower() == self._sku.lower()
+        sizes = {size.lower() for size in self._sizes()}
+        return vm_size is None or not sizes or vm_size.lower() in sizes
 
     # -- NodePool: the machines ------------------------------------------------------------------
     def labels(self, node_id: str) -> tuple[str, ...]:
-        return (self._sku,) if self._sku else ()
+        instance = self._instances.get(self._instance_of(node_id) or "")
+        size = (instance.size if instance else None) or self._sku
+        return (size,) if size else ()
 
     def inventory(self) -> list[tuple[str, str, str, int]]:
         """Ready instances, and those lost since (``lost``): they stay nodes until the scheduler releases them."""
@@ -152,7 +156,7 @@ class ScaleSetPool:
             }
             return [
                 (self.node_id(iid), address, self.node_root_of(iid), 0)
-                for iid, address in sorted(self._shown.items(), key=lambda i: int(i[0]))
+                for iid, address in sorted(self._shown.items(), key=lambda i: order(i[0]))
             ]
 
     def _ready(self) -> list[str]:
@@ -166,7 +170,7 @@ class ScaleSetPool:
                 and instance.vm_id in self._host_keys
                 and iid not in self._leaving
             ),
-            key=int,
+            key=order,
         )
 
     def node_root_of(self, instance_id: str) -> str:
@@ -227,12 +231,17 @@ class ScaleSetPool:
         return self.settings.ssh_port
 
     def capacity(self, vm_size: str | None = None, max_age_s: float = 0.0) -> int:
-        return self.settings.max_nodes if self.serves(vm_size) else 0
+        if not self.serves(vm_size):
+            return 0
+        if self.fleet.grows:
+            return self.settings.max_nodes
+        there = sum(n for size, n in self._vms_of_size.items() if vm_size is None or not size or size == vm_size.lower())
+        return min(self.settings.max_nodes, there)
 
     def priority_problem(self, vm_priority: str | None) -> str | None:
-        """Batch AI's lowpriority is Azure's Spot: a cluster's priority must be the scale set's."""
+        """Batch AI's lowpriority is Azure's Spot: a cluster's priority must be the VMs'."""
         self.describe()
-        spot = self._priority.lower() in ("spot", "low")
+        spot = is_spot(self._priority)
         wanted = (vm_priority or "dedicated").lower() == "lowpriority"
         if spot == wanted:
             return None
@@ -241,7 +250,8 @@ class ScaleSetPool:
     def vm_size_problem(self, vm_size: str | None) -> str | None:
         if self.serves(vm_size):
             return None
-        return f"{self._what} runs {self._sku}, not vmSize {vm_size!r}: name the scale set's size, or point the connection at another"
+        sizes = ", ".join(sorted(self._sizes()))
+        return f"{self._what} runs {sizes}, not vmSize {vm_size!r}: name a size it runs, or point the connection at other VMs"
 
     # -- NodePool: elastic capacity --------------------------------------------------------------
     def grow(self, count: int, vm_size: str | None) -> list[str]:
@@ -252,23 +262,27 @@ class ScaleSetPool:
             try:
                 self._refresh(force=True)  # act on what ARM says now, not on a listing minutes old
                 busy = set(self._starting) | self._leaving | set(self._gone)  # a lost node's VM is its own until released
-                stopped = [i for i in self._instances.values() if i.power in ("deallocated", "stopped") and i.instance_id not in busy]
-                chosen = [i.instance_id for i in sorted(stopped, key=lambda i: int(i.instance_id))][:count]
-                operations = self.arm.compute.virtual_machine_scale_sets
+                stopped = [
+                    i
+                    for i in self._instances.values()
+                    if i.power in ("deallocated", "stopped") and i.instance_id not in busy and self._fits(i, vm_size)
+                ]
+                running = sum(
+                    1 for i in self._instances.values() if i.power not in ("deallocated", "stopped") and i.provisioning != "deleting"
+                )
+                room = max(0, self.settings.max_nodes - running)  # max_nodes bounds what runs, whatever the fleet holds
+                chosen = [i.instance_id for i in sorted(stopped, key=lambda i: order(i.instance_id))][: min(count, room)]
                 if chosen:
-                    operations.begin_start(self.settings.resource_group, self.settings.scale_set, instance_ids(chosen), polling=False)
+                    self.fleet.start(chosen)
                     now = self.clock()
                     self._starting.update({iid: now for iid in chosen})
                 current = self._capacity()
-                more = min(count - len(chosen), self.settings.max_nodes - current)
+                more = min(count - len(chosen), self.settings.max_nodes - current) if self.fleet.grows else 0
                 if more > 0:
-                    from azure.mgmt.compute.models import Sku, VirtualMachineScaleSetUpdate
-
-                    capacity = VirtualMachineScaleSetUpdate(sku=Sku(capacity=current + more))
-                    operations.begin_update(self.settings.resource_group, self.settings.scale_set, capacity, polling=False)
+                    self.fleet.set_capacity(current + more)
                     self._expected, self._asked_at = current + more, self.clock()
             except Exception as error:
-                self._fail(arm_error(error, f"{self._what}, {self._sku} in {self._location}"))
+                self._fail(arm_error(error, self._where(vm_size)))
                 return []
             self._backoff = BACKOFF_FIRST_S
             log.info("%s: starting %d instance(s) %s and adding %d", self._what, len(chosen), chosen, max(0, more))
@@ -290,14 +304,12 @@ class ScaleSetPool:
     def _send_releases(self) -> None:
         if not self._to_release:
             return
-        ids = sorted(self._to_release, key=int)
-        operations = self.arm.compute.virtual_machine_scale_sets
-        group, name = self.settings.resource_group, self.settings.scale_set
+        ids = sorted(self._to_release, key=order)
         try:
             if self.settings.scale_in == "delete":
-                operations.begin_delete_instances(group, name, instance_ids(ids, required=True), polling=False)
+                self.fleet.delete(ids)
             else:
-                operations.begin_deallocate(group, name, instance_ids(ids), polling=False)
+                self.fleet.deallocate(ids)
         except Exception as error:  # the instances still cost money: told again at the next refresh
             log.warning("%s: could not release instance(s) %s: %s", self._what, ids, arm_error(error, self._what).message)
             return
@@ -322,7 +334,8 @@ class ScaleSetPool:
         return [f"{self.settings.scale_set}-new{k}" for k in range(max(0, count))]
 
     def price_label(self, node_id: str) -> str | None:
-        return f"{self._sku} {self._location}" if self._sku else None
+        size = self.labels(node_id)
+        return f"{size[0]} {self._location}" if size else None
 
     def problems(self) -> list[dict[str, str]]:
         with self._lock:
@@ -357,13 +370,12 @@ class ScaleSetPool:
             return
         self.describe()
         self._send_releases()
-        group, name = self.settings.resource_group, self.settings.scale_set
         try:
-            listed = list(self.arm.compute.virtual_machine_scale_set_vms.list(group, name, expand="instanceView"))
+            listed = self.fleet.listing()
         except Exception as error:
             raise arm_error(error, self._what) from None
         self._listed_at = now
-        self._instances = {i.instance_id: i for i in map(instance_of, listed)}
+        self._instances = {i.instance_id: i for i in listed}
         if self._expected is not None and self._pending_new() == 0:
             self._expected = None
         for iid, instance in self._instances.items():
@@ -384,7 +396,7 @@ class ScaleSetPool:
             self._fail(
                 BatchAIError(
                     our_code(0, instance.error["code"], instance.error["message"]),
-                    f"{self._what}, {self._sku} in {self._location}: {instance.error['code']}: {instance.error['message']}",
+                    f"{self._where(instance.size)}: {instance.error['code']}: {instance.error['message']}",
                     "azure_vms",
                 )
             )
@@ -408,7 +420,7 @@ class ScaleSetPool:
         if instance.provisioning != "succeeded":
             return
         if iid not in self._addresses:
-            self._addresses[iid] = self._address(iid)
+            self._addresses[iid] = self.fleet.address(instance)
         if instance.vm_id not in self._host_keys:
             self._read_host_key(iid, instance.vm_id)
         if not self._joined(iid) and iid in self._starting and now - self._starting[iid] > self.settings.boot_timeout_s:
@@ -425,24 +437,11 @@ class ScaleSetPool:
             self._starting.pop(iid, None)
 
     def _loss(self, iid: str, instance: Instance) -> dict[str, str]:
-        if self._priority.lower() in ("spot", "low"):
+        if is_spot(instance.priority or self._priority):
             code, how = ErrorCode.NODE_EVICTED, "was evicted (Spot): Azure took the capacity back"
         else:
             code, how = ErrorCode.NODE_LOST, f"stopped without the provider asking (it is {instance.power})"
         return {"code": str(code), "message": f"instance {iid} of {self._what} {how}"}
-
-    def _address(self, iid: str) -> str:
-        group, name = self.settings.resource_group, self.settings.scale_set
-        path = f"/subscriptions/{self.settings.subscription_id}/resourceGroups/{group}/providers/Microsoft.Compute"
-        path += f"/virtualMachineScaleSets/{name}/virtualMachines/{iid}/networkInterfaces"
-        nics = self.arm.get(path).get("value") or []
-        for nic in sorted(nics, key=lambda n: not (n.get("properties") or {}).get("primary")):
-            for config in (nic.get("properties") or {}).get("ipConfigurations") or []:
-                address = (config.get("properties") or {}).get("privateIPAddress")
-                if address:
-                    HostSpec.parse(str(address), "privateIPAddress")  # an address, checked before anything dials it
-                    return str(address)
-        raise BatchAIError(ErrorCode.INVALID_POOL, f"{self._what}: instance {iid} has no private IP address", self.node_id(iid))
 
     def _collect_host_keys(self) -> None:
         """Run-commands that have ended since the last look (their pollers ask ARM; this asks nothing)."""
@@ -464,12 +463,8 @@ class ScaleSetPool:
         """Run-command reads the host's public keys: started once, its result taken at a later refresh."""
         reading = self._key_reads.get(iid)
         if reading is None or reading[0] != vm_id:
-            from azure.mgmt.compute.models import RunCommandInput
-
-            operations = self.arm.compute.virtual_machine_scale_set_vms
-            command = RunCommandInput(command_id="RunShellScript", script=HOST_KEY_SCRIPT)
             try:
-                poller = operations.begin_run_command(self.settings.resource_group, self.settings.scale_set, iid, command)
+                poller = self.fleet.run_command(iid, HOST_KEY_SCRIPT)
             except Exception as error:
                 log.warning("%s: cannot read the host key of instance %s: %s", self._what, iid, arm_error(error, self._what).message)
                 return
@@ -509,35 +504,6 @@ class ScaleSetPool:
         for _, transport in self._transports.values():
             transport.close()
         self.arm.compute.close()
-
-
-def instance_of(vm: Any) -> Instance:
-    """ARM's scale set VM (instance view expanded) as what the pool needs of it."""
-    properties = vm.properties
-    statuses = list(getattr(getattr(properties, "instance_view", None), "statuses", None) or [])
-    power, provisioning, error = "unknown", str(getattr(properties, "provisioning_state", "") or "").lower(), None
-    for status in statuses:
-        code = str(status.code or "")
-        if code.startswith("PowerState/"):
-            power = code.split("/", 1)[1].lower()
-        elif code.startswith("ProvisioningState/"):
-            parts = code.split("/")
-            provisioning = parts[1].lower()
-            if provisioning == "failed":
-                error = {
-                    "code": parts[2] if len(parts) > 2 else "ProvisioningFailed",
-                    "message": str(status.message or status.display_status or ""),
-                }
-    return Instance(str(vm.instance_id), str(getattr(properties, "vm_id", "") or vm.instance_id), power, provisioning, error)
-
-
-def instance_ids(ids: list[str], required: bool = False) -> Any:
-    """The body of a scale set's start, deallocate and delete (which needs its ids: required)."""
-    from azure.mgmt.compute.models import VirtualMachineScaleSetVMInstanceIDs, VirtualMachineScaleSetVMInstanceRequiredIDs
-
-    return (
-        VirtualMachineScaleSetVMInstanceRequiredIDs(instance_ids=ids) if required else VirtualMachineScaleSetVMInstanceIDs(instance_ids=ids)
-    )
 
 
 def host_key_from(output: Any) -> str | None:
