@@ -6,7 +6,11 @@ status codes, headers and error bodies ARM sends: the scale set (GET, PATCH of i
 instances (list with instance views, start, deallocate, delete, run-command), their network interfaces,
 and long-running operations (``Azure-AsyncOperation`` and ``Location`` headers, ``Retry-After``, an
 operation status that goes InProgress → Succeeded or Failed with ARM's error). Entra ID has no local
-stand-in either: clients send a static bearer token, which is checked only for being there.
+stand-in either: clients send a static bearer token, which is checked only for being there, or one from
+the stand-in's managed identity endpoint (App Service's protocol: ``IDENTITY_ENDPOINT`` and
+``IDENTITY_HEADER``, which azure-identity's ManagedIdentityCredential and DefaultAzureCredential read),
+so a process of Airflow's reaches ARM through the credential chain it would use on an Azure VM; the
+requests each kind of token authorised are counted.
 
 Modes (``--mode``), as Azure has them: ``Uniform`` (instances ``0``, ``1``... under the scale set, batch
 start/deallocate/delete on it), ``Flexible`` (instances are plain VMs named ``<scale set>_<hex>``, listed
@@ -24,7 +28,8 @@ Retry-After, and counts of the requests ARM got. Run on its own (benchmarks, ext
 
     python -m tests.armcompute --port PORT --state DIR [--boot-s B] [--instances N] [--mode Flexible|VMs --vms a,b]
 
-prints ``ready <url> <ca file>`` once it listens, and removes its hosts on SIGTERM.
+prints ``ready <url> <ca file> <identity endpoint> <identity header file>`` once it listens, and removes its
+hosts on SIGTERM.
 """
 
 from __future__ import annotations
@@ -73,6 +78,20 @@ class Instance:
     power: str = "starting"  # starting, running, stopping, stopped, deallocating, deallocated
     error: dict[str, str] | None = None  # why provisioning failed (ARM's code and message)
     changed: float = field(default_factory=time.time)
+    allocated_at: float | None = None  # Azure bills a VM from its start until it is deallocated
+    billed_s: float = 0.0  # allocated time before allocated_at
+
+    def allocate(self) -> None:
+        if self.allocated_at is None:
+            self.allocated_at = time.time()
+
+    def free(self) -> None:
+        if self.allocated_at is not None:
+            self.billed_s += time.time() - self.allocated_at
+            self.allocated_at = None
+
+    def billed(self) -> float:
+        return self.billed_s + (time.time() - self.allocated_at if self.allocated_at is not None else 0.0)
 
 
 @dataclass
@@ -129,6 +148,9 @@ class ScaleSetWorld:
         self.throttled = 0  # the next requests answered 429
         self.throttle_retry_after = 1
         self.requests: dict[str, int] = {}
+        self.deleted_billed_s = 0.0  # what deleted instances were billed
+        self.issued: set[str] = set()  # tokens the identity endpoint handed out
+        self.authorised = {"identity": 0, "other": 0}  # ARM requests, by where their token came from
         shutil.rmtree(folder / "hosts", ignore_errors=True)  # an earlier run's hosts: every start is a new world
         self.hosts = sshhosts.start(folder / "hosts", slots, tag, subnet=subnet)
         try:
@@ -263,6 +285,7 @@ class ScaleSetWorld:
             instance = self._instance(instance_id)
             self._power_off(instance.slot)
             instance.power, instance.changed = "deallocated", time.time()
+            instance.free()
 
     def run_command(self, instance_id: str, body: dict[str, Any]) -> Operation:
         with self.lock:
@@ -325,6 +348,7 @@ class ScaleSetWorld:
     def _boot(self, instances: list[Instance], operation: Operation, failure: dict[str, Any] | None) -> None:
         for instance in instances:
             instance.power, instance.provisioning, instance.error, instance.changed = "starting", "Updating", None, time.time()
+            instance.allocate()
         if not instances:
             operation.status = "Succeeded"
             return
@@ -351,6 +375,8 @@ class ScaleSetWorld:
         with self.lock:
             for instance in instances:
                 instance.power, instance.error, instance.changed = power, error, time.time()
+                if power == "deallocated":
+                    instance.free()
                 instance.provisioning = "Failed" if error else "Succeeded"
             operation.status, operation.error = ("Failed" if error else "Succeeded"), error
 
@@ -360,6 +386,8 @@ class ScaleSetWorld:
         def gone() -> None:
             self._power_off(instance.slot)
             with self.lock:
+                instance.free()
+                self.deleted_billed_s += instance.billed_s
                 self.instances.pop(instance.instance_id, None)
                 if not any(i.provisioning == "Deleting" for i in self.instances.values()):
                     operation.status = "Succeeded"
@@ -461,9 +489,11 @@ class ScaleSetWorld:
         with self.lock:
             return {
                 "instances": {
-                    i.instance_id: {"power": i.power, "provisioning": i.provisioning, "slot": i.slot} for i in self.instances.values()
+                    i.instance_id: {"power": i.power, "provisioning": i.provisioning, "slot": i.slot, "billed_s": round(i.billed(), 3)}
+                    for i in self.instances.values()
                 },
                 "requests": dict(self.requests),
+                "authorised": dict(self.authorised),
                 "addresses": [h.address for h in self.hosts.hosts],
                 "host_keys": {h.address: h.host_key_pub for h in self.hosts.hosts},
             }
@@ -525,8 +555,11 @@ class Handler(BaseHTTPRequestHandler):
                             "x-ms-ratelimit-remaining-resource": "Microsoft.Compute/Get30Min;0",
                         },
                     )
-            if not (self.headers.get(TOKEN_HEADER) or "").startswith("Bearer "):
+            token = self.headers.get(TOKEN_HEADER) or ""
+            if not token.startswith("Bearer "):
                 raise ArmError(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing.")
+            with world.lock:
+                world.authorised["identity" if token[7:] in world.issued else "other"] += 1
             query = parse_qs(url.query)
             if "api-version" not in query:
                 raise ArmError(
@@ -703,6 +736,39 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
+class IdentityEndpoint(BaseHTTPRequestHandler):
+    """A managed identity's token endpoint as App Service serves it (plain HTTP on loopback, a secret header)."""
+
+    world: ScaleSetWorld
+    secret: str
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+    def do_GET(self) -> None:
+        query = parse_qs(urlsplit(self.path).query)
+        if self.headers.get("X-IDENTITY-HEADER") != self.secret:
+            self._send(401, {"error": {"code": "Unauthorized", "message": "X-IDENTITY-HEADER is missing or wrong"}})
+            return
+        resource = (query.get("resource") or [""])[0]
+        if not resource or query.get("api-version") != ["2019-08-01"]:
+            self._send(400, {"statusCode": 400, "message": "resource and api-version=2019-08-01 are required"})
+            return
+        token = f"mi-{uuid.uuid4().hex}"
+        with self.world.lock:
+            self.world.issued.add(token)
+        expires = int(time.time()) + 3600
+        self._send(200, {"access_token": token, "expires_on": str(expires), "resource": resource, "token_type": "Bearer"})
+
+    def _send(self, status: int, payload: Any) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
 def make_certificate(folder: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1: ARM is HTTPS only, and Azure's SDK sends a bearer token over nothing else."""
     from cryptography import x509
@@ -771,9 +837,18 @@ def main(argv: list[str] | None = None) -> int:
         server.socket = context.wrap_socket(server.socket, server_side=True)
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        print(f"ready https://127.0.0.1:{args.port} {cert}", flush=True)
+        secret = uuid.uuid4().hex
+        header_file = args.state / "identity_header"
+        header_file.write_text(secret)
+        header_file.chmod(0o600)
+        identity = ThreadingHTTPServer(("127.0.0.1", 0), type("Identity", (IdentityEndpoint,), {"world": world, "secret": secret}))
+        identity.daemon_threads = True
+        threading.Thread(target=identity.serve_forever, daemon=True).start()
+        endpoint = f"http://127.0.0.1:{identity.server_address[1]}/msi/token"
+        print(f"ready https://127.0.0.1:{args.port} {cert} {endpoint} {header_file}", flush=True)
         stop.wait()
         server.shutdown()
+        identity.shutdown()
     finally:
         world.close()
     return 0
@@ -791,6 +866,12 @@ class StandIn:
     url: str
     ca: str
     folder: Path
+    identity_endpoint: str = ""
+    identity_header_file: str = ""
+
+    def identity_env(self) -> dict[str, str]:
+        """What makes azure-identity's managed identity credential ask this stand-in (as on App Service)."""
+        return {"IDENTITY_ENDPOINT": self.identity_endpoint, "IDENTITY_HEADER": Path(self.identity_header_file).read_text()}
 
     def control(self, name: str, body: dict[str, Any] | None = None) -> Any:
         import urllib.request
@@ -831,8 +912,8 @@ def start(folder: Path, *options: str, timeout_s: float = 60.0) -> StandIn:
         if ready:
             line = process.stdout.readline() if process.stdout else ""
             if line.startswith("ready "):
-                _, url, ca = line.split()
-                return StandIn(process, url, ca, folder)
+                _, url, ca, identity, header = line.split()
+                return StandIn(process, url, ca, folder, identity, header)
         if process.poll() is not None:
             break
     process.kill()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,8 @@ import pytest
 
 from airflow_batchai.config import ProviderConfig, service_from_config
 from airflow_batchai.service import Service
-from tests.conftest import REPO, run_dag
+from tests import armcompute
+from tests.conftest import REPO, kill_agents_under, run_dag, wait_until
 
 DAGS = REPO / "dags"
 
@@ -111,6 +114,50 @@ def test_scheduled_retrain_publishes_only_a_model_that_got_better(airflow_env: d
     better = run_dag(airflow_env, DAGS, "batchai_scheduled_retrain", home, conf={"c": 1.0, "train_fraction": 0.8})
     assert better.state == "success" and "published model of job" in better.output, better.output[-4000:]
     assert "sig=" not in better.output.split("published model of job")[1].splitlines()[0]  # no SAS in the Asset's extra
+
+
+def test_scheduled_retrain_on_a_scale_set_starts_a_vm_for_its_job_and_deallocates_it(
+    airflow_env: dict[str, str], home: Path, tmp_path: Path
+) -> None:
+    """The retrain DAG unchanged, on a connection naming a VM scale set (the ARM stand-in, its instances sshd hosts
+    in network namespaces): 0 -> 1 -> 0 instances. Airflow's processes and the controller sign in to ARM as a
+    managed identity through azure-identity (the stand-in's identity endpoint); Entra ID itself has no stand-in."""
+    arm = armcompute.start(tmp_path / "arm", "--boot-s", "2", "--instances", "1")
+    scale_set = {"subscription_id": "sub-1", "resource_group": "gpu-rg", "scale_set": "gpu-vmss", "max_nodes": 1}
+    extra = {
+        "azure_vms": {**scale_set, "managed_identity_client_id": "mi-1", "arm_endpoint": arm.url, "arm_ca_bundle": arm.ca},
+        "ssh_user": "root",
+        "ssh_key_file": str(arm.folder / "hosts" / "client_key"),
+        "authorized_keys_file": str(tmp_path / "authorized_keys"),  # the instances are this machine: never ~/.ssh
+        "node_root": str(tmp_path / "nodes"),
+        "node_python": sys.executable,
+        "home": str(home),
+    }
+    env = {**airflow_env, **arm.identity_env(), "AIRFLOW_CONN_BATCHAI_DEFAULT": json.dumps({"conn_type": "batchai", "extra": extra})}
+    batchai = str(Path(sys.executable).with_name("batchai"))
+    with open(tmp_path / "controller.log", "wb") as log:
+        controller = subprocess.Popen(
+            [batchai, "controller", "--connection", json.dumps(extra), "--interval", "1"], env=env, stdout=log, stderr=log
+        )
+    try:
+        result = run_dag(env, DAGS, "batchai_scheduled_retrain", home, conf={"idle_seconds": 2})
+        assert result.state == "success", result.output[-4000:] + (tmp_path / "controller.log").read_text()[-3000:]
+        assert "held-out accuracy" in result.output and "published model of job" in result.output
+        instances = lambda: arm.state()["instances"]  # noqa: E731
+        wait_until(lambda: [i["power"] for i in instances().values()] == ["deallocated"], 60, 0.5, what="the VM deallocated")
+        state = arm.state()
+        assert state["requests"]["PATCH Microsoft.Compute/virtualMachineScaleSets/gpu-vmss"] == 1, "0 -> 1: the capacity raised once"
+        assert state["requests"]["POST Microsoft.Compute/virtualMachineScaleSets/gpu-vmss/deallocate"] == 1, "1 -> 0: deallocated"
+        billed_s = state["instances"]["0"]["billed_s"]
+        print(f"retrain on a scale set: the VM was billed {billed_s:.1f} s (boot 2 s, idle 2 s)")
+        assert billed_s < 90, "billed for the run, not for the day: started for the job, deallocated once idle"
+        assert state["authorised"]["other"] == 0 and state["authorised"]["identity"] > 0, "every ARM call signed in as the identity"
+        assert env["IDENTITY_HEADER"] not in result.output + (tmp_path / "controller.log").read_text()
+    finally:
+        controller.terminate()
+        controller.wait(timeout=60)
+        arm.stop()
+        kill_agents_under(tmp_path / "nodes")
 
 
 def test_batch_scoring_dag_runs_on_azure_storage_by_changing_only_the_connection(

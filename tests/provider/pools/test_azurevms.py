@@ -286,3 +286,22 @@ def test_named_vms_are_started_by_name_and_deallocated_never_created(tmp_path: P
     finally:
         named.stop()
         kill_agents_under(tmp_path / "nodes")
+
+
+def test_a_managed_identity_signs_in_through_azure_identity(
+    arm: armcompute.StandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No static token here: azure-identity's ManagedIdentityCredential asks the stand-in's identity endpoint (App
+    Service's protocol, as on an Azure host), and ARM sees the token it handed out."""
+    for name, value in arm.identity_env().items():
+        monkeypatch.setenv(name, value)
+    fields = {"subscription_id": "sub-1", "resource_group": "gpu-rg", "scale_set": "gpu-vmss", "max_nodes": 1}
+    settings = AzureVMSettings(**fields, managed_identity_client_id="0000-mi", arm_endpoint=arm.url, arm_ca_bundle=arm.ca)
+    auth = SSHAuth(user="root", key_file=str(arm.folder / "hosts" / "client_key"), allow_agent=False)
+    pool = AzureVMPool(settings, auth, root=str(tmp_path / "nodes"), python=sys.executable, authorized_keys=str(tmp_path / "keys"))
+    assert pool.capacity(SIZE) == 1 and pool.inventory() == []
+    assert arm.state()["authorised"] == {"identity": 2, "other": 0}
+    monkeypatch.setenv("IDENTITY_HEADER", "not-the-secret")
+    refused = AzureVMPool(settings, auth, root=str(tmp_path / "nodes"), python=sys.executable, authorized_keys=str(tmp_path / "keys"))
+    with pytest.raises(BatchAIError, match=r"ArmAccessDenied: scale set gpu-vmss .*: no token for Azure Resource Manager"):
+        refused.describe()
