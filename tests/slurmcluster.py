@@ -4,12 +4,19 @@ config, a munge key, ports and folders of its own; stopped by PID.
 
 Commands reach it through ``SLURM_CONF`` (see ``env``); no accounting database, so job states
 come from ``scontrol`` (finished jobs stay listed for ``MinJobAge``).
+
+With ``suspend_s``, the partition saves power as cloud Slurm clusters do: a node idle that long is
+suspended (Slurm runs our SuspendProgram, which stops its slurmd: the machine is off), and a job that
+needs it makes Slurm run the ResumeProgram, which starts its slurmd again (the machine boots and
+registers; in a time namespace of its own, since Slurm checks that a resumed node did boot). Those
+slurmds are stopped through their PID files.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -87,7 +94,7 @@ class Placement:
         return ["nsenter", f"--net=/run/netns/{self.namespace}"] if self.namespace else []
 
 
-def _config(folder: Path, partition: str, nodes: dict[str, Placement], controller: Placement, cpus: int) -> str:
+def _config(folder: Path, partition: str, nodes: dict[str, Placement], controller: Placement, cpus: int, suspend_s: int | None) -> str:
     lines = [
         "ClusterName=batchaitests",
         f"SlurmctldHost=localhost({controller.address})",
@@ -117,6 +124,17 @@ def _config(folder: Path, partition: str, nodes: dict[str, Placement], controlle
         "KillWait=2",
         "InactiveLimit=0",
     ]
+    if suspend_s is not None:
+        lines += [
+            f"SuspendTime={suspend_s}",
+            "SuspendTimeout=2",  # how long a node takes to power down
+            "ResumeTimeout=30",  # how long it may take to boot and register
+            f"SuspendProgram={folder}/power/suspend",
+            f"ResumeProgram={folder}/power/resume",
+            "SuspendRate=0",
+            "ResumeRate=0",
+            "SlurmctldParameters=power_save_interval=1,power_save_min_interval=0",
+        ]
     hostname = socket.gethostname()
     for node, placement in nodes.items():
         lines.append(
@@ -134,9 +152,13 @@ def start(
     cpus: int = 2,
     timeout_s: float = 30,
     controller: Placement = Placement(),
+    suspend_s: int | None = None,
 ) -> SlurmCluster:
     """munged here; slurmctld and each slurmd where ``controller`` and ``nodes`` place them (default: all on 127.0.0.1)."""
     placements = nodes if isinstance(nodes, dict) else {node: Placement() for node in nodes}
+    longest = max(len(f"{folder}/spool/{node}/{node}_4294967294.4294967291") for node in placements)
+    if longest > 107:  # slurmstepd's Unix socket lives there: longer than sun_path allows, and every job fails to launch
+        raise ValueError(f"Slurm test cluster: {folder} is too long a path for slurmstepd's sockets ({longest} > 107)")
     for sub in ("state", "log", "munge", *(f"spool/{n}" for n in placements)):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     os.chmod(folder / "munge", 0o700)
@@ -144,7 +166,9 @@ def start(
     key.write_bytes(os.urandom(1024))
     key.chmod(0o600)
     cluster = SlurmCluster(folder, partition, list(placements))
-    cluster.conf.write_text(_config(folder, partition, placements, controller, cpus))
+    cluster.conf.write_text(_config(folder, partition, placements, controller, cpus, suspend_s))
+    if suspend_s is not None:
+        _power_programs(cluster, placements)
     env = {**os.environ, **cluster.env}
     munge = folder / "munge"
     daemons = [
@@ -174,6 +198,42 @@ def start(
         raise
 
 
+def _power_programs(cluster: SlurmCluster, placements: dict[str, Placement]) -> None:
+    """Slurm's SuspendProgram and ResumeProgram: stop a node's slurmd, and start it again (daemonised, its PID file kept)."""
+    folder = cluster.folder
+    (folder / "power").mkdir(exist_ok=True)
+    # a machine that was off has just booted: Slurm takes a registration only from a node whose boot time is
+    # after it asked for the power-up, so slurmd runs in a time namespace whose uptime starts now
+    booted = ["unshare", "--time", '--boottime "-$(cut -d. -f1 /proc/uptime)"']
+    starts = "\n".join(
+        f"    {node}) setsid {' '.join([*placement.prefix(), *booted, SLURMD, '-D', '-f', str(cluster.conf), '-N', node])}"
+        f" </dev/null >>{folder}/log/resumed-{node}.out 2>&1 & ;;"
+        for node, placement in placements.items()
+    )
+    programs = {
+        "resume": f"""#!/bin/sh
+export SLURM_CONF={cluster.conf}
+echo "$(date +%s.%N) resume $1" >> {folder}/log/power.log
+sleep 1  # the machines boot (and their boot time is then after Slurm's request, to the second)
+for node in $(scontrol show hostnames "$1"); do
+  case "$node" in
+{starts}
+  esac
+done
+""",
+        "suspend": f"""#!/bin/sh
+export SLURM_CONF={cluster.conf}
+echo "$(date +%s.%N) suspend $1" >> {folder}/log/power.log
+for node in $(scontrol show hostnames "$1"); do
+  pid=$(cat {folder}/slurmd-$node.pid 2>/dev/null) && kill "$pid"
+done
+""",
+    }
+    for name, text in programs.items():
+        (folder / "power" / name).write_text(text)
+        (folder / "power" / name).chmod(0o755)
+
+
 def _all_idle(cluster: SlurmCluster, env: dict[str, str]) -> bool:
     for process in cluster.processes:
         if process.poll() is not None:
@@ -192,7 +252,23 @@ def _wait(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
     raise RuntimeError(f"Slurm test cluster: timed out waiting for {what}")
 
 
+def _is_slurmd(pid: int) -> bool:
+    """A live slurmd (a zombie's command line is empty)."""
+    try:
+        return SLURMD.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 def stop(cluster: SlurmCluster) -> None:
-    """slurmds first (each kills what it still runs), then the controller, then munged."""
+    """slurmds first (each kills what it still runs: those a ResumeProgram started too), then the controller, then munged."""
+    for pid_file in cluster.folder.glob("slurmd-*.pid"):
+        try:
+            pid = int(pid_file.read_text().split()[0])
+            if _is_slurmd(pid):  # that PID is still a slurmd (not one reused since)
+                os.kill(pid, signal.SIGTERM)
+                _wait(lambda pid=pid: not _is_slurmd(pid), 15, f"slurmd {pid} to stop")  # type: ignore[misc]
+        except (OSError, ValueError, IndexError, RuntimeError):
+            continue
     for process in reversed(cluster.processes):
         stop_process_group(process)

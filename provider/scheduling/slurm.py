@@ -57,7 +57,8 @@ class SlurmReconciler(Reconciler):
                 self.follow(job, known.get(job.slurm_job_id))
         self.submit_queued(eligible)
         self.drop_stale_live_entries()
-        summary = [NodeSummary(node_id=n.name, address=n.address, state=node_state(n)) for n in eligible]
+        states = {n.name: node_state(n) for n in eligible}
+        summary = [NodeSummary(node_id=n.name, address=n.address, state=state) for n in eligible if (state := states[n.name]) is not None]
         self.publish(self.bound(), 0, summary)
         pending = any(j.slurm_job_id and j.execution_state == ExecutionState.QUEUED for j in self.snapshot.jobs.values())
         # a job pending in Slurm starts without any agent of ours to notice: look again soon (one scontrol)

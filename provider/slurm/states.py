@@ -59,26 +59,32 @@ def queue_reason(job: SlurmJob) -> str:
 
 def node_state_counts(nodes: list[SlurmNode]) -> dict[str, int]:
     """A partition's nodes as Batch AI's nodeStateCounts: idle; running (alloc, mix); unusable
-    (down, drain, fail, ...); preparing (powering up, or a node that has not registered yet)."""
+    (down, drain, fail, ...); preparing (powering up, or not registered yet); leaving (powering
+    down). A node powered down with nothing to do is not counted: like a deallocated VM, it is not
+    one of the cluster's nodes until a job wakes it."""
     counts = {"idleNodeCount": 0, "runningNodeCount": 0, "preparingNodeCount": 0, "unusableNodeCount": 0, "leavingNodeCount": 0}
     for node in nodes:
-        counts[_count_key(node)] += 1
+        key = _count_key(node)
+        if key is not None:
+            counts[key] += 1
     return counts
 
 
-def _count_key(node: SlurmNode) -> str:
+def _count_key(node: SlurmNode) -> str | None:
     state = node.state
-    if "#" in node.flags or state.startswith(("powering_up", "power_up", "future")) or (state == "idle" and "~" in node.flags):
-        return "preparingNodeCount"  # being powered up, or powered down and waking when a job asks for it
+    if "~" in node.flags and "#" not in node.flags and state.startswith("idle"):
+        return None  # powered down, and no job asked for it
+    if "#" in node.flags or "~" in node.flags or state.startswith(("powering_up", "power_up", "future")):
+        return "preparingNodeCount"  # being powered up (a job has it, or is about to)
     if (
         state.startswith(("down", "drain", "fail", "maint", "reboot", "unknown", "inval", "not_responding", "no_respond"))
         or "*" in node.flags
     ):
         return "unusableNodeCount"
+    if "%" in node.flags or state.startswith(("powering_down", "power_down")):
+        return "leavingNodeCount"
     if state.startswith(("alloc", "mix", "completing", "planned", "reserved")):
         return "runningNodeCount"
-    if state.startswith("powering_down") or state.startswith("power_down"):
-        return "leavingNodeCount"
     return "idleNodeCount"
 
 
@@ -91,6 +97,8 @@ COUNT_STATES = {
 }
 
 
-def node_state(node: SlurmNode) -> NodeState:
-    """A partition node as one of a Batch AI cluster's nodes (what ``nodeStateCounts`` counts)."""
-    return COUNT_STATES[_count_key(node)]
+def node_state(node: SlurmNode) -> NodeState | None:
+    """A partition node as one of a Batch AI cluster's nodes (what ``nodeStateCounts`` counts); None for
+    one powered down and not asked for (no node of the cluster now, as a deallocated VM)."""
+    key = _count_key(node)
+    return COUNT_STATES[key] if key is not None else None

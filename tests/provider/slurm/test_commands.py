@@ -98,10 +98,10 @@ def test_scontrol_and_sinfo_lines_are_read_into_models() -> None:
     assert node_state_counts(nodes) == {
         "idleNodeCount": 1,
         "runningNodeCount": 1,
-        "preparingNodeCount": 1,
+        "preparingNodeCount": 0,
         "unusableNodeCount": 2,
         "leavingNodeCount": 0,
-    }
+    }, "d is powered down: not one of the cluster's nodes until a job wakes it"
     assert expand_hostlist("n[1-3,10],login") == ["n1", "n2", "n3", "n10", "login"] and expand_hostlist("gpu[08-10]") == [
         "gpu08",
         "gpu09",
@@ -110,15 +110,16 @@ def test_scontrol_and_sinfo_lines_are_read_into_models() -> None:
 
 
 def test_a_power_saving_partition_shows_nodes_waking_and_sleeping_and_why_a_job_waits() -> None:
-    """A cloud Slurm partition powers idle nodes down (``idle~``), up when a job asks (``#``), and down
-    again (``powering_down``): Batch AI's preparing and leaving, and a job that waits says why."""
-    nodes = [parse_node(text) for text in ("a|idle~|||8", "b|allocated#|||8", "c|powering_down|||8", "d|idle|||8")]
-    assert node_state_counts(nodes) == {
+    """A cloud Slurm partition powers idle nodes down (``idle~``: no node of the cluster, as a deallocated
+    VM), up when a job asks (``~`` with a job, then ``#``), and down again (``%``): Batch AI's preparing and
+    leaving, and a job that waits says why."""
+    texts = ("a|idle~|||8", "b|allocated#|||8", "c|powering_down|||8", "d|idle|||8", "e|mixed~|||8", "f|idle%|||8")
+    assert node_state_counts([parse_node(text) for text in texts]) == {
         "idleNodeCount": 1,
         "runningNodeCount": 0,
         "preparingNodeCount": 2,
         "unusableNodeCount": 0,
-        "leavingNodeCount": 1,
+        "leavingNodeCount": 2,
     }
     waking = parse_job("JobId=8 JobName=x JobState=CONFIGURING Reason=None NodeList=b")
     assert execution_state(waking)[0] == ExecutionState.QUEUED

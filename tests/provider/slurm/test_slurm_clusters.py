@@ -334,3 +334,54 @@ def test_on_azure_storage_records_and_volumes_stay_in_the_account(
     )
     assert any(account.get_container_client(container).list_blobs()), "the records are in the control container"
     assert not (tmp_path / "home").exists(), "nothing went to local folders but the nodes' own"
+
+
+@pytest.fixture
+def power_saving(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A partition of its own that powers nodes down after 2 s idle and up when a job needs them (tests/slurmcluster.py)."""
+    from tests import slurmcluster
+
+    if not slurmcluster.available():
+        pytest.skip("Slurm is not installed (.ci/run installs slurmctld slurmd slurm-client munge)")
+    cluster = slurmcluster.start(tmp_path_factory.mktemp("power"), nodes=("node1", "node2"), suspend_s=2)  # a short path: see start
+    monkeypatch.setenv("SLURM_CONF", str(cluster.conf))
+    try:
+        yield cluster
+    finally:
+        slurmcluster.stop(cluster)
+
+
+def test_a_power_saving_partition_wakes_for_a_job_says_why_it_waits_and_sleeps_again(power_saving: Any, tmp_path: Path) -> None:
+    """As on a cloud Slurm cluster: powered-down nodes are no nodes of the cluster (as deallocated VMs), a job that
+    needs them is queued with the reason while they power up (the cluster resizing, its nodes preparing), then runs."""
+    service = service_from_config(connection_config(power_saving.connection(tmp_path), "connection"))
+    scale = {"autoScale": {"minimumNodeCount": 0, "maximumNodeCount": 2}}
+    service.create_cluster("gpu", load_cluster_spec({"scaleSettings": scale}))
+    asleep = lambda: (c := service.show_cluster("gpu")).current_node_count == 0 and c.allocation_state == "steady"  # noqa: E731
+    wait_until(asleep, 30, 0.5, what="both nodes powered down")
+    service.create_job(
+        "gpu",
+        "wake",
+        job({"nodeCount": 2, "customToolkitSettings": {"commandLine": "hostname"}, "stdOutErrPathPrefix": "$AZ_BATCHAI_MOUNT_ROOT"}),
+    )
+    waking = wait_until(
+        lambda: (
+            (j := service.show_job("wake")).execution_info
+            and j.execution_info.queue_reason
+            and "power up" in j.execution_info.queue_reason
+            and j
+        ),
+        30,
+        0.3,
+        what="the job waiting for its nodes to power up",
+    )
+    assert waking.execution_state == "queued"
+    resizing = service.show_cluster("gpu")
+    assert resizing.node_state_counts.preparing_node_count == 2 and resizing.allocation_state == "resizing", resizing
+    done = service.wait_job("wake", timeout_s=90, poll_s=0.5)
+    log = power_saving.folder / "log"
+    assert done.execution_state == "succeeded", (done.execution_info, (log / "slurmctld.log").read_text()[-3000:])
+    assert done.execution_info.queue_reason is None
+    wait_until(asleep, 30, 0.5, what="the nodes powered down again once idle")
+    power_log = (power_saving.folder / "log" / "power.log").read_text()
+    assert power_log.count("resume node[1-2]") == 1 and power_log.count("suspend") == 2, power_log
