@@ -89,6 +89,7 @@ class Service:
         self.store = store
         self.vault = vault
         self.pool = pool
+        pool.remember_in(store)
         self.data = data
         self.settings = settings or Settings()
         self.passes = Passes(store, vault, pool, data, self.settings, kind, scheduler)

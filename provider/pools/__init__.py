@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 from ..errors import ErrorCode
 
 if TYPE_CHECKING:
+    from ..control import ControlStore
     from ..transport import Transport
     from ..transport.clusterkeys import PeerSSH
 
@@ -82,6 +83,10 @@ class NodePool(Protocol):
         """Why capacity could not be had lately ({code, message}: AllocationFailed, QuotaExceeded...), for
         the cluster's errors; empty once it came. Codes among CAPACITY_CODES."""
 
+    def remember_in(self, store: ControlStore) -> None:
+        """Where the pool keeps what every process of the provider should not learn again (an elastic
+        pool's host keys, read through ARM once per disk); the Service hands it its store."""
+
 
 CAPACITY_CODES = frozenset(
     {
@@ -128,6 +133,9 @@ class FixedPool:
 
     def problems(self) -> list[dict[str, str]]:
         return []
+
+    def remember_in(self, store: ControlStore) -> None:
+        return None  # nothing learned that the configuration does not already say
 
 
 def labelled_vm_size_problem(pool: NodePool, vm_size: str | None) -> str | None:

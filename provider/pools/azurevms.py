@@ -19,6 +19,7 @@ evictions and changes made by hand); an address and a host key are read once per
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import posixpath
 import threading
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BatchAIError, ErrorCode
+from ..errors import BatchAIError, ErrorCode, RecordExists, StaleRecord
 from ..layout import NodeLayout
 from ..transport.clusterkeys import DEFAULT_AUTHORIZED_KEYS, PeerSSH
 from ..transport.ssh import CONNECT_TIMEOUT_S, DEFAULT_ROOT, SFTP_TIMEOUT_S, HostSpec, SSHAuth, SSHTransport, fingerprint
@@ -38,6 +39,8 @@ from .fleets import Instance, fleet_for, is_spot
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
+    from ..control import ControlStore
+
 log = logging.getLogger(__name__)
 
 CHANGING_POLL_S = 2.0
@@ -46,7 +49,44 @@ STEADY_POLL_S = 300.0
 BACKOFF_FIRST_S = 30.0
 BACKOFF_MAX_S = 600.0
 HOST_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ssh-rsa")  # paramiko's preference: the key it will be shown
+HOST_KEYS_KEPT = 2000  # a book's entries (one per VM disk ever seen), the oldest dropped beyond
 HOST_KEY_SCRIPT = ["cat /etc/ssh/ssh_host_ed25519_key.pub /etc/ssh/ssh_host_ecdsa_key.pub /etc/ssh/ssh_host_rsa_key.pub 2>/dev/null"]
+
+
+class HostKeyBook:
+    """Host keys learned through ARM, shared by every process of the provider through the control store.
+
+    Run-command takes tens of seconds on Azure and runs one at a time per VM, and every Airflow task
+    process has a pool of its own: without the book each would ask again, and a node would not be a
+    node in that process until it had. The store is the control plane's own (records, sealed secrets),
+    as trusted as ARM's answer; a key is kept per VM id, which a re-created disk changes.
+    """
+
+    def __init__(self, store: ControlStore, fleet: str) -> None:
+        self.store = store
+        self.key = f"hostkeys/{hashlib.sha256(fleet.encode()).hexdigest()[:24]}"
+
+    def read(self) -> dict[str, str]:
+        found = self.store.read(self.key)
+        keys = found.data.get("keys") if found else None
+        return {str(vm): str(key) for vm, key in keys.items()} if isinstance(keys, dict) else {}
+
+    def add(self, vm_id: str, host_key: str) -> None:
+        for _ in range(5):  # other processes add theirs: compare and swap
+            found = self.store.read(self.key)
+            keys = dict(found.data.get("keys") or {}) if found else {}
+            if keys.get(vm_id) == host_key:
+                return
+            keys[vm_id] = host_key
+            data = {"keys": dict(list(keys.items())[-HOST_KEYS_KEPT:])}
+            try:
+                if found is None:
+                    self.store.create(self.key, data)
+                else:
+                    self.store.replace(self.key, data, found.etag)
+                return
+            except (StaleRecord, RecordExists):
+                continue
 
 
 def order(instance_id: str) -> tuple[int, int, str]:
@@ -101,8 +141,14 @@ class AzureVMPool:
         self._backoff = BACKOFF_FIRST_S
         self._transports: dict[str, tuple[tuple[str, str], SSHTransport]] = {}
         self._priority = "Regular"
+        self._book: HostKeyBook | None = None
+        self._book_read_at = float("-inf")
         self._shown: dict[str, str] = {}  # instance id -> address, of those the last inventory gave as nodes
         self._gone: dict[str, dict[str, str]] = {}  # instance id -> why: nodes whose VM stopped without being asked
+
+    def remember_in(self, store: ControlStore) -> None:
+        s = self.settings
+        self._book = HostKeyBook(store, f"{s.subscription_id}/{s.resource_group}/{s.scale_set or ','.join(s.vms or [])}")
 
     # -- what the fleet is ------------------------------------------------------------------------
     def describe(self) -> None:
@@ -421,7 +467,7 @@ class AzureVMPool:
             return
         if iid not in self._addresses:
             self._addresses[iid] = self.fleet.address(instance)
-        if instance.vm_id not in self._host_keys:
+        if instance.vm_id not in self._host_keys and not self._known_to_book(instance.vm_id, now):
             self._read_host_key(iid, instance.vm_id)
         if not self._joined(iid) and iid in self._starting and now - self._starting[iid] > self.settings.boot_timeout_s:
             self._fail(
@@ -484,6 +530,23 @@ class AzureVMPool:
             log.warning("%s: instance %s showed no SSH host key through run-command", self._what, iid)
             return
         self._host_keys[vm_id] = key
+        if self._book is not None:
+            try:
+                self._book.add(vm_id, key)
+            except BatchAIError as error:  # this process knows it; others will ask ARM again
+                log.warning("%s: could not keep the host key of instance %s: %s", self._what, iid, error.message)
+
+    def _known_to_book(self, vm_id: str, now: float) -> bool:
+        """A key another process learned (the book read at most once per listing)."""
+        if self._book is None:
+            return False
+        if self._book_read_at < self._listed_at:
+            try:
+                self._host_keys.update(self._book.read())
+            except BatchAIError as error:
+                log.warning("%s: could not read the host keys kept: %s", self._what, error.message)
+            self._book_read_at = now
+        return vm_id in self._host_keys
 
     def _fail(self, error: BatchAIError) -> None:
         """What ARM refused, said in the cluster's errors, and asked again only after a backoff."""

@@ -305,3 +305,28 @@ def test_a_managed_identity_signs_in_through_azure_identity(
     refused = AzureVMPool(settings, auth, root=str(tmp_path / "nodes"), python=sys.executable, authorized_keys=str(tmp_path / "keys"))
     with pytest.raises(BatchAIError, match=r"ArmAccessDenied: scale set gpu-vmss .*: no token for Azure Resource Manager"):
         refused.describe()
+
+
+def test_a_host_key_learned_by_one_process_is_known_to_the_others(arm: armcompute.StandIn, tmp_path: Path) -> None:
+    """Every Airflow task process has a pool of its own: the second one finds the key in the control store, and
+    asks ARM for no run-command (on Azure: tens of seconds, one at a time per VM)."""
+    from airflow_batchai.control.local import LocalControlStore
+
+    store = LocalControlStore(tmp_path / "control")
+    first = pool_of(arm, tmp_path)
+    first.remember_in(store)
+    assert first.grow(1, SIZE) == ["gpu-vmss-new0"]
+    [(node_id, address, _, _)] = wait_until(lambda: first.inventory(), 30, 0.3, what="the instance ready")
+    run_commands = "POST Microsoft.Compute/virtualMachineScaleSets/gpu-vmss/virtualMachines/{id}/runCommand"
+    assert arm.state()["requests"][run_commands] == 1
+
+    second = pool_of(arm, tmp_path)  # another process: nothing learned yet but what the store keeps
+    second.remember_in(store)
+    assert [machine[:2] for machine in second.inventory()] == [(node_id, address)], "a node at its first look"
+    assert second.transport(node_id).run(["hostname", "-I"]).stdout.split() == [address.encode()]
+    assert arm.state()["requests"][run_commands] == 1, "no second run-command"
+
+    alone = pool_of(arm, tmp_path)  # no store to share: it must ask ARM itself, and the node waits for the answer
+    assert alone.inventory() == []
+    wait_until(lambda: alone.inventory(), 30, 0.3, what="the key read through ARM again")
+    assert arm.state()["requests"][run_commands] == 2
