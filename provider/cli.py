@@ -19,6 +19,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from pydantic import ValidationError
@@ -217,6 +218,68 @@ def file_stream(args: argparse.Namespace) -> int:
         time.sleep(STREAM_POLL_S)
 
 
+def usage(args: argparse.Namespace) -> int:
+    """Node-hours, GPU-hours and estimated cost by day and cluster (idle and boot apart), and by experiment."""
+    today = datetime.now(timezone.utc).date()
+    since = args.since or (today - timedelta(days=6)).isoformat()
+    try:
+        date.fromisoformat(since)
+    except ValueError:
+        raise BatchAIError(
+            ErrorCode.INVALID_ARGUMENTS, f"--since must be a day as YYYY-MM-DD, got {one_line(since, 40)!r}", "--since"
+        ) from None
+    report = _service(args).usage_report(since, args.workspace)
+    if args.output == "json":
+        print(json.dumps(report, indent=2, sort_keys=True))
+        return 0
+    print(f"Clusters since {since} (UTC days; node-hours by state; cost estimated)")
+    header = ("day", "cluster", "node-h", "running", "idle", "boot", "setup", "other", "GPU-h", "cost")
+    lines: list[tuple[str, ...]] = [header]
+    for row in report["clusters"]:
+        states = {state: value["nodeSeconds"] / 3600 for state, value in row["byState"].items()}
+        other = sum(v for k, v in states.items() if k not in ("running", "idle", "starting", "preparing"))
+        lines.append(
+            (
+                row["day"],
+                row["cluster"],
+                f"{row['nodeSeconds'] / 3600:.3f}",
+                *(f"{states.get(s, 0.0):.3f}" for s in ("running", "idle", "starting", "preparing")),
+                f"{other:.3f}",
+                f"{row['gpuHours']:.3f}",
+                _money(row["estimatedCost"]),
+            )
+        )
+    _table(lines)
+    print(f"\nExperiments since {since} (their jobs' node-hours while running)")
+    lines = [("day", "cluster", "experiment", "jobs", "node-h", "GPU-h", "cost")]  # another table
+    for row in report["experiments"]:
+        lines.append(
+            (
+                row["day"],
+                row["cluster"],
+                row["experiment"],
+                str(row["jobs"]),
+                f"{row['nodeSeconds'] / 3600:.3f}",
+                f"{row['gpuHours']:.3f}",
+                _money(row["estimatedCost"]),
+            )
+        )
+    _table(lines)
+    return 0
+
+
+def _money(cost: dict[str, Any]) -> str:
+    if cost.get("amount") is None:
+        return "unknown"
+    return f"{cost['amount']:.2f} {cost.get('currency') or ''}".strip()
+
+
+def _table(lines: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    for line in lines:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+
+
 def controller(args: argparse.Namespace) -> int:
     """Run passes for every cluster until SIGTERM or SIGINT; then finish the passes under way and exit 0."""
     from .controller import Controller
@@ -320,6 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
     uploading.add_argument("--account-name", default=None)
     uploading.add_argument("--overwrite", action="store_true")
     uploading.set_defaults(handler=upload)
+    usage_of = groups.add_parser("usage", parents=[common], help="node-hours, GPU-hours and estimated cost by day, cluster and experiment")
+    usage_of.add_argument("--since", default=None, help="first UTC day, YYYY-MM-DD (default: 6 days ago)")
+    usage_of.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    usage_of.set_defaults(handler=usage)
     owner = groups.add_parser("controller", parents=[common], help="run every cluster's reconcile passes (until SIGTERM)")
     owner.add_argument("--interval", type=float, default=None, help="seconds between full passes per cluster (default 5)")
     owner.add_argument("-v", "--verbose", action="store_true", help="log every pass (when it started and ended, and by whom)")

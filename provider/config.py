@@ -31,6 +31,7 @@ from .pools.azurevms import AzureVMPool
 from .pools.local import LocalNodePool
 from .pools.slurm import SlurmPool, SlurmSettings
 from .pools.ssh import SSHNodePool
+from .prices import PriceSettings
 from .scheduling.reconcile import Reconciler
 from .scheduling.slurm import SlurmReconciler
 from .service import DEFAULT_LOCAL_NODES, Service, Settings, default_home
@@ -63,6 +64,10 @@ class ProviderConfig(BaseModel):
     azure_vms: AzureVMSettings | None = Field(
         default=None,
         description='nodes are Azure VMs started on demand, a scale set\'s or named: {"subscription_id", "resource_group", "scale_set" or "vms", "max_nodes", ...}',
+    )
+    prices: PriceSettings | None = Field(
+        default=None,
+        description='what a node-hour costs and daily budgets: {"node_hour", "vm_sizes", "currency", "spot_factor", "daily_budgets"}',
     )
     ssh_user: str | None = None
     ssh_private_key: str | None = None
@@ -235,6 +240,7 @@ def service_from_config(config: ProviderConfig, kind: str = "reader") -> Service
         job_env_allow=tuple(config.job_env_allow),
         job_user=config.job_user,
         local_jobs_from_shared_surfaces=config.local_jobs_from_shared_surfaces,
+        prices=config.prices,
     )
     credential = storage_credential(config)
     chosen = backends(config)

@@ -106,6 +106,7 @@ class ErrorCode(str, Enum):
     JOB_OUT_OF_MEMORY = "JobOutOfMemory"
     JOB_PREEMPTED = "JobPreempted"
     JOB_REQUEUED = "JobRequeued"
+    BUDGET_EXCEEDED = "BudgetExceeded"  # ours: the cluster's daily budget is spent, new jobs wait
     JOB_TIMED_OUT = "JobTimedOut"
     LAUNCH_FAILED = "LaunchFailed"
     LEASE_LOST = "LeaseLost"

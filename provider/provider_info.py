@@ -59,6 +59,13 @@ def get_provider_info() -> dict[str, Any]:
                         "object",
                         section="Nodes",
                     ),
+                    "prices": _field(
+                        "Prices and budgets",
+                        '{"node_hour": 1.5, "vm_sizes": {"Standard_NC6s_v3": 2.1}, "currency": "USD", "spot_factor": 0.3, '
+                        '"daily_budgets": {"*": 200}}: what a node-hour costs (Azure list prices are shipped), and what a day may',
+                        "object",
+                        section="Nodes",
+                    ),
                     "ssh_user": _field("SSH user", "user on the nodes", section="SSH"),
                     "ssh_private_key": _field("SSH private key", "PEM text of the key", format="password", section="SSH"),
                     "ssh_key_file": _field("SSH key file", "path of the key on the Airflow workers, instead of its text", section="SSH"),

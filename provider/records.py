@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .accounting import Usage, add_interval, add_seconds, day_of
 from .errors import BatchAIError, ErrorCode, RecordExists
+from .prices import PriceSettings, Rate, rate_for
 from .spec import STORED_SPEC, ClusterSpec, JobSpec
 
 if TYPE_CHECKING:
@@ -104,6 +106,9 @@ class NodeSummary(Record):
     state: NodeState
     errors: list[dict[str, Any]] = Field(default_factory=list)
     unreachable: bool = False  # the last pass could not reach it (a watcher need not report that again)
+    since: datetime | None = None  # in this state since: what is open of its usage is counted from here
+    gpus: int = 0
+    usage: Usage = Field(default_factory=dict)  # closed seconds of its membership (see accounting)
 
 
 class JobDigest(Record):
@@ -134,6 +139,8 @@ class ClusterRecord(Record):
     nodes: list[NodeSummary] = Field(default_factory=list)  # published by the last pass
     jobs: dict[str, JobDigest] = Field(default_factory=dict)  # job key -> digest, published by the last pass
     live_index: bool = False  # every live job has its live/ entry (clusters from before the entries get them once)
+    usage: Usage = Field(default_factory=dict)  # node-seconds of nodes that left it (members' are in ``nodes``)
+    absorbed: list[str] = Field(default_factory=list)  # the memberships counted in ``usage``, the latest ABSORBED_KEPT
 
     @property
     def key(self) -> str:
@@ -163,6 +170,10 @@ class NodeRecord(Record):
     unreachable_since: datetime | None = None  # first failed contact in a row; cleared on success
     probed_at: datetime | None = None  # an unusable node's last try to reach it again (scheduling/decisions.py heals)
     errors: list[dict[str, Any]] = Field(default_factory=list)
+    cluster_uuid: str | None = None  # the cluster it belongs to, as created (a cluster made again has another)
+    membership: str | None = None  # this stay in a cluster; its usage is counted once, by that id
+    usage: Usage = Field(default_factory=dict)  # seconds of this membership, closed at each state change
+    departed: dict[str, Any] | None = None  # the last membership that ended: {membership, cluster_uuid, usage}
 
     @property
     def key(self) -> str:
@@ -192,6 +203,8 @@ class JobRecord(Record):
     segment: str  # jobOutputDirectoryPathSegment
     slurm_job_id: str | None = None  # on a Slurm cluster: the batch job that runs this attempt
     queue_reason: str | None = None  # why a queued job waits, where its scheduler says (Slurm's reason)
+    gpus: int = 0  # GPUs of this attempt's nodes, all together (node discovery's count)
+    rate: dict[str, Any] | None = None  # a node-hour's price when this attempt started (prices.Rate.to_json)
 
     @property
     def key(self) -> str:
@@ -226,6 +239,13 @@ def _parsed(model: type[Any], digest: str, spec: dict[str, Any]) -> Any:
             where = ".".join(str(part) for part in first["loc"])
             raise BatchAIError(ErrorCode.INVALID_SPEC, f"the stored spec no longer loads: {where}: {first['msg'][:160]}", where) from None
     return found
+
+
+def cluster_rate(cluster: ClusterRecord, prices: PriceSettings | None, cloud: bool, vm_size: str | None = None) -> Rate:
+    """A node-hour of this cluster: its vmSize (or, for Azure VMs, the size the nodes really are), Spot for lowpriority."""
+    spec = cluster.parsed_spec()
+    spot = (spec.vm_priority or "").lower() == "lowpriority"
+    return rate_for(prices, vm_size or spec.vm_size, cloud, spot)
 
 
 def cluster_key(workspace: str, name: str) -> str:
@@ -290,8 +310,17 @@ def next_attempt(job: JobRecord, why: dict[str, Any], now: datetime) -> dict[str
         "startTime": job.start_time.isoformat() if job.start_time else None,
         "endTime": now.isoformat(),
         "errors": [why],
+        "gpus": job.gpus,
+        "rate": job.rate,
     }
-    return {"nodes": [], "attempt": job.attempt + 1, "start_time": None, "attempts": [*job.attempts, ended][-MAX_ATTEMPTS_KEPT:]}
+    return {
+        "nodes": [],
+        "attempt": job.attempt + 1,
+        "start_time": None,
+        "gpus": 0,
+        "rate": None,
+        "attempts": [*job.attempts, ended][-MAX_ATTEMPTS_KEPT:],
+    }
 
 
 def record_new_node(store: ControlStore, node_id: str, address: str, root: str, gpus: int) -> tuple[NodeRecord, str] | None:
@@ -303,12 +332,29 @@ def record_new_node(store: ControlStore, node_id: str, address: str, root: str, 
         return None
 
 
-def move_node(node: NodeRecord, state: NodeState, **changes: Any) -> NodeRecord:
+ABSORBED_KEPT = 1000
+
+
+def move_node(node: NodeRecord, state: NodeState, boot_s: float = 0.0, **changes: Any) -> NodeRecord:
+    """A copy of ``node`` in ``state``. The interval it spent in its old state is closed into its usage
+    in the same write; joining a cluster starts a membership (with the VM's ``boot_s``, which the
+    cluster asked for), leaving one keeps its usage in ``departed`` until the cluster has counted it."""
     _check("node", NODE_TRANSITIONS, node.state, state, node.node_id)
     now = utc_now()
     update: dict[str, Any] = {"state": state, **changes}
     if state != node.state:
         update["state_transition_time"] = now
+        usage = node.usage
+        if node.state != NodeState.FREE:
+            usage = add_interval(usage, node.state.value, node.state_transition_time, now, node.gpus)
+        if node.state == NodeState.FREE:  # joins a cluster
+            update["membership"] = f"{node.node_id}@{now.isoformat()}"
+            usage = add_seconds({}, "starting", boot_s, day_of(now)) if boot_s > 0 else {}
+        elif state == NodeState.FREE:  # leaves it
+            update["departed"] = {"membership": node.membership, "cluster_uuid": node.cluster_uuid, "usage": usage}
+            update.update(membership=None, cluster_uuid=None)
+            usage = {}
+        update["usage"] = usage
     if state == NodeState.IDLE and node.state != NodeState.IDLE:
         update["idle_since"] = now
     if state == NodeState.FREE:

@@ -29,6 +29,7 @@ from .layout import NodeLayout, job_output_segment
 from .names import check_scope
 from .pools import NodePool
 from .pools.local import LocalNodePool
+from .prices import Rate
 from .reading.outputs import OutputFiles
 from .reading.readmodels import ClusterView, JobView, cluster_view, job_view
 from .reading.waiting import JobWaiters
@@ -38,6 +39,7 @@ from .records import (
     JobRecord,
     NodeRecord,
     cluster_key,
+    cluster_rate,
     job_key,
     lease_name,
     move_job,
@@ -57,6 +59,7 @@ from .settings import WAIT_POLL_S, Settings
 from .spec import MAX_NODE_COUNT, ClusterSpec, JobSpec, ManualScaleSettings, ScaleSettings, check_name, unfilled_placeholders
 from .transport.clusterkeys import ClusterKey
 from .transport.handle import NodeHandle
+from .usage import usage_report
 
 __all__ = ["DEFAULT_EXPERIMENT", "DEFAULT_WORKSPACE", "Service", "Settings"]
 
@@ -151,10 +154,18 @@ class Service:
         return read_node(self.store, node_id)
 
     def _view(self, cluster: ClusterRecord) -> ClusterView:
-        return cluster_view(cluster, self.settings.subscription, self.settings.resource_group)
+        return cluster_view(cluster, self.settings.subscription, self.settings.resource_group, self.cluster_rate(cluster))
 
     def _job_view(self, job: JobRecord) -> JobView:
-        return job_view(job, self.settings.subscription, self.settings.resource_group)
+        currency = self.settings.prices.currency if self.settings.prices else "USD"
+        return job_view(job, self.settings.subscription, self.settings.resource_group, currency=currency)
+
+    def cluster_rate(self, cluster: ClusterRecord) -> Rate:
+        """A node-hour of the cluster: for Azure VMs, the size its nodes are (the pool's label of one of them)."""
+        size = None
+        if self.pool.elastic:
+            size = next((labels[0] for node in cluster.nodes if (labels := self.pool.labels(node.node_id))), None)
+        return cluster_rate(cluster, self.settings.prices, self.pool.elastic, size)
 
     # -- clusters -----------------------------------------------------------------------
     def create_cluster(
@@ -441,6 +452,12 @@ class Service:
         if ran:
             job, _ = read_job(self.store, workspace, experiment, name)
         return self._job_view(job)
+
+    def usage_report(self, since: str, workspace: str = DEFAULT_WORKSPACE) -> dict[str, Any]:
+        """Usage and cost by day, cluster and experiment since ``since`` (a UTC day): two listings, no pass."""
+        clusters = [ClusterRecord.model_validate(found.data) for _, found in self.store.read_many(f"clusters/{workspace}/")]
+        jobs = [JobRecord.model_validate(found.data) for _, found in self.store.read_many(f"jobs/{workspace}/")]
+        return usage_report([(c, self.cluster_rate(c)) for c in clusters], jobs, since, utc_now())
 
     def list_jobs(self, experiment: str = DEFAULT_EXPERIMENT, workspace: str = DEFAULT_WORKSPACE) -> list[JobView]:
         jobs = [JobRecord.model_validate(found.data) for _, found in self.store.read_many(f"jobs/{workspace}/{experiment}/")]

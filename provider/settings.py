@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .layout import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION
+from .prices import PriceSettings
 
 PASS_INTERVAL_S = 5.0  # a full pass per cluster at least this often while anyone looks (or the controller runs)
 WATCH_INTERVAL_S = 0.25  # running jobs' agents are looked at this often, so a job's end reaches its record fast
@@ -26,3 +27,4 @@ class Settings:
     job_env_allow: tuple[str, ...] = ()  # variables of a node's environment a job may inherit besides the basics (protocol.py)
     job_user: str | None = None  # the Unix user jobs run as on their nodes; None: the agent's own user
     local_jobs_from_shared_surfaces: bool = False  # jobs from the REST API may run as the control plane's user on local nodes
+    prices: PriceSettings | None = None  # the connection's prices and daily budgets (prices.py)

@@ -16,13 +16,13 @@ from tests.conftest import REPO
 
 LAYERS: list[set[str]] = [  # bottom to top
     {"errors", "atomicfiles", "provider_info"},
-    {"names", "layout", "agent", "ui_links"},  # agent: what runs on nodes, standard library only
+    {"names", "layout", "agent", "ui_links", "accounting", "prices"},  # agent: what runs on nodes, standard library only
     {"settings", "spec"},
     {"transport"},  # run and copy on one node: subprocess, SSH
     {"data"},  # job volumes: local folders, Azure Storage
     {"control"},  # records, leases and sealed secrets
     {"records"},
-    {"launch", "slurm"},  # the plan builder beside the spec; Slurm's commands
+    {"launch", "slurm", "usage"},  # the plan builder beside the spec; Slurm's commands; usage and cost from records
     {"pools"},  # where nodes come from
     {"scheduling", "reading"},  # who places jobs on nodes; the read side (views, outputs, the poller)
     {"secretfields", "workspaces", "lineage"},

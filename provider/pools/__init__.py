@@ -83,6 +83,10 @@ class NodePool(Protocol):
         """Why capacity could not be had lately ({code, message}: AllocationFailed, QuotaExceeded...), for
         the cluster's errors; empty once it came. Codes among CAPACITY_CODES."""
 
+    def boot_seconds(self, node_id: str) -> float:
+        """How long the machine took from being asked to start to answering (a VM's boot, billed); 0 for
+        machines that are simply there."""
+
     def remember_in(self, store: ControlStore) -> None:
         """Where the pool keeps what every process of the provider should not learn again (an elastic
         pool's host keys, read through ARM once per disk); the Service hands it its store."""
@@ -133,6 +137,9 @@ class FixedPool:
 
     def problems(self) -> list[dict[str, str]]:
         return []
+
+    def boot_seconds(self, node_id: str) -> float:
+        return 0.0
 
     def remember_in(self, store: ControlStore) -> None:
         return None  # nothing learned that the configuration does not already say

@@ -142,6 +142,7 @@ class AzureVMPool:
         self._transports: dict[str, tuple[tuple[str, str], SSHTransport]] = {}
         self._priority = "Regular"
         self._book: HostKeyBook | None = None
+        self._boot_s: dict[str, float] = {}  # instance id -> how long its last start took (billed as the cluster's)
         self._book_read_at = float("-inf")
         self._shown: dict[str, str] = {}  # instance id -> address, of those the last inventory gave as nodes
         self._gone: dict[str, dict[str, str]] = {}  # instance id -> why: nodes whose VM stopped without being asked
@@ -343,6 +344,7 @@ class AzureVMPool:
             self._to_release.add(instance_id)
             self._leaving.add(instance_id)
             self._starting.pop(instance_id, None)
+            self._boot_s.pop(instance_id, None)
             self._gone.pop(instance_id, None)
             self._shown.pop(instance_id, None)
             self._send_releases()
@@ -378,6 +380,9 @@ class AzureVMPool:
     def _placeholders(self, count: int) -> list[str]:
         """Ids for instances a raised capacity will add, until the listing names them."""
         return [f"{self.settings.scale_set}-new{k}" for k in range(max(0, count))]
+
+    def boot_seconds(self, node_id: str) -> float:
+        return self._boot_s.get(self._instance_of(node_id) or "", 0.0)
 
     def price_label(self, node_id: str) -> str | None:
         size = self.labels(node_id)
@@ -501,7 +506,7 @@ class AzureVMPool:
         capacity came, so what failed before is over. True when that happened now."""
         if iid not in self._starting or iid not in self._ready():
             return False
-        self._starting.pop(iid)
+        self._boot_s[iid] = self.clock() - self._starting.pop(iid)
         self._problem = None
         return True
 

@@ -10,8 +10,10 @@ from datetime import datetime
 from typing import Any
 
 from ..launch import process_count
-from ..records import AllocationState, ClusterRecord, ExecutionState, JobRecord, NodeState, NodeSummary
+from ..prices import Rate
+from ..records import AllocationState, ClusterRecord, ExecutionState, JobRecord, NodeState, NodeSummary, utc_now
 from ..spec import BatchAIView
+from ..usage import cluster_usage, job_usage
 
 ARM_PREFIX = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.BatchAI/workspaces/{ws}"
 
@@ -81,6 +83,7 @@ class ClusterView(BatchAIView):
     node_state_counts: NodeStateCounts
     errors: list[ErrorView] | None
     nodes: list[NodeView]
+    usage: dict[str, Any] | None = None  # ours (the SDK ignores it): node-seconds, GPU-hours and cost, since creation and today
 
     def idle_nodes(self) -> int:
         return self.node_state_counts.idle_node_count
@@ -107,6 +110,7 @@ class JobView(BatchAIView):
     execution_state: ExecutionState
     execution_state_transition_time: datetime
     execution_info: ExecutionInfo
+    usage: dict[str, Any] | None = None  # ours (the SDK ignores it): node-seconds, GPU-hours and cost, each attempt apart
 
     @property
     def finished(self) -> bool:
@@ -138,8 +142,8 @@ def node_state_counts(nodes: list[NodeSummary]) -> dict[str, int]:
     }
 
 
-def cluster_view(record: ClusterRecord, sub: str, rg: str) -> ClusterView:
-    """Nodes as the cluster's last pass published them: reading a cluster is one record read."""
+def cluster_view(record: ClusterRecord, sub: str, rg: str, rate: Rate | None = None, now: datetime | None = None) -> ClusterView:
+    """Nodes as the cluster's last pass published them: reading a cluster is one record read (its usage too)."""
     nodes = record.nodes
     node_errors = [error for node in nodes for error in node.errors]
     return ClusterView.model_validate(
@@ -158,11 +162,12 @@ def cluster_view(record: ClusterRecord, sub: str, rg: str) -> ClusterView:
             "nodeStateCounts": node_state_counts(nodes),
             "errors": (record.errors + node_errors) or None,
             "nodes": [{"nodeId": node.node_id, "ipAddress": node.address, "state": node.state.value} for node in nodes],
+            **({"usage": cluster_usage(record, rate, now or utc_now())} if rate is not None else {}),
         }
     )
 
 
-def job_view(record: JobRecord, sub: str, rg: str) -> JobView:
+def job_view(record: JobRecord, sub: str, rg: str, now: datetime | None = None, currency: str = "USD") -> JobView:
     spec = {key: (dict(value) if isinstance(value, dict) else value) for key, value in record.spec.items()}
     spec.pop("cluster", None)
     model = record.parsed_spec()
@@ -195,5 +200,6 @@ def job_view(record: JobRecord, sub: str, rg: str) -> JobView:
                 "attempts": record.attempts or None,  # ours: earlier attempts that were requeued (NodeLost, scale-down), and why
                 **({"queueReason": record.queue_reason} if record.queue_reason and record.execution_state == ExecutionState.QUEUED else {}),
             },
+            "usage": job_usage(record, now or utc_now(), currency),
         }
     )

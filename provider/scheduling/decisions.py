@@ -49,6 +49,7 @@ class Limits:
     launch_timeout_s: float
     probe_interval_s: float = 15.0
     fence_s: float | None = 180.0  # None: no controller renews contacts, so only a lost run seen stopped lifts a fence
+    hold: str | None = None  # why no queued job may start now (the cluster's daily budget is spent): they wait, and ask no node
 
 
 # -- actions ---------------------------------------------------------------------------------
@@ -461,7 +462,11 @@ class Planner:
         auto = self.spec.scale_settings.auto_scale
         if auto is None:
             return self.snapshot.cluster.target_node_count
-        active = (j for j in self.jobs.values() if not j.execution_state.finished)
+        active = (
+            j
+            for j in self.jobs.values()
+            if not j.execution_state.finished and not (self.limits.hold and j.execution_state == ExecutionState.QUEUED)
+        )
         needed = sum(job.parsed_spec().node_count for job in active)
         wanted = min(max(needed, auto.minimum_node_count), auto.maximum_node_count)
         members = self.members(leaving=False)
@@ -583,6 +588,8 @@ class Planner:
 
     # -- 4. schedule ----------------------------------------------------------------------------
     def schedule(self) -> None:
+        if self.limits.hold:
+            return  # running jobs go on; the queued ones wait for the budget (the executor tells them why)
         queued = sorted(
             (j for j in self.jobs.values() if j.execution_state == ExecutionState.QUEUED), key=lambda j: (-j.priority, j.creation_time)
         )

@@ -89,7 +89,17 @@ class Launching:
         try:
             for node in nodes:
                 taken.append(self.p.write_node(move_node(node, NodeState.RUNNING, job=job.key)))
-            job = self.p.write_job(move_job(job, ExecutionState.RUNNING, nodes=[n.node_id for n in nodes], errors=[], start_time=utc_now()))
+            ids = [n.node_id for n in nodes]
+            started = move_job(
+                job,
+                ExecutionState.RUNNING,
+                nodes=ids,
+                errors=[],
+                start_time=utc_now(),
+                gpus=sum(n.gpus for n in nodes),
+                rate=self.p.rate(ids).to_json(),
+            )
+            job = self.p.write_job(started)
         except StaleRecord:
             for node in taken:  # undo: the job (or a node) moved meanwhile; the next pass decides again
                 self.p.write_node(move_node(node, NodeState.IDLE, job=None))

@@ -8,9 +8,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from ..accounting import Usage, merge, trimmed
 from ..errors import ErrorCode, StaleRecord
 from ..pools import CAPACITY_CODES
 from ..records import (
+    ABSORBED_KEPT,
     AllocationState,
     ClusterRecord,
     JobDigest,
@@ -63,7 +65,14 @@ class Publishing:
         if summary is None:
             summary = [
                 NodeSummary(
-                    node_id=n.node_id, address=n.address, state=n.state, errors=n.errors, unreachable=n.unreachable_since is not None
+                    node_id=n.node_id,
+                    address=n.address,
+                    state=n.state,
+                    errors=n.errors,
+                    unreachable=n.unreachable_since is not None,
+                    since=n.state_transition_time,
+                    usage=n.usage,
+                    gpus=n.gpus,
                 )
                 for n in members
             ]
@@ -81,8 +90,16 @@ class Publishing:
             if shortfall:
                 errors.append(insufficient_nodes(target, shortfall, self.p.spec.vm_size))
             errors += problems
+            usage, absorbed = self.absorb(record)
             new = move_cluster(
-                record, allocation, nodes=summary, jobs=jobs, live_index=record.live_index or self.p.snapshot.backfilled, errors=errors
+                record,
+                allocation,
+                nodes=summary,
+                jobs=jobs,
+                live_index=record.live_index or self.p.snapshot.backfilled,
+                errors=errors,
+                usage=usage,
+                absorbed=absorbed,
             )
             if new == record:
                 return
@@ -96,6 +113,18 @@ class Publishing:
                     return  # deleted meanwhile
                 record, etag = ClusterRecord.model_validate(found.data), found.etag
         raise StaleRecord(key)
+
+    def absorb(self, record: ClusterRecord) -> tuple[Usage, list[str]]:
+        """The usage of nodes that left the cluster, counted once per membership (the node keeps it
+        until then, so a pass that died between the node's write and this one loses nothing)."""
+        usage, absorbed = record.usage, list(record.absorbed)
+        for node in self.p.snapshot.nodes.values():
+            gone = node.departed or {}
+            membership = gone.get("membership")
+            if gone.get("cluster_uuid") == record.uuid and membership and membership not in absorbed:
+                usage = trimmed(merge(usage, gone.get("usage") or {}))
+                absorbed.append(membership)
+        return usage, absorbed[-ABSORBED_KEPT:]
 
     def digest(self, previous: dict[str, JobDigest]) -> dict[str, JobDigest]:
         now = utc_now()

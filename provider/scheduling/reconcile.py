@@ -23,9 +23,10 @@ from typing import Any
 from ..control import ControlStore, Lease, SecretVault
 from ..data import DataStore
 from ..data.links import Link
-from ..errors import ErrorCode
+from ..errors import ErrorCode, StaleRecord
 from ..layout import NodeLayout
 from ..pools import NodePool
+from ..prices import Rate
 from ..records import (
     ExecutionState,
     JobDigest,
@@ -33,12 +34,14 @@ from ..records import (
     NodeRecord,
     NodeState,
     NodeSummary,
+    cluster_rate,
     move_job,
     move_node,
     utc_now,
 )
 from ..settings import Settings
 from ..transport.handle import DeferredTransport, NodeHandle
+from ..usage import today_cost
 from .decisions import (
     Action,
     ClaimNode,
@@ -73,6 +76,10 @@ log = logging.getLogger(__name__)
 class PassOutcome:
     plan: Plan
     stopped: bool  # runs were stopped: one more pass sees them end at once
+
+
+def money(amount: float) -> str:
+    return f"{amount:.2f}" if amount >= 1 else f"{amount:.4f}"
 
 
 class Reconciler:
@@ -125,7 +132,39 @@ class Reconciler:
     def limits(self) -> Limits:
         settings = self.settings
         fence = settings.fence_s if self.controlled else None
-        return Limits(settings.heartbeat_timeout_s, settings.launch_timeout_s, settings.heal_probe_interval_s, fence)
+        return Limits(settings.heartbeat_timeout_s, settings.launch_timeout_s, settings.heal_probe_interval_s, fence, self.budget_hold())
+
+    def budget_hold(self) -> str | None:
+        """Why new jobs must wait: today's estimated cost (UTC) reached the cluster's daily budget. Counted from the
+        cluster record as the last pass left it, its nodes' open intervals to now: no read of its own."""
+        prices = self.settings.prices
+        budget = prices.daily_budget(self.cluster.name) if prices else None
+        if budget is None:
+            return None
+        rate = self.rate([n.node_id for n in self.snapshot.members()])
+        spent = today_cost(self.cluster, rate, utc_now())
+        if spent is None:
+            log.warning("cluster %s has a daily budget but no price to hold it to: %s", self.member, rate.reason)
+            return None
+        if spent < budget:
+            return None
+        return (
+            f"{ErrorCode.BUDGET_EXCEEDED}: cluster {self.cluster.name} has cost {money(spent)} {rate.currency} today (UTC), its daily "
+            f"budget is {money(budget)}: new jobs wait for tomorrow or a larger budget (prices.daily_budgets); running ones go on"
+        )
+
+    def tell_held_jobs(self, hold: str | None) -> None:
+        """A queued job says why it waits for the budget, and stops saying so once released (written when it changes)."""
+        for job in list(self.snapshot.jobs.values()):
+            if job.execution_state != ExecutionState.QUEUED:
+                continue
+            ours = (job.queue_reason or "").startswith(str(ErrorCode.BUDGET_EXCEEDED))
+            wanted = hold if hold else (None if ours else job.queue_reason)
+            if wanted != job.queue_reason:
+                try:
+                    self.write_job(job.model_copy(update={"queue_reason": wanted}))
+                except StaleRecord:
+                    pass  # moved meanwhile: the next pass says it
 
     def handle(self, node: NodeRecord) -> NodeHandle:
         """The node's transport is got at its first use: a machine that is gone (an evicted VM) then fails where
@@ -140,12 +179,14 @@ class Reconciler:
         for (node_id, run), seen in runs.items():
             if seen.final:
                 self.seen_done.setdefault(run, set()).add(node_id)
-        plan = plan_pass(self.snapshot, runs, setups, utc_now(), self.limits, terminations)
+        limits = self.limits
+        plan = plan_pass(self.snapshot, runs, setups, utc_now(), limits, terminations)
         for key, why in plan.skipped:
             log.error("pass over cluster %s left job %s alone: %s", self.member, key, why)
         try:
             for action in plan.actions:
                 self.apply(action)
+            self.tell_held_jobs(limits.hold)
             self.drop_stale_live_entries()
         finally:  # what was done is published even when the pass stopped halfway (readers must not see it undone)
             try:
@@ -188,6 +229,13 @@ class Reconciler:
         self.publishing.publish(target, shortfall, nodes)
 
     # -- writes ---------------------------------------------------------------------------------
+    def rate(self, node_ids: list[str] | tuple[str, ...] = ()) -> Rate:
+        """What one of this cluster's node-hours costs: for Azure VMs the size its nodes really are."""
+        size = None
+        if self.pool.elastic:
+            size = next((labels[0] for node_id in node_ids if (labels := self.pool.labels(node_id))), None)
+        return cluster_rate(self.cluster, self.settings.prices, self.pool.elastic, size)
+
     def write_node(self, node: NodeRecord) -> NodeRecord:
         """Compare-and-swap against what this pass knows; StaleRecord when someone else moved first."""
         self.snapshot.etags[node.key] = self.store.replace(node.key, node.to_doc(), self.snapshot.etags[node.key])

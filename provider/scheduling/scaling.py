@@ -67,7 +67,10 @@ class Scaling:
         if node.state != NodeState.FREE:
             return
         try:
-            claimed = self.p.write_node(move_node(node, NodeState.PREPARING, cluster=self.p.member, errors=[]))
+            boot_s = self.p.pool.boot_seconds(node.node_id)  # a VM started for this cluster: its boot is the cluster's
+            claimed = self.p.write_node(
+                move_node(node, NodeState.PREPARING, boot_s=boot_s, cluster=self.p.member, cluster_uuid=self.p.cluster.uuid, errors=[])
+            )
         except StaleRecord:  # another cluster's pass claimed it first; the next pass grows again
             return
         try:

@@ -46,6 +46,7 @@ class SlurmReconciler(Reconciler):
         terminations = terminations or {}
         self.seen_done: dict[str, set[str]] = {}  # run -> nodes whose agent ended (the watch reads those no more)
         partition = self.pool.nodes()
+        self.gpus_of = {n.name: n.gpus for n in partition}
         eligible = self.eligible(partition)
         jobs = sorted(self.snapshot.jobs.values(), key=lambda j: (-j.priority, j.creation_time, j.key))
         known = self.pool.slurm.jobs([j.slurm_job_id for j in jobs if j.slurm_job_id])
@@ -123,7 +124,11 @@ class SlurmReconciler(Reconciler):
                     move_job(job, ExecutionState.FAILED, errors=[error or {"code": ErrorCode.JOB_FAILED, "message": "no nodes"}])
                 )
                 return
-            job = self.write_job(move_job(job, ExecutionState.RUNNING, nodes=nodes, errors=[], queue_reason=None))
+            gpus = sum(self.gpus_of.get(node, 0) for node in nodes)
+            running = move_job(
+                job, ExecutionState.RUNNING, nodes=nodes, errors=[], queue_reason=None, gpus=gpus, rate=self.rate().to_json()
+            )
+            job = self.write_job(running)
         statuses = self.statuses(job)
         self.seen_done[job.run_id] = {host for host, s in zip(job.nodes, statuses, strict=True) if s is not None and s.final}
         everyone_done = bool(statuses) and all(s is not None and s.final for s in statuses)
