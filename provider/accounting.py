@@ -26,9 +26,9 @@ def day_of(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).date().isoformat()
 
 
-def add_interval(usage: Usage, state: str, start: datetime, end: datetime, gpus: float = 0) -> Usage:
-    """``usage`` with the seconds from ``start`` to ``end`` in ``state`` added, split at UTC midnights (and
-    as many GPU-seconds times ``gpus``)."""
+def add_interval(usage: Usage, state: str, start: datetime, end: datetime, gpus: float = 0, nodes: int = 1) -> Usage:
+    """``usage`` with the seconds from ``start`` to ``end`` in ``state`` added (times ``nodes``), split at UTC
+    midnights, and as many GPU-seconds times ``gpus``."""
     found = {day: dict(states) for day, states in usage.items()}
     start, end = start.astimezone(timezone.utc), end.astimezone(timezone.utc)
     while start < end:
@@ -36,7 +36,7 @@ def add_interval(usage: Usage, state: str, start: datetime, end: datetime, gpus:
         stop = min(end, midnight)
         states = found.setdefault(start.date().isoformat(), {})
         seconds = (stop - start).total_seconds()
-        states[state] = round(states.get(state, 0.0) + seconds, 3)
+        states[state] = round(states.get(state, 0.0) + seconds * nodes, 3)
         if gpus:
             states[GPU_SECONDS] = round(states.get(GPU_SECONDS, 0.0) + seconds * gpus, 3)
         start = stop

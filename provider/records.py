@@ -121,6 +121,8 @@ class JobDigest(Record):
     nodes: list[str] = Field(default_factory=list)
     run: str | None = None  # the agent run id while on nodes
     done_nodes: list[str] = Field(default_factory=list)  # nodes whose run the last pass already saw end
+    started: datetime | None = None  # this attempt's start, while on nodes (a Slurm cluster's usage counts from it)
+    usage: Usage | None = None  # once finished, on a Slurm cluster: its running node-seconds by day, every attempt
 
 
 class ClusterRecord(Record):
@@ -141,6 +143,7 @@ class ClusterRecord(Record):
     live_index: bool = False  # every live job has its live/ entry (clusters from before the entries get them once)
     usage: Usage = Field(default_factory=dict)  # node-seconds of nodes that left it (members' are in ``nodes``)
     absorbed: list[str] = Field(default_factory=list)  # the memberships counted in ``usage``, the latest ABSORBED_KEPT
+    accounting: str = "nodes"  # "jobs" where nodes are not ours to follow (Slurm): its usage is its jobs' running seconds
 
     @property
     def key(self) -> str:

@@ -74,9 +74,23 @@ def _part(attempt: int, nodes: int, duration: float, gpus: int, rate: Rate | Non
     return {"attempt": attempt, "nodeSeconds": round(node_seconds, 1), "gpuHours": round(gpus * duration / 3600, 4), "estimatedCost": cost}
 
 
+def job_running_usage(job: JobRecord, now: datetime) -> Usage:
+    """A job's running node-seconds by day, every attempt (what a Slurm cluster counts of it)."""
+    usage: Usage = {}
+    for day, node_seconds, gpu_seconds, _ in job_seconds_by_day(job, now):
+        usage = merge(usage, {day: {"running": node_seconds, GPU_SECONDS: gpu_seconds}})
+    return usage
+
+
 def cluster_seconds(record: ClusterRecord, now: datetime) -> Usage:
-    """Every node-second of the cluster by day and state: nodes that left it, and its members until now."""
+    """Every node-second of the cluster by day and state: nodes that left it, and its members until now
+    (a Slurm cluster: its ended jobs, and its running ones until now)."""
     usage = record.usage
+    if record.accounting == "jobs":
+        for digest in record.jobs.values():
+            if digest.started is not None and digest.state.on_nodes and digest.started < now:
+                usage = merge(usage, add_interval({}, "running", digest.started, now, nodes=len(digest.nodes)))
+        return usage
     for node in record.nodes:
         mine = node.usage
         if node.since is not None and node.since < now:

@@ -22,6 +22,7 @@ from ..records import (
     move_cluster,
     utc_now,
 )
+from ..usage import job_running_usage
 
 if TYPE_CHECKING:
     from .reconcile import Reconciler
@@ -47,6 +48,8 @@ def digest_of(job: JobRecord, etag: str, done_nodes: set[str] | None = None) -> 
         nodes=job.nodes if on_nodes else [],
         run=job.run_id if on_nodes else None,
         done_nodes=sorted(done_nodes or ()) if on_nodes else [],
+        started=job.start_time if on_nodes else None,
+        usage=job_running_usage(job, utc_now()) if job.execution_state.finished and job.start_time else None,
     )
 
 
@@ -80,6 +83,7 @@ class Publishing:
             moving = any(n.state in (NodeState.PREPARING, NodeState.LEAVING) for n in members) or len(current) != target
         else:  # nodes someone else schedules (Slurm): resizing while some power up or down (a cloud partition's power saving)
             moving = any(n.state in (NodeState.PREPARING, NodeState.LEAVING) for n in summary)
+        by_jobs = nodes is not None  # a partition's nodes are not ours to follow: usage is what our jobs ran
         allocation = AllocationState.RESIZING if moving else AllocationState.STEADY
         key = self.p.cluster.key
         record, etag = self.p.cluster, self.p.snapshot.etags[key]
@@ -90,7 +94,7 @@ class Publishing:
             if shortfall:
                 errors.append(insufficient_nodes(target, shortfall, self.p.spec.vm_size))
             errors += problems
-            usage, absorbed = self.absorb(record)
+            usage, absorbed = self.absorb(record, jobs if by_jobs else {})
             new = move_cluster(
                 record,
                 allocation,
@@ -100,6 +104,7 @@ class Publishing:
                 errors=errors,
                 usage=usage,
                 absorbed=absorbed,
+                accounting="jobs" if by_jobs else "nodes",
             )
             if new == record:
                 return
@@ -114,10 +119,16 @@ class Publishing:
                 record, etag = ClusterRecord.model_validate(found.data), found.etag
         raise StaleRecord(key)
 
-    def absorb(self, record: ClusterRecord) -> tuple[Usage, list[str]]:
+    def absorb(self, record: ClusterRecord, jobs: dict[str, JobDigest]) -> tuple[Usage, list[str]]:
         """The usage of nodes that left the cluster, counted once per membership (the node keeps it
-        until then, so a pass that died between the node's write and this one loses nothing)."""
+        until then, so a pass that died between the node's write and this one loses nothing); on a
+        Slurm cluster, of jobs that ended, once per job."""
         usage, absorbed = record.usage, list(record.absorbed)
+        for key, digest in jobs.items():
+            ended = f"job:{key}@{digest.changed.isoformat()}"
+            if digest.usage and ended not in absorbed:
+                usage = trimmed(merge(usage, digest.usage))
+                absorbed.append(ended)
         for node in self.p.snapshot.nodes.values():
             gone = node.departed or {}
             membership = gone.get("membership")

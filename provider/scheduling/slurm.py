@@ -56,7 +56,10 @@ class SlurmReconciler(Reconciler):
                 cancelled |= self.terminate(job, terminations[job.key])
             elif job.slurm_job_id:
                 self.follow(job, known.get(job.slurm_job_id))
-        self.submit_queued(eligible)
+        hold = self.budget_hold()
+        if not hold:
+            self.submit_queued(eligible)
+        self.tell_held_jobs(hold)
         self.drop_stale_live_entries()
         states = {n.name: node_state(n) for n in eligible}
         summary = [NodeSummary(node_id=n.name, address=n.address, state=state) for n in eligible if (state := states[n.name]) is not None]

@@ -86,6 +86,12 @@ def test_submit_streams_job_output_into_the_task_log_and_returns_the_job(airflow
         assert line in result.output
     view = json.loads(record.read_text())
     assert view["executionState"] == "succeeded" and view["secrets"] == [{"name": "API_TOKEN"}]
+    usage = view["usage"]  # the job's usage in XCom: ~1 s on one node (no prices in this connection: unknown, and why)
+    assert (
+        0.5 < usage["nodeSeconds"] < 30
+        and usage["estimatedCost"]["amount"] is None
+        and "prices.node_hour" in usage["estimatedCost"]["reason"]
+    )
     for secret in (SECRET, STORAGE_KEY):
         assert secret not in record.read_text() and secret not in result.output
         for path in [*Path(airflow_env["AIRFLOW_HOME"]).rglob("*"), *home.rglob("*")]:

@@ -84,6 +84,11 @@ def test_a_gang_job_starts_instances_from_zero_and_the_idle_ones_are_deallocated
         wait_until(lambda: service.show_cluster("gpu").current_node_count == 0, 60, 0.3, what="the idle nodes to leave")
         wait_until(lambda: set(powers(arm).values()) == {"deallocated"}, 30, 0.3, what="both instances deallocated")
         assert sorted(powers(arm)) == ["0", "1"], "deallocated, not deleted: their disks wait for the next job"
+        usage = service.show_cluster("gpu").usage["sinceCreation"]  # type: ignore[index]
+        billed = sum(i["billed_s"] for i in arm.state()["instances"].values())  # what Azure would bill: start to deallocated
+        assert billed - 8 <= usage["nodeSeconds"] <= billed + 1, (usage, billed)  # not counted: a free VM's seconds before its claim
+        assert usage["byState"]["starting"]["nodeSeconds"] >= 2 * 0.9, "each VM's boot is the cluster's"
+        assert usage["estimatedCost"]["amount"] == pytest.approx(usage["nodeSeconds"] * 3.06 / 3600, abs=1e-3)  # Azure's list price
         counts = arm.state()["requests"]
         assert counts.get("POST Microsoft.Compute/virtualMachineScaleSets/gpu-vmss/virtualMachines/{id}/runCommand") == 2  # a host key each
 

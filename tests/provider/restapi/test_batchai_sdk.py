@@ -330,6 +330,21 @@ def test_lists_page_with_next_links_and_the_sdk_follows_them(served: tuple[batch
     )
     client.jobs.begin_create("rg-pages", "pages", "exp0", "files", job).result()
     wait_until(lambda: client.jobs.get("rg-pages", "pages", "exp0", "files").execution_state == "succeeded", 60, 0.3)
+    status, shown = raw(
+        server,
+        "GET",
+        "/subscriptions/sub1/resourceGroups/rg-pages/providers/Microsoft.BatchAI/workspaces/pages"
+        "/experiments/exp0/jobs/files?api-version=2018-05-01",
+    )
+    usage = shown["properties"]["usage"]  # ours, beside Batch AI's properties: the SDK parses the job and ignores it
+    assert status == 200 and usage["nodeSeconds"] > 0 and usage["attempts"][0]["attempt"] == 0 and "estimatedCost" in usage
+    status, cluster_shown = raw(
+        server,
+        "GET",
+        "/subscriptions/sub1/resourceGroups/rg-pages/providers/Microsoft.BatchAI/workspaces/pages/clusters/c?api-version=2018-05-01",
+    )
+    assert status == 200 and cluster_shown["properties"]["usage"]["sinceCreation"]["nodeSeconds"] > 0
+    assert client.clusters.get("rg-pages", "pages", "c").current_node_count == 1
     listing = models.JobsListOutputFilesOptions(outputdirectoryid="OUT", max_results=2)
     names = [f.name for f in client.jobs.list_output_files("rg-pages", "pages", "exp0", "files", listing)]
     assert names == [f"f{i}.txt" for i in range(1, 6)]

@@ -385,3 +385,27 @@ def test_a_power_saving_partition_wakes_for_a_job_says_why_it_waits_and_sleeps_a
     wait_until(asleep, 30, 0.5, what="the nodes powered down again once idle")
     power_log = (power_saving.folder / "log" / "power.log").read_text()
     assert power_log.count("resume node[1-2]") == 1 and power_log.count("suspend") == 2, power_log
+
+
+def test_a_slurm_clusters_usage_is_its_jobs_running_seconds_and_a_budget_holds_new_jobs(
+    slurm_cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partition's nodes are not ours to follow (other users run there too): a Slurm cluster counts what its jobs ran."""
+    monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
+    extras = {**slurm_cluster.connection(tmp_path), "prices": {"node_hour": 36.0, "daily_budgets": {"gpu": 0.05}}}
+    service = service_from_config(connection_config(extras, "connection"))
+    service.create_cluster("gpu", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 2}}}))
+    spec = job({"nodeCount": 2, "customToolkitSettings": {"commandLine": "sleep 3"}, "stdOutErrPathPrefix": "$AZ_BATCHAI_MOUNT_ROOT"})
+    service.create_job("gpu", "pair", spec)
+    done = service.wait_job("pair", timeout_s=90, poll_s=0.3)
+    assert done.execution_state == "succeeded" and done.usage is not None and done.usage["nodeSeconds"] >= 6.0
+    cluster = wait_until(lambda: (c := service.show_cluster("gpu")).usage["sinceCreation"]["nodeSeconds"] and c, 30, 0.3, what="counted")  # type: ignore[index]
+    assert abs(cluster.usage["sinceCreation"]["byState"]["running"]["nodeSeconds"] - done.usage["nodeSeconds"]) <= 1.0  # type: ignore[index]
+    assert set(cluster.usage["sinceCreation"]["byState"]) == {"running"}, "the partition's idle time is not this cluster's"  # type: ignore[index]
+    service.create_job(
+        "gpu",
+        "held",
+        job({"nodeCount": 1, "customToolkitSettings": {"commandLine": "true"}, "stdOutErrPathPrefix": "$AZ_BATCHAI_MOUNT_ROOT"}),
+    )
+    held = wait_until(lambda: (j := service.refresh_job("held")).execution_info.queue_reason and j, 30, 0.3, what="the budget said")
+    assert held.execution_state == "queued" and (held.execution_info.queue_reason or "").startswith("BudgetExceeded: cluster gpu")
