@@ -118,7 +118,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--boot-s", type=float, default=5.0)
     parser.add_argument("--idle-s", type=float, default=20.0)
-    parser.add_argument("--quiet-s", type=float, default=60.0, help="the cluster at zero, measured for ARM requests")
+    parser.add_argument(
+        "--quiet-s", type=float, default=310.0, help="the cluster at zero, measured for ARM requests (longer than the pool's 300 s listing)"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="batchai-bench-elastic-"))
     atexit.register(shutil.rmtree, work, ignore_errors=True)

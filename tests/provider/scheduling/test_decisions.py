@@ -417,3 +417,17 @@ def test_an_elastic_pool_short_only_of_what_it_is_starting_says_no_shortfall_and
     assert plan(at_target).actions == [StopMachine("n1")], "a free machine nobody needs costs money: stopped"
     at_target.elastic = False
     assert plan(at_target).actions == [], "a fixed pool's free host is simply there"
+
+
+def test_a_spent_daily_budget_starts_no_queued_job_and_asks_no_machine_for_it_while_running_ones_go_on() -> None:
+    from dataclasses import replace
+
+    record = cluster({"autoScale": {"minimumNodeCount": 0, "maximumNodeCount": 4}}, target=0)
+    busy = job("busy", ExecutionState.RUNNING, ["n0"])
+    waiting = snapshot(record, [node("n0", NodeState.RUNNING, busy.key), node("n1")], [busy, job("next"), job("big", count=3)])
+    waiting.elastic, waiting.startable = True, 4
+    spent = replace(LIMITS, hold="BudgetExceeded: spent")
+    held = plan_pass(waiting, {("n0", busy.run_id): alive()}, {}, NOW, spent)
+    assert held.actions == [] and held.target == 2, "no launch, no claim, no VM: its two members stay, none added for the queued"
+    free = plan(waiting, {("n0", busy.run_id): alive()})
+    assert any(isinstance(a, RequestNodes) for a in free.actions), "the same pass under its budget asks for nodes"
