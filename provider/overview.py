@@ -32,7 +32,7 @@ def overview(service: Service) -> dict[str, Any]:
             {
                 "workspace": record.workspace,
                 "targetNodeCount": record.target_node_count,
-                **_cluster_summary(cluster_view(record, sub, rg)),
+                **_cluster_summary(cluster_view(record, sub, rg, service.cluster_rate(record))),
             }
             for record in clusters
         ],
@@ -56,7 +56,7 @@ def overview(service: Service) -> dict[str, Any]:
 def _cluster_summary(view: ClusterView) -> dict[str, Any]:
     keep = ("name", "vmSize", "allocationState", "allocationStateTransitionTime", "currentNodeCount", "nodeStateCounts", "errors")
     shown = view.to_json()
-    return {key: shown.get(key) for key in keep}
+    return {**{key: shown.get(key) for key in keep}, "today": (shown.get("usage") or {}).get("today")}
 
 
 def _job_summary(record: JobRecord, job: JobView) -> dict[str, Any]:

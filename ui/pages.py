@@ -50,6 +50,19 @@ def _time(value: str | None) -> str:
     return f'<span title="{escape(value)}">{moment:%Y-%m-%d %H:%M:%S} UTC</span>'
 
 
+def _hours(seconds: float | None) -> str:
+    return "" if seconds is None else f"{seconds / 3600:.3f}"
+
+
+def _cost(cost: dict[str, Any] | None) -> str:
+    """An estimate with its currency, or why there is none (never a made-up 0)."""
+    if not cost:
+        return ""
+    if cost.get("amount") is None:
+        return f'<span class="muted" title="{escape(str(cost.get("reason") or ""))}">unknown</span>'
+    return escape(f"{cost['amount']:.2f} {cost.get('currency') or ''}".strip())
+
+
 def _page(title: str, body: str, moving: bool) -> str:
     refresh = f'<meta http-equiv="refresh" content="{REFRESH_S}">' if moving else ""
     return (
@@ -80,6 +93,9 @@ def overview_page(data: dict[str, Any]) -> str:
             _state(c["allocationState"]),
             f"{c['currentNodeCount']} / {c['targetNodeCount']}",
             *[_cell(c["nodeStateCounts"][key]) for key in counts],
+            _hours((c.get("today") or {}).get("nodeSeconds")),
+            _hours(((c.get("today") or {}).get("byState") or {}).get("idle", {}).get("nodeSeconds")),
+            _cost((c.get("today") or {}).get("estimatedCost")),
             _cell("; ".join(f"{e.get('code')}: {e.get('message')}" for e in c.get("errors") or [])),
         ]
         for c in data["clusters"]
@@ -123,7 +139,7 @@ def overview_page(data: dict[str, Any]) -> str:
     cluster_headers = ["Workspace", "Cluster", "VM size", "Allocation", "Nodes / target", "Idle", "Running", "Preparing"]
     body = (
         "<h1>Batch AI</h1><h2>Clusters</h2>"
-        + _table([*cluster_headers, "Unusable", "Leaving", "Errors"], clusters, "no clusters")
+        + _table([*cluster_headers, "Unusable", "Leaving", "Node-h today", "Idle-h today", "Cost today", "Errors"], clusters, "no clusters")
         + "<h2>Nodes</h2>"
         + _table(["Node", "Address", "State", "Cluster", "Current job", "GPUs", "Errors"], nodes, "no nodes in the pool")
         + "<h2>Jobs</h2>"
@@ -153,6 +169,10 @@ def job_page(details: dict[str, Any], workspace: str, experiment: str) -> str:
         ("Exit code", _cell(info["exitCode"])),
         ("Errors", _cell("; ".join(f"{e.get('code')}: {e.get('message')}" for e in info.get("errors") or []))),
         ("Output segment", escape(job["jobOutputDirectoryPathSegment"])),
+        ("Waiting because", _cell(info.get("queueReason"))),
+        ("Node-hours", _hours((job.get("usage") or {}).get("nodeSeconds"))),
+        ("GPU-hours", _cell((job.get("usage") or {}).get("gpuHours"))),
+        ("Estimated cost", _cost((job.get("usage") or {}).get("estimatedCost"))),
     ]
     rows = [
         [f'<a href="{escape(base)}/files/{quote(f["name"])}">{escape(f["name"])}</a>', _cell(f["contentLength"]), _time(f["lastModified"])]

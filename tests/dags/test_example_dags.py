@@ -142,7 +142,8 @@ def test_scheduled_retrain_on_a_scale_set_starts_a_vm_for_its_job_and_deallocate
     try:
         result = run_dag(env, DAGS, "batchai_scheduled_retrain", home, conf={"idle_seconds": 2})
         assert result.state == "success", result.output[-4000:] + (tmp_path / "controller.log").read_text()[-3000:]
-        assert "held-out accuracy" in result.output and "published model of job" in result.output
+        assert "held-out accuracy" in result.output  # published or not: the session's earlier runs may have published a better model
+        assert "published model of job" in result.output or "keeping the published model" in result.output
         instances = lambda: arm.state()["instances"]  # noqa: E731
         wait_until(lambda: [i["power"] for i in instances().values()] == ["deallocated"], 60, 0.5, what="the VM deallocated")
         state = arm.state()

@@ -38,3 +38,23 @@ def test_the_job_page_links_its_files_under_the_jobs_address() -> None:
     html = pages.job_page({"job": job, "files": [{"name": "stderr.txt", "contentLength": 12, "lastModified": None}]}, "ws", "my exp")
     assert 'href="/batchai/jobs/ws/my%20exp/train/files/stderr.txt"' in html
     assert "JobFailed: exit 3" in html and "2026-12-02 05:27:14 UTC" in html and 'http-equiv="refresh"' not in html
+
+
+def test_cost_is_shown_with_its_currency_or_as_unknown_with_the_reason_never_as_zero() -> None:
+    today = {"nodeSeconds": 7200.0, "byState": {"idle": {"nodeSeconds": 3600.0}}, "estimatedCost": {"amount": 6.12, "currency": "USD"}}
+    html = pages.overview_page({"clusters": [{**CLUSTER, "today": today}], "nodes": [], "jobs": [], "jobCount": 0})
+    assert "<td>2.000</td><td>1.000</td><td>6.12 USD</td>" in html
+    job = {
+        "name": "train",
+        "cluster": {"id": "/subscriptions/s/resourceGroups/r/providers/Microsoft.BatchAI/workspaces/ws/clusters/c"},
+        "toolType": "custom",
+        "nodeCount": 2,
+        "executionState": "succeeded",
+        "creationTime": "2026-12-02T05:27:14.767633+00:00",
+        "jobOutputDirectoryPathSegment": "seg",
+        "executionInfo": {"startTime": None, "endTime": None, "exitCode": 0, "errors": None},
+        "usage": {"nodeSeconds": 1800.0, "gpuHours": 0.5, "estimatedCost": {"amount": None, "currency": "USD", "reason": "set <prices>"}},
+    }
+    html = pages.job_page({"job": job, "files": []}, "ws", "e")
+    assert "<th>Node-hours</th><td>0.500</td>" in html and "<th>GPU-hours</th><td>0.5</td>" in html
+    assert 'title="set &lt;prices&gt;">unknown</span>' in html and "0.00" not in html
