@@ -159,6 +159,8 @@ class Reconciler:
             if job.execution_state != ExecutionState.QUEUED:
                 continue
             ours = (job.queue_reason or "").startswith(str(ErrorCode.BUDGET_EXCEEDED))
+            if hold and ours:
+                continue  # said once: the amount it names is when it was held (not a write per job every pass)
             wanted = hold if hold else (None if ours else job.queue_reason)
             if wanted != job.queue_reason:
                 try:
