@@ -32,7 +32,7 @@ from airflow_batchai.secretfields import CLUSTER_SECRET_FIELDS, JOB_SECRET_FIELD
 from airflow_batchai.service import DEFAULT_EXPERIMENT, DEFAULT_WORKSPACE, Service
 from airflow_batchai.settings import WAIT_POLL_S
 from airflow_batchai.spec import ClusterSpec, JobSpec, load_cluster_spec, load_job_spec
-from airflow_batchai.taskjobs import JobWait, WaitFailed, failed_earlier, generation_name, job_name_for, reattach
+from airflow_batchai.taskjobs import JobWait, WaitFailed, failed_earlier, generation_name, job_name_for, reattach, state_said
 from airflow_batchai.ui_links import job_page_path
 
 P = ParamSpec("P")
@@ -429,7 +429,7 @@ class BatchAITerminateJobOperator(BatchAIBaseOperator):
     @settles
     def execute(self, context: Context) -> dict[str, Any]:
         view = self.call(self.service.terminate_job, self.job_name, self.experiment, self.workspace)
-        self.log.info("job %s is %s", self.job_name, view.execution_state.value)
+        self.log.info("%s", state_said(self.job_name, view.execution_state.value))
         return view.to_json()
 
 

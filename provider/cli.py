@@ -324,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     groups = parser.add_subparsers(dest="group", required=True)
 
     cluster = groups.add_parser("cluster", help="clusters of nodes").add_subparsers(dest="command", required=True)
-    create = cluster.add_parser("create", parents=[common, storage])
+    create = cluster.add_parser("create", parents=[common, storage], help="create a cluster (cluster.json, or a node count)")
     create.add_argument("-n", "--name", required=True)
     create.add_argument("-f", "--config-file")
     create.add_argument("-t", "--target", type=int)
@@ -332,44 +332,51 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--max", type=int)
     create.add_argument("-s", "--vm-size", default=None, help="picks hosts labelled with it (SSH pools); any host when unlabelled")
     create.set_defaults(handler=cluster_create)
-    for name, handler in (("show", cluster_show), ("delete", cluster_delete)):
-        sub = cluster.add_parser(name, parents=[common])
+    for name, handler, said in (
+        ("show", cluster_show, "a cluster: its nodes' states, errors and usage"),
+        ("delete", cluster_delete, "delete a cluster (its queued and running jobs fail with ClusterDeleted)"),
+    ):
+        sub = cluster.add_parser(name, parents=[common], help=said)
         sub.add_argument("-n", "--name", required=True)
         sub.set_defaults(handler=handler)
-    cluster.add_parser("list", parents=[common]).set_defaults(handler=cluster_list)
-    resize = cluster.add_parser("resize", parents=[common])
+    cluster.add_parser("list", parents=[common], help="the workspace's clusters").set_defaults(handler=cluster_list)
+    resize = cluster.add_parser("resize", parents=[common], help="set a cluster's target node count (0: scale to zero)")
     resize.add_argument("-n", "--name", required=True)
     resize.add_argument("-t", "--target", type=int, required=True)
     resize.set_defaults(handler=cluster_resize)
 
     job = groups.add_parser("job", help="jobs").add_subparsers(dest="command", required=True)
-    submit = job.add_parser("create", parents=[common, storage, experiment])
+    submit = job.add_parser("create", parents=[common, storage, experiment], help="submit a job.json to a cluster")
     submit.add_argument("-n", "--name", required=True)
     submit.add_argument("-c", "--cluster", required=True)
     submit.add_argument("-f", "--config-file", required=True)
     submit.set_defaults(handler=job_create)
-    validate = job.add_parser("validate", parents=[storage])
+    validate = job.add_parser("validate", parents=[storage], help="check a job.json without submitting it (exit 0, or 2 and why)")
     validate.add_argument("-f", "--config-file", required=True)
     validate.set_defaults(handler=job_validate)
-    for name, handler in (("show", job_show), ("terminate", job_terminate), ("delete", job_delete)):
-        sub = job.add_parser(name, parents=[common, experiment])
+    for name, handler, said in (
+        ("show", job_show, "a job: its state, errors, attempts and usage"),
+        ("terminate", job_terminate, "stop a queued or running job"),
+        ("delete", job_delete, "delete a job's record (a running one is terminated first)"),
+    ):
+        sub = job.add_parser(name, parents=[common, experiment], help=said)
         sub.add_argument("-n", "--name", required=True)
         sub.set_defaults(handler=handler)
-    job.add_parser("list", parents=[common, experiment]).set_defaults(handler=job_list)
-    wait = job.add_parser("wait", parents=[common, experiment])
+    job.add_parser("list", parents=[common, experiment], help="the experiment's jobs").set_defaults(handler=job_list)
+    wait = job.add_parser("wait", parents=[common, experiment], help="wait for a job to end; exits with its exit code")
     wait.add_argument("-n", "--name", required=True)
     wait.add_argument("--timeout", type=float, default=None, help="seconds (default: no limit)")
     wait.add_argument("--interval", type=float, default=0.5, help="seconds between polls")
     wait.set_defaults(handler=job_wait)
 
     files = job.add_parser("file", help="job output files").add_subparsers(dest="file_command", required=True)
-    listing = files.add_parser("list", parents=[common, experiment])
+    listing = files.add_parser("list", parents=[common, experiment], help="a job's output files, with download links")
     listing.add_argument("-j", "--job", required=True)
     listing.add_argument("-d", "--output-directory-id", default="stdouterr")
     listing.add_argument("-p", "--path", default=".")
     listing.add_argument("--expiry", type=int, default=60, help="download link lifetime, minutes (5-600)")
     listing.set_defaults(handler=file_list)
-    stream = files.add_parser("stream", parents=[common, experiment])
+    stream = files.add_parser("stream", parents=[common, experiment], help="print an output file as it grows, until the job ends")
     stream.add_argument("-j", "--job", required=True)
     stream.add_argument("-f", "--file-name", required=True)
     stream.add_argument("-d", "--output-directory-id", default="stdouterr")

@@ -21,9 +21,10 @@ job_output = logging.getLogger(JOB_OUTPUT_LOGGER)
 
 
 def log_job_lines(lines: list[tuple[str, str]], logger: logging.Logger = job_output) -> None:
-    """The job's lines as their own log records: stdout at INFO, stderr at WARNING."""
+    """The job's lines as their own log records, at INFO: each names its file (``[stderr.txt] ...``), so the
+    two streams stay apart, and a progress bar on stderr is not a warning (a failure says so itself)."""
     for file_name, line in lines:
-        logger.log(logging.WARNING if file_name.startswith("stderr") else logging.INFO, "[%s] %s", file_name, line)
+        logger.info("[%s] %s", file_name, line)
 
 
 def _is_stream(name: str) -> bool:

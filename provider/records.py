@@ -218,6 +218,12 @@ class JobRecord(Record):
         return live_key(self.workspace, self.cluster, self.experiment, self.name)
 
     @property
+    def shown(self) -> str:
+        """The job as a user names it, for log lines (not its record's key)."""
+        where = f"experiment {self.experiment}" + ("" if self.workspace == "default" else f", workspace {self.workspace}")
+        return f"{self.name} ({where})"
+
+    @property
     def run_id(self) -> str:
         """The agent run of this attempt (a requeued job runs again under a new one)."""
         return f"{self.uuid}-{self.attempt}"

@@ -389,7 +389,7 @@ class Service:
                 self.passes.kick(workspace, cluster)
             return self._job_view(existing)
         self._ensure_live_entry(record)
-        log.info("job %s queued on cluster %s", record.key, cluster)
+        log.info("job %s queued on cluster %s", record.shown, cluster)
         self.passes.kick(workspace, cluster, urgent=True)
         return self._job_view(record)
 

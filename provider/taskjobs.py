@@ -43,9 +43,31 @@ def job_name_for(dag_id: str, task_id: str, run_id: str, map_index: int | None =
     room = MAX_NAME - len(run_part) - 2  # what the DAG and task ids may take; the run's date is never the part cut
     dag_part, task_part = re.sub(r"[^-\w]", "_", dag_id), re.sub(r"[^-\w]", "_", task_id)
     if len(dag_part) + len(task_part) > room:
-        task_part = task_part[: max(room // 2, room - len(dag_part))]
-        dag_part = dag_part[: room - len(task_part)]
+        task_part = _shortened(task_part, max(room // 2, room - len(dag_part)))
+        dag_part = _shortened(dag_part, room - len(task_part))
     return f"{dag_part}-{task_part}-{run_part}"
+
+
+def _shortened(text: str, limit: int) -> str:
+    """``text`` in at most ``limit`` characters, cut after a whole word where one ends past its first third
+    (``batchai_distributed``, not ``batchai_distributed_pytorc``); the name's hash keeps it unique."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    boundary = max(cut.rfind("_"), cut.rfind("-"))
+    return cut[:boundary] if boundary >= max(1, limit // 3) else cut
+
+
+def state_said(name: str, state: str) -> str:
+    """A job's state in a task log line, as a user says it ("job x succeeded", not "is succeeded")."""
+    phrases = {
+        "queued": "is queued",
+        "running": "is running",
+        "terminating": "is being terminated",
+        "succeeded": "succeeded",
+        "failed": "failed",
+    }
+    return f"job {name} {phrases.get(state, 'is ' + state)}"
 
 
 def _compact_run_id(run_id: str) -> str:

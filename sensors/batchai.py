@@ -23,7 +23,7 @@ from airflow_batchai.errors import TRANSIENT_CODES, BatchAIError
 from airflow_batchai.hooks.batchai import BatchAIHook, settles
 from airflow_batchai.logtail import JobLogFollower, log_job_lines
 from airflow_batchai.service import DEFAULT_EXPERIMENT, DEFAULT_WORKSPACE
-from airflow_batchai.taskjobs import JobWait, WaitFailed, cluster_ready
+from airflow_batchai.taskjobs import JobWait, WaitFailed, cluster_ready, state_said
 from airflow_batchai.triggers.batchai import BatchAIClusterTrigger, BatchAIJobTrigger, class_path
 
 POKE_INTERVAL_S = 1.0
@@ -153,7 +153,7 @@ class BatchAIJobSensor(_BatchAISensor):
             raise AirflowException(f"{error.code}: {error.message}") from error
         state = view.execution_state.value
         if state != self.last_state:  # a line per change, not per poke: the job's own output is what the log is for
-            self.log.info("job %s is %s", self.job_name, state)
+            self.log.info("%s", state_said(self.job_name, state))
             self.last_state = state
         log_job_lines(lines)
         store = context.get("task_state_store")

@@ -79,7 +79,7 @@ class Launching:
         except BatchAIError as error:
             if error.code not in JOB_FAILING_CODES:
                 raise
-            log.warning("job %s cannot start: %s", job.key, error.message)
+            log.warning("job %s cannot start: %s", job.shown, error.message)
             self.p.write_job(move_job(job, ExecutionState.FAILED, errors=[error.to_json()], exit_code=None))
             return
         if built is None:
@@ -109,7 +109,7 @@ class Launching:
                 self.p.handle(node).start_run(job.run_id, plan, secrets)
             except (OSError, BatchAIError) as error:
                 self.p.mark_lost(node, f"cannot start the job's agent: {getattr(error, 'message', error)}")
-        log.info("job %s running on %s", job.key, ", ".join(action.node_ids))
+        log.info("job %s running on %s", job.shown, ", ".join(action.node_ids))
 
     def build_runs(self, job: JobRecord, nodes: list[NodeRecord]) -> tuple[list[AgentPlan], dict[str, str]] | None:
         """Per-node plans and the secrets the agents get; None when a peer's SSH details cannot be had."""

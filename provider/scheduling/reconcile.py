@@ -252,7 +252,8 @@ class Reconciler:
             self.snapshot.jobs.pop(job.key, None)
             self.vault.delete(f"job-{job.uuid}")
             self.store.delete(job.live_key)
-            log.info("job %s %s (exit code %s)", job.key, job.execution_state.value, job.exit_code)
+            code = f" with exit code {job.exit_code}" if job.exit_code else ""
+            log.info("job %s %s%s", job.shown, job.execution_state.value, code if job.execution_state == ExecutionState.FAILED else "")
         else:
             self.snapshot.jobs[job.key] = job
         return job
@@ -265,7 +266,7 @@ class Reconciler:
         if action.state != ExecutionState.TERMINATING and job.execution_state.on_nodes:
             self.pool.release_shared(job.run_id)  # that run is over, whatever comes next
         if action.state == ExecutionState.QUEUED:
-            log.info("job %s requeued (attempt %d)", moved.key, moved.attempt)
+            log.info("job %s requeued: attempt %d", moved.shown, moved.attempt + 1)
 
     def drop_stale_live_entries(self) -> None:
         for name in self.snapshot.ended_secrets:  # normally gone already; not if a pass died between the two deletes

@@ -155,7 +155,7 @@ class SlurmReconciler(Reconciler):
         (we submit with --no-requeue, so Slurm never restarts one behind our back)."""
         moved = self.write_job(move_job(job, ExecutionState.QUEUED, slurm_job_id=None, **next_attempt(job, why, utc_now())))
         self.pool.login_transport.remove_tree(self.pool.secrets_folder(job.run_id))  # a node that never started left its file
-        log.info("job %s requeued after %s (attempt %d)", moved.key, why["message"], moved.attempt)
+        log.info("job %s requeued after %s: attempt %d", moved.shown, why["message"], moved.attempt + 1)
 
     def outcome(self, job: JobRecord, statuses: list[AgentStatus | None], slurm_error: dict[str, Any] | None) -> JobRecord:
         """The agents' word where they said it (their exit code, their error); Slurm's where they could not."""
@@ -206,7 +206,7 @@ class SlurmReconciler(Reconciler):
             except BatchAIError as error:
                 if error.code not in (ErrorCode.SLURM_ERROR, ErrorCode.INVALID_SPEC, ErrorCode.INVALID_PATH, ErrorCode.SECRETS_UNREADABLE):
                     raise
-                log.warning("job %s cannot be submitted: %s", job.key, error.message)
+                log.warning("job %s cannot be submitted: %s", job.shown, error.message)
                 self.write_job(move_job(job, ExecutionState.FAILED, errors=[error.to_json()]))
                 continue
             held += count
@@ -261,7 +261,7 @@ class SlurmReconciler(Reconciler):
             self.pool.slurm.cancel(slurm_id)
             transport.remove_tree(self.pool.secrets_folder(job.run_id))
             raise
-        log.info("job %s submitted to Slurm as %s", job.key, slurm_id)
+        log.info("job %s submitted to Slurm as job %s", job.shown, slurm_id)
 
     # -- cluster deletion -----------------------------------------------------------------------
     def delete_everything(self) -> None:

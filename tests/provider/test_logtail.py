@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from airflow_batchai.config import ProviderConfig, service_from_config
 from airflow_batchai.logtail import JobLogFollower
@@ -84,3 +87,15 @@ def test_following_on_azure_storage_reads_no_records_after_the_first_poll(azurit
         assert [line for name, line in lines if name == "stdout.txt"][-2:] == ["half a line", "tail"]
     finally:
         kill_agents_under(home)
+
+
+def test_a_jobs_stderr_lines_are_info_records_named_for_their_file_not_warnings(caplog: pytest.LogCaptureFixture) -> None:
+    """Progress bars write to stderr: a successful job's log must not read as 22 warnings."""
+    from airflow_batchai.logtail import JOB_OUTPUT_LOGGER, log_job_lines
+
+    with caplog.at_level(logging.INFO, logger=JOB_OUTPUT_LOGGER):
+        log_job_lines([("stdout.txt", "epoch 1"), ("stderr-1.txt", "100%|#####| 10/10")])
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.INFO, "[stdout.txt] epoch 1"),
+        (logging.INFO, "[stderr-1.txt] 100%|#####| 10/10"),
+    ]

@@ -44,6 +44,10 @@ def test_a_derived_job_name_keeps_the_runs_date_whole() -> None:
     assert first.startswith("batchai_quickstart-submit_job-manual_20261202T013118-") and first != again
     long = job_name_for("d" * 80, "t" * 80, "scheduled__2026-12-02T00:00:00+00:00", 7)
     assert len(long) <= 64 and "scheduled_20261202T000000-" in long and long.endswith("-7")
+    run = "manual__2026-12-02T01:31:18.123456+00:00"
+    assert job_name_for("batchai_distributed_pytorch", "train", run).startswith("batchai_distributed-train-manual_20261202T013118-")
+    words = job_name_for("batchai_distributed_pytorch", "train_distributed_data_parallel", run)
+    assert words.startswith("batchai_distributed-train-manual_20261202T013118-"), "shortened at whole words, never mid-word"
 
 
 def test_a_cleared_task_runs_new_generations_whose_names_stay_short_and_distinct() -> None:

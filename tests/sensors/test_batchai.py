@@ -39,7 +39,7 @@ def test_job_sensor_waits_for_success(airflow_env: dict[str, str], tmp_path: Pat
     result = run_dag(airflow_env, dags, dag_id, home)
     assert result.state == "success", result.output[-3000:]
     assert "job sensed is running" in result.output or "job sensed is queued" in result.output or deferrable
-    assert "job sensed is succeeded" in result.output
+    assert "job sensed succeeded" in result.output
     for line in ("[stdout.txt] step-1", "[stderr.txt] step-2", "[stdout.txt] done"):  # the job's output, followed by the sensor
         assert result.output.count(line) == 1, (line, result.output[-3000:])
 
