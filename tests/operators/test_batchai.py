@@ -187,7 +187,7 @@ the_dag()
 """
     result = run_dag(airflow_env, write_dag(tmp_path / "dags", "op_terminate", dag_source), "op_terminate", home)
     assert result.state == "success", result.output[-3000:]
-    assert "job endless is failed" in result.output and "cluster c deleted" in result.output
+    assert "job endless failed" in result.output and "cluster c deleted" in result.output
     service = Service.embedded(home)
     assert service.show_job("endless").execution_info.errors[0].code == "JobTerminated"
     assert service.list_clusters() == [] and not list((home / "nodes").glob("*/*"))

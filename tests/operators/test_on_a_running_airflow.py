@@ -129,7 +129,7 @@ def test_a_deferred_task_shows_its_jobs_output_once_and_marking_one_failed_termi
     records = airflow_stack.task_log("live_deferred", run_id, "talk")
     lines = messages(records, "airflow_batchai.job_output")
     assert Counter(lines) == Counter([f"[stdout.txt] line-{i}" for i in range(1, 9)] + ["[stderr.txt] oops"]), lines
-    assert [r["level"] for r in records if r.get("event") == "[stderr.txt] oops"] == ["warning"]
+    assert [r["level"] for r in records if r.get("event") == "[stderr.txt] oops"] == ["info"], "named for its file, not a warning"
     service.resize_cluster("deferred", 0)
 
 
