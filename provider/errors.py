@@ -107,6 +107,7 @@ class ErrorCode(str, Enum):
     JOB_PREEMPTED = "JobPreempted"
     JOB_REQUEUED = "JobRequeued"
     BUDGET_EXCEEDED = "BudgetExceeded"  # ours: the cluster's daily budget is spent, new jobs wait
+    GPU_UNDERUTILIZED = "GpuUnderutilized"  # ours: every GPU of the job stayed below its utilizationPolicy's threshold
     JOB_TIMED_OUT = "JobTimedOut"
     LAUNCH_FAILED = "LaunchFailed"
     LEASE_LOST = "LeaseLost"

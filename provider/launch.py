@@ -263,6 +263,18 @@ def peer_ssh(nodes: list[NodeSlot], ctx: JobContext, first_job_temp: str) -> tup
     return files, mpi_launcher_env(config)
 
 
+GPU_SAMPLE_S = 5.0  # how often an agent asks nvidia-smi, at most (a short window samples more often)
+
+
+def gpu_watch_of(spec: JobSpec) -> dict[str, float] | None:
+    """What the agents sample for the idle-GPU watchdog (utilizationPolicy); the control plane decides."""
+    policy = spec.utilization_policy
+    if policy is None:
+        return None
+    window = policy.time_window.total_seconds()
+    return {"min": policy.min_gpu_utilization, "window_s": window, "sample_s": max(0.5, min(GPU_SAMPLE_S, window / 4))}
+
+
 def job_plans(spec: JobSpec, nodes: list[NodeSlot], ctx: JobContext, secret_names: list[str] | None = None) -> list[AgentPlan]:
     """One agent plan per node (node-rank order). Raises InvalidSpec when the job cannot run as given."""
     if len(nodes) != spec.node_count:
@@ -323,6 +335,7 @@ def job_plans(spec: JobSpec, nodes: list[NodeSlot], ctx: JobContext, secret_name
                 max_wall_clock_s=spec.max_wall_clock.total_seconds(),
                 grace_s=GRACE_S,
                 failure_code=ErrorCode.JOB_FAILED,
+                gpu_watch=gpu_watch_of(spec),
                 container=(
                     container_plan(
                         spec.container_settings,

@@ -38,6 +38,7 @@ from .records import (
     ExecutionState,
     JobRecord,
     NodeRecord,
+    NodeState,
     cluster_key,
     cluster_rate,
     job_key,
@@ -427,6 +428,14 @@ class Service:
                 f"nodeCount {spec.node_count} exceeds the {limit} node(s) cluster {cluster.name} can ever have",
                 "nodeCount",
             )
+        if spec.utilization_policy is not None:
+            settled = [n for n in self.pool_nodes() if n.cluster == cluster.member and n.state not in (NodeState.FREE, NodeState.PREPARING)]
+            if settled and not any(n.gpus for n in settled):
+                raise BatchAIError(
+                    ErrorCode.INVALID_SPEC,
+                    f"cluster {cluster.name}'s nodes have no GPUs (nvidia-smi found none): an idle-GPU policy cannot apply",
+                    "properties.utilizationPolicy",
+                )
 
     def show_job(self, name: str, experiment: str = DEFAULT_EXPERIMENT, workspace: str = DEFAULT_WORKSPACE) -> JobView:
         """From the job's record (one read); an unfinished job's cluster may get a pass in the background."""

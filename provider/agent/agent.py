@@ -178,6 +178,42 @@ class Agent:
             if failing is not None and now() - failing > protocol.AGENT_FENCE_S:
                 self.fence("StorageUnreachable", "the job's storage refused or did not answer for %.0f s" % (now() - failing))
 
+    def gpu_watch_loop(self):
+        """Sample the node's GPUs (nvidia-smi) for the idle-GPU watchdog: since when every one of them has
+        been below the policy's threshold, and the highest seen since. The control plane decides across
+        the job's nodes; a node where nvidia-smi fails says so and never counts as idle."""
+        watch = self.plan.gpu_watch
+        low_since, peak = None, 0.0
+        while not self.done.wait(float(watch["sample_s"])):
+            try:
+                result = subprocess.run(
+                    ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                    capture_output=True,
+                    text=True,
+                    timeout=20,
+                )
+                values = [float(line.strip().rstrip("%").strip()) for line in result.stdout.splitlines() if line.strip()]
+                if result.returncode != 0 or not values:
+                    raise ValueError("exit %d, %d GPU(s) read" % (result.returncode, len(values)))
+            except (OSError, ValueError, subprocess.SubprocessError) as error:
+                low_since, peak = None, 0.0
+                sample = {"error": "nvidia-smi: %s" % (error,)}
+            else:
+                if max(values) < float(watch["min"]):
+                    if low_since is None:
+                        low_since, peak = now(), 0.0
+                    peak = max(peak, max(values))
+                else:
+                    low_since, peak = None, 0.0
+                sample = {"utilization": values, "low_since": low_since, "peak": peak, "at": now()}
+            with self.lock:
+                if self.status["state"] in FINAL_STATES:
+                    return
+            try:
+                self.set_status(gpu=sample)
+            except OSError:
+                pass  # the heartbeat loop says what a status it cannot write means
+
     def last_contact(self):
         """When a controller last renewed this node's contact file, if it did since this run was launched."""
         try:
@@ -412,6 +448,8 @@ class Agent:
                     raise JobError("JobPreparationFailed", "preparation exited with code %d" % code, code)
             self.set_status(state="running")
             processes = [self.start(t.name, t.command, t.env, t.stdout, t.stderr) for t in self.plan.tasks]
+            if self.plan.gpu_watch:
+                threading.Thread(target=self.gpu_watch_loop, daemon=True).start()
             if self.plan.wait_for_release:
                 while not self.terminate_requested.wait(POLL_INTERVAL_S):
                     if now() > self.deadline or self.released():

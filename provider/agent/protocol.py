@@ -314,6 +314,7 @@ class AgentPlan(_Document):
     inherit_env: List[str] = field(default_factory=list)  # names (or PREFIX*) of the node's variables a job may see besides the basics
     job_user: Optional[str] = None  # run the job's processes as this Unix user (the agent must be root), not as the agent's
     contact_fence_s: float = AGENT_CONTACT_FENCE_S  # see CONTACT_FILE
+    gpu_watch: Optional[Dict[str, float]] = None  # {"min", "window_s", "sample_s"}: sample the node's GPUs (utilizationPolicy)
 
 
 AgentPlan.NESTED = {
@@ -343,6 +344,7 @@ class AgentStatus(_Document):
     end_time: Optional[float] = None
     exit_code: Optional[int] = None
     error: Optional[Dict[str, str]] = None
+    gpu: Optional[Dict[str, Any]] = None  # with gpu_watch: {"utilization": [%...], "low_since", "peak"} or {"error"}
 
     @property
     def final(self):

@@ -27,6 +27,7 @@ from ..errors import BatchAIError, ErrorCode
 from ..launch import MPI_TOOLKITS
 from ..records import ExecutionState, JobRecord, NodeRecord, NodeState, move_job, move_node, next_attempt
 from ..spec import DeallocationOption
+from ..spec.job import format_duration
 from .snapshot import Snapshot
 
 
@@ -387,6 +388,11 @@ class Planner:
             if len(finals) == len(job.nodes):
                 self.finish(job, ExecutionState.FAILED, -1, job.errors)
             return
+        idle = None if finals else self.gpus_idle(job, statuses)
+        if idle is not None:  # the idle-GPU watchdog: stopped, and failed with why
+            self.stop(job, job.nodes)
+            self.finish(job, ExecutionState.FAILED, -1, [idle])
+            return
         if failed:
             node_id, status = failed[0]
             error = status.error or {"code": ErrorCode.JOB_FAILED, "message": "the job failed"}
@@ -401,6 +407,26 @@ class Planner:
         elif all(nid in finals for nid in workers):
             self.stop(job, [nid for nid in job.nodes if nid not in finals])  # release reserved nodes
             self.finish(job, ExecutionState.SUCCEEDED, 0, [])
+
+    def gpus_idle(self, job: JobRecord, statuses: dict[str, AgentStatus | None]) -> dict[str, Any] | None:
+        """GpuUnderutilized when every GPU on every node of the job has been below the job's
+        utilizationPolicy threshold for its whole window (each agent samples its node's; a node that
+        could not read its GPUs never counts as idle)."""
+        policy = job.parsed_spec().utilization_policy
+        if policy is None or len(statuses) != len(job.nodes):
+            return None
+        samples = [(status.gpu or {}) if status is not None else {} for status in statuses.values()]
+        if not samples or any(sample.get("low_since") is None for sample in samples):
+            return None
+        window = policy.time_window.total_seconds()
+        if self.epoch - max(float(sample["low_since"]) for sample in samples) < window:
+            return None
+        peak = max(float(sample.get("peak") or 0) for sample in samples)
+        message = (
+            f"every GPU of the job stayed below {policy.min_gpu_utilization:g}% utilization for {format_duration(policy.time_window)} "
+            f"(utilizationPolicy; the highest seen in that time: {peak:g}%): stopped"
+        )
+        return {"code": ErrorCode.GPU_UNDERUTILIZED, "message": message}
 
     def release_orphans(self) -> None:
         """Nodes booked for a job that does not run on them: a pass died between booking and launching."""

@@ -179,6 +179,33 @@ class JobConstraints(BatchAIModel):
         return format_duration(value)
 
 
+class UtilizationPolicy(BatchAIModel):
+    """Ours (``properties.utilizationPolicy``): a job whose GPUs all stay below ``minGpuUtilization`` percent
+    for the whole ``timeWindow`` is stopped and fails with GpuUnderutilized (idle GPUs cost as much as busy ones)."""
+
+    min_gpu_utilization: float = Field(ge=0, le=100)
+    time_window: timedelta
+
+    @field_validator("min_gpu_utilization", mode="before")
+    @classmethod
+    def _number(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"minGpuUtilization must be a number of percent (0 to 100), got {shown(value)}")
+        return value
+
+    @field_validator("time_window", mode="before")
+    @classmethod
+    def _window(cls, value: Any) -> timedelta:
+        window = parse_duration(value)
+        if not timedelta(seconds=1) <= window <= MAX_WALL_CLOCK:
+            raise ValueError(f"timeWindow must be from 1 second to {format_duration(MAX_WALL_CLOCK)}, got {shown(value)}")
+        return window
+
+    @field_serializer("time_window")
+    def _format(self, value: timedelta) -> str:
+        return format_duration(value)
+
+
 class SchedulingPriority(str, Enum):
     LOW = "low"
     NORMAL = "normal"
@@ -227,6 +254,7 @@ class JobSpec(BatchAIModel):
     environment_variables: list[EnvironmentVariable] | None = None
     secrets: list[EnvironmentVariableWithSecretValue] | None = None
     constraints: JobConstraints | None = None
+    utilization_policy: UtilizationPolicy | None = None  # ours: the idle-GPU watchdog
 
     @model_validator(mode="after")
     def _exactly_one_toolkit(self, info: ValidationInfo) -> JobSpec:

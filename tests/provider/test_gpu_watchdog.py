@@ -1,0 +1,94 @@
+"""The idle-GPU watchdog (``properties.utilizationPolicy``, ours): a job whose GPUs all stay below the threshold for
+the window fails GpuUnderutilized; one that uses them runs on. There is no GPU here: a stand-in ``nvidia-smi`` first on
+PATH answers the two queries the provider makes (node discovery's GPU list, the agent's utilization samples) in
+nvidia-smi's CSV format, with the utilization a test writes into a file."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from airflow_batchai.errors import BatchAIError
+from airflow_batchai.service import Service
+from airflow_batchai.spec import load_cluster_spec, load_job_spec
+from tests.conftest import custom_job, kill_agents_under, wait_until
+
+STAND_IN = """#!/bin/sh
+case "$*" in
+  *index,name,memory.total*) printf '0, Tesla V100-SXM2-16GB, 16160 MiB\\n1, Tesla V100-SXM2-16GB, 16160 MiB\\n' ;;
+  *utilization.gpu*) cat "$(dirname "$0")/utilization" ;;
+  *) echo "stand-in nvidia-smi: unexpected arguments: $*" >&2; exit 2 ;;
+esac
+"""
+
+
+@pytest.fixture
+def gpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Two stand-in GPUs on every local node; write their utilization (one line each) into the returned file."""
+    if shutil.which("nvidia-smi"):
+        pytest.skip("a real nvidia-smi is on this machine: the stand-in would not be the one found")
+    folder = tmp_path / "fake-gpu-bin"
+    folder.mkdir()
+    (folder / "nvidia-smi").write_text(STAND_IN)
+    (folder / "nvidia-smi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}:{__import__('os').environ['PATH']}")
+    return folder / "utilization"
+
+
+def watched(command: str, minimum: float, window: str) -> object:
+    policy = {"minGpuUtilization": minimum, "timeWindow": window}
+    return load_job_spec({"properties": custom_job(command, utilizationPolicy=policy)}, environ={})
+
+
+def service_with_one_node(home: Path) -> Service:
+    service = Service.embedded(home, nodes=1)
+    service.create_cluster("gpu", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1}}}))
+    wait_until(lambda: service.show_cluster("gpu").idle_nodes() == 1, 60, 0.1, what="the node set up")
+    return service
+
+
+def test_a_job_whose_gpus_stay_idle_for_the_window_fails_gpu_underutilized(gpus: Path, tmp_path: Path) -> None:
+    gpus.write_text("3\n0\n")
+    service = service_with_one_node(tmp_path / "home")
+    try:
+        assert [n.gpus for n in service.pool_nodes()] == [2], "node discovery found the stand-in's two GPUs"
+        service.create_job("gpu", "idle", watched("sleep 60", 10, "PT3S"), "e")  # type: ignore[arg-type]
+        done = service.wait_job("idle", "e", timeout_s=30, poll_s=0.2)
+        assert done.execution_state == "failed"
+        [error] = done.execution_info.errors or []
+        assert error.code == "GpuUnderutilized"
+        assert "below 10% utilization for PT3S" in error.message and "the highest seen in that time: 3%" in error.message
+        ran_s = (done.execution_info.end_time - done.execution_info.start_time).total_seconds()  # type: ignore[operator]
+        assert 3 <= ran_s <= 3 + 2 + 3, "within the window plus a sample and a pass"
+    finally:
+        kill_agents_under(tmp_path / "home")
+
+
+def test_a_job_that_uses_its_gpus_runs_on(gpus: Path, tmp_path: Path) -> None:
+    gpus.write_text("80\n5\n")  # one busy GPU is enough: not every GPU is idle
+    service = service_with_one_node(tmp_path / "home")
+    try:
+        service.create_job("gpu", "busy", watched("sleep 5", 10, "PT2S"), "e")  # type: ignore[arg-type]
+        done = service.wait_job("busy", "e", timeout_s=60, poll_s=0.2)
+        assert done.execution_state == "succeeded", done.execution_info
+    finally:
+        kill_agents_under(tmp_path / "home")
+
+
+def test_a_policy_on_nodes_without_gpus_is_refused_at_submit_and_a_bad_one_names_its_field(tmp_path: Path) -> None:
+    if shutil.which("nvidia-smi"):
+        pytest.skip("this machine has GPUs")
+    service = service_with_one_node(tmp_path / "home")
+    try:
+        with pytest.raises(BatchAIError, match=r"nodes have no GPUs .*\(at properties\.utilizationPolicy\)"):
+            service.create_job("gpu", "j", watched("true", 10, "PT1M"), "e")  # type: ignore[arg-type]
+        service.create_job("gpu", "plain", load_job_spec({"properties": custom_job("true")}, environ={}), "e")  # no policy: runs
+        for bad, said in [(150, "less than or equal to 100"), ("ten", "must be a number of percent")]:
+            with pytest.raises(BatchAIError, match=f"utilizationPolicy.minGpuUtilization.*{said}"):
+                watched("true", bad, "PT1M")  # type: ignore[arg-type]
+        with pytest.raises(BatchAIError, match=r"utilizationPolicy.timeWindow.*not a duration"):
+            watched("true", 10, "soon")
+    finally:
+        kill_agents_under(tmp_path / "home")
