@@ -35,6 +35,7 @@ from .prices import PriceSettings
 from .scheduling.reconcile import Reconciler
 from .scheduling.slurm import SlurmReconciler
 from .service import DEFAULT_LOCAL_NODES, Service, Settings, default_home
+from .spec.job import UtilizationPolicy
 from .transport.clusterkeys import DEFAULT_AUTHORIZED_KEYS
 from .transport.ssh import DEFAULT_ROOT, HostSpec, SSHAuth, SSHTransport
 
@@ -68,6 +69,10 @@ class ProviderConfig(BaseModel):
     prices: PriceSettings | None = Field(
         default=None,
         description='what a node-hour costs and daily budgets: {"node_hour", "vm_sizes", "currency", "spot_factor", "daily_budgets"}',
+    )
+    utilization_policy: UtilizationPolicy | None = Field(
+        default=None,
+        description='the idle-GPU watchdog for jobs that set no utilizationPolicy: {"min_gpu_utilization": 5, "time_window": "PT30M"}',
     )
     ssh_user: str | None = None
     ssh_private_key: str | None = None
@@ -241,6 +246,7 @@ def service_from_config(config: ProviderConfig, kind: str = "reader") -> Service
         job_user=config.job_user,
         local_jobs_from_shared_surfaces=config.local_jobs_from_shared_surfaces,
         prices=config.prices,
+        utilization_policy=config.utilization_policy.to_json() if config.utilization_policy else None,
     )
     credential = storage_credential(config)
     chosen = backends(config)

@@ -66,6 +66,13 @@ def get_provider_info() -> dict[str, Any]:
                         "object",
                         section="Nodes",
                     ),
+                    "utilization_policy": _field(
+                        "Idle-GPU watchdog",
+                        '{"min_gpu_utilization": 5, "time_window": "PT30M"}: a job (that sets no utilizationPolicy) whose GPUs all '
+                        "stay below this for the window fails GpuUnderutilized",
+                        "object",
+                        section="Nodes",
+                    ),
                     "ssh_user": _field("SSH user", "user on the nodes", section="SSH"),
                     "ssh_private_key": _field("SSH private key", "PEM text of the key", format="password", section="SSH"),
                     "ssh_key_file": _field("SSH key file", "path of the key on the Airflow workers, instead of its text", section="SSH"),

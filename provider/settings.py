@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .layout import DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION
 from .prices import PriceSettings
@@ -28,3 +29,4 @@ class Settings:
     job_user: str | None = None  # the Unix user jobs run as on their nodes; None: the agent's own user
     local_jobs_from_shared_surfaces: bool = False  # jobs from the REST API may run as the control plane's user on local nodes
     prices: PriceSettings | None = None  # the connection's prices and daily budgets (prices.py)
+    utilization_policy: dict[str, Any] | None = None  # the connection's idle-GPU policy for jobs that name none (spec's UtilizationPolicy)

@@ -27,7 +27,7 @@ from ..errors import BatchAIError, ErrorCode
 from ..launch import MPI_TOOLKITS
 from ..records import ExecutionState, JobRecord, NodeRecord, NodeState, move_job, move_node, next_attempt
 from ..spec import DeallocationOption
-from ..spec.job import format_duration
+from ..spec.job import UtilizationPolicy, format_duration
 from .snapshot import Snapshot
 
 
@@ -51,6 +51,7 @@ class Limits:
     probe_interval_s: float = 15.0
     fence_s: float | None = 180.0  # None: no controller renews contacts, so only a lost run seen stopped lifts a fence
     hold: str | None = None  # why no queued job may start now (the cluster's daily budget is spent): they wait, and ask no node
+    gpu_policy: UtilizationPolicy | None = None  # the connection's idle-GPU policy, for jobs that name none
 
 
 # -- actions ---------------------------------------------------------------------------------
@@ -412,7 +413,7 @@ class Planner:
         """GpuUnderutilized when every GPU on every node of the job has been below the job's
         utilizationPolicy threshold for its whole window (each agent samples its node's; a node that
         could not read its GPUs never counts as idle)."""
-        policy = job.parsed_spec().utilization_policy
+        policy = job.parsed_spec().utilization_policy or self.limits.gpu_policy
         if policy is None or len(statuses) != len(job.nodes):
             return None
         samples = [(status.gpu or {}) if status is not None else {} for status in statuses.values()]

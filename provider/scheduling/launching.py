@@ -25,6 +25,7 @@ from ..records import (
     move_node,
     utc_now,
 )
+from ..spec.job import UtilizationPolicy
 from ..transport.clusterkeys import PeerSSH
 from ..transport.handle import NodeHandle
 from .decisions import (
@@ -153,6 +154,8 @@ class Launching:
             cluster_key=key_path,
         )
         allow, user, contact = list(self.p.settings.job_env_allow), self.p.settings.job_user, self.p.settings.contact_fence_s
+        if spec.utilization_policy is None and self.p.settings.utilization_policy:  # the connection's, for jobs that name none
+            spec = spec.model_copy(update={"utilization_policy": UtilizationPolicy.model_validate(self.p.settings.utilization_policy)})
         built = job_plans(spec, slots, ctx, list(secrets.get("env", {})))
         plans = [replace(plan, inherit_env=allow, job_user=user, contact_fence_s=contact) for plan in built]
         mounts = {"job": links, "cluster": self.p.cluster_links()}

@@ -40,6 +40,7 @@ from ..records import (
     utc_now,
 )
 from ..settings import Settings
+from ..spec.job import UtilizationPolicy
 from ..transport.handle import DeferredTransport, NodeHandle
 from ..usage import today_cost
 from .decisions import (
@@ -132,7 +133,10 @@ class Reconciler:
     def limits(self) -> Limits:
         settings = self.settings
         fence = settings.fence_s if self.controlled else None
-        return Limits(settings.heartbeat_timeout_s, settings.launch_timeout_s, settings.heal_probe_interval_s, fence, self.budget_hold())
+        default = UtilizationPolicy.model_validate(settings.utilization_policy) if settings.utilization_policy else None
+        return Limits(
+            settings.heartbeat_timeout_s, settings.launch_timeout_s, settings.heal_probe_interval_s, fence, self.budget_hold(), default
+        )
 
     def budget_hold(self) -> str | None:
         """Why new jobs must wait: today's estimated cost (UTC) reached the cluster's daily budget. Counted from the

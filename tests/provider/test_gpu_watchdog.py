@@ -66,6 +66,23 @@ def test_a_job_whose_gpus_stay_idle_for_the_window_fails_gpu_underutilized(gpus:
         kill_agents_under(tmp_path / "home")
 
 
+def test_the_connections_policy_watches_jobs_that_set_none(gpus: Path, tmp_path: Path) -> None:
+    from airflow_batchai.config import connection_config, service_from_config
+
+    gpus.write_text("0\n0\n")
+    extras = {"home": str(tmp_path / "home"), "local_nodes": 1, "utilization_policy": {"min_gpu_utilization": 5, "time_window": "PT2S"}}
+    service = service_from_config(connection_config(extras, "connection c"))
+    try:
+        service.create_cluster("gpu", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1}}}))
+        service.create_job("gpu", "forgot", load_job_spec({"properties": custom_job("sleep 60")}, environ={}), "e")
+        done = service.wait_job("forgot", "e", timeout_s=60, poll_s=0.2)
+        assert done.execution_state == "failed" and (done.execution_info.errors or [])[0].code == "GpuUnderutilized"
+        with pytest.raises(BatchAIError, match=r"field utilization_policy\.time_window"):
+            connection_config({**extras, "utilization_policy": {"min_gpu_utilization": 5, "time_window": "never"}}, "connection c")
+    finally:
+        kill_agents_under(tmp_path / "home")
+
+
 def test_a_job_that_uses_its_gpus_runs_on(gpus: Path, tmp_path: Path) -> None:
     gpus.write_text("80\n5\n")  # one busy GPU is enough: not every GPU is idle
     service = service_with_one_node(tmp_path / "home")
