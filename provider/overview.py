@@ -7,6 +7,8 @@ is signed. Job files are listed only for the one job a page shows.
 
 from __future__ import annotations
 
+import json
+import re
 from typing import TYPE_CHECKING, Any
 
 from .errors import BatchAIError
@@ -17,6 +19,8 @@ if TYPE_CHECKING:
     from .service import Service
 
 MAX_JOBS_SHOWN = 500  # newest first: a page stays quick with thousands of jobs in the store
+MAX_NODES_CHARTED = 16
+MAX_SERIES_BYTES = 2 * 2**20  # an agent's file stays near 100 KB (resources.py): anything larger is not read whole
 STREAM_PREFIXES = ("stdout", "stderr", "execution")
 
 
@@ -95,4 +99,20 @@ def job_details(service: Service, workspace: str, experiment: str, name: str) ->
         for info in files
         if info.is_file and info.name.startswith(STREAM_PREFIXES)
     ]
-    return {"job": view.to_json(), "files": sorted(streams, key=lambda info: info["name"])}
+    return {"job": view.to_json(), "files": sorted(streams, key=lambda info: info["name"]), "resources": resource_series(service, record)}
+
+
+def resource_series(service: Service, record: JobRecord) -> list[dict[str, Any]]:
+    """The agents' resource samples of the job's nodes (resources-<node>.json beside its logs), each bounded."""
+    found = []
+    for node in record.nodes[:MAX_NODES_CHARTED]:
+        safe = re.sub(r"[^-\w.]", "_", node)  # as the agent names it
+        name = f"resources-{safe}.json"
+        try:
+            raw = service.read_output_file(record.name, name, record.experiment, record.workspace, length=MAX_SERIES_BYTES)
+            document = json.loads(raw) if raw else None
+        except (BatchAIError, ValueError):
+            continue  # not written yet, or cut mid-write by a reader's limit: the next refresh shows it
+        if isinstance(document, dict) and isinstance(document.get("points"), list):
+            found.append(document)
+    return found

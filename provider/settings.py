@@ -22,6 +22,7 @@ class Settings:
     heal_probe_interval_s: float = 15.0  # how often a lost node is tried again; when it answers it is set up anew
     fence_s: float = 180.0  # a lost attempt not seen stopped holds its next one this long (above the agents' own fences)
     contact_fence_s: float = 120.0  # an agent whose controller stopped renewing its contact this long stops its job
+    resource_sample_s: float = 5.0  # how often agents sample a job's GPUs, CPU, memory and disk for its curves (0: never)
     default_storage_account: str = "local"
     pass_interval_s: float = PASS_INTERVAL_S
     watch_interval_s: float = WATCH_INTERVAL_S

@@ -12,6 +12,7 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
+from airflow_batchai.ui.charts import resource_charts
 from airflow_batchai.ui_links import UI_PREFIX, job_page_path
 
 REFRESH_S = 10
@@ -182,7 +183,9 @@ def job_page(details: dict[str, Any], workspace: str, experiment: str) -> str:
         f'<p><a href="{UI_PREFIX}/">← Batch AI</a></p><h1>Job {escape(job["name"])}</h1>'
         + "<table>"
         + "".join(f"<tr><th>{escape(k)}</th><td>{v}</td></tr>" for k, v in facts)
-        + "</table><h2>stdout / stderr</h2>"
+        + "</table><h2>Resources</h2>"
+        + resource_charts(details.get("resources") or [])
+        + "<h2>stdout / stderr</h2>"
         + _table(["File", "Size (bytes)", "Modified"], rows, "no output yet")
     )
     return _page(f"Batch AI job {job['name']}", body, job["executionState"] in ("queued", "running", "terminating"))

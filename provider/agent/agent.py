@@ -36,11 +36,12 @@ import threading
 import time
 
 if __package__:  # in the control plane: the package airflow_batchai.agent
-    from . import protocol, runtime, slurmstep, tools
+    from . import protocol, resources, runtime, slurmstep, tools
     from .container import Containers
     from .volumes import Volumes
 else:  # on a node: these files lie flat in one folder, this script's own (first on sys.path)
     import protocol  # type: ignore[no-redef]
+    import resources  # type: ignore[no-redef]
     import runtime  # type: ignore[no-redef]
     import slurmstep  # type: ignore[no-redef]
     import tools  # type: ignore[no-redef]
@@ -213,6 +214,17 @@ class Agent:
                 self.set_status(gpu=sample)
             except OSError:
                 pass  # the heartbeat loop says what a status it cannot write means
+
+    def resource_loop(self):
+        """The job's resource curves (resources.py): a sample every resource_sample_s while it runs."""
+        name = "resources-%s.json" % re.sub(r"[^-\w.]", "_", self.plan.node_id)
+        series = resources.Series(name, self.log_dir_fd, self.plan.node_id, self.plan.resource_sample_s)
+        while not self.done.wait(float(self.plan.resource_sample_s)):
+            try:
+                series.tick(self.plan.cwd)
+            except (OSError, ValueError) as error:  # a full disk, or a name the job took: curves are not worth a job
+                self.log("resource samples stopped: %r" % (error,))
+                return
 
     def last_contact(self):
         """When a controller last renewed this node's contact file, if it did since this run was launched."""
@@ -450,6 +462,8 @@ class Agent:
             processes = [self.start(t.name, t.command, t.env, t.stdout, t.stderr) for t in self.plan.tasks]
             if self.plan.gpu_watch:
                 threading.Thread(target=self.gpu_watch_loop, daemon=True).start()
+            if self.plan.kind == "job" and self.plan.resource_sample_s > 0 and self.log_dir_fd is not None:
+                threading.Thread(target=self.resource_loop, daemon=True).start()
             if self.plan.wait_for_release:
                 while not self.terminate_requested.wait(POLL_INTERVAL_S):
                     if now() > self.deadline or self.released():

@@ -315,6 +315,7 @@ class AgentPlan(_Document):
     job_user: Optional[str] = None  # run the job's processes as this Unix user (the agent must be root), not as the agent's
     contact_fence_s: float = AGENT_CONTACT_FENCE_S  # see CONTACT_FILE
     gpu_watch: Optional[Dict[str, float]] = None  # {"min", "window_s", "sample_s"}: sample the node's GPUs (utilizationPolicy)
+    resource_sample_s: float = 5.0  # a job's GPUs, CPU, memory and disk into resources-<node>.json this often (0: not)
 
 
 AgentPlan.NESTED = {

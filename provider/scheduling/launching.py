@@ -157,7 +157,8 @@ class Launching:
         if spec.utilization_policy is None and self.p.settings.utilization_policy:  # the connection's, for jobs that name none
             spec = spec.model_copy(update={"utilization_policy": UtilizationPolicy.model_validate(self.p.settings.utilization_policy)})
         built = job_plans(spec, slots, ctx, list(secrets.get("env", {})))
-        plans = [replace(plan, inherit_env=allow, job_user=user, contact_fence_s=contact) for plan in built]
+        sample_s = self.p.settings.resource_sample_s
+        plans = [replace(plan, inherit_env=allow, job_user=user, contact_fence_s=contact, resource_sample_s=sample_s) for plan in built]
         mounts = {"job": links, "cluster": self.p.cluster_links()}
         staging, sas = self.p.data.stage_plan(read_texts(spec), written(spec, job.segment), mounts, spec.max_wall_clock)
         return [staging.apply(plan) for plan in plans], {**run_secrets(secrets), **sas}

@@ -109,3 +109,27 @@ def test_a_policy_on_nodes_without_gpus_is_refused_at_submit_and_a_bad_one_names
             watched("true", 10, "soon")
     finally:
         kill_agents_under(tmp_path / "home")
+
+
+def test_the_agent_samples_a_jobs_gpus_cpu_memory_and_disk_into_curves_the_job_page_draws(gpus: Path, tmp_path: Path) -> None:
+    from airflow_batchai.overview import job_details
+    from airflow_batchai.service import Settings
+    from airflow_batchai.ui import pages
+
+    gpus.write_text("42, 1000, 16000\n7, 8000, 16000\n")
+    service = Service.embedded(tmp_path / "home", nodes=1, settings=Settings(resource_sample_s=0.3))
+    try:
+        service.create_cluster("gpu", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1}}}))
+        service.create_job(
+            "gpu", "curves", load_job_spec({"properties": custom_job("head -c 3000000 /dev/zero > big; sleep 2")}, environ={}), "e"
+        )
+        assert service.wait_job("curves", "e", timeout_s=60, poll_s=0.2).execution_state == "succeeded"
+        [series] = job_details(service, "default", "e", "curves")["resources"]
+        points = series["points"]
+        assert series["node"] == "local-0" and len(points) >= 3, series
+        assert points[-1]["gpu"] == [42.0, 7.0] and points[-1]["gpuMem"] == [6.2, 50.0]
+        assert all(0 <= p["cpu"] <= 100 and 0 < p["mem"] < 100 for p in points[1:]) and max(p["disk"] for p in points) >= 3_000_000
+        html = pages.job_page(job_details(service, "default", "e", "curves"), "default", "e")
+        assert "<svg" in html and "GPU utilization (%)" in html and "local-0 GPU 1: 7.0" in html and "Job folder (MiB)" in html
+    finally:
+        kill_agents_under(tmp_path / "home")

@@ -1,0 +1,104 @@
+"""Line charts as server-rendered SVG: they render offline, inside Airflow's UI, with nothing to load.
+
+One chart per quantity, one colour per line (a node's GPU, a node), axes with units, the minimum and
+maximum written on the axis, and each point's value in its hover title. Every label is escaped.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from html import escape
+from typing import Any
+
+WIDTH, HEIGHT, LEFT, BOTTOM, TOP, RIGHT = 640, 180, 48, 28, 12, 120
+COLOURS = ("#0b6bcb", "#d64545", "#2f9e44", "#e8890c", "#7048e8", "#0c8599", "#c2255c", "#5c940d")
+MAX_POINTS_DRAWN = 400  # a week-long series is thinned for drawing, not for keeping
+
+
+def line_chart(title: str, unit: str, lines: dict[str, list[tuple[float, float]]], fixed_max: float | None = None) -> str:
+    """``lines``: label -> [(epoch seconds, value)]; empty lines are left out, no lines says so."""
+    drawn = {label: points for label, points in lines.items() if points}
+    if not drawn:
+        return f'<p class="muted">{escape(title)}: no samples yet</p>'
+    times = [t for points in drawn.values() for t, _ in points]
+    values = [v for points in drawn.values() for _, v in points]
+    start, end = min(times), max(times)
+    low, high = 0.0, fixed_max if fixed_max is not None else max(max(values), 1e-9)
+    span_t = max(end - start, 1.0)
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+
+    def x(t: float) -> float:
+        return LEFT + (t - start) / span_t * plot_w
+
+    def y(v: float) -> float:
+        return TOP + plot_h - (min(v, high) - low) / (high - low or 1) * plot_h
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" role="img" aria-label="{escape(title)}">',
+        f"<title>{escape(title)}</title>",
+        f'<text x="{LEFT}" y="{TOP - 2}" font-size="12" font-weight="600">{escape(title)} ({escape(unit)})</text>',
+        f'<line x1="{LEFT}" y1="{TOP + plot_h}" x2="{LEFT + plot_w}" y2="{TOP + plot_h}" stroke="#9aa5b1"/>',
+        f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{TOP + plot_h}" stroke="#9aa5b1"/>',
+        f'<text x="{LEFT - 4}" y="{TOP + 8}" font-size="10" text-anchor="end">{_number(high)}</text>',
+        f'<text x="{LEFT - 4}" y="{TOP + plot_h}" font-size="10" text-anchor="end">{_number(low)}</text>',
+        f'<text x="{LEFT}" y="{HEIGHT - 8}" font-size="10">{escape(_clock(start))}</text>',
+        f'<text x="{LEFT + plot_w}" y="{HEIGHT - 8}" font-size="10" text-anchor="end">{escape(_clock(end))} UTC</text>',
+    ]
+    for index, (label, points) in enumerate(sorted(drawn.items())):
+        colour = COLOURS[index % len(COLOURS)]
+        step = max(1, len(points) // MAX_POINTS_DRAWN)
+        shown = points[::step]
+        path = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in shown)
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{path}"/>')
+        for t, v in shown:
+            parts.append(
+                f'<circle cx="{x(t):.1f}" cy="{y(v):.1f}" r="2" fill="{colour}">'
+                f"<title>{escape(label)}: {_number(v)} {escape(unit)} at {escape(_clock(t))} UTC</title></circle>"
+            )
+        legend_y = TOP + 12 + index * 14
+        last = shown[-1][1]
+        parts.append(f'<text x="{LEFT + plot_w + 8}" y="{legend_y}" font-size="11" fill="{colour}">{escape(label)}: {_number(last)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def resource_charts(series: list[dict[str, Any]]) -> str:
+    """GPU utilisation and memory per GPU, CPU and memory per node, the job folder's disk use per node."""
+    gpu: dict[str, list[tuple[float, float]]] = {}
+    gpu_mem: dict[str, list[tuple[float, float]]] = {}
+    cpu: dict[str, list[tuple[float, float]]] = {}
+    mem: dict[str, list[tuple[float, float]]] = {}
+    disk: dict[str, list[tuple[float, float]]] = {}
+    for document in series:
+        node = str(document.get("node") or "?")
+        for point in document.get("points") or []:
+            t = point.get("t")
+            if not isinstance(t, (int, float)):
+                continue
+            for index, value in enumerate(point.get("gpu") or []):
+                if isinstance(value, (int, float)):
+                    gpu.setdefault(f"{node} GPU {index}", []).append((t, value))
+            for index, value in enumerate(point.get("gpuMem") or []):
+                if isinstance(value, (int, float)):
+                    gpu_mem.setdefault(f"{node} GPU {index}", []).append((t, value))
+            for name, into in (("cpu", cpu), ("mem", mem)):
+                if isinstance(point.get(name), (int, float)):
+                    into.setdefault(node, []).append((t, point[name]))
+            if isinstance(point.get("disk"), (int, float)):
+                disk.setdefault(node, []).append((t, point["disk"] / 2**20))
+    charts = [
+        line_chart("GPU utilization", "%", gpu, 100.0) if gpu else '<p class="muted">no GPU samples (nvidia-smi found no GPU)</p>',
+        line_chart("GPU memory", "% used", gpu_mem, 100.0) if gpu_mem else "",
+        line_chart("CPU", "% busy", cpu, 100.0),
+        line_chart("Memory", "% used", mem, 100.0),
+        line_chart("Job folder", "MiB", disk),
+    ]
+    return "".join(f"<div>{chart}</div>" for chart in charts if chart)
+
+
+def _number(value: float) -> str:
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.1f}"
+
+
+def _clock(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%H:%M:%S")
