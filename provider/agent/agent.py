@@ -215,15 +215,22 @@ class Agent:
             except OSError:
                 pass  # the heartbeat loop says what a status it cannot write means
 
-    def resource_loop(self):
-        """The job's resource curves (resources.py): a sample every resource_sample_s while it runs."""
-        name = "resources-%s.json" % re.sub(r"[^-\w.]", "_", self.plan.node_id)
-        series = resources.Series(name, self.log_dir_fd, self.plan.node_id, self.plan.resource_sample_s)
+    def resource_sample(self, series):
+        """One sample of the job's resource curves (resources.py); the series, or None once sampling failed."""
+        if series is None:
+            name = "resources-%s.json" % re.sub(r"[^-\w.]", "_", self.plan.node_id)
+            series = resources.Series(name, self.log_dir_fd, self.plan.node_id, self.plan.resource_sample_s)
+        try:
+            series.tick(self.plan.cwd)
+        except (OSError, ValueError) as error:  # a full disk, or a name the job took: curves are not worth a job
+            self.log("resource samples stopped: %r" % (error,))
+            return None
+        return series
+
+    def resource_loop(self, series):
+        """A sample every resource_sample_s while the job runs."""
         while not self.done.wait(float(self.plan.resource_sample_s)):
-            try:
-                series.tick(self.plan.cwd)
-            except (OSError, ValueError) as error:  # a full disk, or a name the job took: curves are not worth a job
-                self.log("resource samples stopped: %r" % (error,))
+            if self.resource_sample(series) is None:
                 return
 
     def last_contact(self):
@@ -463,7 +470,9 @@ class Agent:
             if self.plan.gpu_watch:
                 threading.Thread(target=self.gpu_watch_loop, daemon=True).start()
             if self.plan.kind == "job" and self.plan.resource_sample_s > 0 and self.log_dir_fd is not None:
-                threading.Thread(target=self.resource_loop, daemon=True).start()
+                series = self.resource_sample(None)  # the first at once, here: every job that ran has its file, however short
+                if series is not None:
+                    threading.Thread(target=self.resource_loop, args=(series,), daemon=True).start()
             if self.plan.wait_for_release:
                 while not self.terminate_requested.wait(POLL_INTERVAL_S):
                     if now() > self.deadline or self.released():

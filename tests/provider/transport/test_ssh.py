@@ -192,7 +192,10 @@ def test_two_node_ddp_across_namespaces_with_gloo(ssh_hosts: Any, home: Path) ->
         assert f"rank {rank}: all_reduce sum = 3 (expected 3)" in logs[f"stdout-{rank}.txt"]
     names = sorted(f.name for f in service.list_output_files("ddp"))
     node_ids = sorted(HostSpec.parse(h.spec).node_id for h in ssh_hosts.hosts[:2])
-    assert names == sorted([*(f"execution-{n}.log" for n in node_ids), "stderr-0.txt", "stderr-1.txt", "stdout-0.txt", "stdout-1.txt"])
+    curves = [f"resources-{n}.json" for n in node_ids]  # each node's resource samples, beside its logs
+    assert names == sorted(
+        [*(f"execution-{n}.log" for n in node_ids), *curves, "stderr-0.txt", "stderr-1.txt", "stdout-0.txt", "stdout-1.txt"]
+    )
 
 
 def test_a_node_cut_off_mid_job_becomes_unusable_and_its_job_is_requeued(ssh_hosts: Any, home: Path, tmp_path: Path) -> None:
