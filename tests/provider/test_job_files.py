@@ -45,7 +45,7 @@ def test_links_a_job_makes_are_neither_listed_nor_read_nor_linked(service: Servi
     done, secret = linking_job(service, home)
     assert done.execution_state == "succeeded", done
     logs = {f.name for f in service.list_output_files("links", "exp")}
-    assert logs == {"execution.log", "stderr.txt", "stdout.txt"}
+    assert logs == {"execution.log", "resources-local-0.json", "stderr.txt", "stdout.txt"}  # the job's link planted there is not
     model = service.list_output_files("links", "exp", output_directory_id="MODEL")
     assert [f.name for f in model] == ["real.txt"]
     assert Path(model[0].download_url[len("file://") :]).resolve().is_relative_to(home.resolve())

@@ -76,7 +76,7 @@ def test_a_job_runs_to_success_with_its_outputs_listed(service: Service, home: P
     assert segment.endswith(f"/workspaces/default/experiments/exp/jobs/train/{segment.rsplit('/', 1)[1]}")
     assert (home / "storage" / "local" / "logs" / segment / "outputs" / "model.bin").exists()
     logs = sorted(f.name for f in service.list_output_files("train", "exp"))
-    assert logs == ["execution.log", "stderr.txt", "stdout.txt"]
+    assert logs == ["execution.log", "resources-local-0.json", "stderr.txt", "stdout.txt"]  # the node's resource curves beside its logs
     assert service.read_output_file("train", "stdout.txt", "exp") == b"training\n"
     assert service.read_output_file("train", "stdout.txt", "exp", offset=5) == b"ing\n"
     with pytest.raises(BatchAIError, match="must stay inside"):

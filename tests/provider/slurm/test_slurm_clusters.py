@@ -83,7 +83,14 @@ def test_a_job_is_one_slurm_job_with_batch_ai_environment_and_no_secret_in_sight
     assert record.data["nodes"] == ["node1", "node2"] and "JobName=hello" in shown.stdout
     assert SECRET not in shown.stdout and SECRET not in json.dumps(record.data) and SECRET not in json.dumps(done.to_json())
     names = sorted(f.name for f in slurm_service.list_output_files("hello"))
-    assert names == ["execution-node1.log", "execution-node2.log", "stderr.txt", "stdout.txt"]
+    assert names == [
+        "execution-node1.log",
+        "execution-node2.log",
+        "resources-node1.json",
+        "resources-node2.json",
+        "stderr.txt",
+        "stdout.txt",
+    ]
 
 
 @pytest.fixture
