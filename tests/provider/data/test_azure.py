@@ -440,11 +440,12 @@ def test_a_wait_rides_out_an_account_frozen_for_longer_than_one_call_may_take(ho
         thaw.start()
         started = time.monotonic()
         connection = json.dumps({"storage_connection_string": storage.connection_string, "control_container": "control-frozen"})
-        shown = subprocess.run(
-            [sys.executable, "-m", "airflow_batchai.cli", "job", "show", "-n", "patient", "--connection", connection],
+        shown = subprocess.run(  # the connection (its account key) in the environment: never on a command line
+            [sys.executable, "-m", "airflow_batchai.cli", "job", "show", "-n", "patient"],
             capture_output=True,
             text=True,
             timeout=60,
+            env={**os.environ, "BATCHAI_CONNECTION": connection},
         )
         assert shown.returncode == 2 and "ControlStoreUnavailable" in shown.stderr and "Traceback" not in shown.stderr, shown.stderr
         assert time.monotonic() - started < 18  # `batchai job show` on a frozen account: an error within ~15 s, not minutes
