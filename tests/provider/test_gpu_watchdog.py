@@ -102,6 +102,7 @@ def test_a_policy_on_nodes_without_gpus_is_refused_at_submit_and_a_bad_one_names
         with pytest.raises(BatchAIError, match=r"nodes have no GPUs .*\(at properties\.utilizationPolicy\)"):
             service.create_job("gpu", "j", watched("true", 10, "PT1M"), "e")  # type: ignore[arg-type]
         service.create_job("gpu", "plain", load_job_spec({"properties": custom_job("true")}, environ={}), "e")  # no policy: runs
+        assert service.wait_job("plain", "e", timeout_s=60, poll_s=0.1).execution_state == "succeeded"  # and ends before the test
         for bad, said in [(150, "less than or equal to 100"), ("ten", "must be a number of percent")]:
             with pytest.raises(BatchAIError, match=f"utilizationPolicy.minGpuUtilization.*{said}"):
                 watched("true", bad, "PT1M")  # type: ignore[arg-type]
