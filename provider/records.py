@@ -24,7 +24,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .accounting import Usage, add_interval, add_seconds, day_of
 from .errors import BatchAIError, ErrorCode, RecordExists
-from .prices import PriceSettings, Rate, rate_for
 from .spec import STORED_SPEC, ClusterSpec, JobSpec
 
 if TYPE_CHECKING:
@@ -248,13 +247,6 @@ def _parsed(model: type[Any], digest: str, spec: dict[str, Any]) -> Any:
             where = ".".join(str(part) for part in first["loc"])
             raise BatchAIError(ErrorCode.INVALID_SPEC, f"the stored spec no longer loads: {where}: {first['msg'][:160]}", where) from None
     return found
-
-
-def cluster_rate(cluster: ClusterRecord, prices: PriceSettings | None, cloud: bool, vm_size: str | None = None) -> Rate:
-    """A node-hour of this cluster: its vmSize (or, for Azure VMs, the size the nodes really are), Spot for lowpriority."""
-    spec = cluster.parsed_spec()
-    spot = (spec.vm_priority or "").lower() == "lowpriority"
-    return rate_for(prices, vm_size or spec.vm_size, cloud, spot)
 
 
 def cluster_key(workspace: str, name: str) -> str:

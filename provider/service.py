@@ -27,7 +27,7 @@ from .errors import TRANSIENT_CODES, BatchAIError, ErrorCode, InvalidSpec, Recor
 from .launch import JobContext, NodeSlot, job_plans
 from .layout import NodeLayout, job_output_segment
 from .names import check_scope
-from .pools import NodePool
+from .pools import NodePool, node_hour_rate
 from .pools.local import LocalNodePool
 from .prices import Rate
 from .reading.outputs import OutputFiles
@@ -40,7 +40,6 @@ from .records import (
     NodeRecord,
     NodeState,
     cluster_key,
-    cluster_rate,
     job_key,
     lease_name,
     move_job,
@@ -163,10 +162,7 @@ class Service:
 
     def cluster_rate(self, cluster: ClusterRecord) -> Rate:
         """A node-hour of the cluster: for Azure VMs, the size its nodes are (the pool's label of one of them)."""
-        size = None
-        if self.pool.elastic:
-            size = next((labels[0] for node in cluster.nodes if (labels := self.pool.labels(node.node_id))), None)
-        return cluster_rate(cluster, self.settings.prices, self.pool.elastic, size)
+        return node_hour_rate(self.pool, cluster, self.settings.prices, [node.node_id for node in cluster.nodes])
 
     # -- clusters -----------------------------------------------------------------------
     def create_cluster(

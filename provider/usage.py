@@ -31,25 +31,30 @@ def _rate_of(data: dict[str, Any] | None) -> Rate | None:
     return Rate(data.get("perNodeHour"), str(data.get("currency") or ""), str(data.get("source") or ""), data.get("reason"))
 
 
-def _seconds(start: Any, end: Any) -> float:
-    if not start or not end:
-        return 0.0
-    start = datetime.fromisoformat(start) if isinstance(start, str) else start
-    end = datetime.fromisoformat(end) if isinstance(end, str) else end
-    return max(0.0, (end - start).total_seconds())
+def _stretches(job: JobRecord, now: datetime) -> list[tuple[int, datetime, datetime, int, int, Rate | None]]:
+    """(attempt, start, end, nodes, GPUs, rate) of each attempt that ran: the requeued ones, then the current one."""
+    found = []
+    for attempt in job.attempts:
+        start, end = attempt.get("startTime"), attempt.get("endTime")
+        if start and end:
+            nodes, gpus = len(attempt.get("nodes") or []), int(attempt.get("gpus") or 0)
+            found.append((int(attempt.get("attempt", 0)), _moment(start), _moment(end), nodes, gpus, _rate_of(attempt.get("rate"))))
+    if job.start_time is not None and job.execution_state != ExecutionState.QUEUED:
+        nodes = len(job.nodes) or job.parsed_spec().node_count
+        found.append((job.attempt, job.start_time, job.end_time or now, nodes, job.gpus, _rate_of(job.rate)))
+    return found
+
+
+def _moment(value: Any) -> datetime:
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
 def job_usage(job: JobRecord, now: datetime, currency: str = "USD") -> dict[str, Any]:
     """``usage`` of a job's view: node-seconds, GPU-hours and estimated cost, its attempts apart."""
-    parts: list[dict[str, Any]] = []
-    for attempt in job.attempts:
-        nodes = len(attempt.get("nodes") or [])
-        duration = _seconds(attempt.get("startTime"), attempt.get("endTime"))
-        parts.append(_part(attempt.get("attempt", 0), nodes, duration, int(attempt.get("gpus") or 0), _rate_of(attempt.get("rate"))))
-    if job.start_time is not None and job.execution_state != ExecutionState.QUEUED:
-        nodes = len(job.nodes) or job.parsed_spec().node_count
-        end = job.end_time or now
-        parts.append(_part(job.attempt, nodes, _seconds(job.start_time, end), job.gpus, _rate_of(job.rate)))
+    parts = [
+        _part(attempt, nodes, max(0.0, (end - start).total_seconds()), gpus, rate)
+        for attempt, start, end, nodes, gpus, rate in _stretches(job, now)
+    ]
     node_seconds = round(sum(p["nodeSeconds"] for p in parts), 1)
     amounts = [p["estimatedCost"]["amount"] for p in parts]
     currencies = {p["estimatedCost"]["currency"] for p in parts if p["estimatedCost"]["currency"]}
@@ -128,21 +133,10 @@ def today_cost(record: ClusterRecord, rate: Rate, now: datetime) -> float | None
 
 def job_seconds_by_day(job: JobRecord, now: datetime) -> list[tuple[str, float, float, Rate | None]]:
     """(day, node-seconds, GPU-seconds, rate) of each attempt's stretch on each UTC day it ran."""
-    stretches: list[tuple[Any, Any, int, int, Rate | None]] = [  # (start, end, nodes, GPUs, rate) of each attempt
-        (a.get("startTime"), a.get("endTime"), len(a.get("nodes") or []), int(a.get("gpus") or 0), _rate_of(a.get("rate")))
-        for a in job.attempts
-    ]
-    if job.start_time is not None and job.execution_state != ExecutionState.QUEUED:
-        nodes = len(job.nodes) or job.parsed_spec().node_count
-        stretches.append((job.start_time, job.end_time or now, nodes, job.gpus, _rate_of(job.rate)))
     found: list[tuple[str, float, float, Rate | None]] = []
-    for start, end, nodes, gpus, priced in stretches:
-        if not start or not end:
-            continue
-        start = datetime.fromisoformat(start) if isinstance(start, str) else start
-        end = datetime.fromisoformat(end) if isinstance(end, str) else end
-        for day, states in add_interval({}, "running", start, end, gpus).items():
-            found.append((day, states.get("running", 0.0) * nodes, states.get(GPU_SECONDS, 0.0), priced))
+    for _, start, end, nodes, gpus, rate in _stretches(job, now):
+        for day, states in add_interval({}, "running", start, end, gpus, nodes).items():
+            found.append((day, states.get("running", 0.0), states.get(GPU_SECONDS, 0.0), rate))
     return found
 
 

@@ -186,20 +186,12 @@ class Agent:
         watch = self.plan.gpu_watch
         low_since, peak = None, 0.0
         while not self.done.wait(float(watch["sample_s"])):
-            try:
-                result = subprocess.run(
-                    ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
-                    capture_output=True,
-                    text=True,
-                    timeout=20,
-                )
-                values = [float(line.strip().rstrip("%").strip()) for line in result.stdout.splitlines() if line.strip()]
-                if result.returncode != 0 or not values:
-                    raise ValueError("exit %d, %d GPU(s) read" % (result.returncode, len(values)))
-            except (OSError, ValueError, subprocess.SubprocessError) as error:
+            gpus = resources.gpu_sample()  # the query the resource curves make
+            if gpus is None:
                 low_since, peak = None, 0.0
-                sample = {"error": "nvidia-smi: %s" % (error,)}
+                sample = {"error": "nvidia-smi is missing, failed or read no GPU"}
             else:
+                values = [gpu[0] for gpu in gpus]
                 if max(values) < float(watch["min"]):
                     if low_since is None:
                         low_since, peak = now(), 0.0

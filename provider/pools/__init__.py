@@ -11,9 +11,11 @@ from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
 from ..errors import ErrorCode
+from ..prices import PriceSettings, Rate, rate_for
 
 if TYPE_CHECKING:
     from ..control import ControlStore
+    from ..records import ClusterRecord
     from ..transport import Transport
     from ..transport.clusterkeys import PeerSSH
 
@@ -143,6 +145,14 @@ class FixedPool:
 
     def remember_in(self, store: ControlStore) -> None:
         return None  # nothing learned that the configuration does not already say
+
+
+def node_hour_rate(pool: NodePool, cluster: ClusterRecord, prices: PriceSettings | None, node_ids: list[str]) -> Rate:
+    """What one of the cluster's node-hours costs: its vmSize, or for Azure VMs the size its nodes really
+    are (the pool's label of one of ``node_ids``); Spot's price for lowpriority."""
+    spec = cluster.parsed_spec()
+    size = next((labels[0] for node_id in node_ids if (labels := pool.labels(node_id))), None) if pool.elastic else None
+    return rate_for(prices, size or spec.vm_size, pool.elastic, (spec.vm_priority or "").lower() == "lowpriority")
 
 
 def labelled_vm_size_problem(pool: NodePool, vm_size: str | None) -> str | None:

@@ -39,7 +39,8 @@ def insufficient_nodes(target: int, shortfall: int, vm_size: str | None) -> dict
     return {"code": INSUFFICIENT_NODES, "message": message}
 
 
-def digest_of(job: JobRecord, etag: str, done_nodes: set[str] | None = None) -> JobDigest:
+def digest_of(job: JobRecord, etag: str, done_nodes: set[str] | None = None, with_usage: bool = False) -> JobDigest:
+    """``with_usage``: an ended job's running seconds ride along, for a cluster that counts its jobs (Slurm)."""
     on_nodes = job.execution_state.on_nodes
     return JobDigest(
         state=job.execution_state,
@@ -49,7 +50,7 @@ def digest_of(job: JobRecord, etag: str, done_nodes: set[str] | None = None) -> 
         run=job.run_id if on_nodes else None,
         done_nodes=sorted(done_nodes or ()) if on_nodes else [],
         started=job.start_time if on_nodes else None,
-        usage=job_running_usage(job, utc_now()) if job.execution_state.finished and job.start_time else None,
+        usage=job_running_usage(job, utc_now()) if with_usage and job.execution_state.finished and job.start_time else None,
     )
 
 
@@ -83,7 +84,7 @@ class Publishing:
             moving = any(n.state in (NodeState.PREPARING, NodeState.LEAVING) for n in members) or len(current) != target
         else:  # nodes someone else schedules (Slurm): resizing while some power up or down (a cloud partition's power saving)
             moving = any(n.state in (NodeState.PREPARING, NodeState.LEAVING) for n in summary)
-        by_jobs = nodes is not None  # a partition's nodes are not ours to follow: usage is what our jobs ran
+        by_jobs = self.p.counts_jobs  # a partition's nodes are not ours to follow: usage is what our jobs ran
         allocation = AllocationState.RESIZING if moving else AllocationState.STEADY
         key = self.p.cluster.key
         record, etag = self.p.cluster, self.p.snapshot.etags[key]

@@ -25,7 +25,7 @@ from ..data import DataStore
 from ..data.links import Link
 from ..errors import ErrorCode, StaleRecord
 from ..layout import NodeLayout
-from ..pools import NodePool
+from ..pools import NodePool, node_hour_rate
 from ..prices import Rate
 from ..records import (
     ExecutionState,
@@ -34,7 +34,6 @@ from ..records import (
     NodeRecord,
     NodeState,
     NodeSummary,
-    cluster_rate,
     move_job,
     move_node,
     utc_now,
@@ -84,6 +83,8 @@ def money(amount: float) -> str:
 
 
 class Reconciler:
+    counts_jobs = False  # usage is the nodes' (accounting.py); a scheduler whose nodes are not ours counts its jobs'
+
     def __init__(
         self,
         store: ControlStore,
@@ -237,10 +238,7 @@ class Reconciler:
     # -- writes ---------------------------------------------------------------------------------
     def rate(self, node_ids: list[str] | tuple[str, ...] = ()) -> Rate:
         """What one of this cluster's node-hours costs: for Azure VMs the size its nodes really are."""
-        size = None
-        if self.pool.elastic:
-            size = next((labels[0] for node_id in node_ids if (labels := self.pool.labels(node_id))), None)
-        return cluster_rate(self.cluster, self.settings.prices, self.pool.elastic, size)
+        return node_hour_rate(self.pool, self.cluster, self.settings.prices, list(node_ids))
 
     def write_node(self, node: NodeRecord) -> NodeRecord:
         """Compare-and-swap against what this pass knows; StaleRecord when someone else moved first."""
@@ -251,7 +249,7 @@ class Reconciler:
     def write_job(self, job: JobRecord) -> JobRecord:
         etag = self.store.replace(job.key, job.to_doc(), self.snapshot.etags[job.key])
         self.snapshot.etags[job.key] = etag
-        self.changed[job.key] = digest_of(job, etag)
+        self.changed[job.key] = digest_of(job, etag, with_usage=self.counts_jobs)
         if job.execution_state.finished:
             self.snapshot.jobs.pop(job.key, None)
             self.vault.delete(f"job-{job.uuid}")

@@ -41,6 +41,7 @@ WALL_CLOCK_SLACK_MIN = 1  # Slurm's --time is a backstop: the agent ends the job
 
 class SlurmReconciler(Reconciler):
     pool: SlurmPool
+    counts_jobs = True  # a partition's nodes run other users' jobs too: this cluster's usage is its jobs' running time
 
     def run(self, terminations: dict[str, dict[str, Any]] | None = None) -> PassOutcome:
         terminations = terminations or {}
