@@ -49,6 +49,9 @@ setup(
         "azure-mgmt-compute>=34",  # pools of Azure VMs (pools/azurevms.py): imported only when a connection names them
         "fastapi>=0.110",  # the REST API (restapi/); Airflow's api-server brings them too
         "uvicorn>=0.27",
+        # training curves on the job page: TensorBoard's own event-file reader (ui/, reading/scalars.py);
+        # PyTorch's SummaryWriter needs it on the nodes too
+        "tensorboard>=2.16",
     ],
     extras_require={
         "airflow": ["apache-airflow>=3.0"],
