@@ -27,7 +27,7 @@ from airflow_batchai.hooks.batchai import BatchAIHook, settles
 from airflow_batchai.lineage import lineage_of
 from airflow_batchai.logtail import JobLogFollower, log_job_lines
 from airflow_batchai.reading.readmodels import JobView
-from airflow_batchai.records import AllocationState
+from airflow_batchai.records import AllocationState, JobOrigin
 from airflow_batchai.secretfields import CLUSTER_SECRET_FIELDS, JOB_SECRET_FIELDS, RenderedSpec, secret_values
 from airflow_batchai.service import DEFAULT_EXPERIMENT, DEFAULT_WORKSPACE, Service
 from airflow_batchai.settings import WAIT_POLL_S
@@ -297,7 +297,12 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
         saved, generation = self.saved_job(context, store)
         name = saved["name"] if saved else self.resolved_job_name(context, generation)
         spec = self.load_spec()
-        view = self.submit_or_attach(name, spec, context["ti"].try_number, saved)
+        ti = context["ti"]
+        index = getattr(ti, "map_index", None)
+        origin = JobOrigin(
+            dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, map_index=-1 if index is None else index, try_number=ti.try_number
+        )
+        view = self.submit_or_attach(name, spec, ti.try_number, saved, origin)
         self.submitted = name
         segment = view.job_output_directory_path_segment
         if store is not None and (saved is None or saved.get("segment") != segment):
@@ -348,9 +353,11 @@ class BatchAISubmitJobOperator(BatchAIBaseOperator):
             self.workspace = decision.saved.get("workspace", self.workspace)
         return decision.saved, decision.generation
 
-    def submit_or_attach(self, name: str, spec: JobSpec, try_number: int, saved: dict[str, Any] | None = None) -> JobView:
+    def submit_or_attach(
+        self, name: str, spec: JobSpec, try_number: int, saved: dict[str, Any] | None = None, origin: JobOrigin | None = None
+    ) -> JobView:
         before = self.call(failed_earlier, self.service, name, self.experiment, self.workspace, try_number)
-        view = self.call(self.service.create_job, self.cluster_name, name, spec, self.experiment, self.workspace)
+        view = self.call(self.service.create_job, self.cluster_name, name, spec, self.experiment, self.workspace, origin=origin)
         if before is not None:
             how = "its identity in the task state store" if saved else "its name"
             self.log.info("re-attached to job %s (%s), submitted by an earlier try (found by %s)", name, view.execution_state.value, how)

@@ -11,26 +11,57 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
+from .data import OutputFile
 from .errors import BatchAIError
+from .reading.outputs import OutputFiles
 from .reading.readmodels import ClusterView, JobView, cluster_view, job_view
-from .records import ClusterRecord, JobRecord, NodeRecord, read_job
+from .reading.scalars import ScalarReader
+from .records import ClusterRecord, ExecutionState, JobRecord, NodeRecord, read_job
 
 if TYPE_CHECKING:
     from .service import Service
 
 MAX_JOBS_SHOWN = 500  # newest first: a page stays quick with thousands of jobs in the store
 MAX_NODES_CHARTED = 16
+MAX_GPU_READS = 25  # running jobs on one page whose GPUs are shown
+GPU_TAIL_BYTES = 2048  # the last point of a resources file, with up to 16 GPUs
+MAX_OUTPUT_FILES_SHOWN = 100  # per output directory, its top folder: the CLI lists the rest
+STDERR_TAIL_BYTES = 4096
 MAX_SERIES_BYTES = 2 * 2**20  # an agent's file stays near 100 KB (resources.py): anything larger is not read whole
 STREAM_PREFIXES = ("stdout", "stderr", "execution")
+SCALARS = ScalarReader()  # what each job's event files yielded so far, kept for the next refresh of its page
 
 
-def overview(service: Service) -> dict[str, Any]:
-    """{clusters, nodes, jobs}: jobs newest first, each with its workspace and experiment."""
+def overview(
+    service: Service,
+    experiment: str | None = None,
+    cluster: str | None = None,
+    state: str | None = None,
+    offset: int = 0,
+    limit: int = MAX_JOBS_SHOWN,
+) -> dict[str, Any]:
+    """{clusters, nodes, jobs}: the jobs that match the filters, newest first, ``limit`` of them from
+    ``offset``; with what the filters may choose from, and each running job's GPUs as last sampled."""
     sub, rg = service.settings.subscription, service.settings.resource_group
     clusters = [ClusterRecord.model_validate(found.data) for _, found in service.store.read_many("clusters/")]
     nodes = [NodeRecord.model_validate(found.data) for _, found in service.store.read_many("pool/")]
     jobs = [JobRecord.model_validate(found.data) for _, found in service.store.read_many("jobs/")]
-    jobs.sort(key=lambda job: job.creation_time, reverse=True)
+    choices = {
+        "experiment": sorted({job.experiment for job in jobs}),
+        "cluster": sorted({job.cluster for job in jobs} | {record.name for record in clusters}),
+        "state": [value.value for value in ExecutionState],
+    }
+    matching = [
+        job
+        for job in jobs
+        if (not experiment or job.experiment == experiment)
+        and (not cluster or job.cluster == cluster)
+        and (not state or job.execution_state.value == state)
+    ]
+    matching.sort(key=lambda job: job.creation_time, reverse=True)
+    shown = matching[offset : offset + limit]
+    running = [job for job in shown if job.execution_state == ExecutionState.RUNNING and job.nodes][:MAX_GPU_READS]
+    gpu_now = {job.key: latest_gpus(service, job) for job in running}
     return {
         "clusters": [
             {
@@ -52,9 +83,43 @@ def overview(service: Service) -> dict[str, Any]:
             }
             for node in nodes
         ],
-        "jobs": [_job_summary(job, job_view(job, sub, rg)) for job in jobs[:MAX_JOBS_SHOWN]],
-        "jobCount": len(jobs),
+        "jobs": [{**_job_summary(job, job_view(job, sub, rg)), "gpuNow": gpu_now.get(job.key)} for job in shown],
+        "jobCount": len(matching),
+        "offset": offset,
+        "limit": limit,
+        "filters": {"experiment": experiment, "cluster": cluster, "state": state},
+        "choices": choices,
     }
+
+
+def latest_gpus(service: Service, record: JobRecord) -> list[float] | None:
+    """The GPU utilisation (%) of a running job's first node as its agent last sampled it; [] with no GPU.
+
+    Reads only the end of the node's resources file, where the last point is (the agent writes the
+    points last, compactly): a page of many running jobs costs a small read each, not their series.
+    """
+    name = f"resources-{_safe(record.nodes[0])}.json"
+    try:
+        files = service.output_files(record.name, record.experiment, record.workspace)
+        size = next((f.content_length for f in files.list("stdouterr", urls=False) if f.name == name), None)
+        if not size:
+            return None
+        tail = files.read("stdouterr", name, max(0, size - GPU_TAIL_BYTES), GPU_TAIL_BYTES) or b""
+    except BatchAIError:
+        return None
+    points = re.findall(rb"\{[^{}]*\}", tail)
+    try:
+        last = json.loads(points[-1]) if points else None
+    except ValueError:
+        return None
+    if not isinstance(last, dict):
+        return None
+    values = last.get("gpu") or []
+    return [float(v) for v in values if isinstance(v, (int, float))]
+
+
+def _safe(node: str) -> str:
+    return re.sub(r"[^-\w.]", "_", node)  # as the agent names its file
 
 
 def _cluster_summary(view: ClusterView) -> dict[str, Any]:
@@ -83,31 +148,79 @@ def _job_summary(record: JobRecord, job: JobView) -> dict[str, Any]:
 
 
 def job_details(service: Service, workspace: str, experiment: str, name: str) -> dict[str, Any]:
-    """One job's view (secrets already out of it) and its stdout/stderr files, names and sizes only."""
+    """What a job's page shows: its view (secrets already out of it), its stdout/stderr files, its output
+    directories' files, its nodes' resource samples and its training curves; names and sizes, never URLs.
+
+    Costs a handful of reads: the record, a listing per folder, and only the bytes of event files
+    appended since this process last looked (reading/scalars.py).
+    """
     record, _ = read_job(service.store, workspace, experiment, name)
+    spec = record.parsed_spec()
     view = job_view(record, service.settings.subscription, service.settings.resource_group)
-    try:
-        files = service.output_files(name, experiment, workspace).list("stdouterr", urls=False)
-    except BatchAIError:
-        files = []  # the folder does not exist before the job starts
+    files = service.output_files(name, experiment, workspace)
     streams = [
-        {
-            "name": info.name,
-            "contentLength": info.content_length,
-            "lastModified": info.last_modified.isoformat() if info.last_modified else None,
-        }
-        for info in files
+        {"name": info.name, "contentLength": info.content_length, "lastModified": _when(info)}
+        for info in _listing(files, "stdouterr")
         if info.is_file and info.name.startswith(STREAM_PREFIXES)
     ]
-    return {"job": view.to_json(), "files": sorted(streams, key=lambda info: info["name"]), "resources": resource_series(service, record)}
+    streams.sort(key=lambda info: str(info["name"]))
+    outputs = [
+        {
+            "id": directory.id,
+            "files": [
+                {"name": info.name, "type": info.file_type, "contentLength": info.content_length, "lastModified": _when(info)}
+                for info in _listing(files, directory.id)[:MAX_OUTPUT_FILES_SHOWN]
+            ],
+        }
+        for directory in spec.output_directories or []
+    ]
+    failed = record.execution_state == ExecutionState.FAILED
+    return {
+        "job": view.to_json(),
+        "files": streams,
+        "outputs": outputs,
+        "toolkit": spec.toolkit.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "nodes": list(record.nodes),
+        "attempts": [{**attempt, "rate": None} for attempt in record.attempts],
+        "origin": record.origin.model_dump(mode="json") if record.origin else None,
+        "stderrTail": _stderr_tail(files, streams) if failed else None,
+        "resources": resource_series(service, record),
+        "scalars": SCALARS.curves(files),
+    }
+
+
+def _listing(files: OutputFiles, output_id: str) -> list[OutputFile]:
+    try:
+        return files.list(output_id, urls=False)
+    except BatchAIError:
+        return []  # the folder does not exist before the job starts, or its storage is unreachable
+
+
+def _when(info: OutputFile) -> str | None:
+    return info.last_modified.isoformat() if info.last_modified else None
+
+
+def _stderr_tail(files: OutputFiles, streams: list[dict[str, Any]]) -> str | None:
+    """The last lines of a failed job's first stderr file: usually the traceback that says why."""
+    stderr = next((s for s in streams if s["name"].startswith("stderr")), None)
+    if stderr is None:
+        return None
+    offset = max(0, int(stderr["contentLength"] or 0) - STDERR_TAIL_BYTES)
+    try:
+        data = files.read("stdouterr", stderr["name"], offset, STDERR_TAIL_BYTES)
+    except BatchAIError:
+        return None
+    if not data:
+        return None
+    text = data.decode(errors="replace")
+    return text.split("\n", 1)[-1] if offset else text  # from a whole line
 
 
 def resource_series(service: Service, record: JobRecord) -> list[dict[str, Any]]:
     """The agents' resource samples of the job's nodes (resources-<node>.json beside its logs), each bounded."""
     found = []
     for node in record.nodes[:MAX_NODES_CHARTED]:
-        safe = re.sub(r"[^-\w.]", "_", node)  # as the agent names it
-        name = f"resources-{safe}.json"
+        name = f"resources-{_safe(node)}.json"
         try:
             raw = service.read_output_file(record.name, name, record.experiment, record.workspace, length=MAX_SERIES_BYTES)
             document = json.loads(raw) if raw else None

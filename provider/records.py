@@ -182,6 +182,20 @@ class NodeRecord(Record):
         return node_key(self.node_id)
 
 
+class JobOrigin(Record):
+    """The Airflow task instance that submitted a job, so its page links back and the task's view finds it."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int = -1
+    try_number: int | None = None
+
+    @property
+    def key(self) -> str:
+        return origin_key(self.dag_id, self.run_id, self.task_id, self.map_index)
+
+
 class JobRecord(Record):
     workspace: str
     experiment: str
@@ -207,6 +221,7 @@ class JobRecord(Record):
     queue_reason: str | None = None  # why a queued job waits, where its scheduler says (Slurm's reason)
     gpus: int = 0  # GPUs of this attempt's nodes, all together (node discovery's count)
     rate: dict[str, Any] | None = None  # a node-hour's price when this attempt started (prices.Rate.to_json)
+    origin: JobOrigin | None = None  # submitted by an Airflow task (operators); None from the CLI and the REST API
 
     @property
     def key(self) -> str:
@@ -255,6 +270,12 @@ def cluster_key(workspace: str, name: str) -> str:
 
 def job_key(workspace: str, experiment: str, name: str) -> str:
     return f"jobs/{workspace}/{experiment}/{name}"
+
+
+def origin_key(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
+    """The index entry naming the job a task instance submitted; hashed, as run ids hold ``:`` and ``+``."""
+    digest = hashlib.sha256(json.dumps([dag_id, run_id, task_id, map_index]).encode()).hexdigest()[:40]
+    return f"origins/{digest}"
 
 
 def node_key(node_id: str) -> str:

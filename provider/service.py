@@ -23,7 +23,7 @@ from .control import ControlStore, SecretVault, lock, update
 from .control.local import LocalControlStore, LocalSecretVault
 from .data import DataStore, OutputFile
 from .data.local import LocalDataStore
-from .errors import TRANSIENT_CODES, BatchAIError, ErrorCode, InvalidSpec, RecordExists
+from .errors import TRANSIENT_CODES, BatchAIError, ErrorCode, InvalidSpec, RecordExists, StaleRecord
 from .launch import JobContext, NodeSlot, job_plans
 from .layout import NodeLayout, job_output_segment
 from .names import check_scope
@@ -36,6 +36,7 @@ from .reading.waiting import JobWaiters
 from .records import (
     ClusterRecord,
     ExecutionState,
+    JobOrigin,
     JobRecord,
     NodeRecord,
     NodeState,
@@ -44,6 +45,7 @@ from .records import (
     lease_name,
     move_job,
     node_key,
+    origin_key,
     read_cluster,
     read_job,
     read_node,
@@ -315,6 +317,7 @@ class Service:
         workspace: str = DEFAULT_WORKSPACE,
         scope: tuple[str, str] | None = None,
         shared_surface: bool = False,
+        origin: JobOrigin | None = None,
     ) -> JobView:
         """Submit a job. The same name with the same spec returns the existing job (safe to retry).
 
@@ -324,6 +327,9 @@ class Service:
 
         ``scope``: (subscription, resource group) of ``jobOutputDirectoryPathSegment`` when the
         caller names its own, as the REST API's paths do; default the service's settings.
+
+        ``origin``: the Airflow task instance submitting it; its index entry lets the task's own
+        view in the Airflow UI find the job (one more write, for DAG submits only).
 
         Three writes (the sealed secrets, the record, its live entry) and a kick: nothing here
         grows with the queue. The record comes before its live entry, so an entry always names a
@@ -370,6 +376,7 @@ class Service:
             creation_time=now,
             execution_state_transition_time=now,
             segment=segment,
+            origin=origin,
         )
         self.vault.put(f"job-{job_uuid}", secrets)
         try:
@@ -386,9 +393,37 @@ class Service:
                 self.passes.kick(workspace, cluster)
             return self._job_view(existing)
         self._ensure_live_entry(record)
+        if origin is not None:
+            self._index_origin(origin, record)
         log.info("job %s queued on cluster %s", record.shown, cluster)
         self.passes.kick(workspace, cluster, urgent=True)
         return self._job_view(record)
+
+    def _index_origin(self, origin: JobOrigin, job: JobRecord) -> None:
+        """A task's newest try wins: its entry names the job that try submitted."""
+        entry = {"workspace": job.workspace, "experiment": job.experiment, "name": job.name}
+        for _ in range(3):
+            found = self.store.read(origin.key)
+            try:
+                if found is None:
+                    self.store.create(origin.key, entry)
+                else:
+                    self.store.replace(origin.key, entry, found.etag)
+                return
+            except (RecordExists, StaleRecord):
+                continue  # another try of the same task wrote meanwhile: read again
+
+    def job_of_task(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> JobRecord | None:
+        """The job an Airflow task instance submitted (its newest try's), None when it submitted none."""
+        found = self.store.read(origin_key(dag_id, run_id, task_id, map_index))
+        if found is None:
+            return None
+        try:
+            return read_job(self.store, found.data["workspace"], found.data["experiment"], found.data["name"])[0]
+        except BatchAIError as error:
+            if error.code == ErrorCode.JOB_NOT_FOUND:
+                return None  # deleted since
+            raise
 
     def _ensure_live_entry(self, job: JobRecord) -> None:
         try:

@@ -15,15 +15,33 @@ COLOURS = ("#0b6bcb", "#d64545", "#2f9e44", "#e8890c", "#7048e8", "#0c8599", "#c
 MAX_POINTS_DRAWN = 400  # a week-long series is thinned for drawing, not for keeping
 
 
-def line_chart(title: str, unit: str, lines: dict[str, list[tuple[float, float]]], fixed_max: float | None = None) -> str:
-    """``lines``: label -> [(epoch seconds, value)]; empty lines are left out, no lines says so."""
+def line_chart(
+    title: str,
+    unit: str,
+    lines: dict[str, list[tuple[float, float]]],
+    fixed_max: float | None = None,
+    by_step: bool = False,
+) -> str:
+    """``lines``: label -> [(epoch seconds, value)], or [(step, value)] with ``by_step`` (training
+    curves: the y axis then spans the values, not zero to the top). Empty lines are left out."""
     drawn = {label: points for label, points in lines.items() if points}
     if not drawn:
         return f'<p class="muted">{escape(title)}: no samples yet</p>'
     times = [t for points in drawn.values() for t, _ in points]
     values = [v for points in drawn.values() for _, v in points]
     start, end = min(times), max(times)
-    low, high = 0.0, fixed_max if fixed_max is not None else max(max(values), 1e-9)
+    if by_step:
+        low, high = min(values), max(values)
+        low, high = (low - 0.5, high + 0.5) if high == low else (low, high)
+    else:
+        low, high = 0.0, fixed_max if fixed_max is not None else max(max(values), 1e-9)
+    x_text = _step if by_step else _clock
+    x_unit = "(step)" if by_step else "UTC"
+    unit_text = f" ({escape(unit)})" if unit else ""
+
+    def _where(t: float) -> str:
+        return f"step {_step(t)}" if by_step else f"{_clock(t)} UTC"
+
     span_t = max(end - start, 1.0)
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 
@@ -31,33 +49,38 @@ def line_chart(title: str, unit: str, lines: dict[str, list[tuple[float, float]]
         return LEFT + (t - start) / span_t * plot_w
 
     def y(v: float) -> float:
-        return TOP + plot_h - (min(v, high) - low) / (high - low or 1) * plot_h
+        return TOP + plot_h - (min(max(v, low), high) - low) / (high - low or 1) * plot_h
 
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" role="img" aria-label="{escape(title)}">',
         f"<title>{escape(title)}</title>",
-        f'<text x="{LEFT}" y="{TOP - 2}" font-size="12" font-weight="600">{escape(title)} ({escape(unit)})</text>',
+        f'<text x="{LEFT}" y="{TOP - 2}" font-size="12" font-weight="600">{escape(title)}{unit_text}</text>',
         f'<line x1="{LEFT}" y1="{TOP + plot_h}" x2="{LEFT + plot_w}" y2="{TOP + plot_h}" stroke="#9aa5b1"/>',
         f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{TOP + plot_h}" stroke="#9aa5b1"/>',
         f'<text x="{LEFT - 4}" y="{TOP + 8}" font-size="10" text-anchor="end">{_number(high)}</text>',
         f'<text x="{LEFT - 4}" y="{TOP + plot_h}" font-size="10" text-anchor="end">{_number(low)}</text>',
-        f'<text x="{LEFT}" y="{HEIGHT - 8}" font-size="10">{escape(_clock(start))}</text>',
-        f'<text x="{LEFT + plot_w}" y="{HEIGHT - 8}" font-size="10" text-anchor="end">{escape(_clock(end))} UTC</text>',
+        f'<text x="{LEFT}" y="{HEIGHT - 8}" font-size="10">{escape(x_text(start))}</text>',
+        f'<text x="{LEFT + plot_w}" y="{HEIGHT - 8}" font-size="10" text-anchor="end">{escape(x_text(end))} {x_unit}</text>',
     ]
     for index, (label, points) in enumerate(sorted(drawn.items())):
         colour = COLOURS[index % len(COLOURS)]
         step = max(1, len(points) // MAX_POINTS_DRAWN)
         shown = points[::step]
+        if shown[-1] != points[-1]:
+            shown.append(points[-1])
         path = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in shown)
         parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{path}"/>')
         for t, v in shown:
             parts.append(
                 f'<circle cx="{x(t):.1f}" cy="{y(v):.1f}" r="2" fill="{colour}">'
-                f"<title>{escape(label)}: {_number(v)} {escape(unit)} at {escape(_clock(t))} UTC</title></circle>"
+                f"<title>{escape(label)}: {_number(v)} {escape(unit)} at {escape(_where(t))}</title></circle>"
             )
         legend_y = TOP + 12 + index * 14
-        last = shown[-1][1]
-        parts.append(f'<text x="{LEFT + plot_w + 8}" y="{legend_y}" font-size="11" fill="{colour}">{escape(label)}: {_number(last)}</text>')
+        short = label if len(label) <= 14 else "…" + label[-13:]
+        parts.append(
+            f'<text x="{LEFT + plot_w + 8}" y="{legend_y}" font-size="11" fill="{colour}"><title>{escape(label)}</title>'
+            f"{escape(short)}: {_number(points[-1][1])}</text>"
+        )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -96,8 +119,28 @@ def resource_charts(series: list[dict[str, Any]]) -> str:
     return "".join(f"<div>{chart}</div>" for chart in charts if chart)
 
 
+def training_charts(scalars: dict[str, dict[str, list[Any]]]) -> str:
+    """One chart per TensorBoard tag, one line per run (the folder its event file is in), step on the x axis."""
+    if not scalars:
+        return (
+            '<p class="muted">no TensorBoard scalars yet: a job that writes event files under an output directory gets its curves here</p>'
+        )
+    charts = []
+    for tag in sorted(scalars):
+        lines = {run: [(float(p[0]), float(p[1])) for p in points] for run, points in scalars[tag].items()}
+        charts.append(f"<div>{line_chart(tag, '', lines, by_step=True)}</div>")
+    return "".join(charts)
+
+
 def _number(value: float) -> str:
-    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.1f}"
+    """Four significant digits: a loss of 0.0234 reads as such, a step count as a whole number."""
+    if value == int(value) and abs(value) < 1e7:
+        return f"{int(value)}"
+    return f"{value:.4g}"
+
+
+def _step(value: float) -> str:
+    return f"{int(value)}"
 
 
 def _clock(epoch: float) -> str:

@@ -44,6 +44,13 @@ class BatchAIPlugin(AirflowPlugin):
             "destination": "nav",
             "category": "browse",
             "url_route": "batchai",
-        }
+        },
+        {
+            # a tab on each task instance's own page: the job it submitted (Airflow fills in the ids)
+            "name": "Batch AI job",
+            "href": f"{UI_PREFIX}/ti/{{DAG_ID}}/{{RUN_ID}}/{{TASK_ID}}/{{MAP_INDEX}}",
+            "destination": "task_instance",
+            "url_route": "batchai_job",
+        },
     ]
     fastapi_apps = [{"app": LazyApp(), "url_prefix": UI_PREFIX, "name": "Batch AI"}]

@@ -79,6 +79,8 @@ def test_seed_quickstart_runs_unchanged_from_the_command_line(home: Path) -> Non
     shown = as_json(batchai(home, "job", "show", "-n", "cntk_python_1", "-w", "quickstart", "-e", "quickstart"))
     assert shown["executionState"] == "succeeded" and shown["executionInfo"]["exitCode"] == 0
     models = as_json(batchai(home, "job", "file", "list", "-j", "cntk_python_1", "-w", "quickstart", "-e", "quickstart", "-d", "MODEL"))
+    assert {f["name"]: f["fileType"] for f in models if f["fileType"] == "directory"} == {"tensorboard": "directory"}  # its curves
+    models = [f for f in models if f["fileType"] == "file"]
     assert sorted(f["name"] for f in models) == sorted(f"ConvNet_MNIST_{i}.dnn" for i in range(20))
     assert all(f["contentLength"] > 0 and f["downloadUrl"].startswith("file://") for f in models)
     stdout = batchai(

@@ -15,27 +15,6 @@ from airflow_batchai.service import Service
 from airflow_batchai.spec import load_cluster_spec, load_job_spec
 from tests.conftest import custom_job, kill_agents_under, wait_until
 
-STAND_IN = """#!/bin/sh
-case "$*" in
-  *index,name,memory.total*) printf '0, Tesla V100-SXM2-16GB, 16160 MiB\\n1, Tesla V100-SXM2-16GB, 16160 MiB\\n' ;;
-  *utilization.gpu*) cat "$(dirname "$0")/utilization" ;;
-  *) echo "stand-in nvidia-smi: unexpected arguments: $*" >&2; exit 2 ;;
-esac
-"""
-
-
-@pytest.fixture
-def gpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Two stand-in GPUs on every local node; write their utilization (one line each) into the returned file."""
-    if shutil.which("nvidia-smi"):
-        pytest.skip("a real nvidia-smi is on this machine: the stand-in would not be the one found")
-    folder = tmp_path / "fake-gpu-bin"
-    folder.mkdir()
-    (folder / "nvidia-smi").write_text(STAND_IN)
-    (folder / "nvidia-smi").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{folder}:{__import__('os').environ['PATH']}")
-    return folder / "utilization"
-
 
 def watched(command: str, minimum: float, window: str) -> object:
     policy = {"minGpuUtilization": minimum, "timeWindow": window}
@@ -131,6 +110,6 @@ def test_the_agent_samples_a_jobs_gpus_cpu_memory_and_disk_into_curves_the_job_p
         assert points[-1]["gpu"] == [42.0, 7.0] and points[-1]["gpuMem"] == [6.2, 50.0]
         assert all(0 <= p["cpu"] <= 100 and 0 < p["mem"] < 100 for p in points[1:]) and max(p["disk"] for p in points) >= 3_000_000
         html = pages.job_page(job_details(service, "default", "e", "curves"), "default", "e")
-        assert "<svg" in html and "GPU utilization (%)" in html and "local-0 GPU 1: 7.0" in html and "Job folder (MiB)" in html
+        assert "<svg" in html and "GPU utilization (%)" in html and "local-0 GPU 1: 7 % at" in html and "Job folder (MiB)" in html
     finally:
         kill_agents_under(tmp_path / "home")

@@ -4,6 +4,10 @@ The original trained a CNTK ConvNet on MNIST. This one trains a small two-layer 
 NumPy on the 8x8 digits that scikit-learn ships (see prepare_data.py), reads the same CNTK
 text format, reports progress on stderr as CNTK did, and writes one model file per epoch
 (``ConvNet_MNIST_<epoch>.dnn``) into OUTPUT_DIR. About a second on a laptop core.
+
+Its loss and error rate per epoch also go to TensorBoard event files in ``OUTPUT_DIR/tensorboard``
+(what the job's page in the Airflow UI draws as training curves), written with TensorBoard's own
+writer where it is installed: training never fails for want of it.
 """
 
 from __future__ import annotations
@@ -37,6 +41,28 @@ def forward(params: dict[str, np.ndarray], x: np.ndarray) -> tuple[np.ndarray, n
     return hidden, exp / exp.sum(axis=1, keepdims=True)
 
 
+class Curves:
+    """Scalars for TensorBoard, or nothing (with a note on stderr) where TensorBoard is not installed."""
+
+    def __init__(self, folder: Path) -> None:
+        try:
+            from tensorboard.summary import Writer
+        except ImportError:
+            print("tensorboard is not installed here: no training curves (pip install tensorboard)", file=sys.stderr)
+            self.writer = None
+        else:
+            self.writer = Writer(str(folder))
+
+    def add(self, tag: str, value: float, step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_scalar(tag, value, step=step)
+            self.writer.flush()  # the page shows each epoch as it ends
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 def main(data_dir: str, output_dir: str) -> None:
     train_x, train_y = read_ctf(Path(data_dir) / "Train-8x8_cntk_text.txt")
     test_x, test_y = read_ctf(Path(data_dir) / "Test-8x8_cntk_text.txt")
@@ -49,6 +75,7 @@ def main(data_dir: str, output_dir: str) -> None:
     }
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    curves = Curves(out / "tensorboard")
     print(f"Training {sum(p.size for p in params.values())} parameters in {len(params)} parameter tensors.", file=sys.stderr)
     for epoch in range(1, EPOCHS + 1):
         started = time.perf_counter()
@@ -75,11 +102,15 @@ def main(data_dir: str, output_dir: str) -> None:
             file=sys.stderr,
             flush=True,
         )
+        curves.add("train/loss", float(np.mean(losses)), epoch)
+        curves.add("train/error_rate", errors / len(train_y), epoch)
         buffer = io.BytesIO()
         np.savez(buffer, **params)
         (out / f"ConvNet_MNIST_{epoch - 1}.dnn").write_bytes(buffer.getvalue())
     _, probs = forward(params, test_x)
     error_rate = float((probs.argmax(axis=1) != test_y).mean())
+    curves.add("test/error_rate", error_rate, EPOCHS)
+    curves.close()
     print(f"Final Results: Minibatch[1-1]: errs = {100 * error_rate:.2f}% * {len(test_y)}", file=sys.stderr)
     print(f"test accuracy {1 - error_rate:.4f}")
 
