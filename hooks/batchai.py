@@ -15,6 +15,7 @@ import os
 import threading
 from collections.abc import Callable
 from functools import cached_property
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from airflow.sdk import BaseHook
@@ -22,7 +23,9 @@ from airflow.sdk.exceptions import AirflowNotFoundException
 from airflow.sdk.log import mask_secret
 
 from airflow_batchai.config import ProviderConfig, connection_config, service_from_config
+from airflow_batchai.control.local import LocalControlStore
 from airflow_batchai.errors import BatchAIError
+from airflow_batchai.hooks.connection_test import tested_connection_id
 from airflow_batchai.service import Service
 
 _SHARED: dict[tuple[str, str], Service] = {}
@@ -101,50 +104,59 @@ class BatchAIHook(BaseHook):
         return cls(batchai_conn_id).service
 
     def test_connection(self) -> tuple[bool, str]:
-        """Check the fields, the store, then every machine of the pool; the message names what failed.
+        """Check the fields, the store and its folder, then every machine of the pool; the message names what failed.
 
         Writes nothing: it reads the store (a listing) and runs ``true`` on each host, so testing
-        a connection whose hosts are unreachable leaves no record behind.
+        a connection whose hosts are unreachable leaves no record behind. It builds a Service of its
+        own and closes it: the api-server tests each click under a new random id, and a shared
+        Service kept per id would outlive the test.
         """
-        name = _tested_connection_id() or self.batchai_conn_id
+        name = tested_connection_id.get() or self.batchai_conn_id
         try:
-            self.config = self._read_config(f"connection {name}")
-            service = self.service
-            service.store.list("clusters/")
-            machines = service.pool.inventory()
+            config = self._read_config(f"connection {name}")
+            service = service_from_config(config)
         except BatchAIError as error:
             return False, f"{error.code}: {error.message}"
-        except Exception as error:
-            return False, f"cannot open the Batch AI store of connection {name}: {type(error).__name__}: {error}"
-        unreachable = []
-        for node_id, address, *_ in machines:
-            try:
-                result = service.pool.transport(node_id).run(["true"], timeout_s=10)
-                if result.returncode != 0:
-                    unreachable.append(f"{node_id} ({address}): exit {result.returncode}")
-            except Exception as error:
-                unreachable.append(f"{node_id} ({address}): {error}")
-        if unreachable:
-            return False, "unreachable nodes: " + "; ".join(unreachable)
-        return True, f"Batch AI store reachable; {len(machines)} node(s) answer ({self.config.describe()})"
+        try:
+            return _check_service(service, config, name)
+        finally:
+            close = getattr(service.pool, "close", None)
+            if close is not None:
+                close()
 
 
-def _tested_connection_id() -> str | None:
-    """The id a user is testing, when Airflow's Test button runs us under a random transient id.
-
-    Airflow 3's test route copies the connection under a made-up id before it builds the hook,
-    so an error naming ``self.batchai_conn_id`` would name that. Its request body is the only
-    place the real id is kept; it is read from the caller's frame, and None elsewhere.
-    """
-    import inspect
-
-    frame = inspect.currentframe()
+def _check_service(service: Service, config: ProviderConfig, name: str) -> tuple[bool, str]:
+    if isinstance(service.store, LocalControlStore) and (problem := _unwritable(service.store.root)):
+        return False, f"InvalidConnection: connection {name}: field home (or $BATCHAI_HOME): {problem}"
     try:
-        while frame is not None:
-            body = frame.f_locals.get("test_body")
-            if body is not None and isinstance(getattr(body, "connection_id", None), str):
-                return str(body.connection_id)
-            frame = frame.f_back
-    finally:
-        del frame
+        service.store.list("clusters/")
+        machines = service.pool.inventory()
+    except BatchAIError as error:
+        return False, f"{error.code}: {error.message}"
+    except Exception as error:
+        return False, f"cannot open the Batch AI store of connection {name}: {type(error).__name__}: {error}"
+    unreachable = []
+    for node_id, address, *_ in machines:
+        try:
+            result = service.pool.transport(node_id).run(["true"], timeout_s=10)
+            if result.returncode != 0:
+                unreachable.append(f"{node_id} ({address}): exit {result.returncode}")
+        except Exception as error:
+            unreachable.append(f"{node_id} ({address}): {error}")
+    if unreachable:
+        return False, "unreachable nodes: " + "; ".join(unreachable)
+    return True, f"Batch AI store reachable; {len(machines)} node(s) answer ({config.describe()})"
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why the embedded store could not write under ``folder`` (made with the first write), or None."""
+    existing = folder
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable" + ("" if existing == folder else f", so {folder} cannot be made")
     return None

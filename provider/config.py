@@ -295,10 +295,7 @@ def connection_config(extras: Any, source: str, from_airflow: bool = False) -> P
     if isinstance(fields.get("job_env_allow"), str):  # the form's multi-line text
         fields["job_env_allow"] = [part.strip() for part in fields["job_env_allow"].replace(",", "\n").splitlines() if part.strip()]
     if isinstance(fields.get("slurm"), str):  # the UI's text field, or Airflow's URI form
-        try:
-            fields["slurm"] = json.loads(fields["slurm"])
-        except (ValueError, RecursionError):
-            raise BatchAIError(ErrorCode.INVALID_CONNECTION, f"{source}: field slurm must be a JSON object", "slurm") from None
+        fields["slurm"] = parse_slurm(fields["slurm"], source)
     try:  # Airflow's URI form carries every extra as text ("4", "true"): read those as Airflow would
         config = ProviderConfig.model_validate(fields, strict=False if from_airflow else None)
     except ValidationError as error:
@@ -336,8 +333,21 @@ def parse_connection_text(raw: str, source: str) -> ProviderConfig:
     return connection_config(extras, source)
 
 
+def parse_slurm(text: str, source: str = "connection") -> Any:
+    """The form's Slurm text: a JSON object (``{"partition": "gpu", "login": …}``), or just the partition's name."""
+    if not text.lstrip().startswith("{"):
+        return {"partition": text.strip()}
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise BatchAIError(
+            ErrorCode.INVALID_CONNECTION, f"{source}: field slurm: text starting with '{{' must be a JSON object", "slurm"
+        ) from None
+
+
 def parse_hosts(value: Any, source: str = "connection") -> list[str | dict[str, Any]]:
-    """Hosts as a JSON list (texts or objects) or a comma/newline-separated text (the UI's text field).
+    """Hosts as a JSON list (texts or objects) or the UI's text: one host per line (or several, comma-separated),
+    where a line starting with ``{`` is one host as a JSON object.
 
     Each host is checked now, so a malformed one is refused before any name is looked up.
     """
@@ -349,7 +359,12 @@ def parse_hosts(value: Any, source: str = "connection") -> list[str | dict[str, 
                 ErrorCode.INVALID_CONNECTION, f"{source}: field hosts: text starting with '[' must be a JSON list", "hosts"
             ) from None
     if isinstance(value, str):
-        hosts: list[Any] = [part.strip() for part in value.replace("\n", ",").split(",") if part.strip()]
+        hosts: list[Any] = []
+        for line in value.splitlines():
+            if line.strip().startswith("{"):
+                hosts.append(_host_object(line, len(hosts), source))
+            else:
+                hosts += [part.strip() for part in line.split(",") if part.strip()]
     elif isinstance(value, list):
         hosts = value
     else:
@@ -364,3 +379,14 @@ def parse_hosts(value: Any, source: str = "connection") -> list[str | dict[str, 
         except BatchAIError as error:
             raise BatchAIError(ErrorCode.INVALID_CONNECTION, f"{source}: field {error.message}", error.target) from None
     return [host.strip() if isinstance(host, str) else host for host in hosts]
+
+
+def _host_object(line: str, index: int, source: str) -> Any:
+    try:
+        return json.loads(line)
+    except (ValueError, RecursionError):
+        raise BatchAIError(
+            ErrorCode.INVALID_CONNECTION,
+            f"{source}: field hosts[{index}]: a line starting with '{{' must be one JSON object",
+            f"hosts[{index}]",
+        ) from None

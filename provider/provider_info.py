@@ -8,6 +8,13 @@ VERSION = "0.1.0"
 
 
 SECTIONS = ("Nodes", "SSH", "Storage", "Advanced")
+HOST_OBJECT_EXAMPLE = '{"host": "gpu-3", "port": 2222, "user": "batchai", "gpus": 4, "labels": ["a100"]}'
+HOSTS_HINT = (
+    f"one host per line: gpu-1, user@gpu-2:2222, or a JSON object {HOST_OBJECT_EXAMPLE} "
+    "(keys: host, port, user, key_file, gpus, labels, root, authorized_keys); several per line comma-separated, or a JSON list. "
+    "Empty: local nodes"
+)
+SLURM_EXAMPLE = '{"partition": "gpu"}'
 
 
 def _field(label: str, description: str, kind: str = "string", section: str = "Advanced", **schema: Any) -> dict[str, Any]:
@@ -39,7 +46,7 @@ def get_provider_info() -> dict[str, Any]:
                 "conn-fields": {
                     "hosts": _field(
                         "Node pool hosts",
-                        "host[:port], one per line (or comma-separated); empty = local nodes",
+                        HOSTS_HINT,
                         format="multiline",
                         section="Nodes",
                     ),
@@ -47,10 +54,10 @@ def get_provider_info() -> dict[str, Any]:
                     "home": _field("Home folder", "embedded default's folder (records, storage, nodes)", section="Nodes"),
                     "slurm": _field(
                         "Slurm partition",
-                        '{"partition": "gpu", "login": "user@login-node", "account", "qos", "sbatch_args": [...]}: '
-                        "jobs run as Slurm jobs there (node root must be a folder every node shares)",
-                        "object",
+                        'the partition\'s name (gpu), or JSON {"partition": "gpu", "login": "user@login-node", "account", "qos", '
+                        '"sbatch_args": [...]}: jobs run as Slurm jobs there (node root must be a folder every node shares)',
                         section="Nodes",
+                        examples=[SLURM_EXAMPLE, '{"partition": "gpu", "login": "user@login-node", "account": "ml"}'],
                     ),
                     "azure_vms": _field(
                         "Azure VMs",
@@ -159,7 +166,8 @@ def get_provider_info() -> dict[str, Any]:
                     "hidden-fields": ["host", "schema", "login", "password", "port", "extra"],
                     "relabeling": {},
                     "placeholders": {
-                        "hosts": "gpu-node-1\ngpu-node-2:2222",
+                        "hosts": "gpu-1\nuser@gpu-2:2222\n" + HOST_OBJECT_EXAMPLE,
+                        "slurm": SLURM_EXAMPLE,
                         "home": "~/.batchai",
                         "ssh_private_key": "-----BEGIN OPENSSH PRIVATE KEY----- ... (newlines may become spaces)",
                         "node_root": "/var/lib/batchai",
@@ -171,5 +179,9 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "extra-links": ["airflow_batchai.operators.batchai.BatchAIJobOutputLink"],
-        "plugins": [{"name": "batchai", "plugin-class": "airflow_batchai.ui.plugin.BatchAIPlugin"}],
+        "plugins": [
+            {"name": "batchai", "plugin-class": "airflow_batchai.ui.plugin.BatchAIPlugin"},
+            # the connection list's Test button for batchai connections (hooks/connection_test.py)
+            {"name": "batchai_connection_test", "plugin-class": "airflow_batchai.hooks.connection_test.BatchAIConnectionTestPlugin"},
+        ],
     }

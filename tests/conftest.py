@@ -77,6 +77,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 SHARED_FIXTURE_GROUPS = {
     "tests/ui/test_batchai_view.py": "airflow_stack",
     "tests/ui/test_rest_api_in_airflow.py": "airflow_stack",
+    "tests/ui/test_connection_form.py": "airflow_stack",
+    "tests/ui/test_job_pages.py": "job_pages",  # its own api-servers, started once for the file
     "tests/operators/test_on_a_running_airflow.py": "airflow_stack",
     "tests/provider/slurm/test_commands.py": "slurm",
     "tests/provider/slurm/test_slurm_clusters.py": "slurm",

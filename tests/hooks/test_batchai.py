@@ -139,3 +139,72 @@ def test_a_task_gives_control_back_only_once_its_background_passes_have_ended(tm
         Task().execute(True)
     assert ended == [("default", "c")] * 2
     BatchAIHook().settle()  # a hook that made no Service has nothing to wait for
+
+
+def batchai_connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, extra: dict[str, Any]) -> None:
+    """A connection as Airflow hands it to the hook (from the environment, as the api-server's Test route does)."""
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({"conn_type": "batchai", "extra": extra}))
+
+
+def test_a_test_under_airflows_transient_id_names_the_connection_the_user_clicked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Airflow's Test route copies the connection under a random id; the api-server middleware keeps the real one."""
+    from airflow_batchai.hooks.batchai import BatchAIHook
+    from airflow_batchai.hooks.connection_test import tested_connection_id
+
+    batchai_connection(monkeypatch, "qzrandomid", {"hosts": "gpu-1\nuser@gpu-2:notaport"})
+    token = tested_connection_id.set("my_gpus")
+    try:
+        ok, message = BatchAIHook("qzrandomid").test_connection()
+    finally:
+        tested_connection_id.reset(token)
+    assert not ok and message.startswith("InvalidConnection: connection my_gpus: field hosts[1]: 'user@gpu-2:notaport'"), message
+    assert "qzrandomid" not in message
+    ok, message = BatchAIHook("qzrandomid").test_connection()
+    assert "connection qzrandomid: field hosts[1]" in message, "outside a Test request the hook names its own id"
+
+
+def test_testing_the_embedded_default_checks_that_its_home_can_be_made(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from airflow_batchai.hooks.batchai import BatchAIHook
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    batchai_connection(monkeypatch, "batchai_in_a_file", {"home": str(a_file / "batchai"), "local_nodes": 1})
+    ok, message = BatchAIHook("batchai_in_a_file").test_connection()
+    assert not ok and message == f"InvalidConnection: connection batchai_in_a_file: field home (or $BATCHAI_HOME): {a_file} is not a folder"
+    batchai_connection(monkeypatch, "batchai_fine", {"home": str(tmp_path / "new" / "home"), "local_nodes": 1})
+    ok, message = BatchAIHook("batchai_fine").test_connection()
+    assert ok and "1 node(s) answer" in message, message
+    assert not (tmp_path / "new").exists(), "a test makes nothing"
+
+
+def test_the_nulls_and_empty_texts_the_form_saves_change_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Airflow 3.3's form saves every field of the type, null unless typed in: its edit form shows only
+    the fields the stored extras name, so they stay, and the hook reads them as "not set"."""
+    from airflow_batchai.hooks.batchai import BatchAIHook
+    from airflow_batchai.provider_info import get_provider_info
+
+    fields = get_provider_info()["connection-types"][0]["conn-fields"]
+    typed = {"hosts": "gpu-1\nuser@gpu-2:2222", "ssh_user": "batchai"}
+    batchai_connection(monkeypatch, "batchai_typed", typed)
+    batchai_connection(monkeypatch, "batchai_from_the_form", {**dict.fromkeys(fields), "node_root": "", **typed})
+    assert BatchAIHook("batchai_from_the_form").config == BatchAIHook("batchai_typed").config
+
+
+def test_the_hosts_text_takes_user_host_port_and_host_objects_and_slurm_takes_a_partition_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_batchai.hooks.batchai import BatchAIHook
+
+    hosts = 'gpu-1\nuser@gpu-2:2222, gpu-3\n{"host": "gpu-4", "port": 2200, "user": "batchai", "gpus": 4, "labels": ["a100"]}'
+    batchai_connection(monkeypatch, "batchai_hosts", {"hosts": hosts})
+    assert BatchAIHook("batchai_hosts").config.hosts == [
+        "gpu-1",
+        "user@gpu-2:2222",
+        "gpu-3",
+        {"host": "gpu-4", "port": 2200, "user": "batchai", "gpus": 4, "labels": ["a100"]},
+    ]
+    batchai_connection(monkeypatch, "batchai_broken_object", {"hosts": 'gpu-1\n{"host": "gpu-4", "gpus": 4'})
+    ok, message = BatchAIHook("batchai_broken_object").test_connection()
+    assert not ok and "field hosts[1]: a line starting with '{' must be one JSON object" in message
+    batchai_connection(monkeypatch, "batchai_slurm_name", {"slurm": "gpu"})
+    batchai_connection(monkeypatch, "batchai_slurm_json", {"slurm": '{"partition": "gpu"}'})
+    assert BatchAIHook("batchai_slurm_name").config == BatchAIHook("batchai_slurm_json").config
+    assert BatchAIHook("batchai_slurm_name").config.slurm.partition == "gpu"  # type: ignore[union-attr]
