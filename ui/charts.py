@@ -12,6 +12,7 @@ from typing import Any
 
 WIDTH, HEIGHT, LEFT, BOTTOM, TOP, RIGHT = 640, 180, 48, 28, 12, 120
 COLOURS = ("#0b6bcb", "#d64545", "#2f9e44", "#e8890c", "#7048e8", "#0c8599", "#c2255c", "#5c940d")
+LEGEND_CHARS = 19  # what fits in the legend's column at its font size
 MAX_POINTS_DRAWN = 400  # a week-long series is thinned for drawing, not for keeping
 
 
@@ -32,7 +33,8 @@ def line_chart(
     start, end = min(times), max(times)
     if by_step:
         low, high = min(values), max(values)
-        low, high = (low - 0.5, high + 0.5) if high == low else (low, high)
+        if high == low:  # one value (a test accuracy at the end): from zero to it, or to 1 for a zero
+            low, high = min(0.0, low), max(0.0, high) or 1.0
     else:
         low, high = 0.0, fixed_max if fixed_max is not None else max(max(values), 1e-9)
     x_text = _step if by_step else _clock
@@ -76,10 +78,11 @@ def line_chart(
                 f"<title>{escape(label)}: {_number(v)} {escape(unit)} at {escape(_where(t))}</title></circle>"
             )
         legend_y = TOP + 12 + index * 14
-        short = label if len(label) <= 14 else "…" + label[-13:]
+        value = _number(points[-1][1])
+        short = _short(label, LEGEND_CHARS - len(value) - 2) if len(drawn) > 1 else "last"  # one line: the title says what
         parts.append(
             f'<text x="{LEFT + plot_w + 8}" y="{legend_y}" font-size="11" fill="{colour}"><title>{escape(label)}</title>'
-            f"{escape(short)}: {_number(points[-1][1])}</text>"
+            f"{escape(short)}: {value}</text>"
         )
     parts.append("</svg>")
     return "".join(parts)
@@ -108,13 +111,13 @@ def resource_charts(series: list[dict[str, Any]]) -> str:
                 if isinstance(point.get(name), (int, float)):
                     into.setdefault(node, []).append((t, point[name]))
             if isinstance(point.get("disk"), (int, float)):
-                disk.setdefault(node, []).append((t, point["disk"] / 2**20))
+                disk.setdefault(node, []).append((t, point["disk"]))
     charts = [
         line_chart("GPU utilization", "%", gpu, 100.0) if gpu else '<p class="muted">no GPU samples (nvidia-smi found no GPU)</p>',
         line_chart("GPU memory", "% used", gpu_mem, 100.0) if gpu_mem else "",
         line_chart("CPU", "% busy", cpu, 100.0),
         line_chart("Memory", "% used", mem, 100.0),
-        line_chart("Job folder", "MiB", disk),
+        line_chart("Job folder", *_in_bytes(disk)),
     ]
     return "".join(f"<div>{chart}</div>" for chart in charts if chart)
 
@@ -132,11 +135,31 @@ def training_charts(scalars: dict[str, dict[str, list[Any]]]) -> str:
     return "".join(charts)
 
 
+def _in_bytes(lines: dict[str, list[tuple[float, float]]]) -> tuple[str, dict[str, list[tuple[float, float]]]]:
+    """(unit, lines in it): the largest unit in which the biggest value is at least one."""
+    top = max((v for points in lines.values() for _, v in points), default=0.0)
+    unit, scale = "bytes", 1.0
+    for name, size in (("KiB", 2**10), ("MiB", 2**20), ("GiB", 2**30), ("TiB", 2**40)):
+        if top >= size:
+            unit, scale = name, float(size)
+    return unit, {label: [(t, v / scale) for t, v in points] for label, points in lines.items()}
+
+
 def _number(value: float) -> str:
     """Four significant digits: a loss of 0.0234 reads as such, a step count as a whole number."""
     if value == int(value) and abs(value) < 1e7:
         return f"{int(value)}"
     return f"{value:.4g}"
+
+
+def _short(label: str, room: int) -> str:
+    """A legend fits beside the plot: a run's last folder (``MODEL/tb/train`` → ``train``), cut from the left
+    where it must be, as the end tells lines apart (``…al-0 GPU 1``); the whole label is its hover title."""
+    room = max(room, 6)
+    if len(label) <= room:
+        return label
+    tail = label.rstrip("/").rsplit("/", 1)[-1] or label
+    return tail if len(tail) <= room else "…" + tail[-(room - 1) :]
 
 
 def _step(value: float) -> str:

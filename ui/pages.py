@@ -275,9 +275,9 @@ def job_page(details: dict[str, Any], workspace: str, experiment: str, terminate
         + "".join(f"<tr><th>{escape(k)}</th><td>{v}</td></tr>" for k, v in facts)
         + "</table>"
         + (f"<h2>The end of its stderr</h2><pre>{escape(tail)}</pre>" if tail else "")
-        + "<h2>Training curves</h2>"
+        + '<h2 id="training">Training curves</h2>'
         + f'<div class="charts">{training_charts(details.get("scalars") or {})}</div>'
-        + "<h2>Resources</h2>"
+        + '<h2 id="resources">Resources</h2>'
         + f'<div class="charts">{resource_charts(details.get("resources") or [])}</div>'
         + "<h2>stdout / stderr</h2>"
         + _table(["File", "Size", "Modified"], rows, "no output yet")

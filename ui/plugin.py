@@ -47,7 +47,7 @@ class BatchAIPlugin(AirflowPlugin):
         },
         {
             # a tab on each task instance's own page: the job it submitted (Airflow fills in the ids)
-            "name": "Batch AI job",
+            "name": "Batch AI",
             "href": f"{UI_PREFIX}/ti/{{DAG_ID}}/{{RUN_ID}}/{{TASK_ID}}/{{MAP_INDEX}}",
             "destination": "task_instance",
             "url_route": "batchai_job",

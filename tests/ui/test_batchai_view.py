@@ -2,15 +2,15 @@
 
 The connection form for a ``batchai`` connection, the quickstart triggered from its DAG page,
 the job's output in the sensor's task log, the submit task's extra link to the job's page in
-the Batch AI view, its stdout file, and the view in Airflow's navigation. Screenshots of each
-step go to ``artifacts/ui/`` (CI keeps them).
+the Batch AI view with the training curves the job wrote, its stdout file, the job in the task
+instance's own tab, and the view in Airflow's navigation. Screenshots of each step go to
+``artifacts/ui/`` (CI keeps them) and, for the ones docs/ui.md shows, to ``docs/images/``: the
+documentation's pictures are this test's, so they never go stale.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote
 
@@ -18,31 +18,15 @@ import pytest
 
 from airflow_batchai.config import connection_config
 from tests.conftest import REPO, wait_until
+from tests.ui.conftest import SHOTS
 
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-SHOTS = REPO / "artifacts" / "ui"
+DOC_IMAGES = REPO / "docs" / "images"
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("Chromium is not installed (.ci/run installs chromium and chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service as DriverService
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    profile = tmp_path_factory.mktemp("chromium")
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"):
-        options.add_argument(argument)
-    options.add_argument(f"--user-data-dir={profile}")
-    driver = webdriver.Chrome(options=options, service=DriverService(CHROMEDRIVER))
-    driver.implicitly_wait(0)
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    try:
-        yield driver
-    finally:
-        driver.quit()
+def screenshot(driver: Any, name: str, for_docs: bool = False) -> None:
+    driver.save_screenshot(str(SHOTS / f"{name}.png"))
+    if for_docs:
+        driver.save_screenshot(str(DOC_IMAGES / f"{name}.png"))
 
 
 def page_text(driver: Any) -> str:
@@ -55,7 +39,12 @@ def page_text(driver: Any) -> str:
 
 
 def shows(driver: Any, *texts: str, timeout_s: float = 30) -> str:
-    return wait_until(lambda: (t := page_text(driver)) and all(x in t for x in texts) and t, timeout_s, 0.25, what=f"page showing {texts}")
+    try:
+        return wait_until(
+            lambda: (t := page_text(driver)) and all(x in t for x in texts) and t, timeout_s, 0.25, what=f"page showing {texts}"
+        )
+    except AssertionError as error:
+        raise AssertionError(f"{error}; {driver.current_url} shows:\n{page_text(driver)[:3000]}") from None
 
 
 def click(driver: Any, css: str | None = None, text: str | None = None, tag: str = "button", timeout_s: float = 20) -> None:
@@ -92,7 +81,7 @@ def test_a_user_sets_up_runs_and_follows_the_quickstart_in_the_airflow_ui(airflo
     hosts = wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "textarea#element_hosts"), 10, what="hosts field")[0]
     assert hosts.tag_name == "textarea"
     hosts.send_keys("gpu-node-1\ngpu-node-2:2222")
-    browser.save_screenshot(str(SHOTS / "1-connection-form.png"))
+    screenshot(browser, "connection-form", for_docs=True)
     click(browser, text="Save")
     saved = wait_until(lambda: _connection(airflow_stack, "batchai_from_the_form"), 20, 0.5, what="the saved connection")
     assert saved["conn_type"] == "batchai"
@@ -114,16 +103,37 @@ def test_a_user_sets_up_runs_and_follows_the_quickstart_in_the_airflow_ui(airflo
     runs = f"{airflow_stack.url}/dags/batchai_quickstart/runs/{run_id}/tasks"
     browser.get(f"{runs}/wait_for_job")
     shows(browser, "[stdout.txt] test accuracy", "Finished Epoch[20 of 20]")
-    browser.save_screenshot(str(SHOTS / "2-task-log.png"))
+    screenshot(browser, "task-log", for_docs=True)
 
     # the submit task's extra link opens the job's page, and from there its stdout
     browser.get(f"{runs}/submit_job/details")
     click(browser, tag="a", text="Batch AI job")
-    text = shows(browser, "Job batchai_quickstart-submit_job-", "stdout / stderr")
+    text = shows(browser, "Job batchai_quickstart-submit_job-", "stdout / stderr", "Training curves")
     assert "succeeded" in text and "cntk" in text and "stdout.txt" in text and "stderr.txt" in text
-    browser.save_screenshot(str(SHOTS / "3-job-page.png"))
+    assert "batchai_quickstart / submit_job" in text and "ConvNet_MNIST.py" in text, "the task that submitted it; its command"
+    charts = {c.get_attribute("aria-label") for c in browser.find_elements(By.CSS_SELECTOR, "svg[role=img]")}
+    assert {"train/loss", "train/error_rate", "test/error_rate"} <= charts, f"the job's TensorBoard scalars, one chart per tag: {charts}"
+    loss = browser.find_element(By.CSS_SELECTOR, 'svg[aria-label="train/loss"]')
+    assert len(loss.find_elements(By.TAG_NAME, "circle")) == 20 and "(step)" in loss.text, "20 epochs, the step on the x axis"
+    assert "MODEL" in text and "ConvNet_MNIST_19.dnn" in text, "its output directory's files"
+    job_url = browser.current_url
+    browser.execute_script("document.getElementById('training').scrollIntoView()")
+    screenshot(browser, "job-page", for_docs=True)
     click(browser, tag="a", text="stdout.txt")
-    shows(browser, "test accuracy")
+    text = shows(browser, "test accuracy", "stdout.txt")
+    assert "← job batchai_quickstart-submit_job-" in text, "the file page says whose file it is and leads back"
+    click(browser, tag="a", text="← job")
+    wait_until(lambda: browser.current_url == job_url, 10, 0.25, what="back on the job's page")
+
+    # the same job in the submit task instance's own tab, inside Airflow's navigation
+    browser.get(f"{runs}/submit_job")
+    click(browser, css="a", text="Batch AI")  # the tab beside Logs, Details ...
+    wait_until(lambda: browser.current_url.endswith("/submit_job/plugin/batchai_job"), 20, 0.25, what="the task instance's Batch AI tab")
+    frame = wait_until(lambda: browser.find_elements(By.TAG_NAME, "iframe"), 20, what="the tab's frame")[0]
+    browser.switch_to.frame(frame)
+    shows(browser, "Job batchai_quickstart-submit_job-", "Training curves")
+    browser.switch_to.default_content()
+    screenshot(browser, "task-instance-view", for_docs=True)
 
     # the Batch AI view in Airflow's navigation: clusters, nodes, jobs per experiment
     browser.get(airflow_stack.url + "/plugin/batchai")
@@ -132,7 +142,7 @@ def test_a_user_sets_up_runs_and_follows_the_quickstart_in_the_airflow_ui(airflo
     text = shows(browser, "Clusters", "Nodes", "Jobs", "Experiment quickstart", "nc6")
     assert "local-0" in text and "succeeded" in text
     browser.switch_to.default_content()
-    browser.save_screenshot(str(SHOTS / "4-batchai-view.png"))
+    screenshot(browser, "batchai-view", for_docs=True)
 
 
 def _connection(stack: Any, conn_id: str) -> dict[str, Any] | None:
@@ -151,6 +161,6 @@ def test_the_view_needs_an_airflow_user_and_serves_only_stdout_and_stderr_files(
         urllib.request.urlopen(request, timeout=10)
     assert refused.value.code == 403
     status, body = airflow_stack.get_text("/batchai/api/overview")
-    assert status == 200 and set(json.loads(body)) == {"clusters", "nodes", "jobs", "jobCount"}
+    assert status == 200 and set(json.loads(body)) >= {"clusters", "nodes", "jobs", "jobCount", "offset", "filters"}
     assert airflow_stack.get_text("/batchai/jobs/default/default/no-such-job")[0] == 404
     assert airflow_stack.get_text("/batchai/jobs/default/default/some-job/files/..%2F..%2Fsecrets.json")[0] == 404

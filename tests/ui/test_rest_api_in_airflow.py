@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,50 +14,8 @@ from azure.core.exceptions import HttpResponseError
 from azure.mgmt.batchai import models
 
 from tests.batchaiserve import sdk_client
-from tests.conftest import kill_agents_under, wait_until
-
-USERS = {"admin": "admin-password-for-tests", "viewer": "viewer-password-for-tests", "author": "author-password-for-tests"}
-
-
-@pytest.fixture(scope="module")
-def signed_in_airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """An api-server alone, with real users (an admin, a viewer and a DAG author with the plain
-    "user" role) instead of all-admins; its connection is the embedded default's local nodes."""
-    from tests import airflowstack
-    from tests.azurite import _free_port
-
-    folder = tmp_path_factory.mktemp("airflow-users")
-    passwords = folder / "passwords.json"
-    passwords.write_text(json.dumps(USERS))
-    extra = {
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer,author:user",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-    }
-    dags = folder / "dags"
-    dags.mkdir()
-    env = airflowstack.environment(folder, _free_port("127.0.0.1"), dags, folder / "batchai-home", extra)
-    env["AIRFLOW_CONN_BATCHAI_DEFAULT"] = json.dumps(
-        {"conn_type": "batchai", "extra": {"local_nodes": 1, "home": str(folder / "batchai-home")}}
-    )
-    subprocess.run([airflowstack.AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    stack = airflowstack.AirflowStack(folder, int(env["AIRFLOW__API__PORT"]), env)
-    stack.start_component("api-server")
-    try:
-        wait_until(lambda: listening(stack), 120, 0.5, what="the api-server")
-        yield stack
-    finally:
-        stack.stop("api-server")
-        kill_agents_under(folder / "batchai-home")
-
-
-def listening(stack: Any) -> bool:
-    if stack.processes["api-server"].poll() is not None:
-        raise RuntimeError("the api-server exited:\n" + stack.log_of("api-server")[-3000:])
-    try:
-        return stack.get_text("/api/v2/monitor/health", timeout_s=5)[0] == 200
-    except OSError:
-        return False
+from tests.conftest import wait_until
+from tests.ui.conftest import USERS
 
 
 def signed_in_token(stack: Any, user: str) -> str:
