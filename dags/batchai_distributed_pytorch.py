@@ -1,8 +1,11 @@
 """Distributed PyTorch (DDP) training as a Batch AI job: gloo on CPU nodes, nccl where GPUs are.
 
-upload the training script → create a cluster of ``nodes`` nodes → run a ``pyTorchSettings``
-job on all of them (its stdout/stderr stream into the task log) → list the model checkpoints →
-scale to zero. Trigger it from the web UI with other ``nodes`` / ``epochs`` values.
+upload the training script to the ``scripts`` file share → create a cluster of ``nodes`` nodes →
+run a ``pyTorchSettings`` job on all of them, mounting the ``scripts`` and ``logs`` shares as Batch
+AI's recipes did (its stdout/stderr stream into the task log) → list the model checkpoints →
+scale to zero. Rank 0 also writes TensorBoard curves into the MODEL output directory's
+``tensorboard/`` folder, which the job's page draws. Trigger it from the web UI with other
+``nodes`` / ``epochs`` values.
 """
 
 from __future__ import annotations
@@ -55,7 +58,12 @@ JOB_SPEC = {
 )
 def batchai_distributed_pytorch() -> None:
     upload = BatchAIUploadOperator(
-        task_id="upload_script", source=str(ASSETS), pattern="ddp_digits.py", destination="scripts", destination_path="pytorch"
+        task_id="upload_script",
+        source=str(ASSETS),
+        pattern="ddp_digits.py",
+        destination="scripts",
+        destination_path="pytorch",
+        destination_type="file",  # the job mounts scripts as an Azure Files share: a blob container of that name it would not see
     )
     cluster = BatchAICreateClusterOperator(
         task_id="create_cluster",

@@ -1,7 +1,8 @@
 """Retrain every day, and publish the model only when it got better.
 
 upload the training script → train on a 1-node cluster (logistic regression on scikit-learn's
-digits, with the run's Params) → read the job's held-out accuracy → a short-circuit lets the
+digits, with the run's Params; TensorBoard curves go to the MODEL output directory's ``tensorboard/``
+folder, for the job's page) → read the job's held-out accuracy → a short-circuit lets the
 publish through only when it beats the model last published (the newest event of the model
 Asset, read as this DAG's inlet) by ``min_improvement`` → publish: an event on the model Asset
 whose extra names the job's MODEL output directory and its accuracy, for downstream DAGs
