@@ -11,7 +11,7 @@ scheduled on it.
 The cluster is autoscale from 0 to 1 node: it costs nothing between runs. On the embedded default or
 SSH hosts that frees a node; on a connection with ``azure_vms`` (a VM scale set, or named VMs) the
 job's VM is started when the job queues and deallocated ``idle_seconds`` after it ends, so a daily
-run bills minutes of a GPU VM, not a day (README: "Azure VMs that start on demand").
+run bills minutes of a GPU VM, not a day (docs/elastic-capacity.md).
 """
 
 from __future__ import annotations

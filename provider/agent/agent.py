@@ -186,7 +186,7 @@ class Agent:
         watch = self.plan.gpu_watch
         low_since, peak = None, 0.0
         while not self.done.wait(float(watch["sample_s"])):
-            gpus = resources.gpu_sample()  # the query the resource curves make
+            gpus = resources.gpu_sample(max_age_s=float(watch["sample_s"]))  # the curves' own sample, when recent
             if gpus is None:
                 low_since, peak = None, 0.0
                 sample = {"error": "nvidia-smi is missing, failed or read no GPU"}

@@ -8,6 +8,7 @@ series keeps every other point and samples half as often, so a file stays under 
 import json
 import os
 import subprocess
+import threading
 import time
 
 MAX_POINTS = 720
@@ -15,8 +16,25 @@ DISK_ENTRIES_MAX = 20000  # a job folder with more files is measured up to this 
 GPU_QUERY = ["nvidia-smi", "--query-gpu=utilization.gpu,memory.used,memory.total", "--format=csv,noheader,nounits"]
 
 
-def gpu_sample():
-    """[[utilization %, memory used MiB, memory total MiB], ...] per GPU, or None where nvidia-smi is missing or fails."""
+_LAST_GPU_SAMPLE = [0.0, None]  # (monotonic time, sample): the resource curves and the watchdog share one query
+_GPU_LOCK = threading.Lock()
+
+
+def gpu_sample(max_age_s=0.0):
+    """[[utilization %, memory used MiB, memory total MiB], ...] per GPU, or None where nvidia-smi is missing or fails.
+
+    ``max_age_s``: a sample taken that recently (by the other loop) is returned instead of asking again,
+    so a job with curves and a watchdog runs nvidia-smi once per interval, not twice."""
+    with _GPU_LOCK:
+        taken, sample = _LAST_GPU_SAMPLE
+        if max_age_s > 0 and taken and time.monotonic() - taken <= max_age_s:
+            return sample
+        sample = _query_gpus()
+        _LAST_GPU_SAMPLE[:] = [time.monotonic(), sample]
+        return sample
+
+
+def _query_gpus():
     try:
         result = subprocess.run(GPU_QUERY, capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.SubprocessError):

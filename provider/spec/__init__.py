@@ -7,7 +7,7 @@ name, a command line no kernel would take) so that nothing is created from a bad
 
 Every refusal is one ``InvalidSpec`` line: the JSON path of the field, what is wrong, and at
 most 80 characters of the value, so a 5 MB value or a 10,000-deep nesting gives a short
-message and not a traceback. The limits below are the documented input limits (README).
+message and not a traceback. The limits below are the documented input limits (docs/jobs.md, "Input limits").
 
 The models live by part (common, mounts, toolkits, job, cluster) beside their loading; the rest of
 the tree imports them from here.

@@ -11,7 +11,7 @@ import pytest
 STAND_IN = """#!/bin/sh
 case "$*" in
   *index,name,memory.total*) printf '0, Tesla V100-SXM2-16GB, 16160 MiB\\n1, Tesla V100-SXM2-16GB, 16160 MiB\\n' ;;
-  *utilization.gpu*) cat "$(dirname "$0")/utilization" ;;
+  *utilization.gpu*) echo query >> "$(dirname "$0")/queries"; cat "$(dirname "$0")/utilization" ;;
   *) echo "stand-in nvidia-smi: unexpected arguments: $*" >&2; exit 2 ;;
 esac
 """

@@ -5,6 +5,7 @@ nvidia-smi's CSV format, with the utilization a test writes into a file."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from airflow_batchai.errors import BatchAIError
 from airflow_batchai.service import Service
+from airflow_batchai.settings import Settings
 from airflow_batchai.spec import load_cluster_spec, load_job_spec
 from tests.conftest import custom_job, kill_agents_under, wait_until
 
@@ -111,5 +113,20 @@ def test_the_agent_samples_a_jobs_gpus_cpu_memory_and_disk_into_curves_the_job_p
         assert all(0 <= p["cpu"] <= 100 and 0 < p["mem"] < 100 for p in points[1:]) and max(p["disk"] for p in points) >= 3_000_000
         html = pages.job_page(job_details(service, "default", "e", "curves"), "default", "e")
         assert "<svg" in html and "GPU utilization (%)" in html and "local-0 GPU 1: 7 % at" in html and "Job folder (MiB)" in html
+    finally:
+        kill_agents_under(tmp_path / "home")
+
+
+def test_the_watchdog_and_the_resource_curves_share_one_nvidia_smi_query(gpus: Path, tmp_path: Path) -> None:
+    gpus.write_text("80\n5\n")
+    service = Service.embedded(tmp_path / "home", nodes=1, settings=Settings(resource_sample_s=1.0))
+    try:
+        service.create_cluster("gpu", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1}}}))
+        service.create_job("gpu", "both", watched("sleep 5", 10, "PT4S"), "e")  # type: ignore[arg-type]  # samples every 1 s
+        assert service.wait_job("both", "e", timeout_s=60, poll_s=0.2).execution_state == "succeeded"
+        raw = service.read_output_file("both", "resources-local-0.json", "e") or b"{}"
+        points = len(json.loads(raw)["points"])
+        queries = len((gpus.parent / "queries").read_text().splitlines())
+        assert points >= 4 and queries <= points + 2, f"{queries} nvidia-smi queries for {points} samples: the watchdog asked again"
     finally:
         kill_agents_under(tmp_path / "home")
