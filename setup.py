@@ -56,7 +56,10 @@ setup(
     extras_require={
         "airflow": ["apache-airflow>=3.0"],
         "bench": ["apache-airflow-providers-ssh>=4.0"],
-        # what the example DAGs' jobs import on the nodes (the distributed PyTorch one, the scoring and retrain ones)
+        # what the example DAGs' jobs import on the nodes (the distributed PyTorch one, the scoring and retrain ones;
+        # tensorboard, for the curves, is a requirement of the provider itself). PyPI's torch is the CUDA build: for
+        # CPU nodes install torch first from https://download.pytorch.org/whl/cpu (scripts/quickstart.sh does), and
+        # this extra keeps it.
         "examples": ["torch>=2.1", "scikit-learn>=1.3", "numpy>=1.24", "pillow>=10"],
         "test": [
             "apache-airflow==3.3.2",
@@ -79,6 +82,10 @@ setup(
         "console_scripts": ["batchai = airflow_batchai.cli:main"],
         "apache_airflow_provider": ["provider_info = airflow_batchai.provider_info:get_provider_info"],
         # Airflow loads provider plugins only with [core] lazy_load_providers off; the entry point always works
-        "airflow.plugins": ["batchai = airflow_batchai.ui.plugin:BatchAIPlugin"],
+        "airflow.plugins": [
+            "batchai = airflow_batchai.ui.plugin:BatchAIPlugin",
+            # makes the connection list's Test button work for batchai connections on Airflow 3.3.2
+            "batchai_connection_test = airflow_batchai.hooks.connection_test:BatchAIConnectionTestPlugin",
+        ],
     },
 )

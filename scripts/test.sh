@@ -25,8 +25,12 @@ if [ -n "$missing" ] && command -v apt-get >/dev/null; then
 fi
 [ -x node_modules/.bin/azurite-blob ] || npm install --no-audit --no-fund --silent
 python3 -m venv .venv
+# PyTorch's CPU build from its own index (PyPI's torch is the CUDA build, about 5 GB more): torch alone
+# (--no-deps), its dependencies come with the rest from the usual index; a wheel folder or index in
+# pip's configuration still counts (and an unreachable index only costs pip's retries).
+.venv/bin/pip install -q --disable-pip-version-check --no-deps 'torch==2.13.0' --index-url https://download.pytorch.org/whl/cpu 2>&1 | grep -v '^WARNING: \(Location\|Retrying\)' || true
 # editable_mode=strict: a link tree of the package, which type checkers and other readers can follow
-.venv/bin/pip install -q --disable-pip-version-check -e '.[test,examples]' 'torch==2.13.0' --config-settings editable_mode=strict 2>&1 | grep -v '^WARNING: Location' || true
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test,examples]' --config-settings editable_mode=strict 2>&1 | grep -v '^WARNING: Location' || true
 .venv/bin/python -c 'import airflow_batchai, torch, sklearn' # fail here, not in the middle of the suite
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

@@ -171,6 +171,7 @@ class Plan:
     next_due_s: float | None  # seconds until a timer of its own needs a pass (idle scale-down), if sooner than usual
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (job key, why): jobs this pass could not decide on
     shortfall: int = 0  # nodes the target wants beyond every eligible node of the pool
+    held_elsewhere: list[str] = field(default_factory=list)  # clusters (members) holding idle nodes this one wants now
 
 
 def node_lost_error(node: NodeRecord, why: str) -> dict[str, Any]:
@@ -215,6 +216,7 @@ class Planner:
         self.actions: list[Action] = []
         self.skipped: list[tuple[str, str]] = []
         self.shortfall = 0
+        self.held_elsewhere: list[str] = []
 
     def plan(self) -> Plan:
         for key, error in sorted(self.terminations.items()):
@@ -230,7 +232,7 @@ class Planner:
         target = self.scale()
         self.probe_lost_nodes()
         self.schedule()
-        return Plan(self.actions, target, self.idle_timer(), self.skipped, self.shortfall)
+        return Plan(self.actions, target, self.idle_timer(), self.skipped, self.shortfall, self.held_elsewhere)
 
     def guarded(self, key: str, step: Any, *args: Any) -> bool:
         """One job's decisions, all or nothing: a job in a state no rule expects is left for a person, never the cluster's stop."""
@@ -546,6 +548,16 @@ class Planner:
         missing = min(count - len(free[:count]) - self.snapshot.coming, self.snapshot.startable)  # those starting will come
         if missing > 0:
             self.actions.append(RequestNodes(missing, self.spec.vm_size))
+        if count - len(free[:count]) - self.snapshot.coming - max(missing, 0) > 0:
+            # still short: clusters keeping idle nodes this one could use are looked at (an autoscale cluster whose
+            # idle time is up gives its nodes back in its own pass, which nobody may run without a controller)
+            self.held_elsewhere = sorted(
+                {
+                    n.cluster
+                    for n in self.nodes.values()
+                    if n.state == NodeState.IDLE and n.cluster and n.cluster != self.member and n.node_id in self.snapshot.eligible
+                }
+            )
 
     def probe_lost_nodes(self) -> None:
         """Members lost to silence (not to a failed setup task, which would fail again) are tried

@@ -201,6 +201,9 @@ class Passes:
         log.debug("pass %s/%s seq %s by %s ended at %.6f", workspace, name, seq, self.holder, now)
         for listener in self.listeners:
             listener(ref)
+        for member in outcome.plan.held_elsewhere:  # their passes may free nodes this cluster waits for
+            other_workspace, other_name = member.split("/", 1)
+            self.kick(other_workspace, other_name)
         return reconciler.cluster
 
     def renew_contacts(self, reconciler: Reconciler) -> None:

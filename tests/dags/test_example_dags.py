@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import runpy
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -12,11 +14,58 @@ from typing import Any
 import pytest
 
 from airflow_batchai.config import ProviderConfig, service_from_config
-from airflow_batchai.service import Service
+from airflow_batchai.service import DEFAULT_WORKSPACE, Service
 from tests import armcompute
 from tests.conftest import REPO, kill_agents_under, run_dag, wait_until
 
 DAGS = REPO / "dags"
+CURVES_FOLDER = "tensorboard"  # in the MODEL output directory of the distributed and the retrain examples' jobs
+DDP_TAGS = {"train/loss", "train/learning_rate", "test/accuracy"}
+RETRAIN_TAGS = {"train/loss", "train/accuracy", "test/accuracy"}
+MOUNT_KIND = {"file": "azureFileShares", "blob": "azureBlobFileSystems"}  # what an upload's destination_type is mounted as
+
+
+def training_curves(service: Service, job: str, experiment: str, workspace: str, scratch: Path) -> dict[str, list[tuple[int, float]]]:
+    """The scalars, by tag in the order written, of the TensorBoard event files in ``tensorboard/`` of the
+    job's MODEL output directory: listed and read through the Service, parsed with TensorBoard's reader."""
+    from tensorboard import data_compat
+    from tensorboard.backend.event_processing import event_file_loader
+    from tensorboard.util import tensor_util
+
+    listed = service.list_output_files(job, experiment, workspace, output_directory_id="MODEL", directory=CURVES_FOLDER)
+    names = [f.name for f in listed if f.file_type == "file"]
+    assert names and all(name.startswith("events.out.tfevents.") for name in names), names
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for name in names:
+        path = scratch / job / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(
+            service.read_output_file(job, f"{CURVES_FOLDER}/{name}", experiment, workspace, output_directory_id="MODEL") or b""
+        )
+        for event in event_file_loader.EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                value = data_compat.migrate_value(value)
+                curves.setdefault(value.tag, []).append((event.step, float(tensor_util.make_ndarray(value.tensor))))
+    return curves
+
+
+def assert_curves_rise_in_steps(curves: dict[str, list[tuple[int, float]]], tags: set[str]) -> None:
+    assert set(curves) == tags, sorted(curves)
+    for tag, points in curves.items():
+        steps = [step for step, _ in points]
+        assert steps and steps == sorted(set(steps)), (tag, steps)
+
+
+def assert_ddp_curves(curves: dict[str, list[tuple[int, float]]], epochs: int, output: str) -> None:
+    """Rank 0's curves of a ddp_digits.py run: a point a few steps, the accuracy once an epoch (as the log says)."""
+    assert_curves_rise_in_steps(curves, DDP_TAGS)
+    losses, rates, accuracies = (curves[tag] for tag in ("train/loss", "train/learning_rate", "test/accuracy"))
+    assert len(accuracies) == epochs and len(losses) > 2 * epochs, "a few points an epoch"
+    assert losses[-1][0] == rates[-1][0] == accuracies[-1][0], "every curve ends at the last step"
+    assert losses[-1][1] < losses[0][1], "the loss went down"
+    assert all(0.002 <= rate <= 0.02 for _, rate in rates) and [r for _, r in rates] == sorted((r for _, r in rates), reverse=True)
+    for epoch, (_, accuracy) in enumerate(accuracies, 1):
+        assert f"rank 0 epoch {epoch}/{epochs}: loss" in output and f"test accuracy {accuracy:.3f}" in output
 
 
 def test_quickstart_dag_trains_lists_models_and_scales_to_zero(airflow_env: dict[str, str], home: Path) -> None:
@@ -36,7 +85,7 @@ def test_quickstart_dag_trains_lists_models_and_scales_to_zero(airflow_env: dict
 
 
 @pytest.mark.slow
-def test_distributed_pytorch_dag_runs_ddp_on_two_nodes_with_params(airflow_env: dict[str, str], home: Path) -> None:
+def test_distributed_pytorch_dag_runs_ddp_on_two_nodes_with_params(airflow_env: dict[str, str], home: Path, tmp_path: Path) -> None:
     pytest.importorskip("torch")
     result = run_dag(airflow_env, DAGS, "batchai_distributed_pytorch", home, conf={"nodes": 2, "epochs": 2})
     assert result.state == "success", result.output[-4000:]
@@ -44,7 +93,67 @@ def test_distributed_pytorch_dag_runs_ddp_on_two_nodes_with_params(airflow_env: 
         assert f"[stdout-{rank}.txt] rank {rank}: all_reduce sum = 3 (expected 3)" in result.output
         assert f"[stdout-{rank}.txt] rank {rank} epoch 2/2" in result.output
     assert "model_epoch2.pt" in result.output and "model_epoch3.pt" not in result.output
-    assert Service.embedded(home).show_cluster("ddp", "distributed").current_node_count == 0
+    service = Service.embedded(home)
+    assert service.show_cluster("ddp", "distributed").current_node_count == 0
+    [job] = service.list_jobs("ddp", "distributed")
+    [events] = service.list_output_files(job.name, "ddp", "distributed", output_directory_id="MODEL", directory=CURVES_FOLDER)
+    assert events.name.startswith("events.out.tfevents."), "one event file: only rank 0 writes curves"
+    assert_ddp_curves(training_curves(service, job.name, "ddp", "distributed", tmp_path), 2, result.output)
+
+
+@pytest.mark.parametrize("dag_id", ["batchai_quickstart", "batchai_distributed_pytorch", "batchai_scheduled_retrain"])
+def test_an_example_dag_uploads_to_the_storage_kind_its_job_mounts(dag_id: str) -> None:
+    """On an Azure account a blob container and a file share of one name are two things: an upload with
+    ``destination_type="blob"`` is seen only by an ``azureBlobFileSystems`` mount, a ``"file"`` one only by
+    ``azureFileShares``. The embedded default (one folder per name) and ``files_on_blob`` (a share served
+    from the container of its name) forgive a mismatch; Azure does not. (The scoring DAG's job specs are
+    built at run time; its run on Azurite without ``files_on_blob`` checks the same.)"""
+    from airflow_batchai.operators.batchai import BatchAISubmitJobOperator, BatchAIUploadOperator
+
+    dag = runpy.run_path(str(DAGS / f"{dag_id}.py"))[dag_id]()
+    mounts: set[tuple[str, str]] = set()
+    for task in dag.tasks:
+        if isinstance(task, BatchAISubmitJobOperator):
+            spec = json.loads((DAGS / task.spec).read_text()) if isinstance(task.spec, str) else task.spec
+            volumes = spec.get("properties", spec).get("mountVolumes", {})
+            mounts |= {("azureFileShares", s["azureFileUrl"].rstrip("/").rsplit("/", 1)[-1]) for s in volumes.get("azureFileShares", [])}
+            mounts |= {("azureBlobFileSystems", b["containerName"]) for b in volumes.get("azureBlobFileSystems", [])}
+    uploads = {(task.destination_type, task.destination) for task in dag.tasks if isinstance(task, BatchAIUploadOperator)}
+    assert uploads and mounts
+    for kind, name in uploads:
+        assert (MOUNT_KIND[kind], name) in mounts, f"{dag_id} uploads to the {kind} {name!r} but its job mounts {sorted(mounts)}"
+        other = next(mount for upload, mount in MOUNT_KIND.items() if upload != kind)
+        assert (other, name) not in mounts, f"{dag_id} mounts {name!r} as {other} too"
+
+
+@pytest.mark.slow
+def test_distributed_pytorch_dag_on_azure_storage_reads_its_script_from_the_share_it_uploaded(
+    airflow_env: dict[str, str], home: Path, azurite: Any, fake_files: Any, tmp_path: Path
+) -> None:
+    """Azure's layout, where blob containers and file shares are apart: blobs in Azurite, shares in the fake
+    File service (no ``files_on_blob``). The script goes to the ``scripts`` share and the job, mounting that
+    share, runs it; its logs, checkpoints and curves land on the ``logs`` share."""
+    pytest.importorskip("torch")
+    extra = {
+        "storage_connection_string": azurite.connection_string + f"FileEndpoint={fake_files.endpoint};",
+        "control_container": f"ddp-{uuid.uuid4().hex[:8]}",
+        "home": str(home),
+    }
+    connection = json.dumps({"conn_type": "batchai", "extra": extra})
+    env = {**airflow_env, "AIRFLOW_CONN_BATCHAI_DEFAULT": connection}
+    result = run_dag(env, DAGS, "batchai_distributed_pytorch", home, conf={"nodes": 2, "epochs": 1})
+    assert result.state == "success", result.output[-4000:]
+    assert ("scripts", "pytorch/ddp_digits.py") in fake_files.files, sorted(fake_files.files)
+    blobs = azurite.credential().service().get_container_client("scripts")
+    assert not blobs.get_blob_client("pytorch/ddp_digits.py").exists(), "uploaded to the share, not to a container of its name"
+    for rank in (0, 1):
+        assert f"[stdout-{rank}.txt] rank {rank} epoch 1/1" in result.output
+    service = service_from_config(ProviderConfig(**extra))
+    [job] = service.list_jobs("ddp", "distributed")
+    models = [f for f in service.list_output_files(job.name, "ddp", "distributed", output_directory_id="MODEL") if f.file_type == "file"]
+    assert [m.name for m in models] == ["model_epoch1.pt"] and models[0].download_url.startswith(fake_files.endpoint + "/logs/")
+    assert_ddp_curves(training_curves(service, job.name, "ddp", "distributed", tmp_path), 1, result.output)
+    assert not (home / "storage").exists()
 
 
 def test_quickstart_dag_runs_on_azure_storage_by_changing_only_the_connection(
@@ -104,7 +213,7 @@ def test_batch_scoring_dag_scores_slices_in_parallel_jobs_and_stitches_them(airf
     assert service.show_cluster("scoring").scale_settings["autoScale"]["minimumNodeCount"] == 0  # no teardown: autoscale
 
 
-def test_scheduled_retrain_publishes_only_a_model_that_got_better(airflow_env: dict[str, str], home: Path) -> None:
+def test_scheduled_retrain_publishes_only_a_model_that_got_better(airflow_env: dict[str, str], home: Path, tmp_path: Path) -> None:
     first = run_dag(airflow_env, DAGS, "batchai_scheduled_retrain", home, conf={"c": 0.05})
     assert first.state == "success", first.output[-4000:]
     assert "against the published None: publishing" in first.output and "published model of job" in first.output
@@ -114,6 +223,15 @@ def test_scheduled_retrain_publishes_only_a_model_that_got_better(airflow_env: d
     better = run_dag(airflow_env, DAGS, "batchai_scheduled_retrain", home, conf={"c": 1.0, "train_fraction": 0.8})
     assert better.state == "success" and "published model of job" in better.output, better.output[-4000:]
     assert "sig=" not in better.output.split("published model of job")[1].splitlines()[0]  # no SAS in the Asset's extra
+    service = Service.embedded(home)
+    jobs = service.list_jobs("retrain")
+    assert len(jobs) == 3
+    for job in jobs:  # each run's curves, against the L-BFGS iterations, end at the accuracy it published or kept
+        curves = training_curves(service, job.name, "retrain", DEFAULT_WORKSPACE, tmp_path)
+        assert_curves_rise_in_steps(curves, RETRAIN_TAGS)
+        assert curves["train/loss"][-1][1] < curves["train/loss"][0][1]
+        metrics = json.loads(service.read_output_file(job.name, "metrics.json", "retrain", output_directory_id="MODEL") or b"{}")
+        assert curves["test/accuracy"][-1][1] == pytest.approx(metrics["accuracy"], abs=1e-6)
 
 
 def test_scheduled_retrain_on_a_scale_set_starts_a_vm_for_its_job_and_deallocates_it(
@@ -191,4 +309,55 @@ def test_the_distributed_example_without_torch_on_the_node_fails_saying_so(tmp_p
     result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "needs PyTorch and scikit-learn on every node, and torch is not installed" in result.stderr
-    assert "[examples]" in result.stderr and "Traceback" not in result.stderr
+    # a command that works from anywhere (PyPI alone would bring the CUDA build), and the clone's
+    assert "pip install torch --index-url https://download.pytorch.org/whl/cpu" in result.stderr
+    assert "pip install scikit-learn tensorboard" in result.stderr
+    assert "pip install -e '.[examples]'" in result.stderr and "Traceback" not in result.stderr
+
+
+def run_alone(script: Path, args: list[str], hidden: list[str], folder: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """An example's job script run by itself, on a node where the ``hidden`` packages are not installed."""
+    for package in hidden:
+        (folder / "hidden" / package).mkdir(parents=True, exist_ok=True)
+        (folder / "hidden" / package / "__init__.py").write_text(
+            f"raise ModuleNotFoundError(\"No module named '{package}'\", name='{package}')\n"
+        )
+    environment = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(folder / "hidden"), "TMPDIR": tempfile.gettempdir(), **env}
+    return subprocess.run([sys.executable, str(script), *args], env=environment, capture_output=True, text=True, timeout=120)
+
+
+def event_tags(folder: Path) -> set[str]:
+    from tensorboard.backend.event_processing import event_file_loader
+
+    [path] = folder.glob("events.out.tfevents.*")
+    return {value.tag for event in event_file_loader.EventFileLoader(str(path)).Load() for value in event.summary.value}
+
+
+def test_the_retrain_job_without_torch_writes_its_curves_with_tensorboards_own_writer(tmp_path: Path) -> None:
+    result = run_alone(REPO / "dags/assets/retrain/train.py", ["--output", str(tmp_path / "model")], ["torch"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert {p.name for p in (tmp_path / "model").iterdir()} == {"model.pkl", "metrics.json", CURVES_FOLDER}
+    assert event_tags(tmp_path / "model" / CURVES_FOLDER) == RETRAIN_TAGS
+
+
+def test_the_retrain_job_without_tensorboard_trains_and_says_so_in_one_line(tmp_path: Path) -> None:
+    result = run_alone(REPO / "dags/assets/retrain/train.py", ["--output", str(tmp_path / "model")], ["torch", "tensorboard"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "held-out accuracy" in result.stdout and {p.name for p in (tmp_path / "model").iterdir()} == {"model.pkl", "metrics.json"}
+    [note] = result.stderr.splitlines()
+    assert note.startswith("train.py: no training curves, TensorBoard is not installed") and "pip install tensorboard" in note
+
+
+def test_the_distributed_example_without_tensorboard_trains_and_says_so_in_one_line(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from tests.azurite import _free_port
+
+    port = str(_free_port("127.0.0.1"))
+    script = REPO / "dags/assets/pytorch/ddp_digits.py"
+    output = tmp_path / "model"
+    result = run_alone(
+        script, ["--epochs", "1", "--output-dir", str(output)], ["tensorboard"], tmp_path, MASTER_ADDR="127.0.0.1", MASTER_PORT=port
+    )
+    assert result.returncode == 0, result.stderr
+    assert "rank 0 epoch 1/1" in result.stdout and {p.name for p in output.iterdir()} == {"model_epoch1.pt"}
+    assert "ddp_digits.py: no training curves, TensorBoard is not installed" in result.stderr and "Traceback" not in result.stderr
