@@ -177,7 +177,8 @@ def test_quickstart_dag_runs_on_azure_storage_by_changing_only_the_connection(
     stdout = service.read_output_file(job.name, "stdout.txt", "quickstart", "quickstart") or b""
     assert float(stdout.decode().split("test accuracy")[1]) > 0.85
     models = service.list_output_files(job.name, "quickstart", "quickstart", output_directory_id="MODEL")
-    assert "ConvNet_MNIST_19.dnn" in {m.name for m in models} and all("sig=" in m.download_url for m in models)
+    assert "ConvNet_MNIST_19.dnn" in {m.name for m in models} and all("sig=" in (m.download_url or "") for m in models if m.is_file)
+    assert "tensorboard" in {m.name for m in models if not m.is_file}, "its training curves' folder"
     assert not (home / "storage").exists()  # nothing went to the local storage folders
     key = azurite.connection_string.split("AccountKey=")[1].split(";")[0].encode()
     for path in Path(airflow_env["AIRFLOW_HOME"]).rglob("*"):  # metadata DB (XCom included) and task logs

@@ -53,7 +53,7 @@ def test_two_node_ddp_job_all_reduces_and_both_ranks_exit_zero(service: Service,
         assert f"rank {rank}: all_reduce sum = 3 (expected 3)" in out
         assert f"rank {rank} epoch 2/2" in out
     models = sorted(f.name for f in service.list_output_files("ddp", "distributed", output_directory_id="MODEL"))
-    assert models == ["model_epoch1.pt", "model_epoch2.pt"]
+    assert models == ["model_epoch1.pt", "model_epoch2.pt", "tensorboard"]  # rank 0's training curves beside the checkpoints
     names = sorted(f.name for f in service.list_output_files("ddp", "distributed"))
     logs = ["execution-local-0.log", "execution-local-1.log", "stderr-0.txt", "stderr-1.txt", "stdout-0.txt", "stdout-1.txt"]
     assert names == sorted([*logs, "resources-local-0.json", "resources-local-1.json"])  # each node's resource curves beside its logs
