@@ -6,6 +6,8 @@ import json
 import shutil
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,9 +45,6 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 def signed_in_airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """An api-server alone, with real users (an admin, a viewer and a DAG author with the plain
     "user" role) instead of all-admins; its connection is the embedded default's local nodes."""
-    from tests import airflowstack
-    from tests.azurite import _free_port
-
     folder = tmp_path_factory.mktemp("airflow-users")
     passwords = folder / "passwords.json"
     passwords.write_text(json.dumps(USERS))
@@ -53,13 +52,24 @@ def signed_in_airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer,author:user",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        "AIRFLOW_CONN_BATCHAI_DEFAULT": json.dumps(
+            {"conn_type": "batchai", "extra": {"local_nodes": 1, "home": str(folder / "batchai-home")}}
+        ),
     }
+    with api_server_alone(folder, extra) as stack:
+        yield stack
+
+
+@contextmanager
+def api_server_alone(folder: Path, extra: dict[str, str]) -> Iterator[Any]:
+    """An Airflow api-server (no scheduler) on a free loopback port, its database migrated, with ``extra``
+    in its environment; stopped by its process group, and the local agents it started with it."""
+    from tests import airflowstack
+    from tests.azurite import _free_port
+
     dags = folder / "dags"
     dags.mkdir()
     env = airflowstack.environment(folder, _free_port("127.0.0.1"), dags, folder / "batchai-home", extra)
-    env["AIRFLOW_CONN_BATCHAI_DEFAULT"] = json.dumps(
-        {"conn_type": "batchai", "extra": {"local_nodes": 1, "home": str(folder / "batchai-home")}}
-    )
     subprocess.run([airflowstack.AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
     stack = airflowstack.AirflowStack(folder, int(env["AIRFLOW__API__PORT"]), env)
     stack.start_component("api-server")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from airflow_batchai.service import Service
 from airflow_batchai.spec import load_cluster_spec, load_job_spec
 from tests.conftest import custom_job, kill_agents_under, wait_until
 from tests.provider.conftest import STAND_IN
-from tests.ui.conftest import listening
+from tests.ui.conftest import api_server_alone
 from tests.ui.test_batchai_view import screenshot, shows
 from tests.ui.test_rest_api_in_airflow import signed_in_token
 
@@ -139,12 +138,8 @@ def test_times_are_shown_in_the_zone_the_airflow_user_chose(signed_in_airflow: A
 @pytest.fixture(scope="module")
 def storage_down_airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """An api-server whose Batch AI view reads a storage account nothing answers for (a closed loopback port)."""
-    from tests import airflowstack
     from tests.azurite import ACCOUNT, KEY, _free_port
 
-    folder = tmp_path_factory.mktemp("airflow-storage-down")
-    dags = folder / "dags"
-    dags.mkdir()
     closed = _free_port("127.0.0.1")
     connection = {
         "conn_type": "batchai",
@@ -154,15 +149,8 @@ def storage_down_airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[A
         },
     }
     extra = {"AIRFLOW__BATCHAI__UI_CONNECTION": "batchai_team", "AIRFLOW_CONN_BATCHAI_TEAM": json.dumps(connection)}
-    env = airflowstack.environment(folder, _free_port("127.0.0.1"), dags, folder / "batchai-home", extra)
-    subprocess.run([airflowstack.AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    stack = airflowstack.AirflowStack(folder, int(env["AIRFLOW__API__PORT"]), env)
-    stack.start_component("api-server")
-    try:
-        wait_until(lambda: listening(stack), 120, 0.5, what="the api-server")
+    with api_server_alone(tmp_path_factory.mktemp("airflow-storage-down"), extra) as stack:
         yield stack
-    finally:
-        stack.stop("api-server")
 
 
 def test_with_its_storage_down_the_view_names_the_connection_and_the_error(storage_down_airflow: Any, browser: Any) -> None:
