@@ -58,8 +58,9 @@ def _shortened(text: str, limit: int) -> str:
     return cut[:boundary] if boundary >= max(1, limit // 3) else cut
 
 
-def state_said(name: str, state: str) -> str:
-    """A job's state in a task log line, as a user says it ("job x succeeded", not "is succeeded")."""
+def state_said(name: str, state: str, why: str | None = None) -> str:
+    """A job's state in a task log line, as a user says it ("job x succeeded", not "is succeeded"); a queued
+    job's line says what it waits for, where that is known."""
     phrases = {
         "queued": "is queued",
         "running": "is running",
@@ -67,7 +68,8 @@ def state_said(name: str, state: str) -> str:
         "succeeded": "succeeded",
         "failed": "failed",
     }
-    return f"job {name} {phrases.get(state, 'is ' + state)}"
+    said = f"job {name} {phrases.get(state, 'is ' + state)}"
+    return f"{said}: {why}" if why and state == "queued" else said
 
 
 def _compact_run_id(run_id: str) -> str:

@@ -119,7 +119,7 @@ class BatchAIJobSensor(_BatchAISensor):
                 f"{self.task_id}: job_name {job_name!r} pulls an XCom, which the triggerer cannot render for start_from_trigger; "
                 "give the submit task a job_name (a template of params or the run) and use the same here, or leave start_from_trigger off"
             )
-        self.last_state: str | None = None
+        self.last_said: str | None = None
         self.start_in_triggerer(
             BatchAIJobTrigger,
             job_name=job_name,
@@ -151,10 +151,10 @@ class BatchAIJobSensor(_BatchAISensor):
                 self.log.warning("job %s: %s (poking again)", self.job_name, error.message)
                 return PokeReturnValue(is_done=False)
             raise AirflowException(f"{error.code}: {error.message}") from error
-        state = view.execution_state.value
-        if state != self.last_state:  # a line per change, not per poke: the job's own output is what the log is for
-            self.log.info("%s", state_said(self.job_name, state))
-            self.last_state = state
+        said = state_said(self.job_name, view.execution_state.value, view.execution_info.queue_reason)
+        if said != self.last_said:  # a line per change, not per poke: the job's own output is what the log is for
+            self.log.info("%s", said)
+            self.last_said = said
         log_job_lines(lines)
         store = context.get("task_state_store")
         if store is not None and self.mode == "reschedule" and self.follower is not None and self.follower.position() != before:

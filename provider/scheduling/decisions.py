@@ -172,6 +172,7 @@ class Plan:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (job key, why): jobs this pass could not decide on
     shortfall: int = 0  # nodes the target wants beyond every eligible node of the pool
     held_elsewhere: list[str] = field(default_factory=list)  # clusters (members) holding idle nodes this one wants now
+    waiting: tuple[str, str] | None = None  # (job key, why): the head of the queue, waiting for its gang of nodes
 
 
 def node_lost_error(node: NodeRecord, why: str) -> dict[str, Any]:
@@ -217,6 +218,8 @@ class Planner:
         self.skipped: list[tuple[str, str]] = []
         self.shortfall = 0
         self.held_elsewhere: list[str] = []
+        self.elsewhere = ""  # how the pool's other eligible nodes are held, when this cluster is short of them
+        self.waiting: tuple[str, str] | None = None
 
     def plan(self) -> Plan:
         for key, error in sorted(self.terminations.items()):
@@ -232,7 +235,7 @@ class Planner:
         target = self.scale()
         self.probe_lost_nodes()
         self.schedule()
-        return Plan(self.actions, target, self.idle_timer(), self.skipped, self.shortfall, self.held_elsewhere)
+        return Plan(self.actions, target, self.idle_timer(), self.skipped, self.shortfall, self.held_elsewhere, self.waiting)
 
     def guarded(self, key: str, step: Any, *args: Any) -> bool:
         """One job's decisions, all or nothing: a job in a state no rule expects is left for a person, never the cluster's stop."""
@@ -551,13 +554,9 @@ class Planner:
         if count - len(free[:count]) - self.snapshot.coming - max(missing, 0) > 0:
             # still short: clusters keeping idle nodes this one could use are looked at (an autoscale cluster whose
             # idle time is up gives its nodes back in its own pass, which nobody may run without a controller)
-            self.held_elsewhere = sorted(
-                {
-                    n.cluster
-                    for n in self.nodes.values()
-                    if n.state == NodeState.IDLE and n.cluster and n.cluster != self.member and n.node_id in self.snapshot.eligible
-                }
-            )
+            others = [n for n in self.nodes.values() if n.cluster and n.cluster != self.member and n.node_id in self.snapshot.eligible]
+            self.held_elsewhere = sorted({n.cluster for n in others if n.state == NodeState.IDLE and n.cluster})
+            self.elsewhere = held_by(others)
 
     def probe_lost_nodes(self) -> None:
         """Members lost to silence (not to a failed setup task, which would fail again) are tried
@@ -638,6 +637,7 @@ class Planner:
                 continue  # its lost attempt may still run: it waits, the jobs behind it need not
             count = job.parsed_spec().node_count
             if len(idle) < count:
+                self.waiting = (job.key, self.why_waiting(count, len(idle)))
                 return  # strict order: the head job waits for its gang, nothing jumps ahead
             chosen, idle = idle[:count], idle[count:]
             self.actions.append(LaunchJob(job.key, tuple(n.node_id for n in chosen)))
@@ -646,6 +646,34 @@ class Planner:
             self.jobs[job.key] = move_job(
                 job, ExecutionState.RUNNING, nodes=[n.node_id for n in chosen], errors=[], start_time=self.now, fence=None
             )
+
+    def why_waiting(self, count: int, idle: int) -> str:
+        """What the head of the queue waits for, in a user's words: its cluster's nodes, and who holds the pool's others."""
+        members = self.members(leaving=False)
+        preparing = sum(1 for n in members if n.state == NodeState.PREPARING)
+        busy = sum(1 for n in members if n.state == NodeState.RUNNING)
+        said = [f"{idle} idle"] + ([f"{preparing} being set up"] if preparing else []) + ([f"{busy} running jobs"] if busy else [])
+        why = f"{NODE_WAIT_PREFIX}{count} idle node(s) of cluster {self.snapshot.cluster.name}, which has {', '.join(said)}"
+        if self.elsewhere:
+            why += f"; the pool's other nodes are held by {self.elsewhere}"
+        if self.shortfall:
+            why += f"; the pool has {self.shortfall} node(s) too few for the cluster's target"
+        return why
+
+
+NODE_WAIT_PREFIX = "waits for "  # a queue reason of our own (tell_held_jobs may replace it; Slurm's reasons it leaves alone)
+
+
+def held_by(nodes: list[NodeRecord]) -> str:
+    """``cluster default/retrain (1 idle), cluster default/scoring (2 running)``."""
+    counts: dict[str, dict[str, int]] = {}
+    for node in nodes:
+        states = counts.setdefault(node.cluster or "", {})
+        states[node.state.value] = states.get(node.state.value, 0) + 1
+    return ", ".join(
+        f"cluster {cluster} ({', '.join(f'{n} {state}' for state, n in sorted(states.items()))})"
+        for cluster, states in sorted(counts.items())
+    )
 
 
 def plan_pass(

@@ -43,6 +43,7 @@ from ..spec.job import UtilizationPolicy
 from ..transport.handle import DeferredTransport, NodeHandle
 from ..usage import today_cost
 from .decisions import (
+    NODE_WAIT_PREFIX,
     Action,
     ClaimNode,
     DrainNode,
@@ -173,6 +174,19 @@ class Reconciler:
                 except StaleRecord:
                     pass  # moved meanwhile: the next pass says it
 
+    def tell_waiting_job(self, key: str, why: str) -> None:
+        """The head of the queue says what it waits for (one write when that changes, for that one job only:
+        the jobs behind it wait for it)."""
+        job = self.snapshot.jobs.get(key)
+        if job is None or job.execution_state != ExecutionState.QUEUED or job.queue_reason == why:
+            return
+        if job.queue_reason and not job.queue_reason.startswith(NODE_WAIT_PREFIX):
+            return  # another scheduler's reason (Slurm) or the budget's: theirs to change
+        try:
+            self.write_job(job.model_copy(update={"queue_reason": why}))
+        except StaleRecord:
+            pass  # moved meanwhile: the next pass says it
+
     def handle(self, node: NodeRecord) -> NodeHandle:
         """The node's transport is got at its first use: a machine that is gone (an evicted VM) then fails where
         every call to a node is already guarded, as an unreachable one does."""
@@ -194,6 +208,8 @@ class Reconciler:
             for action in plan.actions:
                 self.apply(action)
             self.tell_held_jobs(limits.hold)
+            if plan.waiting is not None and not limits.hold:
+                self.tell_waiting_job(*plan.waiting)
             self.drop_stale_live_entries()
         finally:  # what was done is published even when the pass stopped halfway (readers must not see it undone)
             try:
