@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from .data import OutputFile
@@ -16,7 +18,7 @@ from .errors import BatchAIError
 from .reading.outputs import OutputFiles
 from .reading.readmodels import ClusterView, JobView, cluster_view, job_view
 from .reading.scalars import ScalarReader
-from .records import ClusterRecord, ExecutionState, JobRecord, NodeRecord, read_job
+from .records import ClusterRecord, ExecutionState, JobRecord, NodeRecord, read_job, utc_now
 
 if TYPE_CHECKING:
     from .service import Service
@@ -184,8 +186,8 @@ def job_details(service: Service, workspace: str, experiment: str, name: str) ->
         "attempts": [{**attempt, "rate": None} for attempt in record.attempts],
         "origin": record.origin.model_dump(mode="json") if record.origin else None,
         "stderrTail": _stderr_tail(files, streams) if failed else None,
-        "resources": resource_series(service, record),
-        "scalars": SCALARS.curves(files),
+        "resources": resource_series(files, record),
+        "scalars": SCALARS.curves(files, ended=settled(record)),
     }
 
 
@@ -216,16 +218,39 @@ def _stderr_tail(files: OutputFiles, streams: list[dict[str, Any]]) -> str | Non
     return text.split("\n", 1)[-1] if offset else text  # from a whole line
 
 
-def resource_series(service: Service, record: JobRecord) -> list[dict[str, Any]]:
-    """The agents' resource samples of the job's nodes (resources-<node>.json beside its logs), each bounded."""
+def resource_series(files: OutputFiles, record: JobRecord) -> list[dict[str, Any]]:
+    """The agents' resource samples of the job's nodes (resources-<node>.json beside its logs), each bounded.
+    An ended job's are read once per process: its page costs no more reads of them."""
+    ended = settled(record)
+    with _SERIES_LOCK:
+        kept = _ENDED_SERIES.get(record.uuid) if ended else None
+    if kept is not None:
+        return kept
     found = []
     for node in record.nodes[:MAX_NODES_CHARTED]:
         name = f"resources-{_safe(node)}.json"
         try:
-            raw = service.read_output_file(record.name, name, record.experiment, record.workspace, length=MAX_SERIES_BYTES)
+            raw = files.read("stdouterr", name, 0, MAX_SERIES_BYTES)
             document = json.loads(raw) if raw else None
         except (BatchAIError, ValueError):
             continue  # not written yet, or cut mid-write by a reader's limit: the next refresh shows it
         if isinstance(document, dict) and isinstance(document.get("points"), list):
             found.append(document)
+    if ended:
+        with _SERIES_LOCK:
+            _ENDED_SERIES[record.uuid] = found
+            while len(_ENDED_SERIES) > MAX_ENDED_KEPT:
+                _ENDED_SERIES.popitem(last=False)
     return found
+
+
+def settled(record: JobRecord) -> bool:
+    """Ended long enough ago that its files are all in storage (a node's last uploads follow the job's end)."""
+    end = record.end_time
+    return record.execution_state.finished and end is not None and (utc_now() - end).total_seconds() > SETTLE_S
+
+
+SETTLE_S = 120.0
+MAX_ENDED_KEPT = 32  # ended jobs whose resource series a process keeps (each at most ~100 KB per node)
+_ENDED_SERIES: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+_SERIES_LOCK = threading.Lock()

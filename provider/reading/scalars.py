@@ -71,12 +71,23 @@ class ScalarReader:
 
     def __init__(self) -> None:
         self._files: OrderedDict[tuple[str, str, str], _FileState] = OrderedDict()
+        self._ended: OrderedDict[str, list[EventFile]] = OrderedDict()  # an ended job's event files, found once
         self._lock = threading.Lock()
 
-    def curves(self, files: OutputFiles) -> dict[str, dict[str, list[tuple[int, float, float]]]]:
-        """tag -> run -> [(step, value, wall time)]: every scalar found in the job's event files."""
+    def curves(self, files: OutputFiles, ended: bool = False) -> dict[str, dict[str, list[tuple[int, float, float]]]]:
+        """tag -> run -> [(step, value, wall time)]: every scalar found in the job's event files. An ``ended``
+        job's files no longer change: once read whole, a look at its page costs no request at all."""
         found: dict[str, dict[str, list[tuple[int, float, float]]]] = {}
-        for event_file in find_event_files(files):
+        with self._lock:
+            known = self._ended.get(files.job.uuid)
+        if known is None:
+            known = find_event_files(files)
+            if ended:
+                with self._lock:
+                    self._ended[files.job.uuid] = known
+                    while len(self._ended) > MAX_CACHED_FILES:
+                        self._ended.popitem(last=False)
+        for event_file in known:
             state = self._read(files, event_file)
             for tag, curve in state.curves.items():
                 found.setdefault(tag, {})[event_file.run] = list(curve.points)

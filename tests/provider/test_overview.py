@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from airflow_batchai import overview as view
+from airflow_batchai.reading.outputs import OutputFiles
 from airflow_batchai.records import JobOrigin
 from airflow_batchai.service import Service
 from airflow_batchai.spec import load_cluster_spec, load_job_spec
@@ -103,3 +104,16 @@ def test_a_failed_jobs_page_has_its_stderr_tail_outputs_command_and_the_task_tha
     html = pages.job_page(details, "default", "e", terminate=None)
     assert "ValueError: bad shape" in html and "model.bin" in html and "Terminate" not in html
     assert 'href="/dags/train_dag/runs/manual__2026-12-07T10%3A00%3A00%2B00%3A00/tasks/submit"' in html
+
+
+def test_a_long_ended_jobs_page_reads_its_curves_and_samples_once(service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    service.create_cluster("c", load_cluster_spec({"scaleSettings": {"manual": {"targetNodeCount": 1}}}, environ={}))
+    service.create_job("c", "done", load_job_spec({"properties": custom_job("sleep 1")}, environ={}), "e")
+    assert service.wait_job("done", "e", timeout_s=60, poll_s=0.2).execution_state == "succeeded"
+    monkeypatch.setattr(view, "SETTLE_S", 0.0)  # as if it ended minutes ago: all its files are in storage
+    first = view.job_details(service, "default", "e", "done")
+    assert first["resources"] and first["resources"][0]["points"]
+    reads: list[str] = []
+    monkeypatch.setattr(OutputFiles, "read", lambda self, output, path, *rest: reads.append(path) or b"{}")
+    again = view.job_details(service, "default", "e", "done")
+    assert again["resources"] == first["resources"] and reads == [], "nothing read again but what the page lists"

@@ -71,6 +71,15 @@ def test_an_event_file_is_read_once_then_only_what_was_appended(cluster: Service
     assert len(reads) == 2 and all(offset == 0 for _, offset in reads)
     reads.clear()
     assert reader.curves(files) == first and reads == [], "an unchanged file is not read again"
+    lists: list[str] = []
+    listing = files.list
+    monkeypatch.setattr(
+        files, "list", lambda output, directory=".", *rest, **named: lists.append(directory) or listing(output, directory, *rest, **named)
+    )
+    reader.curves(files, ended=True)
+    assert lists, "an ended job's folders are walked once"
+    lists.clear()
+    assert reader.curves(files, ended=True) == first and lists == [] and reads == [], "then its page costs no request"
 
 
 def test_a_record_cut_mid_write_waits_for_the_next_look(tmp_path: Path) -> None:
