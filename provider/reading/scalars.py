@@ -21,6 +21,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import BatchAIError
 from .outputs import OutputFiles
@@ -145,17 +146,28 @@ def _parse(chunk: bytes, curves: dict[str, Curve]) -> int:
         consumed += len(raw) + 16  # TFRecord framing: length (8), its CRC (4), the record, its CRC (4)
         event = event_pb2.Event.FromString(raw)
         for value in event.summary.value:
-            value = data_compat.migrate_value(value)
-            if value.metadata.plugin_data.plugin_name != "scalars":
-                continue  # images, histograms, text: not curves
-            array = tensor_util.make_ndarray(value.tensor)
-            if array.size != 1:
-                continue
-            curves.setdefault(value.tag, Curve()).add(int(event.step), float(array.reshape(-1)[0]), float(event.wall_time))
+            number = _scalar(value, data_compat, tensor_util)
+            if number is not None:
+                curves.setdefault(value.tag, Curve()).add(int(event.step), number, float(event.wall_time))
     if consumed == 0 and len(chunk) >= MAX_READ_BYTES:
         # one record larger than a whole read (a big image or embedding): step over it by its length header
         consumed = int.from_bytes(chunk[:8], "little") + 16
     return consumed
+
+
+def _scalar(value: Any, data_compat: Any, tensor_util: Any) -> float | None:
+    """A summary value's number when it is a scalar. The two common encodings are read straight from the
+    proto (a ``simple_value``, as PyTorch's SummaryWriter writes; a one-float tensor of the scalars plugin,
+    as TensorFlow 2 and TensorBoard's writer do); anything else goes through TensorBoard's migration."""
+    if value.WhichOneof("value") == "simple_value":
+        return float(value.simple_value)
+    if value.metadata.plugin_data.plugin_name == "scalars" and len(value.tensor.float_val) == 1 and not value.tensor.tensor_content:
+        return float(value.tensor.float_val[0])
+    migrated = data_compat.migrate_value(value)
+    if migrated.metadata.plugin_data.plugin_name != "scalars":
+        return None  # images, histograms, text: not curves
+    array = tensor_util.make_ndarray(migrated.tensor)
+    return float(array.reshape(-1)[0]) if array.size == 1 else None
 
 
 def _records(chunk: bytes) -> Iterator[bytes]:
