@@ -13,6 +13,7 @@ import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
+from .agent.protocol import resources_file
 from .data import OutputFile
 from .errors import BatchAIError
 from .reading.outputs import OutputFiles
@@ -100,9 +101,9 @@ def latest_gpus(service: Service, record: JobRecord) -> list[float] | None:
     Reads only the end of the node's resources file, where the last point is (the agent writes the
     points last, compactly): a page of many running jobs costs a small read each, not their series.
     """
-    name = f"resources-{_safe(record.nodes[0])}.json"
+    name = resources_file(record.nodes[0])
     try:
-        files = service.output_files(record.name, record.experiment, record.workspace)
+        files = service.files_of(record)
         size = next((f.content_length for f in files.list("stdouterr", urls=False) if f.name == name), None)
         if not size:
             return None
@@ -118,10 +119,6 @@ def latest_gpus(service: Service, record: JobRecord) -> list[float] | None:
         return None
     values = last.get("gpu") or []
     return [float(v) for v in values if isinstance(v, (int, float))]
-
-
-def _safe(node: str) -> str:
-    return re.sub(r"[^-\w.]", "_", node)  # as the agent names its file
 
 
 def _cluster_summary(view: ClusterView) -> dict[str, Any]:
@@ -149,17 +146,18 @@ def _job_summary(record: JobRecord, job: JobView) -> dict[str, Any]:
     }
 
 
-def job_details(service: Service, workspace: str, experiment: str, name: str) -> dict[str, Any]:
+def job_details(service: Service, workspace: str, experiment: str, name: str, record: JobRecord | None = None) -> dict[str, Any]:
     """What a job's page shows: its view (secrets already out of it), its stdout/stderr files, its output
     directories' files, its nodes' resource samples and its training curves; names and sizes, never URLs.
 
     Costs a handful of reads: the record, a listing per folder, and only the bytes of event files
-    appended since this process last looked (reading/scalars.py).
+    appended since this process last looked (reading/scalars.py). ``record``: the job's, when the caller has it.
     """
-    record, _ = read_job(service.store, workspace, experiment, name)
+    if record is None:
+        record, _ = read_job(service.store, workspace, experiment, name)
     spec = record.parsed_spec()
     view = job_view(record, service.settings.subscription, service.settings.resource_group)
-    files = service.output_files(name, experiment, workspace)
+    files = service.files_of(record)
     streams = [
         {"name": info.name, "contentLength": info.content_length, "lastModified": _when(info)}
         for info in _listing(files, "stdouterr")
@@ -228,9 +226,8 @@ def resource_series(files: OutputFiles, record: JobRecord) -> list[dict[str, Any
         return kept
     found = []
     for node in record.nodes[:MAX_NODES_CHARTED]:
-        name = f"resources-{_safe(node)}.json"
         try:
-            raw = files.read("stdouterr", name, 0, MAX_SERIES_BYTES)
+            raw = files.read("stdouterr", resources_file(node), 0, MAX_SERIES_BYTES)
             document = json.loads(raw) if raw else None
         except (BatchAIError, ValueError):
             continue  # not written yet, or cut mid-write by a reader's limit: the next refresh shows it

@@ -23,7 +23,7 @@ from .control import ControlStore, SecretVault, lock, update
 from .control.local import LocalControlStore, LocalSecretVault
 from .data import DataStore, OutputFile
 from .data.local import LocalDataStore
-from .errors import TRANSIENT_CODES, BatchAIError, ErrorCode, InvalidSpec, RecordExists, StaleRecord
+from .errors import TRANSIENT_CODES, BatchAIError, ErrorCode, InvalidSpec, RecordExists
 from .launch import JobContext, NodeSlot, job_plans
 from .layout import NodeLayout, job_output_segment
 from .names import check_scope
@@ -402,16 +402,10 @@ class Service:
     def _index_origin(self, origin: JobOrigin, job: JobRecord) -> None:
         """A task's newest try wins: its entry names the job that try submitted."""
         entry = {"workspace": job.workspace, "experiment": job.experiment, "name": job.name}
-        for _ in range(3):
-            found = self.store.read(origin.key)
-            try:
-                if found is None:
-                    self.store.create(origin.key, entry)
-                else:
-                    self.store.replace(origin.key, entry, found.etag)
-                return
-            except (RecordExists, StaleRecord):
-                continue  # another try of the same task wrote meanwhile: read again
+        try:
+            self.store.create(origin.key, entry)  # a task's first try: one request
+        except RecordExists:
+            update(self.store, origin.key, lambda _: entry)
 
     def job_of_task(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> JobRecord | None:
         """The job an Airflow task instance submitted (its newest try's), None when it submitted none."""
@@ -607,7 +601,11 @@ class Service:
 
     def output_files(self, job: str, experiment: str = DEFAULT_EXPERIMENT, workspace: str = DEFAULT_WORKSPACE) -> OutputFiles:
         """A job's output folders, located once: hold on to it to poll a job's files cheaply."""
-        return OutputFiles(self.store, self.pool, self.data, read_job(self.store, workspace, experiment, job)[0])
+        return self.files_of(read_job(self.store, workspace, experiment, job)[0])
+
+    def files_of(self, job: JobRecord) -> OutputFiles:
+        """The output folders of a job whose record the caller has read already (no read again)."""
+        return OutputFiles(self.store, self.pool, self.data, job)
 
     def read_output_file(
         self,

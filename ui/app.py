@@ -33,7 +33,7 @@ from airflow_batchai.errors import BatchAIError
 from airflow_batchai.hooks.batchai import BatchAIHook
 from airflow_batchai.names import check_segment
 from airflow_batchai.overview import MAX_JOBS_SHOWN, STREAM_PREFIXES, job_details, overview
-from airflow_batchai.records import read_job
+from airflow_batchai.records import JobRecord, read_job
 from airflow_batchai.restapi.app import create_app as create_rest_api
 from airflow_batchai.service import Service
 from airflow_batchai.ui import pages
@@ -172,13 +172,8 @@ def overview_html(
 
 
 @app.get("/jobs/{workspace}/{experiment}/{name}", response_class=HTMLResponse)
-def job_html(workspace: str, experiment: str, name: str, request: Request, user: GetUserDep) -> HTMLResponse:
-    def build() -> str:
-        details = _read(job_details, service(), workspace, experiment, name)
-        token = terminate_token(user, workspace, experiment, name) if may_edit(user, details.get("origin")) else None
-        return pages.job_page(details, workspace, experiment, token)
-
-    return _page_or_error(build)
+def job_html(workspace: str, experiment: str, name: str, user: GetUserDep) -> HTMLResponse:
+    return _page_or_error(lambda: _job_page(user, workspace, experiment, name))
 
 
 @app.get("/ti/{dag_id}/{run_id}/{task_id}/{map_index}", response_class=HTMLResponse)
@@ -191,11 +186,16 @@ def task_instance_html(dag_id: str, run_id: str, task_id: str, map_index: str, u
         record = _read(service().job_of_task, dag_id, run_id, task_id, index)
         if record is None:
             return pages.no_job_page(dag_id, task_id)
-        details = _read(job_details, service(), record.workspace, record.experiment, record.name)
-        token = terminate_token(user, record.workspace, record.experiment, record.name) if may_edit(user, details.get("origin")) else None
-        return pages.job_page(details, record.workspace, record.experiment, token)
+        return _job_page(user, record.workspace, record.experiment, record.name, record)
 
     return _page_or_error(build)
+
+
+def _job_page(user: Any, workspace: str, experiment: str, name: str, record: JobRecord | None = None) -> str:
+    """A job's page, with the Terminate form for a user who may edit its DAG."""
+    details = _read(job_details, service(), workspace, experiment, name, record)
+    token = terminate_token(user, workspace, experiment, name) if may_edit(user, details.get("origin")) else None
+    return pages.job_page(details, workspace, experiment, token)
 
 
 def may_edit(user: Any, origin: dict[str, Any] | None) -> bool:

@@ -135,13 +135,17 @@ def training_charts(scalars: dict[str, dict[str, list[Any]]]) -> str:
     return "".join(charts)
 
 
+BYTE_UNITS = (("bytes", 1.0), ("KiB", 2.0**10), ("MiB", 2.0**20), ("GiB", 2.0**30), ("TiB", 2.0**40))
+
+
+def byte_unit(amount: float) -> tuple[str, float]:
+    """(unit, its size): the largest unit in which ``amount`` is at least one."""
+    return [unit for unit in BYTE_UNITS if amount >= unit[1]][-1] if amount >= 1 else BYTE_UNITS[0]
+
+
 def _in_bytes(lines: dict[str, list[tuple[float, float]]]) -> tuple[str, dict[str, list[tuple[float, float]]]]:
-    """(unit, lines in it): the largest unit in which the biggest value is at least one."""
-    top = max((v for points in lines.values() for _, v in points), default=0.0)
-    unit, scale = "bytes", 1.0
-    for name, size in (("KiB", 2**10), ("MiB", 2**20), ("GiB", 2**30), ("TiB", 2**40)):
-        if top >= size:
-            unit, scale = name, float(size)
+    """(unit, lines in it): the unit of the biggest value."""
+    unit, scale = byte_unit(max((v for points in lines.values() for _, v in points), default=0.0))
     return unit, {label: [(t, v / scale) for t, v in points] for label, points in lines.items()}
 
 

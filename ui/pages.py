@@ -12,7 +12,7 @@ from html import escape
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from airflow_batchai.ui.charts import resource_charts, training_charts
+from airflow_batchai.ui.charts import byte_unit, resource_charts, training_charts
 from airflow_batchai.ui_links import UI_PREFIX, job_page_path
 
 REFRESH_S = 10
@@ -348,11 +348,8 @@ def _toolkit(settings: dict[str, Any]) -> str:
 def _size(size: int | None) -> str:
     if size is None:
         return _cell(None)
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
-        size = size / 1024  # type: ignore[assignment]
-    return _cell(None)
+    unit, scale = byte_unit(size)
+    return f"{size} bytes" if scale == 1 else f"{size / scale:.1f} {unit}"
 
 
 def no_job_page(dag_id: str, task_id: str) -> str:

@@ -210,8 +210,9 @@ class Agent:
     def resource_sample(self, series):
         """One sample of the job's resource curves (resources.py); the series, or None once sampling failed."""
         if series is None:
-            name = "resources-%s.json" % re.sub(r"[^-\w.]", "_", self.plan.node_id)
-            series = resources.Series(name, self.log_dir_fd, self.plan.node_id, self.plan.resource_sample_s)
+            series = resources.Series(
+                protocol.resources_file(self.plan.node_id), self.log_dir_fd, self.plan.node_id, self.plan.resource_sample_s
+            )
         try:
             series.tick(self.plan.cwd)
         except (OSError, ValueError) as error:  # a full disk, or a name the job took: curves are not worth a job

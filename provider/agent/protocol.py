@@ -40,6 +40,11 @@ CONTACT_RENEW_S = 10.0
 AGENT_CONTACT_FENCE_S = 120.0
 
 
+def resources_file(node_id):
+    """The node's resource samples beside the job's logs (agent/resources.py writes it, the job page reads it)."""
+    return "resources-%s.json" % re.sub(r"[^-\w.]", "_", node_id)
+
+
 def run_marker(run_id, node_id):
     """RUN_MARKER's value: the run on one node (local nodes share one /proc: a job's other ranks are not ours)."""
     return "%s@%s" % (run_id, node_id)

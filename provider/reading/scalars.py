@@ -101,20 +101,21 @@ class ScalarReader:
             self._files[key] = state
             while len(self._files) > MAX_CACHED_FILES:
                 self._files.popitem(last=False)
-        if event_file.size <= state.consumed:
+        offset = state.consumed
+        if event_file.size <= offset:
             return state
         try:
-            chunk = files.read(event_file.output_id, event_file.path, state.consumed, MAX_READ_BYTES)
+            chunk = files.read(event_file.output_id, event_file.path, offset, MAX_READ_BYTES)
         except BatchAIError:
             return state  # gone or unreachable for now: show what was read before
-        if chunk:
-            with self._lock:  # two pages reading the same file: one parses it, the other waits
+        with self._lock:
+            if chunk and state.consumed == offset:  # two pages read the same bytes: only the first adds them
                 state.consumed += _parse(chunk, state.curves)
         return state
 
 
 def find_event_files(files: OutputFiles) -> list[EventFile]:
-    """Event files under the job's output directories (not its stdout/stderr folder), newest runs first."""
+    """Event files under the job's output directories (not its stdout/stderr folder), folder by folder in name order."""
     found: list[EventFile] = []
     budget = MAX_LISTINGS
     for directory in files.spec.output_directories or []:

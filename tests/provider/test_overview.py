@@ -100,6 +100,10 @@ def test_a_failed_jobs_page_has_its_stderr_tail_outputs_command_and_the_task_tha
     found = service.job_of_task("train_dag", "manual__2026-12-07T10:00:00+00:00", "submit")
     assert found is not None and found.name == "broken", "the task instance's view finds the job it submitted"
     assert service.job_of_task("train_dag", "manual__2026-12-07T10:00:00+00:00", "other_task") is None
+    retry = origin.model_copy(update={"try_number": 3})  # a later try submitted a job of its own
+    service.create_job("c", "broken-again", spec, "e", origin=retry)
+    found = service.job_of_task("train_dag", "manual__2026-12-07T10:00:00+00:00", "submit")
+    assert found is not None and found.name == "broken-again", "the newest try's job"
 
     html = pages.job_page(details, "default", "e", terminate=None)
     assert "ValueError: bad shape" in html and "model.bin" in html and "Terminate" not in html
@@ -115,5 +119,9 @@ def test_a_long_ended_jobs_page_reads_its_curves_and_samples_once(service: Servi
     assert first["resources"] and first["resources"][0]["points"]
     reads: list[str] = []
     monkeypatch.setattr(OutputFiles, "read", lambda self, output, path, *rest: reads.append(path) or b"{}")
+    records: list[str] = []
+    read_record = service.store.read
+    monkeypatch.setattr(service.store, "read", lambda key: records.append(key) or read_record(key))
     again = view.job_details(service, "default", "e", "done")
     assert again["resources"] == first["resources"] and reads == [], "nothing read again but what the page lists"
+    assert records.count("jobs/default/e/done") == 1, f"the job's record is read once: {records}"

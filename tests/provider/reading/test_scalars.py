@@ -142,3 +142,27 @@ class FolderFiles:
         with open(self.folder / path, "rb") as handle:
             handle.seek(offset)
             return handle.read(length if length is not None else -1)
+
+
+def test_two_pages_reading_the_same_bytes_at_once_add_them_once(tmp_path: Path) -> None:
+    from tensorboard.summary import Writer
+
+    writer = Writer(str(tmp_path / "out"))
+    for step in range(3):
+        writer.add_scalar("loss", float(step), step=step)
+    writer.close()
+    reader = ScalarReader()
+    files = FolderFiles(tmp_path / "out")
+    read = files.read
+    reads: list[int] = []
+
+    def read_while_another_page_reads(output_id: str, path: str, offset: int = 0, length: int | None = None) -> bytes:
+        reads.append(offset)
+        if len(reads) == 1:  # the other page's read starts and ends while this one waits for its bytes
+            reader.curves(files)  # type: ignore[arg-type]
+        return read(output_id, path, offset, length)
+
+    files.read = read_while_another_page_reads  # type: ignore[method-assign]
+    curves = reader.curves(files)  # type: ignore[arg-type]
+    assert reads == [0, 0], "both pages read the file's bytes from the start"
+    assert [p[0] for p in curves["loss"]["OUT"]] == [0, 1, 2], "not [0, 1, 2, 0, 1, 2]"
